@@ -1,0 +1,31 @@
+# `make run` serves the platform; `make test` runs the whole suite. Both set up everything they need:
+# .venv, dependencies, and the configured PostgreSQL/Redis or embedded ones under .data/.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv services-down demo clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	MLOPS_ENV=development $(PY) -m devstack serve
+
+test: $(STAMP)
+	@start=$$(date +%s); \
+	MLOPS_ENV=test $(PY) -m devstack run -- $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start ))s"; exit $$status
+
+services-down:
+	$(PY) -m devstack down
+
+clean: services-down
+	rm -rf .data

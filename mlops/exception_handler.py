@@ -1,0 +1,34 @@
+"""The one DRF exception handler: ApplicationError, DRF and Django errors all get the same body."""
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from mlops.exceptions import ApplicationError, error_body
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, ApplicationError):
+        response = Response(error_body(exc.message, exc.extra), status=exc.status_code)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            response["WWW-Authenticate"] = 'Bearer realm="mlops"'
+        return response
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        # Unexpected: Django logs it (and Sentry captures it) with the request id; the client sees no trace.
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body("Validation error", {"fields": response.data})
+    else:
+        response.data = error_body(str(exc.detail) if hasattr(exc, "detail") else str(exc))
+    return response

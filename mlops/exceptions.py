@@ -1,0 +1,45 @@
+"""One exception hierarchy: every error body is {"message": ..., "extra": {...}} (see exception_handler)."""
+
+from django.http import JsonResponse
+from rest_framework import status
+
+
+class ApplicationError(Exception):
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str, extra: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class NotAuthenticated(ApplicationError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+
+
+class AccessDenied(ApplicationError):
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class NotFound(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Conflict(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class ServiceUnavailable(ApplicationError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+def error_body(message: str, extra: dict | None = None) -> dict:
+    return {"message": message, "extra": extra or {}}
+
+
+def error_response(error: ApplicationError) -> JsonResponse:
+    """For middleware, which answers before DRF is reached."""
+    response = JsonResponse(error_body(error.message, error.extra), status=error.status_code)
+    if error.status_code == status.HTTP_401_UNAUTHORIZED:
+        response["WWW-Authenticate"] = 'Bearer realm="mlops"'
+    return response

@@ -1,0 +1,222 @@
+"""The one settings module. Everything comes from the environment (12-factor) with local defaults.
+
+MLOPS_ENV picks the few behaviours that differ: `production` (the default, so a forgotten variable
+fails closed), `development` (`make run`) and `test` (`make test`).
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+MLOPS_ENV = env_str("MLOPS_ENV", "production")
+if MLOPS_ENV not in ("production", "development", "test"):
+    raise ImproperlyConfigured(f"MLOPS_ENV must be production, development or test, not {MLOPS_ENV!r}")
+IS_PRODUCTION = MLOPS_ENV == "production"
+
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or ("" if IS_PRODUCTION else "insecure-local-only-key")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
+ALLOWED_HOSTS = (env_str("DJANGO_ALLOWED_HOSTS", "*")).split(",")
+DATA_DIR = Path(env_str("MLOPS_DATA_DIR", str(BASE_DIR / ".data")))
+
+# --- Applications: the public schema holds tenants; every domain app lives in each tenant's schema.
+SHARED_APPS = [
+    "django_tenants",
+    "django.contrib.contenttypes",
+    "tenancy",
+    "rest_framework",
+    "drf_spectacular",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "jobs",
+    "projects",
+    "datasets",
+    "slices",
+    "training",
+    "predictions",
+    "search",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+TENANT_MODEL = "tenancy.Tenant"
+
+MIDDLEWARE = [
+    "mlops.observability.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "tenancy.middleware.TenantFromTokenMiddleware",
+    "mlops.db_routing.ReadYourWritesMiddleware",
+]
+ROOT_URLCONF = "mlops.urls"
+WSGI_APPLICATION = "mlops.wsgi.application"
+ASGI_APPLICATION = "mlops.asgi.application"
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+}]
+STATIC_URL = "static/"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Databases: Aurora's writer and reader endpoints; both follow the tenant's schema.
+WRITER_DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:54329/mlops")
+READER_DATABASE_URL = env_str("DATABASE_READER_URL", WRITER_DATABASE_URL)
+
+
+def _database(url: str, **overrides) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True)
+    config["ENGINE"] = "django_tenants.postgresql_backend"
+    return {**config, **overrides}
+
+
+DATABASES = {
+    "default": _database(WRITER_DATABASE_URL, OPTIONS={"connect_timeout": 5}),
+    # A dead reader must cost one short connect, not a hung request.
+    "reader": _database(
+        READER_DATABASE_URL,
+        OPTIONS={"connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1)},
+        TEST={"MIRROR": "default"},
+    ),
+}
+DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter", "mlops.db_routing.ReadWriteRouter"]
+EXTRA_SET_TENANT_METHOD_PATH = "mlops.db_routing.follow_tenant_on_reader"
+# After a write, the same user reads from the writer this long (longer than Aurora's replica lag).
+READ_YOUR_WRITES_SECONDS = env_float("READ_YOUR_WRITES_SECONDS", 5.0)
+# A reader that failed to connect is skipped this long before it is tried again.
+READER_DOWN_SECONDS = env_float("READER_DOWN_SECONDS", 30.0)
+
+# --- Redis: cache, channel layer and Celery broker. Every key that holds tenant data carries the tenant.
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "mlops",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "mlops:channels"},
+    }
+}
+
+# --- Celery
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# A running job whose heartbeat is older than this is failed by the reaper (worker lost).
+JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 5.0)
+JOB_STALE_AFTER_SECONDS = env_float("JOB_STALE_AFTER_SECONDS", 60.0)
+JOB_REAPER_INTERVAL_SECONDS = env_float("JOB_REAPER_INTERVAL_SECONDS", 15.0)
+JOB_PROGRESS_MIN_INTERVAL_SECONDS = env_float("JOB_PROGRESS_MIN_INTERVAL_SECONDS", 0.25)
+
+# --- Authentication: Auth0 JWTs, then the platform's token introspection (RFC 7662 style).
+JWT_ISSUER = env_str("JWT_ISSUER")
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "mlops-api")
+JWT_JWKS_URL = env_str("JWT_JWKS_URL")
+JWKS_CACHE_SECONDS = env_int("JWKS_CACHE_SECONDS", 600)
+PLATFORM_URL = env_str("PLATFORM_URL")
+PLATFORM_CLIENT_ID = env_str("PLATFORM_CLIENT_ID", "mlops")
+PLATFORM_CLIENT_SECRET = env_str("PLATFORM_CLIENT_SECRET", "")
+# The platform provisions tenants with this key (sent as a bearer token to /api/v1/platform/...).
+PLATFORM_SERVICE_KEY = env_str("PLATFORM_SERVICE_KEY", "")
+PLATFORM_TIMEOUT_SECONDS = env_float("PLATFORM_TIMEOUT_SECONDS", 3.0)
+INTROSPECTION_CACHE_SECONDS = env_int("INTROSPECTION_CACHE_SECONDS", 60)
+# Where this deployment keeps tenant data; the platform's connection info must name it.
+DATABASE_CLUSTER = env_str("DATABASE_CLUSTER", "main")
+# Development issuer and platform, built in; production refuses them.
+DEV_AUTH = env_bool("MLOPS_DEV_AUTH", False)
+DEV_JWT_KEY_PATH = DATA_DIR / "dev-jwt-key.pem"
+if DEV_AUTH:
+    if IS_PRODUCTION:
+        raise ImproperlyConfigured("MLOPS_DEV_AUTH cannot be enabled when MLOPS_ENV=production")
+    JWT_ISSUER = JWT_ISSUER or "https://mlops.local/dev-issuer/"
+elif IS_PRODUCTION:
+    missing = [name for name, value in (
+        ("PLATFORM_URL", PLATFORM_URL), ("JWT_ISSUER", JWT_ISSUER), ("JWT_JWKS_URL", JWT_JWKS_URL),
+        ("PLATFORM_SERVICE_KEY", PLATFORM_SERVICE_KEY),
+    ) if not value]
+    if missing:
+        raise ImproperlyConfigured(f"missing required settings in production: {', '.join(missing)}")
+
+# --- Elasticsearch (optional: the embedded engine is PostgreSQL)
+ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL")
+
+# --- REST API
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.authentication.PlatformPrincipalAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tenancy.permissions.HasWorkspaceRole"],
+    "DEFAULT_PAGINATION_CLASS": "mlops.pagination.CreatedCursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "mlops.exception_handler.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "mlops API",
+    "DESCRIPTION": "Projects, datasets, search, slices, training and predictions for computer-vision teams.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+# --- Observability
+SENTRY_DSN = env_str("SENTRY_DSN")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "mlops.observability.LogContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=SENTRY_DSN, environment=MLOPS_ENV, send_default_pii=False,
+                    traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0))

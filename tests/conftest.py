@@ -1,0 +1,72 @@
+import os
+import uuid
+
+os.environ.setdefault("MLOPS_ENV", "test")
+os.environ.setdefault("PLATFORM_SERVICE_KEY", "test-platform-service-key")
+
+import pytest  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from tests.external_services import FakeAuth0, FakePlatform  # noqa: E402
+
+TENANT_A = "acme"
+TENANT_B = "globex"
+
+
+@pytest.fixture(scope="session")
+def auth0():
+    server = FakeAuth0()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def platform():
+    server = FakePlatform()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _point_settings_at_fakes(auth0, platform):
+    from django.conf import settings
+
+    settings.JWT_ISSUER = auth0.issuer
+    settings.JWT_AUDIENCE = auth0.audience
+    settings.JWT_JWKS_URL = auth0.jwks_url
+    settings.PLATFORM_URL = platform.url
+    settings.DEV_AUTH = False
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Two tenants for the whole session: every test can prove that A never sees B."""
+    from tenancy.services import tenant_provision
+
+    with django_db_blocker.unblock():
+        tenant_provision(schema_name=TENANT_A, name="Acme")
+        tenant_provision(schema_name=TENANT_B, name="Globex")
+
+
+@pytest.fixture
+def make_token(auth0, platform):
+    """A valid token whose user the platform grants `role` in `workspace` of `tenant`."""
+
+    def make(tenant: str = TENANT_A, *, role: str = "editor", workspace: str = "ws-1", database: str = "main",
+             lifetime: int = 3600) -> str:
+        sub = f"auth0|{uuid.uuid4().hex[:16]}"
+        platform.grant(sub, tenant=tenant, workspace=workspace, role=role, database=database)
+        return auth0.issue(sub, lifetime=lifetime)
+
+    return make
+
+
+@pytest.fixture
+def api_client():
+    def make(token: str | None = None) -> APIClient:
+        client = APIClient()
+        if token:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return make
