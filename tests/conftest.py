@@ -1,13 +1,9 @@
-import os
 import uuid
 
-os.environ.setdefault("MLOPS_ENV", "test")
-os.environ.setdefault("PLATFORM_SERVICE_KEY", "test-platform-service-key")
+import pytest
+from rest_framework.test import APIClient
 
-import pytest  # noqa: E402
-from rest_framework.test import APIClient  # noqa: E402
-
-from tests.external_services import FakeAuth0, FakePlatform  # noqa: E402
+from tests.external_services import FakeAuth0, FakePlatform
 
 TENANT_A = "acme"
 TENANT_B = "globex"
@@ -36,6 +32,7 @@ def _point_settings_at_fakes(auth0, platform):
     settings.JWT_JWKS_URL = auth0.jwks_url
     settings.PLATFORM_URL = platform.url
     settings.DEV_AUTH = False
+    settings.PLATFORM_SERVICE_KEY = "test-platform-service-key"
 
 
 @pytest.fixture(scope="session")

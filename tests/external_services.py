@@ -14,10 +14,9 @@ from jwt.algorithms import RSAAlgorithm
 
 
 class _JsonServer:
-    """A loopback HTTP server in a thread; subclasses answer by path."""
+    """A loopback HTTP server in a thread; `handle(method, path, form)` returns (status, json body)."""
 
-    def __init__(self):
-        outer = self
+    def __init__(self, handle):
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -32,21 +31,18 @@ class _JsonServer:
                 self.wfile.write(payload)
 
             def do_GET(self):
-                self._reply(*outer.handle("GET", self.path, {}))
+                self._reply(*handle("GET", self.path, {}))
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
-                self._reply(*outer.handle("POST", self.path, form))
+                self._reply(*handle("POST", self.path, form))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.requests: list[tuple[str, str]] = []
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-
-    def handle(self, method, path, form):
-        raise NotImplementedError  # each fake answers its own paths
 
     def stop(self):
         self.server.shutdown()
@@ -60,7 +56,7 @@ class FakeAuth0(_JsonServer):
     def __init__(self):
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.current_kid = self.rotate()
-        super().__init__()
+        super().__init__(self.handle)
 
     def rotate(self) -> str:
         """Publish a new signing key (the old ones stay published) and sign with it from now on."""
@@ -108,7 +104,7 @@ class FakePlatform(_JsonServer):
     def __init__(self):
         self.grants: dict[str, Grant] = {}
         self.down = False
-        super().__init__()
+        super().__init__(self.handle)
 
     def grant(self, sub: str, **grant) -> None:
         self.grants[sub] = Grant(**grant)
