@@ -21,7 +21,8 @@ SUPERUSER = "postgres"
 def _run_as_owner(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     if os.geteuid() == 0:
         _ensure_system_user()
-        kwargs["user"] = SYSTEM_USER
+        # Its own group too: with root's, the server could reach root-owned folders it has no business in.
+        kwargs.update(user=SYSTEM_USER, group=SYSTEM_USER, extra_groups=[])
     return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)
 
 

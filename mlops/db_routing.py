@@ -1,16 +1,31 @@
 """Aurora read/write routing: reads to the reader, writes and everything that must see them to the writer.
 
-The pin lives in a context variable (safe under ASGI, one per request or task) and outlives the request
-through a short-lived Redis key per tenant and user, so a POST followed by a GET reads its own write.
+The pin lives in context variables (one per request or task, safe under ASGI where many requests share a
+thread) and outlives the request through a short-lived Redis key per tenant and user, so a POST followed by
+a GET reads its own write. A task inherits the pin of the context that enqueued it.
+
+A write is anything routed through db_for_write, and any statement other than a plain read that runs on the
+writer's cursor (`.using(WRITER)`, raw SQL). psycopg's `cursor.copy()` bypasses Django's cursor wrapper:
+code that COPYs and then reads in the same request or task calls pin_to_writer().
+
+A reader that fails is marked down in this process only: every process pays for one failed connect per
+READER_DOWN_SECONDS. Sharing the mark through Redis would put Redis on every read decision for little gain.
 """
 
 import logging
+import math
+import re
+import socket
+import struct
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, connections
+from redis import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -18,65 +33,150 @@ WRITER = "default"
 READER = "reader"
 
 # Outside a request or task (migrations, management commands, shells) everything goes to the writer;
-# requests and tasks call allow_reader() when they start.
+# requests and tasks allow the reader when they start.
 _pinned_to_writer: ContextVar[bool] = ContextVar("pinned_to_writer", default=True)
 _wrote: ContextVar[bool] = ContextVar("wrote", default=False)
-# Per process: when the reader last failed to connect (monotonic seconds); 0 means healthy.
-_reader_down_since = 0.0
+
+# Statements that only read; any other statement run on the writer pins the context.
+_READ_ONLY_STATEMENT = re.compile(r"\s*(SELECT|SHOW|SET|SAVEPOINT|RELEASE|ROLLBACK)\b", re.IGNORECASE)
+
+# PostgreSQL answers an SSLRequest with one byte ('S' or 'N') before any authentication.
+_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+
+# A task message published by a context pinned to the writer carries when, so the task can read what was written.
+PINNED_AT_HEADER = "db_pinned_at"
+
+
+@dataclass(frozen=True)
+class ReaderOutage:
+    since: float  # time.monotonic()
+    error: str
+
+    def seconds_left(self) -> float:
+        return max(0.0, self.since + settings.READER_DOWN_SECONDS - time.monotonic())
+
+
+# Replaced as a whole and left to expire, so threads read a consistent value without a lock.
+_reader_outage: ReaderOutage | None = None
 
 
 def pin_to_writer() -> None:
     _pinned_to_writer.set(True)
 
 
-def allow_reader() -> None:
-    """Start of a request or task: reads may go to the reader until something is written."""
-    _pinned_to_writer.set(False)
-    _wrote.set(False)
-
-
 def is_pinned_to_writer() -> bool:
     return _pinned_to_writer.get()
 
 
-def reader_marked_down() -> bool:
-    return _reader_down_since and time.monotonic() - _reader_down_since < settings.READER_DOWN_SECONDS
+def _note_write() -> None:
+    _pinned_to_writer.set(True)
+    _wrote.set(True)
 
 
-def _mark_reader_down(error: Exception) -> None:
-    global _reader_down_since
-    _reader_down_since = time.monotonic()
+def _pin_on_write_statement(execute, sql, params, many, context):
+    # Composed SQL (psycopg.sql) cannot be read cheaply: count it as a write, the safe side.
+    if not (isinstance(sql, str) and _READ_ONLY_STATEMENT.match(sql)):
+        _note_write()
+    return execute(sql, params, many, context)
+
+
+def _watch_writer_for_writes() -> None:
+    """Install the write detector on this thread's writer connection, once."""
+    wrappers = connections[WRITER].execute_wrappers
+    if _pin_on_write_statement not in wrappers:
+        # First in the list: `with connection.execute_wrapper(...)` pops the last one when it exits.
+        wrappers.insert(0, _pin_on_write_statement)
+
+
+def allow_reader() -> None:
+    """Start of a task: reads may go to the reader until something is written."""
+    _watch_writer_for_writes()
+    _pinned_to_writer.set(False)
+    _wrote.set(False)
+
+
+@contextmanager
+def reader_allowed():
+    """A request: reads may go to the reader inside until something is written; the writer default returns after."""
+    _watch_writer_for_writes()
+    pinned = _pinned_to_writer.set(False)
+    wrote = _wrote.set(False)
+    try:
+        yield
+    finally:
+        _wrote.reset(wrote)
+        _pinned_to_writer.reset(pinned)
+
+
+def reader_outage() -> ReaderOutage | None:
+    """The reader's current mark-down, or None; it never tries the reader."""
+    outage = _reader_outage
+    if outage is not None and outage.seconds_left() > 0:
+        return outage
+    return None
+
+
+def first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def mark_reader_down(error: Exception) -> None:
+    global _reader_outage
+    _reader_outage = ReaderOutage(since=time.monotonic(), error=first_line(error))
     logger.warning("database reader unreachable, reading from the writer for %ss", settings.READER_DOWN_SECONDS,
-                   extra={"error": str(error)})
+                   extra={"error": _reader_outage.error})
 
 
-def _reader_is_usable() -> bool:
-    """Connect to the reader if needed; a failed connect marks it down instead of failing the read."""
-    global _reader_down_since
-    if reader_marked_down():
+def reader_available() -> bool:
+    """Whether reads may go to the reader now: the router and /readyz ask this same question.
+
+    A marked-down reader is not tried again for READER_DOWN_SECONDS. Otherwise a reused connection gets
+    Django's health check (one `SELECT 1` per request or task, so a connection that outlived its replica is
+    dropped, not used) and a missing one is opened; a failure marks the reader down instead of failing the read.
+    """
+    if reader_outage() is not None:
         return False
     reader = connections[READER]
-    if reader.connection is not None:
-        return True
     try:
-        reader.ensure_connection()
-    except OperationalError as error:
-        _mark_reader_down(error)
+        reader.close_if_health_check_failed()
+        if reader.connection is None:
+            _probe_server(reader.settings_dict)
+            reader.ensure_connection()
+    except (OperationalError, OSError) as error:
+        mark_reader_down(error)
         return False
-    _reader_down_since = 0.0
     return True
+
+
+def _probe_server(settings_dict: dict) -> None:
+    """Raise OSError unless the server answers within its connect_timeout.
+
+    libpq and psycopg raise any connect_timeout under 2 s to 2 s; this probe keeps the cost of finding a dead
+    or hung reader at the configured connect_timeout (1 s) and costs one round trip per new connection.
+    """
+    host = settings_dict["HOST"]
+    if not host or host.startswith("/") or "," in host:
+        return  # a Unix socket fails at once; several hosts are libpq's to try in turn
+    timeout = float(settings_dict["OPTIONS"].get("connect_timeout", 2))
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, int(settings_dict["PORT"] or 5432)), timeout=timeout) as probe:
+        probe.settimeout(max(deadline - time.monotonic(), 0.001))
+        probe.sendall(_SSL_REQUEST)
+        answer = probe.recv(1)
+    if answer not in (b"S", b"N"):
+        raise OSError(f"{host}:{settings_dict['PORT']} does not answer like PostgreSQL (got {answer!r})")
 
 
 class ReadWriteRouter:
     def db_for_read(self, model, **hints):
         if _pinned_to_writer.get() or connections[WRITER].in_atomic_block:
             return WRITER
-        return READER if _reader_is_usable() else WRITER
+        return READER if reader_available() else WRITER
 
     def db_for_write(self, model, **hints):
         # Every later read in this request or task must see this write.
-        _pinned_to_writer.set(True)
-        _wrote.set(True)
+        _note_write()
         return WRITER
 
     def allow_relation(self, obj1, obj2, **hints):
@@ -88,13 +188,44 @@ class ReadWriteRouter:
 
 
 def follow_tenant_on_reader(wrapper, tenant) -> None:
-    """django-tenants hook: setting the tenant on the writer sets it on the reader too."""
+    """django-tenants hook: setting the tenant (or schema) on the writer sets it on the reader too."""
     if wrapper.alias == WRITER:
         connections[READER].set_tenant(tenant)
 
 
+def stamp_task_headers(headers: dict) -> None:
+    """before_task_publish: a task enqueued by a context pinned to the writer reads from the writer too."""
+    if _pinned_to_writer.get():
+        headers[PINNED_AT_HEADER] = time.time()
+
+
+def pin_if_enqueued_after_write(request) -> None:
+    """task_prerun, after allow_reader(): a task enqueued right after a write reads from the writer too."""
+    pinned_at = (request.headers or {}).get(PINNED_AT_HEADER)
+    if pinned_at is not None and time.time() - pinned_at < settings.READ_YOUR_WRITES_SECONDS:
+        pin_to_writer()
+
+
 def _sticky_key(tenant_schema: str, user_id: str) -> str:
     return f"db-pin:{tenant_schema}:{user_id}"
+
+
+def _wrote_recently(key: str) -> bool:
+    try:
+        return bool(cache.get(key))
+    except RedisError as error:
+        # Unknown is answered with the writer: it is always right, the reader only usually.
+        logger.warning("Redis unreachable, reading from the writer", extra={"error": str(error)})
+        return True
+
+
+def _remember_write(key: str) -> None:
+    try:
+        # Redis keeps whole seconds and deletes a key set with 0: round up.
+        cache.set(key, 1, timeout=math.ceil(settings.READ_YOUR_WRITES_SECONDS))
+    except RedisError as error:
+        # The write succeeded; while Redis stays down the next request reads from the writer anyway.
+        logger.warning("Redis unreachable, read-your-writes pin not kept", extra={"error": str(error)})
 
 
 class ReadYourWritesMiddleware:
@@ -104,12 +235,12 @@ class ReadYourWritesMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        allow_reader()
-        principal = getattr(request, "principal", None)
-        key = _sticky_key(principal.tenant_schema, principal.user_id) if principal else None
-        if key and cache.get(key):
-            pin_to_writer()
-        response = self.get_response(request)
-        if key and _wrote.get():
-            cache.set(key, 1, timeout=settings.READ_YOUR_WRITES_SECONDS)
-        return response
+        with reader_allowed():
+            principal = getattr(request, "principal", None)
+            key = _sticky_key(principal.tenant_schema, principal.user_id) if principal else None
+            if key and _wrote_recently(key):
+                pin_to_writer()
+            response = self.get_response(request)
+            if key and _wrote.get():
+                _remember_write(key)
+            return response

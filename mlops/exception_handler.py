@@ -2,7 +2,7 @@
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -25,10 +25,17 @@ def api_exception_handler(exc, context):
 
     response = drf_exception_handler(exc, context)
     if response is None:
-        # Unexpected: Django logs it (and Sentry captures it) with the request id; the client sees no trace.
+        # Unexpected: re-raised to Django, which logs it with the request id, tells Sentry and calls server_error.
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body("Validation error", {"fields": response.data})
     else:
         response.data = error_body(str(exc.detail) if hasattr(exc, "detail") else str(exc))
     return response
+
+
+def server_error(request):
+    """handler500: Django has logged the traceback with the request id and signalled Sentry; the client
+    gets the usual error shape and the id to quote, never the trace. JSON on every path: this is an API."""
+    return JsonResponse(error_body("Internal server error", {"request_id": getattr(request, "request_id", None)}),
+                        status=500)

@@ -11,27 +11,48 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
-def _check_database(alias: str) -> dict:
+def _in_recovery(alias: str) -> bool:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery()")
+        (in_recovery,) = cursor.fetchone()
+    return in_recovery
+
+
+def _check_writer() -> dict:
     try:
-        with connections[alias].cursor() as cursor:
-            cursor.execute("SELECT pg_is_in_recovery()")
-            (in_recovery,) = cursor.fetchone()
+        return {"ok": True, "in_recovery": _in_recovery(db_routing.WRITER)}
     except OperationalError as error:
-        return {"ok": False, "error": str(error).strip().splitlines()[0]}
-    return {"ok": True, "in_recovery": in_recovery}
+        return {"ok": False, "error": db_routing.first_line(error)}
+
+
+def _check_reader() -> dict:
+    """The router's own check, so /readyz neither hammers a marked-down reader nor disagrees with the router."""
+    if db_routing.reader_available():
+        try:
+            return {"ok": True, "in_recovery": _in_recovery(db_routing.READER), "reads_from": db_routing.READER}
+        except OperationalError as error:
+            db_routing.mark_reader_down(error)
+    outage = db_routing.reader_outage()
+    return {
+        "ok": False,
+        "error": outage.error if outage else "unreachable",
+        "retry_in_seconds": round(outage.seconds_left(), 1) if outage else 0.0,
+        "reads_from": db_routing.WRITER,
+    }
+
+
+def _check_redis() -> dict:
+    try:
+        # A round trip through the cache's own client (Django's RedisCache has no public ping).
+        cache.get("readyz:probe")
+    except Exception as error:  # any Redis client failure means "not ready", reported, not raised
+        return {"ok": False, "error": str(error)}
+    return {"ok": True}
 
 
 def readyz(request):
-    writer = _check_database(db_routing.WRITER)
-    if db_routing.reader_marked_down():
-        reader = {"ok": False, "error": "marked down after a failed connect; reads go to the writer"}
-    else:
-        reader = _check_database(db_routing.READER)
-    try:
-        redis_ok = {"ok": bool(cache.client.get_client().ping())}
-    except Exception as error:  # any Redis client failure means "not ready", reported, not raised
-        redis_ok = {"ok": False, "error": str(error)}
-    checks = {"writer": writer, "reader": reader, "redis": redis_ok}
+    checks = {"writer": _check_writer(), "reader": _check_reader(), "redis": _check_redis()}
     # The reader falling back to the writer degrades but does not stop service.
-    ready = writer["ok"] and redis_ok["ok"]
-    return JsonResponse({"ready": ready, "degraded": not reader["ok"], "checks": checks}, status=200 if ready else 503)
+    ready = checks["writer"]["ok"] and checks["redis"]["ok"]
+    return JsonResponse({"ready": ready, "degraded": not checks["reader"]["ok"], "checks": checks},
+                        status=200 if ready else 503)

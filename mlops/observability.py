@@ -1,12 +1,21 @@
 """Request ids and log context: every log line carries request id, tenant, user and job where known."""
 
 import logging
+import re
+import time
 import uuid
 from contextvars import ContextVar
 
 import sentry_sdk
+from gunicorn import glogging
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's id is kept only if it is a plain token: it goes into every log line and back into a header.
+CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 log_context: ContextVar[dict] = ContextVar("log_context", default={})
+request_logger = logging.getLogger("mlops.request")
 
 
 def bind_log_context(**values) -> None:
@@ -24,18 +33,44 @@ class LogContextFilter(logging.Filter):
         return True
 
 
+def json_log_formatter() -> JsonFormatter:
+    """The formatter settings.LOGGING configures, for the loggers that Django does not configure (gunicorn's)."""
+    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+
+
+class GunicornJsonLogger(glogging.Logger):
+    """gunicorn's own lines, and uvicorn's that UvicornWorker sends through gunicorn's handlers, as JSON too."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            handler.setFormatter(json_log_formatter())
+
+
 class RequestContextMiddleware:
-    """Gives each request an id (or keeps the caller's X-Request-ID) and echoes it in the response."""
+    """Gives each request an id (or keeps the caller's X-Request-ID), echoes it, and logs one line per request.
+
+    The context is cleared when a request starts rather than reset when it ends, so that Django's own
+    "Internal Server Error" and "Not Found" lines, written after the middleware returns, still carry it.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        started = time.monotonic()
         clear_log_context()
-        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        request.request_id = request_id[:64]
+        caller_request_id = request.headers.get(REQUEST_ID_HEADER, "")
+        request.request_id = (caller_request_id if CALLER_REQUEST_ID.fullmatch(caller_request_id)
+                              else uuid.uuid4().hex)
         bind_log_context(request_id=request.request_id)
         sentry_sdk.set_tag("request_id", request.request_id)
         response = self.get_response(request)
-        response["X-Request-ID"] = request.request_id
+        response[REQUEST_ID_HEADER] = request.request_id
+        # The access log: gunicorn's is off because it cannot know the tenant and user bound further in.
+        request_logger.info("request finished", extra={
+            "method": request.method, "path": request.path, "status": response.status_code,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        })
         return response

@@ -49,6 +49,7 @@ DATA_DIR = Path(env_str("MLOPS_DATA_DIR", str(BASE_DIR / ".data")))
 SHARED_APPS = [
     "django_tenants",
     "django.contrib.contenttypes",
+    "django.contrib.postgres",
     "tenancy",
     "rest_framework",
     "drf_spectacular",
@@ -102,7 +103,9 @@ DATABASES = {
     # A dead reader must cost one short connect, not a hung request.
     "reader": _database(
         READER_DATABASE_URL,
-        OPTIONS={"connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1)},
+        # tcp_user_timeout (ms) bounds a reused connection to a replica that stopped answering mid-query.
+        OPTIONS={"connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1),
+                 "tcp_user_timeout": env_int("DATABASE_READER_TCP_USER_TIMEOUT_MS", 10_000)},
         TEST={"MIRROR": "default"},
     ),
 }
@@ -126,7 +129,10 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "mlops:channels"},
+        # redis-py 8 times reads out after 5 s by default, as long as channels_redis blocks waiting for a message,
+        # so every websocket quiet for 5 s crashed: read longer than that wait, connect quickly.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
+                   "prefix": "mlops:channels"},
     }
 }
 
@@ -144,6 +150,15 @@ JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 5.0)
 JOB_STALE_AFTER_SECONDS = env_float("JOB_STALE_AFTER_SECONDS", 60.0)
 JOB_REAPER_INTERVAL_SECONDS = env_float("JOB_REAPER_INTERVAL_SECONDS", 15.0)
 JOB_PROGRESS_MIN_INTERVAL_SECONDS = env_float("JOB_PROGRESS_MIN_INTERVAL_SECONDS", 0.25)
+# A lost worker's job is failed at most JOB_STALE_AFTER_SECONDS + JOB_REAPER_INTERVAL_SECONDS after it died.
+CELERY_BEAT_SCHEDULE = {
+    "jobs-reap-stale": {
+        "task": "jobs.reap_stale_jobs",
+        "schedule": JOB_REAPER_INTERVAL_SECONDS,
+        # Sweeps queued while no worker ran are worthless once the next one is due.
+        "options": {"expires": JOB_REAPER_INTERVAL_SECONDS},
+    },
+}
 
 # --- Authentication: Auth0 JWTs, then the platform's token introspection (RFC 7662 style).
 JWT_ISSUER = env_str("JWT_ISSUER")
@@ -173,6 +188,14 @@ elif IS_PRODUCTION:
     ) if not value]
     if missing:
         raise ImproperlyConfigured(f"missing required settings in production: {', '.join(missing)}")
+
+# --- Storage: what we write goes under STORAGE_ROOT/<tenant>; local sources are read only under these roots.
+STORAGE_ROOT = Path(env_str("MLOPS_STORAGE_ROOT", str(DATA_DIR / "storage")))
+LOCAL_READ_ROOTS = [p for p in (env_str("MLOPS_LOCAL_READ_ROOTS", str(DATA_DIR / "imports")) or "").split(",") if p]
+AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
+
+# Lines per import batch: each is staged, checked and merged in SQL (and committed, when bad lines are skipped).
+IMPORT_BATCH_LINES = env_int("IMPORT_BATCH_LINES", 20_000)
 
 # --- Elasticsearch (optional: the embedded engine is PostgreSQL)
 ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL")

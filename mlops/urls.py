@@ -12,3 +12,6 @@ urlpatterns = [
     path("api/v1/projects/", include("projects.urls")),
     path("api/v1/jobs/", include("jobs.urls")),
 ]
+
+# Unexpected errors answer {"message", "extra": {"request_id"}}, like every other error, not Django's HTML page.
+handler500 = "mlops.exception_handler.server_error"

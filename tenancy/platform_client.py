@@ -5,13 +5,18 @@ INTROSPECTION_CACHE_SECONDS, so a revoked token stops working within that cap.
 """
 
 import hashlib
+import logging
 import time
+from contextlib import suppress
 
 import httpx
 from django.conf import settings
 from django.core.cache import cache
+from redis import RedisError
 
 from mlops.exceptions import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 def _cache_key(token: str) -> str:
@@ -41,11 +46,17 @@ def _ask_platform(token: str) -> dict:
 
 
 def introspect(token: str, expires_at: int) -> dict:
+    """The platform's answer, from the cache when it holds one; with Redis down, the platform is asked."""
     key = _cache_key(token)
-    answer = cache.get(key)
+    try:
+        answer = cache.get(key)
+    except RedisError:
+        logger.warning("introspection cache unreachable; asking the platform directly", exc_info=True)
+        return _ask_platform(token)
     if answer is None:
         answer = _ask_platform(token)
         ttl = min(settings.INTROSPECTION_CACHE_SECONDS, int(expires_at - time.time()))
         if ttl > 0:
-            cache.set(key, answer, timeout=ttl)
+            with suppress(RedisError):
+                cache.set(key, answer, timeout=ttl)
     return answer

@@ -207,3 +207,16 @@ def test_another_workspace_project_is_403(make_token, api_client):
     response = api_client(make_token(workspace="ws-1")).get(f"{PROJECTS}{theirs['id']}")
     assert response.status_code == 403
     assert "another workspace" in _error(response)
+
+
+def test_redis_down_does_not_stop_authentication(make_token, api_client, platform, settings):
+    # given a cache on a port where nothing listens
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:9/0",
+                                   "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
+    client = api_client(make_token())
+    asked_before = platform.introspections()
+    # when the same token is used twice, then the platform is asked each time instead of failing
+    assert client.get(PROJECTS).status_code == 200
+    assert client.get(PROJECTS).status_code == 200
+    assert platform.introspections() == asked_before + 2

@@ -1,0 +1,33 @@
+"""How a job looks to clients: the same shape over REST and in websocket events, so both mirror the row."""
+
+from rest_framework import serializers
+
+
+class JobProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField(source="progress_done")
+    total = serializers.IntegerField(source="progress_total", allow_null=True)
+
+
+class JobOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    cancel_requested_at = serializers.DateTimeField(allow_null=True)
+    progress = JobProgressSerializer(source="*")
+    counters = serializers.JSONField()
+    message = serializers.CharField()
+    error = serializers.CharField()
+    params = serializers.JSONField()
+    workspace_id = serializers.CharField()
+    owner_id = serializers.CharField()
+    celery_task_id = serializers.CharField()
+    revision = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
+
+
+def job_state(job) -> dict:
+    """Plain JSON-ready data (the channel layer serialises with msgpack, which knows no UUID or datetime)."""
+    return dict(JobOutputSerializer(job).data)

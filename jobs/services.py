@@ -1,0 +1,168 @@
+"""Every change to a Job: one conditional UPDATE on the writer, then the new row to its websocket group.
+
+Status only moves forward (queued -> running -> succeeded | failed | cancelled, or queued -> cancelled), and
+each move is guarded by the status it leaves, so two writers (a redelivered message, the reaper, a cancel
+request) can never both win.
+"""
+
+import uuid
+from datetime import timedelta
+
+from celery import Task
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from jobs.events import job_broadcast
+from jobs.models import TERMINAL_STATUSES, Job
+from jobs.serializers import job_state
+from mlops.celery import TENANT_HEADER
+from mlops.db_routing import WRITER
+from mlops.exceptions import Conflict
+from tenancy.principal import Principal
+
+
+class JobCancelled(Exception):
+    """Raised from a progress report when a cancel was requested: the runner records the job as cancelled."""
+
+
+class JobNoLongerRunning(Exception):
+    """Raised from a progress report when the job was ended elsewhere (the reaper failed it): stop quietly."""
+
+
+def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) -> Job | None:
+    """Apply `changes` only if the job is in one of `from_statuses`; return the new row, or None if it was not."""
+    updated = Job.objects.filter(extra_filter, pk=job_id, status__in=from_statuses).update(
+        **changes, revision=F("revision") + 1,
+    )
+    if not updated:
+        return None
+    job = Job.objects.using(WRITER).get(pk=job_id)
+    # The state as of this write (the caller goes on changing the instance), announced only once committed.
+    tenant_schema, state = connections[WRITER].schema_name, job_state(job)
+    transaction.on_commit(lambda: job_broadcast(tenant_schema=tenant_schema, state=state), using=WRITER)
+    return job
+
+
+def job_create(*, principal: Principal, task: Task, params: dict | None = None) -> Job:
+    """A queued job for `task` (made with jobs.runner.job_task); its message is sent once the row is committed."""
+    job = Job.objects.create(
+        kind=task.job_kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
+        celery_task_id=str(uuid.uuid4()),
+    )
+    # The tenant is fixed now, not at publish time, so the message names the schema that holds the row.
+    headers = {TENANT_HEADER: connections[WRITER].schema_name}
+    transaction.on_commit(
+        lambda: task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers), using=WRITER,
+    )
+    return job
+
+
+def job_start(*, job_id) -> Job | None:
+    """Claim a queued job for this delivery. A redelivered message (acks_late after a lost worker, or a
+    visibility timeout) finds it running or finished and gets None: the job never runs twice."""
+    now = timezone.now()
+    return _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED],
+                       changes={"status": Job.Status.RUNNING, "started_at": now, "heartbeat_at": now})
+
+
+def job_report_progress(*, job: Job, done: int, total: int | None = None, counters: dict | None = None,
+                        message: str | None = None) -> Job:
+    """Record progress on `job` (the instance the runner handed to the work).
+
+    Written at most once per JOB_PROGRESS_MIN_INTERVAL_SECONDS, and always when `done` reaches the total;
+    a skipped report still updates the instance, and job_finish writes it. Each write also reads the cancel
+    flag back, so running work notices a cancel within the interval at no extra cost: JobCancelled is raised.
+    `counters` are merged into the job's counters.
+    """
+    job.progress_done = done
+    if total is not None:
+        job.progress_total = total
+    if counters:
+        job.counters = {**job.counters, **counters}
+    if message is not None:
+        job.message = message
+    now = timezone.now()
+    reached_total = job.progress_total is not None and done >= job.progress_total
+    interval = timedelta(seconds=settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS)
+    if not reached_total and job.progress_at and now - job.progress_at < interval:
+        return job
+    written = _transition(job_id=job.pk, from_statuses=[Job.Status.RUNNING], changes={
+        "progress_done": job.progress_done, "progress_total": job.progress_total, "counters": job.counters,
+        "message": job.message, "progress_at": now, "heartbeat_at": now,
+    })
+    if written is None:
+        raise JobNoLongerRunning(f"job {job.pk} is no longer running")
+    job.progress_at, job.revision, job.cancel_requested_at = now, written.revision, written.cancel_requested_at
+    if written.cancel_requested_at:
+        raise JobCancelled(f"job {job.pk}: cancel requested at {written.cancel_requested_at.isoformat()}")
+    return job
+
+
+def job_heartbeat(*, job_id) -> bool:
+    """The running job's worker is alive; False once the job is no longer running. Not an event for clients."""
+    return bool(Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now()))
+
+
+def _job_end(*, job: Job, status: str, error: str = "") -> Job:
+    """End a running job with its latest progress; if something else ended it first, that outcome stands."""
+    ended = _transition(job_id=job.pk, from_statuses=[Job.Status.RUNNING], changes={
+        "status": status, "error": error, "finished_at": timezone.now(), "progress_done": job.progress_done,
+        "progress_total": job.progress_total, "counters": job.counters, "message": job.message,
+    })
+    return ended or Job.objects.using(WRITER).get(pk=job.pk)
+
+
+def job_finish(*, job: Job) -> Job:
+    return _job_end(job=job, status=Job.Status.SUCCEEDED)
+
+
+def job_fail(*, job: Job, error: str) -> Job:
+    return _job_end(job=job, status=Job.Status.FAILED, error=error)
+
+
+def job_mark_cancelled(*, job: Job) -> Job:
+    """The work stopped on a cancel request."""
+    return _job_end(job=job, status=Job.Status.CANCELLED)
+
+
+def job_request_cancel(*, job: Job) -> Job:
+    """A queued job is cancelled at once (its message will find it taken); a running one is asked to stop and
+    ends as cancelled at its next progress write."""
+    now = timezone.now()
+    cancelled = _transition(job_id=job.pk, from_statuses=[Job.Status.QUEUED], changes={
+        "status": Job.Status.CANCELLED, "cancel_requested_at": now, "finished_at": now,
+    })
+    requested = cancelled or _transition(job_id=job.pk, from_statuses=[Job.Status.RUNNING],
+                                         changes={"cancel_requested_at": now},
+                                         extra_filter=Q(cancel_requested_at__isnull=True))
+    if requested:
+        return requested
+    current = Job.objects.using(WRITER).get(pk=job.pk)
+    if current.status in TERMINAL_STATUSES:
+        raise Conflict(f"Job {job.pk} has already {current.status}; there is nothing to cancel.",
+                       {"status": current.status})
+    return current
+
+
+def job_fail_stale(*, now=None) -> list[Job]:
+    """Fail this tenant's running jobs whose worker stopped heartbeating (killed, OOM, lost host).
+
+    A worker heartbeats every JOB_HEARTBEAT_SECONDS while a job runs; once its last heartbeat is older than
+    JOB_STALE_AFTER_SECONDS the job is failed here. A redelivered message for it then finds it taken.
+    """
+    now = now or timezone.now()
+    stale_after = settings.JOB_STALE_AFTER_SECONDS
+    is_stale = Q(heartbeat_at__lt=now - timedelta(seconds=stale_after))
+    stale_ids = list(Job.objects.using(WRITER).filter(is_stale, status=Job.Status.RUNNING).values_list("pk", flat=True))
+    failed = []
+    for job_id in stale_ids:
+        job = _transition(job_id=job_id, from_statuses=[Job.Status.RUNNING], extra_filter=is_stale, changes={
+            "status": Job.Status.FAILED, "finished_at": now,
+            "error": f"The worker running this job was lost: no heartbeat for more than {stale_after:g}s. "
+                     f"The job was stopped and will not be retried.",
+        })
+        if job:
+            failed.append(job)
+    return failed

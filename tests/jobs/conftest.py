@@ -1,0 +1,67 @@
+import time
+
+import pytest
+
+from tests.conftest import TENANT_A
+from tests.live_services import committed_tenants, live_asgi_server, live_log_dir, live_worker  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def in_memory_channel_layer(settings):
+    """Events sent from this process stay in it; the live tests' workers and server use Redis."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture
+def celery_eager():
+    from mlops.celery import app
+
+    was_eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = was_eager
+
+
+@pytest.fixture
+def in_tenant_a():
+    from tenancy.context import tenant_scope
+
+    with tenant_scope(TENANT_A) as tenant:
+        yield tenant
+
+
+@pytest.fixture
+def principal():
+    """Who starts jobs in the unit tests: an editor of workspace ws-1 in tenant A."""
+    from tenancy.principal import Principal
+
+    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
+                     role="editor", database="main", expires_at=int(time.time()) + 3600)
+
+
+@pytest.fixture
+def job_events():
+    """`listen(job)` joins the job's group in tenant A; the function it returns gives every event received since."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from jobs.events import job_group_name
+
+    def listen(job):
+        layer = get_channel_layer()
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(job_group_name(tenant_schema=TENANT_A, job_id=job.pk), channel)
+
+        async def received() -> list[dict]:
+            events = []
+            while True:
+                try:
+                    events.append(await asyncio.wait_for(layer.receive(channel), timeout=0.05))
+                except TimeoutError:
+                    return events
+
+        return async_to_sync(received)
+
+    return listen

@@ -1,0 +1,102 @@
+"""Workers that die mid-job, with real Celery workers on Redis and beat running the reaper.
+
+Each test starts its own workers (not the shared live_worker), with the reaper tuned down through the
+environment: stale after STALE_AFTER s, swept every REAPER_INTERVAL s, heartbeats every HEARTBEAT s.
+"""
+
+import re
+import time
+
+import pytest
+
+from jobs.models import Job
+from jobs.services import job_create
+from jobs.tasks import count_to
+from mlops.db_routing import WRITER
+from tenancy.context import tenant_scope
+from tests.conftest import TENANT_A
+from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
+
+# Committed data, so the subprocesses see it; reads here may go to the reader (a mirror of the test database).
+pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+              pytest.mark.usefixtures("committed_tenants")]
+
+STALE_AFTER = 2.0
+REAPER_INTERVAL = 1.0
+HEARTBEAT = 0.4
+
+
+@pytest.fixture
+def workers(auth0, platform, tmp_path):
+    """Start workers with `start(name, beat=..., concurrency=..., **env)`; all are stopped when the test ends."""
+    purge_task_queues()
+    started = []
+
+    def start(name: str, *, beat: bool = False, concurrency: int = 1, **env):
+        worker = start_celery_worker(live_environment(auth0, platform, **env), tmp_path, name=name, beat=beat,
+                                     concurrency=concurrency)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _reaping(**env) -> dict:
+    return {"JOB_STALE_AFTER_SECONDS": STALE_AFTER, "JOB_REAPER_INTERVAL_SECONDS": REAPER_INTERVAL,
+            "JOB_HEARTBEAT_SECONDS": HEARTBEAT, **env}
+
+
+def _start_count_job(principal, *, steps: int, delay_seconds: float) -> Job:
+    with tenant_scope(TENANT_A):
+        return job_create(principal=principal, task=count_to, params={"steps": steps, "delay_seconds": delay_seconds})
+
+
+def _job(job_id) -> Job:
+    with tenant_scope(TENANT_A):
+        return Job.objects.using(WRITER).get(pk=job_id)
+
+
+def test_a_killed_worker_leaves_its_job_failed_and_the_redelivered_message_does_not_run_it_again(
+        workers, principal):
+    # given a job counting on a worker
+    doomed = workers("doomed")
+    job = _start_count_job(principal, steps=1000, delay_seconds=0.05)
+    running = wait_until(lambda: (row := _job(job.pk)).progress_done >= 2 and row, timeout=20,
+                         what="the job to be counting", logs_of=(doomed,))
+    # when the worker is killed outright, and another worker (running beat, so the reaper) comes up; its
+    # 1 s visibility timeout hands it the dead worker's unacknowledged message at start-up
+    doomed.kill()
+    killed_at = time.monotonic()
+    rescuer = workers("rescuer", beat=True, **_reaping(CELERY_VISIBILITY_TIMEOUT=1))
+    ready_after = time.monotonic() - killed_at
+    # then the job is failed within the bound once the reaper runs: stale-after + reaper interval
+    failed = wait_until(lambda: (row := _job(job.pk)).status != Job.Status.RUNNING and row,
+                        timeout=STALE_AFTER + REAPER_INTERVAL + 10, what="the reaper to fail the job",
+                        logs_of=(rescuer,))
+    failed_after = time.monotonic() - killed_at
+    assert failed.status == Job.Status.FAILED
+    assert failed.error.startswith("The worker running this job was lost: no heartbeat for more than 2s.")
+    assert failed_after <= max(ready_after, STALE_AFTER) + REAPER_INTERVAL + 2
+    # and the redelivered message was received and refused: the job was not started again
+    wait_until(lambda: f"job {job.pk} is not queued" in rescuer.log(), timeout=10,
+               what="the rescuer to refuse the redelivered message", logs_of=(rescuer,))
+    final = _job(job.pk)
+    assert final.status == Job.Status.FAILED and final.started_at == running.started_at
+    assert running.progress_done <= final.progress_done < 1000
+    assert rescuer.log().count(f"Task jobs.tasks.count_to[{job.celery_task_id}] received") == 1
+
+
+def test_heartbeats_keep_a_quiet_job_alive_past_the_stale_limit(workers, principal):
+    # given a worker running the reaper (in its second process), and a job that reports nothing for longer
+    # than the stale limit
+    worker = workers("quiet", beat=True, concurrency=2, **_reaping())
+    job = _start_count_job(principal, steps=1, delay_seconds=STALE_AFTER + 2 * REAPER_INTERVAL + 1)
+    # when it runs to the end
+    ended = wait_until(lambda: (row := _job(job.pk)).is_finished and row, timeout=20,
+                       what="the quiet job to end", logs_of=(worker,))
+    # then its heartbeats, not progress, kept away the reaper, which swept while it ran
+    assert ended.status == Job.Status.SUCCEEDED, ended.error
+    sweeps = re.findall(r"Task jobs\.reap_stale_jobs\[[0-9a-f-]+\] succeeded", worker.log())
+    assert len(sweeps) >= 2

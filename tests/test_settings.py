@@ -1,0 +1,85 @@
+"""Start-up refuses a production that is unsafe or incomplete, and says why; a complete one starts."""
+
+import json
+
+import pytest
+
+from tests.fresh_process import run_python
+
+DJANGO_SETUP = "import django; django.setup()"
+PRODUCTION_ENV = {
+    "MLOPS_ENV": "production",
+    "DJANGO_SECRET_KEY": "a-production-secret",
+    "DATABASE_URL": "postgres://mlops:secret@writer.cluster.example:5432/mlops",
+    "DATABASE_READER_URL": "postgres://mlops:secret@reader.cluster.example:5432/mlops",
+    "REDIS_URL": "redis://cache.example:6379/0",
+    "PLATFORM_URL": "https://platform.example",
+    "JWT_ISSUER": "https://tenant.auth0.example/",
+    "JWT_JWKS_URL": "https://tenant.auth0.example/.well-known/jwks.json",
+    "PLATFORM_SERVICE_KEY": "a-platform-service-key",
+}
+REQUIRED_IN_PRODUCTION = ["DJANGO_SECRET_KEY", "PLATFORM_URL", "JWT_ISSUER", "JWT_JWKS_URL", "PLATFORM_SERVICE_KEY"]
+
+
+def start_up_error(env: dict[str, str]) -> str:
+    """The last line of the traceback a failed start-up prints: what an operator reads first."""
+    result = run_python(DJANGO_SETUP, env)
+    assert result.returncode != 0, "start-up should have failed"
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_complete_production_env_starts_without_dev_auth():
+    # when
+    result = run_python(
+        "import json; " + DJANGO_SETUP + "; from django.conf import settings as s; "
+        "print(json.dumps({'production': s.IS_PRODUCTION, 'dev_auth': s.DEV_AUTH, 'debug': s.DEBUG}))",
+        PRODUCTION_ENV,
+    )
+    # then
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"production": True, "dev_auth": False, "debug": False}
+
+
+def test_production_refuses_dev_auth():
+    error = start_up_error({**PRODUCTION_ENV, "MLOPS_DEV_AUTH": "1"})
+
+    assert error == ("django.core.exceptions.ImproperlyConfigured: "
+                     "MLOPS_DEV_AUTH cannot be enabled when MLOPS_ENV=production")
+
+
+def test_unset_mlops_env_means_production_and_refuses_dev_auth():
+    env = {name: value for name, value in PRODUCTION_ENV.items() if name != "MLOPS_ENV"}
+
+    error = start_up_error({**env, "MLOPS_DEV_AUTH": "1"})
+
+    assert "MLOPS_DEV_AUTH cannot be enabled when MLOPS_ENV=production" in error
+
+
+@pytest.mark.parametrize("missing", REQUIRED_IN_PRODUCTION)
+def test_production_without_a_required_variable_names_it(missing):
+    env = {name: value for name, value in PRODUCTION_ENV.items() if name != missing}
+
+    error = start_up_error(env)
+
+    assert error.startswith("django.core.exceptions.ImproperlyConfigured: ")
+    assert missing in error
+    assert not (set(REQUIRED_IN_PRODUCTION) - {missing}) & set(error.replace(",", " ").split())
+
+
+def test_an_empty_variable_counts_as_missing():
+    # docker-compose passes `${PLATFORM_URL:-}` through, which is an empty string when the shell has none.
+    error = start_up_error({**PRODUCTION_ENV, "PLATFORM_URL": ""})
+
+    assert error.endswith("missing required settings in production: PLATFORM_URL")
+
+
+def test_unknown_mlops_env_is_refused():
+    error = start_up_error({**PRODUCTION_ENV, "MLOPS_ENV": "prod"})
+
+    assert "MLOPS_ENV must be production, development or test, not 'prod'" in error
+
+
+def test_development_with_dev_auth_needs_none_of_the_production_variables():
+    result = run_python(DJANGO_SETUP, {"MLOPS_ENV": "development", "MLOPS_DEV_AUTH": "1"})
+
+    assert result.returncode == 0, result.stderr
