@@ -1,6 +1,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from datasets.apis.ontology import OntologyClassListCreateApi
 from mlops.health import healthz, readyz
 
 urlpatterns = [
@@ -10,6 +11,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/platform/", include("tenancy.urls")),
     path("api/v1/projects/", include("projects.urls")),
+    path("api/v1/projects/<int:project_id>/datasets/", include("datasets.urls")),
+    path("api/v1/projects/<int:project_id>/ontology", OntologyClassListCreateApi.as_view(), name="ontology"),
     path("api/v1/jobs/", include("jobs.urls")),
 ]
 

@@ -67,3 +67,15 @@ def api_client():
         return client
 
     return make
+
+
+@pytest.fixture
+def celery_eager(settings):
+    """Jobs run inside the process that starts them; their events stay in this process too."""
+    from mlops.celery import app
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    was_eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = was_eager

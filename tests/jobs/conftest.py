@@ -3,23 +3,12 @@ import time
 import pytest
 
 from tests.conftest import TENANT_A
-from tests.live_services import committed_tenants, live_asgi_server, live_log_dir, live_worker  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)
 def in_memory_channel_layer(settings):
     """Events sent from this process stay in it; the live tests' workers and server use Redis."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture
-def celery_eager():
-    from mlops.celery import app
-
-    was_eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = was_eager
 
 
 @pytest.fixture

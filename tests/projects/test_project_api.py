@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import TENANT_A, TENANT_B
+from tests.conftest import TENANT_A
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,176 @@
+import base64
+import binascii
+
+from django.http import FileResponse
+from django.urls import reverse
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets.apis.labels import BoxField, LabelOutputSerializer
+from datasets.importers.records import MAX_STRING, MAX_TAGS
+from datasets.models import DataRow
+from datasets.selectors import (
+    DatarowFilters,
+    datarow_get,
+    datarow_image_file,
+    datarow_image_url,
+    datarow_labels,
+    datarow_list,
+    datarow_page,
+    datarow_predictions_by_model_version,
+    dataset_get_for_caller,
+)
+from datasets.services.datarows import MAX_DATAROW_IDS, datarow_bulk_delete, datarow_tags_update
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class DatarowCursorField(serializers.Field):
+    """The opaque `cursor` of a datarow page: it encodes the last id of the page before."""
+
+    default_error_messages = {"invalid": "Not a cursor from this API; pass next_cursor as it was given."}
+
+    def to_internal_value(self, data) -> int:
+        try:
+            after_id = int(base64.urlsafe_b64decode(str(data) + "=" * (-len(str(data)) % 4)).decode())
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self.fail("invalid")
+        if after_id < 0:
+            self.fail("invalid")
+        return after_id
+
+    def to_representation(self, after_id: int) -> str:
+        return base64.urlsafe_b64encode(str(after_id).encode()).decode().rstrip("=")
+
+
+class DatarowOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    uri = serializers.CharField()
+    media_type = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    metadata = serializers.JSONField()
+    tags = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class DatarowListApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        cursor = DatarowCursorField(required=False)
+        page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
+        external_id = serializers.CharField(required=False, trim_whitespace=False)
+        external_id_prefix = serializers.CharField(required=False, trim_whitespace=False)
+        uri_prefix = serializers.CharField(required=False, trim_whitespace=False)
+        width_min = serializers.IntegerField(required=False, min_value=0)
+        width_max = serializers.IntegerField(required=False, min_value=0)
+        height_min = serializers.IntegerField(required=False, min_value=0)
+        height_max = serializers.IntegerField(required=False, min_value=0)
+        media_type = serializers.ChoiceField(choices=DataRow.MediaType.choices, required=False)
+        created_after = serializers.DateTimeField(required=False, help_text="Created at or after (inclusive).")
+        created_before = serializers.DateTimeField(required=False, help_text="Created before (exclusive).")
+        tag = serializers.ListField(child=serializers.CharField(trim_whitespace=False), required=False,
+                                    help_text="Repeat for several: rows having every one of them.")
+
+    class OutputSerializer(serializers.Serializer):
+        results = DatarowOutputSerializer(many=True)
+        next_cursor = DatarowCursorField(allow_null=True)
+
+    def get(self, request, project_id: int, dataset_id: int):
+        dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
+        query = self.FilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = dict(query.validated_data)
+        after_id, size = params.pop("cursor", None), params.pop("page_size")
+        filters = DatarowFilters(tags=tuple(params.pop("tag", ())), **params)
+        rows, next_after_id = datarow_page(datarows=datarow_list(dataset=dataset, filters=filters),
+                                           after_id=after_id, size=size)
+        return Response(self.OutputSerializer({"results": rows, "next_cursor": next_after_id}).data)
+
+
+class DatarowDetailApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        class ModelVersionPredictionsSerializer(serializers.Serializer):
+            class PredictionSerializer(serializers.Serializer):
+                id = serializers.IntegerField()
+                class_name = serializers.CharField(source="ontology_class.name")
+                kind = serializers.CharField()
+                score = serializers.FloatField()
+                box = BoxField()
+                polygon = serializers.JSONField()
+
+            model_version_id = serializers.IntegerField(source="model_version.id")
+            name = serializers.CharField(source="model_version.name")
+            version = serializers.CharField(source="model_version.version")
+            predictions = PredictionSerializer(many=True)
+
+        datarow = DatarowOutputSerializer()
+        image_url = serializers.CharField(allow_null=True)
+        labels = LabelOutputSerializer(many=True)
+        predictions = ModelVersionPredictionsSerializer(many=True)
+
+    def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
+        dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
+        datarow = datarow_get(dataset=dataset, datarow_id=datarow_id)
+        served_url = request.build_absolute_uri(reverse("datarow-image", kwargs={
+            "project_id": project_id, "dataset_id": dataset_id, "datarow_id": datarow_id}))
+        return Response(self.OutputSerializer({
+            "datarow": datarow,
+            "image_url": datarow_image_url(datarow=datarow, served_url=served_url),
+            "labels": datarow_labels(datarow=datarow),
+            "predictions": datarow_predictions_by_model_version(datarow=datarow),
+        }).data)
+
+
+class DatarowImageApi(APIView):
+    """The image of a datarow whose URI is a local file, for the frontend; never a path from the caller."""
+
+    def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
+        dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
+        path = datarow_image_file(datarow=datarow_get(dataset=dataset, datarow_id=datarow_id))
+        response = FileResponse(open(path, "rb"))  # its Content-Type guessed from the file name
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+class DatarowIdsSerializer(serializers.Serializer):
+    datarow_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1,
+                                        max_length=MAX_DATAROW_IDS)
+
+
+class DatarowTagsUpdateApi(APIView):
+    class InputSerializer(DatarowIdsSerializer):
+        # Tags as imports take them (datasets/importers/records.py): non-empty, kept verbatim, no NUL.
+        add = serializers.ListField(child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False),
+                                    default=list, max_length=MAX_TAGS)
+        remove = serializers.ListField(child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False),
+                                       default=list, max_length=MAX_TAGS)
+
+    class OutputSerializer(serializers.Serializer):
+        updated = serializers.IntegerField()
+        not_found_ids = serializers.ListField(child=serializers.IntegerField())
+
+    def post(self, request, project_id: int, dataset_id: int):
+        dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = datarow_tags_update(dataset=dataset, **data.validated_data)
+        return Response(self.OutputSerializer(result).data)
+
+
+class DatarowBulkDeleteApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        datarows = serializers.IntegerField()
+        labels = serializers.IntegerField()
+        predictions = serializers.IntegerField()
+        not_found_ids = serializers.ListField(child=serializers.IntegerField())
+
+    def post(self, request, project_id: int, dataset_id: int):
+        dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
+        data = DatarowIdsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = datarow_bulk_delete(dataset=dataset, **data.validated_data)
+        return Response(self.OutputSerializer(result).data)

@@ -1,0 +1,118 @@
+from django.http import FileResponse
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets.models import Dataset
+from datasets.selectors import dataset_get, dataset_list
+from datasets.services.datasets import dataset_create, dataset_delete_start, dataset_update
+from datasets.services.imports import (
+    FORMATS,
+    MODES,
+    ON_ERROR,
+    ImportOptions,
+    dataset_import_start,
+    error_report_path,
+)
+from jobs.serializers import JobOutputSerializer
+from mlops.exceptions import ApplicationError, NotFound
+from mlops.pagination import CreatedCursorPagination
+from mlops.storage import save_upload
+from projects.selectors import project_get
+
+
+class DatasetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project_id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    status = serializers.CharField()
+    datarow_count = serializers.IntegerField()
+    label_count = serializers.IntegerField()
+    prediction_count = serializers.IntegerField()
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class DatasetListCreateApi(APIView):
+    class CreateInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def get(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        paginator = CreatedCursorPagination()
+        page = paginator.paginate_queryset(dataset_list(project=project), request, view=self)
+        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
+
+    def post(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        data = self.CreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = dataset_create(principal=request.user, project=project, **data.validated_data)
+        return Response(DatasetOutputSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailApi(APIView):
+    class UpdateInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200, required=False)
+        description = serializers.CharField(required=False, allow_blank=True)
+
+    def _dataset(self, request, project_id: int, dataset_id: int) -> Dataset:
+        return dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
+
+    def get(self, request, project_id: int, dataset_id: int):
+        return Response(DatasetOutputSerializer(self._dataset(request, project_id, dataset_id)).data)
+
+    def patch(self, request, project_id: int, dataset_id: int):
+        data = self.UpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = dataset_update(dataset=self._dataset(request, project_id, dataset_id), **data.validated_data)
+        return Response(DatasetOutputSerializer(dataset).data)
+
+    def delete(self, request, project_id: int, dataset_id: int):
+        """202 with the delete job: the dataset disappears at once, its rows in the background."""
+        job = dataset_delete_start(principal=request.user, dataset=self._dataset(request, project_id, dataset_id))
+        return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetImportStartApi(APIView):
+    """Start an import from a URI, or from a file uploaded in the same request (multipart `file`)."""
+
+    parser_classes = [JSONParser, MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        uri = serializers.CharField(max_length=2000, required=False)
+        file = serializers.FileField(required=False)
+        format = serializers.ChoiceField(choices=list(FORMATS), default="jsonl")
+        mode = serializers.ChoiceField(choices=list(MODES), default="upsert")
+        on_error = serializers.ChoiceField(choices=list(ON_ERROR), default="skip")
+        create_classes = serializers.BooleanField(default=False)
+        model_name = serializers.CharField(max_length=200, required=False)
+        model_version = serializers.CharField(max_length=100, required=False)
+
+    def post(self, request, project_id: int, dataset_id: int):
+        dataset = dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        options = dict(data.validated_data)
+        uploaded, uri = options.pop("file", None), options.pop("uri", None)
+        if bool(uploaded) == bool(uri):
+            raise ApplicationError("Give either a 'uri' or an uploaded 'file'.",
+                                   {"fields": {"uri": ["Exactly one of uri and file is required."]}})
+        if uploaded:
+            uri = save_upload(uploaded)
+        job = dataset_import_start(principal=request.user, dataset=dataset, uri=uri, options=ImportOptions(**options))
+        return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetImportErrorReportApi(APIView):
+    def get(self, request, project_id: int, dataset_id: int, job_id: str):
+        dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
+        path = error_report_path(f"import:{job_id}")
+        if not path.exists():
+            raise NotFound(f"Import {job_id} has no error report.")
+        return FileResponse(open(path, "rb"), content_type="application/x-ndjson", as_attachment=True,
+                            filename=f"import-{job_id}-errors.jsonl")

@@ -1,0 +1,44 @@
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datasets.selectors import ontology_class_list
+from datasets.services.ontology import ontology_class_create
+from projects.selectors import project_get
+
+
+class OntologyClassPagination(CursorPagination):
+    """Keyset pages in name order (unique in a project), so a parent comes before its children."""
+
+    ordering = ("name",)
+    page_size = 500
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class OntologyClassOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    parent_id = serializers.IntegerField(allow_null=True)
+    parent_name = serializers.CharField(source="parent.name", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+
+
+class OntologyClassListCreateApi(APIView):
+    class CreateInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=500,
+                                     help_text="A path like 'vehicle/car/sedan'; missing parents are added too.")
+
+    def get(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        paginator = OntologyClassPagination()
+        page = paginator.paginate_queryset(ontology_class_list(project=project), request, view=self)
+        return paginator.get_paginated_response(OntologyClassOutputSerializer(page, many=True).data)
+
+    def post(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        data = self.CreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ontology_class = ontology_class_create(project=project, **data.validated_data)
+        return Response(OntologyClassOutputSerializer(ontology_class).data, status=status.HTTP_201_CREATED)

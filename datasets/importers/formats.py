@@ -1,0 +1,59 @@
+"""Import formats. Each one turns a source into batches of validated records:
+
+    format(uri, writer, batch_lines) -> Iterator[BatchBuffers]
+
+Formats never touch the database while they parse: the import service stages each batch (COPY of its
+buffers, or its `stage_sql` for formats that join their parts in SQL, like COCO) on the import connection
+in a second thread, so parsing the next batch overlaps the SQL of this one.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from datasets.importers import coco, image_folder, yolo
+from datasets.importers.records import BatchBuffers, LineError, RecordWriter
+from datasets.importers.sources import csv_records, jsonl_records
+from mlops.storage import open_uri
+
+Format = Callable[[str, RecordWriter, int], Iterator[BatchBuffers]]
+
+
+def record_format(records: Callable[[str], Iterator[tuple[int, object]]]) -> Format:
+    """A format whose source, given the URI, yields `(line_no, record | LineError)`, batched by line count."""
+
+    def batches(uri: str, writer: RecordWriter, batch_lines: int) -> Iterator[BatchBuffers]:
+        batch = BatchBuffers()
+        for line_no, record in records(uri):
+            if isinstance(record, LineError):
+                batch.errors.append(record)
+            else:
+                writer.add(batch, line_no, record)
+            if batch.size >= batch_lines:
+                yield batch
+                batch = BatchBuffers()
+        if batch.size or batch.errors:
+            yield batch
+
+    return batches
+
+
+def line_format(records: Callable[[BinaryIO], Iterator[tuple[int, object]]]) -> Format:
+    """A record format over one file read as a stream (JSONL, CSV)."""
+
+    def file_records(uri: str) -> Iterator[tuple[int, object]]:
+        with open_uri(uri) as stream:
+            yield from records(stream)
+
+    return record_format(file_records)
+
+
+FORMATS: dict[str, Format] = {
+    "jsonl": line_format(jsonl_records),
+    "csv": line_format(csv_records),
+    "coco": coco.coco_batches,
+    "coco_results": coco.coco_results_batches,
+    "yolo": record_format(yolo.yolo_records),
+    "images": record_format(image_folder.image_folder_records),
+}
+# Formats whose predictions carry no model of their own: the import's model_name/model_version are required.
+FORMATS_NEEDING_MODEL = frozenset({"coco_results"})

@@ -1,0 +1,142 @@
+"""Datasets and their datarows, ontology and ground-truth labels.
+
+Layout for query speed at tens of millions of labels (see docs/design/datasets-storage.md): one row per
+image with its metadata tree in `jsonb`, and one row per label in a narrow relational table keyed by
+class, so "same object" and "count of objects" queries are index scans, not JSON walks.
+"""
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db import models
+from django.db.models.functions import Left
+
+# URIs are indexed by their head: a whole URI (up to 10,000 characters) can exceed a btree entry's size.
+DATAROW_URI_INDEXED_CHARS = 512
+
+
+class Dataset(models.Model):
+    class Status(models.TextChoices):
+        READY = "ready"
+        IMPORTING = "importing"
+        DELETING = "deleting"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.READY)
+    datarow_count = models.BigIntegerField(default=0)
+    label_count = models.BigIntegerField(default=0)
+    prediction_count = models.BigIntegerField(default=0)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="dataset_name_unique_in_project")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DataRow(models.Model):
+    """One image. The image itself stays in its storage; `uri` says where (path, file://, s3://, http(s)://)."""
+
+    class MediaType(models.TextChoices):
+        IMAGE = "image"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="datarows")
+    external_id = models.TextField()
+    uri = models.TextField()
+    media_type = models.CharField(max_length=20, choices=MediaType.choices, default=MediaType.IMAGE)
+    width = models.IntegerField(null=True)
+    height = models.IntegerField(null=True)
+    metadata = models.JSONField(default=dict)
+    tags = ArrayField(models.TextField(), default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "external_id"], name="datarow_external_id_unique_in_dataset"),
+        ]
+        indexes = [
+            GinIndex(fields=["tags"], name="datarow_tags_gin"),
+            GinIndex(fields=["metadata"], name="datarow_metadata_gin", opclasses=["jsonb_path_ops"]),
+            # The datarow API's keyset pages (by id) and filters; text_pattern_ops serve prefix LIKE in any collation.
+            models.Index(fields=["dataset", "id"], name="datarow_dataset_id"),
+            models.Index(fields=["dataset", "external_id"], opclasses=["int8_ops", "text_pattern_ops"],
+                         name="datarow_external_id_prefix"),
+            models.Index("dataset", OpClass(Left("uri", DATAROW_URI_INDEXED_CHARS), name="text_pattern_ops"),
+                         name="datarow_uri_prefix"),
+            models.Index(fields=["dataset", "width"], name="datarow_dataset_width"),
+            models.Index(fields=["dataset", "height"], name="datarow_dataset_height"),
+            models.Index(fields=["dataset", "created_at"], name="datarow_dataset_created"),
+        ]
+
+
+class OntologyClass(models.Model):
+    """A class of the project's ontology; `name` is the full path (`vehicle/car/sedan`)."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="ontology")
+    name = models.CharField(max_length=500)
+    parent = models.ForeignKey("self", null=True, on_delete=models.CASCADE, related_name="children")
+    # Set by COCO imports (the last one wins) so COCO results files, which name classes by id, find them.
+    coco_category_id = models.BigIntegerField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="ontology_class_unique_in_project"),
+            models.UniqueConstraint(fields=["project", "coco_category_id"], name="ontology_coco_category_unique_in_project"),
+        ]
+
+
+class AnnotationKind(models.TextChoices):
+    CLASSIFICATION = "classification"
+    BOX = "box"
+    POLYGON = "polygon"
+
+
+class Label(models.Model):
+    """Ground truth on a datarow: a classification, or an object with a box (and optionally a polygon)."""
+
+    datarow = models.ForeignKey(DataRow, on_delete=models.CASCADE, related_name="labels")
+    ontology_class = models.ForeignKey(OntologyClass, on_delete=models.PROTECT, related_name="labels")
+    kind = models.CharField(max_length=20, choices=AnnotationKind.choices)
+    x = models.FloatField(null=True)
+    y = models.FloatField(null=True)
+    w = models.FloatField(null=True)
+    h = models.FloatField(null=True)
+    area = models.FloatField(null=True)
+    polygon = models.JSONField(null=True)
+    attributes = models.JSONField(default=dict)
+    # Who or what produced it: a user id, or `import:<job id>`.
+    source = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=200)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["datarow"], name="label_datarow"),
+            models.Index(fields=["ontology_class", "datarow"], name="label_class_datarow"),
+        ]
+
+
+class FieldCatalogEntry(models.Model):
+    """A metadata path seen in a project, its type and how many datarows have it; imports keep it current."""
+
+    class FieldType(models.TextChoices):
+        STRING = "string"
+        NUMBER = "number"
+        BOOLEAN = "boolean"
+        DATETIME = "datetime"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="field_catalog")
+    path = models.CharField(max_length=500)
+    field_type = models.CharField(max_length=20, choices=FieldType.choices)
+    row_count = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "path"], name="field_path_unique_in_project")]

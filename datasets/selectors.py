@@ -1,0 +1,169 @@
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.db.models import QuerySet
+from django.db.models.functions import Left
+
+from datasets.exporters.formats import export_path
+from datasets.models import DATAROW_URI_INDEXED_CHARS, DataRow, Dataset, Label, OntologyClass
+from jobs.models import Job
+from jobs.selectors import job_get
+from mlops.exceptions import Conflict, NotFound
+from mlops.storage import StorageError, is_local_uri, presigned_url, readable_local_path
+from predictions.models import ModelVersion, Prediction
+from projects.models import Project
+from projects.selectors import project_get
+from tenancy.principal import Principal
+
+# Long enough to open an image; short enough that a detail page never shows a stale one.
+DATAROW_IMAGE_URL_SECONDS = 3600
+
+
+def dataset_list(*, project: Project) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(project=project).exclude(status=Dataset.Status.DELETING)
+
+
+def dataset_get(*, project: Project, dataset_id: int) -> Dataset:
+    dataset = dataset_list(project=project).filter(pk=dataset_id).first()
+    if dataset is None:
+        raise NotFound(f"Dataset {dataset_id} does not exist in project {project.pk}.")
+    return dataset
+
+
+def dataset_get_for_caller(*, principal: Principal, project_id: int, dataset_id: int) -> Dataset:
+    """The dataset, if its project is in the caller's workspace (the tenant is the connection's schema)."""
+    return dataset_get(project=project_get(principal=principal, project_id=project_id), dataset_id=dataset_id)
+
+
+@dataclass(frozen=True)
+class DatarowFilters:
+    """Filters on a dataset's datarows; each one but media_type (a single value today) has an index of DataRow."""
+
+    external_id: str | None = None
+    external_id_prefix: str | None = None
+    uri_prefix: str | None = None
+    width_min: int | None = None
+    width_max: int | None = None
+    height_min: int | None = None
+    height_max: int | None = None
+    media_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    tags: tuple[str, ...] = ()
+
+
+def datarow_list(*, dataset: Dataset, filters: DatarowFilters = DatarowFilters()) -> QuerySet[DataRow]:
+    """The dataset's datarows that pass `filters`, by id. A pure read: in a request the router sends it to the
+    reader unless the caller has just written (read-your-writes); exports read it on the writer."""
+    datarows = DataRow.objects.filter(dataset=dataset)
+    if filters.external_id is not None:
+        datarows = datarows.filter(external_id=filters.external_id)
+    if filters.external_id_prefix is not None:
+        datarows = datarows.filter(external_id__startswith=filters.external_id_prefix)
+    if filters.uri_prefix is not None:
+        # The index holds the URI's head (a whole URI may be too long for a btree entry): match the head with
+        # the index, and the whole URI only when the prefix is longer than the head.
+        datarows = datarows.alias(uri_head=Left("uri", DATAROW_URI_INDEXED_CHARS)).filter(
+            uri_head__startswith=filters.uri_prefix[:DATAROW_URI_INDEXED_CHARS])
+        if len(filters.uri_prefix) > DATAROW_URI_INDEXED_CHARS:
+            datarows = datarows.filter(uri__startswith=filters.uri_prefix)
+    for field, lookup, value in (("width", "gte", filters.width_min), ("width", "lte", filters.width_max),
+                                 ("height", "gte", filters.height_min), ("height", "lte", filters.height_max),
+                                 ("created_at", "gte", filters.created_after),
+                                 ("created_at", "lt", filters.created_before)):
+        if value is not None:
+            datarows = datarows.filter(**{f"{field}__{lookup}": value})
+    if filters.media_type is not None:
+        datarows = datarows.filter(media_type=filters.media_type)
+    if filters.tags:
+        datarows = datarows.filter(tags__contains=list(filters.tags))
+    return datarows.order_by("id")
+
+
+def datarow_page(*, datarows: QuerySet[DataRow], after_id: int | None, size: int) -> tuple[list[DataRow], int | None]:
+    """One keyset page: the first `size` datarows with an id above `after_id`, and the id to continue after
+    (None on the last page). An index range scan however deep the page: never an OFFSET."""
+    if after_id is not None:
+        datarows = datarows.filter(id__gt=after_id)
+    rows = list(datarows.order_by("id")[: size + 1])
+    return rows[:size], (rows[size - 1].pk if len(rows) > size else None)
+
+
+def datarow_get(*, dataset: Dataset, datarow_id: int) -> DataRow:
+    datarow = DataRow.objects.filter(dataset=dataset, pk=datarow_id).select_related("dataset").first()
+    if datarow is None:
+        raise NotFound(f"Datarow {datarow_id} does not exist in dataset {dataset.pk}.")
+    return datarow
+
+
+def datarow_labels(*, datarow: DataRow) -> QuerySet[Label]:
+    return Label.objects.filter(datarow=datarow).select_related("ontology_class").order_by("id")
+
+
+@dataclass(frozen=True)
+class ModelVersionPredictions:
+    model_version: ModelVersion
+    predictions: list[Prediction]
+
+
+def datarow_predictions_by_model_version(*, datarow: DataRow) -> list[ModelVersionPredictions]:
+    """The datarow's predictions, one group per model version (oldest version first), best score first."""
+    predictions = (Prediction.objects.filter(datarow=datarow).select_related("model_version", "ontology_class")
+                   .order_by("model_version_id", "-score", "id"))
+    return [ModelVersionPredictions(model_version=group[0].model_version, predictions=group)
+            for group in (list(items) for _, items in groupby(predictions, key=lambda p: p.model_version_id))]
+
+
+def datarow_image_url(*, datarow: DataRow, served_url: str) -> str | None:
+    """A URL the frontend can show: s3 objects presigned, http(s) as is, local files through `served_url`
+    (our image endpoint for this datarow); None for a URI we cannot turn into one."""
+    scheme = urlsplit(datarow.uri).scheme
+    if scheme == "s3":
+        return presigned_url(datarow.uri, expires_seconds=DATAROW_IMAGE_URL_SECONDS)
+    if scheme in ("http", "https"):
+        return datarow.uri
+    if is_local_uri(datarow.uri):
+        return served_url
+    return None
+
+
+def datarow_image_file(*, datarow: DataRow) -> Path:
+    """The local image file of the datarow; only under LOCAL_READ_ROOTS, so a datarow cannot expose other files."""
+    if not is_local_uri(datarow.uri):
+        raise NotFound(f"The image of datarow {datarow.pk} is not a local file; use its image_url.")
+    try:
+        return readable_local_path(datarow.uri)
+    except StorageError as error:
+        raise NotFound(f"The image of datarow {datarow.pk} cannot be served: {error.message}") from error
+
+
+def label_get(*, datarow: DataRow, label_id: int) -> Label:
+    label = (Label.objects.filter(datarow=datarow, pk=label_id).select_related("ontology_class", "datarow__dataset")
+             .first())
+    if label is None:
+        raise NotFound(f"Label {label_id} does not exist on datarow {datarow.pk}.")
+    return label
+
+
+def ontology_class_list(*, project: Project) -> QuerySet[OntologyClass]:
+    return OntologyClass.objects.filter(project=project).select_related("parent").order_by("name")
+
+
+def dataset_export_file(*, principal: Principal, dataset: Dataset, job_id) -> tuple[Path, str]:
+    """The finished export file of the dataset's export job `job_id`, and the format it is in."""
+    from datasets.tasks import dataset_export  # imported here: the task module imports this one
+
+    job = job_get(principal=principal, job_id=job_id)
+    if job.kind != dataset_export.job_kind or job.params.get("dataset_id") != dataset.pk:
+        raise NotFound(f"Job {job_id} is not an export of dataset {dataset.pk}.")
+    if job.status != Job.Status.SUCCEEDED:
+        raise Conflict(f"Export {job_id} has {job.status}; its file is ready once it has succeeded.",
+                       {"status": job.status})
+    export_format = job.params["export_format"]
+    path = export_path(job_id=job.pk, export_format=export_format)
+    if not path.exists():
+        raise NotFound(f"The file of export {job_id} is gone.")
+    return path, export_format

@@ -1,0 +1,97 @@
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import TENANT_A
+
+
+@pytest.fixture
+def import_root(tmp_path, settings) -> Path:
+    """Where test manifests are written; the only folder imports may read, as in production settings."""
+    root = tmp_path / "imports"
+    root.mkdir()
+    settings.LOCAL_READ_ROOTS = [str(root)]
+    settings.STORAGE_ROOT = tmp_path / "storage"
+    return root
+
+
+@pytest.fixture
+def write_jsonl(import_root):
+    def write(records, name: str = "manifest.jsonl") -> str:
+        path = import_root / name
+        with open(path, "wb") as out:
+            for record in records:
+                out.write(record if isinstance(record, bytes) else orjson.dumps(record))
+                out.write(b"\n")
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def tenant_dataset(committed_tenants):
+    """A fresh project and dataset in tenant A, committed, with the tenant active for the test body."""
+    from datasets.models import Dataset
+    from projects.models import Project
+    from tenancy.context import tenant_scope
+
+    with tenant_scope(TENANT_A):
+        project = Project.objects.create(workspace_id="ws-1", name=f"p-{uuid.uuid4().hex[:8]}", created_by="tester")
+        dataset = Dataset.objects.create(project=project, name="main", created_by="tester")
+        yield dataset
+
+
+def wait_for_reader(timeout: float = 10.0) -> None:
+    """Block until the reader (the streaming replica's copy of the test database) has replayed every write so far,
+    so a request the router sends there sees what the test wrote outside a request."""
+    from django.db import connections
+
+    with connections["default"].cursor() as writer:
+        writer.execute("SELECT pg_current_wal_insert_lsn()")
+        (target,) = writer.fetchone()
+    deadline = time.monotonic() + timeout
+    with connections["reader"].cursor() as reader:
+        while True:
+            reader.execute("SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= %s::pg_lsn", [target])
+            if reader.fetchone()[0]:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the reader did not replay up to {target} in {timeout}s")
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def import_records(tenant_dataset, write_jsonl):
+    """`import_records(records, dataset=None)` imports manifest records into `dataset` (default: tenant_dataset)
+    with classes created, as an import job would, and waits until the reader has them."""
+    from datasets.services.imports import ImportOptions, dataset_import_run
+    from tenancy.context import tenant_scope
+
+    def run(records, dataset=None):
+        with tenant_scope(TENANT_A):
+            counters = dataset_import_run(dataset=dataset or tenant_dataset,
+                                          uri=write_jsonl(records, f"{uuid.uuid4()}.jsonl"),
+                                          options=ImportOptions(create_classes=True), source="import:seed",
+                                          user="seeder", progress=lambda counters, errors: None)
+        wait_for_reader()
+        return counters
+
+    return run
+
+
+@pytest.fixture
+def run_import(tenant_dataset):
+    """`run_import(uri, **options)` runs an import into tenant_dataset here and now; returns (counters, errors)."""
+    from datasets.services.imports import ImportOptions, dataset_import_run
+
+    def run(uri: str, **options):
+        errors = []
+        counters = dataset_import_run(dataset=tenant_dataset, uri=uri, options=ImportOptions(**options),
+                                      source=f"import:{uuid.uuid4().hex}", user="tester",
+                                      progress=lambda counters, batch_errors: errors.extend(batch_errors))
+        return counters, errors
+
+    return run

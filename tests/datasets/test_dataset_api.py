@@ -1,0 +1,75 @@
+import pytest
+
+from datasets.models import DataRow, Dataset, Label, OntologyClass
+from jobs.models import Job
+from tenancy.context import tenant_scope
+from tests.conftest import TENANT_A
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project(make_token, api_client):
+    client = api_client(make_token(TENANT_A))
+    project = client.post("/api/v1/projects/", {"name": "datasets-api"}, format="json").json()
+    return client, f"/api/v1/projects/{project['id']}/datasets/"
+
+
+def test_dataset_crud(project):
+    client, url = project
+    created = client.post(url, {"name": "street", "description": "cams"}, format="json")
+    assert created.status_code == 201, created.content
+    dataset = created.json()
+    assert (dataset["datarow_count"], dataset["status"]) == (0, "ready")
+    assert client.get(url).json()["results"][0]["name"] == "street"
+    renamed = client.patch(f"{url}{dataset['id']}", {"name": "street-2"}, format="json")
+    assert renamed.json()["name"] == "street-2"
+    duplicate = client.post(url, {"name": "street-2"}, format="json")
+    assert duplicate.status_code == 409
+    assert "name" in duplicate.json()["extra"]["fields"]
+
+
+def test_unknown_project_or_dataset_is_404(project):
+    client, url = project
+    assert client.get("/api/v1/projects/999999/datasets/").status_code == 404
+    assert client.get(f"{url}999999").status_code == 404
+
+
+def test_delete_hides_the_dataset_at_once_and_a_job_removes_its_rows(project, celery_eager,
+                                                                     django_capture_on_commit_callbacks):
+    client, url = project
+    dataset = client.post(url, {"name": "doomed"}, format="json").json()
+    with tenant_scope(TENANT_A):
+        row = DataRow.objects.create(dataset_id=dataset["id"], external_id="a", uri="s3://b/a.jpg")
+        cat = OntologyClass.objects.create(project_id=Dataset.objects.get(pk=dataset["id"]).project_id, name="cat")
+        Label.objects.create(datarow=row, ontology_class=cat, kind="classification", source="t", updated_by="t")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.delete(f"{url}{dataset['id']}")
+
+    assert response.status_code == 202
+    assert client.get(f"{url}{dataset['id']}").status_code == 404
+    with tenant_scope(TENANT_A):
+        job = Job.objects.get(pk=response.json()["id"])
+        assert (job.kind, job.status, job.counters["deleted"]) == ("dataset-delete", "succeeded", 1)
+        assert not DataRow.objects.filter(pk=row.pk).exists()
+        assert not Dataset.objects.filter(pk=dataset["id"]).exists()
+
+
+def test_import_options_are_checked_before_a_job_is_queued(project):
+    client, url = project
+    dataset = client.post(url, {"name": "imports"}, format="json").json()
+    response = client.post(f"{url}{dataset['id']}/imports", {"uri": "x.jsonl", "mode": "merge"}, format="json")
+    assert response.status_code == 400
+    assert "mode" in response.json()["extra"]["fields"]
+    neither = client.post(f"{url}{dataset['id']}/imports", {"format": "jsonl"}, format="json")
+    assert neither.status_code == 400
+    assert "uri" in neither.json()["extra"]["fields"]
+    with tenant_scope(TENANT_A):
+        assert not Job.objects.filter(kind="dataset-import").exists()
+
+
+def test_viewer_cannot_start_an_import(make_token, api_client, project):
+    _, url = project
+    viewer = api_client(make_token(TENANT_A, role="viewer"))
+    assert viewer.post(f"{url}1/imports", {"uri": "x"}, format="json").status_code == 403

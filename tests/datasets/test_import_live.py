@@ -1,0 +1,85 @@
+"""Imports with the real things: REST on a live ASGI server, a Celery worker on Redis, the job websocket,
+and a worker killed with `kill -9` in the middle of an all-or-nothing import."""
+
+import json
+
+import httpx
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import connect
+
+from tests.conftest import TENANT_A
+from tests.datasets.manifests import manifest_rows, write_manifest
+from tests.live_services import (
+    live_environment,
+    purge_task_queues,
+    start_asgi_server,
+    start_celery_worker,
+)
+
+pytestmark = pytest.mark.usefixtures("committed_tenants")
+
+
+@pytest.fixture(scope="module")
+def read_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("import-root")
+
+
+@pytest.fixture(scope="module")
+def live_env(auth0, platform, read_root, tmp_path_factory):
+    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=read_root,
+                            MLOPS_STORAGE_ROOT=tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, live_env, tmp_path_factory):
+    server = start_asgi_server(live_env, tmp_path_factory.mktemp("asgi"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, live_env, tmp_path_factory):
+    purge_task_queues()
+    worker = start_celery_worker(live_env, tmp_path_factory.mktemp("worker"), name="import-worker")
+    yield worker
+    worker.stop()
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_websocket(server, worker, make_token,
+                                                                                     tmp_path):
+    token = make_token(TENANT_A)
+    project = httpx.post(f"{server.url}/api/v1/projects/", headers=_bearer(token), json={"name": "live-import"}).json()
+    datasets_url = f"{server.url}/api/v1/projects/{project['id']}/datasets/"
+    dataset = httpx.post(datasets_url, headers=_bearer(token), json={"name": "cams"}).json()
+    manifest = write_manifest(tmp_path / "upload.jsonl", [*manifest_rows(0, 50), {"external_id": "bad"}])
+
+    # when the manifest is uploaded with the request that starts the import
+    with open(manifest, "rb") as upload:
+        response = httpx.post(f"{datasets_url}{dataset['id']}/imports", headers=_bearer(token), timeout=30,
+                              data={"create_classes": "true"}, files={"file": ("upload.jsonl", upload)})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    with connect(f"{server.ws_url}/ws/jobs/{job['id']}/?token={token}", open_timeout=10) as websocket:
+        states = []
+        try:
+            while True:
+                states.append(json.loads(websocket.recv(timeout=60))["job"])
+        except ConnectionClosedOK:
+            pass
+
+    # then the websocket followed the job to its end, and the dataset holds every good line
+    final = states[-1]
+    assert final["status"] == "succeeded", final
+    assert (final["counters"]["inserted"], final["counters"]["labels"], final["counters"]["errors"]) == (50, 100, 1)
+    assert final["counters"]["first_errors"] == [{"line": 51, "field": "uri", "message": "is required"}]
+    fetched = httpx.get(f"{datasets_url}{dataset['id']}", headers=_bearer(token)).json()
+    assert (fetched["datarow_count"], fetched["label_count"]) == (50, 100)
+    report = httpx.get(f"{datasets_url}{dataset['id']}/imports/{job['id']}/errors", headers=_bearer(token))
+    assert report.status_code == 200
+    assert orjson.loads(report.content.splitlines()[0]) == {"line": 51, "field": "uri", "message": "is required"}
