@@ -69,7 +69,7 @@ def _import_in_process(dataset, manifest: Path) -> None:
                        source="import:preload", user="bench", progress=lambda counters, errors: None)
 
 
-def _import_through_worker(dataset, manifest: Path, schema: str) -> tuple[float, dict, int]:
+def _import_through_worker(dataset, manifest: Path, schema: str, import_format: str) -> tuple[float, dict, int]:
     from datasets.services.imports import ImportOptions, dataset_import_start
     from jobs.models import Job
     from tenancy.principal import Principal
@@ -81,7 +81,7 @@ def _import_through_worker(dataset, manifest: Path, schema: str) -> tuple[float,
     try:
         started = time.monotonic()
         job = dataset_import_start(principal=principal, dataset=dataset, uri=str(manifest),
-                                   options=ImportOptions(create_classes=True))
+                                   options=ImportOptions(format=import_format, create_classes=True))
         while True:
             job.refresh_from_db()
             if job.is_finished:
@@ -162,6 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--preload", type=int, help="rows already in the tables (default: --rows)")
+    parser.add_argument("--format", choices=["jsonl", "coco"], default="jsonl",
+                        help="coco: the same images and objects as COCO detection JSON (no predictions)")
     args = parser.parse_args()
     preload = args.rows if args.preload is None else args.preload
     OUT.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,8 @@ def main() -> None:
     from projects.models import Project
 
     preload_manifest = ensure_generated(preload, 0) / "manifest.jsonl" if preload else None
-    manifest = ensure_generated(args.rows, 10**9) / "manifest.jsonl"
+    measured = ensure_generated(args.rows, 10**9, coco=args.format == "coco")
+    manifest = measured / ("coco.json" if args.format == "coco" else "manifest.jsonl")
     with throwaway_tenant("bench_import") as tenant:
         project = Project.objects.create(workspace_id="bench", name="bench", created_by="bench")
         if preload_manifest:
@@ -180,8 +183,9 @@ def main() -> None:
                                preload_manifest)
             print(f"preloaded {preload:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
         dataset = Dataset.objects.create(project=project, name="measured", created_by="bench")
-        elapsed, counters, peak = _import_through_worker(dataset, manifest, tenant.schema_name)
-        copied, indexed, counts = _reference_copy(manifest, tenant.schema_name)
+        elapsed, counters, peak = _import_through_worker(dataset, manifest, tenant.schema_name, args.format)
+        # The reference loads the same datarows and labels from the JSONL twin of the data.
+        copied, indexed, counts = _reference_copy(measured / "manifest.jsonl", tenant.schema_name)
         pg = postgres_settings()
 
     reference = copied + indexed
@@ -190,7 +194,7 @@ def main() -> None:
         f"Import of {rows:,} datarows into tables holding {preload:,} ({time.strftime('%Y-%m-%d')}, {machine()})",
         ["path", "seconds", "datarows/s", "labels/s", "predictions/s", "worker peak RSS"],
         [
-            ["job (worker, JSONL)", f"{elapsed:.1f}", f"{rows / elapsed:,.0f}", f"{counters['labels'] / elapsed:,.0f}",
+            [f"job (worker, {args.format})", f"{elapsed:.1f}", f"{rows / elapsed:,.0f}", f"{counters['labels'] / elapsed:,.0f}",
              f"{counters['predictions'] / elapsed:,.0f}", f"{peak / 2**20:,.0f} MiB"],
             ["bare COPY + index builds", f"{reference:.1f} ({copied:.1f} + {indexed:.1f})",
              f"{counts['datarow'] / reference:,.0f}", f"{counts['label'] / reference:,.0f}",

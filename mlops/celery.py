@@ -110,7 +110,10 @@ def _leave_tenant(task=None, **kwargs):
 
     request = task.request
     if request.is_eager:
-        connections[WRITER].set_tenant(request.caller_tenant)
+        if request.caller_tenant is None:
+            connections[WRITER].set_schema_to_public()
+        else:
+            connections[WRITER].set_tenant(request.caller_tenant)
         log_context.set(request.caller_log_context)
         return
     for alias in connections:

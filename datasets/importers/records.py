@@ -13,7 +13,7 @@ LineError naming the field.
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -152,8 +152,7 @@ def metadata_leaves(tree: dict, prefix: str = "") -> dict[str, str]:
     return leaves
 
 
-@dataclass(frozen=True)
-class Geometry:
+class Geometry(NamedTuple):
     kind: str
     x: float | None = None
     y: float | None = None
@@ -162,8 +161,18 @@ class Geometry:
     area: float | None = None
     polygon: list | None = None
 
+    def copy_columns(self, name: str) -> str:
+        """kind, x, y, w, h, area, polygon as COPY text (boxes, the common case, without a function call each)."""
+        if self.kind == "box":
+            return f"box\t{self.x!r}\t{self.y!r}\t{self.w!r}\t{self.h!r}\t{self.area!r}\t\\N"
+        if self.kind == "classification":
+            return _CLASSIFICATION_COLUMNS
+        return "\t".join((self.kind, cf.number(self.x), cf.number(self.y), cf.number(self.w), cf.number(self.h),
+                          cf.number(self.area), _json_text(self.polygon, f"{name}.polygon")))
+
 
 CLASSIFICATION = Geometry("classification")
+_CLASSIFICATION_COLUMNS = "classification\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N"
 
 
 def geometry(item: LabelRecord, name: str, width: int | None, height: int | None) -> Geometry:
@@ -271,12 +280,9 @@ class RecordWriter:
     @staticmethod
     def _annotation_columns(item: LabelRecord, name: str, width, height) -> str:
         check_class_path(item.class_name, name)
-        g = geometry(item, name, width, height)
-        return "\t".join((
-            cf.text(item.class_name), g.kind, cf.number(g.x), cf.number(g.y), cf.number(g.w), cf.number(g.h),
-            cf.number(g.area), _json_text(g.polygon, f"{name}.polygon") if g.polygon else cf.NULL,
-            _json_text(item.attributes, f"{name}.attributes"),
-        ))
+        shape = geometry(item, name, width, height).copy_columns(name)
+        attributes = _json_text(item.attributes, f"{name}.attributes") if item.attributes else "{}"
+        return f"{cf.text(item.class_name)}\t{shape}\t{attributes}"
 
     def _label_row(self, line: str, item_no: int, external: str, item: LabelRecord, width, height) -> str:
         columns = self._annotation_columns(item, f"labels[{item_no}]", width, height)

@@ -47,7 +47,6 @@ class MergeOptions:
 @dataclass
 class BatchResult:
     errors: list[LineError] = field(default_factory=list)
-    rejected_lines: set[int] = field(default_factory=set)
     inserted: int = 0
     updated: int = 0
     skipped: int = 0
@@ -93,7 +92,6 @@ def _reject(cursor, result: BatchResult, rows, message) -> None:
         result.errors.append(LineError(row[0], row[1], message(row)))
         lines.append(row[0])
     if lines:
-        result.rejected_lines.update(lines)
         for table in ("import_rows", "import_labels", "import_predictions"):
             cursor.execute(f"DELETE FROM {table} WHERE line_no = ANY(%s)", [lines])
 
@@ -231,8 +229,5 @@ def merge_batch(conn: psycopg.Connection, options: MergeOptions, result: BatchRe
                    prediction_count = prediction_count + %s, updated_at = now()
             WHERE id = %s""", [result.inserted, result.labels_added - result.labels_removed,
                                result.predictions_added - result.predictions_removed, options.dataset_id])
-        cursor.execute("SELECT i.datarow_id, r.line_no, i.inserted FROM import_ids i JOIN import_rows r USING (external_id)")
-        for datarow_id, line_no, inserted in cursor.fetchall():
-            result.datarow_ids.append(datarow_id)
-            if inserted:
-                result.inserted_lines.append(line_no)
+        cursor.execute("SELECT r.line_no FROM import_ids i JOIN import_rows r USING (external_id) WHERE i.inserted")
+        result.inserted_lines = [line_no for (line_no,) in cursor.fetchall()]
