@@ -1,0 +1,209 @@
+"""Compile a validated query into one PostgreSQL statement that selects the matching datarow ids.
+
+Every value is a bound parameter. Identifiers come from the whitelists in search.ql.validation; metadata and
+attribute paths become bound jsonpath parameters whose keys are JSON-quoted, so no query text reaches SQL.
+Each predicate compiles to a two-valued SQL expression (never NULL), so NOT is a plain NOT
+(docs/query-language.md, "Missing values").
+"""
+
+import json
+import operator
+from dataclasses import dataclass
+
+from django.db import connections
+
+from search.ql import ast
+from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, typed_value
+
+OBJECT_TABLES = {"label": "datasets_label", "prediction": "predictions_prediction"}
+_COUNT_OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+                    ">=": operator.ge}
+_JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+TEXT_SEARCH_CONFIG = "simple"
+_NOT_NULL = ' ? (@.type() != "null")'
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    sql: str
+    params: list
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _jsonpath_literal(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def _jsonpath_values(path: tuple[str, ...]) -> str:
+    """Every value at the path; lax mode steps into lists on the way and [*] into a list at the end."""
+    return "$" + "".join(f".{json.dumps(key)}" for key in path) + "[*]"
+
+
+class _Compiler:
+    def __init__(self, query: ValidQuery, project_id: int):
+        self.query = query
+        self.project_id = project_id
+        self.params: list = []
+
+    def bind(self, value) -> str:
+        self.params.append(value)
+        return "%s"
+
+    def bind_list(self, values) -> str:
+        return "(" + ", ".join(self.bind(value) for value in values) + ")"
+
+    def expr(self, node: ast.Expr, scope: str, alias: str) -> str:
+        if isinstance(node, ast.And):
+            return "(" + " AND ".join(self.expr(item, scope, alias) for item in node.items) + ")"
+        if isinstance(node, ast.Or):
+            return "(" + " OR ".join(self.expr(item, scope, alias) for item in node.items) + ")"
+        if isinstance(node, ast.Not):
+            return f"(NOT {self.expr(node.item, scope, alias)})"
+        if isinstance(node, ast.ObjectMatch):
+            return f"EXISTS (SELECT 1 FROM {OBJECT_TABLES[node.kind]} AS o WHERE o.datarow_id = {alias}.id " \
+                   f"AND {self.expr(node.condition, node.kind, 'o')})"
+        if isinstance(node, ast.ObjectCount):
+            return self.object_count(node, alias)
+        if isinstance(node, ast.Compare) and node.op == "!=":
+            return f"(NOT {self.expr(ast.Compare(node.field, '=', node.value, node.pos), scope, alias)})"
+        spec = resolve_field(node.field, scope, self.query.catalog)
+        return getattr(self, f"_{spec.kind}")(node, spec, alias)
+
+    def object_count(self, node: ast.ObjectCount, alias: str) -> str:
+        """Grouped over the object table's (class, datarow) / (model, class) indexes rather than a count per row.
+        A row without matching objects has count 0, so when 0 satisfies the comparison the rows to exclude are
+        the ones whose non-zero count does not. The groups keep to the project's datarows, so the set stays
+        the size of the project, not of the tenant."""
+        project = self.bind(self.project_id)
+        condition = self.expr(node.condition, node.kind, "o") if node.condition is not None else "true"
+        count = self.bind(node.count.value)
+        grouped = f"SELECT o.datarow_id FROM {OBJECT_TABLES[node.kind]} AS o " \
+                  f"JOIN datasets_datarow AS r ON r.id = o.datarow_id " \
+                  f"JOIN datasets_dataset AS s ON s.id = r.dataset_id " \
+                  f"WHERE s.project_id = {project} AND {condition} GROUP BY o.datarow_id"
+        if _COUNT_OPERATORS[node.op](0, node.count.value):
+            return f"({alias}.id NOT IN ({grouped} HAVING NOT (count(*) {node.op} {count})))"
+        return f"({alias}.id IN ({grouped} HAVING count(*) {node.op} {count}))"
+
+    # One method per FieldSpec.kind.
+
+    def _column(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        column = f"{alias}.{spec.column}"
+        ordered = f'{column} COLLATE "C"' if spec.type == "string" else column
+        if isinstance(node, ast.Exists):
+            return f"({column} IS NOT NULL)"
+        if isinstance(node, ast.Compare):
+            sql = f"{column if node.op == '=' else ordered} {node.op} {self.bind(typed_value(spec, node.value))}"
+        elif isinstance(node, ast.InList):
+            sql = f"{column} IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
+        elif isinstance(node, ast.Between):
+            sql = f"{ordered} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
+                  f"{self.bind(typed_value(spec, node.high))}"
+        else:
+            sql = f"{column} LIKE {self.bind(node.pattern.value)}"
+        return f"coalesce({sql}, false)" if spec.nullable else f"({sql})"
+
+    def _tags(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        # @> and && are the operators the GIN index on tags serves.
+        if isinstance(node, ast.Exists):
+            return f"(cardinality({alias}.tags) > 0)"
+        if isinstance(node, ast.Compare):
+            return f"({alias}.tags @> ARRAY[{self.bind(node.value.value)}]::text[])"
+        if isinstance(node, ast.InList):
+            return f"({alias}.tags && {self.bind([value.value for value in node.values])}::text[])"
+        return f"EXISTS (SELECT 1 FROM unnest({alias}.tags) AS tag WHERE tag LIKE {self.bind(node.pattern.value)})"
+
+    def _class(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        return self._lookup(node, alias, "ontology_class_id", "datasets_ontologyclass", "name")
+
+    def _model(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        return self._lookup(node, alias, "model_version_id", "predictions_modelversion", "name || '@' || version")
+
+    def _lookup(self, node: ast.Predicate, alias: str, column: str, table: str, name: str) -> str:
+        """Class and model conditions select ids from the project's small ontology / model table first, so the
+        object table is reached through its (class, datarow) and (model version, class, score) indexes."""
+        if isinstance(node, ast.Exists):
+            return "true"
+        project = self.bind(self.project_id)
+        if isinstance(node, ast.Compare):
+            condition = f"{name} = {self.bind(node.value.value)}"
+        elif isinstance(node, ast.InList):
+            condition = f"{name} IN {self.bind_list(value.value for value in node.values)}"
+        elif isinstance(node, ast.Under):
+            condition = f"({name} = {self.bind(node.value.value)} OR " \
+                        f"{name} LIKE {self.bind(escape_like(node.value.value) + '/%')})"
+        else:
+            condition = f"{name} LIKE {self.bind(node.pattern.value)}"
+        return f"({alias}.{column} IN (SELECT id FROM {table} WHERE project_id = {project} AND {condition}))"
+
+    def _metadata(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        return self._json(node, spec, f"{alias}.metadata")
+
+    def _attributes(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        return self._json(node, spec, f"{alias}.attributes")
+
+    def _json(self, node: ast.Predicate, spec: FieldSpec, column: str) -> str:
+        """A condition holds when any value at the path satisfies it. Comparisons of strings, numbers and
+        booleans are jsonpath filters under `@?`, which the GIN jsonb_path_ops index on metadata serves;
+        jsonpath compares strings by code point and only values of the same JSON type."""
+        values = _jsonpath_values(spec.path)
+        if isinstance(node, ast.Exists):
+            return f"({column} @? {self.bind(values + _NOT_NULL)}::jsonpath)"
+        if isinstance(node, (ast.Like, ast.Match)) or spec.type == "datetime":
+            return self._json_each(node, spec, column, values)
+        if isinstance(node, ast.Compare):
+            test = f"@ {_JSONPATH_OPERATORS[node.op]} {_jsonpath_literal(node.value.value)}"
+        elif isinstance(node, ast.InList):
+            test = " || ".join(f"@ == {_jsonpath_literal(value.value)}" for value in node.values)
+        else:
+            test = f"@ >= {_jsonpath_literal(node.low.value)} && @ <= {_jsonpath_literal(node.high.value)}"
+        return f"({column} @? {self.bind(f'{values} ? ({test})')}::jsonpath)"
+
+    def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
+        """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
+        Parameters are bound in the order their placeholders appear, so the path comes first."""
+        path = self.bind(values)
+        text = "(v.value #>> '{}')"
+        if isinstance(node, ast.Like):
+            test = f"{text} LIKE {self.bind(node.pattern.value)}"
+        elif isinstance(node, ast.Match):
+            test = f"to_tsvector('{TEXT_SEARCH_CONFIG}', {text}) @@ " \
+                   f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+        else:
+            moment = f"{text}::timestamptz"
+            if isinstance(node, ast.Compare):
+                comparison = f"{moment} {node.op} {self.bind(typed_value(spec, node.value))}"
+            elif isinstance(node, ast.InList):
+                comparison = f"{moment} IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
+            else:
+                comparison = f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
+                             f"{self.bind(typed_value(spec, node.high))}"
+            test = f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
+        return f"EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
+               f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
+
+
+def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None = None) -> CompiledQuery:
+    """The statement selecting the ids, in id order, of the project's datarows (or one dataset's) that match."""
+    compiler = _Compiler(query, project_id)
+    if dataset_id is None:
+        scope = f"d.dataset_id IN (SELECT id FROM datasets_dataset WHERE project_id = {compiler.bind(project_id)})"
+    else:
+        scope = f"d.dataset_id = {compiler.bind(dataset_id)}"
+    condition = compiler.expr(query.root, ROW, "d")
+    return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {scope} AND {condition} ORDER BY d.id",
+                         compiler.params)
+
+
+def datarow_ids(query: ValidQuery, *, project_id: int, dataset_id: int | None = None,
+                using: str = "default") -> list[int]:
+    """Run the query in the tenant schema that the connection is set to."""
+    compiled = compile_query(query, project_id=project_id, dataset_id=dataset_id)
+    with connections[using].cursor() as cursor:
+        cursor.execute(compiled.sql, compiled.params)
+        return [row[0] for row in cursor.fetchall()]

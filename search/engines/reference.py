@@ -1,0 +1,138 @@
+"""The reference evaluator: the documented semantics (docs/query-language.md) in plain Python over datarow dicts.
+
+A datarow dict: {"id", "external_id", "uri", "width", "height", "created_at", "updated_at", "dataset_id",
+"metadata", "tags", "labels": [object], "predictions": [object]}; an object: {"class", "kind", "x", "y", "w",
+"h", "area", "attributes"}, and for predictions also "score" and "model" ("name@version").
+Every predicate is true or false; a missing or null value satisfies no comparison.
+"""
+
+import operator
+import re
+from collections.abc import Iterable
+
+from search.ql import ast
+from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, parse_datetime, resolve_field, typed_value
+
+OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+             ">=": operator.ge}
+_WORD = re.compile(r"[^\W_]+")
+
+
+def like_regex(pattern: str) -> re.Pattern:
+    """SQL LIKE: % any run, _ one character, backslash escapes the next character; the whole value must match."""
+    parts, escaped = [], False
+    for char in pattern:
+        if escaped:
+            parts.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def text_words(text: str) -> set[str]:
+    """Words as the `simple` text search configuration sees plain words: runs of letters and digits, lower-cased."""
+    return set(_WORD.findall(text.lower()))
+
+
+def json_values(tree, path: tuple[str, ...]) -> list:
+    """The non-null values at a path, stepping into lists on the way and at the end (jsonpath lax mode)."""
+    current = [tree]
+    for key in path:
+        current = [element[key] for item in current for element in (item if isinstance(item, list) else [item])
+                   if isinstance(element, dict) and key in element]
+    values = [element for item in current for element in (item if isinstance(item, list) else [item])]
+    return [value for value in values if value is not None]
+
+
+def _is_type(value, kind: str) -> bool:
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    return isinstance(value, str)
+
+
+class _Evaluator:
+    def __init__(self, query: ValidQuery):
+        self.query = query
+
+    def holds(self, node: ast.Expr, scope: str, item: dict) -> bool:
+        if isinstance(node, ast.And):
+            return all(self.holds(child, scope, item) for child in node.items)
+        if isinstance(node, ast.Or):
+            return any(self.holds(child, scope, item) for child in node.items)
+        if isinstance(node, ast.Not):
+            return not self.holds(node.item, scope, item)
+        if isinstance(node, ast.ObjectMatch):
+            return any(self.holds(node.condition, node.kind, obj) for obj in item[f"{node.kind}s"])
+        if isinstance(node, ast.ObjectCount):
+            count = sum(1 for obj in item[f"{node.kind}s"]
+                        if node.condition is None or self.holds(node.condition, node.kind, obj))
+            return OPERATORS[node.op](count, node.count.value)
+        if isinstance(node, ast.Compare) and node.op == "!=":
+            return not self.holds(ast.Compare(node.field, "=", node.value, node.pos), scope, item)
+        spec = resolve_field(node.field, scope, self.query.catalog)
+        values = self.values(spec, item)
+        if isinstance(node, ast.Exists):
+            return bool(values)
+        if isinstance(node, ast.Like):
+            regex = like_regex(node.pattern.value)
+            return any(isinstance(value, str) and regex.fullmatch(value) for value in values)
+        if isinstance(node, ast.Match):
+            wanted = text_words(node.text.value)
+            return bool(wanted) and any(isinstance(value, str) and wanted <= text_words(value) for value in values)
+        if isinstance(node, ast.Under):
+            prefix = node.value.value
+            return any(value == prefix or value.startswith(prefix + "/") for value in values)
+        if isinstance(node, ast.Compare):
+            return self.any_value(spec, values, node.value, lambda v, x: OPERATORS[node.op](v, x))
+        if isinstance(node, ast.InList):
+            return any(self.any_value(spec, values, value, operator.eq) for value in node.values)
+        low, high = typed_value(spec, node.low), typed_value(spec, node.high)
+        kind = field_type(spec, node.low)
+        return any(low <= value <= high for value in self.comparable(spec, kind, values))
+
+    def any_value(self, spec: FieldSpec, values: list, literal: ast.Value, test) -> bool:
+        kind = field_type(spec, literal)
+        expected = typed_value(spec, literal)
+        return any(test(value, expected) for value in self.comparable(spec, kind, values))
+
+    @staticmethod
+    def comparable(spec: FieldSpec, kind: str, values: list) -> Iterable:
+        """The values of the condition's type: stored datetimes are ISO strings in metadata and datetimes in columns."""
+        if kind == "datetime":
+            for value in values:
+                moment = parse_datetime(value) if isinstance(value, str) else value
+                if moment is not None:
+                    yield moment
+            return
+        if spec.kind in ("tags", "class", "model"):
+            kind = "string"
+        yield from (value for value in values if _is_type(value, kind))
+
+    @staticmethod
+    def values(spec: FieldSpec, item: dict) -> list:
+        if spec.kind == "metadata":
+            return json_values(item["metadata"], spec.path)
+        if spec.kind == "attributes":
+            return json_values(item["attributes"], spec.path)
+        if spec.kind == "tags":
+            return list(item["tags"])
+        key = {"class": "class", "model": "model"}.get(spec.kind, spec.column)
+        return [] if item[key] is None else [item[key]]
+
+
+def matches(query: ValidQuery, datarow: dict) -> bool:
+    return _Evaluator(query).holds(query.root, ROW, datarow)
+
+
+def datarow_ids(query: ValidQuery, datarows: Iterable[dict]) -> list[int]:
+    evaluator = _Evaluator(query)
+    return sorted(row["id"] for row in datarows if evaluator.holds(query.root, ROW, row))

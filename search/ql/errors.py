@@ -1,0 +1,24 @@
+from mlops.exceptions import ApplicationError
+
+
+class QueryError(ApplicationError):
+    """A query that cannot run, with the 1-based line and column it went wrong at."""
+
+    def __init__(self, message: str, *, query: str, line: int, column: int):
+        super().__init__(message, {"line": line, "column": column})
+        self.query = query
+        self.line = line
+        self.column = column
+        self.extra["caret"] = self.caret()
+
+    def caret(self) -> str:
+        """The offending line of the query with a caret under the column."""
+        lines = self.query.splitlines() or [""]
+        text = lines[self.line - 1] if self.line <= len(lines) else ""
+        return f"{text}\n{' ' * (self.column - 1)}^"
+
+    def render(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.message}\n{self.caret()}"
+
+    def __str__(self) -> str:
+        return self.render()

@@ -1,0 +1,217 @@
+"""Query text -> typed tree (search.ql.ast), with the size limits of docs/query-language.md."""
+
+import math
+from functools import cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from search.ql import ast
+from search.ql.errors import QueryError
+
+MAX_QUERY_CHARS = 10_000
+MAX_DEPTH = 32
+MAX_IN_VALUES = 1_000
+MAX_OBJECT_CONDITIONS = 20
+
+# Tree nodes that add a level of nesting; parentheses alone do not.
+_NESTING_RULES = {"or_expr", "and_expr", "negation", "object_match", "object_count"}
+_TERMINAL_WORDS = {
+    "COMPARISON": "a comparison (=, !=, <, <=, >, >=)", "NAME": "a field name", "QUOTED_NAME": 'a "quoted" name',
+    "STRING": "a 'string'", "NUMBER": "a number", "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "DOT": "'.'",
+    "$END": "the end of the query",
+}
+
+
+@cache
+def _lark() -> Lark:
+    grammar = (Path(__file__).parent / "grammar.lark").read_text()
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
+
+
+def _words(terminals) -> str:
+    return ", ".join(sorted(_TERMINAL_WORDS.get(name, name) for name in terminals))
+
+
+def _pos(item: Tree | Token) -> ast.Pos:
+    if isinstance(item, Token):
+        return ast.Pos(item.line, item.column)
+    return ast.Pos(item.meta.line, item.meta.column)
+
+
+def _end_pos(text: str) -> ast.Pos:
+    lines = text.split("\n")
+    return ast.Pos(len(lines), len(lines[-1]) + 1)
+
+
+class _Limit(Exception):
+    def __init__(self, message: str, pos: ast.Pos):
+        self.message = message
+        self.pos = pos
+
+
+def _string(token: Token) -> ast.Value:
+    return ast.Value(token[1:-1].replace("''", "'"), _pos(token))
+
+
+def _number(token: Token) -> ast.Value:
+    text = str(token)
+    value = float(text) if any(c in text for c in ".eE") else int(text)
+    if not math.isfinite(value) or abs(value) > 1e300:
+        raise _Limit(f"number {text} is out of range", _pos(token))
+    return ast.Value(value, _pos(token))
+
+
+def _value(token: Token) -> ast.Value:
+    if token.type == "STRING":
+        return _string(token)
+    if token.type == "NUMBER":
+        return _number(token)
+    return ast.Value(token.type == "TRUE", _pos(token))
+
+
+def _keyword(children, name: str) -> bool:
+    return any(isinstance(child, Token) and child.type == name for child in children)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def start(self, meta, children):
+        return children[0]
+
+    def or_expr(self, meta, children):
+        return ast.Or(tuple(c for c in children if not isinstance(c, Token)), ast.Pos(meta.line, meta.column))
+
+    def and_expr(self, meta, children):
+        return ast.And(tuple(c for c in children if not isinstance(c, Token)), ast.Pos(meta.line, meta.column))
+
+    def negation(self, meta, children):
+        return ast.Not(children[1], _pos(children[0]))
+
+    def field(self, meta, children):
+        names = tuple(c[1:-1].replace('""', '"') if c.type == "QUOTED_NAME" else str(c) for c in children)
+        return ast.Field(names, ast.Pos(meta.line, meta.column))
+
+    def object_kind(self, meta, children):
+        return children[0]
+
+    def compare(self, meta, children):
+        field, op, value = children
+        return ast.Compare(field, "!=" if op == "<>" else str(op), _value(value), field.pos)
+
+    def in_list(self, meta, children):
+        field = children[0]
+        values = tuple(_value(c) for c in children[1:] if c.type not in ("NOT", "IN"))
+        if len(values) > MAX_IN_VALUES:
+            raise _Limit(f"an IN list may hold at most {MAX_IN_VALUES} values", values[0].pos)
+        return self._negated(children, ast.InList(field, values, field.pos))
+
+    def between(self, meta, children):
+        field = children[0]
+        low, high = (_value(c) for c in children[1:] if c.type not in ("NOT", "BETWEEN", "AND"))
+        return self._negated(children, ast.Between(field, low, high, field.pos))
+
+    def like(self, meta, children):
+        field = children[0]
+        return self._negated(children, ast.Like(field, _string(children[-1]), field.pos))
+
+    def is_null(self, meta, children):
+        field = children[0]
+        exists = ast.Exists(field, field.pos)
+        return exists if _keyword(children, "NOT") else ast.Not(exists, field.pos)
+
+    def under(self, meta, children):
+        return ast.Under(children[0], _string(children[2]), children[0].pos)
+
+    def exists(self, meta, children):
+        return ast.Exists(children[1], _pos(children[0]))
+
+    def match(self, meta, children):
+        return ast.Match(children[1], _string(children[2]), _pos(children[0]))
+
+    def in_slice(self, meta, children):
+        return ast.InSlice(_string(children[2]), _pos(children[0]))
+
+    def object_match(self, meta, children):
+        kind, condition = children
+        return ast.ObjectMatch(str(kind).lower(), condition, _pos(kind))
+
+    def object_count(self, meta, children):
+        kind = children[1]
+        condition = children[3] if _keyword(children, "WHERE") else None
+        count = _number(children[-1])
+        if not isinstance(count.value, int) or count.value < 0:
+            raise _Limit("COUNT compares to a whole number >= 0", count.pos)
+        return ast.ObjectCount(str(kind).lower(), condition, str(children[-2]).replace("<>", "!="), count,
+                               _pos(children[0]))
+
+    @staticmethod
+    def _negated(children, predicate):
+        return ast.Not(predicate, predicate.pos) if _keyword(children, "NOT") else predicate
+
+
+def _check_shape(tree: Tree) -> None:
+    """Depth and object-condition count, walked without recursion so a hostile query cannot exhaust the stack."""
+    objects = 0
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in ("object_match", "object_count"):
+            objects += 1
+            if objects > MAX_OBJECT_CONDITIONS:
+                raise _Limit(f"a query may hold at most {MAX_OBJECT_CONDITIONS} label/prediction conditions",
+                             _pos(node))
+        depth += node.data in _NESTING_RULES
+        if depth > MAX_DEPTH:
+            raise _Limit(f"the query is nested deeper than {MAX_DEPTH} levels", _pos(node))
+        stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
+
+
+def _check_encodable(text: str) -> None:
+    """A lone surrogate (possible in JSON input) cannot be sent to PostgreSQL as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        before = text[: error.start]
+        line = before.count("\n") + 1
+        column = error.start - (before.rfind("\n") + 1) + 1
+        raise QueryError("the query holds a character that is not valid Unicode", query=text, line=line,
+                         column=column) from None
+
+
+def parse(text: str) -> ast.Expr:
+    """Parse query text into the typed tree; raises QueryError with the line and column of the first problem."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is longer than {MAX_QUERY_CHARS} characters", query=text[:200], line=1, column=1)
+    if not text.strip():
+        raise QueryError("the query is empty", query=text, line=1, column=1)
+    _check_encodable(text)
+    try:
+        tree = _lark().parse(text)
+        _check_shape(tree)
+        return _ToAst().transform(tree)
+    except _Limit as limit:
+        raise QueryError(limit.message, query=text, line=limit.pos.line, column=limit.pos.column) from None
+    except VisitError as error:
+        if isinstance(error.orig_exc, _Limit):
+            limit = error.orig_exc
+            raise QueryError(limit.message, query=text, line=limit.pos.line, column=limit.pos.column) from None
+        raise
+    except UnexpectedInput as error:
+        raise _syntax_error(text, error) from None
+
+
+def _syntax_error(text: str, error: UnexpectedInput) -> QueryError:
+    if isinstance(error, UnexpectedCharacters):
+        message = f"unexpected character {text[error.pos_in_stream]!r}"
+        if error.allowed:
+            message += f"; expected {_words(error.allowed)}"
+        return QueryError(message, query=text, line=error.line, column=error.column)
+    if isinstance(error, UnexpectedToken) and error.token.type != "$END":
+        return QueryError(f"unexpected {str(error.token)!r}; expected {_words(error.expected)}", query=text,
+                          line=error.line, column=error.column)
+    expected = error.expected if isinstance(error, (UnexpectedToken, UnexpectedEOF)) else ()
+    end = _end_pos(text)
+    return QueryError(f"the query ends too early; expected {_words(expected)}", query=text, line=end.line,
+                      column=end.column)

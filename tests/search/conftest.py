@@ -1,0 +1,93 @@
+import uuid
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+from tests.conftest import TENANT_A
+from tests.search.dataset import random_records
+
+DATAROWS = 80
+
+
+@dataclass(frozen=True)
+class SearchData:
+    project_id: int
+    dataset_ids: list[int]
+    rows: list[dict]
+    catalog: dict[str, str]
+
+
+def _reference_rows(dataset_ids: list[int]) -> list[dict]:
+    """The stored datarows as the reference evaluator's dicts, read back so both engines see the same values."""
+    from datasets.models import DataRow, Label
+    from predictions.models import Prediction
+
+    rows = {row["id"]: {**row, "labels": [], "predictions": []} for row in DataRow.objects.filter(
+        dataset_id__in=dataset_ids).values("id", "external_id", "uri", "width", "height", "created_at", "updated_at",
+                                           "dataset_id", "metadata", "tags")}
+    object_fields = ("datarow_id", "kind", "x", "y", "w", "h", "area", "attributes")
+    for label in Label.objects.filter(datarow_id__in=rows).values(*object_fields, "ontology_class__name"):
+        rows[label["datarow_id"]]["labels"].append({**label, "class": label["ontology_class__name"]})
+    for prediction in Prediction.objects.filter(datarow_id__in=rows).values(
+            *object_fields, "score", "ontology_class__name", "model_version__name", "model_version__version"):
+        rows[prediction["datarow_id"]]["predictions"].append({
+            **prediction, "class": prediction["ontology_class__name"],
+            "model": f"{prediction['model_version__name']}@{prediction['model_version__version']}"})
+    return list(rows.values())
+
+
+@pytest.fixture(scope="module")
+def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One project with two datasets of random datarows, loaded once per module with the import service.
+
+    Committed in tenant A, so every test of the module reads it without a transaction of its own.
+    """
+    from django.test import override_settings
+
+    from datasets.models import Dataset, FieldCatalogEntry
+    from datasets.services.datasets import dataset_delete_rows
+    from datasets.services.imports import ImportOptions, dataset_import_run
+    from projects.models import Project
+    from projects.services import project_delete
+    from tenancy.context import tenant_scope
+    from tenancy.services import tenant_provision
+
+    root = tmp_path_factory.mktemp("search-imports")
+    records = random_records(seed=20261127, count=DATAROWS)
+    with django_db_blocker.unblock(), override_settings(LOCAL_READ_ROOTS=[str(root)], STORAGE_ROOT=root / "storage"):
+        tenant_provision(schema_name=TENANT_A, name="Acme", if_missing=True)
+        with tenant_scope(TENANT_A):
+            project = Project.objects.create(workspace_id="ws-1", name=f"search-{uuid.uuid4().hex[:8]}",
+                                             created_by="tester")
+            datasets = [Dataset.objects.create(project=project, name=name, created_by="tester")
+                        for name in ("first", "second")]
+            for dataset, part in zip(datasets, (records[: DATAROWS // 2], records[DATAROWS // 2:]), strict=True):
+                path = root / f"{dataset.name}.jsonl"
+                path.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in part))
+                counters = dataset_import_run(dataset=dataset, uri=str(path),
+                                              options=ImportOptions(create_classes=True), source="import:search",
+                                              user="tester", progress=lambda counters, errors: None)
+                assert counters.errors == 0
+            dataset_ids = [dataset.pk for dataset in datasets]
+            catalog = dict(FieldCatalogEntry.objects.filter(project=project).values_list("path", "field_type"))
+            rows = _reference_rows(dataset_ids)
+    yield SearchData(project.pk, dataset_ids, rows, catalog)
+    # Committed data outlives the module: remove it so later tests in tenant A start from what they expect.
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A):
+        for dataset_id in dataset_ids:
+            dataset_delete_rows(dataset_id=dataset_id, progress=lambda deleted: None)
+        project_delete(project=project)
+
+
+@pytest.fixture(scope="module")
+def postgres_ids(django_db_blocker):
+    """`postgres_ids(query, project_id, dataset_id=None)`: the PostgreSQL engine's answer, read in tenant A."""
+    from search.engines.postgres import datarow_ids
+    from tenancy.context import tenant_scope
+
+    def run(query, project_id: int, dataset_id: int | None = None) -> list[int]:
+        with django_db_blocker.unblock(), tenant_scope(TENANT_A):
+            return datarow_ids(query, project_id=project_id, dataset_id=dataset_id)
+
+    return run
