@@ -24,7 +24,7 @@ from mlops.exceptions import ApplicationError
 
 
 class StorageError(ApplicationError):
-    pass
+    """A source this deployment may not read, or one that is not there: the caller's mistake, a 400."""
 
 
 def tenant_path(*parts: str) -> Path:

@@ -33,4 +33,10 @@ def project_update(*, project: Project, name: str | None = None, description: st
 
 
 def project_delete(*, project: Project) -> None:
-    project.delete()
+    """Only an empty project: a dataset of millions of rows goes through its own set-based delete job, never
+    through the ORM's cascade collector."""
+    with transaction.atomic():
+        if project.datasets.exists():
+            raise Conflict(f"Project {project.pk} still has datasets; delete them first.",
+                           {"datasets": list(project.datasets.values_list("id", flat=True)[:100])})
+        project.delete()

@@ -2,7 +2,9 @@
 
 import csv
 import io
+import math
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import BinaryIO
 
 import orjson
@@ -51,14 +53,13 @@ def _csv_scalar(text: str):
         return None
     if text in ("true", "false"):
         return text == "true"
-    try:
+    with suppress(ValueError):
         return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    with suppress(ValueError):
+        value = float(text)
+        if math.isfinite(value):  # "nan" and "inf" stay strings: JSON has no such numbers
+            return value
+    return text
 
 
 def _csv_record(header: list[str], cells: list[str], line_no: int):

@@ -28,7 +28,7 @@ IMAGE_SUFFIX_SPELLINGS = tuple(sorted(IMAGE_SUFFIXES | {suffix.upper() for suffi
 
 
 class _BadLabel(Exception):
-    pass
+    """A label line that cannot be read; its message becomes the line's error."""
 
 
 def _class_names(root: Path) -> tuple[dict[int, str], Path] | LineError:

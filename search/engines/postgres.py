@@ -39,7 +39,7 @@ def _jsonpath_literal(value) -> str:
     return json.dumps(value)
 
 
-def _jsonpath_values(path: tuple[str, ...]) -> str:
+def jsonpath_values(path: tuple[str, ...]) -> str:
     """Every value at the path; lax mode steps into lists on the way and [*] into a list at the end."""
     return "$" + "".join(f".{json.dumps(key)}" for key in path) + "[*]"
 
@@ -151,7 +151,7 @@ class _Compiler:
         """A condition holds when any value at the path satisfies it. Comparisons of strings, numbers and
         booleans are jsonpath filters under `@?`, which the GIN jsonb_path_ops index on metadata serves;
         jsonpath compares strings by code point and only values of the same JSON type."""
-        values = _jsonpath_values(spec.path)
+        values = jsonpath_values(spec.path)
         if isinstance(node, ast.Exists):
             return f"({column} @? {self.bind(values + _NOT_NULL)}::jsonpath)"
         if isinstance(node, (ast.Like, ast.Match)) or spec.type == "datetime":
@@ -188,16 +188,23 @@ class _Compiler:
                f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
 
 
-def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None = None) -> CompiledQuery:
-    """The statement selecting the ids, in id order, of the project's datarows (or one dataset's) that match."""
+def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None) -> CompiledQuery:
+    """The WHERE condition, over `datasets_datarow AS d`, of the project's datarows (or one dataset's) that match;
+    no query matches them all. For statements other than the id list: pages, counts, facets."""
     compiler = _Compiler(query, project_id)
     if dataset_id is None:
         scope = f"d.dataset_id IN (SELECT id FROM datasets_dataset WHERE project_id = {compiler.bind(project_id)})"
     else:
         scope = f"d.dataset_id = {compiler.bind(dataset_id)}"
-    condition = compiler.expr(query.root, ROW, "d")
-    return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {scope} AND {condition} ORDER BY d.id",
-                         compiler.params)
+    condition = compiler.expr(query.root, ROW, "d") if query is not None else "true"
+    return CompiledQuery(f"{scope} AND {condition}", compiler.params)
+
+
+def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None = None) -> CompiledQuery:
+    """The statement selecting the ids, in id order, of the project's datarows (or one dataset's) that match."""
+    condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id)
+    return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql} ORDER BY d.id",
+                         condition.params)
 
 
 def datarow_ids(query: ValidQuery, *, project_id: int, dataset_id: int | None = None,

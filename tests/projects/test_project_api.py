@@ -70,3 +70,13 @@ def test_openapi_schema_and_docs_are_served(api_client):
 
 def test_healthz_needs_no_token(api_client):
     assert api_client().get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_project_with_datasets_is_not_deleted(make_token, api_client):
+    client = api_client(make_token())
+    project = client.post("/api/v1/projects/", {"name": "Busy"}, format="json").json()
+    dataset = client.post(f"/api/v1/projects/{project['id']}/datasets/", {"name": "d"}, format="json").json()
+    response = client.delete(f"/api/v1/projects/{project['id']}")
+    assert response.status_code == 409
+    assert response.json()["extra"]["datasets"] == [dataset["id"]]
+    assert client.get(f"/api/v1/projects/{project['id']}").status_code == 200
