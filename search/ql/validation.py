@@ -59,9 +59,16 @@ def _error(query: str, message: str, pos: ast.Pos) -> QueryError:
     return QueryError(message, query=query, line=pos.line, column=pos.column)
 
 
-def _suggest(name: str, candidates) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+def _unknown_field(query: str, what: str, name: str, candidates, pos: ast.Pos, hint: str = "",
+                   prefix: str = "") -> QueryError:
+    """`unknown field 'x'; did you mean ...?`, with the closest names also in `extra.suggestions`.
+    Names under a common `prefix` are compared without it, which would otherwise make every one look close."""
+    close = [prefix + c for c in difflib.get_close_matches(name.removeprefix(prefix), list(candidates), n=3, cutoff=0.6)]
+    suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else hint
+    error = _error(query, f"{what} {name!r}{suggestion}", pos)
+    if close:
+        error.extra["suggestions"] = close
+    return error
 
 
 def resolve_field(field: ast.Field, scope: str, catalog: dict[str, str], query: str = "") -> FieldSpec:
@@ -73,17 +80,15 @@ def resolve_field(field: ast.Field, scope: str, catalog: dict[str, str], query: 
                 raise _error(query, "name a metadata path, e.g. metadata.weather", field.pos)
             path = ".".join(rest)
             if path not in catalog:
-                close = difflib.get_close_matches(path, list(catalog), n=3, cutoff=0.6)
-                hint = f"; did you mean {' or '.join(repr(f'metadata.{p}') for p in close)}?" if close else ""
-                raise _error(query, f"unknown field {name!r}{hint}", field.pos)
+                raise _unknown_field(query, "unknown field", name, catalog, field.pos, prefix="metadata.")
             return FieldSpec("metadata", catalog[path], path=rest)
         if not rest and head in ROW_FIELDS:
             return ROW_FIELDS[head]
         if not rest and head in OBJECT_FIELDS["prediction"]:
             raise _error(query, f"{name!r} is a field of labels and predictions: write label({name} ...) "
                                 f"or prediction({name} ...)", field.pos)
-        known = [*ROW_FIELDS, *(f"metadata.{p}" for p in catalog)]
-        raise _error(query, f"unknown field {name!r}{_suggest(name, known)}", field.pos)
+        raise _unknown_field(query, "unknown field", name, [*ROW_FIELDS, *(f"metadata.{p}" for p in catalog)],
+                             field.pos)
     fields = OBJECT_FIELDS[scope]
     if head == "attributes":
         if not rest:
@@ -92,8 +97,7 @@ def resolve_field(field: ast.Field, scope: str, catalog: dict[str, str], query: 
     if not rest and head in fields:
         return fields[head]
     hint = "; row fields go outside label(...) and prediction(...)" if head in ROW_FIELDS or head == "metadata" else ""
-    known = [*fields, "attributes"]
-    raise _error(query, f"unknown {scope} field {name!r}{_suggest(name, known) or hint}", field.pos)
+    raise _unknown_field(query, f"unknown {scope} field", name, [*fields, "attributes"], field.pos, hint)
 
 
 def literal_type(value: ast.Value) -> str:

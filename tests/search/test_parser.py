@@ -110,6 +110,11 @@ def test_unknown_fields_name_the_closest_known_ones(text, message):
     assert message in error_of(text).message
 
 
+def test_suggestions_are_also_given_as_data():
+    assert error_of("metadata.wether = 'rain'").extra["suggestions"] == ["metadata.weather"]
+    assert "suggestions" not in error_of("label(score > 0.5)").extra
+
+
 @pytest.mark.parametrize("text, column, message", [
     ("metadata.capture.gps.lat > 'north'", 28,
      "type mismatch: metadata.capture.gps.lat is a number field but 'north' is a string"),

@@ -190,7 +190,8 @@ def test_a_bad_query_is_a_400_that_points_at_it(search_data, client):
     assert response.status_code == 400
     body = response.json()
     assert "metadata.weather" in body["message"]
-    assert body["extra"] == {"line": 2, "column": 1, "caret": "metadata.wether = 'rain'\n^"}
+    assert body["extra"] == {"line": 2, "column": 1, "caret": "metadata.wether = 'rain'\n^",
+                             "suggestions": ["metadata.weather"]}
 
 
 def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_data, make_token, api_client):
