@@ -97,11 +97,9 @@ class AnnotationKind(models.TextChoices):
     POLYGON = "polygon"
 
 
-class Label(models.Model):
-    """Ground truth on a datarow: a classification, or an object with a box (and optionally a polygon)."""
+class AnnotationShape(models.Model):
+    """What labels and predictions share: the kind, the box (x, y, w, h in pixels), area, polygon, attributes."""
 
-    datarow = models.ForeignKey(DataRow, on_delete=models.CASCADE, related_name="labels")
-    ontology_class = models.ForeignKey(OntologyClass, on_delete=models.PROTECT, related_name="labels")
     kind = models.CharField(max_length=20, choices=AnnotationKind.choices)
     x = models.FloatField(null=True)
     y = models.FloatField(null=True)
@@ -110,6 +108,16 @@ class Label(models.Model):
     area = models.FloatField(null=True)
     polygon = models.JSONField(null=True)
     attributes = models.JSONField(default=dict)
+
+    class Meta:
+        abstract = True
+
+
+class Label(AnnotationShape):
+    """Ground truth on a datarow: a classification, or an object with a box (and optionally a polygon)."""
+
+    datarow = models.ForeignKey(DataRow, on_delete=models.CASCADE, related_name="labels")
+    ontology_class = models.ForeignKey(OntologyClass, on_delete=models.PROTECT, related_name="labels")
     # Who or what produced it: a user id, or `import:<job id>`.
     source = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,10 +126,9 @@ def serve() -> int:
     # Ctrl-C, or a supervisor's SIGTERM: stop both children and the embedded services cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        with suppress(KeyboardInterrupt):
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
     finally:
         for child in children:
             if child.poll() is None:

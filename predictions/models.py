@@ -1,6 +1,6 @@
 from django.db import models
 
-from datasets.models import AnnotationKind
+from datasets.models import AnnotationShape
 
 
 class ModelVersion(models.Model):
@@ -20,21 +20,13 @@ class ModelVersion(models.Model):
         return f"{self.name}@{self.version}"
 
 
-class Prediction(models.Model):
+class Prediction(AnnotationShape):
     """A model version's output on a datarow: a scored class, or a scored object."""
 
     datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="predictions")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="predictions")
-    kind = models.CharField(max_length=20, choices=AnnotationKind.choices)
     score = models.FloatField()
-    x = models.FloatField(null=True)
-    y = models.FloatField(null=True)
-    w = models.FloatField(null=True)
-    h = models.FloatField(null=True)
-    area = models.FloatField(null=True)
-    polygon = models.JSONField(null=True)
-    attributes = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
