@@ -1,0 +1,62 @@
+"""Slices: named selections of a project's datarows.
+
+A slice is a live query (its members are whatever matches now), a fixed list of ids, or a frozen snapshot of a
+query. Ids and frozen slices keep their members in SliceMember, one narrow row per member, written set-based;
+a frozen slice may be split into train / validation / test, stored on the member rows.
+"""
+
+from django.db import models
+
+
+class Slice(models.Model):
+    class Kind(models.TextChoices):
+        QUERY = "query"  # live: members are the query's matches at read time
+        IDS = "ids"  # the datarow ids given at creation
+        FROZEN = "frozen"  # the query's matches when it was frozen
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="slices")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The query text (live and frozen slices) and the dataset it was limited to, if any.
+    query = models.TextField(blank=True, default="")
+    dataset = models.ForeignKey("datasets.Dataset", null=True, on_delete=models.CASCADE, related_name="slices")
+    # Stored members of ids and frozen slices; null for live slices (counted on read).
+    member_count = models.BigIntegerField(null=True)
+    frozen_at = models.DateTimeField(null=True)
+    # The stored split, if any: its seed, fractions ({"train": .8, "validation": .1, "test": .1}) and whether
+    # it was stratified by class.
+    split_seed = models.BigIntegerField(null=True)
+    split_fractions = models.JSONField(null=True)
+    split_stratified = models.BooleanField(default=False)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="slice_name_unique_in_project")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Split(models.IntegerChoices):
+    TRAIN = 0, "train"
+    VALIDATION = 1, "validation"
+    TEST = 2, "test"
+
+
+class SliceMember(models.Model):
+    """One datarow of an ids or frozen slice; (slice, datarow) is the key, so members page by datarow id."""
+
+    pk = models.CompositePrimaryKey("slice_id", "datarow_id")
+    slice = models.ForeignKey(Slice, on_delete=models.CASCADE, related_name="members")
+    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="slice_memberships")
+    split = models.SmallIntegerField(choices=Split.choices, null=True)
+
+    class Meta:
+        indexes = [
+            # "Members of a split" reads (training), and "which slices hold this row" (datarow deletes).
+            models.Index(fields=["slice", "split", "datarow"], name="slice_member_split"),
+            models.Index(fields=["datarow"], name="slice_member_datarow"),
+        ]
