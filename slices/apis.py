@@ -40,7 +40,8 @@ class SliceOutputSerializer(serializers.Serializer):
     kind = serializers.CharField()
     query = serializers.CharField()
     dataset_id = serializers.IntegerField(allow_null=True)
-    status = serializers.SerializerMethodField(help_text="ready, or freezing while a freeze job fills the slice.")
+    status = serializers.SerializerMethodField(help_text="ready; freezing while a freeze job fills the slice; failed "
+                                                                "when that job ended without filling it.")
     member_count = serializers.IntegerField(allow_null=True, help_text="Null for live slices in lists.")
     frozen_at = serializers.DateTimeField(allow_null=True)
     freeze_job_id = serializers.UUIDField(allow_null=True)
@@ -50,7 +51,10 @@ class SliceOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
     def get_status(self, slice_: Slice) -> str:
-        return "freezing" if slice_.kind == Slice.Kind.FROZEN and slice_.frozen_at is None else "ready"
+        if slice_.kind != Slice.Kind.FROZEN or slice_.frozen_at is not None:
+            return "ready"
+        # A worker lost mid-freeze leaves the slice unfilled and its job failed by the reaper.
+        return "failed" if slice_.freeze_job is None or slice_.freeze_job.is_finished else "freezing"
 
     def get_split(self, slice_: Slice) -> dict | None:
         return None if slice_.split_seed is None else dict(self.SplitSerializer(slice_).data)

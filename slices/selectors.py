@@ -18,7 +18,7 @@ from slices.models import Slice, SliceMember, Split
 
 
 def slice_list(*, project: Project) -> QuerySet[Slice]:
-    return Slice.objects.filter(project=project)
+    return Slice.objects.filter(project=project).select_related("freeze_job")
 
 
 def slice_get(*, project: Project, slice_id: int) -> Slice:

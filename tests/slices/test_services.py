@@ -313,3 +313,43 @@ def test_members_sql_selects_the_members_of_every_kind(project, make_rows, catal
         with connection.cursor() as cursor:
             cursor.execute(statement.sql, statement.params)
             assert sorted(row for (row,) in cursor.fetchall()) == expected
+
+
+def test_a_failed_freeze_leaves_no_slice_behind(project, make_rows, principal, celery_eager,
+                                                django_capture_on_commit_callbacks):
+    """A frozen slice whose query no longer holds when the job runs (here: a field no catalog knows)."""
+    from jobs.models import Job
+    from jobs.services import job_create
+    from slices.models import Slice
+    from slices.tasks import slice_freeze
+
+    make_rows(3)
+    doomed = Slice.objects.create(project=project, name="doomed", kind="frozen", query="metadata.gone = 1",
+                                  created_by="t")
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_create(principal=principal, task=slice_freeze, params={"slice_id": doomed.pk})
+    job = Job.objects.get(pk=job.pk)
+    assert job.status == "failed" and "unknown field 'metadata.gone'" in job.error
+    assert not Slice.objects.filter(pk=doomed.pk).exists()
+
+
+def test_a_freeze_cancelled_while_it_ran_leaves_no_slice_behind(project, make_rows, principal,
+                                                                celery_eager, monkeypatch,
+                                                                django_capture_on_commit_callbacks):
+    from django.utils import timezone
+
+    from jobs.models import Job
+    from slices.models import Slice, SliceMember
+    from slices.services import slice_freeze_start
+
+    monkeypatch.setattr("slices.services.FREEZE_IN_REQUEST_MAX", 1)
+    make_rows(3)
+    with django_capture_on_commit_callbacks() as queued:
+        started = slice_freeze_start(principal=principal, project=project, name="cancelled", query="")
+    # the cancel request lands on the row while the job's INSERT runs (set here before it starts)
+    Job.objects.filter(pk=started.job.pk).update(cancel_requested_at=timezone.now())
+    for send in queued:
+        send()
+    assert Job.objects.get(pk=started.job.pk).status == "cancelled"
+    assert not Slice.objects.filter(pk=started.slice.pk).exists()
+    assert not SliceMember.objects.filter(slice_id=started.slice.pk).exists()

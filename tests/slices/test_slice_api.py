@@ -182,3 +182,21 @@ def test_a_large_freeze_answers_202_with_the_slice_and_its_job(api, monkeypatch,
     done = client.get(f"{url}{body['slice']['id']}").json()
     assert (done["status"], done["member_count"], done["freeze_job_id"]) == ("ready", 5, body["job"]["id"])
     assert client.get(f"/api/v1/jobs/{body['job']['id']}").json()["status"] == "succeeded"
+
+
+def test_a_frozen_slice_whose_job_ended_without_filling_it_says_failed(api):
+    """What a worker lost mid-freeze leaves: the reaper fails the job; the slice was never filled."""
+    from jobs.models import Job
+    from slices.models import Slice
+
+    client, url, _, _ = api
+    project_id = int(url.split("/")[4])
+    with tenant_scope(TENANT_A):
+        job = Job.objects.create(kind="slice-freeze", workspace_id="ws-1", owner_id="t", status=Job.Status.RUNNING)
+        lost = Slice.objects.create(project_id=project_id, name="lost", kind="frozen", query="", created_by="t",
+                                    freeze_job=job)
+    assert client.get(f"{url}{lost.pk}").json()["status"] == "freezing"
+    with tenant_scope(TENANT_A):
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED)
+    assert client.get(f"{url}{lost.pk}").json()["status"] == "failed"
+    assert client.delete(f"{url}{lost.pk}").status_code == 204
