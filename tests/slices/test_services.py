@@ -353,3 +353,11 @@ def test_a_freeze_cancelled_while_it_ran_leaves_no_slice_behind(project, make_ro
     assert Job.objects.get(pk=started.job.pk).status == "cancelled"
     assert not Slice.objects.filter(pk=started.slice.pk).exists()
     assert not SliceMember.objects.filter(slice_id=started.slice.pk).exists()
+
+
+def test_a_project_without_datasets_is_deleted_with_its_slices(project):
+    from projects.services import project_delete
+
+    live = slice_create_live(project=project, name="all", created_by="t", query="")
+    project_delete(project=project)
+    assert not Slice.objects.filter(pk=live.pk).exists()
