@@ -72,7 +72,10 @@ class FakeElasticsearch:
     def resolve(self, target: str) -> list[str]:
         names = []
         for part in target.split(","):
-            names += sorted(self.aliases.get(part, ())) or ([part] if part in self.indices else [])
+            if part.endswith("*"):
+                names += sorted(name for name in self.indices if name.startswith(part[:-1]))
+            else:
+                names += sorted(self.aliases.get(part, ())) or ([part] if part in self.indices else [])
         return names
 
     def documents(self, target: str) -> dict[str, dict]:
@@ -111,6 +114,8 @@ class FakeElasticsearch:
             for name in self.resolve(target):
                 _merge(self.indices[name].mappings, body.get("properties", {}))
             return 200, {"acknowledged": True}
+        if action == "_refresh":
+            return 200, {"_shards": {"failed": 0}}
         if action == "_search":
             return self.search(target, body or {}, query)
         if action == "_delete_by_query":
