@@ -197,3 +197,18 @@ def test_reindex_builds_a_new_index_and_swaps_the_alias_at_once(search_data, ind
     assert documents[str(changed)]["tags"] == ["during-reindex"]  # the reindex's older read did not overwrite it
     expected = _stored_documents(search_data)
     assert documents == expected and result["indexed"] == len(expected)
+
+
+def test_reindex_over_rest_is_a_job_one_at_a_time_for_writers_on_elasticsearch(search_data, on_elasticsearch,
+                                                                              make_token, api_client, settings):
+    url = f"/api/v1/projects/{search_data.project_id}/search/reindex"
+    editor = api_client(make_token(TENANT_A))
+    # when
+    started = editor.post(url)
+    again = editor.post(url)
+    # then
+    assert started.status_code == 202 and started.json()["kind"] == "search-reindex"
+    assert again.status_code == 409 and again.json()["extra"]["job_id"] == started.json()["id"]
+    assert api_client(make_token(TENANT_A, role="viewer")).post(url).status_code == 403
+    settings.SEARCH_ENGINE = "postgres"
+    assert editor.post(url).status_code == 400

@@ -8,6 +8,7 @@ import pytest
 
 from search.engines.elasticsearch_documents import alias_name
 from tests.conftest import TENANT_A
+from tests.datasets.manifests import manifest_rows, write_manifest
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
@@ -18,7 +19,7 @@ def worker(django_db_setup, auth0, platform, fake_elasticsearch_server, tmp_path
     fake_elasticsearch_server.reset()
     purge_task_queues()
     env = live_environment(auth0, platform, SEARCH_ENGINE="elasticsearch",
-                           ELASTICSEARCH_URL=fake_elasticsearch_server.url)
+                           ELASTICSEARCH_URL=fake_elasticsearch_server.url, MLOPS_LOCAL_READ_ROOTS=tmp_path)
     worker = start_celery_worker(env, tmp_path, name="search-worker")
     yield worker
     worker.stop()
@@ -90,3 +91,29 @@ def test_a_worker_runs_the_reindex_job_to_the_alias_swap(worker, project, fake_e
     assert done.status == Job.Status.SUCCEEDED, done.error
     assert done.counters["indexed"] == 3 and fake_elasticsearch_server.resolve(alias) == [done.counters["index"]]
     assert sorted(int(i) for i in fake_elasticsearch_server.documents(alias)) == ids
+
+
+def test_an_import_run_by_the_worker_is_handed_to_the_indexer(worker, project, fake_elasticsearch_server, settings,
+                                                              tmp_path):
+    from datasets.services.imports import ImportOptions, dataset_import_start
+    from jobs.models import Job
+    from tenancy.context import tenant_scope
+    from tenancy.principal import Principal
+
+    project, dataset, ids = project
+    alias = alias_name(TENANT_A, project.pk)
+    settings.LOCAL_READ_ROOTS = [str(tmp_path)]
+    manifest = write_manifest(tmp_path / "rows.jsonl", manifest_rows(0, 5))
+    editor = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1", role="editor",
+                       database="main", expires_at=int(time.time()) + 3600)
+    # when: an import job runs in the worker
+    with tenant_scope(TENANT_A):
+        job = dataset_import_start(principal=editor, dataset=dataset, uri=manifest,
+                                   options=ImportOptions(create_classes=True))
+    # then: the rows it wrote are indexed (not the dataset's older, untouched rows: only what changed since it began)
+    documents = wait_until(lambda: fake_elasticsearch_server.documents(alias), timeout=90,
+                           what="the imported rows indexed", logs_of=(worker,))
+    with tenant_scope(TENANT_A):
+        assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCEEDED
+    assert sorted(d["external_id"] for d in documents.values()) == [f"img-{i}" for i in range(5)]
+    assert all({label["class"] for label in d["labels"]} == {"cat", "dog"} for d in documents.values())
