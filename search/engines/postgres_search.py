@@ -8,6 +8,7 @@ a keyset `(key, id)` resumes it exactly. Never OFFSET.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -27,14 +28,24 @@ from search.ql.validation import ValidQuery, parse_datetime
 
 FACET_OBJECT_TABLES = {"label.class": "datasets_label", "prediction.class": "predictions_prediction"}
 
-# The minimum of the values of each type at a metadata path (bound first as a jsonpath), as a typed SQL value.
-_METADATA_MINIMUM = {
-    "number": ("min((v.value #>> '{}')::float8)", "jsonb_typeof(v.value) = 'number'"),
-    "string": ("min((v.value #>> '{}') COLLATE \"C\")", "jsonb_typeof(v.value) = 'string'"),
-    "boolean": ("bool_and((v.value #>> '{}')::boolean)", "jsonb_typeof(v.value) = 'boolean'"),
-    "datetime": ("min((v.value #>> '{}')::timestamptz)",
-                 "jsonb_typeof(v.value) = 'string' AND pg_input_is_valid(v.value #>> '{}', 'timestamptz')"),
+# Per catalog type: the SQL value of one JSON value `v`, the test that it is of the type, and the aggregate taking
+# the minimum of several.
+_METADATA_KEYS = {
+    "number": ("({v} #>> '{{}}')::float8", "jsonb_typeof({v}) = 'number'", "min"),
+    "string": ("({v} #>> '{{}}') COLLATE \"C\"", "jsonb_typeof({v}) = 'string'", "min"),
+    "boolean": ("({v} #>> '{{}}')::boolean", "jsonb_typeof({v}) = 'boolean'", "bool_and"),
+    "datetime": ("({v} #>> '{{}}')::timestamptz",
+                 "jsonb_typeof({v}) = 'string' AND pg_input_is_valid({v} #>> '{{}}', 'timestamptz')", "min"),
 }
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """A row's sort key over `datasets_datarow AS d`: `expression`, after an optional `join`; params in that order."""
+
+    join: str
+    expression: str
+    params: list
 
 
 def facet_statement(facet: str, catalog: dict[str, str], condition: CompiledQuery) -> CompiledQuery:
@@ -58,26 +69,36 @@ def facet_statement(facet: str, catalog: dict[str, str], condition: CompiledQuer
                          f"GROUP BY v.value {order}", [jsonpath_values(tuple(path.split("."))), *condition.params])
 
 
-def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> CompiledQuery | None:
-    """The SQL of a row's sort key over `datasets_datarow AS d` (None: the id alone); null when the row has none."""
+def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKey | None:
+    """The SQL of a row's sort key (None: the id alone); null when the row has none."""
     path = sort.metadata_path()
     if path is not None:
-        aggregate, test = _METADATA_MINIMUM[catalog[path]]
-        return CompiledQuery(f"(SELECT {aggregate} FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v(value) "
-                             f"WHERE {test})", [jsonpath_values(tuple(path.split(".")))])
+        keys = tuple(path.split("."))
+        value, test, aggregate = _METADATA_KEYS[catalog[path]]
+        # A path through objects to a scalar has that one value (most rows): read it directly. Otherwise (lists, or
+        # no such path) take every value at the path as jsonpath's lax mode finds them.
+        direct = "(d.metadata #> %s::text[])"
+        parts = [f"CASE WHEN jsonb_typeof({direct}) IN ('string', 'number', 'boolean', 'null') THEN CASE WHEN ",
+                 test.format(v=direct), " THEN ", value.format(v=direct), " END ELSE ",
+                 f"(SELECT {aggregate}({value.format(v='v.value')}) FROM jsonb_path_query(d.metadata, %s::jsonpath) "
+                 f"AS v(value) WHERE {test.format(v='v.value')}) END"]
+        expression = "".join(parts)
+        params = [list(keys)] * (expression.count("%s") - 1) + [jsonpath_values(keys)]
+        return SortKey("", expression, params)
     if sort.field == "created_at":
-        return CompiledQuery("d.created_at", [])
+        return SortKey("", "d.created_at", [])
     if sort.field == "prediction.score":
-        # Through the (model version, class, score) index: the model's ids first, from the project's small table.
-        sql = "(SELECT max(p.score) FROM predictions_prediction AS p WHERE p.datarow_id = d.id " \
-              "AND p.model_version_id IN (SELECT id FROM predictions_modelversion " \
-              "WHERE project_id = %s AND name || '@' || version = %s)"
+        # One grouped pass over the model's predictions (the (model version, class, score) index), hash-joined.
+        condition = "p.model_version_id IN (SELECT id FROM predictions_modelversion " \
+                    "WHERE project_id = %s AND name || '@' || version = %s)"
         params = [project_id, sort.model]
         if sort.class_name is not None:
-            sql += " AND p.ontology_class_id IN (SELECT id FROM datasets_ontologyclass WHERE project_id = %s " \
-                   "AND name = %s)"
+            condition += " AND p.ontology_class_id IN (SELECT id FROM datasets_ontologyclass WHERE project_id = %s " \
+                         "AND name = %s)"
             params += [project_id, sort.class_name]
-        return CompiledQuery(sql + ")", params)
+        join = f"LEFT JOIN (SELECT p.datarow_id, max(p.score) AS score FROM predictions_prediction AS p " \
+               f"WHERE {condition} GROUP BY p.datarow_id) AS scored ON scored.datarow_id = d.id"
+        return SortKey(join, "scored.score", params)
     return None
 
 
@@ -127,12 +148,12 @@ class PostgresEngine:
         key = sort_key(request.sort, request.catalog, request.project_id)
         keyset = _keyset(request, value_type, nullable=request.sort.field != "created_at")
         direction = "DESC" if request.sort.descending else "ASC"
-        key_sql, key_params = (key.sql, key.params) if key is not None else ("NULL", [])
-        order = f"s.k {direction} NULLS LAST, s.id {direction}" if key is not None else f"s.id {direction}"
+        key = key or SortKey("", "NULL", [])
+        order = f"s.k {direction} NULLS LAST, s.id {direction}" if key.expression != "NULL" else f"s.id {direction}"
         with connections[using].cursor() as db:
-            db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key_sql} AS k FROM datasets_datarow AS d "
-                       f"WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
-                       [*key_params, *condition.params, *keyset.params, request.limit + 1])
+            db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM datasets_datarow AS d "
+                       f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
+                       [*key.params, *condition.params, *keyset.params, request.limit + 1])
             keys = db.fetchall()
             total = self._total(db, request, condition)
             facets = {}
