@@ -16,7 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import (  # noqa: E402
+    OUT,
+    ensure_generated,
+    machine,
+    postgres_settings,
+    print_table,
+    setup_django,
+    throwaway_tenant,
+)
 
 SORTS = [("id", None, None), ("-created_at", None, None), ("metadata.capture.time", None, None),
          ("-metadata.camera.iso", None, None), ("-prediction.score", "yolo@8.1", None),

@@ -24,7 +24,6 @@ class Mapping:
 
     def __init__(self, mapping: dict):
         self.types: dict[str, str] = {}
-        self.nested: set[str] = set()
         self._walk(mapping["properties"], "")
         self.templates = [(next(iter(t.values()))["path_match"], next(iter(t.values()))["mapping"]["type"])
                           for t in mapping.get("dynamic_templates", [])]
@@ -33,8 +32,6 @@ class Mapping:
         for name, spec in properties.items():
             full = prefix + name
             if "properties" in spec:
-                if spec.get("type") == "nested":
-                    self.nested.add(full)
                 self._walk(spec["properties"], full + ".")
             else:
                 self.types[full] = spec.get("type", "object")
@@ -198,7 +195,8 @@ class Evaluator:
         keyed.sort(key=lambda item: _ordering(item[0], sorts))
         after = body.get("search_after")
         if after is not None:
-            keyed = [item for item in keyed if _ordering(item[0], sorts) > _ordering(_decode_after(after, sorts), sorts)]
+            start = _ordering(_decode_after(after), sorts)
+            keyed = [item for item in keyed if _ordering(item[0], sorts) > start]
         hits = [{"_id": str(document["id"]), "_source": {"id": document["id"]}, "sort": _encode_sort(values)}
                 for values, document in keyed[: body.get("size", 10)]]
         track = body.get("track_total_hits", 10_000)
@@ -279,7 +277,7 @@ def _encode_sort(values: list) -> list:
     return [int(value) if isinstance(value, float) and value.is_integer() else value for value in values]
 
 
-def _decode_after(after: list, sorts: list[dict]) -> list:
+def _decode_after(after: list) -> list:
     return [None if value is None else float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
             else value for value in after]
 

@@ -212,3 +212,19 @@ def test_reindex_over_rest_is_a_job_one_at_a_time_for_writers_on_elasticsearch(s
     assert api_client(make_token(TENANT_A, role="viewer")).post(url).status_code == 403
     settings.SEARCH_ENGINE = "postgres"
     assert editor.post(url).status_code == 400
+
+
+def test_both_engines_stream_every_matching_id_in_batches(search_data, indexed):
+    from search.engines.base import get_engine
+    from search.engines import reference
+    from search.ql import parse, validate
+
+    text = "metadata.weather != 'rain' OR label(class UNDER 'vehicle')"
+    query = validate(parse(text), catalog=search_data.catalog, text=text)
+    expected = reference.datarow_ids(query, search_data.rows)
+    with tenant_scope(TENANT_A):
+        for name in ("postgres", "elasticsearch"):
+            batches = list(get_engine(name).iter_matching_ids(tenant_schema=TENANT_A, project_id=search_data.project_id,
+                                                              query=query, batch_size=7, using="default"))
+            assert [i for batch in batches for i in batch] == expected, name
+            assert all(len(batch) == 7 for batch in batches[:-1]) and len(batches) == -(-len(expected) // 7)

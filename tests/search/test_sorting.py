@@ -94,8 +94,8 @@ def test_sorts_have_rows_without_a_value_and_ties(search_data):
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"sort": "metadata.nope"}, "sort"), ({"sort": "width"}, "sort"), ({"sort": "prediction.score"}, "sort"),
-    ({"sort": "id", "sort_model": "yolo@1"}, "sort"), ({"sort": "metadata.capture.time", "cursor": "WyJpZCIsbnVsbCwxXQ"},
-                                                      "cursor"),
+    ({"sort": "id", "sort_model": "yolo@1"}, "sort"),
+    ({"sort": "metadata.capture.time", "cursor": "WyJpZCIsbnVsbCwxXQ"}, "cursor"),  # a cursor of the id sort
 ])
 def test_bad_sorts_are_a_400_naming_the_field(body, field, search_data, client):
     response = client.post(f"/api/v1/projects/{search_data.project_id}/search", body, format="json")
