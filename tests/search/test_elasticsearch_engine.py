@@ -228,3 +228,25 @@ def test_both_engines_stream_every_matching_id_in_batches(search_data, indexed):
                                                               query=query, batch_size=7, using="default"))
             assert [i for batch in batches for i in batch] == expected, name
             assert all(len(batch) == 7 for batch in batches[:-1]) and len(batches) == -(-len(expected) // 7)
+
+
+def test_a_deleted_dataset_leaves_the_index_in_one_delete_by_query(search_data, indexed, celery_eager,
+                                                                   django_capture_on_commit_callbacks):
+    from datasets.services.datasets import dataset_delete_rows
+
+    alias = alias_name(TENANT_A, search_data.project_id)
+    first, second = search_data.dataset_ids
+    with tenant_scope(TENANT_A), django_capture_on_commit_callbacks(execute=True):
+        dataset_delete_rows(dataset_id=second, progress=lambda deleted: None)
+    assert {d["dataset_id"] for d in indexed.documents(alias).values()} == {first}
+    (request,) = indexed.requests_to("POST", "/_delete_by_query")
+    assert request.body["query"] == {"term": {"dataset_id": second}}
+
+
+def test_a_tenant_on_another_cluster_uses_that_clusters_elasticsearch(search_data, on_elasticsearch, settings):
+    from search.engines.elasticsearch_engine import elasticsearch_url
+
+    settings.ELASTICSEARCH_URL = "http://default-cluster.invalid:9200"
+    assert elasticsearch_url(TENANT_A) == "http://default-cluster.invalid:9200"
+    settings.ELASTICSEARCH_CLUSTER_URLS = {"main": on_elasticsearch.url}  # tenant A's record names cluster "main"
+    assert elasticsearch_url(TENANT_A) == on_elasticsearch.url
