@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import Left
 
 from datasets.exporters.formats import export_path
-from datasets.models import DATAROW_URI_INDEXED_CHARS, DataRow, Dataset, Label, OntologyClass
+from datasets.models import DATAROW_URI_INDEXED_CHARS, DataRow, Dataset, FieldCatalogEntry, Label, OntologyClass
 from jobs.models import Job
 from jobs.selectors import job_get
 from mlops.exceptions import Conflict, NotFound
@@ -146,6 +146,12 @@ def label_get(*, datarow: DataRow, label_id: int) -> Label:
     if label is None:
         raise NotFound(f"Label {label_id} does not exist on datarow {datarow.pk}.")
     return label
+
+
+def field_catalog_types(*, project_id: int, using: str) -> dict[str, str]:
+    """The project's metadata paths and their types, which query validation, mappings and facets go by."""
+    return dict(FieldCatalogEntry.objects.using(using).filter(project_id=project_id)
+                .values_list("path", "field_type"))
 
 
 def ontology_class_list(*, project: Project) -> QuerySet[OntologyClass]:

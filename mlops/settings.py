@@ -4,6 +4,7 @@ MLOPS_ENV picks the few behaviours that differ: `production` (the default, so a 
 fails closed), `development` (`make run`) and `test` (`make test`).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -197,8 +198,19 @@ AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
 # Lines per import batch: each is staged, checked and merged in SQL (and committed, when bad lines are skipped).
 IMPORT_BATCH_LINES = env_int("IMPORT_BATCH_LINES", 20_000)
 
-# --- Elasticsearch (optional: the embedded engine is PostgreSQL)
+# --- Search: the engine ("postgres", the embedded default, or "elasticsearch") and where Elasticsearch is.
+SEARCH_ENGINE = env_str("SEARCH_ENGINE", "postgres")
 ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL")
+# A tenant whose record names another database cluster (Tenant.database) may have its own Elasticsearch:
+# a JSON object {"<cluster>": "<url>"}; a tenant whose cluster is not listed uses ELASTICSEARCH_URL.
+ELASTICSEARCH_CLUSTER_URLS = json.loads(env_str("ELASTICSEARCH_CLUSTER_URLS", "{}"))
+ELASTICSEARCH_TIMEOUT_SECONDS = env_float("ELASTICSEARCH_TIMEOUT_SECONDS", 10)
+# Datarows per bulk request (and per indexing task for changes).
+SEARCH_INDEX_BATCH = env_int("SEARCH_INDEX_BATCH", 1000)
+if SEARCH_ENGINE not in ("postgres", "elasticsearch"):
+    raise ImproperlyConfigured(f"SEARCH_ENGINE must be postgres or elasticsearch, not {SEARCH_ENGINE!r}")
+if SEARCH_ENGINE == "elasticsearch" and not ELASTICSEARCH_URL:
+    raise ImproperlyConfigured("SEARCH_ENGINE=elasticsearch needs ELASTICSEARCH_URL")
 
 # --- REST API
 REST_FRAMEWORK = {

@@ -1,19 +1,23 @@
 import base64
-from datetime import datetime
 
 import orjson
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.apis.datarows import DatarowOutputSerializer
+from jobs.serializers import JobOutputSerializer
 from mlops.exceptions import NotAuthenticated
-from search.selectors import SORTS, SearchCursor, search_datarows
+from projects.selectors import project_get
+from search.engines.base import SortSpec
+from search.selectors import SearchCursor, search_datarows
+from search.services import search_reindex_start
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_FACETS = 10
+MAX_NAME = 1000
 # bigint: a larger id is no datarow, and must be a 400 rather than an error in SQL.
 MAX_ID = 2 ** 63 - 1
 
@@ -28,26 +32,30 @@ class CanRead(BasePermission):
 
 
 class SearchCursorField(serializers.Field):
-    """The opaque `cursor` of a search page: base64 of the sort, the last row's sort key and its id."""
+    """The opaque `cursor` of a search page: base64 of the sort, the last row's sort value and its id (and the
+    model and class of a prediction.score sort). The engine checks the sort value against the sort's type."""
 
     default_error_messages = {"invalid": "Not a cursor from this API; pass next_cursor as it was given."}
 
     def to_internal_value(self, data) -> SearchCursor:
         text = str(data)
         try:
-            sort, after_value, after_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            valid = sort in SORTS and type(after_id) is int and 0 <= after_id <= MAX_ID
-            after_moment = datetime.fromisoformat(after_value) if valid and sort.removeprefix("-") == "created_at" \
-                else None
+            decoded = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            sort, after_value, after_id, *score_of = decoded
         except (ValueError, TypeError):  # binascii.Error and orjson.JSONDecodeError are ValueErrors
             self.fail("invalid")
+        scalar = after_value is None or isinstance(after_value, (str, int, float, bool))
+        valid = isinstance(sort, str) and scalar and type(after_id) is int and 0 <= after_id <= MAX_ID and \
+            len(score_of) in (0, 2) and all(name is None or isinstance(name, str) for name in score_of)
         if not valid:
             self.fail("invalid")
-        return SearchCursor(sort, after_moment, after_id)
+        return SearchCursor(SortSpec.parse(sort, model=score_of[0] if score_of else None,
+                                           class_name=score_of[1] if score_of else None), after_value, after_id)
 
     def to_representation(self, cursor: SearchCursor) -> str:
-        after_value = cursor.after_value.isoformat() if cursor.after_value is not None else None
-        data = orjson.dumps([cursor.sort, after_value, cursor.after_id])
+        sort = cursor.sort
+        score_of = [sort.model, sort.class_name] if sort.field == "prediction.score" else []
+        data = orjson.dumps([sort.token, cursor.after_value, cursor.after_id, *score_of])
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
@@ -59,8 +67,13 @@ class ProjectSearchApi(APIView):
                                       trim_whitespace=False, help_text="Empty, null or absent: every datarow.")
         dataset = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
         limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
-        sort = serializers.ChoiceField(choices=SORTS, default="id",
-                                       help_text="id or created_at; a leading '-' sorts descending.")
+        sort = serializers.CharField(default="id", max_length=MAX_NAME,
+                                     help_text="id, created_at, metadata.<path> or prediction.score; a leading '-' "
+                                               "sorts descending. Rows without a value come last either way.")
+        sort_model = serializers.CharField(required=False, max_length=MAX_NAME,
+                                           help_text="prediction.score: the model version, 'name@version'.")
+        sort_class = serializers.CharField(required=False, max_length=MAX_NAME,
+                                           help_text="prediction.score: only predictions of this class count.")
         cursor = SearchCursorField(required=False)
         count = serializers.ChoiceField(choices=("exact", "estimate"), default="exact")
         facets = serializers.ListField(child=serializers.CharField(), default=list, max_length=MAX_FACETS)
@@ -81,7 +94,17 @@ class ProjectSearchApi(APIView):
         data.is_valid(raise_exception=True)
         params = data.validated_data
         result = search_datarows(principal=request.user, project_id=project_id, query_text=params["query"] or "",
-                                 dataset_id=params.get("dataset"), limit=params["limit"], sort=params["sort"],
+                                 dataset_id=params.get("dataset"), limit=params["limit"],
+                                 sort=SortSpec.parse(params["sort"], model=params.get("sort_model"),
+                                                     class_name=params.get("sort_class")),
                                  cursor=params.get("cursor"), count=params["count"],
                                  facets=tuple(dict.fromkeys(params["facets"])))  # each facet counted once
         return Response(self.OutputSerializer(result).data)
+
+
+class ProjectSearchReindexApi(APIView):
+    def post(self, request, project_id: int):
+        """202 with the reindex job (Elasticsearch engine): searches use the old index until the new one is ready."""
+        job = search_reindex_start(principal=request.user,
+                                   project=project_get(principal=request.user, project_id=project_id))
+        return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)

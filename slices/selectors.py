@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from django.db import connections, router
 from django.db.models import QuerySet
 
-from datasets.models import DataRow, FieldCatalogEntry
+from datasets.models import DataRow
+from datasets.selectors import field_catalog_types
 from mlops.exceptions import ApplicationError, NotFound
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
@@ -61,9 +62,7 @@ def slice_query_validate(*, project: Project, query_text: str, using: str) -> Va
     """The query checked against the project's field catalog and slices; None for an empty query (every row)."""
     if not query_text.strip():
         return None
-    catalog = dict(FieldCatalogEntry.objects.using(using).filter(project_id=project.pk)
-                   .values_list("path", "field_type"))
-    return validate(parse(query_text), catalog=catalog, text=query_text,
+    return validate(parse(query_text), catalog=field_catalog_types(project_id=project.pk, using=using), text=query_text,
                     slices=slice_definitions(project_id=project.pk, using=using))
 
 

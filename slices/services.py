@@ -8,6 +8,7 @@ number; member_count is set from the insert's row count and taken down by a trig
 import math
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
@@ -16,7 +17,10 @@ from jobs.services import job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
+from search.engines.base import get_engine
 from search.engines.postgres import compile_filter
+from search.indexing import slice_members_changed
+from search.ql.validation import ValidQuery
 from slices.models import Slice, Split
 from slices.selectors import slice_members_sql, slice_query_validate
 from tenancy.principal import Principal
@@ -42,13 +46,31 @@ def _slice_insert(**fields) -> Slice:
         raise _name_taken(fields["name"]) from error
 
 
-def _members_insert(*, slice_id: int, select_sql: str, params: list) -> int:
+def _members_insert(*, project_id: int, slice_id: int, select_sql: str, params: list) -> int:
     """Add the distinct datarow ids `select_sql` selects (one column) as members; returns how many. No ON CONFLICT:
-    its speculative insertion costs on every row, and every caller's statement yields each id once."""
+    its speculative insertion costs on every row, and every caller's statement yields each id once. The members'
+    documents are indexed again once this commits (their `slice_ids`)."""
     with connections[WRITER].cursor() as cursor:
         cursor.execute(f"INSERT INTO slices_slicemember (slice_id, datarow_id) "
                        f"SELECT %s, selected.id FROM ({select_sql}) AS selected(id)", [slice_id, *params])
-        return cursor.rowcount
+        inserted = cursor.rowcount
+    slice_members_changed(project_id=project_id, slice_id=slice_id)
+    return inserted
+
+
+def _engine_matches_copied(*, slice: Slice, query: ValidQuery | None) -> str:
+    """Stream the search engine's matching ids (search_after batches) into a temporary table with COPY; returns the
+    SELECT of those whose datarows still exist (the index may lag a delete). Call inside a transaction."""
+    with connections[WRITER].cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE frozen_matches (id bigint) ON COMMIT DROP")
+        for batch in get_engine().iter_matching_ids(tenant_schema=connections[WRITER].schema_name,
+                                                    project_id=slice.project_id, query=query,
+                                                    dataset_id=slice.dataset_id, using=WRITER):
+            # One COPY per batch: the engine may read the database between batches, which an open COPY would block.
+            with cursor.copy("COPY frozen_matches (id) FROM STDIN") as copy:
+                for datarow_id in batch:
+                    copy.write_row((datarow_id,))
+    return "SELECT DISTINCT f.id FROM frozen_matches AS f JOIN datasets_datarow AS d ON d.id = f.id"
 
 
 def _stored_slice_create(*, project: Project, name: str, created_by: str, kind: str, select_sql: str,
@@ -57,7 +79,8 @@ def _stored_slice_create(*, project: Project, name: str, created_by: str, kind: 
         created = _slice_insert(project=project, name=name, description=description, kind=kind, query=query,
                                 dataset_id=dataset_id, created_by=created_by, member_count=0,
                                 frozen_at=timezone.now() if kind == Slice.Kind.FROZEN else None)
-        created.member_count = _members_insert(slice_id=created.pk, select_sql=select_sql, params=params)
+        created.member_count = _members_insert(project_id=project.pk, slice_id=created.pk, select_sql=select_sql,
+                                               params=params)
         created.save(update_fields=["member_count"])
     return created
 
@@ -137,13 +160,17 @@ def slice_freeze_start(*, principal: Principal, project: Project, name: str, que
 
 
 def slice_freeze_members(*, slice: Slice) -> Slice:
-    """Fill a frozen slice with its query's matches as of now: one `INSERT ... SELECT` from the compiled query."""
+    """Fill a frozen slice with its query's matches as of now, set-based: on PostgreSQL one `INSERT ... SELECT` from
+    the compiled query; on Elasticsearch the engine's ids stream into a COPY, then one `INSERT ... SELECT`."""
     valid = slice_query_validate(project=slice.project, query_text=slice.query, using=WRITER)
-    condition = compile_filter(valid, project_id=slice.project_id, dataset_id=slice.dataset_id)
     with transaction.atomic(using=WRITER):
-        slice.member_count = _members_insert(
-            slice_id=slice.pk, select_sql=f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}",
-            params=condition.params)
+        if settings.SEARCH_ENGINE == "elasticsearch":
+            select_sql, params = _engine_matches_copied(slice=slice, query=valid), []
+        else:
+            condition = compile_filter(valid, project_id=slice.project_id, dataset_id=slice.dataset_id)
+            select_sql, params = f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}", condition.params
+        slice.member_count = _members_insert(project_id=slice.project_id, slice_id=slice.pk, select_sql=select_sql,
+                                             params=params)
         slice.frozen_at = timezone.now()
         slice.save(update_fields=["member_count", "frozen_at", "updated_at"])
     return slice

@@ -7,6 +7,7 @@ from jobs.services import job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import Conflict
 from projects.models import Project
+from search.indexing import dataset_deleted
 from tenancy.principal import Principal
 
 DELETE_BATCH_ROWS = 50_000
@@ -57,6 +58,7 @@ def dataset_delete_rows(*, dataset_id: int, progress) -> int:
     Takes the dataset's import lock, so a delete never races an import. Returns the datarows deleted.
     """
     deleted = 0
+    project_id = Dataset.objects.using(WRITER).filter(pk=dataset_id).values_list("project_id", flat=True).first()
     with connections[WRITER].cursor() as cursor:
         dataset_lock_take(cursor, dataset_id)
         try:
@@ -76,4 +78,6 @@ def dataset_delete_rows(*, dataset_id: int, progress) -> int:
                 progress(deleted)
         finally:
             dataset_lock_release(cursor, dataset_id)
+    if project_id is not None:
+        dataset_deleted(project_id=project_id, dataset_id=dataset_id)
     return deleted

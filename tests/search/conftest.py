@@ -123,3 +123,25 @@ def postgres_ids(django_db_blocker):
             return datarow_ids(query, project_id=project_id, dataset_id=dataset_id)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def fake_elasticsearch_server():
+    from tests.search.fake_elasticsearch import FakeElasticsearch
+
+    server = FakeElasticsearch().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def on_elasticsearch(fake_elasticsearch_server, settings):
+    """The Elasticsearch engine, on an empty fake server."""
+    from search.engines.elasticsearch_engine import _client
+
+    fake_elasticsearch_server.reset()
+    settings.SEARCH_ENGINE = "elasticsearch"
+    settings.ELASTICSEARCH_URL = fake_elasticsearch_server.url
+    _client.cache_clear()
+    yield fake_elasticsearch_server
+    _client.cache_clear()

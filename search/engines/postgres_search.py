@@ -1,0 +1,191 @@
+"""The PostgreSQL engine behind the search interface: a keyset page, the total and facets, each one statement built
+on the compiled condition (search/engines/postgres.py), run on the alias the caller names.
+
+Sort keys: created_at; the minimum of a metadata path's values of its catalog type (lists have several); a
+prediction score: the maximum score of the row's predictions of the named model version (and class). A row
+without a value sorts after every row with one, in either direction, and id breaks ties, so the order is total and
+a keyset `(key, id)` resumes it exactly. Never OFFSET.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from django.db import connections
+
+from search.engines.base import (
+    FACET_SIZE,
+    EnginePage,
+    SearchRequest,
+    SearchTotal,
+    SortSpec,
+    cursor_error,
+    facet_metadata_path,
+)
+from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_values
+from search.ql.validation import ValidQuery, parse_datetime
+
+FACET_OBJECT_TABLES = {"label.class": "datasets_label", "prediction.class": "predictions_prediction"}
+
+# Per catalog type: the SQL value of one JSON value `v`, the test that it is of the type, and the aggregate taking
+# the minimum of several.
+_METADATA_KEYS = {
+    "number": ("({v} #>> '{{}}')::float8", "jsonb_typeof({v}) = 'number'", "min"),
+    "string": ("({v} #>> '{{}}') COLLATE \"C\"", "jsonb_typeof({v}) = 'string'", "min"),
+    "boolean": ("({v} #>> '{{}}')::boolean", "jsonb_typeof({v}) = 'boolean'", "bool_and"),
+    "datetime": ("({v} #>> '{{}}')::timestamptz",
+                 "jsonb_typeof({v}) = 'string' AND pg_input_is_valid({v} #>> '{{}}', 'timestamptz')", "min"),
+}
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """A row's sort key over `datasets_datarow AS d`: `expression`, after an optional `join`; params in that order."""
+
+    join: str
+    expression: str
+    params: list
+
+
+def facet_statement(facet: str, catalog: dict[str, str], condition: CompiledQuery) -> CompiledQuery:
+    """The statement counting, per value of `facet`, the datarows meeting `condition` that have it (top FACET_SIZE).
+    DISTINCT: a row that holds a value twice (a list, two labels of a class) counts once."""
+    order = f"ORDER BY 2 DESC, 1 LIMIT {FACET_SIZE}"
+    path = facet_metadata_path(facet, catalog)
+    if facet == "tags":
+        return CompiledQuery(f"SELECT tag, count(DISTINCT d.id) FROM datasets_datarow AS d "
+                             f"CROSS JOIN unnest(d.tags) AS tag WHERE {condition.sql} GROUP BY tag {order}",
+                             condition.params)
+    if facet in FACET_OBJECT_TABLES:
+        return CompiledQuery(f"SELECT c.name, count(DISTINCT o.datarow_id) FROM {FACET_OBJECT_TABLES[facet]} AS o "
+                             f"JOIN datasets_ontologyclass AS c ON c.id = o.ontology_class_id "
+                             f"WHERE o.datarow_id IN (SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}) "
+                             f"GROUP BY c.name {order}", condition.params)
+    # Every value at the path, lists included, as conditions see them ("any element"); the path is bound first.
+    return CompiledQuery(f"SELECT v.value, count(DISTINCT d.id) FROM datasets_datarow AS d "
+                         f"CROSS JOIN LATERAL jsonb_path_query(d.metadata, %s::jsonpath) AS v(value) "
+                         f"WHERE jsonb_typeof(v.value) IN ('string', 'number', 'boolean') AND {condition.sql} "
+                         f"GROUP BY v.value {order}", [jsonpath_values(tuple(path.split("."))), *condition.params])
+
+
+def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKey | None:
+    """The SQL of a row's sort key (None: the id alone); null when the row has none."""
+    path = sort.metadata_path()
+    if path is not None:
+        keys = tuple(path.split("."))
+        value, test, aggregate = _METADATA_KEYS[catalog[path]]
+        # A path through objects to a scalar has that one value (most rows): read it directly. Otherwise (lists, or
+        # no such path) take every value at the path as jsonpath's lax mode finds them.
+        direct = "(d.metadata #> %s::text[])"
+        parts = [f"CASE WHEN jsonb_typeof({direct}) IN ('string', 'number', 'boolean', 'null') THEN CASE WHEN ",
+                 test.format(v=direct), " THEN ", value.format(v=direct), " END ELSE ",
+                 f"(SELECT {aggregate}({value.format(v='v.value')}) FROM jsonb_path_query(d.metadata, %s::jsonpath) "
+                 f"AS v(value) WHERE {test.format(v='v.value')}) END"]
+        expression = "".join(parts)
+        params = [list(keys)] * (expression.count("%s") - 1) + [jsonpath_values(keys)]
+        return SortKey("", expression, params)
+    if sort.field == "created_at":
+        return SortKey("", "d.created_at", [])
+    if sort.field == "prediction.score":
+        # One grouped pass over the model's predictions (the (model version, class, score) index), hash-joined.
+        condition = "p.model_version_id IN (SELECT id FROM predictions_modelversion " \
+                    "WHERE project_id = %s AND name || '@' || version = %s)"
+        params = [project_id, sort.model]
+        if sort.class_name is not None:
+            condition += " AND p.ontology_class_id IN (SELECT id FROM datasets_ontologyclass WHERE project_id = %s " \
+                         "AND name = %s)"
+            params += [project_id, sort.class_name]
+        join = f"LEFT JOIN (SELECT p.datarow_id, max(p.score) AS score FROM predictions_prediction AS p " \
+               f"WHERE {condition} GROUP BY p.datarow_id) AS scored ON scored.datarow_id = d.id"
+        return SortKey(join, "scored.score", params)
+    return None
+
+
+def _after_value(value, value_type: str):
+    """A cursor's sort value back in the key's SQL type; a 400 when it cannot be one."""
+    if value is None:
+        return None
+    if value_type in ("datetime",) and isinstance(value, str) and parse_datetime(value) is not None:
+        return parse_datetime(value)
+    if value_type == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if value_type == "string" and isinstance(value, str):
+        return value
+    if value_type == "boolean" and isinstance(value, bool):
+        return value
+    raise cursor_error("Not a cursor from this API; pass next_cursor as it was given.")
+
+
+def _json_value(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _keyset(request: SearchRequest, value_type: str | None, nullable: bool) -> CompiledQuery:
+    if request.after is None:
+        return CompiledQuery("true", [])
+    value, after_id = request.after
+    comparison = "<" if request.sort.descending else ">"
+    if value_type is None:
+        return CompiledQuery(f"s.id {comparison} %s", [after_id])
+    value = _after_value(value, value_type)
+    if value is None:
+        if not nullable:
+            raise cursor_error("Not a cursor from this API; pass next_cursor as it was given.")
+        return CompiledQuery(f"(s.k IS NULL AND s.id {comparison} %s)", [after_id])
+    # Rows without a key come after every row with one.
+    missing = " OR s.k IS NULL" if nullable else ""
+    return CompiledQuery(f"((s.k, s.id) {comparison} (%s, %s){missing})", [value, after_id])
+
+
+class PostgresEngine:
+    name = "postgres"
+
+    def search(self, request: SearchRequest, *, using: str) -> EnginePage:
+        condition = compile_filter(request.query, project_id=request.project_id, dataset_id=request.dataset_id)
+        facet_statements = {facet: facet_statement(facet, request.catalog, condition) for facet in request.facets}
+        value_type = request.sort.value_type(request.catalog)
+        key = sort_key(request.sort, request.catalog, request.project_id)
+        keyset = _keyset(request, value_type, nullable=request.sort.field != "created_at")
+        direction = "DESC" if request.sort.descending else "ASC"
+        key = key or SortKey("", "NULL", [])
+        order = f"s.k {direction} NULLS LAST, s.id {direction}" if key.expression != "NULL" else f"s.id {direction}"
+        with connections[using].cursor() as db:
+            db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM datasets_datarow AS d "
+                       f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
+                       [*key.params, *condition.params, *keyset.params, request.limit + 1])
+            keys = db.fetchall()
+            total = self._total(db, request, condition)
+            facets = {}
+            for facet, statement in facet_statements.items():
+                db.execute(statement.sql, statement.params)
+                # Django's connection hands jsonb back as text: metadata values are decoded, names are text already.
+                decode = orjson.loads if facet.startswith("metadata.") else str
+                facets[facet] = [{"value": decode(value), "count": rows} for value, rows in db.fetchall()]
+        page = keys[: request.limit]
+        next_after = (_json_value(page[-1][1]), page[-1][0]) if len(keys) > request.limit else None
+        return EnginePage([row_id for row_id, _ in page], next_after, total, facets)
+
+    @staticmethod
+    def _total(db, request: SearchRequest, condition: CompiledQuery) -> SearchTotal:
+        if request.count == "estimate":
+            db.execute(f"SELECT count(*) FROM (SELECT 1 FROM datasets_datarow AS d WHERE {condition.sql} "
+                       f"LIMIT %s) AS capped", [*condition.params, request.estimate_cap + 1])
+            counted = db.fetchone()[0]
+            return SearchTotal(min(counted, request.estimate_cap), "gte" if counted > request.estimate_cap else "eq")
+        db.execute(f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+        return SearchTotal(db.fetchone()[0], "eq")
+
+    def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
+                          dataset_id: int | None = None, batch_size: int = 1000, using: str) -> Iterator[list[int]]:
+        condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id)
+        after = 0
+        while True:
+            with connections[using].cursor() as db:
+                db.execute(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql} AND d.id > %s "
+                           f"ORDER BY d.id LIMIT %s", [*condition.params, after, batch_size])
+                ids = [row[0] for row in db.fetchall()]
+            if not ids:
+                return
+            yield ids
+            after = ids[-1]
