@@ -108,7 +108,7 @@ def search_datarows(*, principal: Principal, project_id: int, query_text: str, d
         dataset_get(project=project, dataset_id=dataset_id)
     catalog = _catalog(project.pk, using)
     query = validate(parse(query_text), catalog=catalog, text=query_text) if query_text.strip() else None
-    condition = compile_filter(query, project_id=project.pk, dataset_id=dataset_id)
+    condition = compile_filter(query, project_id=project.pk, dataset_id=dataset_id, using=using)
     facet_statements = {facet: _facet_statement(facet, catalog, condition) for facet in facets}
     keyset, keyset_params = _keyset(sort, cursor)
     by_created_at = sort.removeprefix("-") == "created_at"

@@ -83,7 +83,7 @@ def search_bulk_action_run(*, project_id: int, query_text: str, action: str, tag
     (it may raise to stop: the batches written so far stay written)."""
     _check_tags(action, tags)
     condition = compile_filter(_valid_query(project_id=project_id, query_text=query_text), project_id=project_id,
-                               dataset_id=dataset_id)
+                               dataset_id=dataset_id, using=WRITER)
     counters = BulkActionCounters()
     # On the writer: the next batch must see this job's own writes, which the replica may not have replayed yet.
     with connections[WRITER].cursor() as cursor:
