@@ -26,6 +26,9 @@ _COUNT_OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=":
                     ">=": operator.ge}
 _JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 TEXT_SEARCH_CONFIG = "simple"
+# The expression of the index datarow_metadata_text (search/migrations/0001), written the same way so the planner
+# matches it.
+METADATA_WORDS = f"jsonb_to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, {{column}}, '[\"string\"]'::jsonb)"
 _NOT_NULL = ' ? (@.type() != "null")'
 
 
@@ -190,7 +193,12 @@ class _Compiler:
 
     def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
-        Parameters are bound in the order their placeholders appear, so the path comes first."""
+        Parameters are bound in the order their placeholders appear: MATCH's candidate words, then the path."""
+        candidates = ""
+        if isinstance(node, ast.Match) and column.endswith(".metadata"):
+            # Rows whose metadata strings hold every word, from the GIN index datarow_metadata_text.
+            candidates = f"{METADATA_WORDS.format(column=column)} @@ " \
+                         f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)}) AND "
         path = self.bind(values)
         text = "(v.value #>> '{}')"
         if isinstance(node, ast.Like):
@@ -208,8 +216,8 @@ class _Compiler:
                 comparison = f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
                              f"{self.bind(typed_value(spec, node.high))}"
             test = f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
-        return f"EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
-               f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
+        return f"({candidates}EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
+               f"WHERE jsonb_typeof(v.value) = 'string' AND {test}))"
 
 
 def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,
