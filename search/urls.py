@@ -5,5 +5,6 @@ from search.bulk_apis import SearchBulkActionApi
 
 urlpatterns = [
     path("", ProjectSearchApi.as_view(), name="project-search"),
-    path("/bulk", SearchBulkActionApi.as_view(), name="project-search-bulk"),
+    # A trailing slash: the include has none, and a route that only starts with one fails the URL checks.
+    path("/bulk/", SearchBulkActionApi.as_view(), name="project-search-bulk"),
 ]

@@ -24,7 +24,7 @@ def _row(i: int, **extra) -> dict:
 
 
 def _url(project_id: int) -> str:
-    return f"/api/v1/projects/{project_id}/search/bulk"
+    return f"/api/v1/projects/{project_id}/search/bulk/"
 
 
 @pytest.fixture

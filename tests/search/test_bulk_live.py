@@ -22,7 +22,7 @@ def _row(i: int, **extra) -> dict:
 
 
 def _start(client, project_id: int, body: dict) -> dict:
-    response = client.post(f"/api/v1/projects/{project_id}/search/bulk", body, format="json")
+    response = client.post(f"/api/v1/projects/{project_id}/search/bulk/", body, format="json")
     assert response.status_code == 202, response.content
     return response.json()
 
