@@ -33,6 +33,8 @@ from search_data import bench_schema, load, loaded_project  # noqa: E402
 
 # (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
 QUERIES = [
+    # One row by its unique (dataset, external_id) index: the fixed cost of a request.
+    ("one row by external_id", 500, "external_id = 'img-000500000'"),
     ("metadata, selective", 500, "metadata.city = 'Oslo' AND metadata.camera.iso = 3200"),
     ("metadata, broad range", 500, "metadata.capture.gps.lat > 40"),
     ("metadata datetime range", 500, "metadata.capture.time BETWEEN '2024-06-01' AND '2024-06-30'"),
