@@ -66,9 +66,9 @@ def _freeze_plan(project, query: str) -> str:
 
     from search.engines.postgres import compile_filter
     from slices.models import Slice
-    from slices.selectors import slice_query_validate
+    from slices.selectors import project_query_validate
 
-    condition = compile_filter(slice_query_validate(project=project, query_text=query, using="default"),
+    condition = compile_filter(project_query_validate(project_id=project.pk, query_text=query, using="default"),
                                project_id=project.pk)
     with transaction.atomic():
         pending = Slice.objects.create(project=project, name="explained", kind=Slice.Kind.FROZEN, query=query,
@@ -98,7 +98,7 @@ def main() -> None:
     from projects.models import Project
     from search.engines.postgres import compile_filter
     from slices.models import Slice
-    from slices.selectors import slice_member_page, slice_query_validate
+    from slices.selectors import project_query_validate, slice_member_page
     from slices.services import slice_combine, slice_freeze_members, slice_split
 
     table = []
@@ -128,7 +128,7 @@ def main() -> None:
             table.append([f"combine: tag {operation} metadata", f"{combined.member_count:,}", f"{seconds:.2f}",
                           f"{combined.member_count / seconds:,.0f}"])
         text = f"IN SLICE '{everything.name}' AND tags = 'day'"
-        condition = compile_filter(slice_query_validate(project=project, query_text=text, using="default"),
+        condition = compile_filter(project_query_validate(project_id=project.pk, query_text=text, using="default"),
                                    project_id=project.pk)
 
         def count_matches() -> int:

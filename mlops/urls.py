@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from datasets.apis.ontology import OntologyClassListCreateApi
 from mlops.health import healthz, readyz
+from search.apis import ProjectSearchApi
 
 urlpatterns = [
     path("healthz", healthz),
@@ -14,7 +15,8 @@ urlpatterns = [
     path("api/v1/projects/<int:project_id>/datasets/", include("datasets.urls")),
     path("api/v1/projects/<int:project_id>/ontology", OntologyClassListCreateApi.as_view(), name="ontology"),
     path("api/v1/jobs/", include("jobs.urls")),
-    path("api/v1/projects/<int:project_id>/search", include("search.urls")),
+    path("api/v1/projects/<int:project_id>/search", ProjectSearchApi.as_view(), name="project-search"),
+    path("api/v1/projects/<int:project_id>/search/", include("search.urls")),
     path("api/v1/projects/<int:project_id>/slices/", include("slices.urls")),
 ]
 

@@ -14,8 +14,7 @@ from datasets.models import DataRow
 from datasets.selectors import dataset_get, field_catalog_types
 from projects.selectors import project_get
 from search.engines.base import SearchRequest, SearchTotal, SortSpec, cursor_error, get_engine
-from search.ql import parse, validate
-from slices.selectors import slice_definitions
+from slices.selectors import project_query_validate
 from tenancy.principal import Principal
 
 # An estimate counts at most this many matches: enough to say "more than 10,000" without scanning them all.
@@ -54,9 +53,7 @@ def search_datarows(*, principal: Principal, project_id: int, query_text: str, d
     if cursor is not None and cursor.sort != sort:
         raise cursor_error("This cursor belongs to another sort; start again without a cursor.")
     catalog = field_catalog_types(project_id=project.pk, using=using)
-    query = (validate(parse(query_text), catalog=catalog, text=query_text,
-                      slices=slice_definitions(project_id=project.pk, using=using))
-             if query_text.strip() else None)
+    query = project_query_validate(project_id=project.pk, query_text=query_text, using=using, catalog=catalog)
     request = SearchRequest(tenant_schema=connections[using].schema_name, project_id=project.pk, query=query,
                             catalog=catalog, dataset_id=dataset_id, sort=sort,
                             after=(cursor.after_value, cursor.after_id) if cursor is not None else None, limit=limit,

@@ -1,5 +1,5 @@
-"""Search indexing tasks (thin: they call search.indexing.services). Change tasks retry with exponential backoff
-while Elasticsearch cannot be reached or answers 429 / 5xx; the full reindex is a Job with progress."""
+"""Search tasks (thin: they call the services). Indexing tasks retry with exponential backoff while Elasticsearch
+cannot be reached or answers 429 / 5xx; the full reindex and bulk actions by query are Jobs with progress."""
 
 from celery import shared_task
 from elastic_transport import TransportError
@@ -11,6 +11,7 @@ from mlops.celery import TenantTask
 from mlops.db_routing import WRITER
 from search.indexing import services
 from search.ql.validation import parse_datetime
+from search.services import BulkActionCounters, search_bulk_action_run
 
 _RETRY = {"base": TenantTask, "autoretry_for": (TransportError, services.SearchIndexUnavailable),
           "retry_backoff": 2, "retry_backoff_max": 300, "retry_jitter": True, "max_retries": 10}
@@ -56,3 +57,14 @@ def search_reindex(job: Job, *, project_id: int) -> None:
     job_report_progress(job=job, done=result["indexed"], total=result["indexed"],
                         counters={"indexed": result["indexed"], "index": result["index"]},
                         message=f"{result['indexed']} datarows indexed; the search alias now uses {result['index']}")
+
+
+@job_task(kind="search-bulk-action")
+def search_bulk_action(job: Job, *, project_id: int, query: str, action: str, tags: list[str],
+                       dataset_id: int | None) -> None:
+    def progress(counters: BulkActionCounters) -> None:
+        job_report_progress(job=job, done=counters.done, total=counters.matched, counters=counters.as_dict(),
+                            message=f"{action}: {counters.done} of {counters.matched} datarows")
+
+    search_bulk_action_run(project_id=project_id, query_text=query, action=action, tags=tags, dataset_id=dataset_id,
+                           progress=progress)

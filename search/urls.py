@@ -1,8 +1,10 @@
 from django.urls import path
 
-from search.apis import ProjectSearchApi, ProjectSearchReindexApi
+from search.apis import ProjectSearchReindexApi
+from search.bulk_apis import SearchBulkActionApi
 
+# Under api/v1/projects/<id>/search/ (the search itself is .../search, routed beside this include).
 urlpatterns = [
-    path("", ProjectSearchApi.as_view(), name="project-search"),
-    path("/reindex", ProjectSearchReindexApi.as_view(), name="project-search-reindex"),
+    path("reindex", ProjectSearchReindexApi.as_view(), name="project-search-reindex"),
+    path("bulk", SearchBulkActionApi.as_view(), name="project-search-bulk"),
 ]

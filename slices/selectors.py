@@ -58,12 +58,17 @@ def slice_definitions(*, project_id: int, using: str) -> Mapping[str, SliceDefin
     return ProjectSliceDefinitions(project_id, using)
 
 
-def slice_query_validate(*, project: Project, query_text: str, using: str) -> ValidQuery | None:
-    """The query checked against the project's field catalog and slices; None for an empty query (every row)."""
+def project_query_validate(*, project_id: int, query_text: str, using: str,
+                           catalog: dict[str, str] | None = None) -> ValidQuery | None:
+    """The query checked against the project's field catalog (read unless given) and slices; None for an empty
+    query (every row). Search, bulk actions, slices and training all validate through here; it lives with the
+    slices because resolving `IN SLICE` needs them."""
     if not query_text.strip():
         return None
-    return validate(parse(query_text), catalog=field_catalog_types(project_id=project.pk, using=using), text=query_text,
-                    slices=slice_definitions(project_id=project.pk, using=using))
+    if catalog is None:
+        catalog = field_catalog_types(project_id=project_id, using=using)
+    return validate(parse(query_text), catalog=catalog, text=query_text,
+                    slices=slice_definitions(project_id=project_id, using=using))
 
 
 def _split_value(split: str | None) -> int | None:
@@ -72,7 +77,7 @@ def _split_value(split: str | None) -> int | None:
 
 def _live_condition(slice_: Slice, using: str) -> CompiledQuery:
     """The WHERE condition over `datasets_datarow AS d` of a live slice's members as its query reads now."""
-    query = slice_query_validate(project=slice_.project, query_text=slice_.query, using=using)
+    query = project_query_validate(project_id=slice_.project_id, query_text=slice_.query, using=using)
     return compile_filter(query, project_id=slice_.project_id, dataset_id=slice_.dataset_id)
 
 

@@ -22,7 +22,7 @@ from search.engines.postgres import compile_filter
 from search.indexing import slice_members_changed
 from search.ql.validation import ValidQuery
 from slices.models import Slice, Split
-from slices.selectors import slice_members_sql, slice_query_validate
+from slices.selectors import project_query_validate, slice_members_sql
 from tenancy.principal import Principal
 
 # A freeze with more matches than this runs as a job; the request only counts that far to decide.
@@ -125,7 +125,7 @@ def slice_create_from_ids(*, project: Project, name: str, created_by: str, datar
 def slice_create_live(*, project: Project, name: str, created_by: str, query: str, dataset_id: int | None = None,
                       description: str = "") -> Slice:
     """A live slice: its members are the query's matches whenever it is read. The query is checked now."""
-    slice_query_validate(project=project, query_text=query, using=WRITER)
+    project_query_validate(project_id=project.pk, query_text=query, using=WRITER)
     return _slice_insert(project=project, name=name, description=description, kind=Slice.Kind.QUERY, query=query,
                          dataset_id=dataset_id, created_by=created_by)
 
@@ -142,7 +142,7 @@ def slice_freeze_start(*, principal: Principal, project: Project, name: str, que
     otherwise by a job (the slice exists at once, with frozen_at null until the job has filled it)."""
     from slices.tasks import slice_freeze  # imported here: the task module imports this one
 
-    valid = slice_query_validate(project=project, query_text=query, using=WRITER)
+    valid = project_query_validate(project_id=project.pk, query_text=query, using=WRITER)
     condition = compile_filter(valid, project_id=project.pk, dataset_id=dataset_id)
     with connections[WRITER].cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM datasets_datarow AS d WHERE {condition.sql} LIMIT %s) "
@@ -162,7 +162,7 @@ def slice_freeze_start(*, principal: Principal, project: Project, name: str, que
 def slice_freeze_members(*, slice: Slice) -> Slice:
     """Fill a frozen slice with its query's matches as of now, set-based: on PostgreSQL one `INSERT ... SELECT` from
     the compiled query; on Elasticsearch the engine's ids stream into a COPY, then one `INSERT ... SELECT`."""
-    valid = slice_query_validate(project=slice.project, query_text=slice.query, using=WRITER)
+    valid = project_query_validate(project_id=slice.project_id, query_text=slice.query, using=WRITER)
     with transaction.atomic(using=WRITER):
         if settings.SEARCH_ENGINE == "elasticsearch":
             select_sql, params = _engine_matches_copied(slice=slice, query=valid), []

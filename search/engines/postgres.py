@@ -4,6 +4,12 @@ Every value is a bound parameter. Identifiers come from the whitelists in search
 attribute paths become bound jsonpath parameters whose keys are JSON-quoted, so no query text reaches SQL.
 Each predicate compiles to a two-valued SQL expression (never NULL), so NOT is a plain NOT
 (docs/query-language.md, "Missing values").
+
+Given a connection (`using`), the compiler first reads the ids of the project's datasets, classes and model versions
+that the query names from those small tables and binds them as values: the planner then sees which class
+(out of a skewed distribution) a condition is about and estimates its rows from the column statistics, where a
+subquery would leave it to guess an average class and pick nested loops for a class on a third of the rows
+(docs/design/search-postgres.md). Without one (compiling only), the same lookups are subqueries.
 """
 
 import json
@@ -20,6 +26,9 @@ _COUNT_OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=":
                     ">=": operator.ge}
 _JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 TEXT_SEARCH_CONFIG = "simple"
+# The expression of the index datarow_metadata_text (search/migrations/0001), written the same way so the planner
+# matches it.
+METADATA_WORDS = f"jsonb_to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, {{column}}, '[\"string\"]'::jsonb)"
 _NOT_NULL = ' ? (@.type() != "null")'
 
 
@@ -45,9 +54,10 @@ def jsonpath_values(path: tuple[str, ...]) -> str:
 
 
 class _Compiler:
-    def __init__(self, query: ValidQuery, project_id: int):
+    def __init__(self, query: ValidQuery | None, project_id: int, using: str | None):
         self.query = query
         self.project_id = project_id
+        self.using = using
         self.params: list = []
 
     def bind(self, value) -> str:
@@ -83,13 +93,18 @@ class _Compiler:
         A row without matching objects has count 0, so when 0 satisfies the comparison the rows to exclude are
         the ones whose non-zero count does not. The groups keep to the project's datarows, so the set stays
         the size of the project, not of the tenant."""
-        project = self.bind(self.project_id)
+        if self.using is None:
+            project = self.bind(self.project_id)
+            scope = f"JOIN datasets_datarow AS r ON r.id = o.datarow_id " \
+                    f"JOIN datasets_dataset AS s ON s.id = r.dataset_id WHERE s.project_id = {project}"
+        else:
+            # Classes belong to one project, so its class ids scope the objects to its datarows without a join.
+            ids = self.lookup_ids("datasets_ontologyclass", "true", [])
+            scope = f"WHERE o.ontology_class_id IN {self.bind_list(ids)}" if ids else "WHERE false"
         condition = self.expr(node.condition, node.kind, "o") if node.condition is not None else "true"
         count = self.bind(node.count.value)
-        grouped = f"SELECT o.datarow_id FROM {OBJECT_TABLES[node.kind]} AS o " \
-                  f"JOIN datasets_datarow AS r ON r.id = o.datarow_id " \
-                  f"JOIN datasets_dataset AS s ON s.id = r.dataset_id " \
-                  f"WHERE s.project_id = {project} AND {condition} GROUP BY o.datarow_id"
+        grouped = f"SELECT o.datarow_id FROM {OBJECT_TABLES[node.kind]} AS o {scope} AND {condition} " \
+                  f"GROUP BY o.datarow_id"
         if _COUNT_OPERATORS[node.op](0, node.count.value):
             return f"({alias}.id NOT IN ({grouped} HAVING NOT (count(*) {node.op} {count})))"
         return f"({alias}.id IN ({grouped} HAVING count(*) {node.op} {count}))"
@@ -133,17 +148,29 @@ class _Compiler:
         object table is reached through its (class, datarow) and (model version, class, score) indexes."""
         if isinstance(node, ast.Exists):
             return "true"
-        project = self.bind(self.project_id)
         if isinstance(node, ast.Compare):
-            condition = f"{name} = {self.bind(node.value.value)}"
+            condition, values = f"{name} = %s", [node.value.value]
         elif isinstance(node, ast.InList):
-            condition = f"{name} IN {self.bind_list(value.value for value in node.values)}"
+            condition = f"{name} IN ({', '.join('%s' for _ in node.values)})"
+            values = [value.value for value in node.values]
         elif isinstance(node, ast.Under):
-            condition = f"({name} = {self.bind(node.value.value)} OR " \
-                        f"{name} LIKE {self.bind(escape_like(node.value.value) + '/%')})"
+            condition, values = f"({name} = %s OR {name} LIKE %s)", [node.value.value,
+                                                                     escape_like(node.value.value) + "/%"]
         else:
-            condition = f"{name} LIKE {self.bind(node.pattern.value)}"
+            condition, values = f"{name} LIKE %s", [node.pattern.value]
+        if self.using is not None:
+            ids = self.lookup_ids(table, condition, values)
+            return f"({alias}.{column} IN {self.bind_list(ids)})" if ids else "false"
+        project = self.bind(self.project_id)
+        self.params.extend(values)
         return f"({alias}.{column} IN (SELECT id FROM {table} WHERE project_id = {project} AND {condition}))"
+
+    def lookup_ids(self, table: str, condition: str, values: list) -> list[int]:
+        """The ids of the project's rows of a small table (datasets, classes, model versions) meeting condition."""
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {table} WHERE project_id = %s AND {condition} ORDER BY id",
+                           [self.project_id, *values])
+            return [row[0] for row in cursor.fetchall()]
 
     def _metadata(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
         return self._json(node, spec, f"{alias}.metadata")
@@ -170,7 +197,12 @@ class _Compiler:
 
     def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
-        Parameters are bound in the order their placeholders appear, so the path comes first."""
+        Parameters are bound in the order their placeholders appear: MATCH's candidate words, then the path."""
+        candidates = ""
+        if isinstance(node, ast.Match) and column.endswith(".metadata"):
+            # Rows whose metadata strings hold every word, from the GIN index datarow_metadata_text.
+            candidates = f"{METADATA_WORDS.format(column=column)} @@ " \
+                         f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)}) AND "
         path = self.bind(values)
         text = "(v.value #>> '{}')"
         if isinstance(node, ast.Like):
@@ -188,15 +220,20 @@ class _Compiler:
                 comparison = f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
                              f"{self.bind(typed_value(spec, node.high))}"
             test = f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
-        return f"EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
-               f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
+        return f"({candidates}EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
+               f"WHERE jsonb_typeof(v.value) = 'string' AND {test}))"
 
 
-def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None) -> CompiledQuery:
+def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,
+                   using: str | None = None) -> CompiledQuery:
     """The WHERE condition, over `datasets_datarow AS d`, of the project's datarows (or one dataset's) that match;
-    no query matches them all. For statements other than the id list: pages, counts, facets."""
-    compiler = _Compiler(query, project_id)
-    if dataset_id is None:
+    no query matches them all. For statements other than the id list: pages, counts, facets. With `using`, the
+    ids of the datasets, classes and model versions named are read there first and bound as values."""
+    compiler = _Compiler(query, project_id, using)
+    if dataset_id is None and using is not None:
+        datasets = compiler.lookup_ids("datasets_dataset", "true", [])
+        scope = f"d.dataset_id IN {compiler.bind_list(datasets)}" if datasets else "false"
+    elif dataset_id is None:
         scope = f"d.dataset_id IN (SELECT id FROM datasets_dataset WHERE project_id = {compiler.bind(project_id)})"
     else:
         scope = f"d.dataset_id = {compiler.bind(dataset_id)}"
@@ -204,9 +241,10 @@ def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int
     return CompiledQuery(f"{scope} AND {condition}", compiler.params)
 
 
-def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None = None) -> CompiledQuery:
+def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None = None,
+                  using: str | None = None) -> CompiledQuery:
     """The statement selecting the ids, in id order, of the project's datarows (or one dataset's) that match."""
-    condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id)
+    condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id, using=using)
     return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql} ORDER BY d.id",
                          condition.params)
 
@@ -214,7 +252,7 @@ def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None 
 def datarow_ids(query: ValidQuery, *, project_id: int, dataset_id: int | None = None,
                 using: str = "default") -> list[int]:
     """Run the query in the tenant schema that the connection is set to."""
-    compiled = compile_query(query, project_id=project_id, dataset_id=dataset_id)
+    compiled = compile_query(query, project_id=project_id, dataset_id=dataset_id, using=using)
     with connections[using].cursor() as cursor:
         cursor.execute(compiled.sql, compiled.params)
         return [row[0] for row in cursor.fetchall()]

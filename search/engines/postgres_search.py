@@ -142,7 +142,8 @@ class PostgresEngine:
     name = "postgres"
 
     def search(self, request: SearchRequest, *, using: str) -> EnginePage:
-        condition = compile_filter(request.query, project_id=request.project_id, dataset_id=request.dataset_id)
+        condition = compile_filter(request.query, project_id=request.project_id, dataset_id=request.dataset_id,
+                                   using=using)
         facet_statements = {facet: facet_statement(facet, request.catalog, condition) for facet in request.facets}
         value_type = request.sort.value_type(request.catalog)
         key = sort_key(request.sort, request.catalog, request.project_id)
@@ -178,7 +179,7 @@ class PostgresEngine:
 
     def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
                           dataset_id: int | None = None, batch_size: int = 1000, using: str) -> Iterator[list[int]]:
-        condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id)
+        condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id, using=using)
         after = 0
         while True:
             with connections[using].cursor() as db:

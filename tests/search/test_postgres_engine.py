@@ -7,6 +7,7 @@ from search.engines import reference
 from search.engines.postgres import compile_query
 from search.ql import parse, validate
 from search.ql.render import to_text
+from tests.conftest import TENANT_A
 from tests.search.strategies import queries
 
 # Reads only: the data is committed once per module by the search_data fixture.
@@ -64,6 +65,25 @@ def test_in_slice_agrees_with_the_reference(search_data, postgres_ids):
     frozen, live = (validate(parse(f"IN SLICE '{name}'"), catalog=search_data.catalog, text="x",
                              slices=search_data.slices) for name in ("rainy frozen", "rainy live"))
     assert postgres_ids(frozen, search_data.project_id) == postgres_ids(live, search_data.project_id)
+
+
+def test_compiled_without_a_connection_the_lookups_are_subqueries_with_the_same_answers(search_data,
+                                                                                        django_db_blocker):
+    """datarow_ids binds the ids it reads first; compile_query alone leaves them to subqueries: same rows."""
+    from django.db import connection
+
+    from tenancy.context import tenant_scope
+
+    for text in ISSUE_EXAMPLES:
+        query = validate(parse(text), catalog=search_data.catalog, text=text)
+        compiled = compile_query(query, project_id=search_data.project_id)
+        with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
+            cursor.execute(compiled.sql, compiled.params)
+            assert [row[0] for row in cursor.fetchall()] == reference.datarow_ids(query, search_data.rows), text
+    text = "label(class = 'vehicle/car')"
+    compiled = compile_query(validate(parse(text), catalog=search_data.catalog, text=text),
+                             project_id=search_data.project_id)
+    assert "SELECT id FROM datasets_ontologyclass" in compiled.sql
 
 
 def test_dataset_scope_keeps_to_one_dataset(search_data, postgres_ids):

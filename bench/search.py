@@ -1,0 +1,211 @@
+"""Search through REST at scale: first page, exact total, estimated total, page + total + 3 facets, and the plan.
+
+    .venv/bin/python -m devstack run -- .venv/bin/python bench/search.py --rows 1000000
+
+1. Data from bench/generate.py (--rows datarows, ~3.9 labels and ~1.9 predictions each) loaded into the tenant
+   `bench_search_<rows>` by bench/search_data.py (bare COPY, indexes after); a tenant already holding that many
+   rows is reused, --reload rebuilds it. Free disk is checked before anything is generated or loaded.
+2. A real HTTP server (uvicorn on mlops.asgi, reads on the streaming replica as in production) and a
+   development token; every figure is the client's wall time of POST /api/v1/projects/{id}/search, warm (each
+   call made before it is timed).
+3. Per query: the first page (limit 50, count=estimate: exact up to 10,000) --repeat times -> p50 / p95; the
+   page with the exact total (p50 of 3); the page, exact total and 3 facets in one call (p50 of 2); and
+   EXPLAIN of the page and count statements (the scans and indexes they use).
+Targets (issue 4, 1M rows): page p95 < 100 ms; exact total < 500 ms (tag, metadata, class, same-object) or
+< 1.5 s (object counts, ground truth against predictions); page + total + 3 facets < 1 s.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django  # noqa: E402
+from search_data import bench_schema, load, loaded_project  # noqa: E402
+
+# (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
+QUERIES = [
+    # One row by its unique (dataset, external_id) index: the fixed cost of a request.
+    ("one row by external_id", 500, "external_id = 'img-000500000'"),
+    ("metadata, selective", 500, "metadata.city = 'Oslo' AND metadata.camera.iso = 3200"),
+    ("metadata, broad range", 500, "metadata.capture.gps.lat > 40"),
+    ("metadata datetime range", 500, "metadata.capture.time BETWEEN '2024-06-01' AND '2024-06-30'"),
+    ("tags", 500, "tags = 'golden'"),
+    ("tags, combined", 500, "tags = 'night' AND tags = 'rainy' AND NOT tags = 'reviewed'"),
+    ("class, common", 500, "label(class = 'vehicle/car')"),
+    ("class, rare", 500, "label(class = 'object/toothbrush')"),
+    ("class under", 500, "label(class UNDER 'animal')"),
+    ("same object", 500, "label(class = 'person' AND area > 10000 AND attributes.occluded = true)"),
+    ("count of objects", 1500, "COUNT(label WHERE class = 'person') >= 3"),
+    ("prediction, score", 1500, "prediction(model = 'yolo@8.1' AND class = 'vehicle/car' AND score > 0.9)"),
+    ("two model versions", 1500, "prediction(model = 'yolo@8.1' AND class = 'person' AND score > 0.8) "
+                                 "AND NOT prediction(model = 'detr@2.0' AND class = 'person' AND score > 0.8)"),
+    ("ground truth vs prediction", 1500, "label(class = 'vehicle/car') "
+                                         "AND NOT prediction(model = 'yolo@8.1' AND class = 'vehicle/car')"),
+    ("full text", 500, "MATCH(metadata.caption, 'bridge river')"),
+    ("mixed", 500, "metadata.weather = 'fog' AND tags = 'night' AND label(class = 'vehicle/car')"),
+]
+FACETS = ["label.class", "tags", "metadata.weather"]
+PAGE_MS, FACETS_MS = 100, 1000
+# Manifest, COPY text, tables and indexes on the primary and the replica: measured ~9 KB per datarow at 1M.
+BYTES_PER_DATAROW = 12_000
+
+
+def check_disk(rows: int) -> None:
+    free = shutil.disk_usage(REPO).free
+    needed = rows * BYTES_PER_DATAROW
+    if free < needed:
+        raise SystemExit(f"{rows:,} datarows need about {needed / 1e9:.0f} GB of disk; {free / 1e9:.0f} GB are free")
+
+
+def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1",
+                                   "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the HTTP server did not start; see {log_path}")
+        time.sleep(0.2)
+
+
+def timed(client: httpx.Client, url: str, body: dict, repeat: int, warm: int = 2) -> tuple[list[float], dict]:
+    for _ in range(warm):  # caches, plans, connections
+        answer = client.post(url, json=body)
+        if answer.status_code != 200:
+            raise SystemExit(f"{body}: {answer.status_code} {answer.text}")
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        answer = client.post(url, json=body)
+        times.append((time.perf_counter() - started) * 1000)
+        answer.raise_for_status()
+    return times, answer.json()
+
+
+def p95(times: list[float]) -> float:
+    return statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
+
+
+def _plan_nodes(node: dict, found: list[str]) -> None:
+    label = node["Node Type"]
+    if "Index Name" in node:
+        label += f" {node['Index Name']}"
+    elif "Relation Name" in node:
+        label += f" {node['Relation Name']}"
+    if label not in found and node["Node Type"] not in ("Limit", "Result", "Hash", "Materialize", "Memoize"):
+        found.append(label)
+    for child in node.get("Plans", ()):
+        _plan_nodes(child, found)
+
+
+def plan_summary(project_id: int, text: str) -> tuple[str, str]:
+    """The scans of the page and of the count statement, as the selector issues them, in plan order."""
+    from django.db import connections
+
+    from datasets.models import FieldCatalogEntry
+    from search.engines.postgres import compile_filter
+    from search.ql import parse, validate
+
+    catalog = dict(FieldCatalogEntry.objects.filter(project_id=project_id).values_list("path", "field_type"))
+    condition = compile_filter(validate(parse(text), catalog=catalog, text=text), project_id=project_id,
+                               using="reader")
+    summaries = []
+    with connections["reader"].cursor() as cursor:
+        for statement in (f"SELECT d.id, d.created_at FROM datasets_datarow AS d WHERE {condition.sql} "
+                          f"ORDER BY d.id LIMIT 51",
+                          f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}"):
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", condition.params)
+            plan = cursor.fetchone()[0]
+            plan = plan if isinstance(plan, list) else orjson.loads(plan)
+            found: list[str] = []
+            _plan_nodes(plan[0]["Plan"], found)
+            summaries.append("; ".join(found))
+    return summaries[0], summaries[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=20, help="timed first-page calls per query")
+    parser.add_argument("--reload", action="store_true", help="rebuild the bench tenant even if it holds the rows")
+    parser.add_argument("--only", help="run only the queries whose kind contains this text")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    os.environ["MLOPS_DEV_AUTH"] = "1"  # the bench issues its own token; the server below trusts the same issuer
+    setup_django()
+    from tenancy.context import tenant_scope
+    from tenancy.dev_auth import issue_dev_token
+
+    schema = bench_schema(args.rows)
+    project = None if args.reload else loaded_project(schema, args.rows)
+    if project is None:
+        check_disk(args.rows)
+        manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
+        started = time.monotonic()
+        project = load(schema=schema, manifest=manifest, rows=args.rows,
+                       log=lambda line: print(line, file=sys.stderr))
+        print(f"loaded {args.rows:,} datarows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    server, base = start_server(OUT / "bench-search-server.log")
+    token = issue_dev_token(tenant=schema, user="bench", role="viewer", workspace="bench")
+    url = f"{base}/api/v1/projects/{project.pk}/search"
+    rows, plans = [], []
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client, \
+                tenant_scope(schema):
+            for kind, exact_budget, text in QUERIES:
+                if args.only and args.only not in kind:
+                    continue
+                page, estimated = timed(client, url, {"query": text, "count": "estimate"}, args.repeat)
+                exact, answer = timed(client, url, {"query": text, "count": "exact"}, 3, warm=1)
+                faceted, _ = timed(client, url, {"query": text, "count": "exact", "facets": FACETS}, 2, warm=1)
+                page_plan, count_plan = plan_summary(project.pk, text)
+                met = (p95(page) < PAGE_MS, statistics.median(exact) < exact_budget,
+                       statistics.median(faceted) < FACETS_MS)
+                rows.append([kind, f"{answer['total']['value']:,}", f"{statistics.median(page):.0f}",
+                             f"{p95(page):.0f}", f"{statistics.median(exact):,.0f}",
+                             f"{estimated['total']['value']:,} {estimated['total']['relation']}",
+                             f"{statistics.median(faceted):,.0f}",
+                             "yes" if all(met) else "NO: " + ", ".join(
+                                 name for name, ok in zip(("page", "total", "facets"), met) if not ok)])
+                plans.append((kind, text, page_plan, count_plan))
+                print(f"{kind}: done", file=sys.stderr)
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:  # a request still running a long statement
+            server.kill()
+    print_table(f"Search through REST, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()}); ms, warm",
+                ["query kind", "matches", "page p50", "page p95", "exact total", "estimated total",
+                 "page+total+3 facets", "targets met"], rows)
+    print("\nqueries and plans (page statement | count statement):")
+    for kind, text, page_plan, count_plan in plans:
+        print(f"- {kind}: `{text}`\n    page:  {page_plan}\n    count: {count_plan}")
+    print(f"\nfacets: {', '.join(FACETS)} (exact, over every match)")
+    print(f"PostgreSQL: {postgres_settings()}")
+
+
+if __name__ == "__main__":
+    main()
