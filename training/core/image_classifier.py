@@ -99,11 +99,11 @@ class ImageClassifierTrainer:
               config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
               on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
         config = validate_config(config)
+        device = resolve_device(config["device"])
         _check_targets(train, len(classes), "train")
         _check_targets(validation, len(classes), "validation")
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(config["device"])
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
         log(f"Training {config['architecture']} at {config['image_size']} px on {_describe(device)}: "
