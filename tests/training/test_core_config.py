@@ -43,6 +43,7 @@ def test_asking_for_cuda_on_a_machine_without_it_names_the_device_key(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError) as raised:
-        ImageClassifierTrainer().train(train=[Example(key=1, uri="a.jpg", target=0)], validation=[], classes=["a"], config={"device": "cuda"},
-                                       opener=open, output_dir=tmp_path, on_step=print, on_epoch=print, log=print)
+        ImageClassifierTrainer().train(
+            train=[Example(key=1, uri="a.jpg", target=0)], validation=[], classes=["a"], config={"device": "cuda"},
+            opener=open, output_dir=tmp_path, on_step=print, on_epoch=print, log=print)
     assert raised.value.key == "device"
