@@ -10,6 +10,7 @@ from contextlib import closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -198,7 +199,8 @@ class _TrainingLoop:
             for split, examples in (("train", self.train_examples), ("validation", self.validation_examples)):
                 if examples:
                     self.caches[split] = cache = DecodedCache(cache_dir, examples, self.config["image_size"])
-                    self.log(f"Decoded-image cache for {split}: {cache.path} "
+                    size_gib = np.prod(cache.shape) / 2**30
+                    self.log(f"Decoded-image cache for {split}: {cache.path}, {size_gib:.2f} GiB "
                              f"({'reused' if cache.complete else 'filled during the first epoch'}).")
         self.started = time.perf_counter()
         metrics = []
