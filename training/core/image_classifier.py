@@ -187,6 +187,8 @@ class _TrainingLoop:
         self.opener, self.on_step, self.on_epoch, self.log = opener, on_step, on_epoch, log
         self.to_input = DeviceImages(device, augment_seed=config["seed"])
         self.pin_memory = device.type == "cuda"
+        # A GPU step outruns one reader of 256 images; on the CPU more readers only take cores from the model.
+        self.cache_readers = max(2, min(8, config["num_workers"])) if device.type == "cuda" else 1
         self.loaders: dict[str, object] = {}
         self.caches: dict[str, DecodedCache] = {}
         self.steps_per_epoch = len(epoch_batches(len(train), config["batch_size"], None))
@@ -261,7 +263,7 @@ class _TrainingLoop:
             self.loaders.pop(split, None)
             targets = torch.tensor([example.target for example in examples], dtype=torch.long)
             return cached_batches(cache, targets, epoch_batches(len(examples), self.config["batch_size"], order_seed),
-                                  pin_memory=self.pin_memory, threads=max(2, min(8, self.config["num_workers"])))
+                                  pin_memory=self.pin_memory, threads=self.cache_readers)
         if split not in self.loaders:
             self.loaders[split] = decoding_loader(
                 DecodedImages(examples, self.opener, self.config["image_size"]),
