@@ -74,6 +74,8 @@ def train_classifier(*, train: Sequence[Example], validation: Sequence[Example],
 def predict_classifier(*, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
                        top_k: int, device: str) -> Iterator[list[Prediction]]:
     """Predictions of the model in artifact_dir (ImageClassifierTrainer.predict's contract)."""
+    if batch_size < 1 or top_k < 1:
+        raise ValueError(f"batch_size and top_k must be at least 1, not {batch_size} and {top_k}.")
     config = validate_config(json.loads((artifact_dir / CONFIG_FILE).read_text()))
     classes = json.loads((artifact_dir / CLASSES_FILE).read_text())
     target = resolve_device(device)
