@@ -24,6 +24,8 @@ class Slice(models.Model):
     # Stored members of ids and frozen slices; null for live slices (counted on read).
     member_count = models.BigIntegerField(null=True)
     frozen_at = models.DateTimeField(null=True)
+    # The job filling a frozen slice too large to freeze in the request; frozen_at stays null until it is done.
+    freeze_job = models.ForeignKey("jobs.Job", null=True, on_delete=models.SET_NULL, related_name="+")
     # The stored split, if any: its seed, fractions ({"train": .8, "validation": .1, "test": .1}) and whether
     # it was stratified by class.
     split_seed = models.BigIntegerField(null=True)

@@ -69,6 +69,10 @@ class _Compiler:
                    f"AND {self.expr(node.condition, node.kind, 'o')})"
         if isinstance(node, ast.ObjectCount):
             return self.object_count(node, alias)
+        if isinstance(node, ast.SliceMembership):
+            # The member table's key is (slice, datarow): one index probe per row, or a join the planner picks.
+            return f"EXISTS (SELECT 1 FROM slices_slicemember AS sm WHERE sm.slice_id = {self.bind(node.slice_id)} " \
+                   f"AND sm.datarow_id = {alias}.id)"
         if isinstance(node, ast.Compare) and node.op == "!=":
             return f"(NOT {self.expr(ast.Compare(node.field, '=', node.value, node.pos), scope, alias)})"
         spec = resolve_field(node.field, scope, self.query.catalog)

@@ -1,7 +1,8 @@
 """The reference evaluator: the documented semantics (docs/query-language.md) in plain Python over datarow dicts.
 
 A datarow dict: {"id", "external_id", "uri", "width", "height", "created_at", "updated_at", "dataset_id",
-"metadata", "tags", "labels": [object], "predictions": [object]}; an object: {"class", "kind", "x", "y", "w",
+"metadata", "tags", "labels": [object], "predictions": [object]}, and "slice_ids": the ids and frozen slices
+holding it (absent: none); an object: {"class", "kind", "x", "y", "w",
 "h", "area", "attributes"}, and for predictions also "score" and "model" ("name@version").
 Every predicate is true or false; a missing or null value satisfies no comparison.
 """
@@ -76,6 +77,8 @@ class _Evaluator:
             count = sum(1 for obj in item[f"{node.kind}s"]
                         if node.condition is None or self.holds(node.condition, node.kind, obj))
             return OPERATORS[node.op](count, node.count.value)
+        if isinstance(node, ast.SliceMembership):
+            return node.slice_id in item.get("slice_ids", ())
         if isinstance(node, ast.Compare) and node.op == "!=":
             return not self.holds(ast.Compare(node.field, "=", node.value, node.pos), scope, item)
         spec = resolve_field(node.field, scope, self.query.catalog)

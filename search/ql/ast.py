@@ -84,6 +84,14 @@ class InSlice:
 
 
 @dataclass(frozen=True)
+class SliceMembership:
+    """`IN SLICE 'name'` of an ids or frozen slice, resolved by validation (a live slice's query is inlined instead)."""
+
+    slice_id: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class ObjectMatch:
     """`label(cond)`: some label of the datarow satisfies every part of cond (the same object)."""
 
@@ -121,7 +129,8 @@ class Not:
     pos: Pos
 
 
-Predicate = Compare | InList | Between | Like | Exists | Under | Match | InSlice | ObjectMatch | ObjectCount
+Predicate = (Compare | InList | Between | Like | Exists | Under | Match | InSlice | SliceMembership | ObjectMatch
+             | ObjectCount)
 Expr = And | Or | Not | Predicate
 
 

@@ -2,13 +2,17 @@
 have the field's type. Engines resolve fields with `resolve_field` and values with `typed_value` afterwards."""
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from search.ql import ast
 from search.ql.errors import QueryError
+from search.ql.parser import parse
 
 ORDERED_TYPES = ("string", "number", "datetime")
+# A live slice's query is inlined where it is named, and may name live slices in turn: this many levels at most.
+MAX_SLICE_DEPTH = 8
 TEXT_TYPES = ("string", "tags", "class", "model")
 ROW = "row"
 
@@ -46,6 +50,18 @@ OBJECT_FIELDS = {
     "prediction": {**_OBJECT_FIELDS, "score": FieldSpec("column", "number", "score"),
                    "model": FieldSpec("model", "model")},
 }
+
+
+@dataclass(frozen=True)
+class SliceDefinition:
+    """What `IN SLICE 'name'` stands for, as the slices app describes it: a live slice by its query text (and the
+    dataset it is limited to), an ids or frozen slice by its id."""
+
+    id: int
+    name: str
+    live: bool
+    query: str = ""
+    dataset_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,28 +144,71 @@ def typed_value(spec: FieldSpec, value: ast.Value):
 
 
 class _Validator:
-    def __init__(self, query: str, catalog: dict[str, str]):
+    def __init__(self, query: str, catalog: dict[str, str], slices: Mapping[str, SliceDefinition] | None,
+                 within: tuple[str, ...] = ()):
         self.query = query
         self.catalog = catalog
+        self.slices = slices
+        self.within = within  # the live slices being inlined, outermost first
 
     def error(self, message: str, pos: ast.Pos) -> QueryError:
         return _error(self.query, message, pos)
 
-    def check(self, node: ast.Expr, scope: str) -> None:
-        if isinstance(node, (ast.And, ast.Or)):
-            for item in node.items:
-                self.check(item, scope)
-        elif isinstance(node, ast.Not):
-            self.check(node.item, scope)
-        elif isinstance(node, ast.InSlice):
-            raise self.error("IN SLICE is not available yet: slices cannot be queried until slices ship", node.pos)
-        elif isinstance(node, (ast.ObjectMatch, ast.ObjectCount)):
+    def check(self, node: ast.Expr, scope: str) -> ast.Expr:
+        """The node as engines compile it: the same tree, with every `IN SLICE` resolved."""
+        if isinstance(node, ast.And):
+            return ast.And(tuple(self.check(item, scope) for item in node.items), node.pos)
+        if isinstance(node, ast.Or):
+            return ast.Or(tuple(self.check(item, scope) for item in node.items), node.pos)
+        if isinstance(node, ast.Not):
+            return ast.Not(self.check(node.item, scope), node.pos)
+        if isinstance(node, ast.InSlice):
+            if scope != ROW:
+                raise self.error(f"IN SLICE selects datarows: it cannot be used inside {scope}(...)", node.pos)
+            return self.resolve_slice(node)
+        if isinstance(node, (ast.ObjectMatch, ast.ObjectCount)):
             if scope != ROW:
                 raise self.error(f"{node.kind}(...) cannot be nested inside {scope}(...)", node.pos)
-            if node.condition is not None:
-                self.check(node.condition, node.kind)
-        else:
-            self.check_predicate(node, scope)
+            if node.condition is None:
+                return node
+            condition = self.check(node.condition, node.kind)
+            if isinstance(node, ast.ObjectMatch):
+                return ast.ObjectMatch(node.kind, condition, node.pos)
+            return ast.ObjectCount(node.kind, condition, node.op, node.count, node.pos)
+        self.check_predicate(node, scope)
+        return node
+
+    def resolve_slice(self, node: ast.InSlice) -> ast.Expr:
+        """An ids or frozen slice becomes a membership test; a live slice's query is checked and put in its place
+        (limited to its dataset, if it is), so it is always evaluated as it reads now."""
+        name = node.name.value
+        definition = self.slices.get(name) if self.slices is not None else None
+        if definition is None:
+            known = list(self.slices) if self.slices is not None else []
+            raise _unknown_field(self.query, "unknown slice", name, known, node.name.pos)
+        if not definition.live:
+            return ast.SliceMembership(definition.id, node.pos)
+        if name in self.within:
+            chain = " -> ".join(repr(n) for n in (*self.within[self.within.index(name):], name))
+            raise self.error(f"slice {name!r} refers to itself: {chain}", node.name.pos)
+        if len(self.within) >= MAX_SLICE_DEPTH:
+            raise self.error(f"live slices nest more than {MAX_SLICE_DEPTH} deep here; freeze one of them",
+                             node.name.pos)
+        inner = _Validator(definition.query, self.catalog, self.slices, (*self.within, name))
+        try:
+            # An empty query selects every datarow: created_at is never null.
+            root = inner.check(parse(definition.query), ROW) if definition.query.strip() else \
+                ast.Exists(ast.Field(("created_at",), node.pos), node.pos)
+        except QueryError as error:
+            failure = self.error(f"the query of live slice {name!r} fails at its line {error.line}, column "
+                                 f"{error.column}: {error.message}", node.name.pos)
+            failure.extra["slice"] = {"name": name, **{k: v for k, v in error.extra.items() if k != "caret"}}
+            raise failure from error
+        if definition.dataset_id is None:
+            return root
+        in_dataset = ast.Compare(ast.Field(("dataset",), node.pos), "=", ast.Value(definition.dataset_id, node.pos),
+                                 node.pos)
+        return ast.And((root, in_dataset), node.pos)
 
     def check_predicate(self, node: ast.Predicate, scope: str) -> None:
         name = ast.field_name(node.field)
@@ -213,7 +272,9 @@ def _shown(value: ast.Value) -> str:
     return repr(value.value)
 
 
-def validate(root: ast.Expr, *, catalog: dict[str, str], text: str) -> ValidQuery:
-    """Check the tree against the catalog (metadata path -> type); raises QueryError at the offending spot."""
-    _Validator(text, catalog).check(root, ROW)
-    return ValidQuery(root, dict(catalog), text)
+def validate(root: ast.Expr, *, catalog: dict[str, str], text: str,
+             slices: Mapping[str, SliceDefinition] | None = None) -> ValidQuery:
+    """Check the tree against the catalog (metadata path -> type) and resolve `IN SLICE` names with `slices` (name
+    -> definition; without it every slice name is unknown); raises QueryError at the offending spot."""
+    checked = _Validator(text, catalog, slices).check(root, ROW)
+    return ValidQuery(checked, dict(catalog), text)

@@ -5,6 +5,7 @@ import pytest
 from search.ql import QueryError, ast, parse, validate
 from search.ql.parser import MAX_DEPTH, MAX_IN_VALUES, MAX_OBJECT_CONDITIONS, MAX_QUERY_CHARS
 from search.ql.render import to_text
+from search.ql.validation import SliceDefinition
 
 CATALOG = {"weather": "string", "capture.gps.lat": "number", "capture.time": "datetime", "night": "boolean",
            "caption": "string", "weird key": "string", "and": "number"}
@@ -141,11 +142,57 @@ def test_type_and_operator_errors_are_named(text, column, message):
     assert error.column == column
 
 
-def test_in_slice_parses_and_is_not_available_yet():
+SLICES = {
+    "hard cases": SliceDefinition(id=7, name="hard cases", live=False),
+    "rainy": SliceDefinition(id=8, name="rainy", live=True, query="metadata.weather = 'rain'"),
+    "rainy in 3": SliceDefinition(id=9, name="rainy in 3", live=True, query="IN SLICE 'rainy'", dataset_id=3),
+    "everything": SliceDefinition(id=10, name="everything", live=True, query=""),
+    "loop a": SliceDefinition(id=11, name="loop a", live=True, query="width > 1 OR IN SLICE 'loop b'"),
+    "loop b": SliceDefinition(id=12, name="loop b", live=True, query="IN SLICE 'loop a'"),
+    "broken": SliceDefinition(id=13, name="broken", live=True, query="metadata.wether = 'rain'"),
+    **{f"level {i}": SliceDefinition(id=100 + i, name=f"level {i}", live=True, query=f"IN SLICE 'level {i + 1}'")
+       for i in range(12)},
+}
+
+
+def check_slices(text: str) -> ast.Expr:
+    return validate(parse(text), catalog=CATALOG, text=text, slices=SLICES).root
+
+
+def test_in_slice_of_an_ids_or_frozen_slice_becomes_a_membership_test():
     assert isinstance(parse("IN SLICE 'hard cases'"), ast.InSlice)
-    error = error_of("width > 1 AND IN SLICE 'hard cases'")
-    assert "IN SLICE is not available yet" in error.message
-    assert error.column == 15
+    root = check_slices("width > 1 AND NOT IN SLICE 'hard cases'")
+    assert root.items[1] == ast.Not(ast.SliceMembership(7, ast.Pos(1, 19)), ast.Pos(1, 15))
+
+
+def test_in_slice_of_a_live_slice_inlines_its_query_limited_to_its_dataset():
+    assert check_slices("IN SLICE 'rainy'") == check("metadata.weather = 'rain'")
+    nested = check_slices("IN SLICE 'rainy in 3'")
+    assert isinstance(nested, ast.And) and nested.items[0] == check("metadata.weather = 'rain'")
+    assert (nested.items[1].field.path, nested.items[1].value.value) == (("dataset",), 3)
+    assert isinstance(check_slices("IN SLICE 'everything'"), ast.Exists)
+
+
+def test_unknown_slices_get_the_closest_names():
+    with pytest.raises(QueryError) as raised:
+        check_slices("width > 1 AND IN SLICE 'hard case'")
+    assert "unknown slice 'hard case'" in raised.value.message
+    assert raised.value.extra["suggestions"] == ["hard cases"] and raised.value.column == 24
+    with pytest.raises(QueryError, match="unknown slice 'hard cases'"):
+        check("IN SLICE 'hard cases'")  # no slices given: none is known
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("IN SLICE 'loop a'", "slice 'loop a' refers to itself: 'loop a' -> 'loop b' -> 'loop a'"),
+    ("IN SLICE 'level 0'", "live slices nest more than 8 deep"),
+    ("IN SLICE 'broken'", "the query of live slice 'broken' fails at its line 1, column 1: unknown field "
+                          "'metadata.wether'"),
+    ("label(IN SLICE 'hard cases')", "IN SLICE selects datarows: it cannot be used inside label(...)"),
+])
+def test_slice_cycles_depth_and_broken_live_queries_are_errors(text, message):
+    with pytest.raises(QueryError) as raised:
+        check_slices(text)
+    assert message in raised.value.message
 
 
 def test_keywords_are_case_insensitive_and_usable_as_metadata_keys():

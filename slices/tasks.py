@@ -1,0 +1,21 @@
+from jobs.models import Job
+from jobs.runner import job_task
+from jobs.services import job_report_progress
+from mlops.db_routing import WRITER
+from slices.models import Slice
+from slices.services import slice_delete, slice_freeze_members
+
+
+@job_task(kind="slice-freeze")
+def slice_freeze(job: Job, *, slice_id: int) -> None:
+    """Fill a frozen slice too large for a request. On failure the half-made slice is deleted (its members were
+    never committed: the insert is one statement), so a failed freeze leaves no empty slice behind."""
+    frozen = Slice.objects.using(WRITER).select_related("project").get(pk=slice_id)
+    try:
+        frozen = slice_freeze_members(slice=frozen)
+    except Exception:
+        slice_delete(slice=frozen)
+        raise
+    job_report_progress(job=job, done=frozen.member_count, total=frozen.member_count,
+                        counters={"slice_id": frozen.pk, "members": frozen.member_count},
+                        message=f"{frozen.member_count} datarows frozen into slice '{frozen.name}'")
