@@ -1,5 +1,5 @@
 # `make run` serves the platform; `make test` runs the whole suite. Both set up everything they need:
-# .venv, dependencies, and the configured PostgreSQL/Redis or embedded ones under .data/.
+# .venv, dependencies (the web's, the tests' and the training workers'), and the configured PostgreSQL/Redis or embedded ones under .data/.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv services-down demo clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-training.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-training.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,0 +1,272 @@
+"""The built-in "image-classifier" trainer: a small CNN or a ResNet-18 from random initialisation, on the
+GPU when there is one (bf16 autocast), else on the CPU, where a seed makes a run exactly repeatable."""
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training.core.images import (
+    DecodedCache, DecodedImages, DeviceImages, ShuffledBatches, cached_batches, decoding_loader, epoch_batches,
+    filling_cache, shuffle_seed,
+)
+from training.core.interface import (
+    ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult,
+)
+from training.core.networks import ARCHITECTURES, build_network
+
+WEIGHTS_FILE = "model.pt"
+CLASSES_FILE = "classes.json"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+
+DEFAULTS = {
+    "architecture": "small-cnn",
+    "image_size": 64,
+    "epochs": 5,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+    "seed": 0,
+    "device": "auto",
+    "num_workers": 0,
+    "augment": False,
+    # "decoded": keep every decoded, resized image in a memory-mapped file after the first epoch, so later
+    # epochs (and later runs given the same cache_dir) skip JPEG decoding: what keeps a GPU fed.
+    "cache": "none",
+    "cache_dir": None,  # None: a temporary folder inside output_dir, removed when training ends
+}
+CHOICES = {"architecture": ARCHITECTURES, "device": ("auto", "cpu", "cuda"), "cache": ("none", "decoded")}
+INTEGER_RANGES = {"image_size": (16, 1024), "epochs": (1, 10_000), "batch_size": (1, 8192), "seed": (0, 2**63 - 1),
+                  "num_workers": (0, 256)}
+FLOAT_RANGES = {"learning_rate": (0.0, 10.0), "weight_decay": (0.0, 1.0)}
+WARMUP_FRACTION = 0.05
+
+
+def validate_config(config: dict) -> dict:
+    if not isinstance(config, dict):
+        raise ConfigError("config", "must be a JSON object")
+    for key in config:
+        if key not in DEFAULTS:
+            raise ConfigError(key, f"unknown key; expected some of {', '.join(DEFAULTS)}")
+    valid = {**DEFAULTS, **config}
+    for key, choices in CHOICES.items():
+        if valid[key] not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(choices)}, not {valid[key]!r}")
+    for key, (low, high) in INTEGER_RANGES.items():
+        value = valid[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(key, f"must be an integer from {low} to {high}, not {value!r}")
+    for key, (low, high) in FLOAT_RANGES.items():
+        value = valid[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(key, f"must be a number from {low} to {high}, not {value!r}")
+        valid[key] = float(value)
+    if valid["learning_rate"] == 0:
+        raise ConfigError("learning_rate", "must be greater than 0")
+    if not isinstance(valid["augment"], bool):
+        raise ConfigError("augment", f"must be true or false, not {valid['augment']!r}")
+    if valid["cache_dir"] is not None and not (isinstance(valid["cache_dir"], str) and valid["cache_dir"]):
+        raise ConfigError("cache_dir", f"must be a folder path or null, not {valid['cache_dir']!r}")
+    return valid
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was asked for but this machine has no usable CUDA device")
+    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def mixed_precision(device: torch.device):
+    """bf16 autocast on CUDA; plain float32 on the CPU, which keeps CPU runs exact and repeatable."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+class ImageClassifierTrainer:
+    name = "image-classifier"
+
+    def validate_config(self, config: dict) -> dict:
+        return validate_config(config)
+
+    def train(self, *, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
+              config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
+              on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
+        config = validate_config(config)
+        _check_targets(train, len(classes), "train")
+        _check_targets(validation, len(classes), "validation")
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        device = resolve_device(config["device"])
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        log(f"Training {config['architecture']} at {config['image_size']} px on {_describe(device)}: "
+            f"{len(train)} training and {len(validation)} validation images, {len(classes)} classes.")
+
+        with torch.random.fork_rng(devices=[]):  # the seed decides the initial weights without leaking globally
+            torch.manual_seed(config["seed"])
+            network = build_network(config["architecture"], len(classes))
+        network = network.to(device, memory_format=torch.channels_last)
+        loop = _TrainingLoop(network, device, config, train, validation, opener, on_step, on_epoch, log)
+        if config["cache"] == "decoded" and config["cache_dir"] is None:
+            with tempfile.TemporaryDirectory(prefix="decoded-cache-", dir=output_dir) as cache_dir:
+                epochs = loop.run(Path(cache_dir))
+        else:
+            epochs = loop.run(Path(config["cache_dir"]) if config["cache"] == "decoded" else None)
+
+        torch.save({name: tensor.cpu() for name, tensor in network.state_dict().items()}, output_dir / WEIGHTS_FILE)
+        (output_dir / CLASSES_FILE).write_text(json.dumps(list(classes)))
+        (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (output_dir / METRICS_FILE).write_text(json.dumps({
+            "device": str(device), "train_examples": len(train), "validation_examples": len(validation),
+            "epochs": [asdict(epoch) for epoch in epochs]}, indent=2))
+        return TrainResult(epochs=epochs, device=str(device),
+                           artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE])
+
+    def predict(self, *, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
+                top_k: int, device: str = "auto") -> Iterator[list[Prediction]]:
+        artifact_dir = Path(artifact_dir)
+        config = validate_config(json.loads((artifact_dir / CONFIG_FILE).read_text()))
+        classes = json.loads((artifact_dir / CLASSES_FILE).read_text())
+        target = resolve_device(device)
+        network = build_network(config["architecture"], len(classes))
+        network.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        network = network.to(target, memory_format=torch.channels_last).eval()
+        to_input = DeviceImages(target, augment_seed=None)
+        top_k = max(1, min(top_k, len(classes)))
+        loader = decoding_loader(DecodedImages(items, opener, config["image_size"]),
+                                 ShuffledBatches(len(items), batch_size, None),
+                                 num_workers=config["num_workers"], pin_memory=target.type == "cuda")
+        with torch.inference_mode():
+            for indices, images, _ in loader:
+                with mixed_precision(target):
+                    logits = network(to_input(images, augment=False))
+                probabilities, class_indices = F.softmax(logits.float(), dim=1).topk(top_k, dim=1)
+                yield [(items[index].key, list(zip(best, scores)))
+                       for index, best, scores in zip(indices.tolist(), class_indices.tolist(), probabilities.tolist())]
+
+
+class _TrainingLoop:
+    def __init__(self, network, device, config, train, validation, opener, on_step, on_epoch, log):
+        self.network, self.device, self.config = network, device, config
+        self.train_examples, self.validation_examples = train, validation
+        self.opener, self.on_step, self.on_epoch, self.log = opener, on_step, on_epoch, log
+        self.to_input = DeviceImages(device, augment_seed=config["seed"])
+        self.pin_memory = device.type == "cuda"
+        self.loaders: dict[str, object] = {}
+
+    def run(self, cache_dir: Path | None) -> list[EpochMetrics]:
+        config = self.config
+        caches = {}
+        if cache_dir is not None:
+            for split, examples in (("train", self.train_examples), ("validation", self.validation_examples)):
+                if not examples:
+                    continue
+                caches[split] = DecodedCache(cache_dir, examples, config["image_size"])
+                self.log(f"Decoded-image cache for {split}: {caches[split].path} "
+                         f"({'reused' if caches[split].complete else 'filled during the first epoch'}).")
+        self.caches = caches
+        steps_per_epoch = len(epoch_batches(len(self.train_examples), config["batch_size"], None))
+        total_steps = steps_per_epoch * config["epochs"]
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=config["learning_rate"],
+                                      weight_decay=config["weight_decay"])
+        warmup = max(1, int(total_steps * WARMUP_FRACTION))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
+            (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))))
+
+        metrics, started, steps_done = [], time.perf_counter(), 0
+        for epoch in range(1, config["epochs"] + 1):
+            self.network.train()
+            epoch_started = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            with closing(self._batches("train", epoch=epoch)) as batches:
+                for step, (_, images, targets) in enumerate(batches, start=1):
+                    targets = targets.to(self.device, non_blocking=True)
+                    with mixed_precision(self.device):
+                        logits = self.network(self.to_input(images, augment=config["augment"]))
+                        loss = F.cross_entropy(logits, targets)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    batch_loss, batch_correct = torch.stack(  # one device sync per step
+                        [loss.detach().float(), (logits.argmax(1) == targets).sum().float()]).tolist()
+                    count = len(targets)
+                    loss_sum, correct, seen, steps_done = loss_sum + batch_loss * count, correct + batch_correct, seen + count, steps_done + 1
+                    now = time.perf_counter()
+                    self.on_step(StepProgress(
+                        epoch=epoch, epochs=config["epochs"], step=step, steps=steps_per_epoch, loss=loss_sum / seen,
+                        accuracy=correct / seen, images_per_second=seen / (now - epoch_started),
+                        eta_seconds=(now - started) / steps_done * (total_steps - steps_done)))
+            train_seconds = time.perf_counter() - epoch_started
+            validation_loss, validation_accuracy = self._validate()
+            epoch_metrics = EpochMetrics(
+                epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen,
+                validation_loss=validation_loss, validation_accuracy=validation_accuracy,
+                seconds=time.perf_counter() - epoch_started, images_per_second=seen / train_seconds)
+            metrics.append(epoch_metrics)
+            self.on_epoch(epoch_metrics)
+        self.loaders.clear()  # stops persistent DataLoader workers
+        return metrics
+
+    def _validate(self) -> tuple[float | None, float | None]:
+        if not self.validation_examples:
+            return None, None
+        self.network.eval()
+        loss_sum, correct = 0.0, 0
+        with torch.inference_mode(), closing(self._batches("validation", epoch=None)) as batches:
+            for _, images, targets in batches:
+                targets = targets.to(self.device, non_blocking=True)
+                with mixed_precision(self.device):
+                    logits = self.network(self.to_input(images, augment=False))
+                batch_loss, batch_correct = torch.stack([
+                    F.cross_entropy(logits.float(), targets, reduction="sum"),
+                    (logits.argmax(1) == targets).sum().float()]).tolist()
+                loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
+        count = len(self.validation_examples)
+        return loss_sum / count, correct / count
+
+    def _batches(self, split: str, *, epoch: int | None) -> Iterator:
+        """One epoch of (indices, uint8 images, targets), shuffled for a training epoch: from the decoded
+        cache when it is complete, else decoded by the DataLoader (filling the cache on the way if any)."""
+        examples = self.train_examples if split == "train" else self.validation_examples
+        seed = None if epoch is None else self.config["seed"]
+        cache = self.caches.get(split)
+        if cache is not None and cache.complete:
+            self.loaders.pop(split, None)
+            targets = torch.tensor([example.target for example in examples], dtype=torch.long)
+            order = epoch_batches(len(examples), self.config["batch_size"], None if epoch is None else shuffle_seed(seed, epoch))
+            return cached_batches(cache, targets, order,
+                                  pin_memory=self.pin_memory, threads=max(2, min(8, self.config["num_workers"])))
+        if split not in self.loaders:
+            self.loaders[split] = decoding_loader(
+                DecodedImages(examples, self.opener, self.config["image_size"]),
+                ShuffledBatches(len(examples), self.config["batch_size"], seed),
+                num_workers=self.config["num_workers"], pin_memory=self.pin_memory)
+        loader = self.loaders[split]
+        loader.batch_sampler.epoch = epoch
+        batches = iter(loader)
+        return filling_cache(batches, cache) if cache is not None else _generator(batches)
+
+
+def _generator(batches) -> Iterator:
+    yield from batches
+
+
+def _check_targets(examples: Sequence[Example], class_count: int, split: str) -> None:
+    if split == "train" and not examples:
+        raise ValueError("There are no training examples.")
+    for example in examples:
+        if not 0 <= example.target < class_count:
+            raise ValueError(f"{split} example {example.key} has target {example.target}, "
+                             f"outside the {class_count} classes (0..{class_count - 1}).")
+
+
+def _describe(device: torch.device) -> str:
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"

@@ -1,0 +1,78 @@
+"""The one small interface every trainer implements, and the records it reports progress with."""
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+Opener = Callable[[str], AbstractContextManager[BinaryIO]]
+
+
+class ConfigError(ValueError):
+    """A trainer config value that is missing, unknown or out of range; `key` names it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Example:
+    key: int  # the datarow id
+    uri: str
+    target: int  # the class index; -1 when unknown (prediction)
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """After one optimiser step; loss, accuracy and images_per_second are running values over the epoch so far."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    accuracy: float
+    images_per_second: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    validation_loss: float | None  # None without validation examples
+    validation_accuracy: float | None
+    seconds: float
+    images_per_second: float  # training images over the epoch's training time (validation excluded)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs: list[EpochMetrics]
+    device: str
+    artifact_files: list[str]  # names inside output_dir: weights, class map, metrics, the exact config
+
+
+Prediction = tuple[int, list[tuple[int, float]]]  # (example key, [(class index, probability)] best first)
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    name: str
+
+    def validate_config(self, config: dict) -> dict:
+        """The config with defaults filled in; raises ConfigError naming the first bad key."""
+
+    def train(self, *, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
+              config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
+              on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
+        """Train and write the artifacts into output_dir. on_step runs after every optimiser step; an
+        exception it raises (a cancelled job) stops training at once and propagates unchanged."""
+
+    def predict(self, *, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
+                top_k: int, device: str = "auto") -> Iterator[list[Prediction]]:
+        """One list per batch, in the order of `items`: (key, top_k (class index, probability), best first)."""
