@@ -99,7 +99,7 @@ def run(command: list[str]) -> int:
 
 
 def serve() -> int:
-    """Migrate, make sure a demo tenant exists, print a token, then serve web + worker until Ctrl-C."""
+    """Migrate, make sure a demo tenant exists, print a token, then serve web + workers until Ctrl-C."""
     env = {**os.environ, **up(), "MLOPS_DEV_AUTH": os.environ.get("MLOPS_DEV_AUTH", "1")}
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
@@ -122,6 +122,9 @@ def serve() -> int:
         subprocess.Popen([python, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port], env=env, cwd=ROOT),
         subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
                           "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT),
+        # Training and prediction runs go to their own queue (settings.CELERY_TASK_ROUTES): one at a time here.
+        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-Q", "training", "-n", "training@%h",
+                          "-l", "info", "--concurrency", "1"], env=env, cwd=ROOT),
     ]
     # Ctrl-C, or a supervisor's SIGTERM: stop both children and the embedded services cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

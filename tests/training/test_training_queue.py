@@ -1,0 +1,45 @@
+"""Training runs go to their own queue, which only the training worker (compose, devstack) consumes."""
+
+import ast
+
+from celery.app.utils import find_app
+from django.conf import settings
+
+from mlops.celery import app as celery_app
+from tests.fresh_process import REPO_ROOT
+from tests.test_compose import load_compose, option_value
+
+
+def _queue_of(task_name: str) -> str:
+    return celery_app.amqp.router.route({}, task_name)["queue"].name
+
+
+def test_training_and_prediction_runs_are_routed_to_the_training_queue_and_nothing_else_is():
+    import predictions.tasks
+    import training.tasks
+
+    assert _queue_of(training.tasks.training_run_execute_task.name) == settings.TRAINING_QUEUE == "training"
+    assert _queue_of(predictions.tasks.prediction_run_execute_task.name) == "training"
+    assert _queue_of("datasets.tasks.dataset_import") == celery_app.conf.task_default_queue != "training"
+
+
+def test_compose_runs_a_training_worker_like_the_default_worker_but_only_on_the_training_queue():
+    services = load_compose()["services"]
+    worker, training = services["worker"], services["training-worker"]
+    # the same image, environment, volumes and dependencies as the default worker
+    for key in ("build", "environment", "volumes", "depends_on"):
+        assert training[key] == worker[key], key
+    assert training["command"][0] == "celery" and "worker" in training["command"]
+    assert find_app(option_value(training["command"], "-A", "--app")) is celery_app
+    assert option_value(training["command"], "-Q", "--queues") == "training"
+    # the default worker keeps to the default queue, so a web-sized host never picks up a training run
+    assert option_value(worker["command"], "-Q", "--queues") is None
+
+
+def test_devstack_serve_starts_a_worker_on_the_training_queue():
+    serve = next(node for node in ast.parse((REPO_ROOT / "devstack" / "__main__.py").read_text()).body
+                 if isinstance(node, ast.FunctionDef) and node.name == "serve")
+    commands = [[element.value for element in call.args[0].elts if isinstance(element, ast.Constant)]
+                for call in ast.walk(serve) if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "Popen"]
+    workers = [command for command in commands if "worker" in command]
+    assert [option_value(command, "-Q") for command in workers] == [None, "training"]
