@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.conftest import TENANT_A
+from tests.training.conftest import storage  # noqa: F401  (images and artifacts under tmp_path)
 
 
 @pytest.fixture
