@@ -5,7 +5,12 @@ images from disk and writes artifacts to storage, both under this module's tempo
 report is written (no throttle), so a cancel is seen at the very next step.
 """
 
+import contextlib
+import json
+
 import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import connect
 
 from jobs.models import Job
 from predictions.models import ModelVersion, Prediction
@@ -103,21 +108,38 @@ def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(
         assert set(written.values_list("datarow_id", flat=True)) == set(data.datarow_ids)
 
 
-def test_a_cancelled_run_stops_within_one_step_and_keeps_its_logs(client, training_worker, live_folders):
-    # given: a run of 1,500 steps, well under way
+def test_progress_streams_per_step_and_a_cancel_stops_the_run_within_one_step(
+        client, make_token, training_worker, live_asgi_server, live_folders):
+    # given: a run of 1,500 steps, followed on its job's websocket
     with tenant_scope(TENANT_A):
         data = make_image_data(live_folders[0])
     started = _start_training(client, data, epochs=500)
-    wait_until(lambda: _job(started["job"]["id"]).progress_done >= 3, timeout=120, what="three training steps",
-               interval=0.05, logs_of=(training_worker,))
-    # when
-    cancelled = client.post(f"/api/v1/jobs/{started['job']['id']}/cancel")
-    assert cancelled.status_code == 200, cancelled.content
-    steps_when_asked = cancelled.json()["progress"]["done"]
+    token = make_token(TENANT_A)
+    with connect(f"{live_asgi_server.ws_url}/ws/jobs/{started['job']['id']}/", subprotocols=["bearer", token],
+                 open_timeout=10) as websocket:
+        running = []
+        while len(running) < 3:
+            state = json.loads(websocket.recv(timeout=120))["job"]
+            if state["status"] == "running" and state["progress"]["done"]:
+                running.append(state)
+        # when
+        cancelled = client.post(f"/api/v1/jobs/{started['job']['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.content
+        steps_when_asked = cancelled.json()["progress"]["done"]
+        rest = []
+        with contextlib.suppress(ConnectionClosedOK):
+            while True:
+                rest.append(json.loads(websocket.recv(timeout=60))["job"])
+    # then: each step arrived with its loss, accuracy, throughput and ETA
+    steps = [state["progress"]["done"] for state in running]
+    assert steps == sorted(steps) and len(set(steps)) == 3
+    for state in running:
+        assert {"loss", "accuracy", "images_per_second", "eta_seconds"} <= state["counters"].keys()
+        assert state["progress"]["total"] == 1500
+    # and the step under way when the cancel came was the last one
     job = _wait_for_end(started["job"]["id"], training_worker, timeout=60)
-    # then: the step under way when the cancel came was the last one
     run = _run(started["id"])
-    assert job.status == Job.Status.CANCELLED
+    assert job.status == Job.Status.CANCELLED and rest[-1]["status"] == "cancelled"
     assert steps_when_asked <= job.progress_done <= steps_when_asked + 1 < 1500
     assert run.finished_at and run.error == ""
     assert "cancelled on request" in run.logs and "training colours run 1" in run.logs
