@@ -21,11 +21,11 @@ def model_definition_get(*, project: Project, model_id: int) -> ModelDefinition:
 
 
 def training_run_list(*, model: ModelDefinition) -> QuerySet[TrainingRun]:
-    return TrainingRun.objects.filter(model=model).select_related("job", "model")
+    return TrainingRun.objects.filter(model=model).select_related("job", "model", "model_version")
 
 
 def training_run_get(*, project: Project, run_id: int) -> TrainingRun:
-    run = TrainingRun.objects.filter(model__project=project, pk=run_id).select_related("job", "model").first()
+    run = TrainingRun.objects.filter(model__project=project, pk=run_id).select_related("job", "model", "model_version").first()
     if run is None:
         raise NotFound(f"Training run {run_id} does not exist in project {project.pk}.")
     return run
