@@ -162,7 +162,8 @@ def classification_comparison(*, baseline: ModelVersion, candidate: ModelVersion
     return {"baseline": before, "candidate": after, "accuracy_delta": accuracy_delta, "per_class_deltas": deltas}
 
 
-def top1_disagreement_sql(*, baseline: ModelVersion, candidate: ModelVersion, scope: Scope = Scope()) -> tuple[str, list]:
+def top1_disagreement_sql(*, baseline: ModelVersion, candidate: ModelVersion,
+                          scope: Scope = Scope()) -> tuple[str, list]:
     """SELECT datarow_id of the datarows (in scope) that both versions classified, with different top-1 classes."""
     condition, params = scope.condition("p.datarow_id")
     return (f"""

@@ -58,7 +58,8 @@ class Prediction(AnnotationShape):
     class Meta:
         indexes = [
             models.Index(fields=["datarow"], name="prediction_datarow"),
-            models.Index(fields=["run", "datarow"], condition=models.Q(run__isnull=False), name="prediction_run_datarow"),
+            models.Index(fields=["run", "datarow"], condition=models.Q(run__isnull=False),
+                         name="prediction_run_datarow"),
             models.Index(fields=["model_version", "ontology_class", "score"], name="prediction_model_class_score"),
             # A version's top-1 per datarow (metrics, comparisons) walks its rows by datarow.
             models.Index(fields=["model_version", "datarow"], name="prediction_model_datarow"),

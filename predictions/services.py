@@ -43,7 +43,8 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
     if slice is not None:
         _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
     elif dataset.project_id != model_version.project_id:
-        raise ApplicationError(f"Dataset {dataset.pk} belongs to another project.", {"fields": {"dataset_id": ["Not found."]}})
+        raise ApplicationError(f"Dataset {dataset.pk} belongs to another project.",
+                               {"fields": {"dataset_id": ["Not found."]}})
     if not 1 <= top_k <= len(run.classes):
         raise ApplicationError(f"top_k must be between 1 and the model's {len(run.classes)} classes.",
                                {"fields": {"top_k": [f"At most {len(run.classes)}."]}})

@@ -25,7 +25,8 @@ def training_run_list(*, model: ModelDefinition) -> QuerySet[TrainingRun]:
 
 
 def training_run_get(*, project: Project, run_id: int) -> TrainingRun:
-    run = TrainingRun.objects.filter(model__project=project, pk=run_id).select_related("job", "model", "model_version").first()
+    run = (TrainingRun.objects.filter(model__project=project, pk=run_id)
+           .select_related("job", "model", "model_version").first())
     if run is None:
         raise NotFound(f"Training run {run_id} does not exist in project {project.pk}.")
     return run

@@ -42,14 +42,16 @@ def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyp
     try:
         return trainer.validate_config(dict(config))
     except ConfigError as error:
-        raise ApplicationError(f"Invalid {field}: {error}", {"fields": {f"{field}.{error.key}": [str(error)]}}) from error
+        raise ApplicationError(f"Invalid {field}: {error}",
+                               {"fields": {f"{field}.{error.key}": [error.message]}}) from error
 
 
 def model_definition_create(*, principal: Principal, project: Project, name: str, trainer: str,
                             hyperparameters: dict, task: str = ModelDefinition.Task.CLASSIFICATION) -> ModelDefinition:
     config = trainer_config_validate(trainer=trainer_resolve(name=trainer), config=hyperparameters)
     if ModelDefinition.objects.filter(project=project, name=name).exists():
-        raise Conflict(f"A model named '{name}' already exists in project {project.pk}.", {"fields": {"name": ["Taken."]}})
+        raise Conflict(f"A model named '{name}' already exists in project {project.pk}.",
+                       {"fields": {"name": ["Taken."]}})
     return ModelDefinition.objects.create(project=project, name=name, task=task, trainer=trainer,
                                           hyperparameters=config, created_by=principal.user_id)
 
@@ -98,7 +100,8 @@ def training_run_start(*, principal: Principal, model: ModelDefinition, slice: S
     if slice.kind == Slice.Kind.QUERY:
         raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) to train on it.",
                                {"fields": {"slice_id": ["Needs stored members."]}})
-    train, validation = _split_values(train_splits, "train_splits"), _split_values(validation_splits, "validation_splits")
+    train = _split_values(train_splits, "train_splits")
+    validation = _split_values(validation_splits, "validation_splits")
     if set(train) & set(validation):
         raise ApplicationError("A split cannot be used both to train and to validate.",
                                {"fields": {"validation_splits": ["Overlaps train_splits."]}})

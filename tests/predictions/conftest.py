@@ -38,7 +38,8 @@ class World:
 
         start = DataRow.objects.filter(dataset=self.dataset).count()
         made = DataRow.objects.bulk_create(
-            DataRow(dataset=self.dataset, external_id=f"r{i}", uri=f"s3://bucket/{i}.png") for i in range(start, start + count))
+            DataRow(dataset=self.dataset, external_id=f"r{i}", uri=f"s3://bucket/{i}.png")
+            for i in range(start, start + count))
         return [row.pk for row in made]
 
     def class_id(self, name: str) -> int:

@@ -96,8 +96,8 @@ def test_predicting_again_on_a_slice_replaces_that_versions_predictions_there(cl
     # then
     assert (second["datarow_count"], second["prediction_count"]) == (5, 5)
     with tenant_scope(TENANT_A):
-        by_run = {r: set(Prediction.objects.filter(model_version_id=version_id, run_id=r).values_list("datarow_id", flat=True))
-                  for r in (first["id"], second["id"])}
+        by_run = {r: set(Prediction.objects.filter(model_version_id=version_id, run_id=r)
+                         .values_list("datarow_id", flat=True)) for r in (first["id"], second["id"])}
         assert by_run[second["id"]] == set(few)
         assert by_run[first["id"]] == set(data.datarow_ids) - set(few)
         assert Prediction.objects.filter(model_version_id=version_id).count() == 11 * 2 + 5
@@ -142,7 +142,8 @@ def test_metrics_selection_and_comparison_over_rest(client, trained, django_capt
     body = compared.json()
     assert body["baseline"]["accuracy"] == pytest.approx(0.5)
     assert body["disagreement_slice"]["member_count"] == sum(1 for name, _ in top1.values() if name != "red")
-    assert body["per_class_deltas"]["red"]["recall"] == pytest.approx(body["candidate"]["per_class"]["red"]["recall"] - 1)
+    red_recall = body["candidate"]["per_class"]["red"]["recall"]
+    assert body["per_class_deltas"]["red"]["recall"] == pytest.approx(red_recall - 1)
     assert no_boxes.status_code == 200 and no_boxes.json()["map"] is None
 
 

@@ -44,8 +44,10 @@ def test_a_model_keeps_its_hyperparameters_with_the_trainers_defaults_filled_in(
     assert [m["id"] for m in listed] == [model["id"]]
 
 
-@pytest.mark.parametrize(("hyperparameters", "key"), [({"epochs": 0}, "epochs"), ({"learning_rate": -1}, "learning_rate"),
-                                                      ({"architecture": "vgg99"}, "architecture")])
+@pytest.mark.parametrize(("hyperparameters", "key"), [
+    ({"epochs": 0}, "epochs"), ({"learning_rate": -1}, "learning_rate"), ({"architecture": "vgg99"}, "architecture"),
+    ({"colour": "red"}, "colour"),
+])
 def test_a_bad_hyperparameter_is_a_400_naming_the_key(client, data, hyperparameters, key):
     response = client.post(f"/api/v1/projects/{data.project.pk}/models",
                            {"name": "bad", "trainer": "image-classifier", "hyperparameters": hyperparameters},
