@@ -16,6 +16,7 @@ from jobs.models import Job
 from predictions.models import ModelVersion, Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.datasets.conftest import wait_for_reader
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
 from tests.training.conftest import TINY_CONFIG, make_image_data
 from training.models import TrainingRun
@@ -61,6 +62,7 @@ def _run(run_id) -> TrainingRun:
 
 
 def _start_training(client, data, **hyperparameters) -> dict:
+    wait_for_reader()  # the request may read from the replica: let it replay the data written here first
     base = f"/api/v1/projects/{data.project.pk}"
     model = client.post(f"{base}/models", {"name": "colours", "hyperparameters": {**TINY_CONFIG, **hyperparameters}},
                         format="json")
@@ -95,6 +97,7 @@ def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(
     assert (version.name, version.version) == ("colours", "1")
 
     # when: the version predicts the whole dataset on the same worker
+    wait_for_reader()  # the version was written by the worker; the request may read from the replica
     predicted = client.post(f"/api/v1/projects/{data.project.pk}/prediction-runs",
                             {"model_version_id": version.pk, "dataset_id": data.dataset.pk, "top_k": 2}, format="json")
     assert predicted.status_code == 202, predicted.content
