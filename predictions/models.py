@@ -52,7 +52,9 @@ class Prediction(AnnotationShape):
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="predictions")
     score = models.FloatField()
     # The prediction run that wrote it; null for imported predictions. Selection strategies read a run's rows.
-    run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="predictions")
+    # No index of its own: prediction_run_datarow below serves every lookup by run.
+    run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="predictions",
+                            db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

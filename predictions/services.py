@@ -105,7 +105,9 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
             delta AS (
                 SELECT d.dataset_id, sum(c.change) AS change
                 FROM (SELECT datarow_id, -1 AS change FROM gone UNION ALL SELECT datarow_id, 1 FROM added) c
-                JOIN datasets_datarow d ON d.id = c.datarow_id GROUP BY d.dataset_id),
+                -- the batch's ids again, so the datarows are found by key rather than by scanning them all
+                JOIN datasets_datarow d ON d.id = c.datarow_id AND d.id = ANY(%(datarows)s)
+                GROUP BY d.dataset_id),
             counted AS (
                 UPDATE datasets_dataset ds SET prediction_count = ds.prediction_count + delta.change, updated_at = now()
                 FROM delta WHERE ds.id = delta.dataset_id RETURNING ds.id)
