@@ -57,6 +57,10 @@ def _weights(folder):
     return torch.load(folder / "model.pt", weights_only=True)
 
 
+def _losses(result):
+    return [(e.train_loss, e.validation_loss) for e in result.epochs]
+
+
 def test_the_same_seed_gives_identical_weights_and_metrics_and_another_seed_does_not(colour_images, tmp_path):
     config = {"seed": 7, "augment": True, "epochs": 2}
 
@@ -66,7 +70,7 @@ def test_the_same_seed_gives_identical_weights_and_metrics_and_another_seed_does
 
     a, b, c = _weights(tmp_path / "a"), _weights(tmp_path / "b"), _weights(tmp_path / "c")
     assert all(torch.equal(a[name], b[name]) for name in a)
-    assert [(e.train_loss, e.validation_loss) for e in first.epochs] == [(e.train_loss, e.validation_loss) for e in second.epochs]
+    assert _losses(first) == _losses(second)
     assert not torch.equal(a["classifier.weight"], c["classifier.weight"])
     assert other.epochs[-1].train_loss != first.epochs[-1].train_loss
 
@@ -88,7 +92,8 @@ def test_the_decoded_cache_feeds_the_same_pixels_as_decoding_and_is_reused_by_th
     for run in ("cached", "reused"):
         weights = _weights(tmp_path / run)
         assert all(torch.equal(weights[name], _weights(tmp_path / "plain")[name]) for name in weights)
-    assert [e.train_loss for e in plain.epochs] == [e.train_loss for e in cached.epochs] == [e.train_loss for e in reused.epochs]
+    assert [e.train_loss for e in plain.epochs] == [e.train_loss for e in cached.epochs]
+    assert [e.train_loss for e in plain.epochs] == [e.train_loss for e in reused.epochs]
     assert not (tmp_path / "plain").joinpath("decoded-cache").exists()
 
 
@@ -143,7 +148,8 @@ def test_predict_yields_top_k_per_batch_best_first_in_item_order(colour_images, 
         assert len(all_three) == 3  # top_k is capped at the number of classes
         assert sum(p for _, p in all_three) == pytest.approx(1.0, abs=1e-5)
         assert [index for index, _ in best_two] == [index for index, _ in all_three[:2]]
-        assert [p for _, p in best_two] == pytest.approx([p for _, p in all_three[:2]])
+        # the same numbers up to float rounding: convolution kernels may pick another path for another batch size
+        assert [p for _, p in best_two] == pytest.approx([p for _, p in all_three[:2]], abs=1e-5)
         assert all_three[2][1] <= all_three[1][1]
 
 

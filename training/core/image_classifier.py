@@ -10,6 +10,7 @@ from contextlib import closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -99,11 +100,13 @@ class ImageClassifierTrainer:
               config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
               on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
         config = validate_config(config)
+        device = resolve_device(config["device"])
+        if not train:
+            raise ValueError("There are no training examples.")
         _check_targets(train, len(classes), "train")
         _check_targets(validation, len(classes), "validation")
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(config["device"])
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
         log(f"Training {config['architecture']} at {config['image_size']} px on {_describe(device)}: "
@@ -141,7 +144,7 @@ class ImageClassifierTrainer:
         to_input = DeviceImages(target, augment_seed=None)
         top_k = max(1, min(top_k, len(classes)))
         loader = decoding_loader(DecodedImages(items, opener, config["image_size"]),
-                                 ShuffledBatches(len(items), batch_size, None),
+                                 ShuffledBatches(len(items), batch_size),
                                  num_workers=config["num_workers"], pin_memory=target.type == "cuda")
         with torch.inference_mode():
             for indices, images, _ in loader:
@@ -152,6 +155,31 @@ class ImageClassifierTrainer:
                        for index, best, scores in zip(indices.tolist(), class_indices.tolist(), probabilities.tolist())]
 
 
+def make_optimizer(network: torch.nn.Module, config: dict, total_steps: int):
+    """AdamW with a short linear warm-up, then a cosine decay to zero over the run."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+    warmup = max(1, int(total_steps * WARMUP_FRACTION))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
+        (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))))
+    return optimizer, schedule
+
+
+def train_step(network: torch.nn.Module, optimizer, schedule, to_input: DeviceImages, images: torch.Tensor,
+               targets: torch.Tensor, *, augment: bool) -> tuple[float, int]:
+    """One optimiser step on a uint8 (B, S, S, 3) batch: the batch's mean loss and how many it got right."""
+    targets = targets.to(to_input.device, non_blocking=True)
+    with mixed_precision(to_input.device):
+        logits = network(to_input(images, augment=augment))
+        loss = F.cross_entropy(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    loss_value, correct = torch.stack(  # one device sync per step, for both numbers
+        [loss.detach().float(), (logits.argmax(1) == targets).sum().float()]).tolist()
+    return loss_value, int(correct)
+
+
 class _TrainingLoop:
     def __init__(self, network, device, config, train, validation, opener, on_step, on_epoch, log):
         self.network, self.device, self.config = network, device, config
@@ -160,60 +188,51 @@ class _TrainingLoop:
         self.to_input = DeviceImages(device, augment_seed=config["seed"])
         self.pin_memory = device.type == "cuda"
         self.loaders: dict[str, object] = {}
+        self.caches: dict[str, DecodedCache] = {}
+        self.steps_per_epoch = len(epoch_batches(len(train), config["batch_size"], None))
+        self.total_steps = self.steps_per_epoch * config["epochs"]
+        self.optimizer, self.schedule = make_optimizer(network, config, self.total_steps)
+        self.steps_done = 0
 
     def run(self, cache_dir: Path | None) -> list[EpochMetrics]:
-        config = self.config
-        caches = {}
         if cache_dir is not None:
             for split, examples in (("train", self.train_examples), ("validation", self.validation_examples)):
-                if not examples:
-                    continue
-                caches[split] = DecodedCache(cache_dir, examples, config["image_size"])
-                self.log(f"Decoded-image cache for {split}: {caches[split].path} "
-                         f"({'reused' if caches[split].complete else 'filled during the first epoch'}).")
-        self.caches = caches
-        steps_per_epoch = len(epoch_batches(len(self.train_examples), config["batch_size"], None))
-        total_steps = steps_per_epoch * config["epochs"]
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=config["learning_rate"],
-                                      weight_decay=config["weight_decay"])
-        warmup = max(1, int(total_steps * WARMUP_FRACTION))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-            (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))))
-
-        metrics, started, steps_done = [], time.perf_counter(), 0
-        for epoch in range(1, config["epochs"] + 1):
-            self.network.train()
-            epoch_started = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            with closing(self._batches("train", epoch=epoch)) as batches:
-                for step, (_, images, targets) in enumerate(batches, start=1):
-                    targets = targets.to(self.device, non_blocking=True)
-                    with mixed_precision(self.device):
-                        logits = self.network(self.to_input(images, augment=config["augment"]))
-                        loss = F.cross_entropy(logits, targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    batch_loss, batch_correct = torch.stack(  # one device sync per step
-                        [loss.detach().float(), (logits.argmax(1) == targets).sum().float()]).tolist()
-                    count = len(targets)
-                    loss_sum, correct, seen, steps_done = loss_sum + batch_loss * count, correct + batch_correct, seen + count, steps_done + 1
-                    now = time.perf_counter()
-                    self.on_step(StepProgress(
-                        epoch=epoch, epochs=config["epochs"], step=step, steps=steps_per_epoch, loss=loss_sum / seen,
-                        accuracy=correct / seen, images_per_second=seen / (now - epoch_started),
-                        eta_seconds=(now - started) / steps_done * (total_steps - steps_done)))
-            train_seconds = time.perf_counter() - epoch_started
-            validation_loss, validation_accuracy = self._validate()
-            epoch_metrics = EpochMetrics(
-                epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen,
-                validation_loss=validation_loss, validation_accuracy=validation_accuracy,
-                seconds=time.perf_counter() - epoch_started, images_per_second=seen / train_seconds)
-            metrics.append(epoch_metrics)
-            self.on_epoch(epoch_metrics)
-        self.loaders.clear()  # stops persistent DataLoader workers
+                if examples:
+                    self.caches[split] = cache = DecodedCache(cache_dir, examples, self.config["image_size"])
+                    size_gib = np.prod(cache.shape) / 2**30
+                    self.log(f"Decoded-image cache for {split}: {cache.path}, {size_gib:.2f} GiB "
+                             f"({'reused' if cache.complete else 'filled during the first epoch'}).")
+        self.started = time.perf_counter()
+        metrics = []
+        try:
+            for epoch in range(1, self.config["epochs"] + 1):
+                metrics.append(self._epoch(epoch))
+                self.on_epoch(metrics[-1])
+        finally:
+            self.loaders.clear()  # stops persistent DataLoader workers, also when on_step raised
         return metrics
+
+    def _epoch(self, epoch: int) -> EpochMetrics:
+        self.network.train()
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        with closing(self._batches("train", epoch=epoch)) as batches:
+            for step, (_, images, targets) in enumerate(batches, start=1):
+                batch_loss, batch_correct = train_step(self.network, self.optimizer, self.schedule, self.to_input,
+                                                       images, targets, augment=self.config["augment"])
+                loss_sum, correct = loss_sum + batch_loss * len(targets), correct + batch_correct
+                seen += len(targets)
+                self.steps_done += 1
+                now = time.perf_counter()
+                self.on_step(StepProgress(
+                    epoch=epoch, epochs=self.config["epochs"], step=step, steps=self.steps_per_epoch,
+                    loss=loss_sum / seen, accuracy=correct / seen, images_per_second=seen / (now - started),
+                    eta_seconds=(now - self.started) / self.steps_done * (self.total_steps - self.steps_done)))
+        train_seconds = time.perf_counter() - started
+        validation_loss, validation_accuracy = self._validate()
+        return EpochMetrics(epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen,
+                            validation_loss=validation_loss, validation_accuracy=validation_accuracy,
+                            seconds=time.perf_counter() - started, images_per_second=seen / train_seconds)
 
     def _validate(self) -> tuple[float | None, float | None]:
         if not self.validation_examples:
@@ -236,32 +255,29 @@ class _TrainingLoop:
         """One epoch of (indices, uint8 images, targets), shuffled for a training epoch: from the decoded
         cache when it is complete, else decoded by the DataLoader (filling the cache on the way if any)."""
         examples = self.train_examples if split == "train" else self.validation_examples
-        seed = None if epoch is None else self.config["seed"]
+        order_seed = None if epoch is None else shuffle_seed(self.config["seed"], epoch)
         cache = self.caches.get(split)
         if cache is not None and cache.complete:
             self.loaders.pop(split, None)
             targets = torch.tensor([example.target for example in examples], dtype=torch.long)
-            order = epoch_batches(len(examples), self.config["batch_size"], None if epoch is None else shuffle_seed(seed, epoch))
-            return cached_batches(cache, targets, order,
+            return cached_batches(cache, targets, epoch_batches(len(examples), self.config["batch_size"], order_seed),
                                   pin_memory=self.pin_memory, threads=max(2, min(8, self.config["num_workers"])))
         if split not in self.loaders:
             self.loaders[split] = decoding_loader(
                 DecodedImages(examples, self.opener, self.config["image_size"]),
-                ShuffledBatches(len(examples), self.config["batch_size"], seed),
+                ShuffledBatches(len(examples), self.config["batch_size"]),
                 num_workers=self.config["num_workers"], pin_memory=self.pin_memory)
         loader = self.loaders[split]
-        loader.batch_sampler.epoch = epoch
-        batches = iter(loader)
-        return filling_cache(batches, cache) if cache is not None else _generator(batches)
+        loader.batch_sampler.shuffle_seed = order_seed
+        return filling_cache(iter(loader), cache) if cache is not None else _closable(iter(loader))
 
 
-def _generator(batches) -> Iterator:
+def _closable(batches: Iterator) -> Iterator:
+    """A generator over the DataLoader's iterator, which has no close() for contextlib.closing."""
     yield from batches
 
 
 def _check_targets(examples: Sequence[Example], class_count: int, split: str) -> None:
-    if split == "train" and not examples:
-        raise ValueError("There are no training examples.")
     for example in examples:
         if not 0 <= example.target < class_count:
             raise ValueError(f"{split} example {example.key} has target {example.target}, "

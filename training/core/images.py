@@ -74,27 +74,29 @@ def epoch_batches(count: int, batch_size: int, shuffle_seed: int | None) -> list
 
 
 def shuffle_seed(seed: int, epoch: int) -> int:
+    """The order seed of one epoch of a run's seed (a 63-bit integer, independent across epochs)."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class ShuffledBatches:
-    """A batch sampler for a DataLoader: the epoch's order is a pure function of (seed, epoch), because the
-    DataLoader may iterate a sampler more than once per epoch (its worker iterator does on the first)."""
+    """A DataLoader batch sampler whose order is a pure function of `shuffle_seed` (None: in order), set
+    before each epoch: the DataLoader may iterate its sampler more than once per epoch (with workers, it
+    does on the first), so drawing from a running generator here would make runs differ."""
 
-    def __init__(self, count: int, batch_size: int, seed: int | None):
-        self.count, self.batch_size, self.seed = count, batch_size, seed
-        self.epoch = 1
+    def __init__(self, count: int, batch_size: int):
+        self.count, self.batch_size = count, batch_size
+        self.shuffle_seed: int | None = None
         self.length = len(epoch_batches(count, batch_size, None))
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[list[int]]:
-        seed = None if self.seed is None else shuffle_seed(self.seed, self.epoch)
-        return iter(epoch_batches(self.count, self.batch_size, seed))
+        return iter(epoch_batches(self.count, self.batch_size, self.shuffle_seed))
 
 
-def decoding_loader(dataset: DecodedImages, batches: ShuffledBatches, *, num_workers: int, pin_memory: bool) -> DataLoader:
+def decoding_loader(dataset: DecodedImages, batches: ShuffledBatches, *, num_workers: int,
+                    pin_memory: bool) -> DataLoader:
     return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 

@@ -22,12 +22,13 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Se
 
 
 class SmallCNN(nn.Module):
-    """Four 3x3 conv blocks with pooling and a linear head: quick on a CPU, at any image size."""
+    """Four 3x3 conv blocks with pooling and a linear head: quick on a CPU, at any image size (the strided
+    first block keeps the full-resolution work small)."""
 
     def __init__(self, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(
-            _conv_bn_relu(3, 32), nn.MaxPool2d(2),
+            _conv_bn_relu(3, 32, stride=2), nn.MaxPool2d(2),
             _conv_bn_relu(32, 64), nn.MaxPool2d(2),
             _conv_bn_relu(64, 128), nn.MaxPool2d(2),
             _conv_bn_relu(128, 256),
