@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/projects/<int:project_id>/ontology", OntologyClassListCreateApi.as_view(), name="ontology"),
     path("api/v1/jobs/", include("jobs.urls")),
     path("api/v1/projects/<int:project_id>/search", include("search.urls")),
+    path("api/v1/projects/<int:project_id>/slices/", include("slices.urls")),
     path("api/v1/projects/<int:project_id>/", include("training.urls")),
     path("api/v1/projects/<int:project_id>/", include("predictions.urls")),
 ]

@@ -18,7 +18,7 @@ from slices.models import Slice, SliceMember, Split
 
 
 def slice_list(*, project: Project) -> QuerySet[Slice]:
-    return Slice.objects.filter(project=project)
+    return Slice.objects.filter(project=project).select_related("freeze_job")
 
 
 def slice_get(*, project: Project, slice_id: int) -> Slice:
@@ -122,7 +122,7 @@ def slice_member_page(*, slice: Slice, after_id: int | None = None, limit: int =
         keys = cursor.fetchall()
     page = keys[:limit]
     by_id = DataRow.objects.using(using).in_bulk([row_id for row_id, _ in page])
-    # A row deleted since the key was read is gone from its slices too (the foreign key cascades): drop it.
+    # A row deleted since the key was read is gone from its slices too (a trigger deletes its memberships): drop it.
     results = [(by_id[row_id], None if split_value is None else Split(split_value).label)
                for row_id, split_value in page if row_id in by_id]
     return SliceMemberPage(results, page[-1][0] if len(keys) > limit else None)

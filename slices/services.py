@@ -2,7 +2,7 @@
 
 Members are only ever written set-based, one `INSERT ... SELECT` or `UPDATE ... FROM` per operation whatever their
 number; member_count is set from the insert's row count and taken down by a trigger when members are deleted
-(slices/migrations/0002), so it stays exact when datarows go.
+(slices/migrations/0002), so it stays exact when datarows go (members go with them: 0003).
 """
 
 import math
@@ -43,11 +43,11 @@ def _slice_insert(**fields) -> Slice:
 
 
 def _members_insert(*, slice_id: int, select_sql: str, params: list) -> int:
-    """Add the datarow ids `select_sql` selects (one column; repeats are fine) as members; returns how many."""
+    """Add the distinct datarow ids `select_sql` selects (one column) as members; returns how many. No ON CONFLICT:
+    its speculative insertion costs on every row, and every caller's statement yields each id once."""
     with connections[WRITER].cursor() as cursor:
         cursor.execute(f"INSERT INTO slices_slicemember (slice_id, datarow_id) "
-                       f"SELECT %s, selected.id FROM ({select_sql}) AS selected(id) ON CONFLICT DO NOTHING",
-                       [slice_id, *params])
+                       f"SELECT %s, selected.id FROM ({select_sql}) AS selected(id)", [slice_id, *params])
         return cursor.rowcount
 
 
@@ -66,7 +66,7 @@ def slice_create_from_select(*, project: Project, name: str, created_by: str, se
                              description: str = "") -> Slice:
     """An ids slice of the datarow ids `select_sql` returns (one column of datarow ids of `project`), written with
     one `INSERT ... SELECT`. Ids of other projects' datarows are left out, so a wrong statement cannot leak them."""
-    in_project = f"SELECT selected.id FROM ({select_sql}) AS selected(id) " \
+    in_project = f"SELECT DISTINCT selected.id FROM ({select_sql}) AS selected(id) " \
                  f"JOIN datasets_datarow AS d ON d.id = selected.id " \
                  f"JOIN datasets_dataset AS s ON s.id = d.dataset_id WHERE s.project_id = %s"
     return _stored_slice_create(project=project, name=name, created_by=created_by, kind=Slice.Kind.IDS,
@@ -95,7 +95,7 @@ def slice_create_from_ids(*, project: Project, name: str, created_by: str, datar
                                {"fields": {"datarow_ids": [f"Not datarows of this project: {shown}{more}."]},
                                 "unknown_ids": unknown[:UNKNOWN_IDS_SHOWN]})
     return _stored_slice_create(project=project, name=name, created_by=created_by, kind=Slice.Kind.IDS,
-                                select_sql="SELECT unnest(%s::bigint[])", params=[datarow_ids],
+                                select_sql="SELECT DISTINCT unnest(%s::bigint[])", params=[datarow_ids],
                                 description=description)
 
 
@@ -160,7 +160,8 @@ def slice_combine(*, project: Project, name: str, created_by: str, operation: st
         raise ApplicationError(f"Combine from 2 to {MAX_COMBINED_SLICES} slices.",
                                {"fields": {"slices": [f"{len(slices)} given."]}})
     parts = [slice_members_sql(slice=part, using=WRITER) for part in slices]
-    # Each part in parentheses: the set operators then apply strictly left to right, as documented.
+    # Each part in parentheses: the set operators then apply strictly left to right, as documented; without ALL
+    # they yield each id once.
     select_sql = f" {COMBINE_OPERATIONS[operation]} ".join(f"({part.sql})" for part in parts)
     params = [param for part in parts for param in part.params]
     combined_from = ", ".join(f"'{part.name}'" for part in slices)
@@ -247,8 +248,8 @@ def slice_update(*, slice: Slice, name: str | None = None, description: str | No
 
 
 def slice_delete(*, slice: Slice) -> None:
-    """Delete the slice; its member rows go with it in the same statement (the foreign key cascades in the
-    database), not through the ORM's collector."""
+    """Delete the slice; its member rows go with it in the same statement (a trigger of slices/migrations/0003),
+    not through the ORM's collector."""
     with connections[WRITER].cursor() as cursor:
         cursor.execute("DELETE FROM slices_slice WHERE id = %s", [slice.pk])
 

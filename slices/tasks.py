@@ -8,14 +8,15 @@ from slices.services import slice_delete, slice_freeze_members
 
 @job_task(kind="slice-freeze")
 def slice_freeze(job: Job, *, slice_id: int) -> None:
-    """Fill a frozen slice too large for a request. On failure the half-made slice is deleted (its members were
-    never committed: the insert is one statement), so a failed freeze leaves no empty slice behind."""
-    frozen = Slice.objects.using(WRITER).select_related("project").get(pk=slice_id)
+    """Fill a frozen slice too large for a request. A freeze that fails or is cancelled deletes its slice, so the
+    slice either ends up frozen with every match or is gone; never frozen with some of them."""
+    pending = Slice.objects.using(WRITER).select_related("project").get(pk=slice_id)
     try:
-        frozen = slice_freeze_members(slice=frozen)
+        frozen = slice_freeze_members(slice=pending)
+        # The one progress report, which also sees a cancel requested while the INSERT ran.
+        job_report_progress(job=job, done=frozen.member_count, total=frozen.member_count,
+                            counters={"slice_id": frozen.pk, "members": frozen.member_count},
+                            message=f"{frozen.member_count} datarows frozen into slice '{frozen.name}'")
     except Exception:
-        slice_delete(slice=frozen)
+        slice_delete(slice=pending)
         raise
-    job_report_progress(job=job, done=frozen.member_count, total=frozen.member_count,
-                        counters={"slice_id": frozen.pk, "members": frozen.member_count},
-                        message=f"{frozen.member_count} datarows frozen into slice '{frozen.name}'")

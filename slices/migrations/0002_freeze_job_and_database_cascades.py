@@ -3,11 +3,10 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-# The datasets app deletes datarows and datasets with SQL, not through the ORM's collector, so membership rows and
-# slices limited to a dataset must go with them in the database itself: these foreign keys cascade there.
-_CASCADES = [("slices_slicemember", "datarow_id", "datasets_datarow"),
-             ("slices_slicemember", "slice_id", "slices_slice"),
-             ("slices_slice", "dataset_id", "datasets_dataset")]
+# The datasets app deletes datasets with SQL, not through the ORM's collector, so slices limited to a dataset must
+# go with it in the database itself: this foreign key cascades there. (Members follow their datarows and slices
+# by the triggers of 0003.)
+_CASCADES = [("slices_slice", "dataset_id", "datasets_dataset")]
 
 
 def _foreign_key_sql(table: str, column: str, target: str, action: str) -> str:

@@ -1,5 +1,6 @@
+import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import pytest
@@ -16,12 +17,14 @@ class SearchData:
     dataset_ids: list[int]
     rows: list[dict]
     catalog: dict[str, str]
+    slices: dict = field(default_factory=dict)  # name -> SliceDefinition, for validate(..., slices=...)
 
 
 def _reference_rows(dataset_ids: list[int]) -> list[dict]:
     """The stored datarows as the reference evaluator's dicts, read back so both engines see the same values."""
     from datasets.models import DataRow, Label
     from predictions.models import Prediction
+    from slices.models import SliceMember
 
     rows = {row["id"]: {**row, "labels": [], "predictions": []} for row in DataRow.objects.filter(
         dataset_id__in=dataset_ids).values("id", "external_id", "uri", "width", "height", "created_at", "updated_at",
@@ -34,7 +37,34 @@ def _reference_rows(dataset_ids: list[int]) -> list[dict]:
         rows[prediction["datarow_id"]]["predictions"].append({
             **prediction, "class": prediction["ontology_class__name"],
             "model": f"{prediction['model_version__name']}@{prediction['model_version__version']}"})
+    for datarow_id, slice_id in SliceMember.objects.filter(datarow_id__in=rows).values_list("datarow_id", "slice_id"):
+        rows[datarow_id].setdefault("slice_ids", []).append(slice_id)
     return list(rows.values())
+
+
+SLICE_NAMES = ("picked", "rainy frozen", "rainy live", "first live", "picked or rainy")
+
+
+def _slices(project, datarow_ids: list[int]) -> dict:
+    """An ids slice of random rows, a frozen and a live slice of one query, a live slice of one dataset and a live
+    slice over two others, so generated queries can name slices of every kind (SLICE_NAMES)."""
+    from slices.selectors import slice_definitions
+    from slices.services import slice_create_from_ids, slice_create_live, slice_freeze_start
+    from tenancy.principal import Principal
+
+    creator = Principal(user_id="tester", email="", tenant_schema=TENANT_A, workspace_id="ws-1", role="editor",
+                        database="main", expires_at=2 ** 40)
+    rainy = "metadata.weather IN ('rain', 'fog') OR tags = 'rain'"
+    slice_create_from_ids(project=project, name="picked", created_by="tester",
+                          datarow_ids=random.Random(5).sample(datarow_ids, len(datarow_ids) // 3))
+    slice_freeze_start(principal=creator, project=project, name="rainy frozen", query=rainy)
+    slice_create_live(project=project, name="rainy live", created_by="tester", query=rainy)
+    first = project.datasets.order_by("id").first()
+    slice_create_live(project=project, name="first live", created_by="tester", query="", dataset_id=first.pk)
+    slice_create_live(project=project, name="picked or rainy", created_by="tester",
+                      query="IN SLICE 'picked' OR IN SLICE 'rainy live'")
+    definitions = slice_definitions(project_id=project.pk, using="default")
+    return {name: definitions[name] for name in SLICE_NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +75,7 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
     """
     from django.test import override_settings
 
-    from datasets.models import Dataset, FieldCatalogEntry
+    from datasets.models import DataRow, Dataset, FieldCatalogEntry
     from datasets.services.datasets import dataset_delete_rows
     from datasets.services.imports import ImportOptions, dataset_import_run
     from projects.models import Project
@@ -71,8 +101,10 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
                 assert counters.errors == 0
             dataset_ids = [dataset.pk for dataset in datasets]
             catalog = dict(FieldCatalogEntry.objects.filter(project=project).values_list("path", "field_type"))
+            slices = _slices(project, sorted(DataRow.objects.filter(dataset_id__in=dataset_ids)
+                                             .values_list("id", flat=True)))
             rows = _reference_rows(dataset_ids)
-    yield SearchData(project.pk, dataset_ids, rows, catalog)
+    yield SearchData(project.pk, dataset_ids, rows, catalog, slices)
     # Committed data outlives the module: remove it so later tests in tenant A start from what they expect.
     with django_db_blocker.unblock(), tenant_scope(TENANT_A):
         for dataset_id in dataset_ids:

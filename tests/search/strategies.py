@@ -92,9 +92,14 @@ def object_conditions():
     return for_kind("label") | for_kind("prediction")
 
 
-def queries(dataset_ids: list[int]):
-    """Whole query trees: row predicates and object conditions under AND / OR / NOT."""
+def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = ()):
+    """Whole query trees: row predicates (IN SLICE of the given slices among them) and object conditions under
+    AND / OR / NOT."""
     # A coin picks the kind of leaf: one_of would pick object conditions for about one leaf in ten.
     rows, objects = row_predicates(dataset_ids), object_conditions()
+    if slice_names:
+        in_slice = st.sampled_from(slice_names).map(lambda name: ast.InSlice(ast.Value(name, AT), AT))
+        row_leaves = rows
+        rows = st.integers(0, 4).flatmap(lambda pick: in_slice if pick == 0 else row_leaves)
     leaves = st.booleans().flatmap(lambda object_leaf: objects if object_leaf else rows)
     return st.recursive(leaves, _combine, max_leaves=5)
