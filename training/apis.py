@@ -28,7 +28,7 @@ class TrainingRunOutputSerializer(serializers.Serializer):
     number = serializers.IntegerField()
     status = serializers.CharField(source="job.status")
     job = JobOutputSerializer()
-    slice_id = serializers.IntegerField()
+    slice_id = serializers.IntegerField(allow_null=True)
     train_splits = serializers.JSONField()
     validation_splits = serializers.JSONField()
     config = serializers.JSONField()

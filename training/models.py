@@ -34,7 +34,8 @@ class TrainingRun(models.Model):
     # 1, 2, ... per model: the registered ModelVersion's version.
     number = models.PositiveIntegerField()
     job = models.OneToOneField("jobs.Job", on_delete=models.PROTECT, related_name="training_run")
-    slice = models.ForeignKey("slices.Slice", on_delete=models.PROTECT, related_name="training_runs")
+    # The slice it was started on; the run keeps its own snapshot of the examples if the slice is deleted.
+    slice = models.ForeignKey("slices.Slice", null=True, on_delete=models.SET_NULL, related_name="training_runs")
     train_splits = models.JSONField()  # split names, e.g. ["train"]
     validation_splits = models.JSONField(default=list)
     # The exact config the trainer ran with (the model's hyperparameters with this run's overrides).

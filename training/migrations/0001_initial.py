@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
                 ('finished_at', models.DateTimeField(null=True)),
                 ('job', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='training_run', to='jobs.job')),
                 ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='training.modeldefinition')),
-                ('slice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='training_runs', to='slices.slice')),
+                ('slice', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='training_runs', to='slices.slice')),
             ],
         ),
         migrations.CreateModel(
