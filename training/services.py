@@ -34,7 +34,8 @@ def trainer_resolve(*, name: str) -> Trainer:
     try:
         return get_trainer(name)
     except (LookupError, ImportError, ValueError) as error:
-        raise ApplicationError(f"Unknown trainer '{name}': {error}", {"fields": {"trainer": [str(error)]}}) from error
+        # The registry's message names the trainer and why (unknown name, module not importable, no such class).
+        raise ApplicationError(str(error), {"fields": {"trainer": [str(error)]}}) from error
 
 
 def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
@@ -130,7 +131,6 @@ class RunLog:
     """The run's log lines, bounded (the newest kept), written to the run at each epoch and at the end."""
 
     def __init__(self, run: TrainingRun):
-        self._run = run
         self._lines = deque(run.logs.splitlines(), maxlen=LOG_LINES_KEPT)
 
     def __call__(self, line: str) -> None:
