@@ -16,6 +16,11 @@ def model_version_get(*, project: Project, model_version_id: int) -> ModelVersio
     return model_version
 
 
+def model_version_exists(*, project: Project, name: str, version: str | None = None) -> bool:
+    versions = ModelVersion.objects.filter(project=project, name=name)
+    return (versions.filter(version=version) if version is not None else versions).exists()
+
+
 def prediction_run_list(*, project: Project) -> QuerySet[PredictionRun]:
     return PredictionRun.objects.filter(model_version__project=project).select_related("job", "model_version")
 

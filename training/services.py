@@ -15,6 +15,7 @@ from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri, tenant_path
 from predictions.ground_truth import classification_truth_sql
+from predictions.selectors import model_version_exists
 from predictions.services import model_version_register
 from projects.models import Project
 from slices.models import Slice, Split
@@ -53,6 +54,10 @@ def model_definition_create(*, principal: Principal, project: Project, name: str
     if ModelDefinition.objects.filter(project=project, name=name).exists():
         raise Conflict(f"A model named '{name}' already exists in project {project.pk}.",
                        {"fields": {"name": ["Taken."]}})
+    # Its runs register versions under this name: it must not be one that imported predictions use.
+    if model_version_exists(project=project, name=name):
+        raise Conflict(f"Model versions named '{name}' were imported into project {project.pk}; choose another name.",
+                       {"fields": {"name": ["Used by imported model versions."]}})
     return ModelDefinition.objects.create(project=project, name=name, task=task, trainer=trainer,
                                           hyperparameters=config, created_by=principal.user_id)
 
@@ -112,6 +117,9 @@ def training_run_start(*, principal: Principal, model: ModelDefinition, slice: S
         # Numbers runs one after another, even when two start at once.
         ModelDefinition.objects.select_for_update().filter(pk=model.pk).first()
         number = (model.runs.aggregate(last=Max("number"))["last"] or 0) + 1
+        if model_version_exists(project=model.project, name=model.name, version=str(number)):
+            raise Conflict(f"Model version {model.name}@{number}, which this run would register, was imported "
+                           f"meanwhile; rename the model or remove those predictions.")
         job = job_create(principal=principal, task=training_run_execute_task)
         run = TrainingRun.objects.create(model=model, number=number, job=job, slice=slice, train_splits=train_splits,
                                          validation_splits=validation_splits, config=config,

@@ -7,6 +7,7 @@ import pytest
 
 from datasets.models import Label, OntologyClass
 from jobs.models import Job
+from predictions.models import ModelVersion
 from slices.services import slice_create_live
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
@@ -166,3 +167,28 @@ def test_another_workspace_cannot_see_the_models(client, data, make_token, api_c
     _model(client, data)
     other = api_client(make_token(TENANT_A, workspace="ws-2"))
     assert other.get(f"/api/v1/projects/{data.project.pk}/models").status_code == 403
+
+
+def test_a_model_cannot_take_the_name_of_imported_versions_its_runs_would_collide_with(client, data):
+    # given: predictions of "colours@1" were imported
+    with tenant_scope(TENANT_A):
+        ModelVersion.objects.create(project=data.project, name="colours", version="1")
+    # when
+    response = client.post(f"/api/v1/projects/{data.project.pk}/models",
+                           {"name": "colours", "hyperparameters": TINY_CONFIG}, format="json")
+    # then
+    assert response.status_code == 409 and "name" in response.json()["extra"]["fields"]
+
+
+def test_a_run_whose_version_was_imported_meanwhile_is_refused(client, data):
+    # given
+    model = _model(client, data)
+    with tenant_scope(TENANT_A):
+        ModelVersion.objects.create(project=data.project, name="colours", version="1")
+    # when
+    response = client.post(f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs",
+                           {"slice_id": data.slice.pk}, format="json")
+    # then
+    assert response.status_code == 409 and "colours@1" in response.json()["message"]
+    with tenant_scope(TENANT_A):
+        assert not TrainingRun.objects.filter(model_id=model["id"]).exists()
