@@ -1,6 +1,6 @@
-"""Prediction writes: how fast a prediction run stores top-k classifications, and what selecting from them costs.
+"""Prediction runs: how fast they store top-k classifications, what selecting from them costs, and a whole run.
 
-    .venv/bin/python -m devstack run -- .venv/bin/python bench/predictions.py --rows 100000
+    .venv/bin/python -m devstack run -- .venv/bin/python bench/predictions.py --rows 100000 --images 2000
 
 In a throwaway tenant: a dataset of `rows` datarows (one INSERT ... SELECT), 10 classes, a model version and a
 prediction run. The write path is the prediction job's own (predictions.services.predictions_write: one
@@ -8,6 +8,10 @@ statement per batch replacing the version's predictions, keeping the dataset's c
 top-k batches so inference is not measured here; then the same again, replacing every prediction; then each
 selection strategy's SELECT (k = 1% of rows) and the classification metrics. The indexing hand-off is a no-op
 on the PostgreSQL engine, so "written" is also "searchable".
+
+With --images N, a whole prediction run as the training worker runs it (in this process, on the CPU): N
+64x64 PNG datarows, a small CNN trained on them for one epoch, then prediction_run_execute over the dataset:
+reading, decoding, inference and writes together.
 """
 
 import argparse
@@ -26,6 +30,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--batch", type=int, default=256, help="datarows per write (the job's batch size)")
+    parser.add_argument("--images", type=int, default=0, help="also time a whole prediction run on this many images")
     args = parser.parse_args()
     setup_django()
 
@@ -102,8 +107,70 @@ def main() -> None:
         metrics = classification_metrics(model_version=version)
         table.append(["classification metrics", f"{time.perf_counter() - started:.2f}",
                       f"{metrics['datarows']:,} datarows scored", ""])
+        if args.images:
+            table.append(whole_run(project, args.images))
     print_table(f"Prediction writes and selections, {args.rows:,} datarows, top-{args.top_k}, batches of {args.batch}",
                 ["step", "seconds", "rate / result", ""], table)
+
+
+def whole_run(project, count: int) -> list:
+    import io
+    import tempfile
+
+    import numpy as np
+    from django.conf import settings
+    from PIL import Image
+
+    from datasets.models import DataRow, Dataset, Label, OntologyClass
+    from jobs.models import Job
+    from predictions.models import ModelVersion, PredictionRun
+    from predictions.services import prediction_run_execute
+    from slices.models import SliceMember, Split
+    from slices.services import slice_create_from_ids
+    from tenancy.principal import Principal
+    from training.models import ModelDefinition
+    from training.services import training_run_execute, training_run_start
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-images-", dir=settings.DATA_DIR))
+    settings.LOCAL_READ_ROOTS = [str(folder)]
+    dataset = Dataset.objects.create(project=project, name="images", created_by="bench")
+    colours = {name: OntologyClass.objects.create(project=project, name=name) for name in ("red", "blue")}
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(count):
+        name = "red" if i % 2 else "blue"
+        pixels = np.clip(np.array((220, 30, 30) if i % 2 else (30, 30, 220)) + rng.integers(-30, 30, (64, 64, 3)),
+                         0, 255).astype(np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="PNG")
+        (folder / f"{i}.png").write_bytes(out.getvalue())
+        rows.append((DataRow(dataset=dataset, external_id=str(i), uri=str(folder / f"{i}.png")), name))
+    created = DataRow.objects.bulk_create(row for row, _ in rows)
+    Label.objects.bulk_create(Label(datarow=row, ontology_class=colours[name], kind="classification", source="bench",
+                                    updated_by="bench") for row, (_, name) in zip(created, rows))
+    sliced = slice_create_from_ids(project=project, name="images", created_by="bench",
+                                   datarow_ids=[row.pk for row in created])
+    SliceMember.objects.filter(slice=sliced).update(split=Split.TRAIN)
+    principal = Principal(user_id="bench", email="", tenant_schema="", workspace_id="bench", role="admin",
+                          database="main", expires_at=0)
+    model = ModelDefinition.objects.create(project=project, name="trained", trainer="image-classifier", created_by="b",
+                                           hyperparameters={"image_size": 64, "epochs": 1, "batch_size": 64,
+                                                            "device": "cpu"})
+    run = training_run_start(principal=principal, model=model, slice=sliced, train_splits=["train"],
+                             validation_splits=[])
+    Job.objects.filter(pk=run.job_id).update(status=Job.Status.RUNNING)
+    training_run_execute(run=run, job=Job.objects.get(pk=run.job_id))
+    version = ModelVersion.objects.get(training_run=run)
+    job = Job.objects.create(kind="prediction-run", workspace_id="bench", owner_id="bench", status="running",
+                             celery_task_id="bench")
+    prediction_run = PredictionRun.objects.create(model_version=version, job=job, dataset=dataset, top_k=2,
+                                                  batch_size=64, created_by="bench")
+    started = time.perf_counter()
+    prediction_run_execute(prediction_run=prediction_run, job=job)
+    seconds = time.perf_counter() - started
+    return [f"whole prediction run ({count:,} PNGs, small CNN at 64 px, CPU)", f"{seconds:.1f}",
+            f"{prediction_run.datarow_count / seconds:,.0f} datarows/s",
+            f"{prediction_run.prediction_count / seconds:,.0f} predictions/s"]
 
 
 if __name__ == "__main__":
