@@ -192,3 +192,16 @@ def test_a_run_whose_version_was_imported_meanwhile_is_refused(client, data):
     assert response.status_code == 409 and "colours@1" in response.json()["message"]
     with tenant_scope(TENANT_A):
         assert not TrainingRun.objects.filter(model_id=model["id"]).exists()
+
+
+def test_run_logs_keep_the_newest_lines_and_each_lines_head():
+    from training.services import LOG_LINE_CHARS, LOG_LINES_KEPT, RunLog
+
+    log = RunLog(TrainingRun(logs="earlier line"))
+    for number in range(LOG_LINES_KEPT + 10):
+        log(f"line {number}")
+    log("x" * (LOG_LINE_CHARS + 50) + "\nlast")
+    lines = log.text().splitlines()
+    assert len(lines) == LOG_LINES_KEPT
+    assert lines[0].endswith("line 12") and lines[-1].endswith(" last")
+    assert lines[-2].endswith("x" * LOG_LINE_CHARS) and len(lines[-2]) == len("00:00:00 ") + LOG_LINE_CHARS
