@@ -1,7 +1,12 @@
 """Tiny image datasets written with PIL for the training-core tests: each class is one dominant colour
 under per-pixel noise, so a few optimiser steps separate them."""
 
+import http.server
 import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -27,3 +32,17 @@ def write_colour_images(folder: Path, per_class: int, *, size: int = 20, seed: i
         Image.frombytes("RGB", (size, size), pixels).save(path, quality=90)
         examples.append(Example(key=start_key + number, uri=str(path), target=target))
     return examples
+
+
+@contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """A real HTTP server on loopback serving `folder`; yields its base URL."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *arguments: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,27 +1,19 @@
 """The plain-script opener on local paths, file:// URIs, a real HTTP server on loopback and moto's S3."""
 
-import http.server
-import threading
-from functools import partial
 from urllib.error import HTTPError
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.training.core_data import serving
 from training.core.opener import open_uri
 
 
 @pytest.fixture
 def http_folder(tmp_path):
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *arguments: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(tmp_path) as base_url:
+        yield tmp_path, base_url
 
 
 def test_local_paths_and_file_uris_are_read(tmp_path):

@@ -1,12 +1,15 @@
 """The built-in image classifier on the CPU: it learns, repeats itself for a seed, stops when told, predicts."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.training.core_data import CLASSES, write_colour_images
+from tests.training.core_data import CLASSES, serving, write_colour_images
 from training.core.image_classifier import ImageClassifierTrainer
+from training.core.interface import Example
 from training.core.opener import open_uri
 
 FAST = {"image_size": 16, "batch_size": 8, "learning_rate": 0.01, "epochs": 3}
@@ -154,9 +157,24 @@ def test_predict_yields_top_k_per_batch_best_first_in_item_order(colour_images, 
 
 
 def test_targets_outside_the_classes_are_refused_before_training(colour_images, tmp_path):
-    train_examples, validation_examples = colour_images
+    train_examples, _ = colour_images
 
     with pytest.raises(ValueError, match="target 3, outside the 3 classes"):
         ImageClassifierTrainer().train(
-            train=train_examples, validation=[validation_examples[0].__class__(key=9, uri="x", target=3)],
+            train=train_examples, validation=[Example(key=9, uri="x", target=3)],
             classes=CLASSES, config=FAST, opener=open_uri, output_dir=tmp_path, on_step=print, on_epoch=print, log=print)
+
+
+def test_images_are_read_through_the_opener_from_a_real_http_server(colour_images, tmp_path):
+    train_examples, validation_examples = colour_images
+    folder = Path(train_examples[0].uri).parent.parent
+    steps = []
+
+    with serving(folder) as base_url:
+        def over_http(example):
+            return replace(example, uri=f"{base_url}/{Path(example.uri).parent.name}/{Path(example.uri).name}")
+        result = train(([over_http(e) for e in train_examples], [over_http(e) for e in validation_examples]),
+                       tmp_path, {"epochs": 2}, on_step=steps.append)
+
+    assert len(steps) == 10
+    assert result.epochs[-1].validation_accuracy == 1.0

@@ -97,8 +97,9 @@ class ShuffledBatches:
 
 def decoding_loader(dataset: DecodedImages, batches: ShuffledBatches, *, num_workers: int,
                     pin_memory: bool) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
+    # torch's default of two batches ahead per worker: they travel through /dev/shm, often small in containers.
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
 
 
 class DecodedCache:
@@ -118,7 +119,9 @@ class DecodedCache:
         self.array: np.ndarray | None = None
         self._partial: Path | None = None
         if self.path.exists():
-            self.array = np.load(self.path, mmap_mode="r")
+            array = np.load(self.path, mmap_mode="r")
+            if array.shape == self.shape and array.dtype == np.uint8:
+                self.array = array
 
     @property
     def complete(self) -> bool:
@@ -173,7 +176,8 @@ def cached_batches(cache: DecodedCache, targets: torch.Tensor, batches: list[lis
     def gather(indices: list[int]) -> Batch:
         index = torch.tensor(indices, dtype=torch.long)
         images = torch.empty((len(indices), *array.shape[1:]), dtype=torch.uint8, pin_memory=pin_memory)
-        np.take(array, index.numpy(), axis=0, out=images.numpy(), mode="clip")  # "clip": unbuffered, indices are valid
+        # mode "clip" lets numpy write straight into `out` (the indices are valid anyway)
+        np.take(array, index.numpy(), axis=0, out=images.numpy(), mode="clip")
         return index, images, targets[index]
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cache-reader") as readers:
