@@ -6,7 +6,7 @@ from celery.app.utils import find_app
 from django.conf import settings
 
 from mlops.celery import app as celery_app
-from tests.fresh_process import REPO_ROOT
+from tests.fresh_process import REPO_ROOT, run_python
 from tests.test_compose import load_compose, option_value
 
 
@@ -43,3 +43,16 @@ def test_devstack_serve_starts_a_worker_on_the_training_queue():
                 for call in ast.walk(serve) if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "Popen"]
     workers = [command for command in commands if "worker" in command]
     assert [option_value(command, "-Q") for command in workers] == [None, "training"]
+
+
+def test_the_web_process_serves_the_training_api_and_checks_configs_without_importing_torch():
+    # given: a fresh interpreter with the web's imports (every URL's views) and a config check, as POST models does
+    result = run_python(
+        "import sys, django; django.setup(); import mlops.urls; from django.urls import get_resolver; "
+        "get_resolver().url_patterns; "
+        "from training.services import trainer_config_validate, trainer_resolve; "
+        "trainer_config_validate(trainer=trainer_resolve(name='image-classifier'), config={'epochs': 2}); "
+        "print('torch' in sys.modules)", {"MLOPS_ENV": "test"})
+    # then: torch belongs to the training workers only
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
