@@ -141,7 +141,9 @@ def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> Predic
         items = [Example(key=datarow_id, uri=uri, target=-1) for datarow_id, uri in chunk]
         batches = trainer.predict(artifact_dir=Path(training_run.artifact_uri), items=items, opener=open_uri,
                                   batch_size=prediction_run.batch_size, top_k=prediction_run.top_k)
+        pending = {datarow_id for datarow_id, _ in chunk}
         for batch in batches:
+            _check_batch_keys(batch, pending, trainer=training_run.model.trainer)
             with transaction.atomic(using=WRITER):
                 added, _ = predictions_write(prediction_run=prediction_run, batch=batch, class_ids=class_ids)
                 prediction_run.datarow_count += len(batch)
@@ -152,10 +154,24 @@ def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> Predic
                                 counters={"datarows": prediction_run.datarow_count,
                                           "predictions": prediction_run.prediction_count},
                                 message=f"{prediction_run.datarow_count} of {total} datarows predicted")
+        if pending:
+            raise ApplicationError(f"Trainer '{training_run.model.trainer}' returned no prediction for {len(pending)} "
+                                   f"of the {len(chunk)} datarows it was given (e.g. datarow {min(pending)}).")
     job_report_progress(job=job, done=prediction_run.datarow_count, total=prediction_run.datarow_count,
                         counters={"datarows": prediction_run.datarow_count,
                                   "predictions": prediction_run.prediction_count})
     return prediction_run
+
+
+def _check_batch_keys(batch: list, pending: set[int], *, trainer: str) -> None:
+    """A batch may only predict datarows of its chunk not predicted yet: a trainer that repeats or invents keys
+    would otherwise replace predictions it never made, or skip datarows without a trace."""
+    keys = [key for key, _ in batch]
+    unexpected = [key for key in keys if key not in pending]
+    if unexpected or len(set(keys)) != len(keys):
+        raise ApplicationError(f"Trainer '{trainer}' returned a prediction for datarow {(unexpected or keys)[0]} "
+                               f"that it was not given or had already predicted; nothing of that batch was written.")
+    pending.difference_update(keys)
 
 
 def _stored_members_slice(slice: Slice, *, project_id: int, field: str) -> None:

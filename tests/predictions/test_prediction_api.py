@@ -167,3 +167,25 @@ def test_an_imported_version_has_nothing_to_predict_with(client, trained):
     response = client.post(f"{base}/prediction-runs", {"model_version_id": imported.pk, "dataset_id": data.dataset.pk},
                            format="json")
     assert response.status_code == 400 and "model_version_id" in response.json()["extra"]["fields"]
+
+
+@pytest.mark.parametrize(("plugin", "error"), [
+    ("RepeatingBatchTrainer", "that it was not given or had already predicted"),
+    ("DroppingBatchTrainer", "returned no prediction for 4 of the 16 datarows"),
+])
+def test_a_trainer_that_repeats_or_drops_datarows_fails_the_run(client, trained, django_capture_on_commit_callbacks,
+                                                                 plugin, error):
+    # given: the trained version, now predicting through a plugin that replays or drops a batch (of 6, 6 and 4)
+    data, base, version_id = trained
+    with tenant_scope(TENANT_A):
+        model = TrainingRun.objects.get(model_version__pk=version_id).model
+        model.trainer = f"tests.predictions.trainers:{plugin}"
+        model.save(update_fields=["trainer"])
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=1, batch_size=6)
+    # then: the job failed saying why, and nothing was written twice
+    assert run["status"] == "failed" and error in run["job"]["error"]
+    with tenant_scope(TENANT_A):
+        written = list(Prediction.objects.filter(model_version_id=version_id).values_list("datarow_id", flat=True))
+    assert len(written) == len(set(written)) == run["datarow_count"] == run["prediction_count"]
