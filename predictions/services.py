@@ -180,6 +180,8 @@ def _stored_members_slice(slice: Slice, *, project_id: int, field: str) -> None:
     if slice.kind == Slice.Kind.QUERY:
         raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) here.",
                                {"fields": {field: ["Needs stored members."]}})
+    if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
+        raise Conflict(f"Slice '{slice.name}' is still being frozen; use it once its job has finished.")
 
 
 def selection_create(*, principal: Principal, prediction_run: PredictionRun, selection: Selection, name: str,

@@ -106,6 +106,8 @@ def training_run_start(*, principal: Principal, model: ModelDefinition, slice: S
     if slice.kind == Slice.Kind.QUERY:
         raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) to train on it.",
                                {"fields": {"slice_id": ["Needs stored members."]}})
+    if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
+        raise Conflict(f"Slice '{slice.name}' is still being frozen; train on it once its job has finished.")
     train = _split_values(train_splits, "train_splits")
     validation = _split_values(validation_splits, "validation_splits")
     if set(train) & set(validation):

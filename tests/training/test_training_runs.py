@@ -205,3 +205,18 @@ def test_run_logs_keep_the_newest_lines_and_each_lines_head():
     assert len(lines) == LOG_LINES_KEPT
     assert lines[0].endswith("line 12") and lines[-1].endswith(" last")
     assert lines[-2].endswith("x" * LOG_LINE_CHARS) and len(lines[-2]) == len("00:00:00 ") + LOG_LINE_CHARS
+
+
+def test_a_slice_still_being_frozen_cannot_be_trained_on(client, data):
+    # given: a frozen slice whose freeze job has not filled it yet
+    model = _model(client, data)
+    with tenant_scope(TENANT_A):
+        from slices.models import Slice
+
+        freezing = Slice.objects.create(project=data.project, name="freezing", kind=Slice.Kind.FROZEN,
+                                        query="tags IN ('x')", created_by="t")
+    # when
+    response = client.post(f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs",
+                           {"slice_id": freezing.pk}, format="json")
+    # then
+    assert response.status_code == 409 and "still being frozen" in response.json()["message"]
