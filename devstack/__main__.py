@@ -98,18 +98,49 @@ def run(command: list[str]) -> int:
     return subprocess.call(command, env=env)
 
 
-def serve() -> int:
-    """Migrate, make sure a demo tenant exists, print a token, then serve web + worker until Ctrl-C."""
-    env = {**os.environ, **up(), "MLOPS_DEV_AUTH": os.environ.get("MLOPS_DEV_AUTH", "1")}
-    python = sys.executable
-    manage = [python, str(ROOT / "manage.py")]
+def platform_prepare(env: dict[str, str], *, tenant: str = "demo") -> str:
+    """Migrate, make sure the tenant exists, and return an admin token for it."""
+    manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate_schemas", "--shared"], env=env, check=True)
     subprocess.run([*manage, "migrate_schemas", "--tenant"], env=env, check=True)
-    subprocess.run([*manage, "tenant_create", "--schema", "demo", "--name", "Demo", "--if-missing"], env=env, check=True)
-    token = subprocess.run(
-        [*manage, "issue_token", "--tenant", "demo", "--user", "demo@example.com", "--role", "admin"],
+    subprocess.run([*manage, "tenant_create", "--schema", tenant, "--name", tenant.title(), "--if-missing"], env=env,
+                   check=True)
+    return subprocess.run(
+        [*manage, "issue_token", "--tenant", tenant, "--user", f"{tenant}@example.com", "--role", "admin"],
         env=env, check=True, capture_output=True, text=True,
     ).stdout.strip()
+
+
+def platform_start(env: dict[str, str], port: str) -> list[subprocess.Popen]:
+    """The web server, a worker with beat, and a training worker."""
+    python = sys.executable
+    return [
+        subprocess.Popen([python, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port],
+                         env=env, cwd=ROOT),
+        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
+                          "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT),
+        # Training and prediction runs go to their own queue (settings.CELERY_TASK_ROUTES), one at a time, in the
+        # worker process itself (solo pool): a trainer's DataLoader workers cannot start inside a prefork child.
+        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-Q", "training", "-n", "training@%h",
+                          "-l", "info", "--pool", "solo"], env=env, cwd=ROOT),
+    ]
+
+
+def platform_stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def serve() -> int:
+    """Migrate, make sure a demo tenant exists, print a token, then serve web + workers until Ctrl-C."""
+    env = {**os.environ, **up(), "MLOPS_DEV_AUTH": os.environ.get("MLOPS_DEV_AUTH", "1")}
+    token = platform_prepare(env)
     port = os.environ.get("PORT", "8000")
     print(
         f"\nmlops is up.\n  API:       http://127.0.0.1:{port}/api/v1/\n"
@@ -118,26 +149,15 @@ def serve() -> int:
         f"  Token (tenant demo, admin):\n{token}\n",
         flush=True,
     )
-    children = [
-        subprocess.Popen([python, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port], env=env, cwd=ROOT),
-        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
-                          "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT),
-    ]
-    # Ctrl-C, or a supervisor's SIGTERM: stop both children and the embedded services cleanly.
+    children = platform_start(env, port)
+    # Ctrl-C, or a supervisor's SIGTERM: stop the children and the embedded services cleanly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with suppress(KeyboardInterrupt):
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        platform_stop(children)
         down()
         print("mlops stopped; data kept under", DATA)
     return 0

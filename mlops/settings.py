@@ -146,6 +146,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# Training and inference need torch (and a GPU where there is one): their tasks go to a queue only training
+# workers consume (`celery worker -Q training`), so the default workers stay small and GPU hosts serve only them.
+TRAINING_QUEUE = env_str("TRAINING_QUEUE", "training")
+CELERY_TASK_ROUTES = {
+    "training.tasks.*": {"queue": TRAINING_QUEUE},
+    "predictions.tasks.prediction_run_execute_task": {"queue": TRAINING_QUEUE},
+}
 # A running job whose heartbeat is older than this is failed by the reaper (worker lost).
 JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 5.0)
 JOB_STALE_AFTER_SECONDS = env_float("JOB_STALE_AFTER_SECONDS", 60.0)

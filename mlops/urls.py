@@ -18,6 +18,8 @@ urlpatterns = [
     path("api/v1/projects/<int:project_id>/search", ProjectSearchApi.as_view(), name="project-search"),
     path("api/v1/projects/<int:project_id>/search/", include("search.urls")),
     path("api/v1/projects/<int:project_id>/slices/", include("slices.urls")),
+    path("api/v1/projects/<int:project_id>/", include("training.urls")),
+    path("api/v1/projects/<int:project_id>/", include("predictions.urls")),
 ]
 
 # Unexpected errors answer {"message", "extra": {"request_id"}}, like every other error, not Django's HTML page.

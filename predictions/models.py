@@ -9,6 +9,9 @@ class ModelVersion(models.Model):
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="model_versions")
     name = models.CharField(max_length=200)
     version = models.CharField(max_length=100)
+    # The run that produced it; null for versions imported with their predictions.
+    training_run = models.OneToOneField("training.TrainingRun", null=True, on_delete=models.SET_NULL,
+                                        related_name="model_version")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -20,6 +23,27 @@ class ModelVersion(models.Model):
         return f"{self.name}@{self.version}"
 
 
+class PredictionRun(models.Model):
+    """A model version applied to a slice's members or a dataset's datarows, as a Job."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="runs")
+    job = models.OneToOneField("jobs.Job", on_delete=models.PROTECT, related_name="prediction_run")
+    slice = models.ForeignKey("slices.Slice", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
+    dataset = models.ForeignKey("datasets.Dataset", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
+    top_k = models.PositiveSmallIntegerField()
+    batch_size = models.PositiveIntegerField()
+    datarow_count = models.BigIntegerField(default=0)
+    prediction_count = models.BigIntegerField(default=0)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(slice__isnull=True) | models.Q(dataset__isnull=True),
+                                   name="prediction_run_slice_or_dataset"),
+        ]
+
+
 class Prediction(AnnotationShape):
     """A model version's output on a datarow: a scored class, or a scored object."""
 
@@ -27,10 +51,18 @@ class Prediction(AnnotationShape):
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="predictions")
     score = models.FloatField()
+    # The prediction run that wrote it; null for imported predictions. Selection strategies read a run's rows.
+    # No index of its own: prediction_run_datarow below serves every lookup by run.
+    run = models.ForeignKey(PredictionRun, null=True, on_delete=models.SET_NULL, related_name="predictions",
+                            db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["datarow"], name="prediction_datarow"),
+            models.Index(fields=["run", "datarow"], condition=models.Q(run__isnull=False),
+                         name="prediction_run_datarow"),
             models.Index(fields=["model_version", "ontology_class", "score"], name="prediction_model_class_score"),
+            # A version's top-1 per datarow (metrics, comparisons) walks its rows by datarow.
+            models.Index(fields=["model_version", "datarow"], name="prediction_model_datarow"),
         ]

@@ -122,10 +122,15 @@ def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) ->
 
 
 def start_celery_worker(env: dict[str, str], log_dir: Path, *, name: str, beat: bool = False, concurrency: int = 1,
-                        ready_timeout: float = 60) -> LiveProcess:
-    """A prefork worker (with embedded beat if asked), ready to consume when returned."""
+                        queues: tuple[str, ...] = (), pool: str = "prefork", ready_timeout: float = 60) -> LiveProcess:
+    """A worker (prefork unless told; with embedded beat if asked), ready to consume when returned; `queues`
+    replaces the default queue (e.g. ("training",) for a training worker, which runs the solo pool)."""
     command = [sys.executable, "-m", "celery", "-A", "mlops", "worker", "-l", "info", "--concurrency", str(concurrency),
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    if queues:
+        command += ["-Q", ",".join(queues)]
+    if pool != "prefork":
+        command += ["-P", pool]
     if beat:
         command += ["-B", "-s", str(log_dir / f"{name}-beat-schedule")]
     process, log_path = _spawn(name, command, env, log_dir)

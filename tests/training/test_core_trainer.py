@@ -178,3 +178,13 @@ def test_images_are_read_through_the_opener_from_a_real_http_server(colour_image
 
     assert len(steps) == 10
     assert result.epochs[-1].validation_accuracy == 1.0
+
+
+@pytest.mark.parametrize(("count", "batch_size"), [(16, 5), (11, 5), (10, 5), (1, 5), (6, 5)])
+def test_an_epoch_sees_every_example_once_and_a_last_single_example_joins_the_batch_before(count, batch_size):
+    from training.core.images import epoch_batches
+
+    for seed in (None, 3):
+        batches = epoch_batches(count, batch_size, seed)
+        assert sorted(i for batch in batches for i in batch) == list(range(count))
+        assert all(len(batch) > 1 for batch in batches) or count == 1

@@ -69,7 +69,8 @@ def epoch_batches(count: int, batch_size: int, shuffle_seed: int | None) -> list
         order = torch.randperm(count, generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
     batches = [sorted(order[start:start + batch_size]) for start in range(0, count, batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2] += batches.pop()
+        last = batches.pop()  # popped first: `batches[-2] += batches.pop()` would store into the wrong batch
+        batches[-1] += last
     return batches
 
 

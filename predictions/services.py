@@ -1,0 +1,210 @@
+"""Model versions and prediction runs: register a trained version, apply it to a slice or a dataset as a Job."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.db import connections, transaction
+
+from datasets.models import Dataset
+from jobs.models import Job
+from jobs.services import job_create, job_report_progress
+from mlops.db_routing import WRITER
+from mlops.exceptions import ApplicationError, Conflict
+from mlops.storage import open_uri
+from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
+from predictions.models import ModelVersion, PredictionRun
+from predictions.selection import Selection, selection_sql
+from search.indexing import datarows_changed
+from slices.models import Slice
+from slices.services import slice_create_from_select
+from tenancy.principal import Principal
+
+# Datarows handed to the trainer's predict at once (it batches them by batch_size): reading ids by keyset in
+# chunks keeps memory flat on million-row datasets while loading the weights once per chunk only.
+PREDICTION_CHUNK_ROWS = 8192
+
+
+def model_version_register(*, run) -> ModelVersion:
+    """The version a finished training run produced: named after its model, numbered after the run."""
+    return ModelVersion.objects.create(project_id=run.model.project_id, name=run.model.name, version=str(run.number),
+                                       training_run=run)
+
+
+def prediction_run_start(*, principal: Principal, model_version: ModelVersion, slice: Slice | None = None,
+                         dataset: Dataset | None = None, top_k: int = 5, batch_size: int = 64) -> PredictionRun:
+    from predictions.tasks import prediction_run_execute_task
+
+    if (slice is None) == (dataset is None):
+        raise ApplicationError("Give either a slice or a dataset to predict on.",
+                               {"fields": {"slice_id": ["Exactly one of slice_id and dataset_id is required."]}})
+    run = getattr(model_version, "training_run", None)
+    if run is None or not run.artifact_files:
+        raise ApplicationError(f"Model version {model_version} has no trained artifacts to predict with.",
+                               {"fields": {"model_version_id": ["Needs a version registered by a training run."]}})
+    if slice is not None:
+        _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
+    elif dataset.project_id != model_version.project_id:
+        raise ApplicationError(f"Dataset {dataset.pk} belongs to another project.",
+                               {"fields": {"dataset_id": ["Not found."]}})
+    if not 1 <= top_k <= len(run.classes):
+        raise ApplicationError(f"top_k must be between 1 and the model's {len(run.classes)} classes.",
+                               {"fields": {"top_k": [f"At most {len(run.classes)}."]}})
+    with transaction.atomic(using=WRITER):
+        job = job_create(principal=principal, task=prediction_run_execute_task)
+        prediction_run = PredictionRun.objects.create(model_version=model_version, job=job, slice=slice, dataset=dataset,
+                                                      top_k=top_k, batch_size=batch_size, created_by=principal.user_id)
+        Job.objects.filter(pk=job.pk).update(params={"prediction_run_id": prediction_run.pk})
+    return prediction_run
+
+
+def _target_rows(prediction_run: PredictionRun, *, after: int, limit: int) -> list[tuple[int, str]]:
+    """The next `limit` (datarow id, uri) of the run's slice or dataset after datarow id `after` (keyset)."""
+    if prediction_run.slice_id is not None:
+        sql = """SELECT d.id, d.uri FROM slices_slicemember m JOIN datasets_datarow d ON d.id = m.datarow_id
+                 WHERE m.slice_id = %s AND m.datarow_id > %s ORDER BY m.datarow_id LIMIT %s"""
+        params = [prediction_run.slice_id, after, limit]
+    else:
+        sql = "SELECT id, uri FROM datasets_datarow WHERE dataset_id = %s AND id > %s ORDER BY id LIMIT %s"
+        params = [prediction_run.dataset_id, after, limit]
+    with connections[WRITER].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _target_chunks(prediction_run: PredictionRun) -> Iterator[list[tuple[int, str]]]:
+    after = 0
+    while rows := _target_rows(prediction_run, after=after, limit=PREDICTION_CHUNK_ROWS):
+        yield rows
+        after = rows[-1][0]
+
+
+def _target_count(prediction_run: PredictionRun) -> int:
+    if prediction_run.slice_id is not None:
+        return Slice.objects.using(WRITER).get(pk=prediction_run.slice_id).members.count()
+    return Dataset.objects.using(WRITER).filter(pk=prediction_run.dataset_id).values_list("datarow_count", flat=True)[0]
+
+
+def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, list[tuple[int, float]]]],
+                      class_ids: list[int]) -> tuple[int, int]:
+    """Replace the version's predictions on the batch's datarows with the batch's top-k, in one statement that
+    also keeps the datasets' prediction counts; return (predictions written, predictions replaced)."""
+    datarow_ids = [key for key, _ in batch]
+    rows = [(key, class_ids[index], score) for key, top in batch for index, score in top]
+    with connections[WRITER].cursor() as cursor:
+        cursor.execute("""
+            WITH gone AS (
+                DELETE FROM predictions_prediction p
+                WHERE p.model_version_id = %(version)s AND p.datarow_id = ANY(%(datarows)s)
+                RETURNING p.datarow_id),
+            added AS (
+                INSERT INTO predictions_prediction (datarow_id, model_version_id, run_id, ontology_class_id, kind,
+                                                    score, attributes, created_at)
+                SELECT r.datarow_id, %(version)s, %(run)s, r.class_id, 'classification', r.score, '{}', now()
+                FROM unnest(%(row_datarows)s::bigint[], %(row_classes)s::bigint[], %(row_scores)s::float8[])
+                     AS r(datarow_id, class_id, score)
+                RETURNING datarow_id),
+            delta AS (
+                SELECT d.dataset_id, sum(c.change) AS change
+                FROM (SELECT datarow_id, -1 AS change FROM gone UNION ALL SELECT datarow_id, 1 FROM added) c
+                -- the batch's ids again, so the datarows are found by key rather than by scanning them all
+                JOIN datasets_datarow d ON d.id = c.datarow_id AND d.id = ANY(%(datarows)s)
+                GROUP BY d.dataset_id),
+            counted AS (
+                UPDATE datasets_dataset ds SET prediction_count = ds.prediction_count + delta.change, updated_at = now()
+                FROM delta WHERE ds.id = delta.dataset_id RETURNING ds.id)
+            SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM gone), (SELECT count(*) FROM counted)""", {
+            "version": prediction_run.model_version_id, "run": prediction_run.pk, "datarows": datarow_ids,
+            "row_datarows": [row[0] for row in rows], "row_classes": [row[1] for row in rows],
+            "row_scores": [row[2] for row in rows]})
+        added, replaced, _ = cursor.fetchone()
+    return added, replaced
+
+
+def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> PredictionRun:
+    """Batched inference through the trainer's predict, each batch written (and handed to indexing) as it comes."""
+    # Imported here: the trainers (and torch) load in the training workers only, never in the web process.
+    from training.core.interface import Example
+    from training.core.registry import get_trainer
+
+    model_version = prediction_run.model_version
+    training_run = model_version.training_run
+    trainer = get_trainer(training_run.model.trainer)
+    class_ids = [class_id for class_id, _ in training_run.classes]
+    total = _target_count(prediction_run)
+    for chunk in _target_chunks(prediction_run):
+        items = [Example(key=datarow_id, uri=uri, target=-1) for datarow_id, uri in chunk]
+        batches = trainer.predict(artifact_dir=Path(training_run.artifact_uri), items=items, opener=open_uri,
+                                  batch_size=prediction_run.batch_size, top_k=prediction_run.top_k)
+        pending = {datarow_id for datarow_id, _ in chunk}
+        for batch in batches:
+            _check_batch_keys(batch, pending, trainer=training_run.model.trainer)
+            with transaction.atomic(using=WRITER):
+                added, _ = predictions_write(prediction_run=prediction_run, batch=batch, class_ids=class_ids)
+                prediction_run.datarow_count += len(batch)
+                prediction_run.prediction_count += added
+                prediction_run.save(update_fields=["datarow_count", "prediction_count"])
+                datarows_changed(project_id=model_version.project_id, datarow_ids=[key for key, _ in batch])
+            job_report_progress(job=job, done=prediction_run.datarow_count, total=total,
+                                counters={"datarows": prediction_run.datarow_count,
+                                          "predictions": prediction_run.prediction_count},
+                                message=f"{prediction_run.datarow_count} of {total} datarows predicted")
+        if pending:
+            raise ApplicationError(f"Trainer '{training_run.model.trainer}' returned no prediction for {len(pending)} "
+                                   f"of the {len(chunk)} datarows it was given (e.g. datarow {min(pending)}).")
+    job_report_progress(job=job, done=prediction_run.datarow_count, total=prediction_run.datarow_count,
+                        counters={"datarows": prediction_run.datarow_count,
+                                  "predictions": prediction_run.prediction_count})
+    return prediction_run
+
+
+def _check_batch_keys(batch: list, pending: set[int], *, trainer: str) -> None:
+    """A batch may only predict datarows of its chunk not predicted yet: a trainer that repeats or invents keys
+    would otherwise replace predictions it never made, or skip datarows without a trace."""
+    keys = [key for key, _ in batch]
+    unexpected = [key for key in keys if key not in pending]
+    if unexpected or len(set(keys)) != len(keys):
+        raise ApplicationError(f"Trainer '{trainer}' returned a prediction for datarow {(unexpected or keys)[0]} "
+                               f"that it was not given or had already predicted; nothing of that batch was written.")
+    pending.difference_update(keys)
+
+
+def _stored_members_slice(slice: Slice, *, project_id: int, field: str) -> None:
+    if slice.project_id != project_id:
+        raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {field: ["Not found."]}})
+    if slice.kind == Slice.Kind.QUERY:
+        raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) here.",
+                               {"fields": {field: ["Needs stored members."]}})
+    if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
+        raise Conflict(f"Slice '{slice.name}' is still being frozen; use it once its job has finished.")
+
+
+def selection_create(*, principal: Principal, prediction_run: PredictionRun, selection: Selection, name: str,
+                     pool_slice: Slice | None = None) -> Slice:
+    """The next slice to label: the prediction run's k datarows the strategy ranks first, as an ids slice."""
+    project_id = prediction_run.model_version.project_id
+    if prediction_run.job.status != Job.Status.SUCCEEDED:
+        raise Conflict(f"Prediction run {prediction_run.pk} has not succeeded (it is {prediction_run.job.status}).",
+                       {"status": prediction_run.job.status})
+    if selection.strategy == "disagreement" and selection.unlabeled_only:
+        raise ApplicationError("Disagreement with ground truth needs labelled datarows; drop unlabeled_only.",
+                               {"fields": {"unlabeled_only": ["Not with the disagreement strategy."]}})
+    if pool_slice is not None:
+        _stored_members_slice(pool_slice, project_id=project_id, field="pool_slice_id")
+    sql, params = selection_sql(prediction_run_id=prediction_run.pk, selection=selection)
+    return slice_create_from_select(
+        project=prediction_run.model_version.project, name=name, created_by=principal.user_id, select_sql=sql,
+        params=params, description=f"{selection.strategy}: top {selection.k} of prediction run {prediction_run.pk} "
+                                   f"({prediction_run.model_version})")
+
+
+def model_versions_compare(*, principal: Principal, baseline: ModelVersion, candidate: ModelVersion,
+                           scope: Scope = Scope(), disagreement_slice_name: str) -> tuple[dict, Slice]:
+    """Per-class deltas of `candidate` over `baseline`, and an ids slice of the datarows their top-1 disagree on."""
+    if baseline.project_id != candidate.project_id:
+        raise ApplicationError("Both model versions must belong to the same project.")
+    comparison = classification_comparison(baseline=baseline, candidate=candidate, scope=scope)
+    sql, params = top1_disagreement_sql(baseline=baseline, candidate=candidate, scope=scope)
+    disagreements = slice_create_from_select(
+        project=baseline.project, name=disagreement_slice_name, created_by=principal.user_id, select_sql=sql,
+        params=params, description=f"top-1 of {baseline} and {candidate} disagree")
+    return comparison, disagreements

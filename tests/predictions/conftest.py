@@ -1,0 +1,104 @@
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import TENANT_A
+from tests.training.conftest import storage  # noqa: F401  (images and artifacts under tmp_path)
+
+
+@pytest.fixture
+def in_tenant_a():
+    from tenancy.context import tenant_scope
+
+    with tenant_scope(TENANT_A) as tenant:
+        yield tenant
+
+
+@pytest.fixture
+def principal():
+    """An editor of workspace ws-1 in tenant A."""
+    from tenancy.principal import Principal
+
+    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
+                     role="editor", database="main", expires_at=int(time.time()) + 3600)
+
+
+@dataclass
+class World:
+    """A project with datarows, classes, labels and predictions written straight to the tables."""
+
+    project: object
+    dataset: object
+    classes: dict[str, int] = field(default_factory=dict)
+
+    def rows(self, count: int) -> list[int]:
+        from datasets.models import DataRow
+
+        start = DataRow.objects.filter(dataset=self.dataset).count()
+        made = DataRow.objects.bulk_create(
+            DataRow(dataset=self.dataset, external_id=f"r{i}", uri=f"s3://bucket/{i}.png")
+            for i in range(start, start + count))
+        return [row.pk for row in made]
+
+    def class_id(self, name: str) -> int:
+        from datasets.models import OntologyClass
+
+        if name not in self.classes:
+            self.classes[name] = OntologyClass.objects.create(project=self.project, name=name).pk
+        return self.classes[name]
+
+    def label(self, datarow_id: int, name: str, *, box=None) -> None:
+        from datasets.models import Label
+
+        x, y, w, h = box or (None, None, None, None)
+        Label.objects.create(datarow_id=datarow_id, ontology_class_id=self.class_id(name),
+                             kind="box" if box else "classification", x=x, y=y, w=w, h=h,
+                             area=w * h if box else None, source="test", updated_by="test")
+
+    def model_version(self, name: str = "m", version: str = "1"):
+        from predictions.models import ModelVersion
+
+        return ModelVersion.objects.create(project=self.project, name=name, version=version)
+
+    def prediction_run(self, model_version, *, status: str = "succeeded"):
+        from jobs.models import Job
+        from predictions.models import PredictionRun
+
+        job = Job.objects.create(kind="prediction-run", workspace_id="ws-1", owner_id="test", status=status,
+                                 celery_task_id=str(uuid.uuid4()))
+        return PredictionRun.objects.create(model_version=model_version, job=job, dataset=self.dataset, top_k=3,
+                                            batch_size=8, created_by="test")
+
+    def predict(self, model_version, datarow_id: int, scores: dict[str, float], *, run=None) -> None:
+        from predictions.models import Prediction
+
+        Prediction.objects.bulk_create(
+            Prediction(datarow_id=datarow_id, model_version=model_version, run=run, kind="classification",
+                       ontology_class_id=self.class_id(name), score=score) for name, score in scores.items())
+
+    def predict_box(self, model_version, datarow_id: int, name: str, box, score: float) -> None:
+        from predictions.models import Prediction
+
+        x, y, w, h = box
+        Prediction.objects.create(datarow_id=datarow_id, model_version=model_version, kind="box",
+                                  ontology_class_id=self.class_id(name), score=score, x=x, y=y, w=w, h=h, area=w * h)
+
+    def ids_slice(self, name: str, datarow_ids: list[int], splits: dict[int, int] | None = None):
+        from slices.models import SliceMember
+        from slices.services import slice_create_from_ids
+
+        created = slice_create_from_ids(project=self.project, name=name, created_by="test", datarow_ids=datarow_ids)
+        for datarow_id, split in (splits or {}).items():
+            SliceMember.objects.filter(slice=created, datarow_id=datarow_id).update(split=split)
+        return created
+
+
+@pytest.fixture
+def world(in_tenant_a) -> World:
+    from datasets.models import Dataset
+    from projects.models import Project
+
+    project = Project.objects.create(workspace_id="ws-1", name=f"pred-{uuid.uuid4().hex[:8]}", created_by="tester")
+    return World(project=project, dataset=Dataset.objects.create(project=project, name="main", created_by="tester"))

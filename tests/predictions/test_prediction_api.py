@@ -1,0 +1,191 @@
+"""Prediction runs, metrics, comparisons and selections over REST; jobs run eagerly with the real trainer."""
+
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import accuracy_score
+
+from datasets.models import Dataset, Label
+from predictions.models import ModelVersion, Prediction
+from slices.models import SliceMember, Split
+from tenancy.context import tenant_scope
+from tests.conftest import TENANT_A
+from tests.training.conftest import TINY_CONFIG, make_image_data
+from training.core.interface import Example
+from training.core.registry import get_trainer
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client(make_token, api_client):
+    return api_client(make_token(TENANT_A))
+
+
+@pytest.fixture
+def trained(client, storage, celery_eager, django_capture_on_commit_callbacks):
+    """Image data and a model version trained on it (the run's job already succeeded)."""
+    with tenant_scope(TENANT_A):
+        data = make_image_data(storage)
+    base = f"/api/v1/projects/{data.project.pk}"
+    model = client.post(f"{base}/models", {"name": "colours", "hyperparameters": TINY_CONFIG}, format="json").json()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = client.post(f"{base}/models/{model['id']}/runs", {"slice_id": data.slice.pk}, format="json").json()
+    run = client.get(f"{base}/training-runs/{run['id']}").json()
+    assert run["status"] == "succeeded", run["error"]
+    return data, base, run["model_version_id"]
+
+
+def _predict(client, base, django_capture_on_commit_callbacks, **body) -> dict:
+    with django_capture_on_commit_callbacks(execute=True):
+        started = client.post(f"{base}/prediction-runs", body, format="json")
+    assert started.status_code == 202, started.content
+    return client.get(f"{base}/prediction-runs/{started.json()['id']}").json()
+
+
+def test_a_prediction_run_writes_the_trainers_top_k_for_every_datarow(client, trained,
+                                                                     django_capture_on_commit_callbacks):
+    # given
+    data, base, version_id = trained
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=2, batch_size=6)
+    # then
+    assert run["status"] == "succeeded", run["job"]["error"]
+    assert (run["datarow_count"], run["prediction_count"]) == (16, 32)
+    assert run["job"]["progress"] == {"done": 16, "total": 16}
+    with tenant_scope(TENANT_A):
+        stored = {}
+        for p in Prediction.objects.filter(model_version_id=version_id).order_by("datarow_id", "-score"):
+            assert p.run_id == run["id"] and p.kind == "classification"
+            stored.setdefault(p.datarow_id, []).append((p.ontology_class.name, p.score))
+        assert Dataset.objects.get(pk=data.dataset.pk).prediction_count == 32
+        training_run = TrainingRun.objects.get(model_version__pk=version_id)
+        items = [Example(key=datarow_id, uri=data_uri, target=-1) for datarow_id, data_uri in
+                 data.dataset.datarows.order_by("id").values_list("id", "uri")]
+    # exactly what the trainer's own predict gives for the same artifacts
+    expected = {key: [(training_run.classes[index][1], score) for index, score in top]
+                for batch in get_trainer("image-classifier").predict(
+                    artifact_dir=Path(training_run.artifact_uri), items=items, opener=_open, batch_size=16, top_k=2)
+                for key, top in batch}
+    assert stored.keys() == expected.keys() == set(data.datarow_ids)
+    for datarow_id, top in stored.items():
+        assert [name for name, _ in top] == [name for name, _ in expected[datarow_id]]
+        assert [score for _, score in top] == pytest.approx([score for _, score in expected[datarow_id]], abs=1e-5)
+
+
+def _open(uri: str):
+    return open(uri, "rb")
+
+
+def test_predicting_again_on_a_slice_replaces_that_versions_predictions_there(client, trained,
+                                                                             django_capture_on_commit_callbacks):
+    # given
+    data, base, version_id = trained
+    first = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                     dataset_id=data.dataset.pk, top_k=2)
+    with tenant_scope(TENANT_A):
+        few = data.datarow_ids[:5]
+        from slices.services import slice_create_from_ids
+
+        sliced = slice_create_from_ids(project=data.project, name="few", created_by="t", datarow_ids=few)
+    # when
+    second = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                      slice_id=sliced.pk, top_k=1)
+    # then
+    assert (second["datarow_count"], second["prediction_count"]) == (5, 5)
+    with tenant_scope(TENANT_A):
+        by_run = {r: set(Prediction.objects.filter(model_version_id=version_id, run_id=r)
+                         .values_list("datarow_id", flat=True)) for r in (first["id"], second["id"])}
+        assert by_run[second["id"]] == set(few)
+        assert by_run[first["id"]] == set(data.datarow_ids) - set(few)
+        assert Prediction.objects.filter(model_version_id=version_id).count() == 11 * 2 + 5
+        assert Dataset.objects.get(pk=data.dataset.pk).prediction_count == 11 * 2 + 5
+
+
+def test_metrics_selection_and_comparison_over_rest(client, trained, django_capture_on_commit_callbacks):
+    # given: predictions of the trained version, and an imported version that says "red" everywhere
+    data, base, version_id = trained
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=2)
+    with tenant_scope(TENANT_A):
+        constant = ModelVersion.objects.create(project=data.project, name="always-red", version="1")
+        red = Label.objects.filter(datarow__dataset=data.dataset, ontology_class__name="red").first().ontology_class
+        Prediction.objects.bulk_create(Prediction(datarow_id=r, model_version=constant, ontology_class=red, score=1.0,
+                                                  kind="classification") for r in data.datarow_ids)
+        top1 = {}
+        for p in Prediction.objects.filter(model_version_id=version_id).order_by("datarow_id", "-score", "id"):
+            top1.setdefault(p.datarow_id, (p.ontology_class.name, p.score))
+        validation = set(SliceMember.objects.filter(slice=data.slice, split=Split.VALIDATION)
+                         .values_list("datarow_id", flat=True))
+    # when
+    metrics = client.get(f"{base}/model-versions/{version_id}/metrics",
+                         {"slice_id": data.slice.pk, "splits": "validation"})
+    selected = client.post(f"{base}/prediction-runs/{run['id']}/selections",
+                           {"name": "unsure", "strategy": "least_confidence", "k": 3}, format="json")
+    compared = client.post(f"{base}/model-versions/compare",
+                           {"baseline_id": constant.pk, "candidate_id": version_id,
+                            "disagreement_slice_name": "trained-vs-red"}, format="json")
+    no_boxes = client.get(f"{base}/model-versions/{version_id}/detection-metrics")
+    # then
+    assert metrics.status_code == 200, metrics.content
+    assert metrics.json()["datarows"] == len(validation) == 4
+    assert metrics.json()["accuracy"] == pytest.approx(accuracy_score(
+        [data.classes[r] for r in sorted(validation)], [top1[r][0] for r in sorted(validation)]))
+    assert selected.status_code == 201, selected.content
+    least_sure = sorted(top1, key=lambda r: (top1[r][1], r))[:3]
+    with tenant_scope(TENANT_A):
+        assert set(SliceMember.objects.filter(slice_id=selected.json()["id"]).values_list("datarow_id", flat=True)) \
+            == set(least_sure)
+    assert compared.status_code == 201, compared.content
+    body = compared.json()
+    assert body["baseline"]["accuracy"] == pytest.approx(0.5)
+    assert body["disagreement_slice"]["member_count"] == sum(1 for name, _ in top1.values() if name != "red")
+    red_recall = body["candidate"]["per_class"]["red"]["recall"]
+    assert body["per_class_deltas"]["red"]["recall"] == pytest.approx(red_recall - 1)
+    assert no_boxes.status_code == 200 and no_boxes.json()["map"] is None
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"top_k": 3}, "top_k"),  # the model knows 2 classes
+    ({"slice_id": "SLICE"}, "slice_id"),  # both a slice and a dataset
+])
+def test_a_prediction_run_that_cannot_run_is_refused(client, trained, body, field):
+    data, base, version_id = trained
+    body = {"model_version_id": version_id, "dataset_id": data.dataset.pk,
+            **{key: data.slice.pk if value == "SLICE" else value for key, value in body.items()}}
+    response = client.post(f"{base}/prediction-runs", body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["extra"]["fields"]
+
+
+def test_an_imported_version_has_nothing_to_predict_with(client, trained):
+    data, base, _ = trained
+    with tenant_scope(TENANT_A):
+        imported = ModelVersion.objects.create(project=data.project, name="outside", version="7")
+    response = client.post(f"{base}/prediction-runs", {"model_version_id": imported.pk, "dataset_id": data.dataset.pk},
+                           format="json")
+    assert response.status_code == 400 and "model_version_id" in response.json()["extra"]["fields"]
+
+
+@pytest.mark.parametrize(("plugin", "error"), [
+    ("RepeatingBatchTrainer", "that it was not given or had already predicted"),
+    ("DroppingBatchTrainer", "returned no prediction for 4 of the 16 datarows"),
+])
+def test_a_trainer_that_repeats_or_drops_datarows_fails_the_run(client, trained, django_capture_on_commit_callbacks,
+                                                                 plugin, error):
+    # given: the trained version, now predicting through a plugin that replays or drops a batch (of 6, 6 and 4)
+    data, base, version_id = trained
+    with tenant_scope(TENANT_A):
+        model = TrainingRun.objects.get(model_version__pk=version_id).model
+        model.trainer = f"tests.predictions.trainers:{plugin}"
+        model.save(update_fields=["trainer"])
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=1, batch_size=6)
+    # then: the job failed saying why, and nothing was written twice
+    assert run["status"] == "failed" and error in run["job"]["error"]
+    with tenant_scope(TENANT_A):
+        written = list(Prediction.objects.filter(model_version_id=version_id).values_list("datarow_id", flat=True))
+    assert len(written) == len(set(written)) == run["datarow_count"] == run["prediction_count"]

@@ -1,0 +1,130 @@
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.serializers import JobOutputSerializer
+from mlops.pagination import CreatedCursorPagination
+from projects.selectors import project_get
+from slices.selectors import slice_get
+from training.models import ModelDefinition
+from training.selectors import model_definition_get, model_definition_list, training_run_get, training_run_list
+from training.services import SPLIT_NAMES, model_definition_create, training_run_start
+
+
+class ModelDefinitionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    project_id = serializers.IntegerField()
+    name = serializers.CharField()
+    task = serializers.CharField()
+    trainer = serializers.CharField()
+    hyperparameters = serializers.JSONField()
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class TrainingRunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model_id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    status = serializers.CharField(source="job.status")
+    job = JobOutputSerializer()
+    slice_id = serializers.IntegerField(allow_null=True)
+    train_splits = serializers.JSONField()
+    validation_splits = serializers.JSONField()
+    config = serializers.JSONField()
+    classes = serializers.SerializerMethodField()
+    train_examples = serializers.IntegerField()
+    validation_examples = serializers.IntegerField()
+    epochs = serializers.JSONField()
+    device = serializers.CharField()
+    artifact_uri = serializers.CharField()
+    artifact_files = serializers.JSONField()
+    error = serializers.CharField()
+    model_version_id = serializers.SerializerMethodField()
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_classes(self, run) -> list[str]:
+        return [name for _, name in run.classes]
+
+    def get_model_version_id(self, run) -> int | None:
+        version = getattr(run, "model_version", None)
+        return version.pk if version else None
+
+
+class TrainingRunLogsOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(source="job.status")
+    logs = serializers.CharField()
+    error = serializers.CharField()
+
+
+class ModelDefinitionListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        task = serializers.ChoiceField(choices=ModelDefinition.Task.choices, default=ModelDefinition.Task.CLASSIFICATION)
+        trainer = serializers.CharField(max_length=300, default="image-classifier")
+        hyperparameters = serializers.DictField(default=dict)
+
+    def get(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        paginator = CreatedCursorPagination()
+        page = paginator.paginate_queryset(model_definition_list(project=project), request, view=self)
+        return paginator.get_paginated_response(ModelDefinitionOutputSerializer(page, many=True).data)
+
+    def post(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = model_definition_create(principal=request.user, project=project, **data.validated_data)
+        return Response(ModelDefinitionOutputSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDefinitionDetailApi(APIView):
+    def get(self, request, project_id: int, model_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        return Response(ModelDefinitionOutputSerializer(model_definition_get(project=project, model_id=model_id)).data)
+
+
+class TrainingRunListStartApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        slice_id = serializers.IntegerField()
+        train_splits = serializers.ListField(child=serializers.ChoiceField(choices=list(SPLIT_NAMES)),
+                                             default=["train"], allow_empty=False)
+        validation_splits = serializers.ListField(child=serializers.ChoiceField(choices=list(SPLIT_NAMES)),
+                                                  default=["validation"])
+        config = serializers.DictField(default=dict)
+
+    def get(self, request, project_id: int, model_id: int):
+        model = model_definition_get(project=project_get(principal=request.user, project_id=project_id),
+                                     model_id=model_id)
+        paginator = CreatedCursorPagination()
+        page = paginator.paginate_queryset(training_run_list(model=model), request, view=self)
+        return paginator.get_paginated_response(TrainingRunOutputSerializer(page, many=True).data)
+
+    def post(self, request, project_id: int, model_id: int):
+        """202 with the queued run: follow its job on ws/jobs/<job id>/, cancel it with POST jobs/<id>/cancel."""
+        project = project_get(principal=request.user, project_id=project_id)
+        model = model_definition_get(project=project, model_id=model_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        options = data.validated_data
+        run = training_run_start(principal=request.user, model=model,
+                                 slice=slice_get(project=project, slice_id=options["slice_id"]),
+                                 train_splits=options["train_splits"], validation_splits=options["validation_splits"],
+                                 config_overrides=options["config"])
+        return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetailApi(APIView):
+    def get(self, request, project_id: int, run_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        return Response(TrainingRunOutputSerializer(training_run_get(project=project, run_id=run_id)).data)
+
+
+class TrainingRunLogsApi(APIView):
+    def get(self, request, project_id: int, run_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
+        return Response(TrainingRunLogsOutputSerializer(training_run_get(project=project, run_id=run_id)).data)

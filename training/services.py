@@ -1,0 +1,227 @@
+"""Model definitions and training runs: create, start (snapshot the labels, queue the job), execute."""
+
+import traceback
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.services import JobCancelled, job_create, job_report_progress
+from mlops.db_routing import WRITER
+from mlops.exceptions import ApplicationError, Conflict
+from mlops.storage import open_uri, tenant_path
+from predictions.ground_truth import classification_truth_sql
+from predictions.selectors import model_version_exists
+from predictions.services import model_version_register
+from projects.models import Project
+from slices.models import Slice, Split
+from tenancy.principal import Principal
+from training.core.interface import ConfigError, EpochMetrics, StepProgress, Trainer
+from training.core.registry import get_trainer
+from training.models import ModelDefinition, TrainingRun
+from training.selectors import training_examples
+
+SPLIT_NAMES = {split.label: split.value for split in Split}
+# A run keeps its last log lines (and each line's head): enough to diagnose, bounded however long it trains.
+LOG_LINES_KEPT = 2000
+LOG_LINE_CHARS = 1000
+
+
+def trainer_resolve(*, name: str) -> Trainer:
+    try:
+        return get_trainer(name)
+    except (LookupError, ImportError, ValueError) as error:
+        # The registry's message names the trainer and why (unknown name, module not importable, no such class).
+        raise ApplicationError(str(error), {"fields": {"trainer": [str(error)]}}) from error
+
+
+def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
+    """The trainer's own validation (defaults filled in); a bad value is a 400 naming the key. Where the decoded
+    image cache lives is the platform's choice (per slice, in tenant storage), never a folder a user names."""
+    if config.get("cache_dir") is not None:
+        raise ApplicationError(f"Invalid {field}: cache_dir is chosen by the platform; leave it out.",
+                               {"fields": {f"{field}.cache_dir": ["Set by the platform."]}})
+    try:
+        return trainer.validate_config(dict(config))
+    except ConfigError as error:
+        raise ApplicationError(f"Invalid {field}: {error}",
+                               {"fields": {f"{field}.{error.key}": [error.message]}}) from error
+
+
+def model_definition_create(*, principal: Principal, project: Project, name: str, trainer: str,
+                            hyperparameters: dict, task: str = ModelDefinition.Task.CLASSIFICATION) -> ModelDefinition:
+    config = trainer_config_validate(trainer=trainer_resolve(name=trainer), config=hyperparameters)
+    if ModelDefinition.objects.filter(project=project, name=name).exists():
+        raise Conflict(f"A model named '{name}' already exists in project {project.pk}.",
+                       {"fields": {"name": ["Taken."]}})
+    # Its runs register versions under this name: it must not be one that imported predictions use.
+    if model_version_exists(project=project, name=name):
+        raise Conflict(f"Model versions named '{name}' were imported into project {project.pk}; choose another name.",
+                       {"fields": {"name": ["Used by imported model versions."]}})
+    return ModelDefinition.objects.create(project=project, name=name, task=task, trainer=trainer,
+                                          hyperparameters=config, created_by=principal.user_id)
+
+
+def _split_values(names: list[str], field: str) -> list[int]:
+    unknown = [name for name in names if name not in SPLIT_NAMES]
+    if unknown:
+        raise ApplicationError(f"Unknown split {unknown[0]!r}.", {"fields": {field: [f"Use {', '.join(SPLIT_NAMES)}."]}})
+    return [SPLIT_NAMES[name] for name in names]
+
+
+def _snapshot_examples(*, run: TrainingRun, splits: list[int]) -> None:
+    """The labelled members of the run's splits, with their classes as of now, in one INSERT ... SELECT."""
+    truth = classification_truth_sql(
+        "EXISTS (SELECT 1 FROM slices_slicemember sm WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)")
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
+            SELECT %(run)s, m.datarow_id, m.split, t.ontology_class_id
+            FROM slices_slicemember m JOIN ({truth}) t ON t.datarow_id = m.datarow_id
+            WHERE m.slice_id = %(slice)s AND m.split = ANY(%(splits)s)""",
+                       {"run": run.pk, "slice": run.slice_id, "splits": splits})
+
+
+def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[list, int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT o.id, o.name FROM datasets_ontologyclass o
+            WHERE o.id IN (SELECT DISTINCT ontology_class_id FROM training_trainingexample WHERE run_id = %s)
+            ORDER BY o.name""", [run.pk])
+        classes = [list(row) for row in cursor.fetchall()]
+        cursor.execute("""
+            SELECT count(*) FILTER (WHERE NOT split = ANY(%s)), count(*) FILTER (WHERE split = ANY(%s))
+            FROM training_trainingexample WHERE run_id = %s""", [validation, validation, run.pk])
+        train_count, validation_count = cursor.fetchone()
+    return classes, train_count, validation_count
+
+
+def training_run_start(*, principal: Principal, model: ModelDefinition, slice: Slice, train_splits: list[str],
+                       validation_splits: list[str], config_overrides: dict | None = None) -> TrainingRun:
+    """A queued run on `slice` (its stored members and split), with the labels it will train on snapshotted now."""
+    from training.tasks import training_run_execute_task
+
+    if slice.project_id != model.project_id:
+        raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {"slice_id": ["Not found."]}})
+    if slice.kind == Slice.Kind.QUERY:
+        raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) to train on it.",
+                               {"fields": {"slice_id": ["Needs stored members."]}})
+    if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
+        raise Conflict(f"Slice '{slice.name}' is still being frozen; train on it once its job has finished.")
+    train = _split_values(train_splits, "train_splits")
+    validation = _split_values(validation_splits, "validation_splits")
+    if set(train) & set(validation):
+        raise ApplicationError("A split cannot be used both to train and to validate.",
+                               {"fields": {"validation_splits": ["Overlaps train_splits."]}})
+    config = trainer_config_validate(trainer=trainer_resolve(name=model.trainer),
+                                     config={**model.hyperparameters, **(config_overrides or {})}, field="config")
+    with transaction.atomic(using=WRITER):
+        # Numbers runs one after another, even when two start at once.
+        ModelDefinition.objects.select_for_update().filter(pk=model.pk).first()
+        number = (model.runs.aggregate(last=Max("number"))["last"] or 0) + 1
+        if model_version_exists(project=model.project, name=model.name, version=str(number)):
+            raise Conflict(f"Model version {model.name}@{number}, which this run would register, was imported "
+                           f"meanwhile; rename the model or remove those predictions.")
+        job = job_create(principal=principal, task=training_run_execute_task)
+        run = TrainingRun.objects.create(model=model, number=number, job=job, slice=slice, train_splits=train_splits,
+                                         validation_splits=validation_splits, config=config,
+                                         created_by=principal.user_id)
+        _snapshot_examples(run=run, splits=train + validation)
+        run.classes, run.train_examples, run.validation_examples = _classes_and_counts(run=run, validation=validation)
+        if not run.train_examples:
+            raise ApplicationError(f"Slice '{slice.name}' has no member with a classification label in "
+                                   f"{', '.join(train_splits)}.", {"fields": {"slice_id": ["Nothing to train on."]}})
+        run.save(update_fields=["classes", "train_examples", "validation_examples"])
+        # The message goes out on commit and carries only the job id; the job's params name the run.
+        Job.objects.filter(pk=job.pk).update(params={"training_run_id": run.pk})
+    return run
+
+
+class RunLog:
+    """The run's log lines, bounded (the newest kept), written to the run at each epoch and at the end."""
+
+    def __init__(self, run: TrainingRun):
+        self._lines = deque(run.logs.splitlines(), maxlen=LOG_LINES_KEPT)
+
+    def __call__(self, line: str) -> None:
+        stamp = timezone.now().strftime("%H:%M:%S")
+        for part in str(line).splitlines() or [""]:
+            self._lines.append(f"{stamp} {part[:LOG_LINE_CHARS]}")
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+
+def _progress_counters(progress: StepProgress) -> dict:
+    return {"epoch": progress.epoch, "epochs": progress.epochs, "step": progress.step, "steps": progress.steps,
+            "loss": progress.loss, "accuracy": progress.accuracy, "images_per_second": progress.images_per_second,
+            "eta_seconds": progress.eta_seconds}
+
+
+def training_run_execute(*, run: TrainingRun, job: Job) -> TrainingRun:
+    """Train, report every step on the job (a cancel request stops it at the next step), register the version.
+
+    A failure or a cancel keeps the logs (and the error) on the run, then propagates to the job runner."""
+    log = RunLog(run)
+    output_dir = _output_dir(run)
+    run.started_at, run.artifact_uri = timezone.now(), str(output_dir)
+    run.save(update_fields=["started_at", "artifact_uri"])
+
+    def on_step(progress: StepProgress) -> None:
+        done = (progress.epoch - 1) * progress.steps + progress.step
+        job_report_progress(job=job, done=done, total=progress.epochs * progress.steps,
+                            counters=_progress_counters(progress),
+                            message=f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
+                                    f"loss {progress.loss:.4f}")
+
+    def on_epoch(metrics: EpochMetrics) -> None:
+        run.epochs = [*run.epochs, asdict(metrics)]
+        run.logs = log.text()
+        run.save(update_fields=["epochs", "logs"])
+
+    try:
+        trainer = trainer_resolve(name=run.model.trainer)
+        train, validation = training_examples(run=run)
+        log(f"training {run.model.name} run {run.number} with {run.model.trainer}: {len(train)} training and "
+            f"{len(validation)} validation examples, {len(run.classes)} classes")
+        result = trainer.train(train=train, validation=validation, classes=[name for _, name in run.classes],
+                               config=_config_with_cache(run), opener=open_uri, output_dir=output_dir, on_step=on_step,
+                               on_epoch=on_epoch, log=log)
+    except JobCancelled:
+        log("cancelled on request")
+        _end(run, log)
+        raise
+    except Exception as error:
+        log(traceback.format_exc())
+        _end(run, log, error=f"{type(error).__name__}: {error}")
+        raise
+    run.device, run.artifact_files = result.device, list(result.artifact_files)
+    log(f"finished on {result.device}; artifacts {', '.join(result.artifact_files)} in {run.artifact_uri}")
+    with transaction.atomic(using=WRITER):
+        _end(run, log)
+        model_version_register(run=run)
+    return run
+
+
+def _config_with_cache(run: TrainingRun) -> dict:
+    """A decoded-image cache per slice in tenant storage, so later runs on the slice skip decoding (the cache
+    checks that it holds the same images at the same size before it is reused)."""
+    if run.config.get("cache") != "decoded" or run.slice_id is None:
+        return run.config
+    return {**run.config, "cache_dir": str(tenant_path("training", "decoded-cache", f"slice-{run.slice_id}"))}
+
+
+def _output_dir(run: TrainingRun) -> Path:
+    """The run's artifacts folder in the tenant's storage."""
+    path = tenant_path("training", "runs", str(run.pk), "artifacts")
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _end(run: TrainingRun, log: RunLog, *, error: str = "") -> None:
+    run.logs, run.error, run.finished_at = log.text(), error, timezone.now()
+    run.save(update_fields=["logs", "error", "finished_at", "device", "artifact_files"])
