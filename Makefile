@@ -24,6 +24,11 @@ test: $(STAMP)
 	MLOPS_ENV=test $(PY) -m devstack run -- $(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start ))s"; exit $$status
 
+# The whole loop over the REST API on scikit-learn's digits: import, query, slice, split, train, predict, pick by
+# least confidence or at random, reveal labels, retrain; prints every model's held-out accuracy.
+demo: $(STAMP)
+	MLOPS_ENV=development $(PY) -m demo
+
 services-down:
 	$(PY) -m devstack down
 

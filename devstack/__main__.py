@@ -111,18 +111,19 @@ def platform_prepare(env: dict[str, str], *, tenant: str = "demo") -> str:
     ).stdout.strip()
 
 
-def platform_start(env: dict[str, str], port: str) -> list[subprocess.Popen]:
-    """The web server, a worker with beat, and a training worker."""
+def platform_start(env: dict[str, str], port: str, *, output=None) -> list[subprocess.Popen]:
+    """The web server, a worker with beat, and a training worker; their output to `output` (a file) if given."""
     python = sys.executable
+    streams = {"stdout": output, "stderr": subprocess.STDOUT} if output is not None else {}
     return [
         subprocess.Popen([python, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port],
-                         env=env, cwd=ROOT),
+                         env=env, cwd=ROOT, **streams),
         subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
-                          "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT),
+                          "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT, **streams),
         # Training and prediction runs go to their own queue (settings.CELERY_TASK_ROUTES), one at a time, in the
         # worker process itself (solo pool): a trainer's DataLoader workers cannot start inside a prefork child.
         subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-Q", "training", "-n", "training@%h",
-                          "-l", "info", "--pool", "solo"], env=env, cwd=ROOT),
+                          "-l", "info", "--pool", "solo"], env=env, cwd=ROOT, **streams),
     ]
 
 
