@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from websockets.sync.client import connect as websocket_connect
@@ -201,4 +200,3 @@ def _reveal_labels(platform: Platform, project_id: int, dataset_id: int, slice_i
                           json={"class_name": oracle[row["external_id"]]})
     platform.call("POST", f"projects/{project_id}/datasets/{dataset_id}/datarows/tags",
                   json={"datarow_ids": [row["id"] for row in members], "add": [tag]})
-

@@ -1,3 +1,4 @@
+import time
 import uuid
 
 import pytest
@@ -79,3 +80,20 @@ def celery_eager(settings):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = was_eager
+
+
+@pytest.fixture
+def in_tenant_a():
+    from tenancy.context import tenant_scope
+
+    with tenant_scope(TENANT_A) as tenant:
+        yield tenant
+
+
+@pytest.fixture
+def principal():
+    """Who acts in the service-level tests: an editor of workspace ws-1 in tenant A."""
+    from tenancy.principal import Principal
+
+    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
+                     role="editor", database="main", expires_at=int(time.time()) + 3600)

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 import orjson
 from django.db import connections
 
-
 _OBJECT = "'kind', o.kind, 'x', o.x, 'y', o.y, 'w', o.w, 'h', o.h, 'area', o.area, 'attributes', o.attributes"
 _DATAROWS = f"""
     SELECT d.id, d.dataset_id, d.external_id, d.uri, d.width, d.height, d.created_at, d.updated_at, d.metadata, d.tags,

@@ -1,4 +1,3 @@
-import time
 
 import pytest
 
@@ -9,23 +8,6 @@ from tests.conftest import TENANT_A
 def in_memory_channel_layer(settings):
     """Events sent from this process stay in it; the live tests' workers and server use Redis."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture
-def in_tenant_a():
-    from tenancy.context import tenant_scope
-
-    with tenant_scope(TENANT_A) as tenant:
-        yield tenant
-
-
-@pytest.fixture
-def principal():
-    """Who starts jobs in the unit tests: an editor of workspace ws-1 in tenant A."""
-    from tenancy.principal import Principal
-
-    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
-                     role="editor", database="main", expires_at=int(time.time()) + 3600)
 
 
 @pytest.fixture

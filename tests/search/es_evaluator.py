@@ -14,6 +14,7 @@ from datetime import datetime
 from search.engines.elasticsearch_documents import KEYWORD_IGNORE_ABOVE
 from search.ql.validation import parse_datetime
 
+
 def analyze(text: str) -> list[str]:
     """The `words` analyzer: runs of letters and digits (the pattern tokenizer splits on anything else), lower-cased."""
     return [word.lower() for word in re.split(r"[\W_]+", text) if word]

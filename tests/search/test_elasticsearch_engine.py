@@ -136,7 +136,7 @@ def test_writers_hand_changes_to_the_indexer_after_commit(search_data, indexed, 
 
 
 def test_the_hand_off_does_nothing_on_postgres(settings, django_capture_on_commit_callbacks):
-    from search.indexing import dataset_changed, datarows_changed, datarows_deleted
+    from search.indexing import datarows_changed, datarows_deleted, dataset_changed
 
     def never_read():
         raise AssertionError("the ids were read")
@@ -215,8 +215,8 @@ def test_reindex_over_rest_is_a_job_one_at_a_time_for_writers_on_elasticsearch(s
 
 
 def test_both_engines_stream_every_matching_id_in_batches(search_data, indexed):
-    from search.engines.base import get_engine
     from search.engines import reference
+    from search.engines.base import get_engine
     from search.ql import parse, validate
 
     text = "metadata.weather != 'rain' OR label(class UNDER 'vehicle')"

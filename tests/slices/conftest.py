@@ -1,26 +1,6 @@
-import time
 import uuid
 
 import pytest
-
-from tests.conftest import TENANT_A
-
-
-@pytest.fixture
-def in_tenant_a():
-    from tenancy.context import tenant_scope
-
-    with tenant_scope(TENANT_A) as tenant:
-        yield tenant
-
-
-@pytest.fixture
-def principal():
-    """An editor of workspace ws-1 in tenant A."""
-    from tenancy.principal import Principal
-
-    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
-                     role="editor", database="main", expires_at=int(time.time()) + 3600)
 
 
 @pytest.fixture

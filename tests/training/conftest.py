@@ -1,5 +1,4 @@
 import io
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,8 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from tests.conftest import TENANT_A
 
 # A config the built-in classifier trains in well under a second on tiny images.
 TINY_CONFIG = {"architecture": "small-cnn", "image_size": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.01,
@@ -22,14 +19,6 @@ def png_of_colour(colour: tuple[int, int, int], seed: int, size: int = 12) -> by
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
-
-
-@pytest.fixture
-def principal():
-    from tenancy.principal import Principal
-
-    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
-                     role="editor", database="main", expires_at=int(time.time()) + 3600)
 
 
 @dataclass

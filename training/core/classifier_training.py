@@ -15,8 +15,15 @@ import torch.nn.functional as F
 
 from training.core.image_classifier import CLASSES_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, validate_config
 from training.core.images import (
-    DecodedCache, DecodedImages, DeviceImages, ShuffledBatches, cached_batches, decoding_loader, epoch_batches,
-    filling_cache, shuffle_seed,
+    DecodedCache,
+    DecodedImages,
+    DeviceImages,
+    ShuffledBatches,
+    cached_batches,
+    decoding_loader,
+    epoch_batches,
+    filling_cache,
+    shuffle_seed,
 )
 from training.core.interface import ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult
 from training.core.networks import build_network
