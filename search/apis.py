@@ -87,6 +87,7 @@ class ProjectSearchApi(APIView):
         next_cursor = SearchCursorField(allow_null=True)
         total = TotalSerializer()
         facets = serializers.DictField(child=serializers.ListField(child=serializers.DictField()))
+        facets_sampled = serializers.BooleanField()
         took_ms = serializers.IntegerField()
 
     def post(self, request, project_id: int):
