@@ -45,7 +45,8 @@ def search_datarows(*, principal: Principal, project_id: int, query_text: str, d
                     count: str = "exact", facets: tuple[str, ...] = ()) -> SearchResult:
     """One page of the project's (or one dataset's) datarows matching `query_text` (empty: all), in `sort` order
     after `cursor`, with the total ("exact", or "estimate": exact up to ESTIMATE_CAP) and the counts of each
-    facet's values (with "estimate" and more than ESTIMATE_CAP matches, an engine may count them over a sample). Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out."""
+    facet's values (with "estimate" and more than ESTIMATE_CAP matches, an engine may count them over a sample:
+    facets_sampled). Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out."""
     started = time.monotonic()
     using = router.db_for_read(DataRow)
     project = project_get(principal=principal, project_id=project_id)
