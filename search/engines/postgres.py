@@ -55,6 +55,12 @@ def jsonpath_values(path: tuple[str, ...]) -> str:
     return "$" + "".join(f".{json.dumps(key)}" for key in path) + "[*]"
 
 
+def jsonpath_direct(path: tuple[str, ...]) -> str:
+    """The value held at the path through objects only: strict mode, so a list on the way finds nothing (and,
+    unlike `#>`, a key such as "0" never indexes into a list)."""
+    return "strict $" + "".join(f".{json.dumps(key)}" for key in path)
+
+
 class _Compiler:
     def __init__(self, query: ValidQuery | None, project_id: int, using: str | None):
         self.query = query
@@ -205,7 +211,7 @@ class _Compiler:
         metadata_datetime_indexes creates; rows without one (lists on the way, or no valid datetime there) fall back
         to every value at the path, the second index's rows. Each branch is two-valued (a NULL datetime is no
         match)."""
-        strict = "strict $" + "".join(f".{json.dumps(key)}" for key in spec.path)
+        strict = jsonpath_direct(spec.path)
         direct = f"search_metadata_datetime({column}, {self.bind(strict)}::jsonpath)"
         # Bound in the order the placeholders appear.
         held = f"{direct} IS NOT NULL AND search_metadata_datetime({column}, {self.bind(strict)}::jsonpath)"
@@ -254,7 +260,7 @@ def metadata_datetime_indexes(path: tuple[str, ...]) -> list[CompiledQuery]:
     datetime held directly at the path, and the (few) rows whose values must be read from lists. Named after the
     path, created if missing, without blocking writes."""
     name = hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
-    strict = "strict $" + "".join(f".{json.dumps(key)}" for key in path)
+    strict = jsonpath_direct(path)
     direct = "search_metadata_datetime(metadata, %s::jsonpath)"
     return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS datarow_metadata_datetime_{name} "
                           f"ON datasets_datarow (({direct}))", [strict]),

@@ -23,7 +23,7 @@ from search.engines.base import (
     cursor_error,
     facet_metadata_path,
 )
-from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_values
+from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_direct, jsonpath_values
 from search.ql.validation import ValidQuery, parse_datetime
 
 FACET_OBJECT_TABLES = {"label.class": "datasets_label", "prediction.class": "predictions_prediction"}
@@ -55,13 +55,14 @@ def _facet_values(facet: str, catalog: dict[str, str]) -> CompiledQuery:
     if path is None:
         return CompiledQuery("d.tags", [])
     # Every value at the path, lists included, as conditions see them ("any element"). A path through objects to a
-    # scalar has that one value (most rows): read it directly, without jsonpath.
+    # scalar has that one value (most rows): take it without collecting and deduplicating.
     keys = tuple(path.split("."))
     scalar = "('string', 'number', 'boolean')"
-    return CompiledQuery(f"CASE WHEN jsonb_typeof(d.metadata #> %s::text[]) IN {scalar} "
-                         f"THEN ARRAY[d.metadata #> %s::text[]] "
+    direct = "jsonb_path_query_first(d.metadata, %s::jsonpath, '{}', true)"
+    return CompiledQuery(f"CASE WHEN jsonb_typeof({direct}) IN {scalar} THEN ARRAY[{direct}] "
                          f"ELSE ARRAY(SELECT DISTINCT v FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v "
-                         f"WHERE jsonb_typeof(v) IN {scalar}) END", [list(keys), list(keys), jsonpath_values(keys)])
+                         f"WHERE jsonb_typeof(v) IN {scalar}) END",
+                         [jsonpath_direct(keys), jsonpath_direct(keys), jsonpath_values(keys)])
 
 
 def facets_statement(facets: tuple[str, ...], catalog: dict[str, str], condition: CompiledQuery,
