@@ -112,6 +112,12 @@ DATABASES = {
 }
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter", "mlops.db_routing.ReadWriteRouter"]
 EXTRA_SET_TENANT_METHOD_PATH = "mlops.db_routing.follow_tenant_on_reader"
+# `SET search_path` once per connection and tenant instead of before every statement (half the statements of a
+# search). django-tenants forgets the path it set on set_tenant() (every request, tenant_scope() in tasks and
+# websocket handlers, and on the reader through follow_tenant_on_reader), on close() and after a rollback or a
+# rollback to a savepoint (which undo a SET), so a connection never keeps a stale tenant. Raw `SET search_path`
+# on Django's connections would bypass that: the import's COPY uses its own psycopg connection.
+TENANT_LIMIT_SET_CALLS = True
 # After a write, the same user reads from the writer this long (longer than Aurora's replica lag).
 READ_YOUR_WRITES_SECONDS = env_float("READ_YOUR_WRITES_SECONDS", 5.0)
 # A reader that failed to connect is skipped this long before it is tried again.

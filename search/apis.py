@@ -87,6 +87,9 @@ class ProjectSearchApi(APIView):
         next_cursor = SearchCursorField(allow_null=True)
         total = TotalSerializer()
         facets = serializers.DictField(child=serializers.ListField(child=serializers.DictField()))
+        facets_sampled = serializers.BooleanField(
+            help_text="true when count=estimate found more than 10,000 matches and the facets counted the first "
+                      "10,000 of them by id (PostgreSQL engine); false when they counted every match.")
         took_ms = serializers.IntegerField()
 
     def post(self, request, project_id: int):

@@ -36,6 +36,7 @@ class SearchResult:
     next_cursor: SearchCursor | None
     total: SearchTotal
     facets: dict[str, list[dict]]
+    facets_sampled: bool  # counted over the first ESTIMATE_CAP matches (count=estimate, more matches than that)
     took_ms: int
 
 
@@ -44,7 +45,8 @@ def search_datarows(*, principal: Principal, project_id: int, query_text: str, d
                     count: str = "exact", facets: tuple[str, ...] = ()) -> SearchResult:
     """One page of the project's (or one dataset's) datarows matching `query_text` (empty: all), in `sort` order
     after `cursor`, with the total ("exact", or "estimate": exact up to ESTIMATE_CAP) and the counts of each
-    facet's values. Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out."""
+    facet's values (with "estimate" and more than ESTIMATE_CAP matches, an engine may count them over a sample:
+    facets_sampled). Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out."""
     started = time.monotonic()
     using = router.db_for_read(DataRow)
     project = project_get(principal=principal, project_id=project_id)
@@ -62,4 +64,4 @@ def search_datarows(*, principal: Principal, project_id: int, query_text: str, d
     by_id = DataRow.objects.using(using).filter(dataset__project_id=project.pk).in_bulk(page.ids)
     next_cursor = SearchCursor(sort, *page.next_after) if page.next_after is not None else None
     return SearchResult([by_id[row_id] for row_id in page.ids if row_id in by_id], next_cursor, page.total,
-                        page.facets, round((time.monotonic() - started) * 1000))
+                        page.facets, page.facets_sampled, round((time.monotonic() - started) * 1000))

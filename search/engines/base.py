@@ -108,6 +108,8 @@ class EnginePage:
     next_after: tuple[object, int] | None  # JSON-ready, for the cursor
     total: SearchTotal
     facets: dict[str, list[dict]]
+    # True when the facets counted a sample of the matches (count=estimate past the cap), not every match.
+    facets_sampled: bool = False
 
 
 class SearchEngine(Protocol):

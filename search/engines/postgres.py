@@ -12,6 +12,7 @@ subquery would leave it to guess an average class and pick nested loops for a cl
 (docs/design/search-postgres.md). Without one (compiling only), the same lookups are subqueries.
 """
 
+import hashlib
 import json
 import operator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ TEXT_SEARCH_CONFIG = "simple"
 # matches it.
 METADATA_WORDS = f"jsonb_to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, {{column}}, '[\"string\"]'::jsonb)"
 _NOT_NULL = ' ? (@.type() != "null")'
+_STRING = ' ? (@.type() == "string")'
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ def _jsonpath_literal(value) -> str:
 def jsonpath_values(path: tuple[str, ...]) -> str:
     """Every value at the path; lax mode steps into lists on the way and [*] into a list at the end."""
     return "$" + "".join(f".{json.dumps(key)}" for key in path) + "[*]"
+
+
+def jsonpath_direct(path: tuple[str, ...]) -> str:
+    """The value held at the path through objects only: strict mode, so a list on the way finds nothing (and,
+    unlike `#>`, a key such as "0" never indexes into a list)."""
+    return "strict $" + "".join(f".{json.dumps(key)}" for key in path)
 
 
 class _Compiler:
@@ -185,6 +193,8 @@ class _Compiler:
         values = jsonpath_values(spec.path)
         if isinstance(node, ast.Exists):
             return f"({column} @? {self.bind(values + _NOT_NULL)}::jsonpath)"
+        if spec.type == "datetime" and column.endswith(".metadata") and not isinstance(node, (ast.Like, ast.Match)):
+            return self._metadata_datetime(node, spec, column, values)
         if isinstance(node, (ast.Like, ast.Match)) or spec.type == "datetime":
             return self._json_each(node, spec, column, values)
         if isinstance(node, ast.Compare):
@@ -194,6 +204,27 @@ class _Compiler:
         else:
             test = f"@ >= {_jsonpath_literal(node.low.value)} && @ <= {_jsonpath_literal(node.high.value)}"
         return f"({column} @? {self.bind(f'{values} ? ({test})')}::jsonpath)"
+
+    def _metadata_datetime(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
+        """A datetime held directly at the path (through objects only, most rows) is compared as
+        search_metadata_datetime(metadata, path), the expression of the per-path indexes that
+        metadata_datetime_indexes creates; rows without one (lists on the way, or no valid datetime there) fall back
+        to every value at the path, the second index's rows. Each branch is two-valued (a NULL datetime is no
+        match)."""
+        strict = jsonpath_direct(spec.path)
+        direct = f"search_metadata_datetime({column}, {self.bind(strict)}::jsonpath)"
+        # Bound in the order the placeholders appear.
+        held = f"{direct} IS NOT NULL AND search_metadata_datetime({column}, {self.bind(strict)}::jsonpath)"
+        if isinstance(node, ast.Compare):
+            held += f" {node.op} {self.bind(typed_value(spec, node.value))}"
+        elif isinstance(node, ast.InList):
+            held += f" IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
+        else:
+            held += f" BETWEEN {self.bind(typed_value(spec, node.low))} AND {self.bind(typed_value(spec, node.high))}"
+        elsewhere = f"search_metadata_datetime({column}, {self.bind(strict)}::jsonpath) IS NULL AND " \
+                    f"{column} @? {self.bind(values + _STRING)}::jsonpath AND " \
+                    f"{self._json_each(node, spec, column, values)}"
+        return f"(({held}) OR ({elsewhere}))"
 
     def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
@@ -222,6 +253,20 @@ class _Compiler:
             test = f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
         return f"({candidates}EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
                f"WHERE jsonb_typeof(v.value) = 'string' AND {test}))"
+
+
+def metadata_datetime_indexes(path: tuple[str, ...]) -> list[CompiledQuery]:
+    """The indexes that make datetime conditions on one metadata path index scans (search/migrations/0002): the
+    datetime held directly at the path, and the (few) rows whose values must be read from lists. Named after the
+    path, created if missing, without blocking writes."""
+    name = hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
+    strict = jsonpath_direct(path)
+    direct = "search_metadata_datetime(metadata, %s::jsonpath)"
+    return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS datarow_metadata_datetime_{name} "
+                          f"ON datasets_datarow (({direct}))", [strict]),
+            CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS datarow_metadata_datetime_lists_{name} "
+                          f"ON datasets_datarow (id) WHERE {direct} IS NULL AND metadata @? %s::jsonpath",
+                          [strict, jsonpath_values(path) + _STRING])]
 
 
 def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,

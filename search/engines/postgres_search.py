@@ -23,7 +23,7 @@ from search.engines.base import (
     cursor_error,
     facet_metadata_path,
 )
-from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_values
+from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_direct, jsonpath_values
 from search.ql.validation import ValidQuery, parse_datetime
 
 FACET_OBJECT_TABLES = {"label.class": "datasets_label", "prediction.class": "predictions_prediction"}
@@ -48,25 +48,57 @@ class SortKey:
     params: list
 
 
-def facet_statement(facet: str, catalog: dict[str, str], condition: CompiledQuery) -> CompiledQuery:
-    """The statement counting, per value of `facet`, the datarows meeting `condition` that have it (top FACET_SIZE).
-    DISTINCT: a row that holds a value twice (a list, two labels of a class) counts once."""
-    order = f"ORDER BY 2 DESC, 1 LIMIT {FACET_SIZE}"
+def _facet_values(facet: str, catalog: dict[str, str]) -> CompiledQuery:
+    """Per matching row `d`, the distinct values of a tags or metadata facet, as an array (object classes are
+    counted from their tables instead). Tags are unique within a row (every write path keeps them so)."""
     path = facet_metadata_path(facet, catalog)
-    if facet == "tags":
-        return CompiledQuery(f"SELECT tag, count(DISTINCT d.id) FROM datasets_datarow AS d "
-                             f"CROSS JOIN unnest(d.tags) AS tag WHERE {condition.sql} GROUP BY tag {order}",
-                             condition.params)
-    if facet in FACET_OBJECT_TABLES:
-        return CompiledQuery(f"SELECT c.name, count(DISTINCT o.datarow_id) FROM {FACET_OBJECT_TABLES[facet]} AS o "
-                             f"JOIN datasets_ontologyclass AS c ON c.id = o.ontology_class_id "
-                             f"WHERE o.datarow_id IN (SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}) "
-                             f"GROUP BY c.name {order}", condition.params)
-    # Every value at the path, lists included, as conditions see them ("any element"); the path is bound first.
-    return CompiledQuery(f"SELECT v.value, count(DISTINCT d.id) FROM datasets_datarow AS d "
-                         f"CROSS JOIN LATERAL jsonb_path_query(d.metadata, %s::jsonpath) AS v(value) "
-                         f"WHERE jsonb_typeof(v.value) IN ('string', 'number', 'boolean') AND {condition.sql} "
-                         f"GROUP BY v.value {order}", [jsonpath_values(tuple(path.split("."))), *condition.params])
+    if path is None:
+        return CompiledQuery("d.tags", [])
+    # Every value at the path, lists included, as conditions see them ("any element"). A path through objects to a
+    # scalar has that one value (most rows): take it without collecting and deduplicating.
+    keys = tuple(path.split("."))
+    scalar = "('string', 'number', 'boolean')"
+    direct = "jsonb_path_query_first(d.metadata, %s::jsonpath, '{}', true)"
+    return CompiledQuery(f"CASE WHEN jsonb_typeof({direct}) IN {scalar} THEN ARRAY[{direct}] "
+                         f"ELSE ARRAY(SELECT DISTINCT v FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v "
+                         f"WHERE jsonb_typeof(v) IN {scalar}) END",
+                         [jsonpath_direct(keys), jsonpath_direct(keys), jsonpath_values(keys)])
+
+
+def facets_statement(facets: tuple[str, ...], catalog: dict[str, str], condition: CompiledQuery,
+                     cap: int | None) -> CompiledQuery:
+    """One statement for the total and every facet, so the condition is evaluated once: the matches (with the
+    facet values each holds) are materialised, counted, and grouped per facet (top FACET_SIZE values, a row counted
+    once per value). With `cap`, only the first cap + 1 matches by id are read: the count says whether there are
+    more than cap, and the facets then count the first cap of them (a sample). Rows: (facet index or -1 for the
+    total, the value as text, the count)."""
+    columns, params = ["d.id"], []
+    for index, facet in enumerate(facets):
+        if facet not in FACET_OBJECT_TABLES:
+            values = _facet_values(facet, catalog)
+            columns.append(f"{values.sql} AS f{index}")
+            params += values.params
+    limit = "" if cap is None else f" ORDER BY d.id LIMIT {cap + 1}"
+    sample = "SELECT * FROM m" if cap is None else f"SELECT * FROM m ORDER BY m.id LIMIT {cap}"
+    parts = ["SELECT -1, NULL, count(*) FROM m"]
+    top = f"ORDER BY 3 DESC, 2 LIMIT {FACET_SIZE}"
+    for index, facet in enumerate(facets):
+        if facet in FACET_OBJECT_TABLES:
+            # Distinct (class, row) pairs counted per class id, then named: no sort by name over every pair.
+            parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM "
+                         f"(SELECT DISTINCT o.ontology_class_id AS class_id, o.datarow_id FROM "
+                         f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id IN (SELECT s.id FROM s)) AS p "
+                         f"GROUP BY p.class_id) AS x JOIN datasets_ontologyclass AS c ON c.id = x.class_id {top})")
+        elif facet == "tags":
+            parts.append(f"(SELECT {index}, tag, count(*) FROM s CROSS JOIN unnest(s.f{index}) AS tag "
+                         f"GROUP BY tag {top})")
+        else:
+            # Grouped and ordered as jsonb (numbers by value), handed back as JSON text.
+            parts.append(f"(SELECT {index}, v::text, count(*) FROM s CROSS JOIN unnest(s.f{index}) AS v "
+                         f"GROUP BY v ORDER BY 3 DESC, v LIMIT {FACET_SIZE})")
+    return CompiledQuery(f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM datasets_datarow AS d "
+                         f"WHERE {condition.sql}{limit}), s AS ({sample}) " + " UNION ALL ".join(parts),
+                         [*params, *condition.params])
 
 
 def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKey | None:
@@ -144,28 +176,48 @@ class PostgresEngine:
     def search(self, request: SearchRequest, *, using: str) -> EnginePage:
         condition = compile_filter(request.query, project_id=request.project_id, dataset_id=request.dataset_id,
                                    using=using)
-        facet_statements = {facet: facet_statement(facet, request.catalog, condition) for facet in request.facets}
+        for facet in request.facets:  # a 400 before any statement runs
+            facet_metadata_path(facet, request.catalog)
         value_type = request.sort.value_type(request.catalog)
         key = sort_key(request.sort, request.catalog, request.project_id)
         keyset = _keyset(request, value_type, nullable=request.sort.field != "created_at")
         direction = "DESC" if request.sort.descending else "ASC"
         key = key or SortKey("", "NULL", [])
         order = f"s.k {direction} NULLS LAST, s.id {direction}" if key.expression != "NULL" else f"s.id {direction}"
+        facets, sampled = {}, False
         with connections[using].cursor() as db:
             db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM datasets_datarow AS d "
                        f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
                        [*key.params, *condition.params, *keyset.params, request.limit + 1])
             keys = db.fetchall()
-            total = self._total(db, request, condition)
-            facets = {}
-            for facet, statement in facet_statements.items():
-                db.execute(statement.sql, statement.params)
-                # Django's connection hands jsonb back as text: metadata values are decoded, names are text already.
-                decode = orjson.loads if facet.startswith("metadata.") else str
-                facets[facet] = [{"value": decode(value), "count": rows} for value, rows in db.fetchall()]
+            if request.facets:
+                total, facets, sampled = self._total_and_facets(db, request, condition)
+            elif request.after is None and len(keys) <= request.limit:
+                total = SearchTotal(len(keys), "eq")  # the first page holds every match
+            else:
+                total = self._total(db, request, condition)
         page = keys[: request.limit]
         next_after = (_json_value(page[-1][1]), page[-1][0]) if len(keys) > request.limit else None
-        return EnginePage([row_id for row_id, _ in page], next_after, total, facets)
+        return EnginePage([row_id for row_id, _ in page], next_after, total, facets, sampled)
+
+    @staticmethod
+    def _total_and_facets(db, request: SearchRequest,
+                          condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
+        cap = request.estimate_cap if request.count == "estimate" else None
+        statement = facets_statement(request.facets, request.catalog, condition, cap)
+        db.execute(statement.sql, statement.params)
+        facets = {facet: [] for facet in request.facets}
+        counted = 0
+        for index, value, rows in db.fetchall():
+            if index < 0:
+                counted = rows
+                continue
+            facet = request.facets[index]
+            facets[facet].append({"value": orjson.loads(value) if facet.startswith("metadata.") else value,
+                                  "count": rows})
+        if cap is not None and counted > cap:
+            return SearchTotal(cap, "gte"), facets, True
+        return SearchTotal(counted, "eq"), facets, False
 
     @staticmethod
     def _total(db, request: SearchRequest, condition: CompiledQuery) -> SearchTotal:

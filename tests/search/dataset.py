@@ -44,6 +44,8 @@ def _metadata(rng: random.Random) -> dict:
         capture["gps"] = {"lat": rng.choice([40, 40.5, -12.25, 48.1, 0, 89.9])}
     if rng.random() < 0.7:
         capture["time"] = rng.choice(TIMES)
+        if capture["time"] == TIMES[2]:  # some rows hold a list of datetimes (no extra draw: the rest stays as it was)
+            capture["time"] = [TIMES[2], TIMES[3]]
     if capture:
         metadata["capture"] = capture
     if rng.random() < 0.6:

@@ -178,6 +178,35 @@ def test_facets_count_matching_rows_per_value(text, search_data, client):
         assert [b["count"] for b in buckets] == sorted((b["count"] for b in buckets), reverse=True)
 
 
+def _assert_facets(body: dict, rows: list[dict]) -> None:
+    for facet in FACETS:
+        expected = _recount(rows, facet)
+        # booleans first: True == 1 as a dict key, so the type goes into the key
+        assert {(type(b["value"]) is bool, b["value"]): b["count"] for b in body["facets"][facet]} == \
+               {(type(value) is bool, value): count for value, count in expected.items()}, facet
+
+
+def test_estimate_past_the_cap_counts_facets_over_the_first_matches_and_says_so(search_data, client, monkeypatch):
+    # given: a small cap stands in for 10,000 matches
+    monkeypatch.setattr("search.selectors.ESTIMATE_CAP", 10)
+    text = "metadata.weather != 'rain'"
+    matching = sorted(_expected_ids(search_data, text))
+    assert len(matching) > 10
+
+    def search(count: str) -> dict:
+        return client.post(_url(search_data.project_id), {"query": text, "count": count, "facets": FACETS,
+                                                          "limit": 1}, format="json").json()
+
+    # when
+    estimated, exact = search("estimate"), search("exact")
+    # then: the estimate's facets count the first 10 matches by id; the exact call's count every match
+    by_id = {row["id"]: row for row in search_data.rows}
+    assert estimated["total"] == {"value": 10, "relation": "gte"} and estimated["facets_sampled"] is True
+    _assert_facets(estimated, [by_id[row_id] for row_id in matching[:10]])
+    assert exact["total"] == {"value": len(matching), "relation": "eq"} and exact["facets_sampled"] is False
+    _assert_facets(exact, [by_id[row_id] for row_id in matching])
+
+
 @pytest.mark.parametrize("facet", ["width", "metadata.capture.time", "metadata.nope", "label.area", "metadata"])
 def test_facets_outside_the_facet_fields_are_a_400(facet, search_data, client):
     response = client.post(_url(search_data.project_id), {"facets": [facet]}, format="json")
