@@ -29,9 +29,11 @@ CREATE TEMP TABLE import_predictions (line_no bigint, item_no int, external_id t
                                       y float8, w float8, h float8, area float8, polygon jsonb, attributes jsonb);
 CREATE TEMP TABLE import_seen (external_id text PRIMARY KEY, line_no bigint);
 CREATE TEMP TABLE import_ids (datarow_id bigint, external_id text, inserted bool);
+CREATE TEMP TABLE import_classes (name text);
 """
-DROP_STAGING = "DROP TABLE IF EXISTS import_rows, import_labels, import_predictions, import_seen, import_ids"
-TRUNCATE_STAGING = "TRUNCATE import_rows, import_labels, import_predictions, import_ids"
+DROP_STAGING = ("DROP TABLE IF EXISTS import_rows, import_labels, import_predictions, import_seen, import_ids, "
+                "import_classes")
+TRUNCATE_STAGING = "TRUNCATE import_rows, import_labels, import_predictions, import_ids, import_classes"
 
 
 @dataclass
@@ -138,6 +140,13 @@ def check_batch(conn: psycopg.Connection, options: MergeOptions) -> BatchResult:
         _reject(cursor, result, cursor.fetchall(),
                 lambda row: f"duplicate external_id '{row[2]}' (first seen on line {row[3]})")
         cursor.execute("INSERT INTO import_seen SELECT external_id, line_no FROM import_rows")
+        # Each class path of the batch and its ancestors (`vehicle`, `vehicle/car` for `vehicle/car/sedan`),
+        # once: classes are created from it and locked by it (see _lock_referenced_rows).
+        cursor.execute("""
+            INSERT INTO import_classes
+            SELECT DISTINCT array_to_string((string_to_array(c.class_name, '/'))[1:depth], '/')
+            FROM (SELECT class_name FROM import_labels UNION SELECT class_name FROM import_predictions) c,
+                 generate_series(1, array_length(string_to_array(c.class_name, '/'), 1)) AS depth""")
 
         if options.create_classes:
             _create_missing_classes(cursor, options.project_id)
@@ -169,17 +178,10 @@ def check_batch(conn: psycopg.Connection, options: MergeOptions) -> BatchResult:
     return result
 
 
-# Every class path of the batch and each of its ancestors (`vehicle`, `vehicle/car` for `vehicle/car/sedan`).
-_STAGED_CLASS_PATHS = """
-    SELECT array_to_string((string_to_array(c.class_name, '/'))[1:depth], '/') AS name
-    FROM (SELECT class_name FROM import_labels UNION SELECT class_name FROM import_predictions) c,
-         generate_series(1, array_length(string_to_array(c.class_name, '/'), 1)) AS depth"""
-
-
 def _create_missing_classes(cursor, project_id: int) -> None:
-    cursor.execute(f"""
+    cursor.execute("""
         INSERT INTO datasets_ontologyclass (project_id, name, created_at)
-        SELECT DISTINCT %s, p.name, now() FROM ({_STAGED_CLASS_PATHS}) p
+        SELECT %s, name, now() FROM import_classes
         ON CONFLICT (project_id, name) DO NOTHING""", [project_id])
     cursor.execute("""
         UPDATE datasets_ontologyclass child SET parent_id = parent.id
@@ -258,9 +260,8 @@ def _lock_referenced_rows(cursor, project_id: int) -> None:
     and model versions the batch refers to, FOR KEY SHARE until commit, so that a concurrent delete waits
     for the import instead of leaving labels or predictions pointing at nothing. The datarows they refer to
     are locked by the upsert, the dataset row by the count update and the dataset's advisory lock."""
-    cursor.execute(f"""
-        SELECT 1 FROM datasets_ontologyclass
-        WHERE project_id = %s AND name IN ({_STAGED_CLASS_PATHS})
+    cursor.execute("""
+        SELECT 1 FROM datasets_ontologyclass WHERE project_id = %s AND name IN (SELECT name FROM import_classes)
         ORDER BY id FOR KEY SHARE""", [project_id])
     cursor.execute("""
         SELECT 1 FROM predictions_modelversion
