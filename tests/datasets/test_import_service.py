@@ -284,3 +284,21 @@ def test_classes_and_model_versions_a_batch_refers_to_cannot_be_deleted_under_it
     assert refused and (counters.labels, counters.predictions) == (4, 4)
     assert Label.objects.filter(datarow__dataset=tenant_dataset, ontology_class__name="cat").count() == 4
     assert Prediction.objects.filter(datarow__dataset=tenant_dataset, model_version__name="m").count() == 4
+
+
+def test_an_import_session_without_the_privilege_keeps_the_foreign_key_triggers(committed_tenants):
+    import psycopg
+    from django.db import connections
+
+    from datasets.importers.staging import _skip_row_by_row_foreign_key_checks
+
+    with psycopg.connect(**connections["default"].get_connection_params()) as conn:
+        _skip_row_by_row_foreign_key_checks(conn)
+        assert conn.execute("SHOW session_replication_role").fetchone()[0] == "replica"  # the test role is a superuser
+        conn.execute("RESET session_replication_role")
+        conn.execute("DO $$ BEGIN CREATE ROLE import_unprivileged; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("SET ROLE import_unprivileged")
+        conn.commit()
+        _skip_row_by_row_foreign_key_checks(conn)
+        assert conn.execute("SELECT current_user, current_setting('session_replication_role')").fetchone() == (
+            "import_unprivileged", "origin")
