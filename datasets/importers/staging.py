@@ -76,7 +76,7 @@ def open_import_connection() -> psycopg.Connection:
 def _skip_row_by_row_foreign_key_checks(conn: psycopg.Connection) -> None:
     """Foreign keys are checked by triggers, one query per inserted row at commit: about 40 % of PostgreSQL's
     time in an import. The merge guarantees them set-based instead (every label and prediction joins the
-    datarows just upserted and the classes and model versions locked by lock_referenced_rows), so the import
+    datarows just upserted and the classes and model versions locked by _lock_referenced_rows), so the import
     session replaces the triggers (`session_replication_role = replica`, which also skips other triggers:
     these tables have none). It needs a superuser, rds_superuser on Aurora, or `GRANT SET ON PARAMETER
     session_replication_role`; without it the triggers stay and the import is only slower."""
