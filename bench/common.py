@@ -58,7 +58,9 @@ def postgres_settings() -> str:
              "synchronous_commit", "fsync", "full_page_writes", "wal_level", "max_parallel_workers_per_gather"]
     with connection.cursor() as cursor:
         cursor.execute("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name", [names])
-        return ", ".join(f"{name}={setting}{unit or ''}" for name, setting, unit in cursor.fetchall())
+        settings = [f"{name}={setting}{unit or ''}" for name, setting, unit in cursor.fetchall()]
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        return ", ".join([*settings, f"superuser={'on' if cursor.fetchone()[0] else 'off'}"])
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

@@ -203,6 +203,8 @@ def main() -> None:
     )
     print(f"\nratio job / reference: {reference / elapsed:.2f}")
     print(f"PostgreSQL: {pg}")
+    print("The import session skips row-by-row foreign key triggers (session_replication_role = replica) when its role "
+          "may set it (superuser above, or rds_superuser / GRANT SET ON PARAMETER); see docs/design/datasets-storage.md.")
 
 
 if __name__ == "__main__":

@@ -257,3 +257,48 @@ def test_an_import_and_a_dataset_delete_never_run_at_once(tenant_dataset, write_
     assert not Dataset.objects.filter(pk=tenant_dataset.pk).exists()
     assert not DataRow.objects.filter(dataset_id=tenant_dataset.pk).exists()
     assert not Label.objects.filter(datarow__dataset_id=tenant_dataset.pk).exists()
+
+
+def test_classes_and_model_versions_a_batch_refers_to_cannot_be_deleted_under_it(tenant_dataset, write_jsonl, settings):
+    """The import session skips the row-by-row foreign key triggers; the classes and model versions a merged
+    batch refers to stay locked until it commits, so a delete waits instead of orphaning labels."""
+    from django.db import OperationalError, connection, transaction
+
+    settings.IMPORT_BATCH_LINES = 2
+    OntologyClass.objects.create(project=tenant_dataset.project, name="cat")
+    ModelVersion.objects.create(project=tenant_dataset.project, name="m", version="1")
+    records = [_row(i, labels=[{"class": "cat"}], predictions=[{"model": "m", "version": "1", "class": "cat", "score": 0.5}])
+               for i in range(4)]
+    refused = []
+
+    def delete_under_the_first_batch(counters, errors):
+        if refused:
+            return
+        for table, name in (("datasets_ontologyclass", "cat"), ("predictions_modelversion", "m")):
+            with pytest.raises(OperationalError, match="lock timeout"), transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '300ms'")
+                cursor.execute(f"DELETE FROM {table} WHERE project_id = %s AND name = %s", [tenant_dataset.project_id, name])
+        refused.append(True)
+
+    counters = _run(tenant_dataset, write_jsonl(records), on_error="abort", progress=delete_under_the_first_batch)
+    assert refused and (counters.labels, counters.predictions) == (4, 4)
+    assert Label.objects.filter(datarow__dataset=tenant_dataset, ontology_class__name="cat").count() == 4
+    assert Prediction.objects.filter(datarow__dataset=tenant_dataset, model_version__name="m").count() == 4
+
+
+def test_an_import_session_without_the_privilege_keeps_the_foreign_key_triggers(committed_tenants):
+    import psycopg
+    from django.db import connections
+
+    from datasets.importers.staging import _skip_row_by_row_foreign_key_checks
+
+    with psycopg.connect(**connections["default"].get_connection_params()) as conn:
+        _skip_row_by_row_foreign_key_checks(conn)
+        assert conn.execute("SHOW session_replication_role").fetchone()[0] == "replica"  # the test role is a superuser
+        conn.execute("RESET session_replication_role")
+        conn.execute("DO $$ BEGIN CREATE ROLE import_unprivileged; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("SET ROLE import_unprivileged")
+        conn.commit()
+        _skip_row_by_row_foreign_key_checks(conn)
+        assert conn.execute("SELECT current_user, current_setting('session_replication_role')").fetchone() == (
+            "import_unprivileged", "origin")
