@@ -1,5 +1,7 @@
-# One image for every process: web (gunicorn + uvicorn workers), Celery worker and beat, and migrations.
+# One image for every process: web (gunicorn + uvicorn workers), Celery worker and beat, and migrations. Training
+# workers build it with REQUIREMENTS=requirements-training.txt (the same plus torch), so the others stay small.
 FROM python:3.11-slim-bookworm
+ARG REQUIREMENTS=requirements.txt
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,8 +13,8 @@ WORKDIR /app
 
 # Dependencies before the code, so a code change does not reinstall them. Every pin has a wheel (psycopg
 # binary included), so no compiler or libpq is needed.
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.txt requirements-training.txt ./
+RUN pip install -r "$REQUIREMENTS"
 
 COPY . .
 

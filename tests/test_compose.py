@@ -355,9 +355,11 @@ def test_app_image_is_built_from_this_repository(services):
 
 def test_dockerfile_installs_requirements_before_copying_the_code():
     instructions = dockerfile_instructions()
-    copy_requirements = instructions.index(("COPY", "requirements.txt ."))
+    # the web's requirements unless the build asks for the training workers' (which add torch)
+    assert ("ARG", "REQUIREMENTS=requirements.txt") in instructions
+    copy_requirements = instructions.index(("COPY", "requirements.txt requirements-training.txt ./"))
     install = next(index for index, (instruction, args) in enumerate(instructions)
-                   if instruction == "RUN" and re.search(r"pip install .*-r requirements\.txt", args))
+                   if instruction == "RUN" and re.search(r'pip install .*-r "\$REQUIREMENTS"', args))
     copy_code = instructions.index(("COPY", ". ."))
     assert copy_requirements < install < copy_code
 

@@ -26,9 +26,11 @@ def test_training_and_prediction_runs_are_routed_to_the_training_queue_and_nothi
 def test_compose_runs_a_training_worker_like_the_default_worker_but_only_on_the_training_queue():
     services = load_compose()["services"]
     worker, training = services["worker"], services["training-worker"]
-    # the same image, environment, volumes and dependencies as the default worker
-    for key in ("build", "environment", "volumes", "depends_on"):
+    # the same environment, volumes and dependencies as the default worker, in the image built with torch
+    for key in ("environment", "volumes", "depends_on"):
         assert training[key] == worker[key], key
+    assert worker["build"] == "."
+    assert training["build"] == {"context": ".", "args": {"REQUIREMENTS": "requirements-training.txt"}}
     assert training["command"][0] == "celery" and "worker" in training["command"]
     assert find_app(option_value(training["command"], "-A", "--app")) is celery_app
     assert option_value(training["command"], "-Q", "--queues") == "training"
