@@ -77,9 +77,10 @@ def _skip_row_by_row_foreign_key_checks(conn: psycopg.Connection) -> None:
     """Foreign keys are checked by triggers, one query per inserted row at commit: about 40 % of PostgreSQL's
     time in an import. The merge guarantees them set-based instead (every label and prediction joins the
     datarows just upserted and the classes and model versions locked by _lock_referenced_rows), so the import
-    session replaces the triggers (`session_replication_role = replica`, which also skips other triggers:
-    these tables have none). It needs a superuser, rds_superuser on Aurora, or `GRANT SET ON PARAMETER
-    session_replication_role`; without it the triggers stay and the import is only slower."""
+    session replaces the triggers (`session_replication_role = replica`, which also skips other triggers: the
+    only one, slices' member cleanup after datarow deletes, never fires here, since imports delete no datarow).
+    It needs a superuser, rds_superuser on Aurora, or `GRANT SET ON PARAMETER session_replication_role`;
+    without it the triggers stay and the import is only slower."""
     try:
         conn.execute("SET session_replication_role = replica")
         conn.commit()
