@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import suppress
 
 import httpx
 
@@ -22,11 +23,9 @@ def _wait_until_serving(url: str, children) -> None:
     while time.monotonic() < deadline:
         if any(child.poll() is not None for child in children):
             raise SystemExit("the platform stopped while starting; see its output above")
-        try:
+        with suppress(httpx.TransportError):  # not listening yet
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
-        except httpx.TransportError:
-            pass
         time.sleep(0.5)
     raise SystemExit(f"the platform did not answer {url}/readyz within 120 s")
 

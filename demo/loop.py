@@ -43,7 +43,7 @@ class LoopOutcome:
 
 
 class PlatformError(RuntimeError):
-    pass
+    """The platform answered an error, or a job did not succeed."""
 
 
 class Platform:
