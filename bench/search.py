@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -94,11 +95,9 @@ def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
-        try:
+        with suppress(httpx.TransportError):  # not listening yet
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return server, url
-        except httpx.TransportError:
-            pass
         if server.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the HTTP server did not start; see {log_path}")
         time.sleep(0.2)
