@@ -19,8 +19,9 @@ OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operat
 _WORD = re.compile(r"[^\W_]+")
 
 
-def like_regex(pattern: str) -> re.Pattern:
-    """SQL LIKE: % any run, _ one character, backslash escapes the next character; the whole value must match."""
+def like_regex(pattern: str, *, any_run: str = "%", one: str = "_") -> re.Pattern:
+    """SQL LIKE: % any run, _ one character, backslash escapes the next character; the whole value must match.
+    Other wildcards of the same kind (Elasticsearch's * and ?) name their own characters."""
     parts, escaped = [], False
     for char in pattern:
         if escaped:
@@ -28,9 +29,9 @@ def like_regex(pattern: str) -> re.Pattern:
             escaped = False
         elif char == "\\":
             escaped = True
-        elif char == "%":
+        elif char == any_run:
             parts.append(".*")
-        elif char == "_":
+        elif char == one:
             parts.append(".")
         else:
             parts.append(re.escape(char))

@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 
 from search.engines.elasticsearch_documents import KEYWORD_IGNORE_ABOVE
+from search.engines.reference import like_regex
 from search.ql.validation import parse_datetime
 
 
@@ -163,7 +164,7 @@ class Evaluator:
             return any(all(type(value) is type(bound) and tests[op](value, bound) for op, bound in bounds.items())
                        for value in values)
         if kind == "wildcard":
-            return any(isinstance(value, str) and _wildcard(argument["value"]).fullmatch(value) for value in values)
+            return any(isinstance(value, str) and like_regex(argument["value"], any_run="*", one="?").fullmatch(value) for value in values)
         if kind == "intervals":
             return any(_intervals(argument, words) for words in values)
         raise AssertionError(f"the evaluator does not know {kind}")
@@ -281,23 +282,6 @@ def _encode_sort(values: list) -> list:
 def _decode_after(after: list) -> list:
     return [None if value is None else float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
             else value for value in after]
-
-
-def _wildcard(pattern: str) -> re.Pattern:
-    parts, escaped = [], False
-    for char in pattern:
-        if escaped:
-            parts.append(re.escape(char))
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
 
 
 def _intervals(rule: dict, words: list[str]) -> bool:

@@ -225,6 +225,6 @@ class FakeElasticsearch:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
 
             def log_message(self, *args):
-                pass
+                """Quiet: the recorded requests are what the tests look at."""
 
         return Handler
