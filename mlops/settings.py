@@ -93,19 +93,36 @@ WRITER_DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:543
 READER_DATABASE_URL = env_str("DATABASE_READER_URL", WRITER_DATABASE_URL)
 
 
-def _database(url: str, **overrides) -> dict:
-    config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True)
+# The ASGI server runs each request's sync code in a thread of its own (Django's ThreadSensitiveContext), and
+# Django's connections belong to a thread: persistent connections (CONN_MAX_AGE) are never reused there, and every
+# request would open a writer and a reader connection (~20 ms on loopback). mlops/asgi.py turns DATABASE_POOL on,
+# so web processes take connections from a psycopg pool per process and alias instead; workers and management
+# commands keep one persistent connection per thread.
+DATABASE_POOL = env_bool("DATABASE_POOL", False)
+
+
+def _database(url: str, *, options: dict, **overrides) -> dict:
+    if DATABASE_POOL:
+        # Django refuses a pool with persistent connections; with health checks on, the pool checks a connection
+        # at each checkout (one round trip), so one that outlived its server is replaced, not used.
+        config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+        options = {**options, "pool": {"min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+                                       "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
+                                       "timeout": max(options["connect_timeout"], 1)}}
+    else:
+        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+                                       conn_health_checks=True)
     config["ENGINE"] = "django_tenants.postgresql_backend"
-    return {**config, **overrides}
+    return {**config, "OPTIONS": options, **overrides}
 
 
 DATABASES = {
-    "default": _database(WRITER_DATABASE_URL, OPTIONS={"connect_timeout": 5}),
+    "default": _database(WRITER_DATABASE_URL, options={"connect_timeout": 5}),
     # A dead reader must cost one short connect, not a hung request.
     "reader": _database(
         READER_DATABASE_URL,
         # tcp_user_timeout (ms) bounds a reused connection to a replica that stopped answering mid-query.
-        OPTIONS={"connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1),
+        options={"connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1),
                  "tcp_user_timeout": env_int("DATABASE_READER_TCP_USER_TIMEOUT_MS", 10_000)},
         TEST={"MIRROR": "default"},
     ),
@@ -130,7 +147,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "mlops",
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2,
+                    "pool_class": "mlops.redis_pool.ProcessConnectionPool"},
     }
 }
 CHANNEL_LAYERS = {

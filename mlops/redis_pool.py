@@ -1,0 +1,23 @@
+"""One Redis connection pool per process and server for Django's cache.
+
+Django keeps a cache client per thread (and per async context), each with its own connection pool; under the ASGI
+server every request runs in a new thread, so every request opened a new Redis connection. redis-py's pools are
+thread-safe and reset themselves in a forked child, so one per URL and options serves the whole process.
+"""
+
+import threading
+
+import redis
+
+
+class ProcessConnectionPool(redis.ConnectionPool):
+    _pools: dict[tuple, redis.ConnectionPool] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs) -> redis.ConnectionPool:
+        key = (url, tuple(sorted(kwargs.items())))
+        with cls._lock:
+            if key not in cls._pools:
+                cls._pools[key] = super().from_url(url, **kwargs)
+            return cls._pools[key]
