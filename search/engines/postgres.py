@@ -228,31 +228,50 @@ class _Compiler:
 
     def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
-        Parameters are bound in the order their placeholders appear: MATCH's candidate words, then the path."""
+
+        For LIKE and MATCH, a scalar held directly at the path (through objects only: most rows) is tested as that
+        one value, read by a strict jsonpath, instead of through a set-returning subquery per row (MATCH on a
+        caption at 1M rows: see docs/design/search-postgres.md); rows holding a list or an object there, or with
+        lists on the way, take every value at the path. Parameters are bound in the order their placeholders
+        appear."""
         candidates = ""
         if isinstance(node, ast.Match) and column.endswith(".metadata"):
             # Rows whose metadata strings hold every word, from the GIN index datarow_metadata_text.
             candidates = f"{METADATA_WORDS.format(column=column)} @@ " \
                          f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)}) AND "
+        if isinstance(node, (ast.Like, ast.Match)):
+            strict = jsonpath_direct(spec.path)
+            direct = f"jsonb_path_query_first({column}, {{}}::jsonpath, '{{{{}}}}', true)"
+            direct_type = f"jsonb_typeof({direct.format(self.bind(strict))})"
+            held = self._string_test(node, spec, f"({direct.format(self.bind(strict))} #>> '{{}}')")
+            every = self._every_value(node, spec, column, values)
+            return f"({candidates}CASE {direct_type} WHEN 'string' THEN {held} WHEN 'number' THEN false " \
+                   f"WHEN 'boolean' THEN false WHEN 'null' THEN false ELSE {every} END)"
+        return f"({candidates}{self._every_value(node, spec, column, values)})"
+
+    def _every_value(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         path = self.bind(values)
-        text = "(v.value #>> '{}')"
+        test = self._string_test(node, spec, "(v.value #>> '{}')")
+        return f"EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
+               f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
+
+    def _string_test(self, node: ast.Predicate, spec: FieldSpec, text: str) -> str:
+        """The test of one string value `text` (SQL text) for LIKE, MATCH or a datetime comparison (which repeats
+        `text`: it must hold no placeholder)."""
         if isinstance(node, ast.Like):
-            test = f"{text} LIKE {self.bind(node.pattern.value)}"
-        elif isinstance(node, ast.Match):
-            test = f"to_tsvector('{TEXT_SEARCH_CONFIG}', {text}) @@ " \
+            return f"{text} LIKE {self.bind(node.pattern.value)}"
+        if isinstance(node, ast.Match):
+            return f"to_tsvector('{TEXT_SEARCH_CONFIG}', {text}) @@ " \
                    f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+        moment = f"{text}::timestamptz"
+        if isinstance(node, ast.Compare):
+            comparison = f"{moment} {node.op} {self.bind(typed_value(spec, node.value))}"
+        elif isinstance(node, ast.InList):
+            comparison = f"{moment} IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
         else:
-            moment = f"{text}::timestamptz"
-            if isinstance(node, ast.Compare):
-                comparison = f"{moment} {node.op} {self.bind(typed_value(spec, node.value))}"
-            elif isinstance(node, ast.InList):
-                comparison = f"{moment} IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
-            else:
-                comparison = f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
-                             f"{self.bind(typed_value(spec, node.high))}"
-            test = f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
-        return f"({candidates}EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
-               f"WHERE jsonb_typeof(v.value) = 'string' AND {test}))"
+            comparison = f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
+                         f"{self.bind(typed_value(spec, node.high))}"
+        return f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
 
 
 def metadata_datetime_indexes(path: tuple[str, ...]) -> list[CompiledQuery]:
