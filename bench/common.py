@@ -2,12 +2,15 @@
 
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -82,3 +85,25 @@ def ensure_generated(rows: int, offset: int, *, coco: bool = False) -> Path:
         subprocess.run(command, check=True)
         print(f"generated {wanted} in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return folder
+
+
+def start_server(log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """uvicorn serving mlops.asgi as production does (one process), with `env` on top of this one's environment;
+    returns it once /healthz answers, and its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1",
+                                   "--port", str(port), "--log-level", "warning"], cwd=REPO,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        with suppress(httpx.TransportError):  # not listening yet
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return server, url
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the HTTP server did not start; see {log_path}")
+        time.sleep(0.2)

@@ -29,14 +29,14 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import suppress
 from pathlib import Path
 
 import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django  # noqa: E402
+from common import (OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django,  # noqa: E402
+                    start_server)
 from search_data import bench_schema, load, loaded_project, replicate  # noqa: E402
 
 # (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
@@ -79,28 +79,6 @@ def check_disk(rows: int, *, replica: bool, manifest: bool) -> None:
     needed = rows * (DATABASE_BYTES_PER_DATAROW * (2 if replica else 1) + (MANIFEST_BYTES_PER_DATAROW if manifest else 0))
     if free < needed:
         raise SystemExit(f"{rows:,} datarows need about {needed / 1e9:.0f} GB of disk; {free / 1e9:.0f} GB are free")
-
-
-def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1",
-                                   "--port", str(port), "--log-level", "warning"], cwd=REPO, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        with suppress(httpx.TransportError):  # not listening yet
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return server, url
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the HTTP server did not start; see {log_path}")
-        time.sleep(0.2)
 
 
 def timed(client: httpx.Client, url: str, body: dict, repeat: int, warm: int = 2) -> tuple[list[float], dict]:
