@@ -238,6 +238,10 @@ ELASTICSEARCH_CLUSTER_URLS = json.loads(env_str("ELASTICSEARCH_CLUSTER_URLS", "{
 ELASTICSEARCH_TIMEOUT_SECONDS = env_float("ELASTICSEARCH_TIMEOUT_SECONDS", 10)
 # Datarows per bulk request (and per indexing task for changes).
 SEARCH_INDEX_BATCH = env_int("SEARCH_INDEX_BATCH", 1000)
+# work_mem of the PostgreSQL engine's capped statements (count=estimate): their bitmaps hold every row an index
+# yields (half a million for a common word at 10M rows), and at PostgreSQL's default 4MB they turn lossy, so every
+# row of a lossy page is rechecked. Bounded by the cap of those statements' output, not by the table.
+SEARCH_ESTIMATE_WORK_MEM = env_str("SEARCH_ESTIMATE_WORK_MEM", "64MB")
 if SEARCH_ENGINE not in ("postgres", "elasticsearch"):
     raise ImproperlyConfigured(f"SEARCH_ENGINE must be postgres or elasticsearch, not {SEARCH_ENGINE!r}")
 if SEARCH_ENGINE == "elasticsearch" and not ELASTICSEARCH_URL:

@@ -8,11 +8,13 @@ a keyset `(key, id)` resumes it exactly. Never OFFSET.
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from django.db import connections
+from django.conf import settings
+from django.db import connections, transaction
 
 from search.engines.base import (
     FACET_SIZE,
@@ -90,12 +92,13 @@ def facets_statement(facets: tuple[str, ...], catalog: dict[str, str], condition
                          f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id IN (SELECT s.id FROM s)) AS p "
                          f"GROUP BY p.class_id) AS x JOIN datasets_ontologyclass AS c ON c.id = x.class_id {top})")
         elif facet == "tags":
-            parts.append(f"(SELECT {index}, tag, count(*) FROM s CROSS JOIN unnest(s.f{index}) AS tag "
-                         f"GROUP BY tag {top})")
+            # unnest in the select list (ProjectSet) rather than a lateral join: no nested loop per matching row.
+            parts.append(f"(SELECT {index}, t.tag, count(*) FROM (SELECT unnest(s.f{index}) AS tag FROM s) AS t "
+                         f"GROUP BY t.tag {top})")
         else:
             # Grouped and ordered as jsonb (numbers by value), handed back as JSON text.
-            parts.append(f"(SELECT {index}, v::text, count(*) FROM s CROSS JOIN unnest(s.f{index}) AS v "
-                         f"GROUP BY v ORDER BY 3 DESC, v LIMIT {FACET_SIZE})")
+            parts.append(f"(SELECT {index}, t.v::text, count(*) FROM (SELECT unnest(s.f{index}) AS v FROM s) AS t "
+                         f"GROUP BY t.v ORDER BY 3 DESC, t.v LIMIT {FACET_SIZE})")
     return CompiledQuery(f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM datasets_datarow AS d "
                          f"WHERE {condition.sql}{limit}), s AS ({sample}) " + " UNION ALL ".join(parts),
                          [*params, *condition.params])
@@ -170,6 +173,20 @@ def _keyset(request: SearchRequest, value_type: str | None, nullable: bool) -> C
     return CompiledQuery(f"((s.k, s.id) {comparison} (%s, %s){missing})", [value, after_id])
 
 
+@contextmanager
+def _statement_cursor(using: str, *, capped: bool) -> Iterator:
+    """A cursor on `using`; for a capped statement (count=estimate) inside a transaction whose work_mem is
+    SEARCH_ESTIMATE_WORK_MEM (set_config(..., true) lasts until that transaction ends, so a caller's own
+    transaction keeps its work_mem)."""
+    if not capped or connections[using].in_atomic_block:
+        with connections[using].cursor() as db:
+            yield db
+        return
+    with transaction.atomic(using=using), connections[using].cursor() as db:
+        db.execute("SELECT set_config('work_mem', %s, true)", [settings.SEARCH_ESTIMATE_WORK_MEM])
+        yield db
+
+
 class PostgresEngine:
     name = "postgres"
 
@@ -190,25 +207,27 @@ class PostgresEngine:
                        f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
                        [*key.params, *condition.params, *keyset.params, request.limit + 1])
             keys = db.fetchall()
-            if request.facets:
-                total, facets, sampled = self._total_and_facets(db, request, condition)
-            elif request.after is None and len(keys) <= request.limit:
-                total = SearchTotal(len(keys), "eq")  # the first page holds every match
-            else:
-                total = self._total(db, request, condition)
+        if request.facets:
+            total, facets, sampled = self._total_and_facets(using, request, condition)
+        elif request.after is None and len(keys) <= request.limit:
+            total = SearchTotal(len(keys), "eq")  # the first page holds every match
+        else:
+            total = self._total(using, request, condition)
         page = keys[: request.limit]
         next_after = (_json_value(page[-1][1]), page[-1][0]) if len(keys) > request.limit else None
         return EnginePage([row_id for row_id, _ in page], next_after, total, facets, sampled)
 
     @staticmethod
-    def _total_and_facets(db, request: SearchRequest,
+    def _total_and_facets(using: str, request: SearchRequest,
                           condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
         cap = request.estimate_cap if request.count == "estimate" else None
         statement = facets_statement(request.facets, request.catalog, condition, cap)
-        db.execute(statement.sql, statement.params)
+        with _statement_cursor(using, capped=cap is not None) as db:
+            db.execute(statement.sql, statement.params)
+            answer = db.fetchall()
         facets = {facet: [] for facet in request.facets}
         counted = 0
-        for index, value, rows in db.fetchall():
+        for index, value, rows in answer:
             if index < 0:
                 counted = rows
                 continue
@@ -220,14 +239,16 @@ class PostgresEngine:
         return SearchTotal(counted, "eq"), facets, False
 
     @staticmethod
-    def _total(db, request: SearchRequest, condition: CompiledQuery) -> SearchTotal:
+    def _total(using: str, request: SearchRequest, condition: CompiledQuery) -> SearchTotal:
         if request.count == "estimate":
-            db.execute(f"SELECT count(*) FROM (SELECT 1 FROM datasets_datarow AS d WHERE {condition.sql} "
-                       f"LIMIT %s) AS capped", [*condition.params, request.estimate_cap + 1])
-            counted = db.fetchone()[0]
+            with _statement_cursor(using, capped=True) as db:
+                db.execute(f"SELECT count(*) FROM (SELECT 1 FROM datasets_datarow AS d WHERE {condition.sql} "
+                           f"LIMIT %s) AS capped", [*condition.params, request.estimate_cap + 1])
+                counted = db.fetchone()[0]
             return SearchTotal(min(counted, request.estimate_cap), "gte" if counted > request.estimate_cap else "eq")
-        db.execute(f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
-        return SearchTotal(db.fetchone()[0], "eq")
+        with connections[using].cursor() as db:
+            db.execute(f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+            return SearchTotal(db.fetchone()[0], "eq")
 
     def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
                           dataset_id: int | None = None, batch_size: int = 1000, using: str) -> Iterator[list[int]]:

@@ -314,3 +314,44 @@ def test_a_search_reads_from_the_reader(search_data, make_token, api_client):
     assert [row["id"] for row in answered["response"].json()["results"]] == _expected_ids(search_data, "tags = 'night'")
     assert any("datasets_datarow AS d" in sql for sql in answered["reader"])
     assert not any("datasets_datarow" in sql for sql in answered["writer"])
+
+
+def test_the_capped_count_runs_with_the_search_work_mem_and_leaves_the_connection_as_it_was(
+        search_data, make_token, api_client, settings):
+    # given: outside the test's transaction (another thread), as in production
+    settings.SEARCH_ESTIMATE_WORK_MEM = "7MB"
+    wait_for_reader()
+    client = api_client(make_token(TENANT_A))
+    seen = {}
+
+    def show_work_mem() -> str:
+        with connections["reader"].cursor() as cursor:
+            cursor.execute("SHOW work_mem")
+            return cursor.fetchone()[0]
+
+    def note_work_mem(execute, sql, params, many, context):
+        if "AS capped" in sql:
+            seen["during"] = show_work_mem()
+        return execute(sql, params, many, context)
+
+    def search():
+        try:
+            seen["before"] = show_work_mem()
+            with connections["reader"].execute_wrapper(note_work_mem):
+                seen["response"] = client.post(_url(search_data.project_id),
+                                               {"query": "tags = 'night'", "count": "estimate", "limit": 1},
+                                               format="json")
+            seen["after"] = show_work_mem()
+        finally:
+            connections.close_all()
+
+    # when
+    thread = threading.Thread(target=search)
+    thread.start()
+    thread.join()
+    # then
+    assert seen["response"].status_code == 200
+    assert seen["response"].json()["total"] == {"value": len(_expected_ids(search_data, "tags = 'night'")),
+                                                "relation": "eq"}
+    assert seen["during"] == "7MB"
+    assert seen["after"] == seen["before"] != "7MB"
