@@ -44,7 +44,9 @@ class DataRow(models.Model):
     class MediaType(models.TextChoices):
         IMAGE = "image"
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="datarows")
+    # No index of its own: the (dataset, ...) indexes below lead with it. Every index is maintained on each
+    # imported row, so none is kept that another already serves (the same goes for labels and predictions).
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="datarows", db_index=False)
     external_id = models.TextField()
     uri = models.TextField()
     media_type = models.CharField(max_length=20, choices=MediaType.choices, default=MediaType.IMAGE)
@@ -116,8 +118,9 @@ class AnnotationShape(models.Model):
 class Label(AnnotationShape):
     """Ground truth on a datarow: a classification, or an object with a box (and optionally a polygon)."""
 
-    datarow = models.ForeignKey(DataRow, on_delete=models.CASCADE, related_name="labels")
-    ontology_class = models.ForeignKey(OntologyClass, on_delete=models.PROTECT, related_name="labels")
+    # Served by label_datarow and label_class_datarow (Meta.indexes).
+    datarow = models.ForeignKey(DataRow, on_delete=models.CASCADE, related_name="labels", db_index=False)
+    ontology_class = models.ForeignKey(OntologyClass, on_delete=models.PROTECT, related_name="labels", db_index=False)
     # Who or what produced it: a user id, or `import:<job id>`.
     source = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -47,8 +47,11 @@ class PredictionRun(models.Model):
 class Prediction(AnnotationShape):
     """A model version's output on a datarow: a scored class, or a scored object."""
 
-    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="predictions")
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    # Served by prediction_datarow, prediction_model_class_score and prediction_model_datarow (Meta.indexes).
+    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="predictions",
+                                db_index=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions",
+                                      db_index=False)
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="predictions")
     score = models.FloatField()
     # The prediction run that wrote it; null for imported predictions. Selection strategies read a run's rows.
