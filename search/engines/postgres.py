@@ -153,7 +153,7 @@ class _Compiler:
 
     def _lookup(self, node: ast.Predicate, alias: str, column: str, table: str, name: str) -> str:
         """Class and model conditions select ids from the project's small ontology / model table first, so the
-        object table is reached through its (class, datarow) and (model version, class, score) indexes."""
+        object table is reached through its (class, datarow) and (model version, class, datarow) indexes."""
         if isinstance(node, ast.Exists):
             return "true"
         if isinstance(node, ast.Compare):

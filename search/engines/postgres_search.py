@@ -123,7 +123,7 @@ def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKe
     if sort.field == "created_at":
         return SortKey("", "d.created_at", [])
     if sort.field == "prediction.score":
-        # One grouped pass over the model's predictions (the (model version, class, score) index), hash-joined.
+        # One grouped pass over the model's predictions (the (model version, class, datarow) index), joined.
         condition = "p.model_version_id IN (SELECT id FROM predictions_modelversion " \
                     "WHERE project_id = %s AND name || '@' || version = %s)"
         params = [project_id, sort.model]
