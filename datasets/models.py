@@ -118,7 +118,7 @@ class AnnotationShape(models.Model):
 class Label(AnnotationShape):
     """Ground truth on a datarow: a classification, or an object with a box (and optionally a polygon)."""
 
-    # Served by label_datarow and label_class_datarow (Meta.indexes).
+    # Served by label_datarow_class and label_class_datarow (Meta.indexes).
     datarow = models.ForeignKey(DataRow, on_delete=models.CASCADE, related_name="labels", db_index=False)
     ontology_class = models.ForeignKey(OntologyClass, on_delete=models.PROTECT, related_name="labels", db_index=False)
     # Who or what produced it: a user id, or `import:<job id>`.
@@ -129,7 +129,9 @@ class Label(AnnotationShape):
 
     class Meta:
         indexes = [
-            models.Index(fields=["datarow"], name="label_datarow"),
+            # A datarow's labels, and its classes index-only: the class facet merges it with the sorted matches
+            # (replaced (datarow), 2026-11-27).
+            models.Index(fields=["datarow", "ontology_class"], name="label_datarow_class"),
             models.Index(fields=["ontology_class", "datarow"], name="label_class_datarow"),
         ]
 
