@@ -19,7 +19,8 @@ from datasets.importers import staging
 from datasets.importers.records import BatchBuffers, LineError, RecordWriter
 from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL
 from datasets.locks import dataset_lock_release, dataset_lock_take
-from datasets.models import Dataset, FieldCatalogEntry
+from datasets.models import Dataset
+from datasets.selectors import field_catalog_types
 from jobs.services import job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
@@ -77,10 +78,6 @@ def error_report_path(source: str):
     return tenant_path("imports", source.replace(":", "-"), "errors.jsonl")
 
 
-def _catalog_types(project_id: int) -> dict[str, str]:
-    return dict(FieldCatalogEntry.objects.using(WRITER).filter(project_id=project_id).values_list("path", "field_type"))
-
-
 def _add_to_catalog(conn, project_id: int, types: dict[str, str], path_counts: Counter) -> None:
     if not path_counts:
         return
@@ -119,7 +116,8 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
     """
     validate_import_options(options)
     default_model = (options.model_name, options.model_version) if options.model_name else None
-    writer = RecordWriter(_catalog_types(dataset.project_id), default_model=default_model)
+    # From the writer: the catalog this import extends, as the last import left it.
+    writer = RecordWriter(field_catalog_types(project_id=dataset.project_id, using=WRITER), default_model=default_model)
     merge = staging.MergeOptions(dataset_id=dataset.pk, project_id=dataset.project_id, mode=options.mode,
                                  create_classes=options.create_classes, source=source, user=user)
     abort_on_error = options.on_error == "abort"
