@@ -67,6 +67,7 @@ class _Compiler:
         self.project_id = project_id
         self.using = using
         self.params: list = []
+        self.lists_possible: dict[tuple[str, ...], bool] = {}  # per datetime path, probed once per compile
 
     def bind(self, value) -> str:
         self.params.append(value)
@@ -223,13 +224,18 @@ class _Compiler:
             held += f" IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
         else:
             held += f" BETWEEN {self.bind(typed_value(spec, node.low))} AND {self.bind(typed_value(spec, node.high))}"
-        if self.using is not None and not datetime_lists_possible(spec.path, self.using):
+        if self.using is not None and not self._datetime_lists_possible(spec.path):
             # No row holds lists there: the index answers the whole condition, with no per-row recheck.
             return f"({held})"
         elsewhere = f"search_metadata_datetime({column}, {self.bind(strict)}::jsonpath) IS NULL AND " \
                     f"{column} @? {self.bind(values + _STRING)}::jsonpath AND " \
                     f"{self._json_each(node, spec, column, values)}"
         return f"(({held}) OR ({elsewhere}))"
+
+    def _datetime_lists_possible(self, path: tuple[str, ...]) -> bool:
+        if path not in self.lists_possible:
+            self.lists_possible[path] = datetime_lists_possible(path, self.using)
+        return self.lists_possible[path]
 
     def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
@@ -245,10 +251,12 @@ class _Compiler:
             candidates = f"{METADATA_WORDS.format(column=column)} @@ " \
                          f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)}) AND "
         if isinstance(node, (ast.Like, ast.Match)):
-            strict = jsonpath_direct(spec.path)
-            direct = f"jsonb_path_query_first({column}, {{}}::jsonpath, '{{{{}}}}', true)"
-            direct_type = f"jsonb_typeof({direct.format(self.bind(strict))})"
-            held = self._string_test(node, spec, f"({direct.format(self.bind(strict))} #>> '{{}}')")
+            def direct() -> str:  # binds the path each time it is written
+                path = self.bind(jsonpath_direct(spec.path))
+                return f"jsonb_path_query_first({column}, {path}::jsonpath, '{{}}', true)"
+
+            direct_type = f"jsonb_typeof({direct()})"
+            held = self._string_test(node, spec, f"({direct()} #>> '{{}}')")
             every = self._every_value(node, spec, column, values)
             return f"({candidates}CASE {direct_type} WHEN 'string' THEN {held} WHEN 'number' THEN false " \
                    f"WHEN 'boolean' THEN false WHEN 'null' THEN false ELSE {every} END)"
@@ -307,8 +315,9 @@ def datetime_lists_possible(path: tuple[str, ...], using: str) -> bool:
     index when it exists and is valid; without it, assumed, since the answer would cost a scan of the table."""
     lists = _datetime_lists_predicate(path)
     with connections[using].cursor() as cursor:
-        cursor.execute("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
-                       "WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid) "
+        cursor.execute("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c "
+                       "ON c.oid = i.indexrelid WHERE c.relname = %s "
+                       "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid) "
                        f"THEN EXISTS (SELECT 1 FROM datasets_datarow WHERE {lists.sql}) ELSE true END",
                        [f"datarow_metadata_datetime_lists_{_datetime_index_name(path)}", *lists.params])
         return cursor.fetchone()[0]

@@ -96,3 +96,16 @@ def test_with_no_lists_left_the_index_alone_answers_datetime_conditions(search_d
         # then: no per-value branch (it would make the planner recheck every row), and the same answer
         assert "jsonb_path_query(" not in condition.sql, text
         assert postgres_ids(query, search_data.project_id) == reference.datarow_ids(query, rows), text
+
+
+def test_several_conditions_on_one_datetime_path_probe_its_lists_index_once(search_data, datetime_indexes,
+                                                                           django_db_blocker):
+    from django.test.utils import CaptureQueriesContext
+
+    from tenancy.context import tenant_scope
+
+    text = "metadata.capture.time >= '2024-05-01' AND NOT metadata.capture.time > '2024-05-02'"
+    query = validate(parse(text), catalog=search_data.catalog, text=text)
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A), CaptureQueriesContext(connection) as queries:
+        compile_filter(query, project_id=search_data.project_id, using="default")
+    assert sum("pg_index" in q["sql"] for q in queries.captured_queries) == 1
