@@ -67,7 +67,8 @@ class _Compiler:
         self.project_id = project_id
         self.using = using
         self.params: list = []
-        self.lists_possible: dict[tuple[str, ...], bool] = {}  # per datetime path, probed once per compile
+        # (kind, path) -> (direct index valid, lists possible): probed once per compile
+        self.path_indexes: dict[tuple[str, tuple[str, ...]], tuple[bool, bool]] = {}
 
     def bind(self, value) -> str:
         self.params.append(value)
@@ -196,6 +197,9 @@ class _Compiler:
             return f"({column} @? {self.bind(values + _NOT_NULL)}::jsonpath)"
         if spec.type == "datetime" and column.endswith(".metadata") and not isinstance(node, (ast.Like, ast.Match)):
             return self._metadata_datetime(node, spec, column, values)
+        if isinstance(node, ast.Match) and column.endswith(".metadata") and self.using is not None \
+                and self._path_indexes("match", spec.path)[0]:
+            return self._metadata_match(node, spec, column, values)
         if isinstance(node, (ast.Like, ast.Match)) or spec.type == "datetime":
             return self._json_each(node, spec, column, values)
         if isinstance(node, ast.Compare):
@@ -209,7 +213,7 @@ class _Compiler:
     def _metadata_datetime(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """A datetime held directly at the path (through objects only, most rows) is compared as
         search_metadata_datetime(metadata, path), the expression of the per-path indexes that
-        metadata_datetime_indexes creates; rows without one (lists on the way, or no valid datetime there) fall back
+        metadata_path_indexes creates; rows without one (lists on the way, or no valid datetime there) fall back
         to every value at the path, the second index's rows. Each branch is two-valued (a NULL datetime is no
         match). Compiled for a connection, the second branch is left out when the lists index shows no such row
         (a plain OR made the planner recheck the whole condition on every row the index found: three calls of the
@@ -224,7 +228,7 @@ class _Compiler:
             held += f" IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
         else:
             held += f" BETWEEN {self.bind(typed_value(spec, node.low))} AND {self.bind(typed_value(spec, node.high))}"
-        if self.using is not None and not self._datetime_lists_possible(spec.path):
+        if self.using is not None and not self._path_indexes("datetime", spec.path)[1]:
             # No row holds lists there: the index answers the whole condition, with no per-row recheck.
             return f"({held})"
         elsewhere = f"search_metadata_datetime({column}, {self.bind(strict)}::jsonpath) IS NULL AND " \
@@ -232,10 +236,25 @@ class _Compiler:
                     f"{self._json_each(node, spec, column, values)}"
         return f"(({held}) OR ({elsewhere}))"
 
-    def _datetime_lists_possible(self, path: tuple[str, ...]) -> bool:
-        if path not in self.lists_possible:
-            self.lists_possible[path] = datetime_lists_possible(path, self.using)
-        return self.lists_possible[path]
+    def _metadata_match(self, node: ast.Match, spec: FieldSpec, column: str, values: str) -> str:
+        """MATCH on a path with its own full-text index (metadata_path_indexes): a string held directly at the path
+        is matched by that index alone, with no per-row recheck (to_tsvector of each candidate's text was most of
+        the cost); the expression is never NULL, so the condition stays two-valued. Rows holding the path's strings
+        in lists take every value, found by the lists index; that branch is left out when the index shows none."""
+        words = f"to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, coalesce(search_metadata_string({column}, " \
+                f"{self.bind(jsonpath_direct(spec.path))}::jsonpath), '')) @@ " \
+                f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+        if not self._path_indexes("match", spec.path)[1]:
+            return f"({words})"
+        elsewhere = f"search_metadata_string({column}, {self.bind(jsonpath_direct(spec.path))}::jsonpath) IS NULL " \
+                    f"AND {column} @? {self.bind(values + _STRING)}::jsonpath AND " \
+                    f"{self._every_value(node, spec, column, values)}"
+        return f"(({words}) OR ({elsewhere}))"
+
+    def _path_indexes(self, kind: str, path: tuple[str, ...]) -> tuple[bool, bool]:
+        if (kind, path) not in self.path_indexes:
+            self.path_indexes[kind, path] = path_index_state(kind, path, self.using)
+        return self.path_indexes[kind, path]
 
     def _json_each(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         """LIKE, MATCH and datetimes need SQL on each value; a string that is not a valid timestamp is no match.
@@ -287,40 +306,49 @@ class _Compiler:
         return f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
 
 
-def _datetime_index_name(path: tuple[str, ...]) -> str:
-    return hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
+# Per-path indexes that `manage.py search_metadata_indexes` builds, by the kind of condition they serve: the
+# function giving the value held directly at the path (search/migrations/0002, 0003) and the index over it.
+_DIRECT_VALUE = {"datetime": "search_metadata_datetime", "match": "search_metadata_string"}
+_DIRECT_INDEX = {"datetime": "btree ((search_metadata_datetime(metadata, %s::jsonpath)))",
+                 "match": f"gin ((to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, "
+                          f"coalesce(search_metadata_string(metadata, %s::jsonpath), ''))))"}
 
 
-def _datetime_lists_predicate(path: tuple[str, ...]) -> CompiledQuery:
-    """The rows whose datetimes at the path must be read from lists: the lists index's predicate."""
-    return CompiledQuery("search_metadata_datetime(metadata, %s::jsonpath) IS NULL AND metadata @? %s::jsonpath",
+def _path_index_name(kind: str, path: tuple[str, ...], *, lists: bool = False) -> str:
+    suffix = hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
+    return f"datarow_metadata_{kind}_{'lists_' if lists else ''}{suffix}"
+
+
+def _lists_predicate(kind: str, path: tuple[str, ...]) -> CompiledQuery:
+    """The rows whose values at the path must be read from lists (no direct value, but strings reached through
+    lists): the lists index's predicate."""
+    return CompiledQuery(f"{_DIRECT_VALUE[kind]}(metadata, %s::jsonpath) IS NULL AND metadata @? %s::jsonpath",
                          [jsonpath_direct(path), jsonpath_values(path) + _STRING])
 
 
-def metadata_datetime_indexes(path: tuple[str, ...]) -> list[CompiledQuery]:
-    """The indexes that make datetime conditions on one metadata path index scans (search/migrations/0002): the
-    datetime held directly at the path, and the (few) rows whose values must be read from lists. Named after the
+def metadata_path_indexes(kind: str, path: tuple[str, ...]) -> list[CompiledQuery]:
+    """The indexes that make `kind` conditions ("datetime" comparisons or "match") on one metadata path index scans:
+    the value held directly at the path, and the (few) rows whose values must be read from lists. Named after the
     path, created if missing, without blocking writes."""
-    name = _datetime_index_name(path)
-    lists = _datetime_lists_predicate(path)
-    return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS datarow_metadata_datetime_{name} "
-                          f"ON datasets_datarow ((search_metadata_datetime(metadata, %s::jsonpath)))",
-                          [jsonpath_direct(path)]),
-            CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS datarow_metadata_datetime_lists_{name} "
+    lists = _lists_predicate(kind, path)
+    return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path)} "
+                          f"ON datasets_datarow USING {_DIRECT_INDEX[kind]}", [jsonpath_direct(path)]),
+            CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path, lists=True)} "
                           f"ON datasets_datarow (id) WHERE {lists.sql}", lists.params)]
 
 
-def datetime_lists_possible(path: tuple[str, ...], using: str) -> bool:
-    """Whether any datarow of the schema may hold the path's datetimes in lists. Answered from the (small) lists
-    index when it exists and is valid; without it, assumed, since the answer would cost a scan of the table."""
-    lists = _datetime_lists_predicate(path)
+def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool, bool]:
+    """Whether the schema has a valid direct index of `kind` on the path, and whether any datarow may hold the
+    path's values in lists: answered from the (small) lists index when it exists and is valid; without it, assumed,
+    since the answer would cost a scan of the table."""
+    lists = _lists_predicate(kind, path)
+    valid = ("EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid WHERE c.relname = %s "
+             "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid)")
     with connections[using].cursor() as cursor:
-        cursor.execute("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c "
-                       "ON c.oid = i.indexrelid WHERE c.relname = %s "
-                       "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid) "
-                       f"THEN EXISTS (SELECT 1 FROM datasets_datarow WHERE {lists.sql}) ELSE true END",
-                       [f"datarow_metadata_datetime_lists_{_datetime_index_name(path)}", *lists.params])
-        return cursor.fetchone()[0]
+        cursor.execute(f"SELECT {valid}, CASE WHEN {valid} THEN EXISTS (SELECT 1 FROM datasets_datarow "
+                       f"WHERE {lists.sql}) ELSE true END",
+                       [_path_index_name(kind, path), _path_index_name(kind, path, lists=True), *lists.params])
+        return cursor.fetchone()
 
 
 def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,

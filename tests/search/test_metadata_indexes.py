@@ -109,3 +109,79 @@ def test_several_conditions_on_one_datetime_path_probe_its_lists_index_once(sear
     with django_db_blocker.unblock(), tenant_scope(TENANT_A), CaptureQueriesContext(connection) as queries:
         compile_filter(query, project_id=search_data.project_id, using="default")
     assert sum("pg_index" in q["sql"] for q in queries.captured_queries) == 1
+
+
+MATCH_QUERIES = [
+    "MATCH(metadata.caption, 'red car')",
+    "MATCH(metadata.caption, 'CAR')",
+    "NOT MATCH(metadata.caption, 'red')",
+    "MATCH(metadata.caption, '!!! & | <-> :*')",  # no words: matches nothing, and NOT of it everything
+    "NOT MATCH(metadata.caption, '!!!')",
+    "MATCH(metadata.objects_seen, 'car') OR MATCH(metadata.caption, 'blue')",  # objects_seen holds lists
+]
+
+
+@pytest.fixture(scope="module")
+def match_indexes(search_data, django_db_blocker):
+    from tenancy.context import tenant_scope
+
+    with django_db_blocker.unblock():
+        # "night" is a boolean path: named, but not a string in the catalog, so left alone.
+        call_command("search_metadata_indexes", schema=[TENANT_A], text=["caption", "objects_seen", "night"])
+        with tenant_scope(TENANT_A), connection.cursor() as cursor:
+            cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname LIKE %s "
+                           "ORDER BY indexname", [TENANT_A, "datarow_metadata_match%"])
+            names = [row[0] for row in cursor.fetchall()]
+    yield names
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'DROP INDEX "{name}"')
+
+
+def _compiled(search_data, text, django_db_blocker):
+    from tenancy.context import tenant_scope
+
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A):
+        return compile_filter(validate(parse(text), catalog=search_data.catalog, text=text),
+                              project_id=search_data.project_id, using="default")
+
+
+def test_the_command_indexes_the_named_string_paths_for_match(search_data, match_indexes):
+    assert search_data.catalog["night"] == "boolean"
+    # caption and objects_seen: a full-text index of the string held there, and a lists index, each
+    assert len(match_indexes) == 4 and sum("_lists_" in name for name in match_indexes) == 2
+
+
+def test_match_conditions_agree_with_the_reference_with_the_indexes(search_data, match_indexes, postgres_ids):
+    assert any(isinstance(row["metadata"].get("objects_seen"), list) for row in search_data.rows)
+    for text in MATCH_QUERIES:
+        query = validate(parse(text), catalog=search_data.catalog, text=text)
+        ids = postgres_ids(query, search_data.project_id)
+        assert ids == reference.datarow_ids(query, search_data.rows), text
+    assert postgres_ids(validate(parse(MATCH_QUERIES[0]), catalog=search_data.catalog, text=MATCH_QUERIES[0]),
+                        search_data.project_id)  # the data has matches to find
+
+
+def test_match_on_a_path_holding_only_strings_is_answered_by_its_index(search_data, match_indexes,
+                                                                       django_db_blocker):
+    from tenancy.context import tenant_scope
+
+    caption = _compiled(search_data, MATCH_QUERIES[0], django_db_blocker)
+    # No per-candidate tokenizing and no per-value subquery: the index expression alone.
+    assert "jsonb_path_query" not in caption.sql and "search_metadata_string" in caption.sql
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a few hundred rows: the planner would rightly read the table
+        try:
+            cursor.execute(f"EXPLAIN SELECT d.id FROM datasets_datarow AS d WHERE {caption.sql}", caption.params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    direct = [name for name in match_indexes if "_lists_" not in name]
+    assert sum(name in plan for name in direct) == 1, plan
+    # objects_seen holds lists: its condition keeps the per-value branch for those rows.
+    assert "jsonb_path_query(" in _compiled(search_data, "MATCH(metadata.objects_seen, 'car')", django_db_blocker).sql
+
+
+def test_match_without_a_path_index_keeps_the_whole_tree_candidates(search_data, django_db_blocker):
+    compiled = _compiled(search_data, "MATCH(metadata.people.name, 'ann')", django_db_blocker)
+    assert "search_metadata_string" not in compiled.sql and "jsonb_to_tsvector" in compiled.sql
