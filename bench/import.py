@@ -6,7 +6,8 @@
    service, so the measured import lands in tables that already hold that many rows with live indexes.
 2. The measured import: a JSONL manifest of --rows new datarows, queued as a job and run by a real Celery
    worker (a subprocess, concurrency 1); wall time from queueing to the job's end. The worker's whole
-   process tree is sampled for peak memory (RSS).
+   process tree is sampled for peak memory (RSS), and the CPU time of the worker and of this machine's
+   PostgreSQL processes by role (ProcessCpu): what bounds the rate on this many cores.
 3. The reference: the same rows, labels and predictions (converted to COPY text beforehand, not timed) loaded
    by bare COPY into empty tables of the same shape, then the same indexes built.
 """
@@ -49,6 +50,68 @@ class PeakMemory:
         return self.peak
 
 
+class ProcessCpu:
+    """CPU time (user + system) of the worker's process tree and of this machine's PostgreSQL processes, by role,
+    sampled every 500 ms from start to stop: where an import's time goes, and what two cores can give at most. Only
+    processes on this machine are seen (a remote PostgreSQL shows nothing), every session counts (run it on an
+    otherwise idle server), and a process that ends between two samples loses its last half second."""
+
+    ROLES = ("worker (Python)", "PostgreSQL backends", "WAL streaming and replay", "other PostgreSQL")
+
+    def __init__(self, worker_pid: int):
+        self.worker = psutil.Process(worker_pid)
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _role(self, process: psutil.Process, worker_tree: set[int]) -> str | None:
+        if process.pid in worker_tree:
+            return self.ROLES[0]
+        title = " ".join(process.cmdline())
+        if not title.startswith("postgres:"):
+            return None
+        if any(name in title for name in ("startup", "recovering", "walreceiver", "walsender")):
+            return self.ROLES[2]
+        if any(name in title for name in ("checkpointer", "writer", "autovacuum", "launcher", "archiver")):
+            return self.ROLES[3]
+        return self.ROLES[1]  # sessions and their parallel workers
+
+    def _sample(self, first: bool = False) -> None:
+        try:
+            worker_tree = {self.worker.pid, *(child.pid for child in self.worker.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            worker_tree = set()
+        for process in psutil.process_iter():
+            try:
+                role = self._role(process, worker_tree)
+                if role is None:
+                    continue
+                times = process.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            used = times.user + times.system
+            # A process already running at the start counts from there; one started later counts whole.
+            self._first.setdefault(process.pid, used if first else 0.0)
+            self._last[process.pid] = (role, used)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per role since the start."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        seconds = dict.fromkeys(self.ROLES, 0.0)
+        for pid, (role, used) in self._last.items():
+            seconds[role] += used - self._first[pid]
+        return seconds
+
+
 def _start_worker(env: dict) -> subprocess.Popen:
     log = open(OUT / "bench-worker.log", "wb")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "mlops", "worker", "--concurrency", "1",
@@ -69,7 +132,8 @@ def _import_in_process(dataset, manifest: Path) -> None:
                        source="import:preload", user="bench", progress=lambda counters, errors: None)
 
 
-def _import_through_worker(dataset, manifest: Path, schema: str, import_format: str) -> tuple[float, dict, int]:
+def _import_through_worker(dataset, manifest: Path, schema: str,
+                           import_format: str) -> tuple[float, dict, int, dict[str, float]]:
     from datasets.services.imports import ImportOptions, dataset_import_start
     from jobs.models import Job
     from tenancy.principal import Principal
@@ -78,6 +142,7 @@ def _import_through_worker(dataset, manifest: Path, schema: str, import_format: 
                           role="admin", database="main", expires_at=int(time.time()) + 86400)
     worker = _start_worker({**os.environ})
     memory = PeakMemory(worker.pid)
+    cpu = ProcessCpu(worker.pid)
     try:
         started = time.monotonic()
         job = dataset_import_start(principal=principal, dataset=dataset, uri=str(manifest),
@@ -90,11 +155,12 @@ def _import_through_worker(dataset, manifest: Path, schema: str, import_format: 
         elapsed = time.monotonic() - started
     finally:
         peak = memory.stop()
+        cpu_seconds = cpu.stop()
         worker.terminate()
         worker.wait(30)
     if job.status != Job.Status.SUCCEEDED:
         raise SystemExit(f"the import job ended {job.status}: {job.error}")
-    return elapsed, job.counters, peak
+    return elapsed, job.counters, peak, cpu_seconds
 
 
 def _reference_copy(manifest: Path, schema: str) -> tuple[float, float, dict]:
@@ -183,7 +249,7 @@ def main() -> None:
                                preload_manifest)
             print(f"preloaded {preload:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
         dataset = Dataset.objects.create(project=project, name="measured", created_by="bench")
-        elapsed, counters, peak = _import_through_worker(dataset, manifest, tenant.schema_name, args.format)
+        elapsed, counters, peak, cpu_seconds = _import_through_worker(dataset, manifest, tenant.schema_name, args.format)
         # The reference loads the same datarows and labels from the JSONL twin of the data.
         copied, indexed, counts = _reference_copy(measured / "manifest.jsonl", tenant.schema_name)
         pg = postgres_settings()
@@ -202,6 +268,14 @@ def main() -> None:
         ],
     )
     print(f"\nratio job / reference: {reference / elapsed:.2f}")
+    per_row = {role: seconds / rows * 1e6 for role, seconds in cpu_seconds.items()}
+    if per_row["PostgreSQL backends"]:  # PostgreSQL runs on this machine
+        total, cores = sum(per_row.values()), os.cpu_count() or 1
+        print("CPU per imported datarow during the job, by process: "
+              + ", ".join(f"{role} {micros:.0f} µs" for role, micros in per_row.items())
+              + f"; {total:.0f} µs in all. With this work per row, {cores} cores cannot import faster than "
+                f"{cores * 1e6 / total:,.0f} datarows/s, nor the import's one PostgreSQL session faster than "
+                f"{1e6 / per_row['PostgreSQL backends']:,.0f}.")
     print(f"PostgreSQL: {pg}")
     print("The import session skips row-by-row foreign key triggers (session_replication_role = replica) when its role "
           "may set it (superuser above, or rds_superuser / GRANT SET ON PARAMETER); see docs/design/datasets-storage.md.")
