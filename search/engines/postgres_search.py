@@ -175,15 +175,16 @@ def _keyset(request: SearchRequest, value_type: str | None, nullable: bool) -> C
 
 @contextmanager
 def _statement_cursor(using: str, *, capped: bool) -> Iterator:
-    """A cursor on `using`; for a capped statement (count=estimate) inside a transaction whose work_mem is
-    SEARCH_ESTIMATE_WORK_MEM (set_config(..., true) lasts until that transaction ends, so a caller's own
-    transaction keeps its work_mem)."""
+    """A cursor on `using`; for a capped statement (count=estimate) inside a transaction whose work_mem and
+    random_page_cost are SEARCH_ESTIMATE_WORK_MEM and SEARCH_ESTIMATE_RANDOM_PAGE_COST (set_config(..., true) lasts
+    until that transaction ends, so a caller's own transaction keeps its settings)."""
     if not capped or connections[using].in_atomic_block:
         with connections[using].cursor() as db:
             yield db
         return
     with transaction.atomic(using=using), connections[using].cursor() as db:
-        db.execute("SELECT set_config('work_mem', %s, true)", [settings.SEARCH_ESTIMATE_WORK_MEM])
+        db.execute("SELECT set_config('work_mem', %s, true), set_config('random_page_cost', %s, true)",
+                   [settings.SEARCH_ESTIMATE_WORK_MEM, str(settings.SEARCH_ESTIMATE_RANDOM_PAGE_COST)])
         yield db
 
 

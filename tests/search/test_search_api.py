@@ -316,32 +316,33 @@ def test_a_search_reads_from_the_reader(search_data, make_token, api_client):
     assert not any("datasets_datarow" in sql for sql in answered["writer"])
 
 
-def test_the_capped_count_runs_with_the_search_work_mem_and_leaves_the_connection_as_it_was(
+def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connection_as_it_was(
         search_data, make_token, api_client, settings):
     # given: outside the test's transaction (another thread), as in production
     settings.SEARCH_ESTIMATE_WORK_MEM = "7MB"
+    settings.SEARCH_ESTIMATE_RANDOM_PAGE_COST = 1.7
     wait_for_reader()
     client = api_client(make_token(TENANT_A))
     seen = {}
 
-    def show_work_mem() -> str:
+    def show_settings() -> tuple[str, str]:
         with connections["reader"].cursor() as cursor:
-            cursor.execute("SHOW work_mem")
-            return cursor.fetchone()[0]
+            cursor.execute("SELECT current_setting('work_mem'), current_setting('random_page_cost')")
+            return cursor.fetchone()
 
-    def note_work_mem(execute, sql, params, many, context):
+    def note_settings(execute, sql, params, many, context):
         if "AS capped" in sql:
-            seen["during"] = show_work_mem()
+            seen["during"] = show_settings()
         return execute(sql, params, many, context)
 
     def search():
         try:
-            seen["before"] = show_work_mem()
-            with connections["reader"].execute_wrapper(note_work_mem):
+            seen["before"] = show_settings()
+            with connections["reader"].execute_wrapper(note_settings):
                 seen["response"] = client.post(_url(search_data.project_id),
                                                {"query": "tags = 'night'", "count": "estimate", "limit": 1},
                                                format="json")
-            seen["after"] = show_work_mem()
+            seen["after"] = show_settings()
         finally:
             connections.close_all()
 
@@ -353,5 +354,5 @@ def test_the_capped_count_runs_with_the_search_work_mem_and_leaves_the_connectio
     assert seen["response"].status_code == 200
     assert seen["response"].json()["total"] == {"value": len(_expected_ids(search_data, "tags = 'night'")),
                                                 "relation": "eq"}
-    assert seen["during"] == "7MB"
-    assert seen["after"] == seen["before"] != "7MB"
+    assert seen["during"] == ("7MB", "1.7")
+    assert seen["after"] == seen["before"] and seen["before"] != seen["during"]
