@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from datasets.exporters.batches import Category, ExportBatch, ExportCounters, export_batches
 from datasets.exporters.formats import EXPORT_FORMATS, export_path
+from datasets.exporters.snapshot import snapshot_reads
 from datasets.models import DataRow, Dataset, OntologyClass
 from jobs.models import Job
 from jobs.services import job_create
@@ -31,6 +32,12 @@ def _categories(project_id: int) -> list[Category]:
             .values_list("id", "name", "parent__name")]
 
 
+def _snapshot_contents(datarows: QuerySet[DataRow], project_id: int) -> Iterator[list[Category] | ExportBatch]:
+    """What an export reads, in its snapshot: the project's classes first, then the batches."""
+    yield _categories(project_id)
+    yield from export_batches(datarows)
+
+
 def _reporting(batches: Iterator[ExportBatch], counters: ExportCounters,
                progress: Callable[[ExportCounters], None]) -> Iterator[ExportBatch]:
     """The batches, with `progress` called each time the format asks for the next one (it wrote the last)."""
@@ -41,7 +48,8 @@ def _reporting(batches: Iterator[ExportBatch], counters: ExportCounters,
 
 def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_format: str, job_id,
                     progress: Callable[[ExportCounters], None]) -> ExportCounters:
-    """Write `datarows` (a dataset's, a slice's, an id range: any queryset) to the job's export file.
+    """Write `datarows` (a dataset's, a slice's, an id range: any queryset) to the job's export file, as they were
+    when the export began (datasets/exporters/snapshot.py).
 
     The file appears under its final name only once complete: a failed or cancelled export leaves nothing behind.
     """
@@ -49,9 +57,9 @@ def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_form
     partial = path.with_name(path.name + ".partial")
     counters = ExportCounters()
     try:
-        with open(partial, "wb") as out:
-            EXPORT_FORMATS[export_format].write(out, _reporting(export_batches(datarows), counters, progress),
-                                                _categories(project_id), counters)
+        with open(partial, "wb") as out, snapshot_reads(lambda: _snapshot_contents(datarows, project_id)) as contents:
+            categories = next(contents)
+            EXPORT_FORMATS[export_format].write(out, _reporting(contents, counters, progress), categories, counters)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -1,10 +1,15 @@
 """Dataset exports: a job streams JSONL (the import manifest) or COCO to tenant storage in keyset batches; the
 file is downloaded once the job has succeeded. JSONL imports back as it was exported."""
 
+import threading
+from functools import partial
+
 import orjson
 import pytest
 
 from datasets.exporters.batches import export_batches
+from datasets.exporters.snapshot import snapshot_reads
+from datasets.services import exports
 from datasets.exporters.formats import export_path
 from datasets.models import DataRow, Dataset, Label
 from datasets.services.exports import datarows_export
@@ -138,6 +143,47 @@ def test_any_datarow_queryset_exports_in_keyset_batches(tenant_dataset, import_r
     assert batches == [ids[1:3], ids[3:5], ids[5:6]]
     assert counters.datarows == 5 and reports == [5]
     assert [orjson.loads(line)["external_id"] for line in written] == [f"img-{i}" for i in range(1, 6)]
+
+
+def test_an_export_holds_the_datarows_as_they_were_when_it_began(tenant_dataset, import_records, monkeypatch):
+    # given five datarows, exported two at a time
+    import_records([{"external_id": f"img-{i}", "uri": f"s3://b/{i}.jpg", "tags": ["old"],
+                     "labels": [{"class": "vehicle/car"}]} for i in range(5)])
+    monkeypatch.setattr(exports, "export_batches", partial(export_batches, batch_rows=2))
+    with tenant_scope(TENANT_A):
+        ids = list(DataRow.objects.filter(dataset=tenant_dataset).order_by("id").values_list("id", flat=True))
+        changed = []
+
+        def change_after_the_first_batch(counters):
+            # when: other sessions commit an edit, a delete and a new datarow while the export runs
+            if not changed:
+                DataRow.objects.filter(pk=ids[2]).update(tags=["new"])
+                Label.objects.filter(datarow_id=ids[3]).delete()
+                DataRow.objects.filter(pk=ids[4]).delete()
+                DataRow.objects.create(dataset=tenant_dataset, external_id="img-new", uri="s3://b/new.jpg")
+                changed.append(counters.datarows)
+
+        counters = datarows_export(datarows=DataRow.objects.filter(dataset=tenant_dataset),
+                                   project_id=tenant_dataset.project_id, export_format="jsonl", job_id="snapshot-test",
+                                   progress=change_after_the_first_batch)
+        written = [orjson.loads(line) for line in
+                   export_path(job_id="snapshot-test", export_format="jsonl").read_bytes().splitlines()]
+    # then: the file is the dataset as it was when the export began
+    assert changed == [2] and counters.datarows == 5
+    assert [row["external_id"] for row in written] == [f"img-{i}" for i in range(5)]
+    assert all(row["tags"] == ["old"] and len(row["labels"]) == 1 for row in written)
+    assert not any(thread.name == "export-snapshot" for thread in threading.enumerate())
+
+
+def test_an_error_in_the_snapshot_reads_reaches_the_caller(tenant_dataset):
+    def failing():
+        yield DataRow.objects.using("default").filter(dataset=tenant_dataset).count()
+        raise LookupError("read failed")
+
+    with tenant_scope(TENANT_A), snapshot_reads(failing) as items:
+        assert next(items) == 0
+        with pytest.raises(LookupError, match="read failed"):
+            next(items)
 
 
 def test_a_cancelled_export_leaves_no_file_behind(tenant_dataset, import_records):
