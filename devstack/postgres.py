@@ -98,6 +98,11 @@ class PostgresNode:
                 "synchronous_commit = off\n"
                 "full_page_writes = off\n"
                 "shared_buffers = 256MB\n"
+                # Read by the replica (pg_basebackup copies this file). Without it, the primary's vacuum removes
+                # rows an open reader transaction may still see, and the replica's replay stops for up to
+                # max_standby_streaming_delay (30 s) before it cancels that transaction ("conflict with recovery"):
+                # in one clean-clone test run, new reader connections timed out during such a stop.
+                "hot_standby_feedback = on\n"
             )
         with open(self.data_dir / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 trust\n")
