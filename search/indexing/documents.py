@@ -33,6 +33,13 @@ def _decode(values: tuple) -> dict:
     return row
 
 
+def existing_datarow_ids(*, datarow_ids: list[int], using: str) -> set[int]:
+    """The ids among `datarow_ids` whose datarows still exist."""
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT id FROM datasets_datarow WHERE id = ANY(%s)", [list(datarow_ids)])
+        return {row_id for (row_id,) in cursor.fetchall()}
+
+
 def datarows_by_id(*, project_id: int, datarow_ids: list[int], using: str) -> list[dict]:
     """The project's datarows among the ids (the others are not the project's, or are gone)."""
     with connections[using].cursor() as cursor:

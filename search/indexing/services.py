@@ -3,7 +3,9 @@ into a new index swapped in behind the alias in one atomic alias update (zero do
 
 Each project has an alias (elasticsearch_documents.alias_name). While a full reindex fills a new index, that index
 also carries the "building" alias, and every change is written to both: the reindex itself only *creates*
-documents, so it never overwrites a newer version a change wrote first.
+documents, so it never overwrites a newer version a change wrote first. A delete is the one change a create can
+undo (deleting what the new index does not hold yet is a no-op): after writing each batch, the reindex drops the
+batch's ids whose datarows are gone by then.
 """
 
 import logging
@@ -25,7 +27,7 @@ from search.engines.elasticsearch_documents import (
     metadata_properties,
 )
 from search.engines.elasticsearch_engine import client_for_tenant
-from search.indexing.documents import datarow_batches, datarows_by_id
+from search.indexing.documents import datarow_batches, datarows_by_id, existing_datarow_ids
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +202,13 @@ def reindex_project(*, tenant_schema: str, project_id: int, using: str,
         # create, not index: a change written meanwhile is newer than this read; keep it (409 is that case).
         bulk_write(client, _index_operations([index], [datarow_document(row, catalog) for row in rows], "create"),
                    ignore_statuses=(409,))
-        indexed += len(rows)
+        # A datarow deleted since this batch was read may have had its delete written before the create above put
+        # its document back; one deleted from now on has its delete written after, which finds the document.
+        ids = [row["id"] for row in rows]
+        gone = sorted(set(ids) - existing_datarow_ids(datarow_ids=ids, using=using))
+        if gone:
+            bulk_write(client, [{"delete": {"_index": index, "_id": str(row_id)}} for row_id in gone])
+        indexed += len(rows) - len(gone)
         progress(indexed)
     old = _aliased_indices(client, alias)
     actions = [{"remove": {"index": name, "alias": alias}} for name in old]

@@ -199,6 +199,38 @@ def test_reindex_builds_a_new_index_and_swaps_the_alias_at_once(search_data, ind
     assert documents == expected and result["indexed"] == len(expected)
 
 
+def test_a_datarow_deleted_while_the_reindex_writes_its_batch_does_not_come_back(search_data, indexed, settings,
+                                                                                 monkeypatch):
+    alias = alias_name(TENANT_A, search_data.project_id)
+    settings.SEARCH_INDEX_BATCH = 20
+    victim = search_data.rows[3]["id"]  # in the first batch
+    write = services.bulk_write
+    deleted = []
+
+    def write_after_a_delete(client, operations, **options):
+        # given: the first batch was read; its victim is deleted, and the delete's own indexing (both indices, the
+        # new one not holding it yet) runs before the reindex writes that batch
+        if not deleted and any("create" in operation for operation in operations):
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {TENANT_A}.datasets_label WHERE datarow_id = %s", [victim])
+                cursor.execute(f"DELETE FROM {TENANT_A}.predictions_prediction WHERE datarow_id = %s", [victim])
+                cursor.execute(f"DELETE FROM {TENANT_A}.datasets_datarow WHERE id = %s", [victim])
+            services.index_datarows(tenant_schema=TENANT_A, project_id=search_data.project_id, datarow_ids=[victim],
+                                    using="default")
+            deleted.append(victim)
+        return write(client, operations, **options)
+
+    monkeypatch.setattr(services, "bulk_write", write_after_a_delete)
+    # when
+    with tenant_scope(TENANT_A):
+        result = services.reindex_project(tenant_schema=TENANT_A, project_id=search_data.project_id, using="default")
+    # then: the new index holds what the database holds, without the deleted datarow
+    documents = indexed.documents(alias)
+    assert deleted == [victim] and str(victim) not in documents
+    expected = _stored_documents(search_data)
+    assert str(victim) not in expected and documents == expected and result["indexed"] == len(expected)
+
+
 def test_reindex_over_rest_is_a_job_one_at_a_time_for_writers_on_elasticsearch(search_data, on_elasticsearch,
                                                                               make_token, api_client, settings):
     url = f"/api/v1/projects/{search_data.project_id}/search/reindex"
