@@ -98,11 +98,6 @@ class PostgresNode:
                 "synchronous_commit = off\n"
                 "full_page_writes = off\n"
                 "shared_buffers = 256MB\n"
-                # Read by the replica (pg_basebackup copies this file). Without it, the primary's vacuum removes
-                # rows an open reader transaction may still see, and the replica's replay stops for up to
-                # max_standby_streaming_delay (30 s) before it cancels that transaction ("conflict with recovery"):
-                # in one clean-clone test run, new reader connections timed out during such a stop.
-                "hot_standby_feedback = on\n"
             )
         with open(self.data_dir / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 trust\n")
@@ -121,13 +116,17 @@ class PostgresNode:
         ])
 
     def start(self) -> None:
+        """Start the node. hot_standby_feedback (read by a replica only) is given here, not in postgresql.conf, so
+        clusters made before it get it too: without it, the primary's vacuum removes rows an open reader
+        transaction may still see, and the replica's replay stops for up to max_standby_streaming_delay (30 s)
+        before it cancels that transaction; in one clean-clone test run, new reader connections timed out then."""
         if self.running:
             return
         if port_is_open(self.port):
             raise RuntimeError(f"port {self.port} is taken by another process; pick another one")
         _run_as_owner([
             str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",
-            "-l", str(self.log_file), "-o", f"-p {self.port}", "start",
+            "-l", str(self.log_file), "-o", f"-p {self.port} -c hot_standby_feedback=on", "start",
         ])
 
     def stop(self, mode: str = "fast") -> None:
