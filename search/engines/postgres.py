@@ -231,10 +231,8 @@ class _Compiler:
         if self.using is not None and not self._path_indexes("datetime", spec.path)[1]:
             # No row holds lists there: the index answers the whole condition, with no per-row recheck.
             return f"({held})"
-        elsewhere = f"search_metadata_datetime({column}, {self.bind(strict)}::jsonpath) IS NULL AND " \
-                    f"{column} @? {self.bind(values + _STRING)}::jsonpath AND " \
-                    f"{self._json_each(node, spec, column, values)}"
-        return f"(({held}) OR ({elsewhere}))"
+        lists = self._embed(_lists_predicate("datetime", spec.path, column))
+        return f"(({held}) OR ({lists} AND {self._json_each(node, spec, column, values)}))"
 
     def _metadata_match(self, node: ast.Match, spec: FieldSpec, column: str, values: str) -> str:
         """MATCH on a path with its own full-text index (metadata_path_indexes): a string held directly at the path
@@ -246,10 +244,13 @@ class _Compiler:
                 f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
         if not self._path_indexes("match", spec.path)[1]:
             return f"({words})"
-        elsewhere = f"search_metadata_string({column}, {self.bind(jsonpath_direct(spec.path))}::jsonpath) IS NULL " \
-                    f"AND {column} @? {self.bind(values + _STRING)}::jsonpath AND " \
-                    f"{self._every_value(node, spec, column, values)}"
-        return f"(({words}) OR ({elsewhere}))"
+        lists = self._embed(_lists_predicate("match", spec.path, column))
+        return f"(({words}) OR ({lists} AND {self._every_value(node, spec, column, values)}))"
+
+    def _embed(self, compiled: CompiledQuery) -> str:
+        """`compiled`'s SQL, its parameters bound here (so it must be written where it is embedded, in order)."""
+        self.params += compiled.params
+        return compiled.sql
 
     def _path_indexes(self, kind: str, path: tuple[str, ...]) -> tuple[bool, bool]:
         if (kind, path) not in self.path_indexes:
@@ -319,10 +320,11 @@ def _path_index_name(kind: str, path: tuple[str, ...], *, lists: bool = False) -
     return f"datarow_metadata_{kind}_{'lists_' if lists else ''}{suffix}"
 
 
-def _lists_predicate(kind: str, path: tuple[str, ...]) -> CompiledQuery:
+def _lists_predicate(kind: str, path: tuple[str, ...], column: str = "metadata") -> CompiledQuery:
     """The rows whose values at the path must be read from lists (no direct value, but strings reached through
-    lists): the lists index's predicate."""
-    return CompiledQuery(f"{_DIRECT_VALUE[kind]}(metadata, %s::jsonpath) IS NULL AND metadata @? %s::jsonpath",
+    lists): the lists index's predicate, and the condition that selects its rows (written alike, so the planner
+    proves the one from the other)."""
+    return CompiledQuery(f"{_DIRECT_VALUE[kind]}({column}, %s::jsonpath) IS NULL AND {column} @? %s::jsonpath",
                          [jsonpath_direct(path), jsonpath_values(path) + _STRING])
 
 

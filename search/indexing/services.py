@@ -134,6 +134,10 @@ def _index_operations(indices: list[str], documents: list[dict], action: str = "
     return operations
 
 
+def _delete_operations(indices: list[str], datarow_ids: Iterable[int]) -> list[dict]:
+    return [{"delete": {"_index": index, "_id": str(row_id)}} for index in indices for row_id in datarow_ids]
+
+
 def index_datarows(*, tenant_schema: str, project_id: int, datarow_ids: list[int], using: str) -> dict:
     """Index the project's datarows among the ids as they are now; remove the ids that are not (any more)."""
     client = client_for_tenant(tenant_schema)
@@ -144,7 +148,7 @@ def index_datarows(*, tenant_schema: str, project_id: int, datarow_ids: list[int
     found = {row["id"] for row in rows}
     gone = sorted(set(datarow_ids) - found)
     operations = _index_operations(targets.indices, documents)
-    operations += [{"delete": {"_index": index, "_id": str(row_id)}} for index in targets.indices for row_id in gone]
+    operations += _delete_operations(targets.indices, gone)
     bulk_write(client, operations)
     return {"indexed": len(documents), "deleted": len(gone)}
 
@@ -207,7 +211,7 @@ def reindex_project(*, tenant_schema: str, project_id: int, using: str,
         ids = [row["id"] for row in rows]
         gone = sorted(set(ids) - existing_datarow_ids(datarow_ids=ids, using=using))
         if gone:
-            bulk_write(client, [{"delete": {"_index": index, "_id": str(row_id)}} for row_id in gone])
+            bulk_write(client, _delete_operations([index], gone))
         indexed += len(rows) - len(gone)
         progress(indexed)
     old = _aliased_indices(client, alias)

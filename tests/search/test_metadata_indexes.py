@@ -2,6 +2,7 @@
 with the indexes in place and the planner can answer them from the indexes."""
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
@@ -25,20 +26,47 @@ DATETIME_QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def datetime_indexes(search_data, django_db_blocker):
+def _built_indexes(django_db_blocker, kind: str, **options) -> Iterator[list[str]]:
+    """Run the command for tenant A, yield the names of the `kind` indexes it made, drop them afterwards."""
     from tenancy.context import tenant_scope
 
     with django_db_blocker.unblock():
-        call_command("search_metadata_indexes", schema=[TENANT_A])
+        call_command("search_metadata_indexes", schema=[TENANT_A], **options)
         with tenant_scope(TENANT_A), connection.cursor() as cursor:
             cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname LIKE %s "
-                           "ORDER BY indexname", [TENANT_A, "datarow_metadata_datetime%"])
+                           "ORDER BY indexname", [TENANT_A, f"datarow_metadata_{kind}%"])
             names = [row[0] for row in cursor.fetchall()]
     yield names
     with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
         for name in names:
             cursor.execute(f'DROP INDEX "{name}"')
+
+
+def _compiled(search_data, text, django_db_blocker):
+    from tenancy.context import tenant_scope
+
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A):
+        return compile_filter(validate(parse(text), catalog=search_data.catalog, text=text),
+                              project_id=search_data.project_id, using="default")
+
+
+def _plan(condition, django_db_blocker) -> str:
+    """EXPLAIN of the ids matching `condition`, with sequential scans off: over a few hundred rows the planner
+    rightly prefers reading the table, and the question is whether the indexes can answer."""
+    from tenancy.context import tenant_scope
+
+    with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            cursor.execute(f"EXPLAIN SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+
+
+@pytest.fixture(scope="module")
+def datetime_indexes(search_data, django_db_blocker):
+    yield from _built_indexes(django_db_blocker, "datetime")
 
 
 def test_the_command_indexes_each_datetime_path_directly_and_its_lists(search_data, datetime_indexes):
@@ -56,19 +84,7 @@ def test_datetime_conditions_agree_with_the_reference_with_the_indexes(search_da
 
 
 def test_a_datetime_range_can_be_answered_from_the_indexes(search_data, datetime_indexes, django_db_blocker):
-    from tenancy.context import tenant_scope
-
-    text = DATETIME_QUERIES[0]
-    with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
-        condition = compile_filter(validate(parse(text), catalog=search_data.catalog, text=text),
-                                   project_id=search_data.project_id, using="default")
-        # A few hundred rows: without this the planner rightly prefers reading the table.
-        cursor.execute("SET enable_seqscan = off")
-        try:
-            cursor.execute(f"EXPLAIN SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("RESET enable_seqscan")
+    plan = _plan(_compiled(search_data, DATETIME_QUERIES[0], django_db_blocker), django_db_blocker)
     for name in datetime_indexes:
         assert name in plan, plan
 
@@ -91,8 +107,7 @@ def test_with_no_lists_left_the_index_alone_answers_datetime_conditions(search_d
     for text in DATETIME_QUERIES:
         query = validate(parse(text), catalog=search_data.catalog, text=text)
         # when
-        with django_db_blocker.unblock(), tenant_scope(TENANT_A):
-            condition = compile_filter(query, project_id=search_data.project_id, using="default")
+        condition = _compiled(search_data, text, django_db_blocker)
         # then: no per-value branch (it would make the planner recheck every row), and the same answer
         assert "jsonb_path_query(" not in condition.sql, text
         assert postgres_ids(query, search_data.project_id) == reference.datarow_ids(query, rows), text
@@ -123,27 +138,8 @@ MATCH_QUERIES = [
 
 @pytest.fixture(scope="module")
 def match_indexes(search_data, django_db_blocker):
-    from tenancy.context import tenant_scope
-
-    with django_db_blocker.unblock():
-        # "night" is a boolean path: named, but not a string in the catalog, so left alone.
-        call_command("search_metadata_indexes", schema=[TENANT_A], text=["caption", "objects_seen", "night"])
-        with tenant_scope(TENANT_A), connection.cursor() as cursor:
-            cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname LIKE %s "
-                           "ORDER BY indexname", [TENANT_A, "datarow_metadata_match%"])
-            names = [row[0] for row in cursor.fetchall()]
-    yield names
-    with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP INDEX "{name}"')
-
-
-def _compiled(search_data, text, django_db_blocker):
-    from tenancy.context import tenant_scope
-
-    with django_db_blocker.unblock(), tenant_scope(TENANT_A):
-        return compile_filter(validate(parse(text), catalog=search_data.catalog, text=text),
-                              project_id=search_data.project_id, using="default")
+    # "night" is a boolean path: named, but not a string in the catalog, so left alone.
+    yield from _built_indexes(django_db_blocker, "match", text=["caption", "objects_seen", "night"])
 
 
 def test_the_command_indexes_the_named_string_paths_for_match(search_data, match_indexes):
@@ -164,18 +160,10 @@ def test_match_conditions_agree_with_the_reference_with_the_indexes(search_data,
 
 def test_match_on_a_path_holding_only_strings_is_answered_by_its_index(search_data, match_indexes,
                                                                        django_db_blocker):
-    from tenancy.context import tenant_scope
-
     caption = _compiled(search_data, MATCH_QUERIES[0], django_db_blocker)
     # No per-candidate tokenizing and no per-value subquery: the index expression alone.
     assert "jsonb_path_query" not in caption.sql and "search_metadata_string" in caption.sql
-    with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = off")  # a few hundred rows: the planner would rightly read the table
-        try:
-            cursor.execute(f"EXPLAIN SELECT d.id FROM datasets_datarow AS d WHERE {caption.sql}", caption.params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("RESET enable_seqscan")
+    plan = _plan(caption, django_db_blocker)
     direct = [name for name in match_indexes if "_lists_" not in name]
     assert sum(name in plan for name in direct) == 1, plan
     # objects_seen holds lists: its condition keeps the per-value branch for those rows.
