@@ -247,6 +247,10 @@ SEARCH_ESTIMATE_WORK_MEM = env_str("SEARCH_ESTIMATE_WORK_MEM", "64MB")
 # to hashing every datarow id: at 10M rows the same-object estimate took 5.6 s that way and 67 ms with 1.1, the usual
 # value where data is cached or on SSD (Aurora's storage).
 SEARCH_ESTIMATE_RANDOM_PAGE_COST = env_float("SEARCH_ESTIMATE_RANDOM_PAGE_COST", 1.1)
+# Exact label and prediction class facets run on sessions of their own, at the same time as the total and the other
+# facets, on one exported snapshot (search/engines/snapshot_sessions.py): a faceted search then holds one database
+# connection more per object facet while it runs. Off: one statement on one connection.
+SEARCH_PARALLEL_FACETS = env_bool("SEARCH_PARALLEL_FACETS", True)
 if SEARCH_ENGINE not in ("postgres", "elasticsearch"):
     raise ImproperlyConfigured(f"SEARCH_ENGINE must be postgres or elasticsearch, not {SEARCH_ENGINE!r}")
 if SEARCH_ENGINE == "elasticsearch" and not ELASTICSEARCH_URL:

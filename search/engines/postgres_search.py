@@ -26,6 +26,7 @@ from search.engines.base import (
     facet_metadata_path,
 )
 from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_direct, jsonpath_values
+from search.engines.snapshot_sessions import can_share_snapshot, fetch_all_in_one_snapshot
 from search.ql.validation import ValidQuery, parse_datetime
 
 FACET_OBJECT_TABLES = {"label.class": "datasets_label", "prediction.class": "predictions_prediction"}
@@ -67,24 +68,38 @@ def _facet_values(facet: str, catalog: dict[str, str]) -> CompiledQuery:
                          [jsonpath_direct(keys), jsonpath_direct(keys), jsonpath_values(keys)])
 
 
-def facets_statement(facets: tuple[str, ...], catalog: dict[str, str], condition: CompiledQuery,
-                     cap: int | None) -> CompiledQuery:
-    """One statement for the total and every facet, so the condition is evaluated once: the matches (with the
-    facet values each holds) are materialised, counted, and grouped per facet (top FACET_SIZE values, a row counted
-    once per value). With `cap`, only the first cap + 1 matches by id are read: the count says whether there are
-    more than cap, and the facets then count the first cap of them (a sample). Rows: (facet index or -1 for the
-    total, the value as text, the count)."""
+def facets_statements(facets: tuple[str, ...], catalog: dict[str, str], condition: CompiledQuery,
+                      cap: int | None, *, split: bool) -> list[CompiledQuery]:
+    """The total and every facet in one statement, so the condition is evaluated once: the matches (with the facet
+    values each holds) are materialised, counted, and grouped per facet (top FACET_SIZE values, a row counted once per
+    value). With `cap`, only the first cap + 1 matches by id are read: the count says whether there are more than cap,
+    and the facets then count the first cap of them (a sample). With `split`, each object facet (which reads the
+    object table, the largest part of the work) gets a statement of its own, to run at the same time on another
+    session; the first statement keeps the total. Rows: (facet index or -1 for the total, the value as text, the
+    count)."""
+    objects = [index for index, facet in enumerate(facets) if facet in FACET_OBJECT_TABLES]
+    if not split or not objects:
+        return [_facets_statement(facets, range(len(facets)), catalog, condition, cap, total=True)]
+    rest = [index for index in range(len(facets)) if index not in objects]
+    return [_facets_statement(facets, rest, catalog, condition, cap, total=True),
+            *(_facets_statement(facets, [index], catalog, condition, cap, total=False) for index in objects)]
+
+
+def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str], condition: CompiledQuery,
+                      cap: int | None, *, total: bool) -> CompiledQuery:
+    """The statement for the facets at `indexes`, and the total when asked."""
     columns, params = ["d.id"], []
-    for index, facet in enumerate(facets):
-        if facet not in FACET_OBJECT_TABLES:
-            values = _facet_values(facet, catalog)
+    for index in indexes:
+        if facets[index] not in FACET_OBJECT_TABLES:
+            values = _facet_values(facets[index], catalog)
             columns.append(f"{values.sql} AS f{index}")
             params += values.params
     limit = "" if cap is None else f" ORDER BY d.id LIMIT {cap + 1}"
     sample = "SELECT * FROM m" if cap is None else f"SELECT * FROM m ORDER BY m.id LIMIT {cap}"
-    parts = ["SELECT -1, NULL, count(*) FROM m"]
+    parts = ["SELECT -1, NULL, count(*) FROM m"] if total else []
     top = f"ORDER BY 3 DESC, 2 LIMIT {FACET_SIZE}"
-    for index, facet in enumerate(facets):
+    for index in indexes:
+        facet = facets[index]
         if facet in FACET_OBJECT_TABLES:
             # Distinct (class, row) pairs counted per class id, then named: no sort by name over every pair.
             parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM "
@@ -222,10 +237,15 @@ class PostgresEngine:
     def _total_and_facets(using: str, request: SearchRequest,
                           condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
         cap = request.estimate_cap if request.count == "estimate" else None
-        statement = facets_statement(request.facets, request.catalog, condition, cap)
-        with _statement_cursor(using, capped=cap is not None) as db:
-            db.execute(statement.sql, statement.params)
-            answer = db.fetchall()
+        # Capped statements read at most cap + 1 matches: not worth a second session.
+        split = cap is None and settings.SEARCH_PARALLEL_FACETS and can_share_snapshot(using)
+        statements = facets_statements(request.facets, request.catalog, condition, cap, split=split)
+        if len(statements) > 1:
+            answer = [row for rows in fetch_all_in_one_snapshot(using, statements) for row in rows]
+        else:
+            with _statement_cursor(using, capped=cap is not None) as db:
+                db.execute(statements[0].sql, statements[0].params)
+                answer = db.fetchall()
         facets = {facet: [] for facet in request.facets}
         counted = 0
         for index, value, rows in answer:

@@ -356,3 +356,95 @@ def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connectio
                                                 "relation": "eq"}
     assert seen["during"] == ("7MB", "1.7")
     assert seen["after"] == seen["before"] and seen["before"] != seen["during"]
+
+
+def _outside_the_test_transaction(call):
+    """`call()` in a thread of its own, as a request runs in production: routed to the reader, on connections of
+    its own that it closes. Returns what it returned; raises what it raised."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - raised in the test's thread below
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+CLASS_FACET_SQL = "SELECT DISTINCT o.ontology_class_id AS class_id"
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_exact_object_facets_run_on_sessions_of_their_own_and_count_what_one_statement_counts(
+        parallel, search_data, make_token, api_client, settings):
+    # given
+    settings.SEARCH_PARALLEL_FACETS = parallel
+    text = "label(class UNDER 'vehicle') OR metadata.night = true"
+    wait_for_reader()
+    client = api_client(make_token(TENANT_A))
+
+    def search():
+        with CaptureQueriesContext(connections["reader"]) as on_reader:
+            response = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "limit": 1},
+                                   format="json")
+        return response, [query["sql"] for query in on_reader]
+
+    # when
+    response, statements = _outside_the_test_transaction(search)
+    # then: the same counts either way; with parallel sessions the request's own session exports its snapshot and
+    # counts neither class facet itself
+    assert response.status_code == 200
+    matching = set(_expected_ids(search_data, text))
+    _assert_facets(response.json(), [row for row in search_data.rows if row["id"] in matching])
+    assert response.json()["total"] == {"value": len(matching), "relation": "eq"}
+    assert any("pg_export_snapshot" in sql for sql in statements) is parallel
+    assert any(CLASS_FACET_SQL in sql for sql in statements) is not parallel
+
+
+def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_write(
+        search_data, make_token, api_client, monkeypatch):
+    # given: a label of a new class is committed (and replayed on the reader) after the request's session has
+    # exported its snapshot and before the class facet's session starts its statement
+    from datasets.models import Label, OntologyClass
+    from search.engines import snapshot_sessions
+    from tenancy.context import tenant_scope
+
+    wait_for_reader()
+    client = api_client(make_token(TENANT_A))
+    fetch_in_snapshot = snapshot_sessions._fetch_all_in_snapshot
+
+    def write_then_fetch(*args):
+        with tenant_scope(TENANT_A):
+            intruder = OntologyClass.objects.create(project_id=search_data.project_id, name="intruder")
+            Label.objects.create(datarow_id=search_data.rows[0]["id"], ontology_class=intruder, kind="classification",
+                                 source="test", updated_by="test")
+            wait_for_reader()
+        connections["default"].close()
+        return fetch_in_snapshot(*args)
+
+    monkeypatch.setattr(snapshot_sessions, "_fetch_all_in_snapshot", write_then_fetch)
+    try:
+        # when
+        response = _outside_the_test_transaction(lambda: client.post(
+            _url(search_data.project_id), {"facets": ["label.class", "tags"], "limit": 1}, format="json"))
+        # then: the class facet counts the classes as they were when the total was counted
+        assert response.status_code == 200
+        assert response.json()["total"] == {"value": len(search_data.rows), "relation": "eq"}
+        classes = {bucket["value"]: bucket["count"] for bucket in response.json()["facets"]["label.class"]}
+        assert classes == _recount(search_data.rows, "label.class")
+        assert "intruder" not in classes
+    finally:
+        def remove_intruder():
+            with tenant_scope(TENANT_A):
+                Label.objects.filter(ontology_class__name="intruder").delete()
+                OntologyClass.objects.filter(project_id=search_data.project_id, name="intruder").delete()
+
+        _outside_the_test_transaction(remove_intruder)
