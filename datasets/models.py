@@ -62,8 +62,11 @@ class DataRow(models.Model):
             models.UniqueConstraint(fields=["dataset", "external_id"], name="datarow_external_id_unique_in_dataset"),
         ]
         indexes = [
-            GinIndex(fields=["tags"], name="datarow_tags_gin"),
-            GinIndex(fields=["metadata"], name="datarow_metadata_gin", opclasses=["jsonb_path_ops"]),
+            # One GIN index over both: a condition on tags AND metadata is one index scan that intersects the two
+            # posting lists inside the index, where two indexes built two bitmaps of every row each matches and
+            # ANDed them (docs/design/search-postgres.md). Either column alone is served as well as by its own.
+            GinIndex(fields=["tags", "metadata"], name="datarow_tags_metadata_gin",
+                     opclasses=["array_ops", "jsonb_path_ops"]),
             # The datarow API's keyset pages (by id) and filters; text_pattern_ops serve prefix LIKE in any collation.
             models.Index(fields=["dataset", "id"], name="datarow_dataset_id"),
             models.Index(fields=["dataset", "external_id"], opclasses=["int8_ops", "text_pattern_ops"],
