@@ -49,8 +49,11 @@ def _slice_insert(**fields) -> Slice:
 def _members_insert(*, project_id: int, slice_id: int, select_sql: str, params: list) -> int:
     """Add the distinct datarow ids `select_sql` selects (one column) as members; returns how many. No ON CONFLICT:
     its speculative insertion costs on every row, and every caller's statement yields each id once. The members'
-    documents are indexed again once this commits (their `slice_ids`)."""
+    documents are indexed again once this commits (their `slice_ids`). Call inside a transaction: the insert runs
+    after every datarow delete in flight has committed, and no new one starts before the transaction ends
+    (slices/migrations/0005), so the insert never sees a datarow that is gone, and no delete misses a member."""
     with connections[WRITER].cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '.slices_slicemember', 0))")
         cursor.execute(f"INSERT INTO slices_slicemember (slice_id, datarow_id) "
                        f"SELECT %s, selected.id FROM ({select_sql}) AS selected(id)", [slice_id, *params])
         inserted = cursor.rowcount
