@@ -30,6 +30,9 @@ class Job(models.Model):
     message = models.CharField(max_length=500, blank=True, default="")
     error = models.TextField(blank=True, default="")
     celery_task_id = models.CharField(max_length=255)
+    # When the job's message was last sent, and how many times it was sent again (jobs.services.job_resend_lost).
+    sent_at = models.DateTimeField(null=True, blank=True)
+    resends = models.PositiveSmallIntegerField(default=0)
     revision = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -42,6 +45,8 @@ class Job(models.Model):
             models.Index(fields=["workspace_id", "-created_at", "-id"], name="job_workspace_recent"),
             # The reaper's scan: running jobs by heartbeat age, a small partial index.
             models.Index(fields=["heartbeat_at"], condition=models.Q(status="running"), name="job_running_heartbeat"),
+            # The reaper's other scan: queued jobs by when their message was sent.
+            models.Index(fields=["sent_at"], condition=models.Q(status="queued"), name="job_queued_sent"),
         ]
 
     def __str__(self) -> str:

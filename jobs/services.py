@@ -8,7 +8,7 @@ request) can never both win.
 import uuid
 from datetime import timedelta
 
-from celery import Task
+from celery import Task, current_app
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import F, Q
@@ -49,14 +49,18 @@ def job_create(*, principal: Principal, task: Task, params: dict | None = None) 
     """A queued job for `task` (made with jobs.runner.job_task); its message is sent once the row is committed."""
     job = Job.objects.create(
         kind=task.job_kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
-        celery_task_id=str(uuid.uuid4()),
+        celery_task_id=str(uuid.uuid4()), sent_at=timezone.now(),
     )
+    _job_send(job, task)
+    return job
+
+
+def _job_send(job: Job, task: Task) -> None:
     # The tenant is fixed now, not at publish time, so the message names the schema that holds the row.
     headers = {TENANT_HEADER: connections[WRITER].schema_name}
     transaction.on_commit(
         lambda: task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers), using=WRITER,
     )
-    return job
 
 
 def job_start(*, job_id) -> Job | None:
@@ -166,3 +170,30 @@ def job_fail_stale(*, now=None) -> list[Job]:
         if job:
             failed.append(job)
     return failed
+
+
+def job_resend_lost(*, now=None) -> list[Job]:
+    """Send again the message of this tenant's queued jobs that no worker has claimed for a while.
+
+    A message can be lost between the commit and a worker (a publish that failed, a broker restarted without its
+    queue), which left the job queued for ever. But a queued job may also be waiting behind long ones, and then a
+    re-send is a duplicate: harmless (job_start claims a job once) but a place in the queue. So a job is sent again
+    JOB_RESEND_AFTER_SECONDS after its last send, and the wait doubles with each re-send: a job that waits hours
+    behind a training adds a handful of messages, not one per sweep. `sent_at` guards the update, so two sweeps
+    never both re-send.
+    """
+    now = now or timezone.now()
+    wait = settings.JOB_RESEND_AFTER_SECONDS
+    tasks = {task.job_kind: task for task in current_app.tasks.values() if getattr(task, "job_kind", None)}
+    candidates = Job.objects.using(WRITER).filter(status=Job.Status.QUEUED, sent_at__lt=now - timedelta(seconds=wait))
+    resent = []
+    for job_id, kind, sent_at, resends in candidates.values_list("pk", "kind", "sent_at", "resends"):
+        if sent_at > now - timedelta(seconds=wait * 2 ** resends) or kind not in tasks:
+            continue
+        with transaction.atomic(using=WRITER):
+            job = _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED], extra_filter=Q(sent_at=sent_at),
+                              changes={"sent_at": now, "resends": F("resends") + 1})
+            if job:
+                _job_send(job, tasks[kind])
+                resent.append(job)
+    return resent

@@ -6,7 +6,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from jobs.models import Job
 from jobs.runner import job_task
-from jobs.services import job_fail_stale, job_report_progress
+from jobs.services import job_fail_stale, job_report_progress, job_resend_lost
 from mlops.db_routing import WRITER
 from tenancy.context import tenant_scope
 
@@ -30,7 +30,8 @@ def reap_stale_jobs() -> None:
 
     Bound: a job whose worker dies (kill -9, OOM, lost host) stops heartbeating at once, so it is failed at
     most JOB_STALE_AFTER_SECONDS + JOB_REAPER_INTERVAL_SECONDS after the death (60 s + 15 s = 75 s by default),
-    plus the time this sweep takes. The sweep needs a free worker process: while every process is busy with a
+    plus the time this sweep takes. The same sweep sends again the messages of jobs left queued
+    (job_resend_lost). The sweep needs a free worker process: while every process is busy with a
     long job it waits in the queue (and expires after one interval, so sweeps never pile up).
     """
     Tenant = get_tenant_model()
@@ -40,9 +41,13 @@ def reap_stale_jobs() -> None:
         try:
             with tenant_scope(schema_name):
                 failed = job_fail_stale()
+                resent = job_resend_lost()
         except Exception:  # one broken tenant must not stop the sweep of the others
             logger.exception("reaping stale jobs failed in tenant %s", schema_name)
             continue
         for job in failed:
             logger.warning("job %s failed: its worker was lost", job.pk,
                            extra={"tenant": schema_name, "job_id": str(job.pk)})
+        for job in resent:
+            logger.warning("job %s sent again (re-send %d): no worker claimed it since its last send", job.pk,
+                           job.resends, extra={"tenant": schema_name, "job_id": str(job.pk)})

@@ -183,6 +183,9 @@ JOB_STALE_AFTER_SECONDS = env_float("JOB_STALE_AFTER_SECONDS", 60.0)
 JOB_REAPER_INTERVAL_SECONDS = env_float("JOB_REAPER_INTERVAL_SECONDS", 15.0)
 JOB_PROGRESS_MIN_INTERVAL_SECONDS = env_float("JOB_PROGRESS_MIN_INTERVAL_SECONDS", 0.25)
 # A lost worker's job is failed at most JOB_STALE_AFTER_SECONDS + JOB_REAPER_INTERVAL_SECONDS after it died.
+# A queued job no worker has claimed this long after its message was sent gets its message again (the message may be
+# lost); the wait doubles after each re-send (jobs.services.job_resend_lost).
+JOB_RESEND_AFTER_SECONDS = env_float("JOB_RESEND_AFTER_SECONDS", 300.0)
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap-stale": {
         "task": "jobs.reap_stale_jobs",

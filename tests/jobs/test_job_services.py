@@ -12,6 +12,7 @@ from jobs.services import (
     job_heartbeat,
     job_report_progress,
     job_request_cancel,
+    job_resend_lost,
     job_start,
 )
 from jobs.tasks import count_to, reap_stale_jobs
@@ -208,6 +209,42 @@ def test_reaper_fails_stale_running_jobs_in_every_tenant_and_nothing_else(princi
             assert reaped.error.startswith("The worker running this job was lost: no heartbeat for more than 60s.")
             assert Job.objects.get(pk=fresh.pk).status == Job.Status.RUNNING
             assert Job.objects.get(pk=queued.pk).status == Job.Status.QUEUED
+
+
+def test_a_queued_job_is_sent_again_after_the_wait_and_each_wait_after_doubles(in_tenant_a, principal, settings):
+    # given: a queued job (its first message sent at creation), a running one and a finished one, all old
+    settings.JOB_RESEND_AFTER_SECONDS = 300
+    queued, running = _queued_job(principal), _running_job(principal)
+    finished = _running_job(principal)
+    Job.objects.filter(pk=finished.pk).update(status=Job.Status.SUCCEEDED)
+    created = Job.objects.get(pk=queued.pk).sent_at
+
+    def sweep(after_seconds: float) -> list:
+        return [job.pk for job in job_resend_lost(now=created + timedelta(seconds=after_seconds))]
+
+    # when / then: re-sent after 300 s, then 600 s after that, then 1200 s after that; never before
+    assert sweep(299) == []
+    assert sweep(301) == [queued.pk]
+    assert sweep(301 + 599) == []
+    assert sweep(301 + 601) == [queued.pk]
+    assert sweep(902 + 1199) == []
+    assert sweep(902 + 1201) == [queued.pk]
+    assert Job.objects.get(pk=queued.pk).resends == 3
+    assert Job.objects.get(pk=queued.pk).status == Job.Status.QUEUED
+
+
+def test_a_resent_message_runs_the_job_once(in_tenant_a, principal, settings, celery_eager,
+                                            django_capture_on_commit_callbacks):
+    # given: a job whose first message was lost (its send captured and never run)
+    settings.JOB_RESEND_AFTER_SECONDS = 300
+    with django_capture_on_commit_callbacks():
+        job = _queued_job(principal)
+    # when: the sweep sends it again, and the message runs (eagerly)
+    with django_capture_on_commit_callbacks(execute=True):
+        resent = job_resend_lost(now=timezone.now() + timedelta(seconds=301))
+    # then
+    assert [row.pk for row in resent] == [job.pk]
+    assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCEEDED
 
 
 def test_the_job_id_is_in_the_log_context_while_it_runs(in_tenant_a, principal):

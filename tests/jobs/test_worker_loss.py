@@ -6,8 +6,10 @@ environment: stale after STALE_AFTER s, swept every REAPER_INTERVAL s, heartbeat
 
 import re
 import time
+import uuid
 
 import pytest
+from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import job_create
@@ -100,3 +102,17 @@ def test_heartbeats_keep_a_quiet_job_alive_past_the_stale_limit(workers, princip
     assert ended.status == Job.Status.SUCCEEDED, ended.error
     sweeps = re.findall(r"Task jobs\.reap_stale_jobs\[[0-9a-f-]+\] succeeded", worker.log())
     assert len(sweeps) >= 2
+
+
+def test_a_job_whose_message_was_lost_is_sent_again_by_the_reaper_and_runs(workers, principal):
+    # given: a queued job whose message never reached the broker (the row committed, the publish lost)
+    with tenant_scope(TENANT_A):
+        job = Job.objects.create(kind="count", params={"steps": 2, "delay_seconds": 0}, workspace_id="ws-1",
+                                 owner_id=principal.user_id, celery_task_id=str(uuid.uuid4()), sent_at=timezone.now())
+    # when: a worker runs beat, so the reaper, with a 1 s re-send wait
+    worker = workers("sweeper", beat=True, **_reaping(JOB_RESEND_AFTER_SECONDS=1))
+    # then: the sweep sends its message again and the worker runs it
+    done = wait_until(lambda: (row := _job(job.pk)).is_finished and row, timeout=30,
+                      what="the lost job to be sent again and run", logs_of=(worker,))
+    assert done.status == Job.Status.SUCCEEDED and done.resends >= 1
+    assert f"job {job.pk} sent again (re-send 1)" in worker.log()
