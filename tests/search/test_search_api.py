@@ -289,27 +289,42 @@ def test_junk_requests_are_answered_200_or_400_never_500(search_data, client):
     assert statuses[200] >= 20 and statuses[400] >= 100, statuses
 
 
+def _outside_the_test_transaction(call):
+    """`call()` in a thread of its own, as a request runs in production: routed to the reader, on connections of
+    its own that it closes. Returns what it returned; raises what it raised."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - raised in the test's thread below
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def test_a_search_reads_from_the_reader(search_data, make_token, api_client):
     # The test's transaction pins its own thread to the writer; a request from another thread is routed as in
     # production, onto the streaming replica once it has replayed the module's data.
     wait_for_reader()
     client = api_client(make_token(TENANT_A))
-    answered = {}
 
-    def search():
-        try:
-            with CaptureQueriesContext(connections["reader"]) as on_reader, \
-                    CaptureQueriesContext(connections["default"]) as on_writer:
-                response = client.post(_url(search_data.project_id), {"query": "tags = 'night'", "facets": ["tags"]},
-                                       format="json")
-            answered.update(response=response, reader=[q["sql"] for q in on_reader],
-                            writer=[q["sql"] for q in on_writer])
-        finally:
-            connections.close_all()
+    def search() -> dict:
+        with CaptureQueriesContext(connections["reader"]) as on_reader, \
+                CaptureQueriesContext(connections["default"]) as on_writer:
+            response = client.post(_url(search_data.project_id), {"query": "tags = 'night'", "facets": ["tags"]},
+                                   format="json")
+        return {"response": response, "reader": [q["sql"] for q in on_reader],
+                "writer": [q["sql"] for q in on_writer]}
 
-    thread = threading.Thread(target=search)
-    thread.start()
-    thread.join()
+    answered = _outside_the_test_transaction(search)
     assert answered["response"].status_code == 200
     assert [row["id"] for row in answered["response"].json()["results"]] == _expected_ids(search_data, "tags = 'night'")
     assert any("datasets_datarow AS d" in sql for sql in answered["reader"])
@@ -336,47 +351,21 @@ def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connectio
         return execute(sql, params, many, context)
 
     def search():
-        try:
-            seen["before"] = show_settings()
-            with connections["reader"].execute_wrapper(note_settings):
-                seen["response"] = client.post(_url(search_data.project_id),
-                                               {"query": "tags = 'night'", "count": "estimate", "limit": 1},
-                                               format="json")
-            seen["after"] = show_settings()
-        finally:
-            connections.close_all()
+        seen["before"] = show_settings()
+        with connections["reader"].execute_wrapper(note_settings):
+            seen["response"] = client.post(_url(search_data.project_id),
+                                           {"query": "tags = 'night'", "count": "estimate", "limit": 1},
+                                           format="json")
+        seen["after"] = show_settings()
 
     # when
-    thread = threading.Thread(target=search)
-    thread.start()
-    thread.join()
+    _outside_the_test_transaction(search)
     # then
     assert seen["response"].status_code == 200
     assert seen["response"].json()["total"] == {"value": len(_expected_ids(search_data, "tags = 'night'")),
                                                 "relation": "eq"}
     assert seen["during"] == ("7MB", "1.7")
     assert seen["after"] == seen["before"] and seen["before"] != seen["during"]
-
-
-def _outside_the_test_transaction(call):
-    """`call()` in a thread of its own, as a request runs in production: routed to the reader, on connections of
-    its own that it closes. Returns what it returned; raises what it raised."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - raised in the test's thread below
-            outcome["error"] = error
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 CLASS_FACET_SQL = "SELECT DISTINCT o.ontology_class_id AS class_id"
