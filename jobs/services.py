@@ -11,7 +11,8 @@ from datetime import timedelta
 from celery import Task, current_app
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Power
 from django.utils import timezone
 
 from jobs.events import job_broadcast
@@ -183,13 +184,15 @@ def job_resend_lost(*, now=None) -> list[Job]:
     never both re-send.
     """
     now = now or timezone.now()
-    wait = settings.JOB_RESEND_AFTER_SECONDS
+    wait = timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS)
     tasks = {task.job_kind: task for task in current_app.tasks.values() if getattr(task, "job_kind", None)}
-    candidates = Job.objects.using(WRITER).filter(status=Job.Status.QUEUED, sent_at__lt=now - timedelta(seconds=wait))
+    # The first bound is the partial index's range; the second, each job's doubled wait, keeps the sweep from reading
+    # the jobs that are queued but not due.
+    doubled_wait = ExpressionWrapper(Value(wait) * Power(2, F("resends")), output_field=DurationField())
+    due = Job.objects.using(WRITER).filter(status=Job.Status.QUEUED, sent_at__lt=now - wait).filter(
+        sent_at__lt=Value(now, output_field=DateTimeField()) - doubled_wait, kind__in=list(tasks))
     resent = []
-    for job_id, kind, sent_at, resends in candidates.values_list("pk", "kind", "sent_at", "resends"):
-        if sent_at > now - timedelta(seconds=wait * 2 ** resends) or kind not in tasks:
-            continue
+    for job_id, kind, sent_at in due.values_list("pk", "kind", "sent_at"):
         with transaction.atomic(using=WRITER):
             job = _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED], extra_filter=Q(sent_at=sent_at),
                               changes={"sent_at": now, "resends": F("resends") + 1})

@@ -66,6 +66,21 @@ class _HeldTransaction(threading.Thread):
             raise self.error
 
 
+def _second_waits_for_first(first, second) -> bool:
+    """Run `first` in a transaction held open, then `second` in another; whether `second` waited on the advisory
+    lock before `first` committed. Both have committed on return."""
+    held = _HeldTransaction(first)
+    held.start()
+    assert held.done.wait(10)
+    waiting = _HeldTransaction(second)
+    waiting.start()
+    try:
+        return _a_session_waits_on_an_advisory_lock()
+    finally:
+        held.join_checked()
+        waiting.join_checked()
+
+
 def _a_session_waits_on_an_advisory_lock(timeout: float = 5.0) -> bool:
     with connections["default"].cursor() as cursor:
         deadline = time.monotonic() + timeout
@@ -93,20 +108,13 @@ def test_a_freeze_waits_for_a_datarow_delete_in_flight_and_leaves_out_its_row(ro
     project, dataset, ids = rows
     principal = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1",
                           role="editor", database="main", expires_at=int(time.time()) + 3600)
-    # given: a delete of one row, not committed yet
-    delete = _HeldTransaction(lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]))
-    delete.start()
-    assert delete.done.wait(10)
-    # when: a freeze of every row starts meanwhile; it waits for the delete, which then commits
     frozen = {}
-    freeze = _HeldTransaction(lambda: frozen.update(result=slice_freeze_start(
-        principal=principal, project=project, name="kept", query="tags = 'keep'")))
-    freeze.start()
-    try:
-        waited = _a_session_waits_on_an_advisory_lock()
-    finally:
-        delete.join_checked()
-        freeze.join_checked()
+    # given: a delete of one row, not committed yet
+    # when: a freeze of every row starts meanwhile; it waits for the delete, which then commits
+    waited = _second_waits_for_first(
+        lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]),
+        lambda: frozen.update(result=slice_freeze_start(principal=principal, project=project, name="kept",
+                                                        query="tags = 'keep'")))
     # then
     assert _members(frozen["result"].slice.pk) == ids[1:] and frozen["result"].slice.member_count == 5
     assert waited
@@ -119,20 +127,13 @@ def test_a_datarow_delete_waits_for_a_member_insert_in_flight_and_takes_its_memb
     from tenancy.context import tenant_scope
 
     project, dataset, ids = rows
-    # given: an ids slice of every row, not committed yet
     created = {}
-    insert = _HeldTransaction(lambda: created.update(slice=slice_create_from_ids(
-        project=project, name="picked", created_by="t", datarow_ids=ids)))
-    insert.start()
-    assert insert.done.wait(10)
+    # given: an ids slice of every row, not committed yet
     # when: a delete of one row starts meanwhile; it waits for the insert, which then commits
-    delete = _HeldTransaction(lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]))
-    delete.start()
-    try:
-        waited = _a_session_waits_on_an_advisory_lock()
-    finally:
-        insert.join_checked()
-        delete.join_checked()
+    waited = _second_waits_for_first(
+        lambda: created.update(slice=slice_create_from_ids(project=project, name="picked", created_by="t",
+                                                           datarow_ids=ids)),
+        lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]))
     # then: the delete took the member with its row, and the count with it
     assert _members(created["slice"].pk) == ids[1:]
     with tenant_scope(TENANT_A):
