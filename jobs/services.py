@@ -5,6 +5,7 @@ each move is guarded by the status it leaves, so two writers (a redelivered mess
 request) can never both win.
 """
 
+import logging
 import uuid
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from django.db import connections, transaction
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Power
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from jobs.events import job_broadcast
 from jobs.models import TERMINAL_STATUSES, Job
@@ -22,6 +24,8 @@ from mlops.celery import TENANT_HEADER
 from mlops.db_routing import WRITER
 from mlops.exceptions import Conflict
 from tenancy.principal import Principal
+
+logger = logging.getLogger(__name__)
 
 
 class JobCancelled(Exception):
@@ -59,9 +63,18 @@ def job_create(*, principal: Principal, task: Task, params: dict | None = None) 
 def _job_send(job: Job, task: Task) -> None:
     # The tenant is fixed now, not at publish time, so the message names the schema that holds the row.
     headers = {TENANT_HEADER: connections[WRITER].schema_name}
-    transaction.on_commit(
-        lambda: task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers), using=WRITER,
-    )
+    transaction.on_commit(lambda: _job_publish(job, task, headers), using=WRITER)
+
+
+def _job_publish(job: Job, task: Task, headers: dict) -> None:
+    """Runs after the commit, so the job exists whatever the broker says: a broker that cannot be reached must not
+    turn the request that made the job into a 500. The job stays queued and the reaper sends it again
+    (job_resend_lost)."""
+    try:
+        task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers)
+    except BrokerUnreachable:
+        logger.exception("job %s: its message could not be sent; the reaper sends it again once its wait is over",
+                         job.pk)
 
 
 def job_start(*, job_id) -> Job | None:

@@ -146,14 +146,15 @@ def start_celery_worker(env: dict[str, str], log_dir: Path, *, name: str, beat: 
     return worker
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on (it was free a moment ago): for a server to bind, or for a connection to be refused."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 def start_asgi_server(env: dict[str, str], log_dir: Path, *, ready_timeout: float = 60) -> LiveServer:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "warning"]
     process, log_path = _spawn("asgi", command, env, log_dir)

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -17,7 +18,14 @@ from jobs.tasks import count_to
 from mlops.db_routing import WRITER
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
-from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
+from tests.live_services import (
+    free_port,
+    live_environment,
+    purge_task_queues,
+    start_asgi_server,
+    start_celery_worker,
+    wait_until,
+)
 
 # Committed data, so the subprocesses see it; reads here may go to the reader (a mirror of the test database).
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
@@ -116,3 +124,27 @@ def test_a_job_whose_message_was_lost_is_sent_again_by_the_reaper_and_runs(worke
                       what="the lost job to be sent again and run", logs_of=(worker,))
     assert done.status == Job.Status.SUCCEEDED and done.resends >= 1
     assert f"job {job.pk} sent again (re-send 1)" in worker.log()
+
+
+def test_a_job_started_while_the_broker_is_unreachable_is_accepted_and_runs_once_sent_again(
+        workers, principal, auth0, platform, make_token, tmp_path):
+    # given: a web server whose broker address refuses connections
+    broker_down = live_environment(auth0, platform, CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    server = start_asgi_server(broker_down, tmp_path)
+    try:
+        # when: a job is started through it
+        response = httpx.post(f"{server.url}/api/v1/jobs/", headers={"Authorization": f"Bearer {make_token(TENANT_A)}"},
+                              json={"kind": "count", "steps": 2, "delay_seconds": 0}, timeout=30)
+    finally:
+        server.stop()
+    # then: the job was created and stays queued, and the server said why it has no message yet
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    assert _job(job_id).status == Job.Status.QUEUED
+    assert f"job {job_id}: its message could not be sent" in server.log()
+    # when: a worker on the real broker runs the reaper with a 1 s re-send wait
+    worker = workers("after-outage", beat=True, **_reaping(JOB_RESEND_AFTER_SECONDS=1))
+    # then: the reaper sends the message and the job runs
+    done = wait_until(lambda: (row := _job(job_id)).is_finished and row, timeout=30,
+                      what="the job to be sent again and run", logs_of=(worker,))
+    assert done.status == Job.Status.SUCCEEDED and done.resends >= 1
