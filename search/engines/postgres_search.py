@@ -101,10 +101,13 @@ def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str],
     for index in indexes:
         facet = facets[index]
         if facet in FACET_OBJECT_TABLES:
-            # Distinct (class, row) pairs counted per class id, then named: no sort by name over every pair.
-            parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM "
-                         f"(SELECT DISTINCT o.ontology_class_id AS class_id, o.datarow_id FROM "
-                         f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id IN (SELECT s.id FROM s)) AS p "
+            # Each match's distinct classes, read by a probe of its own objects, counted per class id, then named.
+            # A probe per match keeps the cost in step with the matches: the planner otherwise merge-joins the
+            # (datarow, class) index whole, which at 10M rows read 39M entries for 75k-83k matches (2.6-2.9 s
+            # against 0.9-1.0 s).
+            parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM s "
+                         f"CROSS JOIN LATERAL (SELECT DISTINCT o.ontology_class_id AS class_id FROM "
+                         f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id = s.id) AS p "
                          f"GROUP BY p.class_id) AS x JOIN datasets_ontologyclass AS c ON c.id = x.class_id {top})")
         elif facet == "tags":
             # unnest in the select list (ProjectSet) rather than a lateral join: no nested loop per matching row.
