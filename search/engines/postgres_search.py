@@ -103,8 +103,8 @@ def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str],
         if facet in FACET_OBJECT_TABLES:
             # Each match's distinct classes, read by a probe of its own objects, counted per class id, then named.
             # A probe per match keeps the cost in step with the matches: the planner otherwise merge-joins the
-            # (datarow, class) index whole, which at 10M rows read 39M entries for 75k-83k matches (2.6-2.9 s
-            # against 0.9-1.0 s).
+            # (datarow, class) index whole, which at 10M rows read 39M entries for 75k-83k matches (2.6-3.1 s
+            # against 0.9-1.2 s).
             parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM s "
                          f"CROSS JOIN LATERAL (SELECT DISTINCT o.ontology_class_id AS class_id FROM "
                          f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id = s.id) AS p "
