@@ -353,6 +353,28 @@ def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool
         return cursor.fetchone()
 
 
+# The object fields the object tables' indexes hold (docs/design/search-postgres.md, "Indexes used"): a condition on
+# these alone is answered from the indexes.
+_INDEXED_OBJECT_FIELDS = {"label": {"class"}, "prediction": {"class", "model", "score"}}
+
+
+def reads_object_rows(query: ValidQuery | None) -> bool:
+    """Whether an object condition tests a field no index holds (a box, an area, a kind, an attribute): PostgreSQL
+    then reads the rows of the object table, a scan of the table's size however few objects match."""
+
+    def reads(node: ast.Expr, scope: str | None) -> bool:
+        if isinstance(node, (ast.And, ast.Or)):
+            return any(reads(item, scope) for item in node.items)
+        if isinstance(node, ast.Not):
+            return reads(node.item, scope)
+        if isinstance(node, (ast.ObjectMatch, ast.ObjectCount)):
+            return node.condition is not None and reads(node.condition, node.kind)
+        field = getattr(node, "field", None)
+        return scope is not None and field is not None and field.path[0] not in _INDEXED_OBJECT_FIELDS[scope]
+
+    return query is not None and reads(query.root, None)
+
+
 def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,
                    using: str | None = None) -> CompiledQuery:
     """The WHERE condition, over `datasets_datarow AS d`, of the project's datarows (or one dataset's) that match;

@@ -25,7 +25,7 @@ from search.engines.base import (
     cursor_error,
     facet_metadata_path,
 )
-from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_direct, jsonpath_values
+from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_direct, jsonpath_values, reads_object_rows
 from search.engines.snapshot_sessions import can_share_snapshot, fetch_all_in_one_snapshot
 from search.ql.validation import ValidQuery, parse_datetime
 
@@ -240,8 +240,11 @@ class PostgresEngine:
     def _total_and_facets(using: str, request: SearchRequest,
                           condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
         cap = request.estimate_cap if request.count == "estimate" else None
-        # Capped statements read at most cap + 1 matches: not worth a second session.
-        split = cap is None and settings.SEARCH_PARALLEL_FACETS and can_share_snapshot(using)
+        # Capped statements read at most cap + 1 matches: not worth a second session. Nor is a condition that reads
+        # object rows: each session would scan the object table, which costs more than the class facet saves (the
+        # same-object query at 1M: 1,277 ms with the second session, 861 without).
+        split = (cap is None and settings.SEARCH_PARALLEL_FACETS and can_share_snapshot(using)
+                 and not reads_object_rows(request.query))
         statements = facets_statements(request.facets, request.catalog, condition, cap, split=split)
         if len(statements) > 1:
             answer = [row for rows in fetch_all_in_one_snapshot(using, statements) for row in rows]

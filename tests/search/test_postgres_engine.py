@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from search.engines import reference
-from search.engines.postgres import compile_query
+from search.engines.postgres import compile_query, reads_object_rows
 from search.ql import parse, validate
 from search.ql.render import to_text
 from tests.conftest import TENANT_A
@@ -130,3 +130,19 @@ def test_examples_render_back_to_an_equivalent_query(text, search_data):
 def test_awkward_keys_and_values_run_and_agree(text, search_data, postgres_ids):
     query = validate(parse(text), catalog=search_data.catalog, text=text)
     assert postgres_ids(query, search_data.project_id) == reference.datarow_ids(query, search_data.rows)
+
+
+@pytest.mark.parametrize(("text", "reads"), [
+    ("label(class = 'vehicle/car')", False),
+    ("label(class UNDER 'vehicle') AND tags = 'night'", False),
+    ("prediction(model = 'yolo@1' AND class = 'vehicle/car' AND score >= 0.5)", False),
+    ("COUNT(label WHERE class = 'person') >= 3", False),
+    ("COUNT(label) >= 3", False),
+    ("metadata.weather = 'rain' AND width > 100", False),
+    ("label(class UNDER 'vehicle' AND area > 1000)", True),
+    ("NOT label(attributes.occluded = true)", True),
+    ("tags = 'night' OR COUNT(prediction WHERE w > 10) >= 1", True),
+    ("prediction(kind = 'box')", True),
+])
+def test_a_condition_on_an_object_field_no_index_holds_reads_object_rows(text, reads, search_data):
+    assert reads_object_rows(validate(parse(text), catalog=search_data.catalog, text=text)) is reads

@@ -398,6 +398,32 @@ def test_exact_object_facets_run_on_sessions_of_their_own_and_count_what_one_sta
     assert any(CLASS_FACET_SQL in sql for sql in statements) is not parallel
 
 
+def test_a_condition_that_reads_object_rows_counts_its_facets_in_one_statement(
+        search_data, make_token, api_client, settings):
+    # given: parallel sessions on, and a condition on the labels' attributes, which a second session would scan the
+    # label table for again
+    settings.SEARCH_PARALLEL_FACETS = True
+    text = "label(class UNDER 'vehicle' AND attributes.occluded = true)"
+    wait_for_reader()
+    client = api_client(make_token(TENANT_A))
+
+    def search():
+        with CaptureQueriesContext(connections["reader"]) as on_reader:
+            response = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "limit": 1},
+                                   format="json")
+        return response, [query["sql"] for query in on_reader]
+
+    # when
+    response, statements = _outside_the_test_transaction(search)
+    # then: the request's session counted the class facets itself, with no snapshot to share
+    assert response.status_code == 200
+    matching = set(_expected_ids(search_data, text))
+    assert matching
+    _assert_facets(response.json(), [row for row in search_data.rows if row["id"] in matching])
+    assert not any("pg_export_snapshot" in sql for sql in statements)
+    assert any(CLASS_FACET_SQL in sql for sql in statements)
+
+
 def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_write(
         search_data, make_token, api_client, monkeypatch):
     # given: a label of a new class is committed (and replayed on the reader) after the request's session has
