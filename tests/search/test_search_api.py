@@ -371,12 +371,20 @@ def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connectio
 CLASS_FACET_SQL = "SELECT DISTINCT o.ontology_class_id AS class_id"
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_exact_object_facets_run_on_sessions_of_their_own_and_count_what_one_statement_counts(
-        parallel, search_data, make_token, api_client, settings):
+BROAD_CLASS_QUERY = "label(class UNDER 'vehicle') OR metadata.night = true"
+# A condition on the labels' attributes: a second session would scan the label table for it again.
+ATTRIBUTE_QUERY = "label(class UNDER 'vehicle' AND attributes.occluded = true)"
+
+
+@pytest.mark.parametrize(("parallel", "text", "sessions_of_their_own"), [
+    (True, BROAD_CLASS_QUERY, True),
+    (False, BROAD_CLASS_QUERY, False),
+    (True, ATTRIBUTE_QUERY, False),
+])
+def test_exact_object_facets_run_on_sessions_of_their_own_unless_the_condition_reads_object_rows(
+        parallel, text, sessions_of_their_own, search_data, make_token, api_client, settings):
     # given
     settings.SEARCH_PARALLEL_FACETS = parallel
-    text = "label(class UNDER 'vehicle') OR metadata.night = true"
     wait_for_reader()
     client = api_client(make_token(TENANT_A))
 
@@ -388,40 +396,15 @@ def test_exact_object_facets_run_on_sessions_of_their_own_and_count_what_one_sta
 
     # when
     response, statements = _outside_the_test_transaction(search)
-    # then: the same counts either way; with parallel sessions the request's own session exports its snapshot and
-    # counts neither class facet itself
-    assert response.status_code == 200
-    matching = set(_expected_ids(search_data, text))
-    _assert_facets(response.json(), [row for row in search_data.rows if row["id"] in matching])
-    assert response.json()["total"] == {"value": len(matching), "relation": "eq"}
-    assert any("pg_export_snapshot" in sql for sql in statements) is parallel
-    assert any(CLASS_FACET_SQL in sql for sql in statements) is not parallel
-
-
-def test_a_condition_that_reads_object_rows_counts_its_facets_in_one_statement(
-        search_data, make_token, api_client, settings):
-    # given: parallel sessions on, and a condition on the labels' attributes, which a second session would scan the
-    # label table for again
-    settings.SEARCH_PARALLEL_FACETS = True
-    text = "label(class UNDER 'vehicle' AND attributes.occluded = true)"
-    wait_for_reader()
-    client = api_client(make_token(TENANT_A))
-
-    def search():
-        with CaptureQueriesContext(connections["reader"]) as on_reader:
-            response = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "limit": 1},
-                                   format="json")
-        return response, [query["sql"] for query in on_reader]
-
-    # when
-    response, statements = _outside_the_test_transaction(search)
-    # then: the request's session counted the class facets itself, with no snapshot to share
+    # then: the same counts either way; with sessions of their own the request's own session exports its snapshot
+    # and counts neither class facet itself
     assert response.status_code == 200
     matching = set(_expected_ids(search_data, text))
     assert matching
     _assert_facets(response.json(), [row for row in search_data.rows if row["id"] in matching])
-    assert not any("pg_export_snapshot" in sql for sql in statements)
-    assert any(CLASS_FACET_SQL in sql for sql in statements)
+    assert response.json()["total"] == {"value": len(matching), "relation": "eq"}
+    assert any("pg_export_snapshot" in sql for sql in statements) is sessions_of_their_own
+    assert any(CLASS_FACET_SQL in sql for sql in statements) is not sessions_of_their_own
 
 
 def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_write(
