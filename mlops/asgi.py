@@ -1,5 +1,6 @@
 """HTTP through Django, websockets through Channels; both authenticate the same bearer token."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -10,6 +11,7 @@ os.environ.setdefault("DATABASE_POOL", "1")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
+from django.urls import get_resolver  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 from tenancy.websocket_auth import TokenAuthMiddleware  # noqa: E402
@@ -18,3 +20,9 @@ application = ProtocolTypeRouter({
     "http": django_application,
     "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
 })
+
+# What is loaded by now lives as long as the process: every view and what it imports (the URLconf, loaded here rather
+# than on the first request), then gc.freeze() moves it all out of the collector's way. Without it, each full
+# collection walked ~140k such objects and stalled a request for ~100 ms (bench/RESULTS.md, "1M, eighth pass").
+get_resolver().url_patterns
+gc.freeze()
