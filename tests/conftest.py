@@ -44,6 +44,13 @@ def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         tenant_provision(schema_name=TENANT_A, name="Acme")
         tenant_provision(schema_name=TENANT_B, name="Globex")
+    yield
+    # Before the test database is dropped: Django closes the connections of the aliases it created test databases
+    # for, not the reader's (a TEST MIRROR of default), which held a session open on that database when both aliases
+    # point at one server ("database test_mlops is being accessed by other users").
+    from django.db import connections
+
+    connections.close_all()
 
 
 @pytest.fixture
