@@ -61,7 +61,8 @@ def postgres_settings() -> str:
              "synchronous_commit", "fsync", "full_page_writes", "wal_level", "max_parallel_workers_per_gather"]
     with connection.cursor() as cursor:
         # current_setting() writes each value with its unit (shared_buffers=256MB); setting || unit read "327688kB"
-        cursor.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name", [names])
+        cursor.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+                       [names])
         settings = [f"{name}={value}" for name, value in cursor.fetchall()]
         cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         return ", ".join([*settings, f"superuser={'on' if cursor.fetchone()[0] else 'off'}"])

@@ -23,6 +23,6 @@ application = ProtocolTypeRouter({
 
 # What is loaded by now lives as long as the process: every view and what it imports (the URLconf, loaded here rather
 # than on the first request), then gc.freeze() moves it all out of the collector's way. Without it, each full
-# collection walked ~140k such objects and stalled a request for ~100 ms (bench/RESULTS.md, "1M, eighth pass").
+# collection walked ~140k such objects and stalled a request for up to ~150 ms (bench/RESULTS.md, "1M, eighth pass").
 get_resolver().url_patterns
 gc.freeze()
