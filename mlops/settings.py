@@ -4,6 +4,7 @@ MLOPS_ENV picks the few behaviours that differ: `production` (the default, so a 
 fails closed), `development` (`make run`) and `test` (`make test`).
 """
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -228,6 +229,22 @@ elif IS_PRODUCTION:
 STORAGE_ROOT = Path(env_str("MLOPS_STORAGE_ROOT", str(DATA_DIR / "storage")))
 LOCAL_READ_ROOTS = [p for p in (env_str("MLOPS_LOCAL_READ_ROOTS", str(DATA_DIR / "imports")) or "").split(",") if p]
 AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
+
+# --- Outbound fetches of user-given http(s) URIs (mlops/outbound.py): loopback, private, link-local, metadata and
+# reserved addresses are refused. Comma-separated CIDRs or addresses this deployment may fetch from anyway (an
+# internal file server); a typo fails at start.
+OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network(network.strip(), strict=False)
+                             for network in env_str("OUTBOUND_ALLOWED_NETWORKS", "").split(",") if network.strip()]
+# Redirect hops followed (each one checked like the first) before the fetch is refused.
+OUTBOUND_MAX_REDIRECTS = env_int("OUTBOUND_MAX_REDIRECTS", 5)
+# Largest body read (decoded): a manifest of some 20 million lines; larger sources belong in S3.
+OUTBOUND_MAX_BYTES = env_int("OUTBOUND_MAX_BYTES", 4 * 1024**3)
+OUTBOUND_CONNECT_TIMEOUT_SECONDS = env_float("OUTBOUND_CONNECT_TIMEOUT_SECONDS", 10)
+# Longest wait for any one read; the deadline bounds the whole fetch, a slow import of a large manifest included.
+OUTBOUND_READ_TIMEOUT_SECONDS = env_float("OUTBOUND_READ_TIMEOUT_SECONDS", 30)
+OUTBOUND_DEADLINE_SECONDS = env_float("OUTBOUND_DEADLINE_SECONDS", 3600)
+# CA bundle for https fetches (an internal CA for an allowed internal host); default certifi's, as httpx's.
+OUTBOUND_CA_BUNDLE = env_str("OUTBOUND_CA_BUNDLE")
 
 # Lines per import batch: each is staged, checked and merged in SQL (and committed, when bad lines are skipped).
 IMPORT_BATCH_LINES = env_int("IMPORT_BATCH_LINES", 20_000)

@@ -2,7 +2,7 @@
 
 Objects we write live under STORAGE_ROOT/<tenant schema>/..., so paths never cross tenants. Sources we
 read may be local paths or `file://` URIs (only under LOCAL_READ_ROOTS), `s3://bucket/key` (boto3, with
-the usual AWS environment), or `http(s)://`.
+the usual AWS environment), or `http(s)://` (through the outbound policy of mlops/outbound.py).
 """
 
 import shutil
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import httpx
 from django.conf import settings
 from django.db import connections
 
+from mlops import outbound
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
 
@@ -150,11 +150,9 @@ def open_uri(uri: str) -> Iterator[BinaryIO]:
             yield body
         finally:
             body.close()
-    elif scheme in ("http", "https"):
-        with httpx.stream("GET", uri, timeout=30, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise StorageError(f"'{uri}' answered HTTP {response.status_code}.")
-            yield _IteratorStream(response.iter_bytes())
+    elif scheme in outbound.SCHEMES:
+        with outbound.fetch(uri) as chunks:
+            yield _IteratorStream(chunks)
     else:
         raise StorageError(f"Unsupported URI scheme '{scheme}'.", {"fields": {"uri": ["Use a path, file://, s3:// or http(s)://."]}})
 
