@@ -104,3 +104,32 @@ def principal():
 
     return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
                      role="editor", database="main", expires_at=int(time.time()) + 3600)
+
+
+# --- Outbound fetches: the suite keeps the production deny list; a test lets its own file server through by name.
+@pytest.fixture
+def files_server():
+    """A real HTTP server on 127.0.0.1, which the outbound policy refuses unless `allow_files_server` is used."""
+    from tests.outbound_servers import FileServer
+
+    server = FileServer("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def allow_files_server(settings):
+    """Allows 127.0.0.1, and only it, through OUTBOUND_ALLOWED_NETWORKS: 127.0.0.2 and ::1 stay refused."""
+    import ipaddress
+
+    settings.OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.1/32")]
+
+
+@pytest.fixture(params=["127.0.0.2", "::1"])
+def internal_server(request):
+    """A second listener on a denied loopback address (IPv4 and IPv6), that redirects must not reach."""
+    from tests.outbound_servers import FileServer
+
+    server = FileServer(request.param)
+    yield server
+    server.close()

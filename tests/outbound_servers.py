@@ -19,7 +19,7 @@ FILE_BODY = b"hello outbound\n" * 100
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """/file: FILE_BODY; /redirect?to=URL: a 302; /stream?bytes=N: N bytes with no length given; /slow: a byte
+    """/file: FILE_BODY, or any path of `server.files`; /redirect?to=URL: a 302; /stream?bytes=N: N bytes with no length given; /slow: a byte
     every 0.1 s for 10 s; /status?code=N: an empty answer with that status."""
 
     def do_GET(self):
@@ -27,8 +27,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {key: values[0] for key, values in parse_qs(parts.query).items()}
         try:
-            if parts.path == "/file":
-                self._answer(200, {"Content-Length": str(len(FILE_BODY))}, FILE_BODY)
+            if parts.path in self.server.files:
+                body = self.server.files[parts.path]
+                self._answer(200, {"Content-Length": str(len(body))}, body)
             elif parts.path == "/redirect":
                 self._answer(302, {"Location": query["to"], "Content-Length": "0"})
             elif parts.path == "/stream":
@@ -56,14 +57,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FileServer:
-    """An HTTP(S) server on `host` (IPv4 or IPv6) in a thread; `requests` lists (path, Host header) it received,
-    `server_names` the TLS SNI names."""
+    """An HTTP(S) server on `host` (IPv4 or IPv6) in a thread serving `files` ({path: body}); `requests` lists
+    (path, Host header) it received, `server_names` the TLS SNI names."""
 
     def __init__(self, host: str = "127.0.0.1", *, port: int = 0, tls: ssl.SSLContext | None = None):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family})
         self.server = server_class((host, port), _Handler)
         self.server.requests = self.requests = []
+        self.server.files = self.files = {"/file": FILE_BODY}
         self.server_names = []
         if tls:
             tls.sni_callback = lambda connection, name, context: self.server_names.append(name)

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 import orjson
 import psycopg
@@ -22,6 +23,7 @@ from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.selectors import field_catalog_types
 from jobs.services import job_create
+from mlops import outbound
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
 from mlops.storage import tenant_path
@@ -194,6 +196,8 @@ def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: Impo
     from datasets.tasks import dataset_import  # imported here: the task module imports this one
 
     validate_import_options(options)
+    if urlsplit(uri).scheme in outbound.SCHEMES:
+        outbound.uri_check(uri)  # an internal address is refused now, not by a failed job later
     if dataset.status == Dataset.Status.DELETING:
         raise ApplicationError(f"Dataset {dataset.pk} is being deleted.")
     return job_create(principal=principal, task=dataset_import,

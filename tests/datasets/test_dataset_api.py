@@ -73,3 +73,42 @@ def test_viewer_cannot_start_an_import(make_token, api_client, project):
     _, url = project
     viewer = api_client(make_token(TENANT_A, role="viewer"))
     assert viewer.post(f"{url}1/imports", {"uri": "x"}, format="json").status_code == 403
+
+
+def test_an_import_from_an_address_the_outbound_policy_refuses_is_a_400_when_posted(project, files_server):
+    client, url = project
+    dataset = client.post(url, {"name": "ssrf"}, format="json").json()
+
+    response = client.post(f"{url}{dataset['id']}/imports", {"uri": f"{files_server.url}/manifest.jsonl"},
+                           format="json")
+
+    assert response.status_code == 400, response.content
+    assert "is not allowed: its address is not one this deployment may fetch from" in response.json()["message"]
+    assert "uri" in response.json()["extra"]["fields"]
+    assert files_server.requests == []
+    with tenant_scope(TENANT_A):
+        assert not Job.objects.filter(kind="dataset-import").exists()
+
+
+def test_an_import_redirected_to_a_refused_address_fails_its_job(project, files_server, allow_files_server,
+                                                                 internal_server, celery_eager,
+                                                                 django_capture_on_commit_callbacks):
+    # given an allowed server whose manifest redirects to an internal one
+    client, url = project
+    dataset = client.post(url, {"name": "ssrf-redirect"}, format="json").json()
+    internal_server.files["/manifest.jsonl"] = b'{"external_id": "a", "uri": "s3://b/a.jpg"}\n'
+    uri = f"{files_server.url}/redirect?to={internal_server.url}/manifest.jsonl"
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"{url}{dataset['id']}/imports", {"uri": uri}, format="json")
+
+    # then the request was accepted (the first address is allowed), the job failed on the redirect
+    assert response.status_code == 202, response.content
+    with tenant_scope(TENANT_A):
+        job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == "failed"
+    assert f"redirects to '{internal_server.url}/manifest.jsonl', which is not allowed" in job.error
+    assert internal_server.requests == []
+    with tenant_scope(TENANT_A):
+        assert not DataRow.objects.filter(dataset_id=dataset["id"]).exists()

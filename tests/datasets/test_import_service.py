@@ -302,3 +302,14 @@ def test_an_import_session_without_the_privilege_keeps_the_foreign_key_triggers(
         _skip_row_by_row_foreign_key_checks(conn)
         assert conn.execute("SELECT current_user, current_setting('session_replication_role')").fetchone() == (
             "import_unprivileged", "origin")
+
+
+def test_a_manifest_is_imported_from_an_allowed_http_server(tenant_dataset, import_root, files_server,
+                                                            allow_files_server):
+    files_server.files["/manifest.jsonl"] = (b'{"external_id": "a", "uri": "s3://b/a.jpg"}\nnot json\n'
+                                            b'{"external_id": "b", "uri": "s3://b/b.jpg"}\n')
+
+    counters = _run(tenant_dataset, f"{files_server.url}/manifest.jsonl")
+
+    assert (counters.lines, counters.inserted, counters.errors) == (3, 2, 1)
+    assert sorted(DataRow.objects.filter(dataset=tenant_dataset).values_list("external_id", flat=True)) == ["a", "b"]
