@@ -233,8 +233,11 @@ AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
 # --- Outbound fetches of user-given http(s) URIs (mlops/outbound.py): loopback, private, link-local, metadata and
 # reserved addresses are refused. Comma-separated CIDRs or addresses this deployment may fetch from anyway (an
 # internal file server); a typo fails at start.
-OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network(network.strip(), strict=False)
-                             for network in env_str("OUTBOUND_ALLOWED_NETWORKS", "").split(",") if network.strip()]
+try:
+    OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network(network.strip(), strict=False)
+                                 for network in env_str("OUTBOUND_ALLOWED_NETWORKS", "").split(",") if network.strip()]
+except ValueError as error:
+    raise ImproperlyConfigured(f"OUTBOUND_ALLOWED_NETWORKS: {error}") from None
 # Redirect hops followed (each one checked like the first) before the fetch is refused.
 OUTBOUND_MAX_REDIRECTS = env_int("OUTBOUND_MAX_REDIRECTS", 5)
 # Largest body read (decoded): a manifest of some 20 million lines; larger sources belong in S3.

@@ -83,3 +83,11 @@ def test_development_with_dev_auth_needs_none_of_the_production_variables():
     result = run_python(DJANGO_SETUP, {"MLOPS_ENV": "development", "MLOPS_DEV_AUTH": "1"})
 
     assert result.returncode == 0, result.stderr
+
+
+def test_outbound_fetches_allow_no_internal_network_unless_configured_and_a_bad_network_is_named():
+    result = run_python(DJANGO_SETUP + "; from django.conf import settings as s; print(s.OUTBOUND_ALLOWED_NETWORKS)",
+                        PRODUCTION_ENV)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+    error = start_up_error({**PRODUCTION_ENV, "OUTBOUND_ALLOWED_NETWORKS": "10.0.0.0/8, 10.0.0.0/33"})
+    assert "OUTBOUND_ALLOWED_NETWORKS" in error and "10.0.0.0/33" in error
