@@ -169,7 +169,22 @@ def dataset_export_file(*, principal: Principal, dataset: Dataset, job_id) -> tu
         raise Conflict(f"Export {job_id} has {job.status}; its file is ready once it has succeeded.",
                        {"status": job.status})
     export_format = job.params["export_format"]
-    path = export_path(job_id=job.pk, export_format=export_format)
+    path = export_path(job_id=job.pk, export_format=export_format, create=False)
     if not path.exists():
         raise NotFound(f"The file of export {job_id} is gone.")
     return path, export_format
+
+
+def dataset_import_error_report(*, principal: Principal, dataset: Dataset, job_id) -> Path:
+    """The error report of the dataset's import job `job_id`: the job is checked as an export's is, so another
+    workspace's report is never served."""
+    from datasets.services.imports import error_report_path  # imported here: the services import this module
+    from datasets.tasks import dataset_import
+
+    job = job_get(principal=principal, job_id=job_id)
+    if job.kind != dataset_import.job_kind or job.params.get("dataset_id") != dataset.pk:
+        raise NotFound(f"Job {job_id} is not an import of dataset {dataset.pk}.")
+    path = error_report_path(f"import:{job.pk}", create=False)
+    if not path.exists():
+        raise NotFound(f"Import {job_id} has no error report.")
+    return path

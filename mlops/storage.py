@@ -27,13 +27,15 @@ class StorageError(ApplicationError):
     """A source this deployment may not read, or one that is not there: the caller's mistake, a 400."""
 
 
-def tenant_path(*parts: str) -> Path:
-    """A path under the current tenant's storage folder (created on demand)."""
+def tenant_path(*parts: str, create: bool = True) -> Path:
+    """A path under the current tenant's storage folder, its folder created on demand; reads pass create=False
+    (a GET never writes to disk)."""
     schema = connections[WRITER].schema_name
     if not schema or schema == "public":
         raise StorageError("No tenant is active; refusing to touch storage.")
     path = Path(settings.STORAGE_ROOT, schema, *parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -43,9 +43,10 @@ class ProjectDetailApi(APIView):
         return Response(ProjectOutputSerializer(project_get(principal=request.user, project_id=project_id)).data)
 
     def patch(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
         data = self.UpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        project = project_update(project=project_get(principal=request.user, project_id=project_id), **data.validated_data)
+        project = project_update(project=project, **data.validated_data)
         return Response(ProjectOutputSerializer(project).data)
 
     def delete(self, request, project_id: int):

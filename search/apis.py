@@ -93,10 +93,11 @@ class ProjectSearchApi(APIView):
         took_ms = serializers.IntegerField()
 
     def post(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
-        result = search_datarows(principal=request.user, project_id=project_id, query_text=params["query"] or "",
+        result = search_datarows(project=project, query_text=params["query"] or "",
                                  dataset_id=params.get("dataset"), limit=params["limit"],
                                  sort=SortSpec.parse(params["sort"], model=params.get("sort_model"),
                                                      class_name=params.get("sort_class")),

@@ -23,11 +23,11 @@ class SearchBulkActionApi(APIView):
                                      default=list, max_length=MAX_TAGS)
 
     def post(self, request, project_id: int):
+        project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
-        job = search_bulk_action_start(principal=request.user, project=project_get(principal=request.user,
-                                                                                   project_id=project_id),
+        job = search_bulk_action_start(principal=request.user, project=project,
                                        query_text=params["query"] or "", action=params["action"],
                                        tags=params["tags"], dataset_id=params.get("dataset"))
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)

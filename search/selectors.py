@@ -12,10 +12,9 @@ from django.db import connections, router
 
 from datasets.models import DataRow
 from datasets.selectors import dataset_get, field_catalog_types
-from projects.selectors import project_get
+from projects.models import Project
 from search.engines.base import SearchRequest, SearchTotal, SortSpec, cursor_error, get_engine
 from slices.selectors import project_query_validate
-from tenancy.principal import Principal
 
 # An estimate counts at most this many matches: enough to say "more than 10,000" without scanning them all.
 ESTIMATE_CAP = 10_000
@@ -40,7 +39,7 @@ class SearchResult:
     took_ms: int
 
 
-def search_datarows(*, principal: Principal, project_id: int, query_text: str, dataset_id: int | None = None,
+def search_datarows(*, project: Project, query_text: str, dataset_id: int | None = None,
                     limit: int = 50, sort: SortSpec = SortSpec(), cursor: SearchCursor | None = None,
                     count: str = "exact", facets: tuple[str, ...] = ()) -> SearchResult:
     """One page of the project's (or one dataset's) datarows matching `query_text` (empty: all), in `sort` order
@@ -49,7 +48,6 @@ def search_datarows(*, principal: Principal, project_id: int, query_text: str, d
     facets_sampled). Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out."""
     started = time.monotonic()
     using = router.db_for_read(DataRow)
-    project = project_get(principal=principal, project_id=project_id)
     if dataset_id is not None:
         dataset_get(project=project, dataset_id=dataset_id)
     if cursor is not None and cursor.sort != sort:

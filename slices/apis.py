@@ -164,9 +164,10 @@ class SliceDetailApi(APIView):
         return Response(_detail(_project_slice(request, project_id, slice_id)))
 
     def patch(self, request, project_id: int, slice_id: int):
+        slice_ = _project_slice(request, project_id, slice_id)
         data = self.UpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        updated = slice_update(slice=_project_slice(request, project_id, slice_id), **data.validated_data)
+        updated = slice_update(slice=slice_, **data.validated_data)
         return Response(_detail(updated))
 
     def delete(self, request, project_id: int, slice_id: int):
@@ -211,7 +212,8 @@ class SliceSplitApi(APIView):
         stratified = serializers.BooleanField(default=False, help_text="Keep each class's share in every split.")
 
     def post(self, request, project_id: int, slice_id: int):
+        slice_ = _project_slice(request, project_id, slice_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        split = slice_split(slice=_project_slice(request, project_id, slice_id), **data.validated_data)
+        split = slice_split(slice=slice_, **data.validated_data)
         return Response(_detail(split))

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.models import Dataset
-from datasets.selectors import dataset_get, dataset_list
+from datasets.selectors import dataset_get, dataset_import_error_report, dataset_list
 from datasets.services.datasets import dataset_create, dataset_delete_start, dataset_update
 from datasets.services.imports import (
     FORMATS,
@@ -13,10 +13,9 @@ from datasets.services.imports import (
     ON_ERROR,
     ImportOptions,
     dataset_import_start,
-    error_report_path,
 )
 from jobs.serializers import JobOutputSerializer
-from mlops.exceptions import ApplicationError, NotFound
+from mlops.exceptions import ApplicationError
 from mlops.pagination import CreatedCursorPagination
 from mlops.storage import save_upload
 from projects.selectors import project_get
@@ -67,9 +66,10 @@ class DatasetDetailApi(APIView):
         return Response(DatasetOutputSerializer(self._dataset(request, project_id, dataset_id)).data)
 
     def patch(self, request, project_id: int, dataset_id: int):
+        dataset = self._dataset(request, project_id, dataset_id)
         data = self.UpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        dataset = dataset_update(dataset=self._dataset(request, project_id, dataset_id), **data.validated_data)
+        dataset = dataset_update(dataset=dataset, **data.validated_data)
         return Response(DatasetOutputSerializer(dataset).data)
 
     def delete(self, request, project_id: int, dataset_id: int):
@@ -110,9 +110,7 @@ class DatasetImportStartApi(APIView):
 
 class DatasetImportErrorReportApi(APIView):
     def get(self, request, project_id: int, dataset_id: int, job_id: str):
-        dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
-        path = error_report_path(f"import:{job_id}")
-        if not path.exists():
-            raise NotFound(f"Import {job_id} has no error report.")
+        dataset = dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
+        path = dataset_import_error_report(principal=request.user, dataset=dataset, job_id=job_id)
         return FileResponse(open(path, "rb"), content_type="application/x-ndjson", as_attachment=True,
                             filename=f"import-{job_id}-errors.jsonl")

@@ -26,6 +26,6 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
 }
 
 
-def export_path(*, job_id, export_format: str) -> Path:
-    """Where the file of the export job `job_id` lives in the tenant's storage."""
-    return tenant_path("exports", f"{job_id}.{EXPORT_FORMATS[export_format].extension}")
+def export_path(*, job_id, export_format: str, create: bool = True) -> Path:
+    """Where the file of the export job `job_id` lives in the tenant's storage (create=False: only to read it)."""
+    return tenant_path("exports", f"{job_id}.{EXPORT_FORMATS[export_format].extension}", create=create)

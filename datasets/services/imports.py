@@ -76,8 +76,8 @@ class ImportCounters:
 ProgressCallback = Callable[[ImportCounters, list[LineError]], None]
 
 
-def error_report_path(source: str):
-    return tenant_path("imports", source.replace(":", "-"), "errors.jsonl")
+def error_report_path(source: str, *, create: bool = True):
+    return tenant_path("imports", source.replace(":", "-"), "errors.jsonl", create=create)
 
 
 def _add_to_catalog(conn, project_id: int, types: dict[str, str], path_counts: Counter) -> None:

@@ -162,5 +162,6 @@ def test_another_tenant_cannot_edit_labels_by_id(datarow, make_token, api_client
     responses = [client.post(_labels_url(datarow), {"class_name": "daytime"}, format="json"),
                  client.patch(_labels_url(datarow, label_id), {"class_name": "daytime"}, format="json"),
                  client.delete(_labels_url(datarow, label_id))]
-    assert {response.status_code for response in responses} <= {403, 404}
+    missing = {"message": f"Project {datarow.dataset.project_id} does not exist.", "extra": {}}
+    assert [(response.status_code, response.json()) for response in responses] == [(404, missing)] * 3
     assert _label_count(datarow) == (2, 2)

@@ -108,7 +108,7 @@ def test_a_job_of_another_workspace_is_refused(running_job, make_token):
 
     accepted, refused = async_to_sync(scenario)()
     assert accepted["type"] == "websocket.accept"  # accepted only to carry the reason
-    assert refused["type"] == "websocket.close" and refused["code"] == 4403
+    assert refused["type"] == "websocket.close" and refused["code"] == 4404  # as for a job that does not exist
 
 
 def test_a_finished_job_sends_its_snapshot_and_closes(running_job, make_token):

@@ -165,8 +165,9 @@ def test_other_workspaces_and_tenants_see_nothing(api, make_token, api_client):
     client, url, ids, _ = api
     picked = client.post(url, {"name": "p", "kind": "ids", "datarow_ids": ids}, format="json").json()
     stranger = api_client(make_token(TENANT_A, workspace="ws-2"))
-    assert stranger.get(f"{url}{picked['id']}").status_code == 403
-    assert stranger.get(f"{url}{picked['id']}/members").status_code == 403
+    missing = {"message": f"Project {picked['project_id']} does not exist.", "extra": {}}
+    for response in (stranger.get(f"{url}{picked['id']}"), stranger.get(f"{url}{picked['id']}/members")):
+        assert (response.status_code, response.json()) == (404, missing)
 
 
 def test_a_large_freeze_answers_202_with_the_slice_and_its_job(api, monkeypatch, celery_eager,

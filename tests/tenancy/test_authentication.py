@@ -202,11 +202,11 @@ def test_tenant_a_never_sees_tenant_b_data(make_token, api_client):
     assert b_client.get(f"{PROJECTS}{secret['id']}").json()["name"] == "globex-secret"
 
 
-def test_another_workspace_project_is_403(make_token, api_client):
+def test_another_workspace_project_is_404_as_a_missing_one(make_token, api_client):
     theirs = api_client(make_token(workspace="ws-other")).post(PROJECTS, {"name": "theirs"}, format="json").json()
     response = api_client(make_token(workspace="ws-1")).get(f"{PROJECTS}{theirs['id']}")
-    assert response.status_code == 403
-    assert "another workspace" in _error(response)
+    assert response.status_code == 404
+    assert response.json() == {"message": f"Project {theirs['id']} does not exist.", "extra": {}}
 
 
 def test_redis_down_does_not_stop_authentication(make_token, api_client, platform, settings):

@@ -166,7 +166,9 @@ def test_a_live_slice_must_be_frozen_first(client, data):
 def test_another_workspace_cannot_see_the_models(client, data, make_token, api_client):
     _model(client, data)
     other = api_client(make_token(TENANT_A, workspace="ws-2"))
-    assert other.get(f"/api/v1/projects/{data.project.pk}/models").status_code == 403
+    response = other.get(f"/api/v1/projects/{data.project.pk}/models")
+    assert (response.status_code, response.json()) == (
+        404, {"message": f"Project {data.project.pk} does not exist.", "extra": {}})
 
 
 def test_a_model_cannot_take_the_name_of_imported_versions_its_runs_would_collide_with(client, data):
