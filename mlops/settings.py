@@ -288,17 +288,29 @@ LOGGING = {
     "filters": {"context": {"()": "mlops.observability.LogContextFilter"}},
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "mlops.observability.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        # The web server's lines (a websocket's "WebSocket /ws/jobs/<id>/?token=... [accepted]") through the
+        # redacting JSON handler, under `uvicorn` (make run) as under gunicorn's UvicornWorker; their level stays the
+        # server's own (--log-level).
+        "uvicorn.error": {"handlers": ["console"], "propagate": False},
+        # Off, as gunicorn leaves it: mlops.request is the access log, with tenant and user.
+        "uvicorn.access": {"handlers": [], "propagate": False},
+    },
 }
 if SENTRY_DSN:
     import sentry_sdk
 
+    from mlops.observability import sentry_before_send
+
     sentry_sdk.init(dsn=SENTRY_DSN, environment=MLOPS_ENV, send_default_pii=False,
+                    before_send=sentry_before_send, before_send_transaction=sentry_before_send,
                     traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0))
