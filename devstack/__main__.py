@@ -111,13 +111,16 @@ def platform_prepare(env: dict[str, str], *, tenant: str = "demo") -> str:
     ).stdout.strip()
 
 
+def web_server_command(port: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port]
+
+
 def platform_start(env: dict[str, str], port: str, *, output=None) -> list[subprocess.Popen]:
     """The web server, a worker with beat, and a training worker; their output to `output` (a file) if given."""
     python = sys.executable
     streams = {"stdout": output, "stderr": subprocess.STDOUT} if output is not None else {}
     return [
-        subprocess.Popen([python, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port],
-                         env=env, cwd=ROOT, **streams),
+        subprocess.Popen(web_server_command(port), env=env, cwd=ROOT, **streams),
         subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
                           "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT, **streams),
         # Training and prediction runs go to their own queue (settings.CELERY_TASK_ROUTES), one at a time, in the

@@ -14,6 +14,17 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is kept only if it is a plain token: it goes into every log line and back into a header.
 CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
+# Credentials a URL or a header may carry: a websocket's `?token=<JWT>` (browsers cannot set its headers), OAuth's
+# access_token and friends, S3 presigned URLs' X-Amz-Signature/Credential/Security-Token, bearer headers, and any JWT.
+SECRET_QUERY_PARAMETER = re.compile(
+    r"(?i)(?<![\w.-])((?:[\w.-]*(?:token|secret|password|passwd|signature|credential)|authorization|api[_-]?key)=)"
+    r"[^&\s'\"\\#]+")
+BEARER_CREDENTIAL = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
+JSON_WEB_TOKEN = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
+REDACTED = "[redacted]"
+# Headers Sentry may report whose whole value is a credential.
+SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+
 log_context: ContextVar[dict] = ContextVar("log_context", default={})
 request_logger = logging.getLogger("mlops.request")
 
@@ -26,6 +37,37 @@ def clear_log_context() -> None:
     log_context.set({})
 
 
+def redact_secrets(text: str) -> str:
+    text = SECRET_QUERY_PARAMETER.sub(rf"\1{REDACTED}", text)
+    text = BEARER_CREDENTIAL.sub(rf"\1{REDACTED}", text)
+    return JSON_WEB_TOKEN.sub(REDACTED, text)
+
+
+def _scrub(value):
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {key: REDACTED if str(key).lower().replace("_", "-") in SECRET_HEADERS else _scrub(item)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def sentry_before_send(event: dict, hint: dict) -> dict:
+    """Sentry's `send_default_pii=False` drops the Authorization header but not the query string (`?token=`), nor
+    a token in a message, a breadcrumb or a frame's local variables (an ASGI scope): every string is redacted."""
+    return _scrub(event)
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines with credentials redacted from the whole line: message, extras (django.request's `request` shows
+    the query string) and tracebacks alike."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record))
+
+
 class LogContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in log_context.get().items():
@@ -35,8 +77,8 @@ class LogContextFilter(logging.Filter):
 
 def json_log_formatter() -> JsonFormatter:
     """The formatter settings.LOGGING configures, for the loggers that Django does not configure (gunicorn's)."""
-    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+    return RedactingJsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                  rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
 
 
 class GunicornJsonLogger(glogging.Logger):

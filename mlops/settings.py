@@ -44,7 +44,6 @@ DEBUG = env_bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY") or ("" if IS_PRODUCTION else "insecure-local-only-key")
 if not SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
-ALLOWED_HOSTS = (env_str("DJANGO_ALLOWED_HOSTS", "*")).split(",")
 DATA_DIR = Path(env_str("MLOPS_DATA_DIR", str(BASE_DIR / ".data")))
 
 # --- Applications: the public schema holds tenants; every domain app lives in each tenant's schema.
@@ -55,6 +54,7 @@ SHARED_APPS = [
     "tenancy",
     "rest_framework",
     "drf_spectacular",
+    "corsheaders",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -71,7 +71,10 @@ TENANT_MODEL = "tenancy.Tenant"
 
 MIDDLEWARE = [
     "mlops.observability.RequestContextMiddleware",
+    # Before anything that answers: a preflight carries no token, and every answer needs the CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tenancy.middleware.TenantFromTokenMiddleware",
     "mlops.db_routing.ReadYourWritesMiddleware",
@@ -88,6 +91,41 @@ STATIC_URL = "static/"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- HTTP security: hosts, headers, cookies and CORS. TLS ends at the load balancer, so production trusts the scheme
+# it forwards and redirects plain HTTP, except the probes, which call the process directly.
+# The Host names this API answers to; production must name them (required below), so a forged Host gets a 400.
+ALLOWED_HOSTS = [host.strip() for host in env_str("DJANGO_ALLOWED_HOSTS", "" if IS_PRODUCTION else "*").split(",")
+                 if host.strip()]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# The header and value the load balancer sets on requests it received over HTTPS ("off" where the process ends TLS).
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https")
+SECURE_PROXY_SSL_HEADER = None if _proxy_ssl_header.lower() == "off" else (
+    "HTTP_" + _proxy_ssl_header.split(":")[0].strip().upper().replace("-", "_"),
+    _proxy_ssl_header.split(":", 1)[-1].strip())
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", IS_PRODUCTION)
+# Probes (Kubernetes, the load balancer's target checks, compose's healthcheck) speak plain HTTP to the process.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Browsers keep to HTTPS this long once they have seen it; 0 (no header) outside production, where it is plain HTTP.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if IS_PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = IS_PRODUCTION
+# The frontend's origins (comma-separated "https://app.example.com"); none by default. Only the API answers them, with
+# the bearer token (no cookies: credentials stay off) and the request id the frontend quotes in a bug report.
+CORS_ALLOWED_ORIGINS = [origin.strip() for origin in (env_str("CORS_ALLOWED_ORIGINS", "") or "").split(",")
+                        if origin.strip()]
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-request-id"]
+CORS_EXPOSE_HEADERS = ["X-Request-ID"]
+SILENCED_SYSTEM_CHECKS = [
+    # CSRF middleware: no cookie or session authenticates a request, only a bearer token a foreign page cannot send.
+    "security.W003",
+    # Preload puts the whole domain on browsers' built-in HTTPS list, a decision for its owner: SECURE_HSTS_PRELOAD=1.
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
 
 # --- Databases: Aurora's writer and reader endpoints; both follow the tenant's schema.
 WRITER_DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:54329/mlops")
@@ -220,7 +258,7 @@ if DEV_AUTH:
 elif IS_PRODUCTION:
     missing = [name for name, value in (
         ("PLATFORM_URL", PLATFORM_URL), ("JWT_ISSUER", JWT_ISSUER), ("JWT_JWKS_URL", JWT_JWKS_URL),
-        ("PLATFORM_SERVICE_KEY", PLATFORM_SERVICE_KEY),
+        ("PLATFORM_SERVICE_KEY", PLATFORM_SERVICE_KEY), ("DJANGO_ALLOWED_HOSTS", ALLOWED_HOSTS),
     ) if not value]
     if missing:
         raise ImproperlyConfigured(f"missing required settings in production: {', '.join(missing)}")
@@ -297,6 +335,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # `check --deploy` checks the deployment's settings; the schema's completeness is the API contract's own concern.
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }
 
 # --- Observability
@@ -308,17 +348,29 @@ LOGGING = {
     "filters": {"context": {"()": "mlops.observability.LogContextFilter"}},
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "mlops.observability.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        # The web server's lines (a websocket's "WebSocket /ws/jobs/<id>/?token=... [accepted]") through the
+        # redacting JSON handler, under `uvicorn` (make run) as under gunicorn's UvicornWorker; their level stays the
+        # server's own (--log-level).
+        "uvicorn.error": {"handlers": ["console"], "propagate": False},
+        # Off, as gunicorn leaves it: mlops.request is the access log, with tenant and user.
+        "uvicorn.access": {"handlers": [], "propagate": False},
+    },
 }
 if SENTRY_DSN:
     import sentry_sdk
 
+    from mlops.observability import sentry_before_send
+
     sentry_sdk.init(dsn=SENTRY_DSN, environment=MLOPS_ENV, send_default_pii=False,
+                    before_send=sentry_before_send, before_send_transaction=sentry_before_send,
                     traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0))

@@ -153,10 +153,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_asgi_server(env: dict[str, str], log_dir: Path, *, ready_timeout: float = 60) -> LiveServer:
+def start_asgi_server(env: dict[str, str], log_dir: Path, *, command: Callable[[int], list[str]] | None = None,
+                      ready_timeout: float = 60) -> LiveServer:
+    """uvicorn logging warnings only, or the server `command(port)` starts (as `make run` or production does)."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", "warning"]
+    command = command(port) if command else [
+        sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "warning"]
     process, log_path = _spawn("asgi", command, env, log_dir)
     server = LiveServer("asgi", process, log_path, port=port)
 

@@ -9,20 +9,29 @@ import io
 import json
 import logging
 import re
+import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import jwt
 import pytest
+import yaml
 from django.urls import path
 from gunicorn.config import Config as GunicornConfig
 from pythonjsonlogger.json import JsonFormatter
 from rest_framework.views import APIView
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from devstack.__main__ import web_server_command
 
 from mlops import urls as production_urls
-from mlops.observability import GunicornJsonLogger, bind_log_context, clear_log_context
+from mlops.observability import GunicornJsonLogger, bind_log_context, clear_log_context, redact_secrets
 from tests.conftest import TENANT_A
-from tests.fresh_process import run_python
+from tests.fresh_process import REPO_ROOT, run_python
+from tests.live_services import live_environment, start_asgi_server, wait_until
 
 INTERNAL_DETAIL = "connection string postgres://secret@internal"
 
@@ -248,3 +257,100 @@ def test_with_a_dsn_sentry_is_on_and_receives_an_unexpected_error_with_its_reque
     assert event["tags"]["request_id"] == "req-sentry-1"
     assert event["environment"] == "test"
     assert event["exception"]["values"][-1]["type"] == "RuntimeError"
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("GET /ws/jobs/1/?token=abc.def-ghi&x=1", "GET /ws/jobs/1/?token=[redacted]&x=1"),
+    ("access_token=abc&refresh_token=def&page=2", "access_token=[redacted]&refresh_token=[redacted]&page=2"),
+    ("<ASGIRequest: GET '/api/v1/x?API_KEY=k1'>", "<ASGIRequest: GET '/api/v1/x?API_KEY=[redacted]'>"),
+    ("/b/k?X-Amz-Credential=AK%2F1&X-Amz-Signature=ff", "/b/k?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]"),
+    ("Authorization: Bearer abc.def", "Authorization: Bearer [redacted]"),
+    ("bad token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig here", "bad token [redacted] here"),
+    ("tokens=3&page=2&next=/x?q=token", "tokens=3&page=2&next=/x?q=token"),
+])
+def test_credentials_in_urls_and_headers_are_redacted(text, redacted):
+    assert redact_secrets(text) == redacted
+
+
+def test_sentry_gets_no_token_from_the_query_string_or_the_authorization_header(fake_sentry):
+    # given: a request that carries its credentials in every place a client may put them
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZW50cnkifQ.c2lnbmF0dXJl"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": "/api/test-only/unexpected-error", "root_path": "",
+        "query_string": f"token={token}&access_token={token}&page=2".encode(),
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode()),
+                    (b"x-request-id", b"req-sentry-token")],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }
+    # when: its view fails in a process started with SENTRY_DSN, served by Django's ASGI handler as in production
+    result = run_python(
+        "import asyncio, django, sentry_sdk; django.setup()\n"
+        "from asgiref.testing import ApplicationCommunicator\n"
+        "from django.core.asgi import get_asgi_application\n"
+        "from django.test import override_settings\n"
+        "async def serve():\n"
+        f"    communicator = ApplicationCommunicator(get_asgi_application(), {scope!r})\n"
+        "    await communicator.send_input({'type': 'http.request', 'body': b''})\n"
+        "    return (await communicator.receive_output(10))['status']\n"
+        f"with override_settings(ROOT_URLCONF={__name__!r}):\n"
+        "    assert asyncio.run(serve()) == 500\n"
+        "sentry_sdk.flush(timeout=10)\n",
+        {"MLOPS_ENV": "test", "SENTRY_DSN": fake_sentry.dsn},
+    )
+    # then: the event is there, with the request, and the token nowhere in it
+    assert result.returncode == 0, result.stderr
+    [event] = fake_sentry.events()
+    assert event["tags"]["request_id"] == "req-sentry-token"
+    assert event["request"]["query_string"] == "token=[redacted]&access_token=[redacted]&page=2"
+    assert token not in json.dumps(event)
+    assert token.split(".")[1] not in json.dumps(event)
+
+
+def production_web_command(port: int) -> list[str]:
+    """docker-compose.yml's web command (the Dockerfile's CMD with recycling), bound to a free loopback port."""
+    command = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["web"]["command"]
+    assert command[0] == "gunicorn" and any(word.startswith("--bind") for word in command), command
+    return [sys.executable, "-m", "gunicorn",
+            *(f"--bind=127.0.0.1:{port}" if word.startswith("--bind") else word for word in command[1:])]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "reader"])
+@pytest.mark.usefixtures("committed_tenants")
+@pytest.mark.parametrize("server_command", [lambda port: web_server_command(str(port)), production_web_command],
+                         ids=["make-run", "production"])
+def test_a_websocket_token_reaches_neither_the_server_log_nor_sentry(
+        server_command, auth0, platform, make_token, fake_sentry, tmp_path):
+    # given: the web server as `make run` or production starts it, reporting to Sentry
+    # gunicorn's control socket goes under XDG_RUNTIME_DIR, so a concurrent run elsewhere cannot clash with it.
+    env = live_environment(auth0, platform, SENTRY_DSN=fake_sentry.dsn, WEB_CONCURRENCY=1, XDG_RUNTIME_DIR=tmp_path)
+    server = start_asgi_server(env, tmp_path, command=server_command)
+    token = make_token(TENANT_A)
+    job_id = uuid.uuid4()
+    try:
+        # when: a websocket authenticates with ?token= (the job is unknown, so it is accepted and closed with 4404),
+        with connect(f"{server.ws_url}/ws/jobs/{job_id}/?token={token}", open_timeout=10) as websocket:
+            with pytest.raises(ConnectionClosed) as closed:
+                websocket.recv(timeout=10)
+        assert closed.value.rcvd.code == 4404
+        # one's handshake fails (no route: an unexpected error, reported to Sentry with the ASGI scope in its frames),
+        with pytest.raises(InvalidStatus):
+            connect(f"{server.ws_url}/ws/nowhere/?token={token}", open_timeout=10)
+        # and an HTTP request carries the token in its query string too
+        response = httpx.get(f"{server.url}/api/v1/projects/?token={token}",
+                             headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert response.status_code == 200, response.text
+        events = wait_until(fake_sentry.events, timeout=30, what="the failed handshake's Sentry event",
+                            logs_of=(server,))
+    finally:
+        server.stop()
+    # then: the log shows each request, with the token redacted
+    log = server.log()
+    assert f"/ws/jobs/{job_id}/?token=[redacted]" in log
+    assert "Exception in ASGI application" in log
+    assert '"path": "/api/v1/projects/"' in log
+    # and neither the log nor Sentry has the token, or its claims alone
+    assert "Exception in ASGI application" in json.dumps(events)
+    for where, text in (("server log", log), ("Sentry", json.dumps(events))):
+        assert token not in text, where
+        assert token.split(".")[1] not in text, where

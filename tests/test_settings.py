@@ -1,6 +1,7 @@
 """Start-up refuses a production that is unsafe or incomplete, and says why; a complete one starts."""
 
 import json
+import secrets
 
 import pytest
 
@@ -17,8 +18,10 @@ PRODUCTION_ENV = {
     "JWT_ISSUER": "https://tenant.auth0.example/",
     "JWT_JWKS_URL": "https://tenant.auth0.example/.well-known/jwks.json",
     "PLATFORM_SERVICE_KEY": "a-platform-service-key",
+    "DJANGO_ALLOWED_HOSTS": "api.example.com",
 }
-REQUIRED_IN_PRODUCTION = ["DJANGO_SECRET_KEY", "PLATFORM_URL", "JWT_ISSUER", "JWT_JWKS_URL", "PLATFORM_SERVICE_KEY"]
+REQUIRED_IN_PRODUCTION = ["DJANGO_SECRET_KEY", "PLATFORM_URL", "JWT_ISSUER", "JWT_JWKS_URL", "PLATFORM_SERVICE_KEY",
+                          "DJANGO_ALLOWED_HOSTS"]
 
 
 def start_up_error(env: dict[str, str]) -> str:
@@ -91,3 +94,58 @@ def test_outbound_fetches_allow_no_internal_network_unless_configured_and_a_bad_
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
     error = start_up_error({**PRODUCTION_ENV, "OUTBOUND_ALLOWED_NETWORKS": "10.0.0.0/8, 10.0.0.0/33"})
     assert "OUTBOUND_ALLOWED_NETWORKS" in error and "10.0.0.0/33" in error
+
+
+def test_production_passes_the_deploy_checks_without_a_warning():
+    # given: production as deployed, with a secret key as random as Django asks for
+    env = {**PRODUCTION_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    # when
+    result = run_python("from django.core.management import execute_from_command_line; "
+                        "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])", env)
+    # then
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_redirects_to_https_sends_hsts_refuses_unknown_hosts_and_lets_probes_use_http():
+    # given: production behind a load balancer that ends TLS; no database or Redis reachable (nothing needs one here)
+    env = {**PRODUCTION_ENV, "DATABASE_URL": "postgres://mlops@127.0.0.1:1/mlops", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    # when
+    result = run_python(
+        "import json; " + DJANGO_SETUP + "\n"
+        "from django.test import Client\n"
+        "client = Client(HTTP_HOST='api.example.com')\n"
+        "def seen(path, **headers):\n"
+        "    response = client.get(path, **headers)\n"
+        "    return {'status': response.status_code, 'location': response.get('Location'),\n"
+        "            'hsts': response.get('Strict-Transport-Security')}\n"
+        "print(json.dumps({\n"
+        "    'api over http': seen('/api/v1/projects/?page=2'),\n"
+        "    'api over https': seen('/api/v1/projects/', HTTP_X_FORWARDED_PROTO='https'),\n"
+        "    'unknown host': seen('/api/v1/projects/', HTTP_X_FORWARDED_PROTO='https', HTTP_HOST='evil.example'),\n"
+        "    'healthz over http': seen('/healthz'),\n"
+        "    'readyz over http': seen('/readyz'),\n"
+        "}))",
+        env,
+    )
+    # then
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["api over http"] == {"status": 301, "location": "https://api.example.com/api/v1/projects/?page=2",
+                                     "hsts": None}
+    assert seen["api over https"] == {"status": 401, "location": None, "hsts": "max-age=31536000; includeSubDomains"}
+    assert seen["unknown host"]["status"] == 400
+    assert seen["healthz over http"] == {"status": 200, "location": None, "hsts": None}
+    # not ready (no database), but answered over plain HTTP rather than redirected
+    assert seen["readyz over http"] == {"status": 503, "location": None, "hsts": None}
+
+
+def test_development_serves_plain_http_on_loopback_with_any_host():
+    result = run_python(
+        DJANGO_SETUP + "; from django.test import Client; "
+        "print(Client(HTTP_HOST='127.0.0.1:8000').get('/healthz').status_code)",
+        {"MLOPS_ENV": "development", "MLOPS_DEV_AUTH": "1"},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "200"

@@ -44,7 +44,8 @@ def test_devstack_starts_a_worker_on_the_training_queue():
     start = next(node for node in ast.parse((REPO_ROOT / "devstack" / "__main__.py").read_text()).body
                  if isinstance(node, ast.FunctionDef) and node.name == "platform_start")
     commands = [[element.value for element in call.args[0].elts if isinstance(element, ast.Constant)]
-                for call in ast.walk(start) if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "Popen"]
+                for call in ast.walk(start) if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "Popen"
+                and isinstance(call.args[0], ast.List)]
     workers = [command for command in commands if "worker" in command]
     assert [option_value(command, "-Q") for command in workers] == [None, "training"]
     assert option_value(workers[1], "--pool") == "solo"
