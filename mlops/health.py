@@ -56,3 +56,18 @@ def readyz(request):
     ready = checks["writer"]["ok"] and checks["redis"]["ok"]
     return JsonResponse({"ready": ready, "degraded": not checks["reader"]["ok"], "checks": checks},
                         status=200 if ready else 503)
+
+
+PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+
+class HealthProbeMiddleware:
+    """Answers the probes before the host check and the HTTPS redirect: load balancers and orchestrators probe over
+    plain HTTP with the instance's address as Host, which ALLOWED_HOSTS rightly does not list."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        probe = PROBES.get(request.path_info) if request.method in ("GET", "HEAD") else None
+        return probe(request) if probe else self.get_response(request)

@@ -71,6 +71,7 @@ TENANT_MODEL = "tenancy.Tenant"
 
 MIDDLEWARE = [
     "mlops.observability.RequestContextMiddleware",
+    "mlops.health.HealthProbeMiddleware",
     # Before anything that answers: a preflight carries no token, and every answer needs the CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -106,8 +107,6 @@ SECURE_PROXY_SSL_HEADER = None if _proxy_ssl_header.lower() == "off" else (
     "HTTP_" + _proxy_ssl_header.split(":")[0].strip().upper().replace("-", "_"),
     _proxy_ssl_header.split(":", 1)[-1].strip())
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", IS_PRODUCTION)
-# Probes (Kubernetes, the load balancer's target checks, compose's healthcheck) speak plain HTTP to the process.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # Browsers keep to HTTPS this long once they have seen it; 0 (no header) outside production, where it is plain HTTP.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if IS_PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)

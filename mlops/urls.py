@@ -2,12 +2,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from datasets.apis.ontology import OntologyClassListCreateApi
-from mlops.health import healthz, readyz
 from search.apis import ProjectSearchApi
 
 urlpatterns = [
-    path("healthz", healthz),
-    path("readyz", readyz),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/platform/", include("tenancy.urls")),

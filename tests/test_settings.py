@@ -124,6 +124,7 @@ def test_production_redirects_to_https_sends_hsts_refuses_unknown_hosts_and_lets
         "    'api over https': seen('/api/v1/projects/', HTTP_X_FORWARDED_PROTO='https'),\n"
         "    'unknown host': seen('/api/v1/projects/', HTTP_X_FORWARDED_PROTO='https', HTTP_HOST='evil.example'),\n"
         "    'healthz over http': seen('/healthz'),\n"
+        "    'healthz from a probe address': seen('/healthz', HTTP_HOST='10.1.2.3:8000'),\n"
         "    'readyz over http': seen('/readyz'),\n"
         "}))",
         env,
@@ -136,6 +137,8 @@ def test_production_redirects_to_https_sends_hsts_refuses_unknown_hosts_and_lets
     assert seen["api over https"] == {"status": 401, "location": None, "hsts": "max-age=31536000; includeSubDomains"}
     assert seen["unknown host"]["status"] == 400
     assert seen["healthz over http"] == {"status": 200, "location": None, "hsts": None}
+    # probes send the instance's address as Host, which ALLOWED_HOSTS does not list
+    assert seen["healthz from a probe address"] == {"status": 200, "location": None, "hsts": None}
     # not ready (no database), but answered over plain HTTP rather than redirected
     assert seen["readyz over http"] == {"status": 503, "location": None, "hsts": None}
 
