@@ -1,4 +1,4 @@
-"""A weights file that carries code: unpickling it opens (creates) a marker file, as a real payload would run a shell."""
+"""A weights file that carries code: unpickling it creates a marker file, as a real payload would run a shell."""
 
 from pathlib import Path
 

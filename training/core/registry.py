@@ -39,7 +39,7 @@ def registered_trainers(plugins: Mapping[str, str] | None = None) -> dict[str, s
         raise ValueError(f"Trainer plugins must be a mapping of names to paths, not {type(plugins).__name__}.")
     plugins = dict(plugins or {})
     for name, path in plugins.items():
-        if not isinstance(name, str) or not name.strip() or not isinstance(path, str) or not PLUGIN_PATH.fullmatch(path):
+        if not (isinstance(name, str) and name.strip() and isinstance(path, str) and PLUGIN_PATH.fullmatch(path)):
             raise ValueError(f"Trainer plugin {name!r}: {path!r} is not a name and a 'package.module:ClassName'.")
         if name in BUILT_IN_TRAINERS:
             raise ValueError(f"Trainer plugin {name!r} would replace the built-in trainer of that name.")
@@ -66,7 +66,7 @@ def get_trainer(name: str, plugins: Mapping[str, str] | None = None) -> Trainer:
     except BaseException as error:
         raise _load_error(name, path, error) from error
     if not isinstance(trainer, Trainer):
-        raise TrainerLoadError(name, f"Trainer {name!r} ({path}) does not implement name, {', '.join(TRAINER_METHODS)}.")
+        raise TrainerLoadError(name, f"Trainer {name!r} ({path}) has no name besides {', '.join(TRAINER_METHODS)}.")
     return trainer
 
 
