@@ -316,6 +316,13 @@ if SEARCH_ENGINE not in ("postgres", "elasticsearch"):
 if SEARCH_ENGINE == "elasticsearch" and not ELASTICSEARCH_URL:
     raise ImproperlyConfigured("SEARCH_ENGINE=elasticsearch needs ELASTICSEARCH_URL")
 
+# --- Trainer plugins: the operator's trainers beside the built-ins, a JSON object {"name": "package.module:ClassName"}.
+# Requests choose a trainer by one of these names only; nothing a request sends is ever imported.
+try:
+    TRAINER_PLUGINS = json.loads(env_str("TRAINER_PLUGINS", "{}"))
+except json.JSONDecodeError as error:
+    raise ImproperlyConfigured(f"TRAINER_PLUGINS must be a JSON object: {error}") from error
+
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.authentication.PlatformPrincipalAuthentication"],

@@ -122,13 +122,13 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
 
 def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> PredictionRun:
     """Batched inference through the trainer's predict, each batch written (and handed to indexing) as it comes."""
-    # Imported here: the trainers (and torch) load in the training workers only, never in the web process.
+    # Imported here: training.services imports this module (and the trainers load in the training workers only).
     from training.core.interface import Example
-    from training.core.registry import get_trainer
+    from training.services import trainer_resolve
 
     model_version = prediction_run.model_version
     training_run = model_version.training_run
-    trainer = get_trainer(training_run.model.trainer)
+    trainer = trainer_resolve(name=training_run.model.trainer)
     class_ids = [class_id for class_id, _ in training_run.classes]
     total = _target_count(prediction_run)
     for chunk in _target_chunks(prediction_run):

@@ -152,3 +152,24 @@ def test_development_serves_plain_http_on_loopback_with_any_host():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "200"
+
+
+@pytest.mark.parametrize(("plugins", "reason"), [
+    ("{not json", "TRAINER_PLUGINS must be a JSON object"),
+    ('["x"]', "TRAINER_PLUGINS: Trainer plugins must be a mapping of names to paths, not list."),
+    ('{"image-classifier": "pkg.mod:Other"}', "would replace the built-in trainer of that name"),
+    ('{"x": "os.system"}', "TRAINER_PLUGINS: Trainer plugin 'x': 'os.system' is not a name and a"),
+])
+def test_a_malformed_trainer_plugins_setting_stops_start_up_saying_why(plugins, reason):
+    error = start_up_error({**PRODUCTION_ENV, "TRAINER_PLUGINS": plugins})
+
+    assert reason in error
+
+
+def test_trainer_plugins_registers_names_without_importing_them_at_start_up():
+    result = run_python(DJANGO_SETUP + "; import sys; from django.conf import settings as s; "
+                        "print(s.TRAINER_PLUGINS, 'tests.training.exiting_plugin' in sys.modules)",
+                        {**PRODUCTION_ENV, "TRAINER_PLUGINS": '{"exiting": "tests.training.exiting_plugin:Trainer"}'})
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'exiting': 'tests.training.exiting_plugin:Trainer'} False"

@@ -5,6 +5,7 @@ from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -21,7 +22,7 @@ from projects.models import Project
 from slices.models import Slice, Split
 from tenancy.principal import Principal
 from training.core.interface import ConfigError, EpochMetrics, StepProgress, Trainer
-from training.core.registry import get_trainer
+from training.core.registry import TrainerError, get_trainer
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
 
@@ -32,10 +33,12 @@ LOG_LINE_CHARS = 1000
 
 
 def trainer_resolve(*, name: str) -> Trainer:
+    """The trainer registered as `name` (a built-in or one of the operator's TRAINER_PLUGINS); a name is never
+    imported as a path. An unknown name, or a plugin that fails to load, is a 400 on the trainer field."""
     try:
-        return get_trainer(name)
-    except (LookupError, ImportError, ValueError) as error:
-        # The registry's message names the trainer and why (unknown name, module not importable, no such class).
+        return get_trainer(name, settings.TRAINER_PLUGINS)
+    except TrainerError as error:
+        # The registry's message lists the registered names, or names the plugin and what it raised.
         raise ApplicationError(str(error), {"fields": {"trainer": [str(error)]}}) from error
 
 

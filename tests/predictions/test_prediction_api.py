@@ -1,8 +1,10 @@
 """Prediction runs, metrics, comparisons and selections over REST; jobs run eagerly with the real trainer."""
 
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from sklearn.metrics import accuracy_score
 
 from datasets.models import Dataset, Label
@@ -11,6 +13,7 @@ from slices.models import SliceMember, Split
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.training.conftest import TINY_CONFIG, make_image_data
+from tests.training.malicious_checkpoint import write_malicious_checkpoint
 from training.core.interface import Example
 from training.core.registry import get_trainer
 from training.models import TrainingRun
@@ -35,6 +38,13 @@ def trained(client, storage, celery_eager, django_capture_on_commit_callbacks):
     run = client.get(f"{base}/training-runs/{run['id']}").json()
     assert run["status"] == "succeeded", run["error"]
     return data, base, run["model_version_id"]
+
+
+def _set_trainer(version_id: int, trainer: str) -> None:
+    with tenant_scope(TENANT_A):
+        model = TrainingRun.objects.get(model_version__pk=version_id).model
+        model.trainer = trainer
+        model.save(update_fields=["trainer"])
 
 
 def _predict(client, base, django_capture_on_commit_callbacks, **body) -> dict:
@@ -174,13 +184,11 @@ def test_an_imported_version_has_nothing_to_predict_with(client, trained):
     ("DroppingBatchTrainer", "returned no prediction for 4 of the 16 datarows"),
 ])
 def test_a_trainer_that_repeats_or_drops_datarows_fails_the_run(client, trained, django_capture_on_commit_callbacks,
-                                                                 plugin, error):
+                                                                 settings, plugin, error):
     # given: the trained version, now predicting through a plugin that replays or drops a batch (of 6, 6 and 4)
     data, base, version_id = trained
-    with tenant_scope(TENANT_A):
-        model = TrainingRun.objects.get(model_version__pk=version_id).model
-        model.trainer = f"tests.predictions.trainers:{plugin}"
-        model.save(update_fields=["trainer"])
+    settings.TRAINER_PLUGINS = {"plugin": f"tests.predictions.trainers:{plugin}"}
+    _set_trainer(version_id, "plugin")
     # when
     run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
                    dataset_id=data.dataset.pk, top_k=1, batch_size=6)
@@ -189,3 +197,49 @@ def test_a_trainer_that_repeats_or_drops_datarows_fails_the_run(client, trained,
     with tenant_scope(TENANT_A):
         written = list(Prediction.objects.filter(model_version_id=version_id).values_list("datarow_id", flat=True))
     assert len(written) == len(set(written)) == run["datarow_count"] == run["prediction_count"]
+
+
+def test_a_plugin_that_exits_when_the_worker_loads_it_fails_the_prediction_run(
+        client, trained, django_capture_on_commit_callbacks, settings):
+    # given: the trained version's model now names a plugin whose import exits
+    data, base, version_id = trained
+    settings.TRAINER_PLUGINS = {"plugin": "tests.training.exiting_plugin:Trainer"}
+    _set_trainer(version_id, "plugin")
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=1)
+    # then: the run failed saying why, having written nothing
+    assert run["status"] == "failed"
+    assert "could not be loaded: SystemExit: this plugin exits on import" in run["job"]["error"]
+    assert run["prediction_count"] == 0
+
+
+def test_a_model_whose_trainer_is_no_longer_registered_fails_the_prediction_run_listing_the_names(
+        client, trained, django_capture_on_commit_callbacks):
+    # given: a model saved (before trainers were chosen by name only) with a dotted path as its trainer
+    data, base, version_id = trained
+    sys.modules.pop("this", None)
+    _set_trainer(version_id, "this:x")
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=1)
+    # then
+    assert run["status"] == "failed"
+    assert "Unknown trainer 'this:x': use one of image-classifier." in run["job"]["error"]
+    assert "this" not in sys.modules
+
+
+def test_a_weights_file_that_carries_code_fails_the_prediction_run_without_running_it(
+        client, trained, django_capture_on_commit_callbacks, tmp_path):
+    # given: the version's weights file now also carries a pickled payload
+    data, base, version_id = trained
+    with tenant_scope(TENANT_A):
+        weights = Path(TrainingRun.objects.get(model_version__pk=version_id).artifact_uri) / "model.pt"
+    marker = tmp_path / "payload-ran"
+    write_malicious_checkpoint(weights, marker=marker, weights=torch.load(weights, weights_only=True))
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   dataset_id=data.dataset.pk, top_k=1)
+    # then
+    assert run["status"] == "failed" and "Refusing to load model.pt: it holds more than tensors" in run["job"]["error"]
+    assert not marker.exists() and run["prediction_count"] == 0

@@ -10,9 +10,9 @@ from tests.training.core_data import CLASSES, write_colour_images
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+def run_cli(*arguments: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training.core.cli", *arguments], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=240, env={"PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, timeout=240, env={"PATH": "/usr/bin:/bin", **env})
 
 
 def test_train_then_predict_from_a_manifest_with_relative_paths(tmp_path):
@@ -46,3 +46,20 @@ def test_a_bad_config_stops_the_cli_naming_the_key(tmp_path):
 
     assert result.returncode == 1
     assert "Bad config: epochs: must be an integer from 1 to 10000, not 0" in result.stderr
+
+
+def test_the_trainer_is_a_built_in_or_trainer_plugins_name_never_a_path(tmp_path):
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text(json.dumps({"uri": "a.png", "class": "red"}) + "\n")
+    plugins = json.dumps({"exiting": "tests.training.exiting_plugin:Trainer"})
+
+    by_path = run_cli("--trainer", "this:x", "train", "--manifest", str(manifest), "--out", str(tmp_path / "run"),
+                      TRAINER_PLUGINS=plugins)
+    exiting = run_cli("--trainer", "exiting", "train", "--manifest", str(manifest), "--out", str(tmp_path / "run"),
+                      TRAINER_PLUGINS=plugins)
+
+    assert by_path.returncode == 1 and "Beautiful is better than ugly" not in by_path.stdout
+    assert by_path.stderr.strip() == "Unknown trainer 'this:x': use one of exiting, image-classifier."
+    assert exiting.returncode == 1 and exiting.stderr.strip() == (
+        "Trainer 'exiting' (tests.training.exiting_plugin:Trainer) could not be loaded: SystemExit: this plugin exits "
+        "on import")

@@ -1,13 +1,15 @@
-"""Trainers by name: the built-in, registered names and plugins by dotted path."""
+"""Trainers by registered name: the built-ins and the operator's plugins; a name is never imported as a path."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from training.core import registry
 from training.core.image_classifier import ImageClassifierTrainer
 from training.core.interface import EpochMetrics, TrainResult
-from training.core.registry import UnknownTrainerError, get_trainer
+from training.core.registry import TrainerLoadError, UnknownTrainerError, get_trainer, registered_trainers
+
+HERE = "tests.training.test_core_registry"
 
 
 class ConstantTrainer:
@@ -35,34 +37,72 @@ class NotATrainer:
         """Present, unlike predict and validate_config: the registry must still refuse the class."""
 
 
+class InterruptingTrainer(ConstantTrainer):
+    def __init__(self):
+        raise KeyboardInterrupt("raised by the plugin's __init__")
+
+
 def test_the_built_in_image_classifier_is_found_by_name():
     trainer = get_trainer("image-classifier")
 
     assert isinstance(trainer, ImageClassifierTrainer) and trainer.name == "image-classifier"
 
 
-def test_a_plugin_is_found_by_its_dotted_path_and_each_call_gives_a_new_instance():
-    trainer = get_trainer("tests.training.test_core_registry:ConstantTrainer")
+def test_a_registered_plugin_is_found_by_its_name_and_each_call_gives_a_new_instance():
+    plugins = {"constant": f"{HERE}:ConstantTrainer"}
+
+    trainer = get_trainer("constant", plugins)
 
     assert isinstance(trainer, ConstantTrainer)
     assert trainer.validate_config({}) == {"answer": 0}
-    assert get_trainer("tests.training.test_core_registry:ConstantTrainer") is not trainer
+    assert get_trainer("constant", plugins) is not trainer
+    assert registered_trainers(plugins) == {"image-classifier": "training.core.image_classifier:ImageClassifierTrainer",
+                                            "constant": f"{HERE}:ConstantTrainer"}
 
 
-def test_a_name_registered_in_the_mapping_resolves_to_its_path(monkeypatch):
-    monkeypatch.setitem(registry.TRAINERS, "constant", "tests.training.test_core_registry:ConstantTrainer")
-
-    assert isinstance(get_trainer("constant"), ConstantTrainer)
-
-
-@pytest.mark.parametrize(("name", "reason"), [
-    ("no-such-trainer", "use one of ['image-classifier'] or a dotted path"),
-    ("tests.training.no_such_module:Trainer", "module 'tests.training.no_such_module' cannot be imported"),
-    ("tests.training.test_core_registry:Missing", "has no 'Missing'"),
-    ("tests.training.test_core_registry:NotATrainer", "does not implement name, validate_config, train and predict"),
+@pytest.mark.parametrize("name", [
+    "no-such-trainer", "sys:exit", "this:x", ".x:Y", "os:system", f"{HERE}:ConstantTrainer",
+    "training.core.image_classifier:ImageClassifierTrainer", "", None, 3,
 ])
-def test_an_unknown_or_incomplete_trainer_is_refused_saying_why(name, reason):
+def test_anything_but_a_registered_name_is_unknown_and_nothing_is_imported(name):
+    # given: `this` prints the Zen of Python when imported, so it must stay out of sys.modules
+    sys.modules.pop("this", None)
+    # when
     with pytest.raises(UnknownTrainerError) as raised:
-        get_trainer(name)
+        get_trainer(name, {"constant": f"{HERE}:ConstantTrainer"})
+    # then: the error lists the registered names, and no module was imported on the name's behalf
+    assert str(raised.value) == f"Unknown trainer {name!r}: use one of constant, image-classifier."
+    assert raised.value.name == name
+    assert "this" not in sys.modules
 
-    assert reason in str(raised.value) and raised.value.name == name
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("tests.training.no_such_module:Trainer", "could not be loaded: ModuleNotFoundError: No module named"),
+    (f"{HERE}:Missing", "could not be loaded: AttributeError"),
+    ("tests.training.exiting_plugin:Trainer", "could not be loaded: SystemExit: this plugin exits on import"),
+    (f"{HERE}:InterruptingTrainer", "could not be loaded: KeyboardInterrupt: raised by the plugin's __init__"),
+    (f"{HERE}:NotATrainer", "is not a class with validate_config, train, predict"),
+    ("sys:exit", "is not a class with validate_config, train, predict"),
+    ("os:system", "is not a class with validate_config, train, predict"),
+])
+def test_a_registered_plugin_that_fails_to_load_fails_the_lookup_only(path, reason):
+    # when: whatever the plugin raises, SystemExit and KeyboardInterrupt included, or whatever it is
+    with pytest.raises(TrainerLoadError) as raised:
+        get_trainer("plugin", {"plugin": path})
+    # then: a function is never called, and the error names the plugin and what went wrong
+    assert str(raised.value).startswith(f"Trainer 'plugin' ({path}) ") and reason in str(raised.value)
+    assert "tests.training.exiting_plugin" not in sys.modules
+
+
+@pytest.mark.parametrize(("plugins", "reason"), [
+    ({"image-classifier": f"{HERE}:ConstantTrainer"}, "would replace the built-in trainer"),
+    ({"x": "not a path"}, "is not a name and a 'package.module:ClassName'"),
+    ({"x": ".relative:Trainer"}, "is not a name and a 'package.module:ClassName'"),
+    ({"x": "module.without.class"}, "is not a name and a 'package.module:ClassName'"),
+    ({"": f"{HERE}:ConstantTrainer"}, "is not a name and a 'package.module:ClassName'"),
+    ({"x": 3}, "is not a name and a 'package.module:ClassName'"),
+    (["x"], "must be a mapping of names to paths"),
+])
+def test_a_malformed_plugin_setting_is_refused(plugins, reason):
+    with pytest.raises(ValueError, match=reason):
+        registered_trainers(plugins)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.training.core_data import CLASSES, serving, write_colour_images
+from tests.training.malicious_checkpoint import write_malicious_checkpoint
 from training.core.image_classifier import ImageClassifierTrainer
 from training.core.interface import Example
 from training.core.opener import open_uri
@@ -154,6 +155,25 @@ def test_predict_yields_top_k_per_batch_best_first_in_item_order(colour_images, 
         # the same numbers up to float rounding: convolution kernels may pick another path for another batch size
         assert [p for _, p in best_two] == pytest.approx([p for _, p in all_three[:2]], abs=1e-5)
         assert all_three[2][1] <= all_three[1][1]
+
+
+def test_weights_that_carry_code_are_refused_and_their_payload_never_runs(colour_images, tmp_path):
+    # given: a trained model whose weights file was replaced by one that also carries a pickled payload
+    artifacts = tmp_path / "run"
+    train(colour_images, artifacts, {"epochs": 1})
+    marker = tmp_path / "payload-ran"
+    write_malicious_checkpoint(artifacts / "model.pt", marker=marker, weights=_weights(artifacts))
+    torch.load(artifacts / "model.pt", weights_only=False)  # the payload is real: a full unpickle runs it
+    assert marker.exists()
+    marker.unlink()
+    # when
+    with pytest.raises(ValueError) as raised:
+        list(ImageClassifierTrainer().predict(artifact_dir=artifacts, items=colour_images[1], opener=open_uri,
+                                              batch_size=4, top_k=1))
+    # then
+    assert str(raised.value) == ("Refusing to load model.pt: it holds more than tensors (a pickled object that could "
+                                 "run code).")
+    assert not marker.exists()
 
 
 def test_targets_outside_the_classes_are_refused_before_training(colour_images, tmp_path):

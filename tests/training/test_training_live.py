@@ -8,6 +8,7 @@ report is written (no throttle), so a cancel is seen at the very next step.
 import contextlib
 import json
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
@@ -25,6 +26,9 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "rea
               pytest.mark.usefixtures("committed_tenants")]
 
 TERMINAL = {Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED}
+# The worker's deployment registers "plugin" as a trainer whose import exits (the test process, as a web host whose
+# plugin loads, registers it as a working one).
+WORKER_TRAINER_PLUGINS = {"plugin": "tests.training.exiting_plugin:Trainer"}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def training_worker(django_db_setup, auth0, platform, live_log_dir, live_folders
     purge_task_queues()
     worker = start_celery_worker(
         live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=images, MLOPS_STORAGE_ROOT=storage,
-                         JOB_PROGRESS_MIN_INTERVAL_SECONDS=0),
+                         JOB_PROGRESS_MIN_INTERVAL_SECONDS=0, TRAINER_PLUGINS=json.dumps(WORKER_TRAINER_PLUGINS)),
         live_log_dir, name="training", queues=("training",), pool="solo")
     yield worker
     worker.stop()
@@ -61,11 +65,11 @@ def _run(run_id) -> TrainingRun:
         return TrainingRun.objects.using("default").select_related("job").get(pk=run_id)
 
 
-def _start_training(client, data, **hyperparameters) -> dict:
+def _start_training(client, data, trainer: str = "image-classifier", **hyperparameters) -> dict:
     wait_for_reader()  # the request may read from the replica: let it replay the data written here first
     base = f"/api/v1/projects/{data.project.pk}"
-    model = client.post(f"{base}/models", {"name": "colours", "hyperparameters": {**TINY_CONFIG, **hyperparameters}},
-                        format="json")
+    model = client.post(f"{base}/models", {"name": "colours", "trainer": trainer,
+                                           "hyperparameters": {**TINY_CONFIG, **hyperparameters}}, format="json")
     assert model.status_code == 201, model.content
     started = client.post(f"{base}/models/{model.json()['id']}/runs", {"slice_id": data.slice.pk}, format="json")
     assert started.status_code == 202, started.content
@@ -166,3 +170,39 @@ def test_a_run_that_cannot_read_an_image_fails_with_its_error_and_logs_kept(clie
     assert run.finished_at and run.epochs == []
     with tenant_scope(TENANT_A):
         assert not ModelVersion.objects.using("default").filter(training_run=run).exists()
+
+
+def test_a_plugin_that_exits_on_import_in_the_worker_fails_the_run_and_the_worker_goes_on(
+        client, settings, training_worker, live_folders):
+    # given: a model on "plugin", which loads here but exits on import in the worker
+    settings.TRAINER_PLUGINS = {"plugin": "tests.training.test_core_registry:ConstantTrainer"}
+    with tenant_scope(TENANT_A):
+        data = make_image_data(live_folders[0])
+    # when
+    started = _start_training(client, data, trainer="plugin")
+    job = _wait_for_end(started["job"]["id"], training_worker)
+    # then: the run failed saying why, and the worker is still running
+    run = _run(started["id"])
+    assert job.status == Job.Status.FAILED
+    assert "could not be loaded: SystemExit: this plugin exits on import" in run.error
+    assert run.finished_at and training_worker.process.poll() is None
+
+
+@pytest.mark.parametrize("trainer", ["sys:exit", "this:x", ".x:Y", "os:system"])
+def test_a_trainer_path_sent_to_the_live_server_is_a_400_and_the_server_goes_on(
+        make_token, live_asgi_server, live_folders, trainer):
+    # given
+    with tenant_scope(TENANT_A):
+        data = make_image_data(live_folders[0])
+    wait_for_reader()
+    headers = {"Authorization": f"Bearer {make_token(TENANT_A)}"}
+    # when
+    response = httpx.post(f"{live_asgi_server.url}/api/v1/projects/{data.project.pk}/models",
+                          json={"name": "bad", "trainer": trainer}, headers=headers, timeout=30)
+    # then: a 400 on the trainer field; the server still serves, and never imported `this` (it prints the Zen)
+    assert response.status_code == 400, response.text
+    message = f"Unknown trainer {trainer!r}: use one of image-classifier."
+    assert response.json() == {"message": message, "extra": {"fields": {"trainer": [message]}}}
+    assert live_asgi_server.process.poll() is None
+    assert httpx.get(f"{live_asgi_server.url}/healthz", timeout=10).status_code == 200
+    assert "Beautiful is better than ugly" not in live_asgi_server.log()

@@ -1,6 +1,7 @@
 """Models and training runs over REST, with the job run eagerly in the test process (the real trainer, tiny data)."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,14 @@ from slices.services import slice_create_live
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.training.conftest import TINY_CONFIG, make_image_data
-from training.models import TrainingExample, TrainingRun
+from training.models import ModelDefinition, TrainingExample, TrainingRun
 from training.selectors import training_examples
 from training.services import training_run_start
 
 pytestmark = pytest.mark.django_db
+
+CONSTANT_TRAINER = "tests.training.test_core_registry:ConstantTrainer"
+EXITING_TRAINER = "tests.training.exiting_plugin:Trainer"
 
 
 @pytest.fixture
@@ -57,11 +61,66 @@ def test_a_bad_hyperparameter_is_a_400_naming_the_key(client, data, hyperparamet
     assert list(response.json()["extra"]["fields"]) == [f"hyperparameters.{key}"]
 
 
-def test_an_unknown_trainer_is_a_400_on_the_trainer_field(client, data):
-    response = client.post(f"/api/v1/projects/{data.project.pk}/models",
-                           {"name": "bad", "trainer": "no.such.module:Trainer"}, format="json")
-    assert response.status_code == 400
-    assert "trainer" in response.json()["extra"]["fields"]
+@pytest.mark.parametrize("trainer", [
+    "sys:exit", "this:x", ".x:Y", "os:system", "no.such.module:Trainer", CONSTANT_TRAINER,
+])
+def test_a_trainer_is_chosen_by_registered_name_only_and_a_path_is_a_400_that_imports_nothing(client, data, trainer):
+    # given: `this` prints the Zen of Python when imported, so it must stay out of sys.modules
+    sys.modules.pop("this", None)
+    # when
+    response = client.post(f"/api/v1/projects/{data.project.pk}/models", {"name": "bad", "trainer": trainer},
+                           format="json")
+    # then: a 400 on the trainer field that lists the registered names; nothing was imported or run
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["message"] == f"Unknown trainer {trainer!r}: use one of image-classifier."
+    assert body["extra"]["fields"] == {"trainer": [body["message"]]}
+    assert "this" not in sys.modules
+    with tenant_scope(TENANT_A):
+        assert not ModelDefinition.objects.exists()
+    # and the process goes on serving
+    assert _model(client, data)["trainer"] == "image-classifier"
+
+
+def test_a_plugin_registered_in_trainer_plugins_is_chosen_by_its_name(client, data, settings):
+    settings.TRAINER_PLUGINS = {"constant": CONSTANT_TRAINER}
+
+    model = _model(client, data, trainer="constant", hyperparameters={})
+
+    assert (model["trainer"], model["hyperparameters"]) == ("constant", {"answer": 0})
+
+
+def test_a_registered_plugin_that_exits_on_import_is_a_400_on_the_trainer_field(client, data, settings):
+    settings.TRAINER_PLUGINS = {"exiting": EXITING_TRAINER}
+
+    response = client.post(f"/api/v1/projects/{data.project.pk}/models", {"name": "bad", "trainer": "exiting"},
+                           format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["extra"]["fields"] == {"trainer": [
+        f"Trainer 'exiting' ({EXITING_TRAINER}) could not be loaded: SystemExit: this plugin exits on import"]}
+
+
+def test_a_plugin_that_exits_when_the_worker_loads_it_fails_the_run_and_a_new_run_is_a_400(
+        client, data, settings, celery_eager, django_capture_on_commit_callbacks):
+    # given: a run queued while "plugin" loads, then a deployment whose "plugin" exits on import
+    settings.TRAINER_PLUGINS = {"plugin": CONSTANT_TRAINER}
+    model = _model(client, data, trainer="plugin", hyperparameters={})
+    runs = f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs"
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        started = client.post(runs, {"slice_id": data.slice.pk}, format="json")
+    assert started.status_code == 202, started.content
+    settings.TRAINER_PLUGINS = {"plugin": EXITING_TRAINER}
+    # when: the job runs (eagerly, in this process)
+    for send in queued:
+        send()
+    # then: the run failed saying why, and this process is still here to say so
+    run = client.get(f"/api/v1/projects/{data.project.pk}/training-runs/{started.json()['id']}").json()
+    assert run["status"] == "failed"
+    assert "SystemExit: this plugin exits on import" in run["error"] and run["finished_at"]
+    # and a new run is refused on the trainer field
+    refused = client.post(runs, {"slice_id": data.slice.pk}, format="json")
+    assert refused.status_code == 400 and "SystemExit" in refused.json()["extra"]["fields"]["trainer"][0]
 
 
 def test_a_run_trains_reports_per_step_stores_artifacts_and_registers_a_version(

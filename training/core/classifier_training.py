@@ -2,6 +2,7 @@
 
 import json
 import math
+import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -87,7 +88,7 @@ def predict_classifier(*, artifact_dir: Path, items: Sequence[Example], opener: 
     classes = json.loads((artifact_dir / CLASSES_FILE).read_text())
     target = resolve_device(device)
     network = build_network(config["architecture"], len(classes))
-    network.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    network.load_state_dict(load_weights(artifact_dir / WEIGHTS_FILE))
     network = network.to(target, memory_format=torch.channels_last).eval()
     to_input = DeviceImages(target, augment_seed=None)
     top_k = max(1, min(top_k, len(classes)))
@@ -101,6 +102,16 @@ def predict_classifier(*, artifact_dir: Path, items: Sequence[Example], opener: 
             probabilities, class_indices = F.softmax(logits.float(), dim=1).topk(top_k, dim=1)
             yield [(items[index].key, list(zip(best, scores)))
                    for index, best, scores in zip(indices.tolist(), class_indices.tolist(), probabilities.tolist())]
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors saved in `path`. torch.load unpickles, and a pickle can run code: weights_only lets through
+    tensors and plain containers only, so a file that carries anything else is refused before any of it runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"Refusing to load {path.name}: it holds more than tensors (a pickled object that could "
+                         f"run code).") from error
 
 
 def make_optimizer(network: torch.nn.Module, config: dict, total_steps: int):

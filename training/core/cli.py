@@ -5,11 +5,13 @@
 
 Each manifest line: {"uri": ..., "class": ..., "split": "train" | "validation" (default train), "key": int
 (default the line number)}. A relative path is taken relative to the manifest's folder. Predictions are
-printed as JSON lines; progress goes to stderr.
+printed as JSON lines; progress goes to stderr. --trainer names a built-in trainer or one of the plugins in the
+TRAINER_PLUGINS environment variable (JSON {"name": "package.module:ClassName"}), as in the platform.
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 
 from training.core.interface import ConfigError, Example
 from training.core.opener import open_uri
-from training.core.registry import get_trainer
+from training.core.registry import TrainerError, get_trainer
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -36,6 +38,13 @@ def read_manifest(path: Path) -> list[dict]:
     return rows
 
 
+def trainer_get(name: str):
+    try:
+        return get_trainer(name, json.loads(os.environ.get("TRAINER_PLUGINS") or "{}"))
+    except (TrainerError, ValueError) as error:
+        raise SystemExit(str(error)) from error
+
+
 def train(arguments: argparse.Namespace) -> None:
     rows = read_manifest(arguments.manifest)
     classes = arguments.classes or sorted({row["class"] for row in rows if row.get("class") is not None})
@@ -46,7 +55,7 @@ def train(arguments: argparse.Namespace) -> None:
     splits = {"train": [], "validation": []}
     for row in rows:
         splits[row.get("split", "train")].append(Example(key=row["key"], uri=row["uri"], target=index[row["class"]]))
-    trainer = get_trainer(arguments.trainer)
+    trainer = trainer_get(arguments.trainer)
     try:
         config = trainer.validate_config(json.loads(arguments.config))
     except ConfigError as error:
@@ -75,7 +84,7 @@ def predict(arguments: argparse.Namespace) -> None:
     classes = json.loads((arguments.artifacts / "classes.json").read_text())
     items = [Example(key=row["key"], uri=row["uri"], target=-1) for row in rows]
     uris = {row["key"]: row["uri"] for row in rows}
-    trainer = get_trainer(arguments.trainer)
+    trainer = trainer_get(arguments.trainer)
     for batch in trainer.predict(artifact_dir=arguments.artifacts, items=items, opener=open_uri,
                                  batch_size=arguments.batch_size, top_k=arguments.top_k, device=arguments.device):
         for key, best in batch:
@@ -85,7 +94,7 @@ def predict(arguments: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.core.cli", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trainer", default="image-classifier", help="a registered name or 'package.module:Class'")
+    parser.add_argument("--trainer", default="image-classifier", help="a built-in or TRAINER_PLUGINS name")
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train")
     train_parser.add_argument("--manifest", type=Path, required=True)
