@@ -23,9 +23,14 @@ from jobs.serializers import job_state
 from mlops.celery import TENANT_HEADER
 from mlops.db_routing import WRITER
 from mlops.exceptions import Conflict
+from mlops.storage import delete_upload
 from tenancy.principal import Principal
 
 logger = logging.getLogger(__name__)
+
+# A job may own an uploaded file (an upload:// URI in this param, not passed to its task): it is deleted
+# once the job has ended, however it ended (succeeded, failed, cancelled, or failed by the reaper).
+OWNED_UPLOAD_PARAM = "owned_upload"
 
 
 class JobCancelled(Exception):
@@ -44,6 +49,9 @@ def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) 
     if not updated:
         return None
     job = Job.objects.using(WRITER).get(pk=job_id)
+    owned_upload = job.params.get(OWNED_UPLOAD_PARAM)
+    if owned_upload and job.status in TERMINAL_STATUSES:
+        transaction.on_commit(lambda: delete_upload(owned_upload), using=WRITER, robust=True)
     # The state as of this write (the caller goes on changing the instance), announced only once committed.
     tenant_schema, state = connections[WRITER].schema_name, job_state(job)
     transaction.on_commit(lambda: job_broadcast(tenant_schema=tenant_schema, state=state), using=WRITER)
