@@ -54,11 +54,18 @@ def save_upload(uploaded_file) -> str:
     return uri
 
 
-def delete_upload(uri: str) -> None:
-    """Remove an upload of the current tenant with its folder; one already gone is no error."""
+def upload_folder(uri: str) -> Path | None:
+    """The folder save_upload made for `uri` in the current tenant's uploads (None if `uri` names no such folder):
+    `shutil.rmtree` it to delete the upload, at once or later, whichever tenant is active then."""
     root = tenant_path("uploads", "x").parent.resolve()
     folder = (root / uri.removeprefix(f"{UPLOAD_SCHEME}://")).resolve().parent
-    if folder.parent == root:  # uploads/<random>/<name>, as save_upload writes them; nothing else is touched
+    return folder if folder.parent == root else None
+
+
+def delete_upload(uri: str) -> None:
+    """Remove an upload of the current tenant with its folder; one already gone is no error."""
+    folder = upload_folder(uri)
+    if folder:
         shutil.rmtree(folder, ignore_errors=True)
 
 
