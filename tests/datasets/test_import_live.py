@@ -118,8 +118,8 @@ def test_an_upload_over_the_limit_is_refused_before_or_while_its_body_is_read(se
                 yield chunk
         yield b"\r\n--limit-test--\r\n"
 
-    streamed = httpx.post(url, timeout=30, content=chunked(),
-                          headers={**_bearer(token), "Content-Type": f"multipart/form-data; boundary={boundary.decode()}"})
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
+    streamed = httpx.post(url, timeout=30, content=chunked(), headers={**_bearer(token), **multipart})
 
     for response in (declared, streamed):
         assert response.status_code == 413, response.text
