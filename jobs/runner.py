@@ -24,6 +24,7 @@ from django.db import connections
 from jobs.models import Job
 from jobs.services import (
     JobCancelled,
+    OWNED_UPLOAD_PARAM,
     JobNoLongerRunning,
     job_fail,
     job_finish,
@@ -70,7 +71,7 @@ def job_execute(*, job_id: str, run: Callable[..., None]) -> None:
 
 def _run_to_outcome(job: Job, run: Callable[..., None]) -> Job:
     try:
-        run(job, **job.params)
+        run(job, **{name: value for name, value in job.params.items() if name != OWNED_UPLOAD_PARAM})
     except JobCancelled:
         return job_mark_cancelled(job=job)
     except JobNoLongerRunning:

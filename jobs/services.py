@@ -6,6 +6,7 @@ request) can never both win.
 """
 
 import logging
+import shutil
 import uuid
 from datetime import timedelta
 
@@ -23,9 +24,14 @@ from jobs.serializers import job_state
 from mlops.celery import TENANT_HEADER
 from mlops.db_routing import WRITER
 from mlops.exceptions import Conflict
+from mlops.storage import upload_folder
 from tenancy.principal import Principal
 
 logger = logging.getLogger(__name__)
+
+# A job may own an uploaded file (an upload:// URI in this param, not passed to its task): it is deleted
+# once the job has ended, however it ended (succeeded, failed, cancelled, or failed by the reaper).
+OWNED_UPLOAD_PARAM = "owned_upload"
 
 
 class JobCancelled(Exception):
@@ -44,6 +50,11 @@ def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) 
     if not updated:
         return None
     job = Job.objects.using(WRITER).get(pk=job_id)
+    owned_upload = job.params.get(OWNED_UPLOAD_PARAM)
+    folder = upload_folder(owned_upload) if owned_upload and job.status in TERMINAL_STATUSES else None
+    if folder:
+        # Found now, in the job's tenant: the commit may come after another tenant became active.
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True), using=WRITER)
     # The state as of this write (the caller goes on changing the instance), announced only once committed.
     tenant_schema, state = connections[WRITER].schema_name, job_state(job)
     transaction.on_commit(lambda: job_broadcast(tenant_schema=tenant_schema, state=state), using=WRITER)

@@ -289,6 +289,20 @@ OUTBOUND_CA_BUNDLE = env_str("OUTBOUND_CA_BUNDLE")
 # Lines per import batch: each is staged, checked and merged in SQL (and committed, when bad lines are skipped).
 IMPORT_BATCH_LINES = env_int("IMPORT_BATCH_LINES", 20_000)
 
+# --- Import and upload limits: hostile input becomes a per-line error or a 413, never a crashed job or a full disk.
+# JSON nesting per line (COCO: per file); checked on the bytes before a parser recurses (msgspec gives up near 1000).
+IMPORT_MAX_JSON_DEPTH = env_int("IMPORT_MAX_JSON_DEPTH", 32)
+# Bytes per manifest line (a YOLO label file, a data.yaml): longer ones are skipped without being held in memory.
+IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 8 * 1024 * 1024)
+# Labels, and predictions, per datarow; metadata leaves per datarow (each one is a field catalog path).
+IMPORT_MAX_ITEMS_PER_ROW = env_int("IMPORT_MAX_ITEMS_PER_ROW", 10_000)
+IMPORT_MAX_METADATA_KEYS = env_int("IMPORT_MAX_METADATA_KEYS", 1_000)
+# A file uploaded to start an import: larger ones are refused with 413 before (or while) the body is read.
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024 ** 3)
+FILE_UPLOAD_HANDLERS = ["mlops.uploads.UploadLimitHandler",
+                        "django.core.files.uploadhandler.MemoryFileUploadHandler",
+                        "django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+
 # --- Search: the engine ("postgres", the embedded default, or "elasticsearch") and where Elasticsearch is.
 SEARCH_ENGINE = env_str("SEARCH_ENGINE", "postgres")
 ELASTICSEARCH_URL = env_str("ELASTICSEARCH_URL")

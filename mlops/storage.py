@@ -45,11 +45,30 @@ UPLOAD_SCHEME = "upload"
 def save_upload(uploaded_file) -> str:
     """Stream an uploaded file into the tenant's storage; return the `upload://` URI that names it."""
     name = Path(uploaded_file.name).name or "upload"
-    relative = f"{uuid.uuid4().hex}/{name}"
-    with open(tenant_path("uploads", relative), "wb") as out:
-        for chunk in uploaded_file.chunks():
-            out.write(chunk)
-    return f"{UPLOAD_SCHEME}://{relative}"
+    uri = f"{UPLOAD_SCHEME}://{uuid.uuid4().hex}/{name}"
+    try:
+        with open(tenant_path("uploads", uri.removeprefix(f"{UPLOAD_SCHEME}://")), "wb") as out:
+            for chunk in uploaded_file.chunks():
+                out.write(chunk)
+    except BaseException:
+        delete_upload(uri)
+        raise
+    return uri
+
+
+def upload_folder(uri: str) -> Path | None:
+    """The folder save_upload made for `uri` in the current tenant's uploads (None if `uri` names no such folder):
+    `shutil.rmtree` it to delete the upload, at once or later, whichever tenant is active then."""
+    root = tenant_path("uploads", "x").parent.resolve()
+    folder = (root / uri.removeprefix(f"{UPLOAD_SCHEME}://")).resolve().parent
+    return folder if folder.parent == root else None
+
+
+def delete_upload(uri: str) -> None:
+    """Remove an upload of the current tenant with its folder; one already gone is no error."""
+    folder = upload_folder(uri)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _upload_path(uri: str) -> Path:

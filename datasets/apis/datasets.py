@@ -17,7 +17,7 @@ from datasets.services.imports import (
 from jobs.serializers import JobOutputSerializer
 from mlops.exceptions import ApplicationError
 from mlops.pagination import CreatedCursorPagination
-from mlops.storage import save_upload
+from mlops.storage import delete_upload, save_upload
 from projects.selectors import project_get
 
 
@@ -92,19 +92,28 @@ class DatasetImportStartApi(APIView):
         create_classes = serializers.BooleanField(default=False)
         model_name = serializers.CharField(max_length=200, required=False)
         model_version = serializers.CharField(max_length=100, required=False)
+        keep_upload = serializers.BooleanField(
+            default=False, help_text="Keep the uploaded `file` after the import job ends; by default it is deleted "
+                                     "when the job succeeds, fails or is cancelled.")
 
     def post(self, request, project_id: int, dataset_id: int):
         dataset = dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = dict(data.validated_data)
-        uploaded, uri = options.pop("file", None), options.pop("uri", None)
+        uploaded, uri, keep_upload = options.pop("file", None), options.pop("uri", None), options.pop("keep_upload")
         if bool(uploaded) == bool(uri):
             raise ApplicationError("Give either a 'uri' or an uploaded 'file'.",
                                    {"fields": {"uri": ["Exactly one of uri and file is required."]}})
         if uploaded:
             uri = save_upload(uploaded)
-        job = dataset_import_start(principal=request.user, dataset=dataset, uri=uri, options=ImportOptions(**options))
+        try:
+            job = dataset_import_start(principal=request.user, dataset=dataset, uri=uri,
+                                       options=ImportOptions(**options), owns_upload=bool(uploaded) and not keep_upload)
+        except BaseException:
+            if uploaded:  # no job was made to own it
+                delete_upload(uri)
+            raise
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -41,9 +41,11 @@ from typing import Annotated, Any, BinaryIO, TypeVar
 import ijson
 import msgspec
 import psycopg
+from django.conf import settings
 
 from datasets.importers import copy_format as cf
 from datasets.importers import staging
+from datasets.importers.json_depth import JsonDepth, too_deep_message
 from datasets.importers.records import (
     BOX_TOLERANCE,
     BadRecord,
@@ -272,16 +274,24 @@ def _execute(*statements: str) -> Stage:
     return stage
 
 
+class _TooDeep(Exception):
+    pass
+
+
 class _TrackedReader:
-    """A file that remembers which bytes it handed out last, to say where a syntax error lies."""
+    """A file that remembers which bytes it handed out last, to say where a syntax error lies, and that stops
+    at the first read nesting deeper than IMPORT_MAX_JSON_DEPTH, before ijson builds anything from it."""
 
     def __init__(self, file: BinaryIO):
         self._file = file
+        self._depth, self._max_depth = JsonDepth(), settings.IMPORT_MAX_JSON_DEPTH
         self.start = self.end = 0
 
     def read(self, size: int) -> bytes:
         data = self._file.read(size)
         self.start, self.end = self.end, self.end + len(data)
+        if self._depth.feed(data) > self._max_depth:
+            raise _TooDeep
         return data
 
 
@@ -320,6 +330,9 @@ def _load(path: Path, prefix: str, table: str, columns: str, to_line: Callable[[
                     lines = []
         except (ijson.JSONError, UnicodeDecodeError) as error:
             return count, _syntax_error(error, reader)
+        except _TooDeep:
+            where = f"in bytes {reader.start}-{reader.end}"
+            return count, LineError(0, "(file)", f"{too_deep_message(settings.IMPORT_MAX_JSON_DEPTH)}, {where}")
     if lines:
         yield copy_batch(lines)
     return count, None

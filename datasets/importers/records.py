@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
+from django.conf import settings
 
 from datasets.importers import copy_format as cf
+from datasets.importers.json_depth import exceeds_depth, too_deep_message
 
 MAX_TAGS = 1000
-MAX_ITEMS = 10_000
 MAX_STRING = 10_000
 ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 # Boxes may touch the image border; a pixel of tolerance absorbs float rounding in exported files.
@@ -56,8 +57,8 @@ class DataRowRecord(msgspec.Struct):
     media_type: str = "image"
     metadata: dict[str, Any] = {}
     tags: Annotated[list[NonEmpty], msgspec.Meta(max_length=MAX_TAGS)] = []
-    labels: Annotated[list[LabelRecord], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
-    predictions: Annotated[list[PredictionRecord], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
+    labels: list[LabelRecord] | None = None
+    predictions: list[PredictionRecord] | None = None
 
 
 _decode_json_record = msgspec.json.Decoder(DataRowRecord).decode
@@ -108,12 +109,17 @@ def error_from_msgspec(line_no: int, error: Exception) -> LineError:
 
 
 def decode_json_record(line_no: int, line: bytes) -> DataRowRecord | LineError:
+    limit = settings.IMPORT_MAX_JSON_DEPTH
+    if exceeds_depth(line, limit):
+        return LineError(line_no, "(line)", too_deep_message(limit))
     try:
         return _decode_json_record(line)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         return error_from_msgspec(line_no, error)
     except UnicodeDecodeError:
         return LineError(line_no, "(line)", "is not valid UTF-8")
+    except RecursionError:  # malformed text the depth count cannot judge (openers never closed)
+        return LineError(line_no, "(line)", too_deep_message(limit))
 
 
 def record_from_dict(line_no: int, raw: object) -> DataRowRecord | LineError:
@@ -257,7 +263,13 @@ class RecordWriter:
         for name, value in (("external_id", record.external_id), ("uri", record.uri)):
             if "\x00" in value:
                 raise BadRecord(name, "must not contain NUL characters")
+        max_items, max_keys = settings.IMPORT_MAX_ITEMS_PER_ROW, settings.IMPORT_MAX_METADATA_KEYS
+        for name, items in (("labels", record.labels), ("predictions", record.predictions)):
+            if items and len(items) > max_items:
+                raise BadRecord(name, f"has {len(items)} items; the limit is {max_items} (IMPORT_MAX_ITEMS_PER_ROW)")
         leaves = metadata_leaves(record.metadata)
+        if len(leaves) > max_keys:
+            raise BadRecord("metadata", f"has {len(leaves)} fields; the limit is {max_keys} (IMPORT_MAX_METADATA_KEYS)")
         for path, kind in leaves.items():
             known = self.catalog_types.get(path)
             if known is not None and known != kind:

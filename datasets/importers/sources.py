@@ -8,22 +8,27 @@ from contextlib import suppress
 from typing import BinaryIO
 
 import orjson
+from django.conf import settings
 
+from datasets.importers.json_depth import exceeds_depth, too_deep_message
 from datasets.importers.records import LineError, decode_json_record, record_from_dict
 
-MAX_LINE_BYTES = 8 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
 
 
-def _raw_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
-    """Physical lines; a line over MAX_LINE_BYTES is skipped without being held in memory (yields None)."""
+def too_long_message(limit: int) -> str:
+    return f"is longer than {limit} bytes (the limit is IMPORT_MAX_LINE_BYTES)"
+
+
+def _raw_lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """Physical lines; a line over `max_bytes` is skipped without being held in memory (yields None)."""
     line_no = 0
     while True:
-        line = stream.readline(MAX_LINE_BYTES + 1)
+        line = stream.readline(max_bytes + 1)
         if not line:
             return
         line_no += 1
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+        if len(line) > max_bytes and not line.endswith(b"\n"):
             while True:
                 rest = stream.readline(_READ_CHUNK)
                 if not rest or rest.endswith(b"\n"):
@@ -34,9 +39,10 @@ def _raw_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
 
 
 def jsonl_records(stream: BinaryIO) -> Iterator[tuple[int, object]]:
-    for line_no, line in _raw_lines(stream):
+    max_bytes = settings.IMPORT_MAX_LINE_BYTES
+    for line_no, line in _raw_lines(stream, max_bytes):
         if line is None:
-            yield line_no, LineError(line_no, "(line)", f"is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB")
+            yield line_no, LineError(line_no, "(line)", too_long_message(max_bytes))
             continue
         if line.strip():
             yield line_no, decode_json_record(line_no, line)
@@ -62,7 +68,7 @@ def _csv_scalar(text: str):
     return text
 
 
-def _csv_record(header: list[str], cells: list[str], line_no: int):
+def _csv_record(header: list[str], cells: list[str], line_no: int, max_depth: int):
     if len(cells) != len(header):
         return LineError(line_no, "(line)", f"has {len(cells)} cells but the header has {len(header)}")
     record: dict = {}
@@ -73,6 +79,9 @@ def _csv_record(header: list[str], cells: list[str], line_no: int):
             return LineError(line_no, column, "is not valid UTF-8")
         if column in CSV_JSON_COLUMNS:
             if cell:
+                # The cell sits one level below the row, as the same value would in a JSONL line.
+                if exceeds_depth(cell, max_depth - 1):
+                    return LineError(line_no, column, too_deep_message(max_depth))
                 try:
                     record[column] = orjson.loads(cell)
                 except orjson.JSONDecodeError as error:
@@ -93,7 +102,9 @@ def _csv_record(header: list[str], cells: list[str], line_no: int):
                 node = record.setdefault("metadata", {})
                 *parents, leaf = column.removeprefix("metadata.").split(".")
                 for part in parents:
-                    node = node.setdefault(part, {})
+                    node = node.setdefault(part, {}) if type(node) is dict else None
+                if type(node) is not dict:
+                    return LineError(line_no, column, "is inside a metadata value that is not an object")
                 node[leaf] = value
     return record
 
@@ -102,7 +113,8 @@ def csv_records(stream: BinaryIO) -> Iterator[tuple[int, object]]:
     """Columns: external_id, uri, width, height, media_type, tags (a|b), metadata/labels/predictions (JSON),
     and `metadata.<path>` columns. Undecodable bytes are kept as surrogates so the line can be reported."""
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-    csv.field_size_limit(MAX_LINE_BYTES)
+    max_depth = settings.IMPORT_MAX_JSON_DEPTH
+    csv.field_size_limit(settings.IMPORT_MAX_LINE_BYTES)
     reader = csv.reader(text)
     try:
         header = next(reader)
@@ -114,6 +126,11 @@ def csv_records(stream: BinaryIO) -> Iterator[tuple[int, object]]:
         yield 1, LineError(1, "(header)", "needs external_id and uri; other columns are width, height, media_type, "
                                           f"tags, metadata, labels, predictions or metadata.<path> (unknown: {unknown})")
         return
+    # `metadata.a.b` nests a row, its metadata, then one level per part but the last.
+    deep = [c for c in header if c.startswith("metadata.") and c.count(".") + 1 > max_depth]
+    if deep:
+        yield 1, LineError(1, deep[0], too_deep_message(max_depth))
+        return
     while True:
         try:
             cells = next(reader)
@@ -123,5 +140,5 @@ def csv_records(stream: BinaryIO) -> Iterator[tuple[int, object]]:
             yield reader.line_num, LineError(reader.line_num, "(line)", f"is not valid CSV ({error})")
             continue
         if cells:
-            record = _csv_record(header, cells, reader.line_num)
+            record = _csv_record(header, cells, reader.line_num, max_depth)
             yield reader.line_num, record if isinstance(record, LineError) else record_from_dict(reader.line_num, record)

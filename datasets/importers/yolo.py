@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+from django.conf import settings
 
 from datasets.importers.image_folder import IMAGE_SUFFIXES, UNREADABLE_IMAGE, files_under, image_size, is_image
 from datasets.importers.records import LineError, record_from_dict
+from datasets.importers.sources import too_long_message
 from mlops.storage import readable_local_folder
 
 CLASS_FILES = ("data.yaml", "classes.txt", "labels/classes.txt")
@@ -37,13 +39,16 @@ def _class_names(root: Path) -> tuple[dict[int, str], Path] | LineError:
         path = root / name
         if not path.is_file():
             continue
+        if path.stat().st_size > settings.IMPORT_MAX_LINE_BYTES:
+            return LineError(0, name, too_long_message(settings.IMPORT_MAX_LINE_BYTES))
         try:
             text = path.read_text(encoding="utf-8")
             if name == "data.yaml":
                 names = (yaml.safe_load(text) or {}).get("names")
             else:
                 names = [line.strip() for line in text.splitlines() if line.strip()]
-        except (UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        # PyYAML builds nested collections recursively: a deeply nested file ends in RecursionError.
+        except (UnicodeDecodeError, yaml.YAMLError, AttributeError, RecursionError):
             return LineError(0, name, "is not a readable class list")
         if isinstance(names, list):
             names = dict(enumerate(names))
@@ -84,6 +89,9 @@ def _image_record(line_no: int, image: Path, external_id: str, label_file: Path,
     labels = []
     if label_file.is_file():
         where = f"labels/{Path(external_id).with_suffix('.txt').as_posix()}"
+        # A label file is one datarow's labels: read whole, so held to the size of a manifest line.
+        if label_file.stat().st_size > settings.IMPORT_MAX_LINE_BYTES:
+            return LineError(line_no, where, too_long_message(settings.IMPORT_MAX_LINE_BYTES))
         try:
             lines = label_file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:

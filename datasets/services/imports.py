@@ -22,7 +22,7 @@ from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.selectors import field_catalog_types
-from jobs.services import job_create
+from jobs.services import OWNED_UPLOAD_PARAM, job_create
 from mlops import outbound
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
@@ -191,8 +191,9 @@ def _stage_check_merge(conn, merge: staging.MergeOptions, batch: BatchBuffers, w
     return result
 
 
-def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: ImportOptions):
-    """Queue an import job; options are checked now so a typo is a 400, not a failed job."""
+def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: ImportOptions, owns_upload: bool = False):
+    """Queue an import job; options are checked now so a typo is a 400, not a failed job. With `owns_upload`,
+    the job deletes its upload:// source when it ends."""
     from datasets.tasks import dataset_import  # imported here: the task module imports this one
 
     validate_import_options(options)
@@ -200,5 +201,7 @@ def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: Impo
         outbound.uri_check(uri)  # an internal address is refused now, not by a failed job later
     if dataset.status == Dataset.Status.DELETING:
         raise ApplicationError(f"Dataset {dataset.pk} is being deleted.")
-    return job_create(principal=principal, task=dataset_import,
-                      params={"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)})
+    params = {"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)}
+    if owns_upload:
+        params[OWNED_UPLOAD_PARAM] = uri
+    return job_create(principal=principal, task=dataset_import, params=params)

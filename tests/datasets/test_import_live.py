@@ -20,6 +20,7 @@ from tests.live_services import (
 )
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
+UPLOAD_LIMIT = 100_000
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,14 @@ def read_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def live_env(auth0, platform, read_root, tmp_path_factory):
-    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=read_root,
-                            MLOPS_STORAGE_ROOT=tmp_path_factory.mktemp("storage"))
+def storage_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("storage")
+
+
+@pytest.fixture(scope="module")
+def live_env(auth0, platform, read_root, storage_root):
+    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=read_root, MLOPS_STORAGE_ROOT=storage_root,
+                            UPLOAD_MAX_BYTES=UPLOAD_LIMIT)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,12 @@ def _bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _uploads(storage_root) -> list:
+    return list((storage_root / TENANT_A / "uploads").rglob("*.jsonl"))
+
+
 def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_websocket(server, worker, make_token,
-                                                                                     tmp_path):
+                                                                                     tmp_path, storage_root):
     token = make_token(TENANT_A)
     project = httpx.post(f"{server.url}/api/v1/projects/", headers=_bearer(token), json={"name": "live-import"}).json()
     datasets_url = f"{server.url}/api/v1/projects/{project['id']}/datasets/"
@@ -82,3 +92,36 @@ def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_webso
     report = httpx.get(f"{datasets_url}{dataset['id']}/imports/{job['id']}/errors", headers=_bearer(token))
     assert report.status_code == 200
     assert orjson.loads(report.content.splitlines()[0]) == {"line": 51, "field": "uri", "message": "is required"}
+    # and the uploaded file went with the job's end
+    assert _uploads(storage_root) == []
+
+
+def test_an_upload_over_the_limit_is_refused_before_or_while_its_body_is_read(server, make_token, tmp_path,
+                                                                              storage_root):
+    token = make_token(TENANT_A)
+    project = httpx.post(f"{server.url}/api/v1/projects/", headers=_bearer(token), json={"name": "big-upload"}).json()
+    datasets_url = f"{server.url}/api/v1/projects/{project['id']}/datasets/"
+    dataset = httpx.post(datasets_url, headers=_bearer(token), json={"name": "big"}).json()
+    url = f"{datasets_url}{dataset['id']}/imports"
+    big = write_manifest(tmp_path / "big.jsonl", manifest_rows(0, 2000))
+
+    # with a Content-Length, and streamed without one (chunked)
+    with open(big, "rb") as upload:
+        declared = httpx.post(url, headers=_bearer(token), timeout=30, files={"file": ("big.jsonl", upload)})
+    boundary = b"limit-test"
+    head = b'--limit-test\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+
+    def chunked():
+        yield head
+        with open(big, "rb") as upload:
+            while chunk := upload.read(8192):
+                yield chunk
+        yield b"\r\n--limit-test--\r\n"
+
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary.decode()}"}
+    streamed = httpx.post(url, timeout=30, content=chunked(), headers={**_bearer(token), **multipart})
+
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["extra"] == {"limit_bytes": UPLOAD_LIMIT, "setting": "UPLOAD_MAX_BYTES"}
+    assert _uploads(storage_root) == []

@@ -109,10 +109,8 @@ def test_each_bad_line_is_reported_with_line_field_and_reason(tenant_dataset, wr
     assert reason in seen[0].message
 
 
-def test_huge_line_is_reported_without_reading_it_whole(tenant_dataset, write_jsonl, monkeypatch):
-    from datasets.importers import sources
-
-    monkeypatch.setattr(sources, "MAX_LINE_BYTES", 1000)
+def test_huge_line_is_reported_without_reading_it_whole(tenant_dataset, write_jsonl, settings):
+    settings.IMPORT_MAX_LINE_BYTES = 1000
     seen: list[LineError] = []
     huge = b'{"external_id": "big", "uri": "' + b"x" * 5000 + b'"}'
     counters = _run(tenant_dataset, write_jsonl([_row(1), huge, _row(3)]), progress=lambda c, e: seen.extend(e))
