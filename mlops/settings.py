@@ -139,6 +139,8 @@ TENANT_LIMIT_SET_CALLS = True
 READ_YOUR_WRITES_SECONDS = env_float("READ_YOUR_WRITES_SECONDS", 5.0)
 # A reader that failed to connect is skipped this long before it is tried again.
 READER_DOWN_SECONDS = env_float("READER_DOWN_SECONDS", 30.0)
+# A request that found every pooled connection in use for the pool's wait is answered 503 with this Retry-After.
+DATABASE_BUSY_RETRY_AFTER_SECONDS = env_int("DATABASE_BUSY_RETRY_AFTER_SECONDS", 1)
 
 # --- Redis: cache, channel layer and Celery broker. Every key that holds tenant data carries the tenant.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
