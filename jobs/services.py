@@ -101,8 +101,9 @@ def job_start(*, job_id, queue: str | None = None) -> Job | None:
     visibility timeout) finds it running or finished and gets None: the job never runs twice.
 
     With `queue`, the tenant may run at most job_max_running(queue) jobs of the kinds routed there: past that
-    JobMustWait is raised and the job stays queued. The count and the claim hold a transaction-scoped advisory lock
-    of the tenant and queue, so two workers starting the tenant's jobs at once cannot both take the last place.
+    JobMustWait is raised and the job stays queued. A running job whose heartbeat is stale (its worker was lost; the
+    reaper will fail it) does not count. The count and the claim hold a transaction-scoped advisory lock of the
+    tenant and queue, so two workers starting the tenant's jobs at once cannot both take the last place.
     """
     now = timezone.now()
 
@@ -116,7 +117,8 @@ def job_start(*, job_id, queue: str | None = None) -> Job | None:
     with transaction.atomic(using=WRITER), connections[WRITER].cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                        [f"jobs-running:{connections[WRITER].schema_name}:{queue}"])
-        running = Job.objects.using(WRITER).filter(status=Job.Status.RUNNING, kind__in=_kinds_on(queue)).count()
+        alive = Q(heartbeat_at__gte=now - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS))
+        running = Job.objects.using(WRITER).filter(alive, status=Job.Status.RUNNING, kind__in=_kinds_on(queue)).count()
         if running >= limit:
             raise JobMustWait(f"the tenant already runs {running} jobs on queue {queue} (at most {limit})")
         return claim()

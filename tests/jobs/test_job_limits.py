@@ -105,9 +105,12 @@ def test_a_count_job_that_cannot_finish_within_its_time_limit_is_refused(make_to
 
 
 def test_a_tenant_runs_at_most_its_share_of_jobs_on_a_queue_and_other_tenants_are_not_counted(principal, settings):
-    # given: tenant A runs 2 count jobs (the default queue), tenant B none
+    # given: tenant A runs 2 count jobs (the default queue) and one whose worker was lost, tenant B none
     settings.JOB_MAX_RUNNING_PER_TENANT = 2
+    settings.JOB_STALE_AFTER_SECONDS = 60
     with tenant_scope(TENANT_A):
+        lost = job_start(job_id=_queued_job(principal).pk, queue="celery")
+        Job.objects.filter(pk=lost.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=61))
         for _ in range(2):
             assert job_start(job_id=_queued_job(principal).pk, queue="celery")
         third = _queued_job(principal)
