@@ -2,6 +2,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.limits import job_time_limit
 from jobs.selectors import job_get, job_list
 from jobs.serializers import JobOutputSerializer
 from jobs.services import job_create, job_request_cancel
@@ -16,6 +17,15 @@ class JobListStartApi(APIView):
         kind = serializers.ChoiceField(choices=[COUNT_JOB_KIND])
         steps = serializers.IntegerField(min_value=1, max_value=100_000, default=10)
         delay_seconds = serializers.FloatField(min_value=0, max_value=60, default=0.5)
+
+        def validate(self, data):
+            # A count that could not finish within its time limit would hold a worker only to fail: refuse it now.
+            limit = job_time_limit(COUNT_JOB_KIND)
+            if data["steps"] * data["delay_seconds"] > limit.soft_seconds:
+                raise serializers.ValidationError({"delay_seconds": [
+                    f"steps × delay_seconds is {data['steps'] * data['delay_seconds']:g} s, more than the count job's "
+                    f"time limit of {limit.soft_seconds:g} s (setting {limit.setting})."]})
+            return data
 
     def get(self, request):
         paginator = CreatedCursorPagination()

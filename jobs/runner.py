@@ -9,6 +9,11 @@
 Start it with `job_create(principal=..., task=import_coco, params={...})`. The task claims the job once
 (job_start), heartbeats from a side thread while `run` works, and records the outcome: succeeded when
 `run` returns, cancelled when a progress report saw a cancel request, failed with the error otherwise.
+
+Each kind has a time limit (jobs.limits): Celery's soft limit stops `run` and the job fails saying which setting it
+ran past; its hard limit kills a worker process that did not stop, and the reaper fails the job. A job whose tenant
+already runs its share of jobs on the task's queue is not claimed: its message is sent again a little later
+(job_wait_turn) and the worker is free for other tenants' jobs.
 """
 
 import contextvars
@@ -17,20 +22,27 @@ import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connections
+from django.utils.dateparse import parse_datetime
 
+from jobs.limits import job_time_limit
 from jobs.models import Job
 from jobs.services import (
-    JobCancelled,
+    SENT_AT_HEADER,
     OWNED_UPLOAD_PARAM,
+    JobCancelled,
+    JobMustWait,
     JobNoLongerRunning,
+    JobPastTimeLimit,
     job_fail,
     job_finish,
     job_heartbeat,
     job_mark_cancelled,
     job_start,
+    job_wait_turn,
 )
 from mlops.celery import TenantTask
 from mlops.db_routing import WRITER
@@ -45,16 +57,29 @@ def job_task(*, kind: str, **task_options):
 
     def register(run: Callable[..., None]):
         def execute(self, job_id: str) -> None:
-            job_execute(job_id=job_id, run=run)
+            job_execute(job_id=job_id, run=run, task=self)
 
+        limit = job_time_limit(kind)
         return shared_task(execute, name=f"{run.__module__}.{run.__name__}", base=TenantTask, bind=True,
-                           job_kind=kind, **task_options)
+                           job_kind=kind, soft_time_limit=limit.soft_seconds, time_limit=limit.hard_seconds,
+                           **task_options)
 
     return register
 
 
-def job_execute(*, job_id: str, run: Callable[..., None]) -> None:
-    job = job_start(job_id=job_id)
+def job_execute(*, job_id: str, run: Callable[..., None], task: Task | None = None) -> None:
+    """Claim and run the job. Given the delivering `task` (not run eagerly: eager runs have no worker to share),
+    the job waits its turn while its tenant runs its share of jobs on the task's queue."""
+    queue = None
+    if task is not None and not task.request.is_eager:
+        queue = task.app.amqp.router.route({}, task.name)["queue"].name
+    try:
+        job = job_start(job_id=job_id, queue=queue)
+    except JobMustWait as waiting:
+        sent_at = (task.request.headers or {}).get(SENT_AT_HEADER)
+        if job_wait_turn(job_id=job_id, task=task, sent_at=parse_datetime(sent_at) if sent_at else None):
+            logger.info("job %s waits its turn: %s", job_id, waiting)
+        return
     if job is None:
         logger.info("job %s is not queued (already taken by another delivery, or cancelled); not running it", job_id)
         return
@@ -76,6 +101,13 @@ def _run_to_outcome(job: Job, run: Callable[..., None]) -> Job:
         return job_mark_cancelled(job=job)
     except JobNoLongerRunning:
         return Job.objects.using(WRITER).get(pk=job.pk)
+    except (SoftTimeLimitExceeded, JobPastTimeLimit):
+        logger.warning("job stopped at its time limit")
+        # The limit may have interrupted a statement half-way: the failure is written on a fresh connection (a test's
+        # transaction aside).
+        if not connections[WRITER].in_atomic_block:
+            connections[WRITER].close()
+        return job_fail(job=job, error=job_time_limit(job.kind).soft_error())
     except Exception as error:
         logger.exception("job failed")
         return job_fail(job=job, error=f"{type(error).__name__}: {error}")

@@ -8,7 +8,8 @@ request) can never both win.
 import logging
 import shutil
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import cache
 
 from celery import Task, current_app
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from jobs.events import job_broadcast
+from jobs.limits import job_max_running, job_time_limit
 from jobs.models import TERMINAL_STATUSES, Job
 from jobs.serializers import job_state
 from mlops.celery import TENANT_HEADER
@@ -40,6 +42,21 @@ class JobCancelled(Exception):
 
 class JobNoLongerRunning(Exception):
     """Raised from a progress report when the job was ended elsewhere (the reaper failed it): stop quietly."""
+
+
+class JobPastTimeLimit(Exception):
+    """Raised from a progress report once the job has run longer than its kind's time limit: the runner fails it.
+    Celery's soft limit raises in the job too, but any `except Exception` on the way (a websocket send) can swallow it;
+    a report cannot be ignored."""
+
+
+class JobMustWait(Exception):
+    """Raised by job_start: the tenant already runs its share of jobs on the job's queue."""
+
+
+# A job's message carries when it was sent (Job.sent_at), so only the delivery of its latest message waits its turn
+# (job_wait_turn): duplicates die out instead of each sending itself again for ever.
+SENT_AT_HEADER = "job_sent_at"
 
 
 def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) -> Job | None:
@@ -71,29 +88,71 @@ def job_create(*, principal: Principal, task: Task, params: dict | None = None) 
     return job
 
 
-def _job_send(job: Job, task: Task) -> None:
+def _job_send(job: Job, task: Task, countdown: float | None = None) -> None:
     # The tenant is fixed now, not at publish time, so the message names the schema that holds the row.
-    headers = {TENANT_HEADER: connections[WRITER].schema_name}
-    transaction.on_commit(lambda: _job_publish(job, task, headers), using=WRITER)
+    headers = {TENANT_HEADER: connections[WRITER].schema_name, SENT_AT_HEADER: job.sent_at.isoformat()}
+    transaction.on_commit(lambda: _job_publish(job, task, headers, countdown), using=WRITER)
 
 
-def _job_publish(job: Job, task: Task, headers: dict) -> None:
+def _job_publish(job: Job, task: Task, headers: dict, countdown: float | None) -> None:
     """Runs after the commit, so the job exists whatever the broker says: a broker that cannot be reached must not
     turn the request that made the job into a 500. The job stays queued and the reaper sends it again
     (job_resend_lost)."""
     try:
-        task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers)
+        # No time limits in the message: the worker's own (the task's, from its settings) apply, not the sender's.
+        task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers, countdown=countdown,
+                         time_limit=None, soft_time_limit=None)
     except BrokerUnreachable:
         logger.exception("job %s: its message could not be sent; the reaper sends it again once its wait is over",
                          job.pk)
 
 
-def job_start(*, job_id) -> Job | None:
+def job_start(*, job_id, queue: str | None = None) -> Job | None:
     """Claim a queued job for this delivery. A redelivered message (acks_late after a lost worker, or a
-    visibility timeout) finds it running or finished and gets None: the job never runs twice."""
+    visibility timeout) finds it running or finished and gets None: the job never runs twice.
+
+    With `queue`, the tenant may run at most job_max_running(queue) jobs of the kinds routed there: past that
+    JobMustWait is raised and the job stays queued. A running job whose heartbeat is stale (its worker was lost; the
+    reaper will fail it) does not count. The count and the claim hold a transaction-scoped advisory lock of the
+    tenant and queue, so two workers starting the tenant's jobs at once cannot both take the last place.
+    """
     now = timezone.now()
-    return _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED],
-                       changes={"status": Job.Status.RUNNING, "started_at": now, "heartbeat_at": now})
+
+    def claim() -> Job | None:
+        return _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED],
+                           changes={"status": Job.Status.RUNNING, "started_at": now, "heartbeat_at": now})
+
+    if queue is None:
+        return claim()
+    limit = job_max_running(queue)
+    with transaction.atomic(using=WRITER), connections[WRITER].cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                       [f"jobs-running:{connections[WRITER].schema_name}:{queue}"])
+        alive = Q(heartbeat_at__gte=now - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS))
+        running = Job.objects.using(WRITER).filter(alive, status=Job.Status.RUNNING, kind__in=_kinds_on(queue)).count()
+        if running >= limit:
+            raise JobMustWait(f"the tenant already runs {running} jobs on queue {queue} (at most {limit})")
+        return claim()
+
+
+@cache
+def _kinds_on(queue: str) -> frozenset[str]:
+    router = current_app.amqp.router
+    return frozenset(task.job_kind for name, task in current_app.tasks.items()
+                     if getattr(task, "job_kind", None) and router.route({}, name)["queue"].name == queue)
+
+
+def job_wait_turn(*, job_id, task: Task, sent_at: datetime | None) -> bool:
+    """Send a job that must wait its turn (JobMustWait) again in JOB_WAIT_TURN_SECONDS; it stays queued and holds
+    no worker meanwhile. Only the delivery of the job's latest message (the one sent at `sent_at`; None for a message
+    without it) does so; False for any other, and for a job no longer queued. Refreshing `sent_at` also keeps the
+    reaper from sending a waiting job again (job_resend_lost)."""
+    now = timezone.now()
+    same_message = Q(sent_at=sent_at) if sent_at else Q()
+    if not Job.objects.filter(same_message, pk=job_id, status=Job.Status.QUEUED).update(sent_at=now):
+        return False
+    _job_send(Job.objects.using(WRITER).get(pk=job_id), task, countdown=settings.JOB_WAIT_TURN_SECONDS)
+    return True
 
 
 def job_report_progress(*, job: Job, done: int, total: int | None = None, counters: dict | None = None,
@@ -103,7 +162,7 @@ def job_report_progress(*, job: Job, done: int, total: int | None = None, counte
     Written at most once per JOB_PROGRESS_MIN_INTERVAL_SECONDS, and always when `done` reaches the total;
     a skipped report still updates the instance, and job_finish writes it. Each write also reads the cancel
     flag back, so running work notices a cancel within the interval at no extra cost: JobCancelled is raised.
-    `counters` are merged into the job's counters.
+    `counters` are merged into the job's counters. A job past its time limit gets JobPastTimeLimit.
     """
     job.progress_done = done
     if total is not None:
@@ -113,6 +172,9 @@ def job_report_progress(*, job: Job, done: int, total: int | None = None, counte
     if message is not None:
         job.message = message
     now = timezone.now()
+    limit = job_time_limit(job.kind)
+    if job.started_at and now - job.started_at > timedelta(seconds=limit.soft_seconds):
+        raise JobPastTimeLimit(limit.soft_error())
     reached_total = job.progress_total is not None and done >= job.progress_total
     interval = timedelta(seconds=settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS)
     if not reached_total and job.progress_at and now - job.progress_at < interval:
@@ -180,17 +242,22 @@ def job_fail_stale(*, now=None) -> list[Job]:
 
     A worker heartbeats every JOB_HEARTBEAT_SECONDS while a job runs; once its last heartbeat is older than
     JOB_STALE_AFTER_SECONDS the job is failed here. A redelivered message for it then finds it taken.
+    A job that ran past its hard time limit had its worker process killed by Celery: its error says so.
     """
     now = now or timezone.now()
     stale_after = settings.JOB_STALE_AFTER_SECONDS
     is_stale = Q(heartbeat_at__lt=now - timedelta(seconds=stale_after))
-    stale_ids = list(Job.objects.using(WRITER).filter(is_stale, status=Job.Status.RUNNING).values_list("pk", flat=True))
+    stale = Job.objects.using(WRITER).filter(is_stale, status=Job.Status.RUNNING)
     failed = []
-    for job_id in stale_ids:
+    for job_id, kind, started_at in stale.values_list("pk", "kind", "started_at"):
+        limit = job_time_limit(kind)
+        if started_at and now - started_at >= timedelta(seconds=limit.hard_seconds):
+            error = limit.hard_error()
+        else:
+            error = (f"The worker running this job was lost: no heartbeat for more than {stale_after:g}s. "
+                     f"The job was stopped and will not be retried.")
         job = _transition(job_id=job_id, from_statuses=[Job.Status.RUNNING], extra_filter=is_stale, changes={
-            "status": Job.Status.FAILED, "finished_at": now,
-            "error": f"The worker running this job was lost: no heartbeat for more than {stale_after:g}s. "
-                     f"The job was stopped and will not be retried.",
+            "status": Job.Status.FAILED, "finished_at": now, "error": error,
         })
         if job:
             failed.append(job)

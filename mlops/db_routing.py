@@ -10,6 +10,8 @@ code that COPYs and then reads in the same request or task calls pin_to_writer()
 
 A reader that fails is marked down in this process only: every process pays for one failed connect per
 READER_DOWN_SECONDS. Sharing the mark through Redis would put Redis on every read decision for little gain.
+A reader whose connection pool is full (web processes, DATABASE_POOL) is busy, not down: after the pool's wait the
+request is shed with a 503 and Retry-After (DatabaseBusy), and every other read still goes to the reader.
 """
 
 import logging
@@ -25,7 +27,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, connections
+from psycopg_pool import PoolTimeout
 from redis import RedisError
+
+from mlops.exceptions import DatabaseBusy
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +133,20 @@ def mark_reader_down(error: Exception) -> None:
                    extra={"error": _reader_outage.error})
 
 
+def database_busy(error: Exception) -> DatabaseBusy | None:
+    """The DatabaseBusy to answer when `error` is a connection pool's timeout (every connection in use), else None."""
+    timeout = error if isinstance(error, PoolTimeout) else error.__cause__
+    return DatabaseBusy(first_line(timeout)) if isinstance(timeout, PoolTimeout) else None
+
+
 def reader_available() -> bool:
     """Whether reads may go to the reader now: the router and /readyz ask this same question.
 
     A marked-down reader is not tried again for READER_DOWN_SECONDS. Otherwise a reused connection gets
     Django's health check (one `SELECT 1` per request or task, so a connection that outlived its replica is
     dropped, not used) and a missing one is opened; a failure marks the reader down instead of failing the read.
+    A full pool raises DatabaseBusy instead: moving every tenant's reads to the writer because one burst took every
+    reader connection would hand the burst to the writer too.
     """
     if reader_outage() is not None:
         return False
@@ -144,6 +157,8 @@ def reader_available() -> bool:
             _probe_server(reader.settings_dict)
             reader.ensure_connection()
     except (OperationalError, OSError) as error:
+        if busy := database_busy(error):
+            raise busy from error
         mark_reader_down(error)
         return False
     return True

@@ -37,6 +37,18 @@ class ServiceUnavailable(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
+class DatabaseBusy(ServiceUnavailable):
+    """Every pooled connection of this process to a database stayed in use for the pool's whole wait: the request is
+    shed (503 with Retry-After) instead of queueing without bound. Busy is not down: nothing is marked unreachable."""
+
+    def __init__(self, detail: str):
+        from django.conf import settings
+
+        self.retry_after_seconds = settings.DATABASE_BUSY_RETRY_AFTER_SECONDS
+        super().__init__(f"The database is busy ({detail}); retry in {self.retry_after_seconds} s.",
+                         {"retry_after_seconds": self.retry_after_seconds})
+
+
 def error_body(message: str, extra: dict | None = None) -> dict:
     return {"message": message, "extra": extra or {}}
 

@@ -5,6 +5,7 @@ from django.db import OperationalError, connections
 from django.http import JsonResponse
 
 from mlops import db_routing
+from mlops.exceptions import DatabaseBusy
 
 
 def healthz(request):
@@ -27,7 +28,12 @@ def _check_writer() -> dict:
 
 def _check_reader() -> dict:
     """The router's own check, so /readyz neither hammers a marked-down reader nor disagrees with the router."""
-    if db_routing.reader_available():
+    try:
+        available = db_routing.reader_available()
+    except DatabaseBusy as busy:
+        # Up, and still read from; every connection of this process's pool is in use.
+        return {"ok": False, "busy": True, "error": busy.message, "reads_from": db_routing.READER}
+    if available:
         try:
             return {"ok": True, "in_recovery": _in_recovery(db_routing.READER), "reads_from": db_routing.READER}
         except OperationalError as error:

@@ -177,6 +177,8 @@ TENANT_LIMIT_SET_CALLS = True
 READ_YOUR_WRITES_SECONDS = env_float("READ_YOUR_WRITES_SECONDS", 5.0)
 # A reader that failed to connect is skipped this long before it is tried again.
 READER_DOWN_SECONDS = env_float("READER_DOWN_SECONDS", 30.0)
+# A request that found every pooled connection in use for the pool's wait is answered 503 with this Retry-After.
+DATABASE_BUSY_RETRY_AFTER_SECONDS = env_int("DATABASE_BUSY_RETRY_AFTER_SECONDS", 1)
 
 # --- Redis: cache, channel layer and Celery broker. Every key that holds tenant data carries the tenant.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
@@ -224,6 +226,33 @@ JOB_PROGRESS_MIN_INTERVAL_SECONDS = env_float("JOB_PROGRESS_MIN_INTERVAL_SECONDS
 # A queued job no worker has claimed this long after its message was sent gets its message again (the message may be
 # lost); the wait doubles after each re-send (jobs.services.job_resend_lost).
 JOB_RESEND_AFTER_SECONDS = env_float("JOB_RESEND_AFTER_SECONDS", 300.0)
+
+# --- Job limits: how long a job may run, and how many jobs of one tenant run at once on a queue.
+# Seconds a job of each kind may run (Celery's soft time limit): past it the job stops and ends failed, saying so.
+# JOB_TIME_LIMITS (a JSON object {"<kind>": seconds}) overrides kinds one by one; an unlisted kind gets the default.
+JOB_TIME_LIMITS = {
+    "count": 600, "dataset-import": 4 * 3600, "dataset-export": 2 * 3600, "dataset-delete": 3600,
+    "search-reindex": 4 * 3600, "search-bulk-action": 3600, "slice-freeze": 3600, "training-run": 24 * 3600,
+    "prediction-run": 6 * 3600, **json.loads(env_str("JOB_TIME_LIMITS", "{}")),
+}
+JOB_TIME_LIMIT_DEFAULT_SECONDS = env_float("JOB_TIME_LIMIT_DEFAULT_SECONDS", 3600.0)
+# A job that does not stop at its soft limit (stuck in C code) has its worker process killed this long after it
+# (Celery's hard time limit); the reaper then fails it (jobs.services.job_fail_stale).
+JOB_HARD_TIME_LIMIT_GRACE_SECONDS = env_float("JOB_HARD_TIME_LIMIT_GRACE_SECONDS", 60.0)
+# Running jobs one tenant may have on one queue; the rest stay queued, their message sent again every
+# JOB_WAIT_TURN_SECONDS, so they hold no worker and other tenants' jobs go first. JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE
+# (a JSON object {"<queue>": n}) overrides queues one by one (e.g. {"training": 1} where GPUs are few).
+JOB_MAX_RUNNING_PER_TENANT = env_int("JOB_MAX_RUNNING_PER_TENANT", 2)
+JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE = json.loads(env_str("JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE", "{}"))
+JOB_WAIT_TURN_SECONDS = env_float("JOB_WAIT_TURN_SECONDS", 5.0)
+for _name, _limits in (("JOB_TIME_LIMITS", JOB_TIME_LIMITS),
+                       ("JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE", JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE)):
+    if not isinstance(_limits, dict) or not all(
+            isinstance(value, int | float) and not isinstance(value, bool) and value > 0 for value in _limits.values()):
+        raise ImproperlyConfigured(f"{_name} must be a JSON object of positive numbers, not {_limits!r}")
+if JOB_MAX_RUNNING_PER_TENANT < 1:
+    raise ImproperlyConfigured("JOB_MAX_RUNNING_PER_TENANT must be at least 1")
+
 CELERY_BEAT_SCHEDULE = {
     "jobs-reap-stale": {
         "task": "jobs.reap_stale_jobs",

@@ -191,12 +191,20 @@ def purge_task_queues() -> None:
 def committed_tenants(transactional_db):
     """A transactional test flushes the public schema when it ends, tenants included: provision them again.
 
-    Their schemas (and the jobs in them) survive the flush, so this only re-creates the rows.
+    Their schemas (and the jobs in them) survive the flush, so this re-creates the rows, and ends the jobs earlier
+    tests left queued or running: they would count against the tenant's running jobs (JOB_MAX_RUNNING_PER_TENANT).
     """
+    from django.utils import timezone
+
+    from jobs.models import Job
+    from tenancy.context import tenant_scope
     from tenancy.services import tenant_provision
 
-    tenant_provision(schema_name=TENANT_A, name="Acme", if_missing=True)
-    tenant_provision(schema_name=TENANT_B, name="Globex", if_missing=True)
+    for schema, name in ((TENANT_A, "Acme"), (TENANT_B, "Globex")):
+        tenant_provision(schema_name=schema, name=name, if_missing=True)
+        with tenant_scope(schema):
+            Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+                status=Job.Status.CANCELLED, finished_at=timezone.now())
 
 
 @pytest.fixture(scope="module")
