@@ -29,6 +29,16 @@ class Conflict(ApplicationError):
     status_code = status.HTTP_409_CONFLICT
 
 
+class TooManyRequests(ApplicationError):
+    """A share used up: the answer carries Retry-After (seconds)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, extra: dict | None = None, *, retry_after: int):
+        super().__init__(message, {**(extra or {}), "retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
