@@ -1,0 +1,69 @@
+"""A client that disconnects cancels its search's statements, through a real ASGI server (uvicorn) and PostgreSQL."""
+
+import threading
+
+import httpx
+import psycopg
+import pytest
+from django.db import connections
+
+from tests.conftest import TENANT_A
+from tests.datasets.conftest import tenant_dataset  # noqa: F401 (fixture)
+from tests.live_services import (  # noqa: F401 (live_log_dir is a fixture)
+    _database_url,
+    live_environment,
+    live_log_dir,
+    start_asgi_server,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+              pytest.mark.usefixtures("committed_tenants")]
+
+
+@pytest.fixture(scope="module")
+def server_on_the_writer(django_db_setup, auth0, platform, live_log_dir):  # noqa: F811
+    """Reads on the writer too, so the test's lock (and pg_stat_activity) is where the search runs."""
+    writer = _database_url(connections["default"].settings_dict)
+    server = start_asgi_server(live_environment(auth0, platform, DATABASE_READER_URL=writer), live_log_dir)
+    yield server
+    server.stop()
+
+
+def _waiting_searches(observer, blocker_pid: int) -> list[int]:
+    return [pid for (pid,) in observer.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s AND state = 'active' "
+        "AND wait_event_type = 'Lock' AND query LIKE '%%datasets_datarow%%'", [blocker_pid]).fetchall()]
+
+
+def test_a_client_that_disconnects_cancels_its_search_statements(server_on_the_writer, tenant_dataset,  # noqa: F811
+                                                                 make_token):
+    params = connections["default"].get_connection_params()
+    token = make_token(TENANT_A)
+    with psycopg.connect(**params, autocommit=True) as observer, psycopg.connect(**params) as blocker:
+        # given another session holding the datarow table, so the search's statement waits on it (the server
+        # would end that session after 20 s, and the search's own timeout is 10 s: both well past the check)
+        blocker.execute("SET idle_in_transaction_session_timeout = '20s'")
+        blocker.execute(f"LOCK TABLE {TENANT_A}.datasets_datarow IN ACCESS EXCLUSIVE MODE")
+        blocker_pid = blocker.info.backend_pid
+        answered = []
+
+        def search() -> None:
+            try:
+                answered.append(httpx.post(f"{server_on_the_writer.url}/api/v1/projects/{tenant_dataset.project_id}"
+                                           f"/search", json={"query": ""}, timeout=2,
+                                           headers={"Authorization": f"Bearer {token}"}))
+            except httpx.TimeoutException:
+                pass  # the client gives up and closes its connection
+
+        client = threading.Thread(target=search)
+        client.start()
+        waiting = wait_until(lambda: _waiting_searches(observer, blocker_pid), timeout=10,
+                             what="the search to wait on the lock", logs_of=(server_on_the_writer,))
+        # when the client has given up
+        client.join()
+        # then its statement is cancelled within a couple of seconds, the lock still held
+        wait_until(lambda: not set(waiting) & set(_waiting_searches(observer, blocker_pid)), timeout=3,
+                   what="the search's statement to be cancelled", logs_of=(server_on_the_writer,))
+        assert answered == []
+        blocker.rollback()
