@@ -1,6 +1,9 @@
-"""A client that disconnects cancels its search's statements, through a real ASGI server (uvicorn) and PostgreSQL."""
+"""Through a real ASGI server (uvicorn) and PostgreSQL: a client that disconnects cancels its search's statements,
+and every statement of a web request ends at REQUEST_STATEMENT_TIMEOUT_MS."""
 
 import threading
+import time
+from contextlib import contextmanager
 
 import httpx
 import psycopg
@@ -23,11 +26,24 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "rea
 
 @pytest.fixture(scope="module")
 def server_on_the_writer(django_db_setup, auth0, platform, live_log_dir):  # noqa: F811
-    """Reads on the writer too, so the test's lock (and pg_stat_activity) is where the search runs."""
+    """Reads on the writer too, so the test's lock (and pg_stat_activity) is where the requests run; a request
+    timeout of 1 s (a search sets its own, 10 s)."""
     writer = _database_url(connections["default"].settings_dict)
-    server = start_asgi_server(live_environment(auth0, platform, DATABASE_READER_URL=writer), live_log_dir)
+    server = start_asgi_server(live_environment(auth0, platform, DATABASE_READER_URL=writer,
+                                                REQUEST_STATEMENT_TIMEOUT_MS=1000), live_log_dir)
     yield server
     server.stop()
+
+
+@contextmanager
+def datarows_locked(params: dict):
+    """Another session holds tenant A's datarow table, so every statement that reads it waits (the server ends that
+    session after 20 s, and a search's own timeout is 10 s: both well past the checks)."""
+    with psycopg.connect(**params) as blocker:
+        blocker.execute("SET idle_in_transaction_session_timeout = '20s'")
+        blocker.execute(f"LOCK TABLE {TENANT_A}.datasets_datarow IN ACCESS EXCLUSIVE MODE")
+        yield blocker
+        blocker.rollback()
 
 
 def _waiting_searches(observer, blocker_pid: int) -> list[int]:
@@ -40,11 +56,8 @@ def test_a_client_that_disconnects_cancels_its_search_statements(server_on_the_w
                                                                  make_token):
     params = connections["default"].get_connection_params()
     token = make_token(TENANT_A)
-    with psycopg.connect(**params, autocommit=True) as observer, psycopg.connect(**params) as blocker:
-        # given another session holding the datarow table, so the search's statement waits on it (the server
-        # would end that session after 20 s, and the search's own timeout is 10 s: both well past the check)
-        blocker.execute("SET idle_in_transaction_session_timeout = '20s'")
-        blocker.execute(f"LOCK TABLE {TENANT_A}.datasets_datarow IN ACCESS EXCLUSIVE MODE")
+    # given another session holding the datarow table, so the search's statement waits on it
+    with psycopg.connect(**params, autocommit=True) as observer, datarows_locked(params) as blocker:
         blocker_pid = blocker.info.backend_pid
         answered = []
 
@@ -66,4 +79,18 @@ def test_a_client_that_disconnects_cancels_its_search_statements(server_on_the_w
         wait_until(lambda: not set(waiting) & set(_waiting_searches(observer, blocker_pid)), timeout=3,
                    what="the search's statement to be cancelled", logs_of=(server_on_the_writer,))
         assert answered == []
-        blocker.rollback()
+
+
+def test_a_web_request_statement_ends_at_the_request_timeout_with_a_503(server_on_the_writer,
+                                                                          tenant_dataset,  # noqa: F811
+                                                                          make_token):
+    token = make_token(TENANT_A)
+    with datarows_locked(connections["default"].get_connection_params()):
+        started = time.monotonic()
+        response = httpx.get(f"{server_on_the_writer.url}/api/v1/projects/{tenant_dataset.project_id}/datasets/"
+                             f"{tenant_dataset.pk}/datarows", headers={"Authorization": f"Bearer {token}"},
+                             timeout=15)
+        took = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.json()["extra"] == {"limit": "REQUEST_STATEMENT_TIMEOUT_MS"}
+    assert took < 5
