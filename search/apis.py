@@ -1,7 +1,7 @@
 import base64
 
 import orjson
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -63,6 +63,7 @@ class SearchCursorField(serializers.Field):
 class ProjectSearchApi(APIView):
     permission_classes = [CanRead]
 
+    @extend_schema_serializer(component_name="SearchInput")
     class InputSerializer(serializers.Serializer):
         query = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="",
                                       trim_whitespace=False, help_text="Empty, null or absent: every datarow.")
@@ -80,6 +81,7 @@ class ProjectSearchApi(APIView):
         facets = serializers.ListField(child=serializers.CharField(), default=list,
                                        help_text="At most SEARCH_MAX_FACETS (10 unless configured).")
 
+    @extend_schema_serializer(component_name="SearchOutput")
     class OutputSerializer(serializers.Serializer):
         class TotalSerializer(serializers.Serializer):
             value = serializers.IntegerField()
