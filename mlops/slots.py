@@ -6,6 +6,7 @@ Lua script, so two processes cannot both take the last slot. Every holder of a k
 key itself lives as long as its newest lease.
 """
 
+import logging
 import secrets
 import time
 from collections.abc import Iterator
@@ -15,6 +16,11 @@ import redis
 from django.conf import settings
 
 from mlops.redis_pool import ProcessConnectionPool
+
+logger = logging.getLogger(__name__)
+# The token of a slot taken while Redis could not be asked: the share is not enforced then, rather than every
+# search and websocket failing with Redis (statement timeouts still bound the work).
+UNCOUNTED = ""
 
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -32,16 +38,25 @@ def _client() -> redis.Redis:
 
 
 def slot_acquire(*, key: str, limit: int, lease_seconds: float) -> str | None:
-    """A token for a slot of `key`, or None when `limit` live leases hold them all."""
+    """A token for a slot of `key`, or None when `limit` live leases hold them all (UNCOUNTED when Redis is down)."""
     now = time.time()
     token = secrets.token_hex(8)
-    taken = _client().eval(_ACQUIRE, 1, f"mlops:slots:{key}", now, now + lease_seconds, limit, token,
-                         int(lease_seconds * 1000))
+    try:
+        taken = _client().eval(_ACQUIRE, 1, f"mlops:slots:{key}", now, now + lease_seconds, limit, token,
+                               int(lease_seconds * 1000))
+    except redis.RedisError as error:
+        logger.warning("slots of %s not counted: Redis unavailable (%s)", key, error)
+        return UNCOUNTED
     return token if taken else None
 
 
 def slot_release(*, key: str, token: str) -> None:
-    _client().zrem(f"mlops:slots:{key}", token)
+    if token == UNCOUNTED:
+        return
+    try:
+        _client().zrem(f"mlops:slots:{key}", token)
+    except redis.RedisError as error:  # the lease ends the slot instead
+        logger.warning("slot of %s not released: Redis unavailable (%s)", key, error)
 
 
 @contextmanager

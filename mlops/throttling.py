@@ -7,14 +7,17 @@ are read from the settings at each request, and the keys carry the tenant, so on
 with another's. A refusal is a 429 with Retry-After and the usual error body, naming the limit and its setting.
 """
 
+import logging
 import time
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle
 
 from mlops.exceptions import TooManyRequests
 
+logger = logging.getLogger(__name__)
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -39,8 +42,13 @@ class _PrincipalRateThrottle(BaseThrottle):
         now = time.time()
         window = int(now // period)
         key = f"throttle:{self.key(request.user)}:{period}:{window}"
-        cache.add(key, 0, period + 1)
-        if cache.incr(key) <= allowed:
+        try:
+            cache.add(key, 0, period + 1)
+            if cache.incr(key) <= allowed:
+                return True
+        except redis.RedisError as error:
+            # Redis down must not take the API with it: unthrottled meanwhile (statement timeouts still bound it).
+            logger.warning("%s not enforced: Redis unavailable (%s)", self.setting, error)
             return True
         retry_after = max(int((window + 1) * period - now) + 1, 1)
         raise TooManyRequests(f"Too many requests {self.who}: at most {rate} ({self.setting}); "
