@@ -8,6 +8,7 @@ PostgreSQL a cancel for each. A statement the request starts after the cancel st
 """
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,11 @@ from contextvars import ContextVar
 from django.db import DatabaseError, connections
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
+from psycopg import Error as PsycopgError
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
+
+logger = logging.getLogger(__name__)
 
 
 def statement_canceled(error: BaseException) -> bool:
@@ -36,9 +40,10 @@ def statement_timeout(using: str, milliseconds: int) -> Iterator[None]:
     try:
         yield
     finally:
-        # In a failed transaction the SET was made inside it and its rollback undoes it; RESET cannot run there.
+        # In a failed transaction the SET was made inside it and its rollback undoes it; RESET cannot run there (nor
+        # on a broken connection, which is not reused).
         raw = connection.connection
-        if raw is not None and not raw.closed and raw.info.transaction_status != TransactionStatus.INERROR:
+        if raw is not None and raw.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.INTRANS):
             with connection.cursor() as cursor:
                 cursor.execute("RESET statement_timeout")
 
@@ -67,7 +72,10 @@ class RequestConnections:
             # A wrapper that no longer holds the connection it opened has handed it back: not ours to cancel.
             held = [raw for wrapper, raw in self._connections if wrapper.connection is raw and not raw.closed]
             for raw in held:
-                raw.cancel_safe(timeout=2)
+                try:
+                    raw.cancel_safe(timeout=2)
+                except PsycopgError as error:  # the statement then ends at its timeout
+                    logger.warning("could not cancel the statements of a disconnected client: %s", error)
 
 
 _current: ContextVar[RequestConnections | None] = ContextVar("request_connections", default=None)
