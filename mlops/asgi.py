@@ -14,11 +14,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.urls import get_resolver  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
+from mlops.statements import CancelStatementsOnDisconnect  # noqa: E402
 from mlops.uploads import body_size_limited  # noqa: E402
 from tenancy.websocket_auth import TokenAuthMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": body_size_limited(django_application),
+    "http": body_size_limited(CancelStatementsOnDisconnect(django_application)),
     "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
 })
 

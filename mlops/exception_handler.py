@@ -4,12 +4,21 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import OperationalError
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from mlops.db_routing import database_busy
 from mlops.exceptions import ApplicationError, error_body
+from mlops.statements import statement_canceled
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error, for the API schema."""
+
+    message = serializers.CharField()
+    extra = serializers.DictField(help_text="Details: fields (per field errors), line and column (queries), limit "
+                                            "(the setting of a limit reached), retry_after (seconds, with a 429 or 503).")
 
 
 def api_exception_handler(exc, context):
@@ -20,9 +29,15 @@ def api_exception_handler(exc, context):
         response = Response(error_body(exc.message, exc.extra), status=exc.status_code)
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:
             response["WWW-Authenticate"] = 'Bearer realm="mlops"'
-        if getattr(exc, "retry_after_seconds", None):
-            response["Retry-After"] = str(exc.retry_after_seconds)
+        # A share used up (429) or a busy database (503): the client is told when to come back.
+        if getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(exc.retry_after)
         return response
+    if statement_canceled(exc):
+        # A statement ran into REQUEST_STATEMENT_TIMEOUT_MS (or its client left): bounded work, not a server fault.
+        return Response(error_body("The request took longer than the server allows; try again with less work "
+                                   "(a smaller page, a narrower filter).", {"limit": "REQUEST_STATEMENT_TIMEOUT_MS"}),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     elif isinstance(exc, Http404):

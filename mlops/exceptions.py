@@ -33,6 +33,16 @@ class PayloadTooLarge(ApplicationError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 
+class TooManyRequests(ApplicationError):
+    """A share used up: the answer carries Retry-After (seconds)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, extra: dict | None = None, *, retry_after: int):
+        super().__init__(message, {**(extra or {}), "retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
@@ -44,9 +54,9 @@ class DatabaseBusy(ServiceUnavailable):
     def __init__(self, detail: str):
         from django.conf import settings
 
-        self.retry_after_seconds = settings.DATABASE_BUSY_RETRY_AFTER_SECONDS
-        super().__init__(f"The database is busy ({detail}); retry in {self.retry_after_seconds} s.",
-                         {"retry_after_seconds": self.retry_after_seconds})
+        self.retry_after = settings.DATABASE_BUSY_RETRY_AFTER_SECONDS
+        super().__init__(f"The database is busy ({detail}); retry in {self.retry_after} s.",
+                         {"retry_after": self.retry_after})
 
 
 def error_body(message: str, extra: dict | None = None) -> dict:

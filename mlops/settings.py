@@ -137,6 +137,8 @@ READER_DATABASE_URL = env_str("DATABASE_READER_URL", WRITER_DATABASE_URL)
 # so web processes take connections from a psycopg pool per process and alias instead; workers and management
 # commands keep one persistent connection per thread.
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
+# Every statement of a web process (the pooled connections' startup option; workers and migrations keep no limit).
+REQUEST_STATEMENT_TIMEOUT_MS = env_int("REQUEST_STATEMENT_TIMEOUT_MS", 30_000)
 
 
 def _database(url: str, *, options: dict, **overrides) -> dict:
@@ -144,9 +146,10 @@ def _database(url: str, *, options: dict, **overrides) -> dict:
         # Django refuses a pool with persistent connections; with health checks on, the pool checks a connection
         # at each checkout (one round trip), so one that outlived its server is replaced, not used.
         config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
-        options = {**options, "pool": {"min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
-                                       "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
-                                       "timeout": max(options["connect_timeout"], 1)}}
+        options = {**options, "options": f"-c statement_timeout={REQUEST_STATEMENT_TIMEOUT_MS}",
+                   "pool": {"min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+                            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
+                            "timeout": max(options["connect_timeout"], 1)}}
     else:
         config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
                                        conn_health_checks=True)
@@ -366,6 +369,28 @@ try:
 except json.JSONDecodeError as error:
     raise ImproperlyConfigured(f"TRAINER_PLUGINS must be a JSON object: {error}") from error
 
+# --- Bounds and fair shares: no query, request or client of one tenant can starve the others.
+# Every statement of a search (and of its parallel facet sessions) runs under this timeout; a search that reaches it
+# is a 422 telling the caller to narrow the query.
+SEARCH_STATEMENT_TIMEOUT_MS = env_int("SEARCH_STATEMENT_TIMEOUT_MS", 10_000)
+# Size limits of the query language (search/ql/limits.py), for searches, slices and bulk actions alike.
+SEARCH_MAX_QUERY_CHARS = env_int("SEARCH_MAX_QUERY_CHARS", 10_000)
+SEARCH_MAX_DEPTH = env_int("SEARCH_MAX_DEPTH", 32)
+SEARCH_MAX_IN_VALUES = env_int("SEARCH_MAX_IN_VALUES", 1_000)
+SEARCH_MAX_PATTERN_LENGTH = env_int("SEARCH_MAX_PATTERN_LENGTH", 200)
+SEARCH_MAX_PATTERN_WILDCARDS = env_int("SEARCH_MAX_PATTERN_WILDCARDS", 10)
+SEARCH_MAX_FACETS = env_int("SEARCH_MAX_FACETS", 10)
+# Searches one tenant may run at once (across every web process): a Redis semaphore whose slots are leases, so a
+# process that dies mid-search frees its slot after SEARCH_SLOT_LEASE_SECONDS.
+SEARCH_MAX_CONCURRENT_PER_TENANT = env_int("SEARCH_MAX_CONCURRENT_PER_TENANT", 8)
+SEARCH_SLOT_LEASE_SECONDS = env_int("SEARCH_SLOT_LEASE_SECONDS", 120)
+# Requests per user and per tenant to every API (DRF throttling on the Redis cache), "<count>/<sec|min|hour|day>".
+API_RATE_PER_USER = env_str("API_RATE_PER_USER", "1200/min")
+API_RATE_PER_TENANT = env_str("API_RATE_PER_TENANT", "6000/min")
+# Open websockets per user; each is a lease that lapses after WEBSOCKET_SLOT_LEASE_SECONDS if its process died.
+WEBSOCKET_MAX_CONNECTIONS_PER_USER = env_int("WEBSOCKET_MAX_CONNECTIONS_PER_USER", 20)
+WEBSOCKET_SLOT_LEASE_SECONDS = env_int("WEBSOCKET_SLOT_LEASE_SECONDS", 6 * 3600)
+
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.authentication.PlatformPrincipalAuthentication"],
@@ -376,6 +401,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "mlops.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": ["mlops.throttling.UserRateThrottle", "mlops.throttling.TenantRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "mlops API",

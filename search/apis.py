@@ -1,6 +1,7 @@
 import base64
 
 import orjson
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 
 from datasets.apis.datarows import DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
+from mlops.exception_handler import ErrorSerializer
 from mlops.exceptions import NotAuthenticated
 from projects.selectors import project_get
 from search.engines.base import SortSpec
@@ -16,7 +18,6 @@ from search.services import search_reindex_start
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-MAX_FACETS = 10
 MAX_NAME = 1000
 # bigint: a larger id is no datarow, and must be a 400 rather than an error in SQL.
 MAX_ID = 2 ** 63 - 1
@@ -62,6 +63,7 @@ class SearchCursorField(serializers.Field):
 class ProjectSearchApi(APIView):
     permission_classes = [CanRead]
 
+    @extend_schema_serializer(component_name="SearchInput")
     class InputSerializer(serializers.Serializer):
         query = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="",
                                       trim_whitespace=False, help_text="Empty, null or absent: every datarow.")
@@ -76,8 +78,10 @@ class ProjectSearchApi(APIView):
                                            help_text="prediction.score: only predictions of this class count.")
         cursor = SearchCursorField(required=False)
         count = serializers.ChoiceField(choices=("exact", "estimate"), default="exact")
-        facets = serializers.ListField(child=serializers.CharField(), default=list, max_length=MAX_FACETS)
+        facets = serializers.ListField(child=serializers.CharField(), default=list,
+                                       help_text="At most SEARCH_MAX_FACETS (10 unless configured).")
 
+    @extend_schema_serializer(component_name="SearchOutput")
     class OutputSerializer(serializers.Serializer):
         class TotalSerializer(serializers.Serializer):
             value = serializers.IntegerField()
@@ -92,6 +96,16 @@ class ProjectSearchApi(APIView):
                       "10,000 of them by id (PostgreSQL engine); false when they counted every match.")
         took_ms = serializers.IntegerField()
 
+    @extend_schema(request=InputSerializer, responses={
+        200: OutputSerializer,
+        400: OpenApiResponse(ErrorSerializer, description="A bad query, with its line and column, or a query over a "
+                                                          "size limit (extra.limit names its setting)."),
+        404: ErrorSerializer,
+        422: OpenApiResponse(ErrorSerializer, description="The search ran longer than SEARCH_STATEMENT_TIMEOUT_MS "
+                                                          "and was stopped: narrow the query."),
+        429: OpenApiResponse(ErrorSerializer, description="The tenant runs SEARCH_MAX_CONCURRENT_PER_TENANT searches "
+                                                          "already, or a rate limit is reached: see Retry-After."),
+    })
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)

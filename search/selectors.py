@@ -8,16 +8,35 @@ the tenant schema the connection is set to.
 import time
 from dataclasses import dataclass
 
-from django.db import connections, router
+from django.conf import settings
+from django.db import DatabaseError, connections, router
+from rest_framework import status
 
 from datasets.models import DataRow
 from datasets.selectors import dataset_get, field_catalog_types
+from mlops.exceptions import ApplicationError, TooManyRequests
+from mlops.slots import slot_held
+from mlops.statements import statement_canceled, statement_timeout
 from projects.models import Project
 from search.engines.base import SearchRequest, SearchTotal, SortSpec, cursor_error, get_engine
 from slices.selectors import project_query_validate
 
 # An estimate counts at most this many matches: enough to say "more than 10,000" without scanning them all.
 ESTIMATE_CAP = 10_000
+
+
+class SearchTooSlow(ApplicationError):
+    """A search that ran into SEARCH_STATEMENT_TIMEOUT_MS. 422, not 503: the same query would fail again, so the
+    caller must change it (clients and proxies retry a 503 as it is, which would only repeat the load)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+
+
+def _too_many_searches() -> TooManyRequests:
+    limit = settings.SEARCH_MAX_CONCURRENT_PER_TENANT
+    return TooManyRequests(f"This tenant already runs {limit} searches at once (SEARCH_MAX_CONCURRENT_PER_TENANT); "
+                           f"retry when one has finished.", {"limit": "SEARCH_MAX_CONCURRENT_PER_TENANT", "max": limit},
+                           retry_after=1)
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,37 @@ def search_datarows(*, project: Project, query_text: str, dataset_id: int | None
     """One page of the project's (or one dataset's) datarows matching `query_text` (empty: all), in `sort` order
     after `cursor`, with the total ("exact", or "estimate": exact up to ESTIMATE_CAP) and the counts of each
     facet's values (with "estimate" and more than ESTIMATE_CAP matches, an engine may count them over a sample:
-    facets_sampled). Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out."""
+    facets_sampled). Ids the engine returns whose rows are gone by now (deleted meanwhile) are left out.
+
+    At most SEARCH_MAX_FACETS facets; at most SEARCH_MAX_CONCURRENT_PER_TENANT searches of a tenant at once
+    (TooManyRequests past that), each statement under SEARCH_STATEMENT_TIMEOUT_MS (SearchTooSlow when one reaches
+    it)."""
     started = time.monotonic()
+    if len(facets) > settings.SEARCH_MAX_FACETS:
+        message = f"At most {settings.SEARCH_MAX_FACETS} facets per search (SEARCH_MAX_FACETS)."
+        raise ApplicationError(message, {"limit": "SEARCH_MAX_FACETS", "max": settings.SEARCH_MAX_FACETS,
+                                         "fields": {"facets": [message]}})
     using = router.db_for_read(DataRow)
+    timeout = settings.SEARCH_STATEMENT_TIMEOUT_MS
+    try:
+        with slot_held(key=f"search:{connections[using].schema_name}",
+                       limit=settings.SEARCH_MAX_CONCURRENT_PER_TENANT,
+                       lease_seconds=settings.SEARCH_SLOT_LEASE_SECONDS, refused=_too_many_searches), \
+                statement_timeout(using, timeout):
+            return _search(project=project, query_text=query_text, dataset_id=dataset_id, limit=limit, sort=sort,
+                           cursor=cursor, count=count, facets=facets, using=using, started=started)
+    except DatabaseError as error:
+        if not statement_canceled(error):
+            raise
+        raise SearchTooSlow(f"The search ran longer than {timeout} ms (SEARCH_STATEMENT_TIMEOUT_MS) and was stopped; "
+                            f"narrow the query (fewer IN values, a more selective condition, a dataset, fewer "
+                            f"facets) or use count=estimate.",
+                            {"limit": "SEARCH_STATEMENT_TIMEOUT_MS", "max": timeout}) from error
+
+
+def _search(*, project: Project, query_text: str, dataset_id: int | None, limit: int, sort: SortSpec,
+            cursor: SearchCursor | None, count: str, facets: tuple[str, ...], using: str,
+            started: float) -> SearchResult:
     if dataset_id is not None:
         dataset_get(project=project, dataset_id=dataset_id)
     if cursor is not None and cursor.sort != sort:

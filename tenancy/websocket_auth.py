@@ -2,14 +2,18 @@
 
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from mlops.exceptions import ApplicationError, NotAuthenticated
+from mlops.exceptions import ApplicationError, NotAuthenticated, TooManyRequests
+from mlops.slots import slot_acquire, slot_release
 from tenancy.authentication import authenticate_bearer_token
 
 BEARER_SUBPROTOCOL = "bearer"
-# Close codes in the application range, mirroring HTTP 401 / 403 / 503.
-CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404, 503: 4503}
+# Close codes in the application range, mirroring HTTP 401 / 403 / 404 / 429 / 503. 4429: the user has
+# WEBSOCKET_MAX_CONNECTIONS_PER_USER sockets open already.
+CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404, 429: 4429, 503: 4503}
 
 
 def _token_from_scope(scope) -> str:
@@ -35,7 +39,19 @@ class TokenAuthMiddleware:
             await self._refuse(receive, send, error)
             return
         scope = {**scope, "principal": principal, "tenant_schema": tenant.schema_name}
-        return await self.inner(scope, receive, send)
+        # Each open socket holds a leased slot of its user's share until it ends, however it ends.
+        key = f"websockets:{tenant.schema_name}:{principal.user_id}"
+        limit = settings.WEBSOCKET_MAX_CONNECTIONS_PER_USER
+        token = await sync_to_async(slot_acquire, thread_sensitive=False)(
+            key=key, limit=limit, lease_seconds=settings.WEBSOCKET_SLOT_LEASE_SECONDS)
+        if token is None:
+            await self._refuse(receive, send, TooManyRequests(
+                f"At most {limit} open websockets per user (WEBSOCKET_MAX_CONNECTIONS_PER_USER).", retry_after=1))
+            return
+        try:
+            return await self.inner(scope, receive, send)
+        finally:
+            await sync_to_async(slot_release, thread_sensitive=False)(key=key, token=token)
 
     @staticmethod
     async def _refuse(receive, send, error: ApplicationError) -> None:

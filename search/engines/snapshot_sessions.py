@@ -8,13 +8,16 @@ imports it (SET TRANSACTION SNAPSHOT) before its statement, so all of them see t
 transaction stays open until every other session has finished, which is what keeps the snapshot importable.
 
 Django's connections belong to a thread, so each extra statement runs in a thread with its own connection (a pooled
-one in web processes), on the caller's tenant and database alias.
+one in web processes), on the caller's tenant and database alias, under the caller's statement timeout, and in the
+caller's context, so a client that disconnects cancels these sessions too (mlops/statements.py).
 """
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connections, transaction
 
+from mlops.statements import current_request_connections
 from search.engines.postgres import CompiledQuery
 
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
@@ -32,24 +35,29 @@ def fetch_all_in_one_snapshot(using: str, statements: list[CompiledQuery]) -> li
     tenant = connections[using].tenant
     with transaction.atomic(using=using), connections[using].cursor() as db:
         db.execute(_READ_ONLY_SNAPSHOT)
-        db.execute("SELECT pg_export_snapshot()")
-        snapshot = db.fetchone()[0]
+        db.execute("SELECT pg_export_snapshot(), current_setting('statement_timeout')")
+        snapshot, timeout = db.fetchone()
         with ThreadPoolExecutor(max_workers=max(len(statements) - 1, 1), thread_name_prefix="search-snapshot") as pool:
-            others = [pool.submit(_fetch_all_in_snapshot, using, tenant, snapshot, statement)
+            others = [pool.submit(contextvars.copy_context().run, _fetch_all_in_snapshot, using, tenant, snapshot,
+                                  timeout, statement)
                       for statement in statements[1:]]
             db.execute(statements[0].sql, statements[0].params)
             first = db.fetchall()
             return [first, *(other.result() for other in others)]
 
 
-def _fetch_all_in_snapshot(using: str, tenant, snapshot: str, statement: CompiledQuery) -> list[tuple]:
+def _fetch_all_in_snapshot(using: str, tenant, snapshot: str, timeout: str, statement: CompiledQuery) -> list[tuple]:
     connection = connections[using]
     try:
         connection.set_tenant(tenant)
         with transaction.atomic(using=using), connection.cursor() as db:
             db.execute(_READ_ONLY_SNAPSHOT)
             db.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+            db.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
             db.execute(statement.sql, statement.params)
             return db.fetchall()
     finally:
+        request = current_request_connections()
+        if request is not None:
+            request.discard(connection)
         connection.close()  # back to the pool in web processes; the thread's connection is never used again

@@ -9,10 +9,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from search.ql import ast
 from search.ql.errors import QueryError
+from search.ql.limits import DEFAULT_LIMITS, SETTINGS, QueryLimits, like_wildcards
 
-MAX_QUERY_CHARS = 10_000
-MAX_DEPTH = 32
-MAX_IN_VALUES = 1_000
 MAX_OBJECT_CONDITIONS = 20
 
 # Tree nodes that add a level of nesting; parentheses alone do not.
@@ -46,9 +44,22 @@ def _end_pos(text: str) -> ast.Pos:
 
 
 class _Limit(Exception):
-    def __init__(self, message: str, pos: ast.Pos):
+    def __init__(self, message: str, pos: ast.Pos, extra: dict | None = None):
         self.message = message
         self.pos = pos
+        self.extra = extra or {}
+
+
+def _over(limits: QueryLimits, name: str, message: str, pos: ast.Pos) -> _Limit:
+    """A size limit reached: the message and `extra` name the limit's setting and its value."""
+    value = getattr(limits, name)
+    return _Limit(f"{message.format(value)} ({SETTINGS[name]})", pos, {"limit": SETTINGS[name], "max": value})
+
+
+def _limit_error(text: str, limit: _Limit) -> QueryError:
+    error = QueryError(limit.message, query=text, line=limit.pos.line, column=limit.pos.column)
+    error.extra.update(limit.extra)
+    return error
 
 
 def _string(token: Token) -> ast.Value:
@@ -77,6 +88,10 @@ def _keyword(children, name: str) -> bool:
 
 @v_args(meta=True)
 class _ToAst(Transformer):
+    def __init__(self, limits: QueryLimits):
+        super().__init__()
+        self.limits = limits
+
     def start(self, meta, children):
         return children[0]
 
@@ -103,8 +118,9 @@ class _ToAst(Transformer):
     def in_list(self, meta, children):
         field = children[0]
         values = tuple(_value(c) for c in children[1:] if c.type not in ("NOT", "IN"))
-        if len(values) > MAX_IN_VALUES:
-            raise _Limit(f"an IN list may hold at most {MAX_IN_VALUES} values", values[0].pos)
+        if len(values) > self.limits.max_in_values:
+            raise _over(self.limits, "max_in_values", "an IN list may hold at most {} values",
+                        values[self.limits.max_in_values].pos)
         return self._negated(children, ast.InList(field, values, field.pos))
 
     def between(self, meta, children):
@@ -114,7 +130,11 @@ class _ToAst(Transformer):
 
     def like(self, meta, children):
         field = children[0]
-        return self._negated(children, ast.Like(field, _string(children[-1]), field.pos))
+        pattern = self._pattern(children[-1])
+        if like_wildcards(pattern.value) > self.limits.max_pattern_wildcards:
+            raise _over(self.limits, "max_pattern_wildcards", "a LIKE pattern may hold at most {} wildcards (% and _)",
+                        pattern.pos)
+        return self._negated(children, ast.Like(field, pattern, field.pos))
 
     def is_null(self, meta, children):
         field = children[0]
@@ -128,7 +148,7 @@ class _ToAst(Transformer):
         return ast.Exists(children[1], _pos(children[0]))
 
     def match(self, meta, children):
-        return ast.Match(children[1], _string(children[2]), _pos(children[0]))
+        return ast.Match(children[1], self._pattern(children[2]), _pos(children[0]))
 
     def in_slice(self, meta, children):
         return ast.InSlice(_string(children[2]), _pos(children[0]))
@@ -146,12 +166,20 @@ class _ToAst(Transformer):
         return ast.ObjectCount(str(kind).lower(), condition, str(children[-2]).replace("<>", "!="), count,
                                _pos(children[0]))
 
+    def _pattern(self, token: Token) -> ast.Value:
+        """A LIKE pattern or MATCH text: its cost grows with its length."""
+        pattern = _string(token)
+        if len(pattern.value) > self.limits.max_pattern_length:
+            raise _over(self.limits, "max_pattern_length", "a LIKE pattern or MATCH text may be at most {} characters",
+                        pattern.pos)
+        return pattern
+
     @staticmethod
     def _negated(children, predicate):
         return ast.Not(predicate, predicate.pos) if _keyword(children, "NOT") else predicate
 
 
-def _check_shape(tree: Tree) -> None:
+def _check_shape(tree: Tree, limits: QueryLimits) -> None:
     """Depth and object-condition count, walked without recursion so a hostile query cannot exhaust the stack."""
     objects = 0
     stack = [(tree, 0)]
@@ -163,8 +191,8 @@ def _check_shape(tree: Tree) -> None:
                 raise _Limit(f"a query may hold at most {MAX_OBJECT_CONDITIONS} label/prediction conditions",
                              _pos(node))
         depth += node.data in _NESTING_RULES
-        if depth > MAX_DEPTH:
-            raise _Limit(f"the query is nested deeper than {MAX_DEPTH} levels", _pos(node))
+        if depth > limits.max_depth:
+            raise _over(limits, "max_depth", "the query is nested deeper than {} levels", _pos(node))
         stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
 
 
@@ -180,23 +208,24 @@ def _check_encodable(text: str) -> None:
                          column=column) from None
 
 
-def parse(text: str) -> ast.Expr:
-    """Parse query text into the typed tree; raises QueryError with the line and column of the first problem."""
-    if len(text) > MAX_QUERY_CHARS:
-        raise QueryError(f"the query is longer than {MAX_QUERY_CHARS} characters", query=text[:200], line=1, column=1)
+def parse(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> ast.Expr:
+    """Parse query text into the typed tree within `limits`; raises QueryError with the line and column of the first
+    problem."""
+    if len(text) > limits.max_query_chars:
+        raise _limit_error(text[:200], _over(limits, "max_query_chars", "the query is longer than {} characters",
+                                             ast.Pos(1, 1)))
     if not text.strip():
         raise QueryError("the query is empty", query=text, line=1, column=1)
     _check_encodable(text)
     try:
         tree = _lark().parse(text)
-        _check_shape(tree)
-        return _ToAst().transform(tree)
+        _check_shape(tree, limits)
+        return _ToAst(limits).transform(tree)
     except _Limit as limit:
-        raise QueryError(limit.message, query=text, line=limit.pos.line, column=limit.pos.column) from None
+        raise _limit_error(text, limit) from None
     except VisitError as error:
         if isinstance(error.orig_exc, _Limit):
-            limit = error.orig_exc
-            raise QueryError(limit.message, query=text, line=limit.pos.line, column=limit.pos.column) from None
+            raise _limit_error(text, error.orig_exc) from None
         raise
     except UnexpectedInput as error:
         raise _syntax_error(text, error) from None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from search.ql import ast
 from search.ql.errors import QueryError
+from search.ql.limits import DEFAULT_LIMITS, QueryLimits
 from search.ql.parser import parse
 
 ORDERED_TYPES = ("string", "number", "datetime")
@@ -145,10 +146,11 @@ def typed_value(spec: FieldSpec, value: ast.Value):
 
 class _Validator:
     def __init__(self, query: str, catalog: dict[str, str], slices: Mapping[str, SliceDefinition] | None,
-                 within: tuple[str, ...] = ()):
+                 limits: QueryLimits, within: tuple[str, ...] = ()):
         self.query = query
         self.catalog = catalog
         self.slices = slices
+        self.limits = limits
         self.within = within  # the live slices being inlined, outermost first
 
     def error(self, message: str, pos: ast.Pos) -> QueryError:
@@ -194,10 +196,10 @@ class _Validator:
         if len(self.within) >= MAX_SLICE_DEPTH:
             raise self.error(f"live slices nest more than {MAX_SLICE_DEPTH} deep here; freeze one of them",
                              node.name.pos)
-        inner = _Validator(definition.query, self.catalog, self.slices, (*self.within, name))
+        inner = _Validator(definition.query, self.catalog, self.slices, self.limits, (*self.within, name))
         try:
             # An empty query selects every datarow: created_at is never null.
-            root = inner.check(parse(definition.query), ROW) if definition.query.strip() else \
+            root = inner.check(parse(definition.query, self.limits), ROW) if definition.query.strip() else \
                 ast.Exists(ast.Field(("created_at",), node.pos), node.pos)
         except QueryError as error:
             failure = self.error(f"the query of live slice {name!r} fails at its line {error.line}, column "
@@ -273,8 +275,9 @@ def _shown(value: ast.Value) -> str:
 
 
 def validate(root: ast.Expr, *, catalog: dict[str, str], text: str,
-             slices: Mapping[str, SliceDefinition] | None = None) -> ValidQuery:
+             slices: Mapping[str, SliceDefinition] | None = None, limits: QueryLimits = DEFAULT_LIMITS) -> ValidQuery:
     """Check the tree against the catalog (metadata path -> type) and resolve `IN SLICE` names with `slices` (name
-    -> definition; without it every slice name is unknown); raises QueryError at the offending spot."""
-    checked = _Validator(text, catalog, slices).check(root, ROW)
+    -> definition; without it every slice name is unknown), parsing live slices' queries within `limits`; raises
+    QueryError at the offending spot."""
+    checked = _Validator(text, catalog, slices, limits).check(root, ROW)
     return ValidQuery(checked, dict(catalog), text)

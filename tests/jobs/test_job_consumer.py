@@ -124,3 +124,41 @@ def test_a_finished_job_sends_its_snapshot_and_closes(running_job, make_token):
     snapshot, closed = async_to_sync(scenario)()
     assert snapshot["job"]["status"] == "succeeded"
     assert closed == {"type": "websocket.close", "code": 1000}
+
+
+def test_a_user_past_its_open_websockets_is_closed_with_4429_until_one_closes(running_job, make_token, settings):
+    # given the Redis channel layer (the settings' own) and a cap of two sockets per user
+    from mlops import settings as configured
+
+    settings.CHANNEL_LAYERS = configured.CHANNEL_LAYERS
+    settings.WEBSOCKET_MAX_CONNECTIONS_PER_USER = 2
+    token, other_user = make_token(TENANT_A, workspace="ws-1"), make_token(TENANT_A, workspace="ws-1")
+    path = f"/ws/jobs/{running_job.pk}/"
+
+    async def scenario():
+        first, second = WebsocketClient(path, query=f"token={token}"), WebsocketClient(path, query=f"token={token}")
+        opened = [await first.connect(), await second.connect()]
+        await first.receive_json(), await second.receive_json()
+        # when a third opens
+        third = WebsocketClient(path, query=f"token={token}")
+        refused = [await third.connect(), await third.receive_output()]
+        others = WebsocketClient(path, query=f"token={other_user}")
+        other_opened = await others.connect()
+        # and once one of the two has closed, a new one opens
+        await first.send_input({"type": "websocket.disconnect", "code": 1000})
+        await first.wait(timeout=5)
+        fourth = WebsocketClient(path, query=f"token={token}")
+        reopened = await fourth.connect()
+        for communicator in (second, others, fourth):
+            await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+            await communicator.wait(timeout=5)
+        return opened, refused, other_opened, reopened
+
+    opened, refused, other_opened, reopened = async_to_sync(scenario)()
+    # then
+    assert [message["type"] for message in opened] == ["websocket.accept"] * 2
+    assert refused[0]["type"] == "websocket.accept"  # accepted only to carry the reason
+    assert refused[1]["type"] == "websocket.close" and refused[1]["code"] == 4429
+    assert "WEBSOCKET_MAX_CONNECTIONS_PER_USER" in refused[1]["reason"]
+    assert other_opened["type"] == "websocket.accept"
+    assert reopened["type"] == "websocket.accept"

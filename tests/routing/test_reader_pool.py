@@ -68,7 +68,7 @@ def test_a_full_reader_pool_sheds_the_read_without_marking_the_reader_down(
     assert busy.status_code == 503, busy.content
     assert busy["Retry-After"] == "1"
     assert busy.json() == {"message": "The database is busy (couldn't get a connection after 0.50 sec); retry in 1 s.",
-                           "extra": {"retry_after_seconds": 1}}
+                           "extra": {"retry_after": 1}}
     assert server_log.touching(PROJECTS) == []
     assert db_routing.reader_outage() is None
 
