@@ -18,6 +18,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 
 from datasets.importers import copy_format as cf
+from mlops.storage import LocalUriCheck
 
 MAX_TAGS = 1000
 MAX_ITEMS = 10_000
@@ -25,6 +26,7 @@ MAX_STRING = 10_000
 ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 # Boxes may touch the image border; a pixel of tolerance absorbs float rounding in exported files.
 BOX_TOLERANCE = 1.0
+OUTSIDE_TENANT_FOLDER = "is a local path outside this tenant's folder (relative paths are taken from it)"
 _FIELD_PATH = re.compile(r" - at `\$\.?(.*)`$")
 _MISSING = re.compile(r"^Object missing required field `(.+)`")
 
@@ -237,6 +239,8 @@ class RecordWriter:
         # Types first seen in this import join the catalog's for the rest of the file.
         self.catalog_types = dict(catalog_types)
         self.default_model = default_model
+        # Built in the import's tenant: a datarow may name local files of that tenant's folder only.
+        self.local_uris = LocalUriCheck()
 
     def add(self, batch: BatchBuffers, line_no: int, record: DataRowRecord) -> None:
         try:
@@ -257,6 +261,8 @@ class RecordWriter:
         for name, value in (("external_id", record.external_id), ("uri", record.uri)):
             if "\x00" in value:
                 raise BadRecord(name, "must not contain NUL characters")
+        if self.local_uris.outside(record.uri):
+            raise BadRecord("uri", OUTSIDE_TENANT_FOLDER)
         leaves = metadata_leaves(record.metadata)
         for path, kind in leaves.items():
             known = self.catalog_types.get(path)

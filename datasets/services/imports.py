@@ -24,7 +24,7 @@ from datasets.selectors import field_catalog_types
 from jobs.services import job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
-from mlops.storage import tenant_path
+from mlops.storage import source_check, tenant_path
 
 # The job keeps the first errors for the API; the full list is the downloadable report.
 ERRORS_KEPT_ON_JOB = 50
@@ -190,10 +190,12 @@ def _stage_check_merge(conn, merge: staging.MergeOptions, batch: BatchBuffers, w
 
 
 def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: ImportOptions):
-    """Queue an import job; options are checked now so a typo is a 400, not a failed job."""
+    """Queue an import job; options, and whether this tenant may read the source at all, are checked now so a
+    typo or another tenant's folder or bucket is a 400, not a failed job."""
     from datasets.tasks import dataset_import  # imported here: the task module imports this one
 
     validate_import_options(options)
+    source_check(uri)
     if dataset.status == Dataset.Status.DELETING:
         raise ApplicationError(f"Dataset {dataset.pk} is being deleted.")
     return job_create(principal=principal, task=dataset_import,

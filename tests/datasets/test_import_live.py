@@ -29,7 +29,7 @@ def read_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_env(auth0, platform, read_root, tmp_path_factory):
-    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=read_root,
+    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=read_root,
                             MLOPS_STORAGE_ROOT=tmp_path_factory.mktemp("storage"))
 
 
