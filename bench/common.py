@@ -2,6 +2,7 @@
 
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,16 +30,23 @@ def setup_django() -> None:
 
 
 @contextmanager
-def throwaway_tenant(prefix: str):
-    """A fresh tenant schema for one run, dropped afterwards so runs neither interfere nor fill the disk."""
+def throwaway_tenant(prefix: str, *, files: Path | None = None):
+    """A fresh tenant schema for one run, dropped afterwards (with its folder of local files) so runs neither
+    interfere nor fill the disk. With `files`, that folder is a link to it: the tenant's imports read the data
+    generated there, which every run reuses."""
     from django.db import connection
 
+    from mlops.storage import tenant_read_folder
     from tenancy.context import tenant_scope
     from tenancy.models import Tenant
     from tenancy.services import tenant_provision
 
     schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
     tenant_provision(schema_name=schema, name=schema)
+    folder = tenant_read_folder(schema)
+    if files:
+        folder.rmdir()
+        folder.symlink_to(files.resolve(), target_is_directory=True)
     try:
         with tenant_scope(schema) as tenant:
             yield tenant
@@ -46,6 +54,10 @@ def throwaway_tenant(prefix: str):
         with connection.cursor() as cursor:
             cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         Tenant.objects.filter(schema_name=schema).delete()
+        if folder.is_symlink():
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def machine() -> str:

@@ -233,7 +233,6 @@ def main() -> None:
     args = parser.parse_args()
     preload = args.rows if args.preload is None else args.preload
     OUT.mkdir(parents=True, exist_ok=True)
-    os.environ["MLOPS_LOCAL_READ_ROOTS"] = str(OUT)
     setup_django()
     from datasets.models import Dataset
     from projects.models import Project
@@ -241,7 +240,7 @@ def main() -> None:
     preload_manifest = ensure_generated(preload, 0) / "manifest.jsonl" if preload else None
     measured = ensure_generated(args.rows, 10**9, coco=args.format == "coco")
     manifest = measured / ("coco.json" if args.format == "coco" else "manifest.jsonl")
-    with throwaway_tenant("bench_import") as tenant:
+    with throwaway_tenant("bench_import", files=OUT) as tenant:
         project = Project.objects.create(workspace_id="bench", name="bench", created_by="bench")
         if preload_manifest:
             started = time.monotonic()

@@ -105,10 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
-    import os
-
     OUT.mkdir(parents=True, exist_ok=True)
-    os.environ["MLOPS_LOCAL_READ_ROOTS"] = str(OUT)
     setup_django()
     from django.db import connection
 
@@ -118,7 +115,7 @@ def main() -> None:
 
     manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
     rows = []
-    with throwaway_tenant("bench_layouts"):
+    with throwaway_tenant("bench_layouts", files=OUT):
         project = Project.objects.create(workspace_id="bench", name="bench", created_by="bench")
         dataset = Dataset.objects.create(project=project, name="layouts", created_by="bench")
         started = time.monotonic()

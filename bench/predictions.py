@@ -118,11 +118,11 @@ def whole_run(project, count: int) -> list:
     import tempfile
 
     import numpy as np
-    from django.conf import settings
     from PIL import Image
 
     from datasets.models import DataRow, Dataset, Label, OntologyClass
     from jobs.models import Job
+    from mlops.storage import tenant_read_folder
     from predictions.models import ModelVersion, PredictionRun
     from predictions.services import prediction_run_execute
     from slices.models import SliceMember, Split
@@ -131,8 +131,7 @@ def whole_run(project, count: int) -> list:
     from training.models import ModelDefinition
     from training.services import training_run_execute, training_run_start
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-images-", dir=settings.DATA_DIR))
-    settings.LOCAL_READ_ROOTS = [str(folder)]
+    folder = Path(tempfile.mkdtemp(prefix="bench-images-", dir=tenant_read_folder()))  # the tenant may read it
     dataset = Dataset.objects.create(project=project, name="images", created_by="bench")
     colours = {name: OntologyClass.objects.create(project=project, name=name) for name in ("red", "blue")}
     rng = np.random.default_rng(0)

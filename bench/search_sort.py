@@ -8,7 +8,6 @@ nodes, and the cost of the indexing hand-off on this engine (a no-op).
 """
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -43,7 +42,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
-    os.environ["MLOPS_LOCAL_READ_ROOTS"] = str(OUT)
     setup_django()
     from datasets.models import Dataset
     from datasets.services.imports import ImportOptions, dataset_import_run
@@ -55,7 +53,7 @@ def main() -> None:
     manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
     print(machine())
     print(postgres_settings())
-    with throwaway_tenant("bench_sort"):
+    with throwaway_tenant("bench_sort", files=OUT) as tenant:
         project = Project.objects.create(workspace_id="bench", name="sort", created_by="bench")
         dataset = Dataset.objects.create(project=project, name="sort", created_by="bench")
         seconds, _ = _timed(lambda: dataset_import_run(

@@ -2,16 +2,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from django.db.models import QuerySet
 from django.db.models.functions import Left
 
 from datasets.exporters.formats import export_path
+from datasets.image_types import SNIFF_BYTES, sniff_image_type
 from datasets.models import DATAROW_URI_INDEXED_CHARS, DataRow, Dataset, FieldCatalogEntry, Label, OntologyClass
 from jobs.models import Job
 from jobs.selectors import job_get
-from mlops.exceptions import Conflict, NotFound
+from mlops.exceptions import Conflict, NotFound, UnsupportedMediaType
 from mlops.storage import StorageError, is_local_uri, presigned_url, readable_local_path
 from predictions.models import ModelVersion, Prediction
 from projects.models import Project
@@ -117,27 +119,54 @@ def datarow_predictions_by_model_version(*, datarow: DataRow) -> list[ModelVersi
             for group in (list(items) for _, items in groupby(predictions, key=lambda p: p.model_version_id))]
 
 
-def datarow_image_url(*, datarow: DataRow, served_url: str) -> str | None:
-    """A URL the frontend can show: s3 objects presigned, http(s) as is, local files through `served_url`
-    (our image endpoint for this datarow); None for a URI we cannot turn into one."""
+@dataclass(frozen=True)
+class DatarowImageLink:
+    """What the frontend shows the datarow's image with: a URL, or why there is none."""
+
+    url: str | None
+    error: str | None = None
+
+
+def datarow_image_link(*, datarow: DataRow, served_url: str) -> DatarowImageLink:
+    """s3 objects presigned (under the tenant's S3 prefixes only), http(s) as is, local files of the tenant's
+    folder through `served_url` (our image endpoint for this datarow); for anything else, no URL and the reason."""
     scheme = urlsplit(datarow.uri).scheme
-    if scheme == "s3":
-        return presigned_url(datarow.uri, expires_seconds=DATAROW_IMAGE_URL_SECONDS)
-    if scheme in ("http", "https"):
-        return datarow.uri
-    if is_local_uri(datarow.uri):
-        return served_url
-    return None
+    try:
+        if scheme == "s3":
+            return DatarowImageLink(presigned_url(datarow.uri, expires_seconds=DATAROW_IMAGE_URL_SECONDS))
+        if scheme in ("http", "https"):
+            return DatarowImageLink(datarow.uri)
+        if is_local_uri(datarow.uri):
+            readable_local_path(datarow.uri)
+            return DatarowImageLink(served_url)
+    except StorageError as error:
+        return DatarowImageLink(None, error.message)
+    return DatarowImageLink(None, f"'{scheme}' URIs cannot be shown.")
 
 
-def datarow_image_file(*, datarow: DataRow) -> Path:
-    """The local image file of the datarow; only under LOCAL_READ_ROOTS, so a datarow cannot expose other files."""
+@dataclass(frozen=True)
+class DatarowImage:
+    file: BinaryIO
+    content_type: str
+
+
+def datarow_image(*, datarow: DataRow) -> DatarowImage:
+    """The datarow's local image file, opened, and its type told by its first bytes. Only a file of the tenant's
+    folder (links resolved), and only an image: any other file is refused, whatever its name says."""
     if not is_local_uri(datarow.uri):
         raise NotFound(f"The image of datarow {datarow.pk} is not a local file; use its image_url.")
     try:
-        return readable_local_path(datarow.uri)
+        path = readable_local_path(datarow.uri)
     except StorageError as error:
         raise NotFound(f"The image of datarow {datarow.pk} cannot be served: {error.message}") from error
+    file = open(path, "rb")
+    content_type = sniff_image_type(file.read(SNIFF_BYTES))
+    if content_type is None:
+        file.close()
+        raise UnsupportedMediaType(f"The file of datarow {datarow.pk} is not a JPEG, PNG, GIF, WebP, BMP or TIFF "
+                                   "image; only images are served.")
+    file.seek(0)
+    return DatarowImage(file, content_type)
 
 
 def label_get(*, datarow: DataRow, label_id: int) -> Label:

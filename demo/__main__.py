@@ -13,7 +13,7 @@ import httpx
 
 from demo.digits import write_digits
 from demo.loop import LoopSettings, Platform, run_loop
-from devstack.__main__ import DATA, platform_prepare, platform_start, platform_stop, up
+from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, platform_stop, up
 
 PORT = "8010"
 
@@ -37,8 +37,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=LoopSettings.batch, help="labels revealed per round")
     parser.add_argument("--epochs", type=int, default=LoopSettings.epochs)
     args = parser.parse_args()
-    # The images go under the default local read root (.data/imports), which imports may read.
-    files = write_digits(DATA / "imports" / "demo-digits")
+    # The images go in the demo tenant's folder of the local read root, the only one its imports may read.
+    files = write_digits(LOCAL_READ_ROOT / DEMO_TENANT / "demo-digits")
     env = {**os.environ, **up(), "MLOPS_DEV_AUTH": "1", "PORT": PORT}
     token = platform_prepare(env)
     url = f"http://127.0.0.1:{PORT}"

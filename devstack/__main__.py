@@ -26,6 +26,9 @@ PRIMARY_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
 REPLICA_PORT = PRIMARY_PORT + 1
 REDIS_PORT = int(os.environ.get("DEVSTACK_REDIS_PORT", "63790"))
 DATABASE_NAME = "mlops"
+DEMO_TENANT = "demo"
+# The settings' LOCAL_READ_ROOT: a tenant's imports read local files only in its folder there.
+LOCAL_READ_ROOT = Path(os.environ.get("MLOPS_LOCAL_READ_ROOT") or DATA / "imports")
 
 
 def _reachable_database(url: str) -> bool:
@@ -98,7 +101,7 @@ def run(command: list[str]) -> int:
     return subprocess.call(command, env=env)
 
 
-def platform_prepare(env: dict[str, str], *, tenant: str = "demo") -> str:
+def platform_prepare(env: dict[str, str], *, tenant: str = DEMO_TENANT) -> str:
     """Migrate, make sure the tenant exists, and return an admin token for it."""
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate_schemas", "--shared"], env=env, check=True)
@@ -150,7 +153,8 @@ def serve() -> int:
         f"\nmlops is up.\n  API:       http://127.0.0.1:{port}/api/v1/\n"
         f"  API docs:  http://127.0.0.1:{port}/api/docs/\n"
         f"  Websocket: ws://127.0.0.1:{port}/ws/jobs/<job id>/?token=...\n"
-        f"  Token (tenant demo, admin):\n{token}\n",
+        f"  Local files tenant {DEMO_TENANT} may import: {LOCAL_READ_ROOT / DEMO_TENANT}/\n"
+        f"  Token (tenant {DEMO_TENANT}, admin):\n{token}\n",
         flush=True,
     )
     children = platform_start(env, port)

@@ -43,6 +43,10 @@ class TooManyRequests(ApplicationError):
         self.retry_after = retry_after
 
 
+class UnsupportedMediaType(ApplicationError):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
 class ServiceUnavailable(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 

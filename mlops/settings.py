@@ -294,9 +294,8 @@ elif IS_PRODUCTION:
     if missing:
         raise ImproperlyConfigured(f"missing required settings in production: {', '.join(missing)}")
 
-# --- Storage: what we write goes under STORAGE_ROOT/<tenant>; local sources are read only under these roots.
+# --- Storage: what we write goes under STORAGE_ROOT/<tenant>.
 STORAGE_ROOT = Path(env_str("MLOPS_STORAGE_ROOT", str(DATA_DIR / "storage")))
-LOCAL_READ_ROOTS = [p for p in (env_str("MLOPS_LOCAL_READ_ROOTS", str(DATA_DIR / "imports")) or "").split(",") if p]
 AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
 
 # --- Outbound fetches of user-given http(s) URIs (mlops/outbound.py): loopback, private, link-local, metadata and
@@ -317,6 +316,16 @@ OUTBOUND_READ_TIMEOUT_SECONDS = env_float("OUTBOUND_READ_TIMEOUT_SECONDS", 30)
 OUTBOUND_DEADLINE_SECONDS = env_float("OUTBOUND_DEADLINE_SECONDS", 3600)
 # CA bundle for https fetches (an internal CA for an allowed internal host); default certifi's, as httpx's.
 OUTBOUND_CA_BUNDLE = env_str("OUTBOUND_CA_BUNDLE")
+# --- Per-tenant sources: a tenant reads local files only under LOCAL_READ_ROOT/<schema>/ (made when the tenant is
+# provisioned), and s3:// objects only under the buckets or prefixes listed for it here: a JSON object
+# {"<schema>": ["s3://bucket/prefix/", ...]}. Unlisted, a tenant reads no S3 at all (the service's one set of AWS
+# credentials would otherwise let any tenant name any bucket they reach).
+LOCAL_READ_ROOT = Path(env_str("MLOPS_LOCAL_READ_ROOT", str(DATA_DIR / "imports")))
+TENANT_S3_PREFIXES = json.loads(env_str("TENANT_S3_PREFIXES", "{}"))
+if not (isinstance(TENANT_S3_PREFIXES, dict) and all(
+        isinstance(prefixes, list) and all(isinstance(p, str) and p.startswith("s3://") for p in prefixes)
+        for prefixes in TENANT_S3_PREFIXES.values())):
+    raise ImproperlyConfigured('TENANT_S3_PREFIXES must be a JSON object {"<schema>": ["s3://bucket/prefix/", ...]}')
 
 # Lines per import batch: each is staged, checked and merged in SQL (and committed, when bad lines are skipped).
 IMPORT_BATCH_LINES = env_int("IMPORT_BATCH_LINES", 20_000)

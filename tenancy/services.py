@@ -4,6 +4,7 @@ from django.db import transaction
 
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
+from mlops.storage import tenant_read_folder
 from tenancy.models import Tenant
 
 SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
@@ -14,12 +15,14 @@ def tenant_provision(*, schema_name: str, name: str, database: str = "main", if_
     """Create the tenant row, then its schema with every tenant migration; only then is it active.
 
     A provisioning that dies half way leaves the tenant 'provisioning' (requests get 503) and can be rerun.
+    The tenant's folder of local files (LOCAL_READ_ROOT/<schema>/, the only one its imports read) is made too.
     """
     if not SCHEMA_NAME.match(schema_name) or schema_name in RESERVED_SCHEMAS or schema_name.startswith("pg_"):
         raise ApplicationError(
             "A tenant schema name is 2-48 characters: a lowercase letter, then lowercase letters, digits or '_'.",
             {"fields": {"schema_name": [f"'{schema_name}' is not a valid schema name."]}},
         )
+    tenant_read_folder(schema_name).mkdir(parents=True, exist_ok=True)
     existing = Tenant.objects.using(WRITER).filter(schema_name=schema_name).first()
     if existing and existing.status == Tenant.Status.ACTIVE:
         if if_missing:

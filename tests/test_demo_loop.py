@@ -23,12 +23,13 @@ SETTINGS = LoopSettings(rounds=1, batch=12, epochs=3, image_size=16)
 
 @pytest.fixture
 def digits(tmp_path):
-    return write_digits(tmp_path / "digits", limit=160, seed_per_class=2, holdout_fraction=0.25)
+    # in tenant A's folder of the read root, the only one its imports may read
+    return write_digits(tmp_path / "imports" / TENANT_A / "digits", limit=160, seed_per_class=2, holdout_fraction=0.25)
 
 
 @pytest.fixture
 def platform_processes(django_db_setup, auth0, platform, live_log_dir, digits, tmp_path):
-    env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=digits.manifest.parent,
+    env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=tmp_path / "imports",
                            MLOPS_STORAGE_ROOT=tmp_path / "storage")
     purge_task_queues()
     processes = []

@@ -13,8 +13,8 @@ from datasets.models import DataRow
 from datasets.selectors import (
     DatarowFilters,
     datarow_get,
-    datarow_image_file,
-    datarow_image_url,
+    datarow_image,
+    datarow_image_link,
     datarow_labels,
     datarow_list,
     datarow_page,
@@ -108,7 +108,9 @@ class DatarowDetailApi(APIView):
             predictions = PredictionSerializer(many=True)
 
         datarow = DatarowOutputSerializer()
-        image_url = serializers.CharField(allow_null=True)
+        image_url = serializers.CharField(allow_null=True, source="image.url")
+        image_url_error = serializers.CharField(allow_null=True, source="image.error",
+                                                help_text="Why there is no image_url, when there is none.")
         labels = LabelOutputSerializer(many=True)
         predictions = ModelVersionPredictionsSerializer(many=True)
 
@@ -119,19 +121,22 @@ class DatarowDetailApi(APIView):
             "project_id": project_id, "dataset_id": dataset_id, "datarow_id": datarow_id}))
         return Response(self.OutputSerializer({
             "datarow": datarow,
-            "image_url": datarow_image_url(datarow=datarow, served_url=served_url),
+            "image": datarow_image_link(datarow=datarow, served_url=served_url),
             "labels": datarow_labels(datarow=datarow),
             "predictions": datarow_predictions_by_model_version(datarow=datarow),
         }).data)
 
 
 class DatarowImageApi(APIView):
-    """The image of a datarow whose URI is a local file, for the frontend; never a path from the caller."""
+    """The image of a datarow whose URI is a local file, for the frontend; never a path from the caller. 404 when
+    the file is not the tenant's to serve, 415 when it is not an image."""
 
     def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
-        path = datarow_image_file(datarow=datarow_get(dataset=dataset, datarow_id=datarow_id))
-        response = FileResponse(open(path, "rb"))  # its Content-Type guessed from the file name
+        image = datarow_image(datarow=datarow_get(dataset=dataset, datarow_id=datarow_id))
+        response = FileResponse(image.file, content_type=image.content_type)
+        # The type we sniffed is the only one a browser may use: a file is never rendered as HTML or script.
+        response["X-Content-Type-Options"] = "nosniff"
         response["Cache-Control"] = "private, max-age=3600"
         return response
 

@@ -54,6 +54,7 @@ from datasets.importers.records import (
     Geometry,
     LabelRecord,
     LineError,
+    OUTSIDE_TENANT_FOLDER,
     NonEmpty,
     Pixels,
     RecordWriter,
@@ -62,7 +63,7 @@ from datasets.importers.records import (
     error_from_msgspec,
     geometry,
 )
-from mlops.storage import local_copy
+from mlops.storage import LocalUriCheck, local_copy
 
 IMAGE_ID_PATH = "coco.image_id"
 # What ijson reads at a time; a syntax error is located within one such read.
@@ -399,13 +400,15 @@ def _category_line(ordinal: int, raw: object) -> str:
     return _line(str(ordinal), str(category.id), cf.text(category.name), cf.NULL, cf.NULL)
 
 
-def _image_line(ordinal: int, raw: object) -> str:
+def _image_line(ordinal: int, raw: object, *, local_uris: LocalUriCheck) -> str:
     path = f"images[{ordinal}]"
     try:
         image = _parse(raw, Image, path)
         for key in ("file_name", "coco_url"):
             if "\x00" in (getattr(image, key) or ""):
                 raise BadRecord(f"{path}.{key}", "must not contain NUL characters")
+        if local_uris.outside(image.coco_url or image.file_name):
+            raise BadRecord(f"{path}.{'coco_url' if image.coco_url else 'file_name'}", OUTSIDE_TENANT_FOLDER)
     except BadRecord as bad:
         return _problem_line(ordinal, _whole_number(raw, "id"), IMAGE_COLUMNS, bad)
     return _line(str(ordinal), str(image.id), cf.text(image.file_name), cf.text(image.coco_url or image.file_name),
@@ -480,7 +483,8 @@ def coco_batches(uri: str, writer: RecordWriter, batch_lines: int) -> Iterator[B
             yield BatchBuffers(errors=[error or _missing("categories")])
             return
         yield _sql_batch(_report_categories)
-        images, error = yield from load("images.item", "coco_images", IMAGE_COLUMNS, _image_line)
+        images, error = yield from load("images.item", "coco_images", IMAGE_COLUMNS,
+                                        partial(_image_line, local_uris=writer.local_uris))
         if error or not images:
             yield BatchBuffers(errors=[error or _missing("images")])
             return

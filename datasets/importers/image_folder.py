@@ -1,5 +1,7 @@
 """Image folders (`images`): one datarow per image file of a local folder or an `s3://bucket/prefix`.
 
+A local folder lies in the tenant's folder, and a link in it that leads out of that folder is a bad line.
+
 external_id is the file's path relative to the folder (or its key relative to the prefix), uri the file's
 path (or `s3://` URI). Width and height come from the image header only: imagesize reads just the bytes
 it needs of a local file, and an S3 object is read by a ranged GET of its first HEADER_BYTES. No labels:
@@ -17,12 +19,19 @@ from urllib.parse import urlsplit
 import imagesize
 
 from datasets.importers.records import LineError, record_from_dict
-from mlops.storage import readable_local_folder, s3_object_heads, s3_object_uris
+from mlops.storage import (
+    outside_tenant_folder,
+    readable_local_folder,
+    s3_object_heads,
+    s3_object_uris,
+    s3_readable,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 # Where JPEG, PNG, WebP, BMP and GIF keep their size; a JPEG whose EXIF runs past it is reported, not guessed.
 HEADER_BYTES = 64 * 1024
 UNREADABLE_IMAGE = "is not an image whose width and height can be read from its header"
+LINK_OUT = "is a link out of this tenant's folder"
 UNREADABLE_HEAD = f"has no width and height that can be read from its first {HEADER_BYTES // 1024} KiB"
 # Objects whose heads are fetched together (in parallel): S3 latency, not bandwidth, bounds small reads.
 S3_HEADS_PER_CALL = 100
@@ -59,8 +68,11 @@ def _record(line_no: int, external_id: str, uri: str, size: tuple[int, int] | No
 def _local_records(uri: str) -> Iterator[tuple[int, object]]:
     folder = readable_local_folder(uri)
     for line_no, path in enumerate(files_under(folder, is_image), start=1):
-        yield line_no, _record(line_no, path.relative_to(folder).as_posix(), str(path), image_size(path),
-                               UNREADABLE_IMAGE)
+        external_id = path.relative_to(folder).as_posix()
+        if path.is_symlink() and outside_tenant_folder(path):
+            yield line_no, LineError(line_no, external_id, LINK_OUT)
+            continue
+        yield line_no, _record(line_no, external_id, str(path), image_size(path), UNREADABLE_IMAGE)
 
 
 def _s3_records(uri: str) -> Iterator[tuple[int, object]]:
@@ -69,10 +81,16 @@ def _s3_records(uri: str) -> Iterator[tuple[int, object]]:
     images = (object_uri for object_uri in s3_object_uris(folder_uri) if is_image(object_uri))
     line_no = 0
     while chunk := list(islice(images, S3_HEADS_PER_CALL)):
-        for object_uri, head in zip(chunk, s3_object_heads(chunk, HEADER_BYTES)):
+        # Listed under an allowed prefix, a key may still have `.` or `..` segments, which are never read.
+        readable = [object_uri for object_uri in chunk if s3_readable(object_uri)]
+        heads = dict(zip(readable, s3_object_heads(readable, HEADER_BYTES)))
+        for object_uri in chunk:
             line_no += 1
-            yield line_no, _record(line_no, object_uri.removeprefix(folder_uri), object_uri, image_size(head),
-                                   UNREADABLE_HEAD)
+            external_id = object_uri.removeprefix(folder_uri)
+            if object_uri not in heads:
+                yield line_no, LineError(line_no, external_id, "has '.' or '..' segments, which are not read")
+                continue
+            yield line_no, _record(line_no, external_id, object_uri, image_size(heads[object_uri]), UNREADABLE_HEAD)
 
 
 def image_folder_records(uri: str) -> Iterator[tuple[int, object]]:

@@ -20,12 +20,14 @@ from django.conf import settings
 
 from datasets.importers import copy_format as cf
 from datasets.importers.json_depth import exceeds_depth, too_deep_message
+from mlops.storage import LocalUriCheck
 
 MAX_TAGS = 1000
 MAX_STRING = 10_000
 ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 # Boxes may touch the image border; a pixel of tolerance absorbs float rounding in exported files.
 BOX_TOLERANCE = 1.0
+OUTSIDE_TENANT_FOLDER = "is a local path outside this tenant's folder (relative paths are taken from it)"
 _FIELD_PATH = re.compile(r" - at `\$\.?(.*)`$")
 _MISSING = re.compile(r"^Object missing required field `(.+)`")
 
@@ -243,6 +245,8 @@ class RecordWriter:
         # Types first seen in this import join the catalog's for the rest of the file.
         self.catalog_types = dict(catalog_types)
         self.default_model = default_model
+        # Built in the import's tenant: a datarow may name local files of that tenant's folder only.
+        self.local_uris = LocalUriCheck()
 
     def add(self, batch: BatchBuffers, line_no: int, record: DataRowRecord) -> None:
         try:
@@ -263,6 +267,8 @@ class RecordWriter:
         for name, value in (("external_id", record.external_id), ("uri", record.uri)):
             if "\x00" in value:
                 raise BadRecord(name, "must not contain NUL characters")
+        if self.local_uris.outside(record.uri):
+            raise BadRecord("uri", OUTSIDE_TENANT_FOLDER)
         max_items, max_keys = settings.IMPORT_MAX_ITEMS_PER_ROW, settings.IMPORT_MAX_METADATA_KEYS
         for name, items in (("labels", record.labels), ("predictions", record.predictions)):
             if items and len(items) > max_items:

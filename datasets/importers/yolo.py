@@ -1,6 +1,6 @@
 """YOLO detection folders (`yolo`): images/ and labels/ side by side, classes from data.yaml or classes.txt.
 
-The URI is a local folder (under the read roots) with images/**/<name>.<jpg|png|...> and, at the same
+The URI is a local folder (in the tenant's folder; links out of it are refused) with images/**/<name>.<jpg|png|...> and, at the same
 relative path, labels/**/<name>.txt: one `class cx cy w h` line per object, normalised to [0, 1]. Class
 indexes name the classes of data.yaml `names` (a list, or {index: name}), else of classes.txt (one per
 line, in the folder or in labels/ as labelImg writes it). Each image becomes a datarow: external_id = its
@@ -19,10 +19,17 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from datasets.importers.image_folder import IMAGE_SUFFIXES, UNREADABLE_IMAGE, files_under, image_size, is_image
+from datasets.importers.image_folder import (
+    IMAGE_SUFFIXES,
+    LINK_OUT,
+    UNREADABLE_IMAGE,
+    files_under,
+    image_size,
+    is_image,
+)
 from datasets.importers.records import LineError, record_from_dict
 from datasets.importers.sources import too_long_message
-from mlops.storage import readable_local_folder
+from mlops.storage import outside_tenant_folder, readable_local_folder
 
 CLASS_FILES = ("data.yaml", "classes.txt", "labels/classes.txt")
 # Where a label file's image may be: every image suffix, as written by tools that lower- or upper-case it.
@@ -39,6 +46,8 @@ def _class_names(root: Path) -> tuple[dict[int, str], Path] | LineError:
         path = root / name
         if not path.is_file():
             continue
+        if outside_tenant_folder(path):
+            return LineError(0, name, LINK_OUT)
         if path.stat().st_size > settings.IMPORT_MAX_LINE_BYTES:
             return LineError(0, name, too_long_message(settings.IMPORT_MAX_LINE_BYTES))
         try:
@@ -83,12 +92,16 @@ def _label(line: str, classes: dict[int, str], width: int, height: int) -> dict:
 
 
 def _image_record(line_no: int, image: Path, external_id: str, label_file: Path, classes: dict[int, str]):
+    if image.is_symlink() and outside_tenant_folder(image):
+        return LineError(line_no, f"images/{external_id}", LINK_OUT)
     size = image_size(image)
     if size is None:
         return LineError(line_no, f"images/{external_id}", UNREADABLE_IMAGE)
     labels = []
     if label_file.is_file():
         where = f"labels/{Path(external_id).with_suffix('.txt').as_posix()}"
+        if outside_tenant_folder(label_file):  # the file, or a folder on its way, links elsewhere
+            return LineError(line_no, where, LINK_OUT)
         # A label file is one datarow's labels: read whole, so held to the size of a manifest line.
         if label_file.stat().st_size > settings.IMPORT_MAX_LINE_BYTES:
             return LineError(line_no, where, too_long_message(settings.IMPORT_MAX_LINE_BYTES))
@@ -118,6 +131,10 @@ def yolo_records(uri: str) -> Iterator[tuple[int, object]]:
     if not images.is_dir():
         yield 0, LineError(0, "images", "is missing: a YOLO folder has images/ and labels/")
         return
+    for name, folder in (("images", images), ("labels", labels)):
+        if outside_tenant_folder(folder):
+            yield 0, LineError(0, name, LINK_OUT)
+            return
     for line_no, image in enumerate(files_under(images, is_image), start=1):
         relative = image.relative_to(images)
         label_file = labels / relative.with_suffix(".txt")

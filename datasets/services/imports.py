@@ -11,7 +11,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
 
 import orjson
 import psycopg
@@ -23,10 +22,9 @@ from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.selectors import field_catalog_types
 from jobs.services import OWNED_UPLOAD_PARAM, job_create
-from mlops import outbound
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
-from mlops.storage import tenant_path
+from mlops.storage import source_check, tenant_path
 
 # The job keeps the first errors for the API; the full list is the downloadable report.
 ERRORS_KEPT_ON_JOB = 50
@@ -192,13 +190,13 @@ def _stage_check_merge(conn, merge: staging.MergeOptions, batch: BatchBuffers, w
 
 
 def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: ImportOptions, owns_upload: bool = False):
-    """Queue an import job; options are checked now so a typo is a 400, not a failed job. With `owns_upload`,
-    the job deletes its upload:// source when it ends."""
+    """Queue an import job; options, and whether this tenant may read the source at all, are checked now so a
+    typo or another tenant's folder or bucket is a 400, not a failed job. With `owns_upload`, the job deletes its
+    upload:// source when it ends."""
     from datasets.tasks import dataset_import  # imported here: the task module imports this one
 
     validate_import_options(options)
-    if urlsplit(uri).scheme in outbound.SCHEMES:
-        outbound.uri_check(uri)  # an internal address is refused now, not by a failed job later
+    source_check(uri)
     if dataset.status == Dataset.Status.DELETING:
         raise ApplicationError(f"Dataset {dataset.pk} is being deleted.")
     params = {"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)}

@@ -5,17 +5,40 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import TENANT_A
+from tests.conftest import TENANT_A, TENANT_B
 
 
 @pytest.fixture
 def import_root(tmp_path, settings) -> Path:
-    """Where test manifests are written; the only folder imports may read, as in production settings."""
-    root = tmp_path / "imports"
-    root.mkdir()
-    settings.LOCAL_READ_ROOTS = [str(root)]
+    """Tenant A's folder of local files, where test manifests are written: the only folder its imports may read,
+    as in production settings (LOCAL_READ_ROOT/<schema>/; tenant B's folder is its sibling)."""
+    settings.LOCAL_READ_ROOT = tmp_path / "imports"
+    for schema in (TENANT_A, TENANT_B):
+        (settings.LOCAL_READ_ROOT / schema).mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
-    return root
+    return settings.LOCAL_READ_ROOT / TENANT_A
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's real S3 server on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_endpoint(s3_server, settings, monkeypatch) -> str:
+    """The loopback S3, with the credentials and endpoint the storage layer uses."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    settings.AWS_S3_ENDPOINT_URL = s3_server
+    return s3_server
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from predictions.models import Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
+from tests.datasets.image_files import png_bytes
 
 # Committed data (the fixtures' tenants and imports), and GETs that the router sends to the reader.
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "reader"])
@@ -168,8 +169,9 @@ def _plan(queryset) -> str:
 
 
 def test_detail_has_labels_predictions_by_model_version_and_a_presigned_url(
-        tenant_dataset, import_records, make_token, api_client, monkeypatch):
-    # given offline AWS credentials (presigning makes no request)
+        tenant_dataset, import_records, make_token, api_client, monkeypatch, settings):
+    # given offline AWS credentials (presigning makes no request), and a bucket the tenant may read
+    settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://bucket/"]}
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
@@ -192,6 +194,7 @@ def test_detail_has_labels_predictions_by_model_version_and_a_presigned_url(
     url = urlsplit(body["image_url"])
     assert url.scheme == "https" and "bucket" in url.netloc + url.path and url.path.endswith("/1.jpg")
     assert "X-Amz-Signature" in parse_qs(url.query) or "Signature" in parse_qs(url.query)
+    assert body["image_url_error"] is None
     labels = {label["kind"]: label for label in body["labels"]}
     assert {kind: (label["class_name"], label["box"]) for kind, label in labels.items()} == {
         "box": ("vehicle/car", [10, 20, 100, 50]), "polygon": ("vehicle/car", [0, 0, 10, 10]),
@@ -209,24 +212,26 @@ def test_detail_has_labels_predictions_by_model_version_and_a_presigned_url(
 def test_image_urls_of_http_and_local_datarows(tenant_dataset, import_records, import_root, make_token, api_client):
     # given
     image = import_root / "frame.png"
-    image.write_bytes(b"\x89PNG fake image bytes")
+    image.write_bytes(png_bytes(4, 3))
     import_records([{"external_id": "web", "uri": "https://cdn.example.com/a.jpg"},
                     {"external_id": "local", "uri": str(image)},
-                    {"external_id": "outside", "uri": "/etc/hostname"}])
-    web, local, outside = _ids(tenant_dataset)
+                    {"external_id": "missing", "uri": "gone.png"}])
+    web, local, missing = _ids(tenant_dataset)
     client = api_client(make_token(TENANT_A))
     # when
     web_url = client.get(_url(tenant_dataset, f"/{web}")).json()["image_url"]
     local_url = client.get(_url(tenant_dataset, f"/{local}")).json()["image_url"]
+    missing_detail = client.get(_url(tenant_dataset, f"/{missing}")).json()
     served = client.get(local_url)
-    refused = client.get(_url(tenant_dataset, f"/{outside}/image"))
+    refused = client.get(_url(tenant_dataset, f"/{missing}/image"))
     not_local = client.get(_url(tenant_dataset, f"/{web}/image"))
     # then
     assert web_url == "https://cdn.example.com/a.jpg"
     assert local_url == f"http://testserver{_url(tenant_dataset, f'/{local}/image')}"
-    assert served.status_code == 200 and b"".join(served.streaming_content) == b"\x89PNG fake image bytes"
-    assert served["Content-Type"] == "image/png"
-    assert refused.status_code == 404 and "outside the folders" in refused.json()["message"]
+    assert served.status_code == 200 and b"".join(served.streaming_content) == png_bytes(4, 3)
+    assert served["Content-Type"] == "image/png" and served["X-Content-Type-Options"] == "nosniff"
+    assert missing_detail["image_url"] is None and "does not exist" in missing_detail["image_url_error"]
+    assert refused.status_code == 404 and "does not exist" in refused.json()["message"]
     assert not_local.status_code == 404 and "not a local file" in not_local.json()["message"]
 
 

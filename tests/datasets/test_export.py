@@ -230,7 +230,7 @@ def export_worker(django_db_setup, auth0, platform, tmp_path_factory, settings, 
     purge_task_queues()
     log_dir = tmp_path_factory.mktemp("export-worker")
     worker = start_celery_worker(live_environment(auth0, platform, MLOPS_STORAGE_ROOT=settings.STORAGE_ROOT,
-                                                  MLOPS_LOCAL_READ_ROOTS=import_root),
+                                                  MLOPS_LOCAL_READ_ROOT=import_root.parent),
                                  log_dir, name="export-worker")
     yield worker
     worker.stop()

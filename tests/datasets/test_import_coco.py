@@ -211,7 +211,8 @@ def test_abort_mode_stops_at_an_annotation_of_an_unknown_image(tenant_dataset, w
     assert not OntologyClass.objects.filter(project=tenant_dataset.project).exists()
 
 
-def test_parsing_holds_one_chunk_in_memory_however_large_the_file(write_json, monkeypatch):
+def test_parsing_holds_one_chunk_in_memory_however_large_the_file(write_json, monkeypatch, committed_tenants,
+                                                                  in_tenant_a):
     """What the format itself keeps (ijson's read, one chunk of COPY lines) does not grow with the file; the
     joins happen in PostgreSQL."""
     monkeypatch.setattr(coco, "READ_BYTES", 16 * 1024)

@@ -2,10 +2,10 @@
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from datasets.importers.records import LineError
 from datasets.models import DataRow, Label
+from tests.conftest import TENANT_A
 from tests.datasets.image_files import jpeg_header_bytes, png_bytes
 
 
@@ -57,23 +57,11 @@ def test_a_file_named_like_an_image_that_is_not_one_is_reported(tenant_dataset, 
     assert counters.inserted == 3
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3_bucket(s3_server, settings, monkeypatch):
-    """A bucket on the loopback S3, with the credentials and endpoint the storage layer uses."""
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    settings.AWS_S3_ENDPOINT_URL = s3_server
-    client = boto3.client("s3", endpoint_url=s3_server)
+def s3_bucket(s3_endpoint, settings):
+    """A bucket on the loopback S3 whose set1/ prefix tenant A may read."""
+    settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://photos/set1/"]}
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket="photos")
     objects = {
         "set1/a.png": png_bytes(30, 20, text_bytes=200_000),  # larger than the ranged read; its size is up front

@@ -35,7 +35,7 @@ def storage_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_env(auth0, platform, read_root, storage_root):
-    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=read_root, MLOPS_STORAGE_ROOT=storage_root,
+    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=read_root, MLOPS_STORAGE_ROOT=storage_root,
                             UPLOAD_MAX_BYTES=UPLOAD_LIMIT)
 
 

@@ -221,10 +221,10 @@ def test_two_imports_into_one_dataset_are_refused_while_one_runs(tenant_dataset,
     assert _run(tenant_dataset, second).inserted == 1
 
 
-def test_local_paths_outside_the_read_roots_are_refused(tenant_dataset, import_root):
+def test_local_paths_outside_the_tenant_folder_are_refused(tenant_dataset, import_root):
     from mlops.storage import StorageError
 
-    with pytest.raises(StorageError, match="outside the folders"):
+    with pytest.raises(StorageError, match="outside this tenant's folder"):
         _run(tenant_dataset, "/etc/passwd")
     assert Dataset.objects.get(pk=tenant_dataset.pk).datarow_count == 0
     assert not ModelVersion.objects.filter(project=tenant_dataset.project).exists()

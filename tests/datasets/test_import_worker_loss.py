@@ -47,11 +47,12 @@ def _lock_is_free(dataset_id: int) -> bool:
 def test_a_worker_killed_mid_import_in_abort_mode_leaves_the_dataset_as_it_was(auth0, platform, tmp_path, settings):
     from datasets.services.imports import ImportOptions, dataset_import_run, dataset_import_start
 
-    read_root = tmp_path / "imports"
-    read_root.mkdir()
-    settings.LOCAL_READ_ROOTS = [str(read_root)]
+    settings.LOCAL_READ_ROOT = tmp_path / "imports"
+    read_root = settings.LOCAL_READ_ROOT / TENANT_A
+    read_root.mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
-    live_env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=read_root, MLOPS_STORAGE_ROOT=tmp_path / "storage")
+    live_env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=settings.LOCAL_READ_ROOT,
+                                MLOPS_STORAGE_ROOT=tmp_path / "storage")
     # given a dataset that already holds rows
     with tenant_scope(TENANT_A):
         from projects.models import Project

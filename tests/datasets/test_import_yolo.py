@@ -127,6 +127,6 @@ def test_a_folder_without_a_class_list_imports_nothing(tenant_dataset, yolo_fold
     assert counters.inserted == 0
 
 
-def test_a_folder_outside_the_read_roots_is_refused(tenant_dataset, tmp_path, run_import):
-    with pytest.raises(StorageError, match="outside the folders"):
+def test_a_folder_outside_the_tenant_folder_is_refused(tenant_dataset, tmp_path, run_import):
+    with pytest.raises(StorageError, match="outside this tenant's folder"):
         run_import(str(tmp_path), format="yolo")

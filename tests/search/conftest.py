@@ -85,7 +85,7 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("search-imports")
     records = random_records(seed=20261127, count=DATAROWS)
-    with django_db_blocker.unblock(), override_settings(LOCAL_READ_ROOTS=[str(root)], STORAGE_ROOT=root / "storage"):
+    with django_db_blocker.unblock(), override_settings(LOCAL_READ_ROOT=root, STORAGE_ROOT=root / "storage"):
         tenant_provision(schema_name=TENANT_A, name="Acme", if_missing=True)
         with tenant_scope(TENANT_A):
             project = Project.objects.create(workspace_id="ws-1", name=f"search-{uuid.uuid4().hex[:8]}",
@@ -93,7 +93,7 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
             datasets = [Dataset.objects.create(project=project, name=name, created_by="tester")
                         for name in ("first", "second")]
             for dataset, part in zip(datasets, (records[: DATAROWS // 2], records[DATAROWS // 2:]), strict=True):
-                path = root / f"{dataset.name}.jsonl"
+                path = root / TENANT_A / f"{dataset.name}.jsonl"
                 path.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in part))
                 counters = dataset_import_run(dataset=dataset, uri=str(path),
                                               options=ImportOptions(create_classes=True), source="import:search",

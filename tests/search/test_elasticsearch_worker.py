@@ -19,7 +19,7 @@ def worker(django_db_setup, auth0, platform, fake_elasticsearch_server, tmp_path
     fake_elasticsearch_server.reset()
     purge_task_queues()
     env = live_environment(auth0, platform, SEARCH_ENGINE="elasticsearch",
-                           ELASTICSEARCH_URL=fake_elasticsearch_server.url, MLOPS_LOCAL_READ_ROOTS=tmp_path)
+                           ELASTICSEARCH_URL=fake_elasticsearch_server.url, MLOPS_LOCAL_READ_ROOT=tmp_path)
     worker = start_celery_worker(env, tmp_path, name="search-worker")
     yield worker
     worker.stop()
@@ -102,8 +102,9 @@ def test_an_import_run_by_the_worker_is_handed_to_the_indexer(worker, project, f
 
     project, dataset, ids = project
     alias = alias_name(TENANT_A, project.pk)
-    settings.LOCAL_READ_ROOTS = [str(tmp_path)]
-    manifest = write_manifest(tmp_path / "rows.jsonl", manifest_rows(0, 5))
+    settings.LOCAL_READ_ROOT = tmp_path
+    (tmp_path / TENANT_A).mkdir()
+    manifest = write_manifest(tmp_path / TENANT_A / "rows.jsonl", manifest_rows(0, 5))
     editor = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1", role="editor",
                        database="main", expires_at=int(time.time()) + 3600)
     # when: an import job runs in the worker

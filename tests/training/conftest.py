@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import TENANT_A
+
 # A config the built-in classifier trains in well under a second on tiny images.
 TINY_CONFIG = {"architecture": "small-cnn", "image_size": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.01,
                "seed": 0, "device": "cpu", "num_workers": 0, "augment": False}
@@ -67,9 +69,10 @@ def make_image_data(root: Path, *, count: int = 16, unreadable: int = 0, name: s
 
 @pytest.fixture
 def storage(tmp_path, settings) -> Path:
-    """Images are read from tmp_path/images (the only read root) and artifacts written under tmp_path/storage."""
-    images = tmp_path / "images"
-    images.mkdir()
-    settings.LOCAL_READ_ROOTS = [str(images)]
+    """Images are read from tenant A's folder of the read root (tmp_path/imports/acme/images) and artifacts written
+    under tmp_path/storage."""
+    settings.LOCAL_READ_ROOT = tmp_path / "imports"
+    images = settings.LOCAL_READ_ROOT / TENANT_A / "images"
+    images.mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
     return images

@@ -34,8 +34,8 @@ WORKER_TRAINER_PLUGINS = {"plugin": "tests.training.exiting_plugin:Trainer"}
 @pytest.fixture(scope="module")
 def live_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("training-live")
-    (root / "images").mkdir()
-    return root / "images", root / "storage"
+    (root / "imports" / TENANT_A / "images").mkdir(parents=True)
+    return root / "imports" / TENANT_A / "images", root / "storage"
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,9 @@ def training_worker(django_db_setup, auth0, platform, live_log_dir, live_folders
     images, storage = live_folders
     purge_task_queues()
     worker = start_celery_worker(
-        live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOTS=images, MLOPS_STORAGE_ROOT=storage,
-                         JOB_PROGRESS_MIN_INTERVAL_SECONDS=0, TRAINER_PLUGINS=json.dumps(WORKER_TRAINER_PLUGINS)),
+        live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=images.parent.parent, MLOPS_STORAGE_ROOT=storage,
+                         JOB_PROGRESS_MIN_INTERVAL_SECONDS=0,
+                         TRAINER_PLUGINS=json.dumps(WORKER_TRAINER_PLUGINS)),
         live_log_dir, name="training", queues=("training",), pool="solo")
     yield worker
     worker.stop()

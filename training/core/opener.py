@@ -1,7 +1,7 @@
 """Open a datarow URI as a binary stream without Django: what plain scripts pass as a trainer's opener.
 
 Inside the platform the caller passes `mlops.storage.open_uri` instead, which also confines local reads
-to the deployment's read roots and knows tenant uploads.
+to the tenant's folder, s3:// reads to the tenant's prefixes, and knows tenant uploads.
 """
 
 from collections.abc import Iterator
