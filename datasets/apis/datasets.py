@@ -92,6 +92,10 @@ class DatasetImportStartApi(APIView):
         create_classes = serializers.BooleanField(default=False)
         model_name = serializers.CharField(max_length=200, required=False)
         model_version = serializers.CharField(max_length=100, required=False)
+        images_uri = serializers.CharField(max_length=2000, required=False, help_text=(
+            "coco/yolo: the folder or s3:// prefix the images are in (COCO default: the annotation file's folder; "
+            "required for an uploaded COCO file)."))
+        check_images = serializers.BooleanField(default=False, help_text="coco: report every image that is missing.")
         keep_upload = serializers.BooleanField(
             default=False, help_text="Keep the uploaded `file` after the import job ends; by default it is deleted "
                                      "when the job succeeds, fails or is cancelled.")
