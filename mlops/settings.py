@@ -183,6 +183,13 @@ READER_DOWN_SECONDS = env_float("READER_DOWN_SECONDS", 30.0)
 # A request that found every pooled connection in use for the pool's wait is answered 503 with this Retry-After.
 DATABASE_BUSY_RETRY_AFTER_SECONDS = env_int("DATABASE_BUSY_RETRY_AFTER_SECONDS", 1)
 
+# --- Reads that agree with the jobs' news (mlops.db_routing.tenant_reads_see_writer).
+# A tenant's requests read from the reader only once it replayed what the tenant's jobs announced (and its
+# provisioning created); a read waits this long for a lagging reader, then goes to the writer.
+READER_CATCH_UP_WAIT_SECONDS = env_float("READER_CATCH_UP_WAIT_SECONDS", 0.05)
+# How long a tenant's recorded writer position is kept: far longer than any healthy replica's lag.
+TENANT_WRITER_POSITION_SECONDS = env_float("TENANT_WRITER_POSITION_SECONDS", 300.0)
+
 # --- Redis: cache, channel layer and Celery broker. Every key that holds tenant data carries the tenant.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
 CACHES = {
