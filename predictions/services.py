@@ -44,9 +44,6 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
                                {"fields": {"model_version_id": ["Needs a version registered by a training run."]}})
     if slice is not None:
         _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
-        if splits and slice.split_seed is None:
-            raise ApplicationError(f"Slice {slice.pk} is not split.",
-                                   {"fields": {"splits": ["The slice has no splits; split it first."]}})
     elif splits:
         raise ApplicationError("Splits are a slice's.", {"fields": {"splits": ["Splits need a slice_id."]}})
     elif dataset.project_id != model_version.project_id:
