@@ -3,7 +3,7 @@ process each one started included, within a bound.
 
 Each child leads a session (and so a process group) of its own: a Celery worker's pool children and embedded beat
 stay in it, so one `killpg` reaches them even after the worker's main process is gone, and the terminal's Ctrl-C
-reaches only this supervisor, which then stops the children in order.
+reaches only this supervisor, which then stops them all.
 """
 
 import ctypes
@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+# Loaded before any fork: a forked child should only call prctl, not load libraries.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL (Linux only)."""
 
     def preexec() -> None:
-        if sys.platform.startswith("linux"):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
         # The supervisor may have died between the fork and the prctl, when no signal would come any more.
         if os.getppid() != parent_pid:
             os._exit(1)
