@@ -21,3 +21,4 @@ urlpatterns = [
 
 # Unexpected errors answer {"message", "extra": {"request_id"}}, like every other error, not Django's HTML page.
 handler500 = "mlops.exception_handler.server_error"
+handler404 = "mlops.exception_handler.not_found"
