@@ -15,7 +15,8 @@ from demo.digits import write_digits
 from demo.loop import LoopSettings, Platform, run_loop
 from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, platform_stop, up
 
-PORT = "8010"
+# Not make run's 8000, so the demo can run beside it; PORT picks another.
+PORT = os.environ.get("PORT", "8010")
 
 
 def _wait_until_serving(url: str, children) -> None:

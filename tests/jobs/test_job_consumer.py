@@ -1,6 +1,5 @@
 """The consumer through the whole ASGI application (token middleware, routing) on the in-memory channel layer."""
 
-import json
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -15,6 +14,7 @@ from jobs.tasks import count_to
 from mlops.asgi import application
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.websocket_contract import job_message
 
 # Committed data: database_sync_to_async closes connections around each call, which no test transaction survives.
 # Reads may go to the reader, a mirror of the test database.
@@ -35,7 +35,7 @@ class WebsocketClient(ApplicationCommunicator):
     async def receive_json(self) -> dict:
         message = await self.receive_output(timeout=5)
         assert message["type"] == "websocket.send", message
-        return json.loads(message["text"])
+        return job_message(message["text"])
 
 
 def _in_tenant_a(service, **kwargs):
@@ -196,4 +196,4 @@ def test_a_redis_outage_closes_the_handshake_with_4503_and_a_retry_works(running
 
     accepted, snapshot = async_to_sync(retry)()
     assert accepted["type"] == "websocket.accept"
-    assert json.loads(snapshot["text"])["event"] == "snapshot"
+    assert job_message(snapshot["text"])["event"] == "snapshot"
