@@ -449,3 +449,15 @@ def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_wr
                 OntologyClass.objects.filter(project_id=search_data.project_id, name="intruder").delete()
 
         _outside_the_test_transaction(remove_intruder)
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("prediction(model = 'yolo')", "model takes 'name@version', e.g. 'yolo@8.1': 'yolo' names no version"),
+    ("prediction(model IN ('yolo@1', 'yolo@99'))", "unknown model version 'yolo@99'"),
+])
+def test_a_model_version_the_project_lacks_is_a_400_naming_it(search_data, client, query, message):
+    # a query that would otherwise silently match nothing
+    response = client.post(_url(search_data.project_id), {"query": query}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["message"].startswith(message)
