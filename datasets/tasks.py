@@ -8,6 +8,7 @@ from datasets.services.imports import (
     ERRORS_KEPT_ON_JOB,
     ImportAborted,
     ImportCounters,
+    ImportFailed,
     ImportOptions,
     dataset_import_run,
 )
@@ -36,7 +37,14 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
         # Keep the reasons on the job (the runner then records it failed with the message).
         job.counters = {**job.counters, "first_errors": aborted.extra["errors"], "errors": aborted.extra["error_count"]}
         raise
-    job_report_progress(job=job, done=counters.lines, total=counters.lines,
+    if counters.every_line_failed:
+        # Failed, not succeeded with nothing: the runner records the error; the counters stay on the job.
+        job.counters = {**job.counters, **counters.as_dict(), "first_errors": first_errors}
+        raise ImportFailed.of(counters, first_errors[0])
+    message = f"{counters.lines} lines read, {counters.committed_rows} datarows committed"
+    if counters.partial:
+        message += f", {counters.error_lines} lines left out for errors (first_errors, and the error report)"
+    job_report_progress(job=job, done=counters.lines, total=counters.lines, message=message,
                         counters={**counters.as_dict(), "first_errors": first_errors})
     # Upserted rows get updated_at = now() inside the import, after the job started; a predictions-only import
     # (COCO results) leaves its datarows' updated_at alone, so the whole dataset is indexed again.

@@ -16,7 +16,8 @@ from demo.loop import LoopSettings, Platform, run_loop
 from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, up
 from devstack.supervisor import Supervisor
 
-PORT = "8010"
+# Not make run's 8000, so the demo can run beside it; PORT picks another.
+PORT = os.environ.get("PORT", "8010")
 
 
 def _wait_until_serving(url: str, supervisor: Supervisor) -> None:

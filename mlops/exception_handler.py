@@ -61,3 +61,9 @@ def server_error(request):
     gets the usual error shape and the id to quote, never the trace. JSON on every path: this is an API."""
     return JsonResponse(error_body("Internal server error", {"request_id": getattr(request, "request_id", None)}),
                         status=500)
+
+
+def not_found(request, exception):
+    """handler404: an unknown path (or a Django view's Http404) answers the API's error shape, not an HTML page."""
+    return JsonResponse(error_body(f"Not found: nothing answers {request.method} {request.path}.",
+                                   {"path": request.path}), status=404)

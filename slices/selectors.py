@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from datasets.models import DataRow
 from datasets.selectors import field_catalog_types
 from mlops.exceptions import ApplicationError, NotFound
+from predictions.selectors import model_version_refs
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
 from search.ql import parse, validate
@@ -79,7 +80,8 @@ def project_query_validate(*, project_id: int, query_text: str, using: str,
         catalog = field_catalog_types(project_id=project_id, using=using)
     limits = query_limits()
     return validate(parse(query_text, limits), catalog=catalog, text=query_text,
-                    slices=slice_definitions(project_id=project_id, using=using), limits=limits)
+                    slices=slice_definitions(project_id=project_id, using=using), limits=limits,
+                    model_versions=model_version_refs(project_id=project_id, using=using))
 
 
 def _split_value(split: str | None) -> int | None:

@@ -168,6 +168,34 @@ def _plan(queryset) -> str:
             cursor.execute("RESET enable_seqscan")
 
 
+@pytest.mark.parametrize("setup", ["no credentials", "no region and a bad endpoint"])
+def test_detail_of_an_s3_row_that_cannot_be_signed_has_no_url_and_says_why(
+        tenant_dataset, import_records, make_token, api_client, monkeypatch, settings, tmp_path, setup):
+    # given a bucket the tenant may read, but nothing to sign its URLs with (and no instance metadata to ask)
+    settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://bucket/"]}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    if setup == "no region and a bad endpoint":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+        settings.AWS_S3_ENDPOINT_URL = "not a url"
+    import_records([_row(1)])
+    (datarow_id,) = _ids(tenant_dataset)
+    # when
+    response = api_client(make_token(TENANT_A)).get(_url(tenant_dataset, f"/{datarow_id}"))
+    # then the row comes back, without a URL and with the reason
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["datarow"]["external_id"] == "img-001"
+    assert body["image_url"] is None
+    assert "cannot be signed" in body["image_url_error"]
+
+
 def test_detail_has_labels_predictions_by_model_version_and_a_presigned_url(
         tenant_dataset, import_records, make_token, api_client, monkeypatch, settings):
     # given offline AWS credentials (presigning makes no request), and a bucket the tenant may read

@@ -458,3 +458,15 @@ def test_page_size_sizes_a_search_page_and_limit_is_refused_by_name(search_data,
     assert sized.status_code == 200 and len(sized.json()["results"]) == 2
     assert old_name.status_code == 400
     assert set(old_name.json()["extra"]["fields"]) == {"limit", "cursr"}
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("prediction(model = 'yolo')", "model takes 'name@version', e.g. 'yolo@8.1': 'yolo' names no version"),
+    ("prediction(model IN ('yolo@1', 'yolo@99'))", "unknown model version 'yolo@99'"),
+])
+def test_a_model_version_the_project_lacks_is_a_400_naming_it(search_data, client, query, message):
+    # a query that would otherwise silently match nothing
+    response = client.post(_url(search_data.project_id), {"query": query}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["message"].startswith(message)
