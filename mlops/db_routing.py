@@ -30,6 +30,7 @@ from django.db import OperationalError, connections
 from psycopg_pool import PoolTimeout
 from redis import RedisError
 
+from mlops import metrics
 from mlops.exceptions import DatabaseBusy
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def first_line(error: Exception) -> str:
 def mark_reader_down(error: Exception) -> None:
     global _reader_outage
     _reader_outage = ReaderOutage(since=time.monotonic(), error=first_line(error))
+    metrics.db_reader_fallbacks.inc()
     logger.warning("database reader unreachable, reading from the writer for %ss", settings.READER_DOWN_SECONDS,
                    extra={"error": _reader_outage.error})
 
@@ -186,8 +188,8 @@ def _probe_server(settings_dict: dict) -> None:
 class ReadWriteRouter:
     def db_for_read(self, model, **hints):
         if _pinned_to_writer.get() or connections[WRITER].in_atomic_block:
-            return WRITER
-        return READER if reader_available() else WRITER
+            return metrics.read_routed(WRITER, "pinned")
+        return metrics.read_routed(READER, "reader") if reader_available() else metrics.read_routed(WRITER, "reader_down")
 
     def db_for_write(self, model, **hints):
         # Every later read in this request or task must see this write.
