@@ -198,7 +198,10 @@ class WorkerMetricsEndpoint(bootsteps.StartStopStep):
         from django.conf import settings
 
         port = settings.METRICS_WORKER_PORT if self.port is None else self.port
-        self.server = serve(port, multiprocess_registry(QueueCollector()), "worker")
+        if port:
+            # A worker started in-process (celery.contrib.testing) sends no celeryd_init: it has only its own values.
+            registry = multiprocess_registry(QueueCollector()) if in_multiprocess_mode() else REGISTRY
+            self.server = serve(port, registry, "worker")
 
     def stop(self, worker):
         if self.server is not None:
