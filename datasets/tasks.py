@@ -17,6 +17,7 @@ from jobs.runner import job_task
 from jobs.services import job_report_progress
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
+from mlops.metrics import ImportMeter
 from search.indexing import dataset_changed
 
 
@@ -24,8 +25,10 @@ from search.indexing import dataset_changed
 def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> None:
     dataset = Dataset.objects.using(WRITER).get(pk=dataset_id)
     first_errors: list[dict] = []
+    meter = ImportMeter(ImportOptions(**options).format)
 
     def progress(counters: ImportCounters, errors: list[LineError]) -> None:
+        meter.lines_read(counters.lines)
         first_errors.extend(e.as_dict() for e in errors[: ERRORS_KEPT_ON_JOB - len(first_errors)])
         job_report_progress(job=job, done=counters.lines, counters={**counters.as_dict(), "first_errors": first_errors},
                             message=f"{counters.lines} lines read, {counters.committed_rows} datarows committed")
@@ -37,6 +40,7 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
         # Keep the reasons on the job (the runner then records it failed with the message).
         job.counters = {**job.counters, "first_errors": aborted.extra["errors"], "errors": aborted.extra["error_count"]}
         raise
+    meter.finished()
     if counters.every_line_failed:
         # Failed, not succeeded with nothing: the runner records the error; the counters stay on the job.
         job.counters = {**job.counters, **counters.as_dict(), "first_errors": first_errors}

@@ -10,6 +10,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from mlops.db_routing import database_busy
 from mlops.exceptions import ApplicationError, error_body
+from mlops.metrics import count_statement_timeout
 from mlops.statements import statement_canceled
 
 
@@ -35,6 +36,7 @@ def api_exception_handler(exc, context):
         return response
     if statement_canceled(exc):
         # A statement ran into REQUEST_STATEMENT_TIMEOUT_MS (or its client left): bounded work, not a server fault.
+        count_statement_timeout("request")
         return Response(error_body("The request took longer than the server allows; try again with less work "
                                    "(a smaller page, a narrower filter).", {"limit": "REQUEST_STATEMENT_TIMEOUT_MS"}),
                         status=status.HTTP_503_SERVICE_UNAVAILABLE)

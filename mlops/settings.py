@@ -72,6 +72,8 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 TENANT_MODEL = "tenancy.Tenant"
 
 MIDDLEWARE = [
+    # First: it counts and times every answer, those of the middleware below included.
+    "mlops.metrics.RequestMetricsMiddleware",
     "mlops.observability.RequestContextMiddleware",
     "mlops.health.HealthProbeMiddleware",
     # Before anything that answers: a preflight carries no token, and every answer needs the CORS headers.
@@ -217,6 +219,20 @@ CHANNEL_LAYERS = {
                    "prefix": "mlops:channels"},
     }
 }
+
+# --- Metrics (Prometheus; mlops/metrics.py): each endpoint on a port of its own, never the API's; 0 serves none. Off by
+# default under tests, where many servers and workers run side by side.
+# The web's /metrics: the gunicorn master's (the sum of its workers), or `make run`'s uvicorn process's own.
+METRICS_PORT = env_int("METRICS_PORT", 0 if MLOPS_ENV == "test" else 9100)
+# Each Celery worker's; a second worker on one host names its own with `celery worker --metrics-port N`.
+METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0 if MLOPS_ENV == "test" else 9101)
+# Loopback unless told: the series name tenants. Containers set 0.0.0.0 for Prometheus on the compose network.
+METRICS_ADDRESS = env_str("METRICS_ADDRESS", "127.0.0.1")
+# A tenant label on job, import, training and 429 series: one series per tenant, so off where tenants are too many.
+METRICS_TENANT_LABEL = env_bool("METRICS_TENANT_LABEL", True)
+# Queue depth and queued jobs are read at scrape time at most this often, each statement under the timeout.
+METRICS_QUEUE_CACHE_SECONDS = env_float("METRICS_QUEUE_CACHE_SECONDS", 10.0)
+METRICS_QUEUE_STATEMENT_TIMEOUT_MS = env_int("METRICS_QUEUE_STATEMENT_TIMEOUT_MS", 2_000)
 
 # --- Celery
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)

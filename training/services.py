@@ -14,6 +14,7 @@ from jobs.models import Job
 from jobs.services import JobCancelled, job_create, job_report_progress
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
+from mlops.metrics import training_step
 from mlops.storage import open_uri, tenant_path
 from predictions.ground_truth import classification_truth_sql
 from predictions.selectors import model_version_exists
@@ -180,6 +181,7 @@ def training_run_execute(*, run: TrainingRun, job: Job) -> TrainingRun:
                             counters=_progress_counters(progress),
                             message=f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
                                     f"loss {progress.loss:.4f}")
+        training_step(images_per_second=progress.images_per_second, loss=progress.loss)
 
     def on_epoch(metrics: EpochMetrics) -> None:
         run.epochs = [*run.epochs, asdict(metrics)]
