@@ -412,6 +412,10 @@ API_RATE_PER_TENANT = env_str("API_RATE_PER_TENANT", "6000/min")
 WEBSOCKET_MAX_CONNECTIONS_PER_USER = env_int("WEBSOCKET_MAX_CONNECTIONS_PER_USER", 20)
 WEBSOCKET_SLOT_LEASE_SECONDS = env_int("WEBSOCKET_SLOT_LEASE_SECONDS", 6 * 3600)
 
+# --- Demo jobs: POST /api/v1/jobs/ starts the `count` job (README's first session) in development and test only;
+# production answers 400 for the kind, so no editor can spend its workers on a demo.
+DEMO_JOBS = MLOPS_ENV in ("development", "test")
+
 # --- REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenancy.authentication.PlatformPrincipalAuthentication"],
