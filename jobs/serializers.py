@@ -35,6 +35,17 @@ class JobOutputSerializer(serializers.Serializer):
     heartbeat_at = serializers.DateTimeField(allow_null=True)
 
 
+# What every run (training, prediction) shows of itself, its job included; a comment, not a docstring, so the
+# schema's run components keep no description of their own.
+class RunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(source="job.status")
+    job = JobOutputSerializer()
+    slice_id = serializers.IntegerField(allow_null=True)
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 def job_state(job) -> dict:
     """Plain JSON-ready data (the channel layer serialises with msgpack, which knows no UUID or datetime)."""
     return dict(JobOutputSerializer(job).data)

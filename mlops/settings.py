@@ -142,7 +142,7 @@ READER_DATABASE_URL = env_str("DATABASE_READER_URL", WRITER_DATABASE_URL)
 
 # The ASGI server runs each request's sync code in a thread of its own (Django's ThreadSensitiveContext), and
 # Django's connections belong to a thread: persistent connections (CONN_MAX_AGE) are never reused there, and every
-# request would open a writer and a reader connection (~20 ms on loopback). mlops/asgi.py turns DATABASE_POOL on,
+# request would open a writer and a reader connection. mlops/asgi.py turns DATABASE_POOL on,
 # so web processes take connections from a psycopg pool per process and alias instead; workers and management
 # commands keep one persistent connection per thread.
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
@@ -387,10 +387,8 @@ SEARCH_INDEX_BATCH = env_int("SEARCH_INDEX_BATCH", 1000)
 # yields (half a million for a common word at 10M rows), and at PostgreSQL's default 4MB they turn lossy, so every
 # row of a lossy page is rechecked. Bounded by the cap of those statements' output, not by the table.
 SEARCH_ESTIMATE_WORK_MEM = env_str("SEARCH_ESTIMATE_WORK_MEM", "64MB")
-# random_page_cost of the same statements. Their LIMIT makes the planner weigh the cost of reaching the first 10,001
-# matches, and at PostgreSQL's default 4 (a spinning disk's) an index walk in datarow order that stops early loses
-# to hashing every datarow id: at 10M rows the same-object estimate took 5.6 s that way and 67 ms with 1.1, the usual
-# value where data is cached or on SSD (Aurora's storage).
+# random_page_cost of the same statements: at PostgreSQL's default 4 (a spinning disk's) their LIMIT's early-stopping
+# index walk loses to hashing every datarow id; 1.1 is the usual value where data is cached or on SSD (Aurora's).
 SEARCH_ESTIMATE_RANDOM_PAGE_COST = env_float("SEARCH_ESTIMATE_RANDOM_PAGE_COST", 1.1)
 # Exact label and prediction class facets run on sessions of their own, at the same time as the total and the other
 # facets, on one exported snapshot (search/engines/snapshot_sessions.py): a faceted search then holds one database
@@ -429,6 +427,10 @@ API_RATE_PER_TENANT = env_str("API_RATE_PER_TENANT", "6000/min")
 # Open websockets per user; each is a lease that lapses after WEBSOCKET_SLOT_LEASE_SECONDS if its process died.
 WEBSOCKET_MAX_CONNECTIONS_PER_USER = env_int("WEBSOCKET_MAX_CONNECTIONS_PER_USER", 20)
 WEBSOCKET_SLOT_LEASE_SECONDS = env_int("WEBSOCKET_SLOT_LEASE_SECONDS", 6 * 3600)
+
+# --- Demo jobs: POST /api/v1/jobs/ starts the `count` job (README's first session) in development and test only;
+# production answers 400 for the kind, so no editor can spend its workers on a demo.
+DEMO_JOBS = MLOPS_ENV in ("development", "test")
 
 # --- REST API
 REST_FRAMEWORK = {

@@ -102,9 +102,8 @@ def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str],
         facet = facets[index]
         if facet in FACET_OBJECT_TABLES:
             # Each match's distinct classes, read by a probe of its own objects, counted per class id, then named.
-            # A probe per match keeps the cost in step with the matches: the planner otherwise merge-joins the
-            # (datarow, class) index whole, which at 10M rows read 39M entries for 75k-83k matches (2.6-3.1 s
-            # against 0.9-1.2 s).
+            # A probe per match keeps the cost in step with the matches, where the planner would merge-join the
+            # (datarow, class) index whole.
             parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM s "
                          f"CROSS JOIN LATERAL (SELECT DISTINCT o.ontology_class_id AS class_id FROM "
                          f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id = s.id) AS p "
@@ -241,8 +240,7 @@ class PostgresEngine:
                           condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
         cap = request.estimate_cap if request.count == "estimate" else None
         # Capped statements read at most cap + 1 matches: not worth a second session. Nor is a condition that reads
-        # object rows: each session would scan the object table, which costs more than the class facet saves (the
-        # same-object query at 1M: 1,277 ms with the second session, 861 without).
+        # object rows: each session would scan the object table, which costs more than the class facet saves.
         split = (cap is None and settings.SEARCH_PARALLEL_FACETS and can_share_snapshot(using)
                  and not reads_object_rows(request.query))
         statements = facets_statements(request.facets, request.catalog, condition, cap, split=split)

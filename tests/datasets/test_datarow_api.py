@@ -16,6 +16,7 @@ from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
 from tests.datasets.image_files import png_bytes
+from tests.factories import dataset_make
 
 # Committed data (the fixtures' tenants and imports), and GETs that the router sends to the reader.
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "reader"])
@@ -134,7 +135,7 @@ def test_keyset_pages_and_each_filter_are_served_by_their_index(tenant_dataset):
     planner rightly prefers the dataset's own index, so it is not asserted here.)"""
     # given our dataset, with one odd row, between two bigger ones
     with tenant_scope(TENANT_A), connections["default"].cursor() as cursor:
-        before, after = (Dataset.objects.create(project=tenant_dataset.project, name=name, created_by="tester")
+        before, after = (dataset_make(project=tenant_dataset.project, name=name)
                          for name in ("before", "after"))
         for dataset, rows in ((before, 30_000), (tenant_dataset, 2_000), (after, 30_000)):
             cursor.execute("""
@@ -268,7 +269,7 @@ def test_bulk_tags_add_and_remove_in_one_update_sorted_and_unique(tenant_dataset
     import_records([_row(1, tags=["old", "b"]), _row(2), _row(3, tags=["keep"])])
     first, second, third = _ids(tenant_dataset)
     with tenant_scope(TENANT_A):
-        other = Dataset.objects.create(project=tenant_dataset.project, name="other", created_by="tester")
+        other = dataset_make(project=tenant_dataset.project, name="other")
     import_records([_row(9, tags=["old"])], dataset=other)
     (elsewhere,) = _ids(other)
     # when

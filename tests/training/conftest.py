@@ -1,5 +1,4 @@
 import io
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +35,13 @@ def make_image_data(root: Path, *, count: int = 16, unreadable: int = 0, name: s
     """In tenant A (active): a project whose dataset has `count` red or blue PNG datarows under `root`, labelled
     by colour, and an ids slice of them split 3:1 into train / validation. The first `unreadable` datarows
     point at files that are not there."""
-    from datasets.models import DataRow, Dataset, Label, OntologyClass
-    from projects.models import Project
+    from datasets.models import DataRow, Label, OntologyClass
     from slices.models import SliceMember, Split
     from slices.services import slice_create_from_ids
+    from tests.factories import dataset_make, project_make
 
-    project = Project.objects.create(workspace_id="ws-1", name=name or f"train-{uuid.uuid4().hex[:8]}",
-                                     created_by="tester")
-    dataset = Dataset.objects.create(project=project, name="images", created_by="tester")
+    project = project_make(name=name)
+    dataset = dataset_make(project=project, name="images")
     folder = root / project.name
     folder.mkdir(parents=True)
     ontology = {colour: OntologyClass.objects.create(project=project, name=colour) for colour in ("blue", "red")}
