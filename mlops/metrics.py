@@ -35,7 +35,8 @@ http_database = Histogram("mlops_http_request_database_seconds",
 http_throttled = Counter("mlops_http_throttled", "Requests refused with 429 (a rate limit or a concurrency share).",
                          TENANT)
 db_reads = Counter("mlops_db_reads", "Reads routed, by database (reader, writer) and reason (reader, pinned: a write "
-                   "or a transaction needs the writer, reader_down).", ["database", "reason"])
+                   "or a transaction needs the writer, reader_down, reader_behind: it has not replayed the tenant's last job "
+                   "change yet).", ["database", "reason"])
 db_reader_fallbacks = Counter("mlops_db_reader_fallbacks",
                               "Times this process marked the reader down and read from the writer instead.")
 statement_timeouts = Counter("mlops_statement_timeouts",
