@@ -23,7 +23,7 @@ from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
-from slices.selectors import project_query_validate
+from search.queries import project_query_validate
 from tenancy.principal import Principal
 
 BULK_ACTIONS = ("tag", "untag", "delete")

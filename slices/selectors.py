@@ -5,18 +5,15 @@ slice, the search engine's compiled condition, so a page costs the same at 1M me
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import connections, router
 from django.db.models import QuerySet
 
 from datasets.models import DataRow
-from datasets.selectors import field_catalog_types
 from mlops.exceptions import ApplicationError, NotFound
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
-from search.ql import parse, validate
-from search.ql.limits import QueryLimits
-from search.ql.validation import SliceDefinition, ValidQuery
+from search.queries import project_query_validate
+from search.ql.validation import SliceDefinition
 from slices.models import Slice, SliceMember, Split
 
 
@@ -58,28 +55,6 @@ class ProjectSliceDefinitions(Mapping[str, SliceDefinition]):
 def slice_definitions(*, project_id: int, using: str) -> Mapping[str, SliceDefinition]:
     """What `validate(..., slices=...)` resolves `IN SLICE 'name'` with, in this project."""
     return ProjectSliceDefinitions(project_id, using)
-
-
-def query_limits() -> QueryLimits:
-    """The query language's size limits, as this deployment sets them."""
-    return QueryLimits(max_query_chars=settings.SEARCH_MAX_QUERY_CHARS, max_depth=settings.SEARCH_MAX_DEPTH,
-                       max_in_values=settings.SEARCH_MAX_IN_VALUES,
-                       max_pattern_length=settings.SEARCH_MAX_PATTERN_LENGTH,
-                       max_pattern_wildcards=settings.SEARCH_MAX_PATTERN_WILDCARDS)
-
-
-def project_query_validate(*, project_id: int, query_text: str, using: str,
-                           catalog: dict[str, str] | None = None) -> ValidQuery | None:
-    """The query checked against the project's field catalog (read unless given) and slices; None for an empty
-    query (every row). Search, bulk actions, slices and training all validate through here; it lives with the
-    slices because resolving `IN SLICE` needs them."""
-    if not query_text.strip():
-        return None
-    if catalog is None:
-        catalog = field_catalog_types(project_id=project_id, using=using)
-    limits = query_limits()
-    return validate(parse(query_text, limits), catalog=catalog, text=query_text,
-                    slices=slice_definitions(project_id=project_id, using=using), limits=limits)
 
 
 def _split_value(split: str | None) -> int | None:

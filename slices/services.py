@@ -20,9 +20,10 @@ from projects.models import Project
 from search.engines.base import get_engine
 from search.engines.postgres import compile_filter
 from search.indexing import slice_members_changed
+from search.queries import project_query_validate
 from search.ql.validation import ValidQuery
 from slices.models import Slice, Split
-from slices.selectors import project_query_validate, slice_members_sql
+from slices.selectors import slice_members_sql
 from tenancy.principal import Principal
 
 # A freeze with more matches than this runs as a job; the request only counts that far to decide.
