@@ -20,8 +20,8 @@ from projects.models import Project
 from search.engines.base import get_engine
 from search.engines.postgres import compile_filter
 from search.indexing import slice_members_changed
-from search.queries import project_query_validate
 from search.ql.validation import ValidQuery
+from search.queries import project_query_validate
 from slices.models import Slice, Split
 from slices.selectors import slice_members_sql
 from tenancy.principal import Principal
