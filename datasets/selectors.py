@@ -10,12 +10,20 @@ from django.db.models.functions import Left
 
 from datasets.exporters.formats import export_path
 from datasets.image_types import SNIFF_BYTES, sniff_image_type
-from datasets.models import DATAROW_URI_INDEXED_CHARS, DataRow, Dataset, FieldCatalogEntry, Label, OntologyClass
+from datasets.models import (
+    DATAROW_URI_INDEXED_CHARS,
+    DataRow,
+    Dataset,
+    FieldCatalogEntry,
+    Label,
+    ModelVersion,
+    OntologyClass,
+    Prediction,
+)
 from jobs.models import Job
 from jobs.selectors import job_get
 from mlops.exceptions import Conflict, NotFound, UnsupportedMediaType
 from mlops.storage import StorageError, is_local_uri, presigned_url, readable_local_path
-from predictions.models import ModelVersion, Prediction
 from projects.models import Project
 from projects.selectors import project_get
 from tenancy.principal import Principal

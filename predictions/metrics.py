@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from datasets.models import ModelVersion
 from predictions.ground_truth import classification_truth_sql
-from predictions.models import ModelVersion
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,14 @@ from pathlib import Path
 
 from django.db import connections, transaction
 
-from datasets.models import Dataset
+from datasets.models import Dataset, ModelVersion
 from jobs.models import Job
 from jobs.services import job_create, job_report_progress
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri
 from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
-from predictions.models import ModelVersion, PredictionRun
+from predictions.models import PredictionRun
 from predictions.selection import Selection, selection_sql
 from search.indexing import datarows_changed
 from slices.models import Slice

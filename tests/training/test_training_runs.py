@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from datasets.models import Label, OntologyClass
+from datasets.models import Label, ModelVersion, OntologyClass
 from jobs.models import Job
-from predictions.models import ModelVersion
 from slices.services import slice_create_live
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
