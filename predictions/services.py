@@ -127,9 +127,9 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
 
 def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> PredictionRun:
     """Batched inference through the trainer's predict, each batch written (and handed to indexing) as it comes."""
-    # Imported here: training.services imports this module (and the trainers load in the training workers only).
+    # Imported here: the trainers load in the training workers only.
+    from predictions.trainers import trainer_resolve
     from training.core.interface import Example
-    from training.services import trainer_resolve
 
     model_version = prediction_run.model_version
     training_run = model_version.training_run

@@ -5,7 +5,6 @@ from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -18,11 +17,11 @@ from mlops.storage import open_uri, tenant_path
 from predictions.ground_truth import classification_truth_sql
 from predictions.selectors import model_version_exists
 from predictions.services import model_version_register
+from predictions.trainers import trainer_resolve
 from projects.models import Project
 from slices.models import Slice, Split
 from tenancy.principal import Principal
 from training.core.interface import ConfigError, EpochMetrics, StepProgress, Trainer
-from training.core.registry import TrainerError, get_trainer
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
 
@@ -30,16 +29,6 @@ SPLIT_NAMES = {split.label: split.value for split in Split}
 # A run keeps its last log lines (and each line's head): enough to diagnose, bounded however long it trains.
 LOG_LINES_KEPT = 2000
 LOG_LINE_CHARS = 1000
-
-
-def trainer_resolve(*, name: str) -> Trainer:
-    """The trainer registered as `name` (a built-in or one of the operator's TRAINER_PLUGINS); a name is never
-    imported as a path. An unknown name, or a plugin that fails to load, is a 400 on the trainer field."""
-    try:
-        return get_trainer(name, settings.TRAINER_PLUGINS)
-    except TrainerError as error:
-        # The registry's message lists the registered names, or names the plugin and what it raised.
-        raise ApplicationError(str(error), {"fields": {"trainer": [str(error)]}}) from error
 
 
 def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
