@@ -9,6 +9,7 @@ from django.db import connections, router
 from django.db.models import QuerySet
 
 from datasets.models import DataRow
+from mlops import tables
 from mlops.exceptions import ApplicationError, NotFound
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
@@ -62,7 +63,7 @@ def _split_value(split: str | None) -> int | None:
 
 
 def _live_condition(slice_: Slice, using: str) -> CompiledQuery:
-    """The WHERE condition over `datasets_datarow AS d` of a live slice's members as its query reads now."""
+    """The WHERE condition over the datarows `AS d` of a live slice's members as its query reads now."""
     query = project_query_validate(project_id=slice_.project_id, query_text=slice_.query, using=using)
     return compile_filter(query, project_id=slice_.project_id, dataset_id=slice_.dataset_id)
 
@@ -79,7 +80,7 @@ def slice_members_sql(*, slice: Slice, split: str | None = None, using: str = "d
     _check_split_filter(slice, split)
     if slice.kind == Slice.Kind.QUERY:
         condition = _live_condition(slice, using)
-        return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+        return CompiledQuery(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params)
     if split is None:
         return CompiledQuery("SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s", [slice.pk])
     return CompiledQuery("SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s AND m.split = %s",
@@ -100,7 +101,7 @@ def slice_member_page(*, slice: Slice, after_id: int | None = None, limit: int =
     after = -1 if after_id is None else after_id
     if slice.kind == Slice.Kind.QUERY:
         condition = _live_condition(slice, using)
-        sql = f"SELECT d.id, NULL FROM datasets_datarow AS d WHERE {condition.sql} AND d.id > %s ORDER BY d.id LIMIT %s"
+        sql = f"SELECT d.id, NULL FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s ORDER BY d.id LIMIT %s"
         params = [*condition.params, after, limit + 1]
     else:
         split_filter, split_params = ("", []) if split is None else (" AND m.split = %s", [_split_value(split)])

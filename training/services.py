@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import JobCancelled, job_create, job_report_progress
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri, tenant_path
@@ -68,20 +69,21 @@ def _split_values(names: list[str], field: str) -> list[int]:
 def _snapshot_examples(*, run: TrainingRun, splits: list[int]) -> None:
     """The labelled members of the run's splits, with their classes as of now, in one INSERT ... SELECT."""
     truth = classification_truth_sql(
-        "EXISTS (SELECT 1 FROM slices_slicemember sm WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)")
+        f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} sm "
+        f"WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)")
     with connection.cursor() as cursor:
         cursor.execute(f"""
             INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
             SELECT %(run)s, m.datarow_id, m.split, t.ontology_class_id
-            FROM slices_slicemember m JOIN ({truth}) t ON t.datarow_id = m.datarow_id
+            FROM {tables.SLICE_MEMBER} m JOIN ({truth}) t ON t.datarow_id = m.datarow_id
             WHERE m.slice_id = %(slice)s AND m.split = ANY(%(splits)s)""",
                        {"run": run.pk, "slice": run.slice_id, "splits": splits})
 
 
 def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[list, int, int]:
     with connection.cursor() as cursor:
-        cursor.execute("""
-            SELECT o.id, o.name FROM datasets_ontologyclass o
+        cursor.execute(f"""
+            SELECT o.id, o.name FROM {tables.ONTOLOGY_CLASS} o
             WHERE o.id IN (SELECT DISTINCT ontology_class_id FROM training_trainingexample WHERE run_id = %s)
             ORDER BY o.name""", [run.pk])
         classes = [list(row) for row in cursor.fetchall()]
