@@ -12,13 +12,13 @@ from datasets.services.imports import (
     ImportOptions,
     dataset_import_run,
 )
+from datasets.signals import dataset_changed
 from jobs.models import Job
 from jobs.runner import job_task
 from jobs.services import job_report_progress
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
 from mlops.metrics import ImportMeter
-from search.indexing import dataset_changed
 
 
 @job_task(kind="dataset-import")
@@ -53,7 +53,7 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
     # Upserted rows get updated_at = now() inside the import, after the job started; a predictions-only import
     # (COCO results) leaves its datarows' updated_at alone, so the whole dataset is indexed again.
     since = None if options.get("format") == "coco_results" else job.started_at
-    dataset_changed(project_id=dataset.project_id, dataset_id=dataset.pk, since=since)
+    dataset_changed.send(sender=None, project_id=dataset.project_id, dataset_id=dataset.pk, since=since)
 
 
 @job_task(kind="dataset-delete")

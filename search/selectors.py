@@ -20,7 +20,7 @@ from mlops.slots import slot_held
 from mlops.statements import statement_canceled, statement_timeout
 from projects.models import Project
 from search.engines.base import SearchRequest, SearchTotal, SortSpec, cursor_error, get_engine
-from slices.selectors import project_query_validate
+from search.queries import project_query_validate
 
 # An estimate counts at most this many matches: enough to say "more than 10,000" without scanning them all.
 ESTIMATE_CAP = 10_000

@@ -1,6 +1,7 @@
 from django.db import connections
 from django.db.models import QuerySet
 
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import NotFound
 from projects.models import Project
@@ -39,9 +40,9 @@ def training_examples(*, run: TrainingRun) -> tuple[list[Example], list[Example]
     train, validation = [], []
     # From the writer: the snapshot was committed just before the job was queued.
     with connections[WRITER].cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(f"""
             SELECT e.datarow_id, d.uri, e.ontology_class_id, e.split
-            FROM training_trainingexample e JOIN datasets_datarow d ON d.id = e.datarow_id
+            FROM training_trainingexample e JOIN {tables.DATAROW} d ON d.id = e.datarow_id
             WHERE e.run_id = %s ORDER BY e.datarow_id""", [run.pk])
         for datarow_id, uri, class_id, split in cursor:
             example = Example(key=datarow_id, uri=uri, target=class_index[class_id])

@@ -9,9 +9,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from datasets.models import DataRow, Dataset, Label
+from datasets.models import DataRow, Dataset, Label, Prediction
 from datasets.selectors import DatarowFilters, datarow_list
-from predictions.models import Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader

@@ -8,15 +8,14 @@ import orjson
 import pytest
 
 from datasets.exporters.batches import export_batches
-from datasets.exporters.snapshot import snapshot_reads
-from datasets.services import exports
 from datasets.exporters.formats import export_path
-from datasets.models import DataRow, Dataset, Label
+from datasets.exporters.snapshot import snapshot_reads
+from datasets.models import DataRow, Dataset, Label, Prediction
+from datasets.services import exports
 from datasets.services.exports import datarows_export
 from datasets.services.imports import ImportOptions, dataset_import_run
 from jobs.models import Job
 from jobs.services import JobCancelled
-from predictions.models import Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.datasets.conftest import wait_for_reader

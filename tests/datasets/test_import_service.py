@@ -3,9 +3,8 @@
 import pytest
 
 from datasets.importers.records import LineError
-from datasets.models import DataRow, Dataset, FieldCatalogEntry, Label, OntologyClass
+from datasets.models import DataRow, Dataset, FieldCatalogEntry, Label, ModelVersion, OntologyClass, Prediction
 from datasets.services.imports import ImportAborted, ImportOptions, dataset_import_run
-from predictions.models import ModelVersion, Prediction
 from tests.factories import model_version_make
 
 

@@ -52,14 +52,14 @@ class World:
                                             batch_size=8, created_by="test")
 
     def predict(self, model_version, datarow_id: int, scores: dict[str, float], *, run=None) -> None:
-        from predictions.models import Prediction
+        from datasets.models import Prediction
 
         Prediction.objects.bulk_create(
             Prediction(datarow_id=datarow_id, model_version=model_version, run=run, kind="classification",
                        ontology_class_id=self.class_id(name), score=score) for name, score in scores.items())
 
     def predict_box(self, model_version, datarow_id: int, name: str, box, score: float) -> None:
-        from predictions.models import Prediction
+        from datasets.models import Prediction
 
         x, y, w, h = box
         Prediction.objects.create(datarow_id=datarow_id, model_version=model_version, kind="box",

@@ -7,8 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score
 
-from datasets.models import Dataset, Label
-from predictions.models import Prediction
+from datasets.models import Dataset, Label, Prediction
 from slices.models import SliceMember, Split
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A

@@ -22,8 +22,7 @@ class SearchData:
 
 def _reference_rows(dataset_ids: list[int]) -> list[dict]:
     """The stored datarows as the reference evaluator's dicts, read back so both engines see the same values."""
-    from datasets.models import DataRow, Label
-    from predictions.models import Prediction
+    from datasets.models import DataRow, Label, Prediction
     from slices.models import SliceMember
 
     rows = {row["id"]: {**row, "labels": [], "predictions": []} for row in DataRow.objects.filter(

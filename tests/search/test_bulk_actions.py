@@ -4,10 +4,9 @@ matching datarow in batches, counts kept exact, cancel between batches, roles an
 
 import pytest
 
-from datasets.models import DataRow, Dataset, Label
+from datasets.models import DataRow, Dataset, Label, Prediction
 from jobs.models import Job
 from jobs.services import JobCancelled
-from predictions.models import Prediction
 from search import services
 from search.services import search_bulk_action_run
 from tenancy.context import tenant_scope

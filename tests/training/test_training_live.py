@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
 
+from datasets.models import ModelVersion, Prediction
 from jobs.models import Job
-from predictions.models import ModelVersion, Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.datasets.conftest import wait_for_reader
