@@ -80,6 +80,20 @@ def serve_web_in_process() -> None:
         serve(settings.METRICS_PORT, REGISTRY, "web")
 
 
+def _no_queued_jobs() -> list[tuple[str, int, float]]:
+    return []
+
+
+_queued_jobs = _no_queued_jobs
+
+
+def queued_jobs_source_register(source) -> None:
+    """Set what reads the queued jobs: `source()` gives (kind, count, age of the oldest in seconds) rows across the
+    tenants. The jobs app registers it at start-up (jobs/apps.py), since the platform below it cannot import it."""
+    global _queued_jobs
+    _queued_jobs = source
+
+
 class QueueCollector:
     """Per queue: messages waiting in the broker, and the jobs queued in the tables with the age of the oldest.
 
@@ -134,40 +148,16 @@ class QueueCollector:
         return [family]
 
     def _job_families(self) -> list:
-        from django.conf import settings
-        from django.db import DatabaseError, connections
-        from django_tenants.utils import get_public_schema_name
-        from psycopg import sql
-
-        from jobs.models import Job
-        from mlops.db_routing import WRITER
-        from tenancy.models import Tenant
+        from django.db import DatabaseError
 
         queue_of = self._queues()
         counts = dict.fromkeys(set(queue_of.values()), 0)
         oldest = dict.fromkeys(counts, 0.0)
-        connection = connections[WRITER]
         try:
-            schemas = list(Tenant.objects.using(WRITER).filter(status=Tenant.Status.ACTIVE)
-                           .exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True))
-            rows = []
-            if schemas:
-                per_tenant = sql.SQL(
-                    "SELECT kind, count(*), extract(epoch FROM now() - min(created_at)) FROM {}.{} "
-                    "WHERE status = 'queued' GROUP BY kind")
-                statement = sql.SQL(" UNION ALL ").join(
-                    per_tenant.format(sql.Identifier(schema), sql.Identifier(Job._meta.db_table)) for schema in schemas)
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT set_config('statement_timeout', %s, false)",
-                                   [f"{settings.METRICS_QUEUE_STATEMENT_TIMEOUT_MS}ms"])
-                    cursor.execute(statement.as_string(connection.connection))
-                    rows = cursor.fetchall()
+            rows = _queued_jobs()
         except DatabaseError as error:
             logger.warning("queued jobs not read: %s", error)
             return []
-        finally:
-            # The scrape's thread ends here; its connection must not outlive it.
-            connection.close()
         for kind, count, age in rows:
             queue = queue_of.get(kind)
             if queue is not None:
