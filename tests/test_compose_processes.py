@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -404,11 +405,21 @@ def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly
                                json={"slice_id": train_slice["id"]})
         assert training.status_code == 202, training.text
         trained = wait_for_job(client, training.json()["job"]["id"], timeout=60, run=run)
+        # and reads on connections of their own, at once, so that every gunicorn worker answers some
+        reads = 24
+        with ThreadPoolExecutor(8) as pool:
+            statuses = set(pool.map(lambda _: httpx.get(f"{web}/api/v1/projects/{p}", headers=client.headers,
+                                                        timeout=30).status_code, range(reads)))
+        assert statuses == {200}
 
         # then: the loop went through: the import on the worker, the training on the training worker
         assert found["total"]["value"] == digits.seed_rows
         # and every process that serves metrics serves them on its port, with the series of its part
         web_samples = scrape(run.processes["web"].metrics_port)
+        # gunicorn's master answers for all its workers
+        assert run.processes["web"].log().count("Booting worker") == int(run.processes["web"].env["WEB_CONCURRENCY"])
+        assert total(web_samples, "mlops_http_requests_total", route="api/v1/projects/<int:project_id>",
+                     method="GET", status="200") == reads
         assert total(web_samples, "mlops_http_requests_total", route="api/v1/projects/", method="POST",
                      status="201") == 1
         assert total(web_samples, "mlops_http_requests_total",
