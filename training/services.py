@@ -47,7 +47,7 @@ def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyp
     """The trainer's own validation (defaults filled in); every bad value is in one 400, under `<field>.<key>`. Where
     the decoded image cache lives is the platform's choice (per slice, in tenant storage), never a folder a user
     names."""
-    problems = {"cache_dir": ["Set by the platform."]} if config.get("cache_dir") is not None else {}
+    problems = {"cache_dir": ["chosen by the platform; leave it out"]} if config.get("cache_dir") is not None else {}
     try:
         valid = trainer.validate_config(dict(config))
     except ConfigError as error:

@@ -74,7 +74,7 @@ def test_a_bad_config_is_one_400_that_names_every_bad_key(client, data):
     fields = response.json()["extra"]["fields"]
     assert fields.keys() == {"hyperparameters.epochs", "hyperparameters.learning_rate", "hyperparameters.cache_dir",
                              "hyperparameters.colour"}
-    assert fields["hyperparameters.cache_dir"] == ["Set by the platform."]
+    assert fields["hyperparameters.cache_dir"] == ["chosen by the platform; leave it out"]
     assert "from 1 to 10000" in fields["hyperparameters.epochs"][0]
     assert run.status_code == 400, run.content
     assert run.json()["extra"]["fields"].keys() == {"config.batch_size", "config.device"}
