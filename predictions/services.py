@@ -16,7 +16,7 @@ from predictions.metrics import Scope, classification_comparison, top1_disagreem
 from predictions.models import PredictionRun
 from predictions.selection import Selection, selection_sql
 from search.indexing import datarows_changed
-from slices.models import Slice
+from slices.models import Slice, SliceMember, Split
 from slices.services import slice_create_from_select
 from tenancy.principal import Principal
 
@@ -45,6 +45,12 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
                                {"fields": {"model_version_id": ["Needs a version registered by a training run."]}})
     if slice is not None:
         _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
+        # A run over nothing would "succeed" with no predictions: say so now, on the field that emptied it.
+        members = SliceMember.objects.filter(slice=slice)
+        if not (members.filter(split__in=splits) if splits else members).exists():
+            where = f" in {', '.join(Split(value).label for value in splits)}" if splits else ""
+            raise ApplicationError(f"Slice '{slice.name}' has no members{where}: nothing to predict.",
+                                   {"fields": {"splits" if splits else "slice_id": ["No members."]}})
     elif splits:
         raise ApplicationError("Splits are a slice's.", {"fields": {"splits": ["Splits need a slice_id."]}})
     elif dataset.project_id != model_version.project_id:

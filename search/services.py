@@ -21,7 +21,7 @@ from jobs.models import Job
 from jobs.services import job_create
 from mlops import tables
 from mlops.db_routing import WRITER
-from mlops.exceptions import ApplicationError, Conflict
+from mlops.exceptions import ApplicationError, Conflict, referenced_by
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
 from search.queries import project_query_validate
@@ -58,7 +58,8 @@ def search_bulk_action_start(*, principal: Principal, project: Project, query_te
         raise ApplicationError(f"Unknown action {action!r}.", {"fields": {"action": [f"One of {BULK_ACTIONS}."]}})
     _check_tags(action, tags)
     if dataset_id is not None:
-        dataset_get(project=project, dataset_id=dataset_id)
+        with referenced_by("dataset"):
+            dataset_get(project=project, dataset_id=dataset_id)
     project_query_validate(project_id=project.pk, query_text=query_text, using=WRITER)
     return job_create(principal=principal, task=search_bulk_action, params={
         "project_id": project.pk, "query": query_text, "action": action, "tags": tags, "dataset_id": dataset_id})

@@ -6,6 +6,7 @@ from datasets.selectors import dataset_get
 from datasets.serializers import DatarowCursorField, DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
 from mlops.apis import Api
+from mlops.exceptions import referenced_by
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.models import Slice, Split
@@ -135,7 +136,8 @@ class SliceListCreateApi(Api):
         common = {"project": project, "name": params["name"], "description": params["description"]}
         dataset_id = params.get("dataset")
         if dataset_id is not None:
-            dataset_get(project=project, dataset_id=dataset_id)
+            with referenced_by("dataset"):
+                dataset_get(project=project, dataset_id=dataset_id)
         if params["kind"] == Slice.Kind.IDS:
             created = slice_create_from_ids(**common, created_by=request.user.user_id,
                                             datarow_ids=params["datarow_ids"])
@@ -165,7 +167,8 @@ class SliceCombineApi(Api):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
-        operands = [slice_get(project=project, slice_id=slice_id) for slice_id in params["slices"]]
+        with referenced_by("slices"):
+            operands = [slice_get(project=project, slice_id=slice_id) for slice_id in params["slices"]]
         combined = slice_combine(project=project, name=params["name"], description=params["description"],
                                  created_by=request.user.user_id, operation=params["operation"], slices=operands)
         return Response(_detail(combined), status=status.HTTP_201_CREATED)

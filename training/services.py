@@ -34,16 +34,20 @@ LOG_LINE_CHARS = 1000
 
 
 def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
-    """The trainer's own validation (defaults filled in); a bad value is a 400 naming the key. Where the decoded
-    image cache lives is the platform's choice (per slice, in tenant storage), never a folder a user names."""
-    if config.get("cache_dir") is not None:
-        raise ApplicationError(f"Invalid {field}: cache_dir is chosen by the platform; leave it out.",
-                               {"fields": {f"{field}.cache_dir": ["Set by the platform."]}})
+    """The trainer's own validation (defaults filled in); every bad value is in one 400, under `<field>.<key>`. Where
+    the decoded image cache lives is the platform's choice (per slice, in tenant storage), never a folder a user
+    names."""
+    problems = {"cache_dir": ["chosen by the platform; leave it out"]} if config.get("cache_dir") is not None else {}
     try:
-        return trainer.validate_config(dict(config))
+        valid = trainer.validate_config(dict(config))
     except ConfigError as error:
-        raise ApplicationError(f"Invalid {field}: {error}",
-                               {"fields": {f"{field}.{error.key}": [error.message]}}) from error
+        for key, messages in error.problems.items():
+            problems.setdefault(key, []).extend(messages)
+    if problems:
+        raise ApplicationError(f"Invalid {field}: " + "; ".join(
+            f"{key}: {message}" for key, messages in problems.items() for message in messages),
+            {"fields": {f"{field}.{key}": messages for key, messages in problems.items()}})
+    return valid
 
 
 def model_definition_create(*, principal: Principal, project: Project, name: str, trainer: str,
