@@ -68,9 +68,11 @@ def check_response(method: str, path: str, status: int, content_type: str | None
     # a literal segment (/datarows/delete) wins over a parameter (/datarows/{datarow_id})
     template = min((template for regex, template in routes if regex.match(path)),
                    key=lambda template: template.count("{"), default=None)
-    operation = schema["paths"][template].get(method.lower()) if template else None
+    if template is None:
+        return  # no route of the API (a test's own view); that every route is in the schema is checked by generation
+    operation = schema["paths"][template].get(method.lower())
     if operation is None:
-        if status in (404, 405):
+        if status == 405:
             return
         raise ContractViolation(f"{where}, but the schema has no such operation")
     responses = operation["responses"]
@@ -89,7 +91,8 @@ def check_response(method: str, path: str, status: int, content_type: str | None
         raise ContractViolation(f"{where} with content type {content_type!r}; documented: {sorted(content)}")
     if body is None or declared != "application/json":
         return
-    errors = sorted(_validator(template, method.lower(), code, declared).iter_errors(orjson.loads(body)), key=lambda error: list(error.path))
+    validator = _validator(template, method.lower(), code, declared)
+    errors = sorted(validator.iter_errors(orjson.loads(body)), key=lambda error: [str(part) for part in error.path])
     if errors:
         details = "\n".join(f"  at {'/'.join(map(str, error.path)) or '(root)'}: {error.message[:300]}"
                             for error in errors[:10])
