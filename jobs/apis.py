@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -9,6 +9,7 @@ from jobs.serializers import JobOutputSerializer
 from jobs.services import job_create, job_request_cancel
 from jobs.tasks import COUNT_JOB_KIND, count_to
 from mlops.apis import Api
+from mlops.exception_handler import ErrorSerializer
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 
 
@@ -62,8 +63,9 @@ class JobDetailApi(Api):
 
 
 class JobCancelApi(Api):
-    @extend_schema(request=None, responses={200: JobOutputSerializer})
+    @extend_schema(request=None, responses={200: JobOutputSerializer, 409: OpenApiResponse(
+        ErrorSerializer, description="It has already ended; extra.status says how.")})
     def post(self, request, job_id):
-        """Asks the job to stop: it ends `cancelled` at its next checkpoint (a finished job is left as it is)."""
+        """Asks the job to stop: it ends `cancelled` at its next checkpoint (a finished job is a 409)."""
         job = job_request_cancel(job=job_get(principal=request.user, job_id=job_id))
         return Response(JobOutputSerializer(job).data)

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from datasets.selectors import dataset_get
 from mlops.apis import Api
 from mlops.exceptions import referenced_by
-from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
+from mlops.serializers import MAX_ID, CursorPageQuerySerializer, StrictSerializer, page_of
 from predictions.metrics import Scope, classification_metrics, detection_map
 from predictions.selection import STRATEGIES, Selection
 from predictions.selectors import model_version_get, model_version_list, prediction_run_get, prediction_run_list
@@ -150,7 +150,7 @@ class SelectionCreateApi(Api):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         strategy = serializers.ChoiceField(choices=STRATEGIES)
-        k = serializers.IntegerField(min_value=1)
+        k = serializers.IntegerField(min_value=1, max_value=MAX_ID)
         seed = serializers.IntegerField(default=0)
         pool_slice_id = serializers.IntegerField(required=False)
         unlabeled_only = serializers.BooleanField(default=False)

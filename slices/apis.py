@@ -7,7 +7,7 @@ from datasets.serializers import DatarowCursorField, DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
 from mlops.apis import Api
 from mlops.exceptions import referenced_by
-from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
+from mlops.serializers import CursorPageQuerySerializer, ObjectIdField, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.models import Slice, Split
 from slices.selectors import slice_get, slice_list, slice_member_count, slice_member_page, slice_split_counts
@@ -95,8 +95,8 @@ class SliceListCreateApi(Api):
                                                  "matches now.")
         query = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False,
                                       help_text="query and frozen slices; empty: every datarow (of the dataset).")
-        dataset = serializers.IntegerField(required=False, min_value=1, help_text="Limit the query to one dataset.")
-        datarow_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False,
+        dataset = ObjectIdField(required=False, help_text="Limit the query to one dataset.")
+        datarow_ids = serializers.ListField(child=ObjectIdField(), required=False,
                                             max_length=MAX_DATAROW_IDS)
 
         def validate(self, data):
@@ -158,7 +158,7 @@ class SliceCombineApi(Api):
         description = serializers.CharField(required=False, allow_blank=True, default="")
         operation = serializers.ChoiceField(choices=list(COMBINE_OPERATIONS),
                                             help_text="Applied left to right over `slices`.")
-        slices = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=2,
+        slices = serializers.ListField(child=ObjectIdField(), min_length=2,
                                        max_length=MAX_COMBINED_SLICES, help_text="Slice ids, in order.")
 
     @extend_schema(request=InputSerializer, responses={201: SliceDetailOutputSerializer})

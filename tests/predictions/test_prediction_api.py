@@ -139,7 +139,10 @@ def test_metrics_selection_and_comparison_over_rest(client, trained, django_capt
                            {"baseline_id": constant.pk, "candidate_id": version_id,
                             "disagreement_slice_name": "trained-vs-red"}, format="json")
     no_boxes = client.get(f"{base}/model-versions/{version_id}/detection-metrics")
+    too_many = client.post(f"{base}/prediction-runs/{run['id']}/selections",  # past bigint: was a 500 from SQL
+                           {"name": "all", "strategy": "least_confidence", "k": 2 ** 63}, format="json")
     # then
+    assert too_many.status_code == 400 and list(too_many.json()["extra"]["fields"]) == ["k"]
     assert metrics.status_code == 200, metrics.content
     assert metrics.json()["datarows"] == len(validation) == 4
     assert metrics.json()["accuracy"] == pytest.approx(accuracy_score(
