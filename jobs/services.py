@@ -8,6 +8,7 @@ request) can never both win.
 import logging
 import shutil
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -59,7 +60,8 @@ class JobMustWait(Exception):
 SENT_AT_HEADER = "job_sent_at"
 
 
-def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) -> Job | None:
+def _transition(*, job_id: uuid.UUID | str, from_statuses: Collection[str], changes: dict,
+                extra_filter: Q = Q()) -> Job | None:
     """Apply `changes` only if the job is in one of `from_statuses`; return the new row, or None if it was not."""
     updated = Job.objects.filter(extra_filter, pk=job_id, status__in=from_statuses).update(
         **changes, revision=F("revision") + 1,
@@ -113,7 +115,7 @@ def _job_publish(job: Job, task: Task, headers: dict, countdown: float | None) -
                          job.pk)
 
 
-def job_start(*, job_id, queue: str | None = None) -> Job | None:
+def job_start(*, job_id: uuid.UUID | str, queue: str | None = None) -> Job | None:
     """Claim a queued job for this delivery. A redelivered message (acks_late after a lost worker, or a
     visibility timeout) finds it running or finished and gets None: the job never runs twice.
 
@@ -148,7 +150,7 @@ def _kinds_on(queue: str) -> frozenset[str]:
                      if getattr(task, "job_kind", None) and router.route({}, name)["queue"].name == queue)
 
 
-def job_wait_turn(*, job_id, task: Task, sent_at: datetime | None) -> bool:
+def job_wait_turn(*, job_id: uuid.UUID | str, task: Task, sent_at: datetime | None) -> bool:
     """Send a job that must wait its turn (JobMustWait) again in JOB_WAIT_TURN_SECONDS; it stays queued and holds
     no worker meanwhile. Only the delivery of the job's latest message (the one sent at `sent_at`; None for a message
     without it) does so; False for any other, and for a job no longer queued. Refreshing `sent_at` also keeps the
@@ -197,7 +199,7 @@ def job_report_progress(*, job: Job, done: int, total: int | None = None, counte
     return job
 
 
-def job_heartbeat(*, job_id) -> bool:
+def job_heartbeat(*, job_id: uuid.UUID | str) -> bool:
     """The running job's worker is alive; False once the job is no longer running. Not an event for clients."""
     return bool(Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now()))
 
@@ -243,7 +245,7 @@ def job_request_cancel(*, job: Job) -> Job:
     return current
 
 
-def job_fail_stale(*, now=None) -> list[Job]:
+def job_fail_stale(*, now: datetime | None = None) -> list[Job]:
     """Fail this tenant's running jobs whose worker stopped heartbeating (killed, OOM, lost host).
 
     A worker heartbeats every JOB_HEARTBEAT_SECONDS while a job runs; once its last heartbeat is older than
@@ -270,7 +272,7 @@ def job_fail_stale(*, now=None) -> list[Job]:
     return failed
 
 
-def job_resend_lost(*, now=None) -> list[Job]:
+def job_resend_lost(*, now: datetime | None = None) -> list[Job]:
     """Send again the message of this tenant's queued jobs that no worker has claimed for a while.
 
     A message can be lost between the commit and a worker (a publish that failed, a broker restarted without its

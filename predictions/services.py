@@ -1,6 +1,7 @@
 """Model versions and prediction runs: register a trained version, apply it to a slice or a dataset as a Job."""
 
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 from django.db import connections, transaction
@@ -25,7 +26,8 @@ from tenancy.principal import Principal
 PREDICTION_CHUNK_ROWS = 8192
 
 
-def model_version_register(*, run) -> ModelVersion:
+def model_version_register(*, run: Any) -> ModelVersion:
+    # `run` is a training.models.TrainingRun, not imported: predictions sits below training.
     """The version a finished training run produced: named after its model, numbered after the run."""
     return ModelVersion.objects.create(project_id=run.model.project_id, name=run.model.name, version=str(run.number),
                                        training_run=run)

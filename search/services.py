@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.backends.utils import CursorWrapper
 
 from datasets.models import Dataset
 from datasets.selectors import dataset_get
@@ -65,7 +66,7 @@ def search_bulk_action_start(*, principal: Principal, project: Project, query_te
         "project_id": project.pk, "query": query_text, "action": action, "tags": tags, "dataset_id": dataset_id})
 
 
-def _matching_batch(cursor, condition: CompiledQuery, after_id: int) -> list[tuple[int, int]]:
+def _matching_batch(cursor: CursorWrapper, condition: CompiledQuery, after_id: int) -> list[tuple[int, int]]:
     cursor.execute(f"SELECT d.id, d.dataset_id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
                    f"ORDER BY d.id LIMIT %s", [*condition.params, after_id, BULK_BATCH_ROWS])
     return cursor.fetchall()

@@ -6,6 +6,7 @@ number; member_count is set from the insert's row count and taken down by a trig
 """
 
 import math
+from typing import Any
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -40,7 +41,7 @@ def _name_taken(name: str) -> Conflict:
                     {"fields": {"name": ["This name is already taken in this project."]}})
 
 
-def _slice_insert(**fields) -> Slice:
+def _slice_insert(**fields: Any) -> Slice:
     try:
         with transaction.atomic(using=WRITER):
             return Slice.objects.using(WRITER).create(**fields)

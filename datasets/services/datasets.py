@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 from django.db import IntegrityError, connections, transaction
 
 from datasets.locks import dataset_lock_release, dataset_lock_take
@@ -52,7 +54,7 @@ def dataset_delete_start(*, principal: Principal, dataset: Dataset) -> Job:
         return job_create(principal=principal, task=dataset_delete, params={"dataset_id": dataset.pk})
 
 
-def dataset_delete_rows(*, dataset_id: int, progress) -> int:
+def dataset_delete_rows(*, dataset_id: int, progress: Callable[[int], None]) -> int:
     """Set-based delete in batches of datarow ids, predictions and labels first; the dataset row last.
 
     Takes the dataset's import lock, so a delete never races an import. Returns the datarows deleted.

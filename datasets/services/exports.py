@@ -1,6 +1,7 @@
 """Exports: a job writes the datarows to a file in the tenant's storage, batch by batch, and reports progress."""
 
 import os
+from uuid import UUID
 from collections.abc import Callable, Iterator
 
 from django.db.models import QuerySet
@@ -46,7 +47,7 @@ def _reporting(batches: Iterator[ExportBatch], counters: ExportCounters,
         progress(counters)
 
 
-def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_format: str, job_id,
+def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_format: str, job_id: UUID | str,
                     progress: Callable[[ExportCounters], None]) -> ExportCounters:
     """Write `datarows` (a dataset's, a slice's, an id range: any queryset) to the job's export file, as they were
     when the export began (datasets/exporters/snapshot.py).

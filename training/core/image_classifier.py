@@ -56,6 +56,8 @@ def validate_config(config: dict) -> dict:
         if key not in DEFAULTS:
             problems.add(key, f"unknown key; expected some of {', '.join(DEFAULTS)}")
     valid = {**DEFAULTS, **config}
+    low: float  # the integer and the float ranges share these names
+    high: float
     for key, choices in CHOICES.items():
         if valid[key] not in choices:
             problems.add(key, f"must be one of {', '.join(choices)}, not {valid[key]!r}")
