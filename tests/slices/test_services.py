@@ -320,12 +320,12 @@ def test_a_failed_freeze_leaves_no_slice_behind(project, make_rows, principal, c
     from jobs.models import Job
     from jobs.services import job_create
     from slices.models import Slice
-    from slices.tasks import slice_freeze
+    from slices.services import SLICE_FREEZE_JOB_KIND
 
     make_rows(3)
     doomed = slice_make(project=project, name="doomed", kind=Slice.Kind.FROZEN, query="metadata.gone = 1")
     with django_capture_on_commit_callbacks(execute=True):
-        job = job_create(principal=principal, task=slice_freeze, params={"slice_id": doomed.pk})
+        job = job_create(principal=principal, kind=SLICE_FREEZE_JOB_KIND, params={"slice_id": doomed.pk})
     job = Job.objects.get(pk=job.pk)
     assert job.status == "failed" and "unknown field 'metadata.gone'" in job.error
     assert not Slice.objects.filter(pk=doomed.pk).exists()
