@@ -23,7 +23,7 @@ from jobs.events import job_broadcast
 from jobs.limits import job_max_running, job_time_limit
 from jobs.models import TERMINAL_STATUSES, Job
 from jobs.registry import job_task_get, job_tasks
-from jobs.serializers import job_state
+from jobs.state import job_state
 from mlops.celery import TENANT_HEADER
 from mlops.db_routing import WRITER, tenant_reads_see_writer
 from mlops.exceptions import Conflict
