@@ -23,7 +23,8 @@ from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
-from search.engines.postgres import CompiledQuery, compile_filter
+from search.engines.postgres_compiler import compile_filter
+from search.engines.postgres_sql import CompiledQuery
 from search.queries import project_query_validate
 from tenancy.principal import Principal
 

@@ -19,7 +19,7 @@ from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
 from search.engines.base import get_engine
-from search.engines.postgres import compile_filter
+from search.engines.postgres_compiler import compile_filter
 from search.indexing import slice_members_changed
 from search.ql.validation import ValidQuery
 from search.queries import project_query_validate
