@@ -12,9 +12,9 @@ from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri
+from predictions.active_selection import Selection, selection_sql
 from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
 from predictions.models import PredictionRun
-from predictions.selection import Selection, selection_sql
 from search.indexing import datarows_changed
 from slices.models import Slice
 from slices.services import slice_create_from_select
