@@ -7,7 +7,7 @@ from jobs.limits import job_time_limit
 from jobs.selectors import job_get, job_list
 from jobs.serializers import JobOutputSerializer
 from jobs.services import job_create, job_request_cancel
-from jobs.tasks import COUNT_JOB_KIND, count_to
+from jobs.tasks import COUNT_JOB_KIND
 from mlops.apis import Api
 from mlops.exception_handler import ErrorSerializer
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
@@ -52,7 +52,7 @@ class JobListStartApi(Api):
         data = self.StartInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = {"steps": data.validated_data["steps"], "delay_seconds": data.validated_data["delay_seconds"]}
-        job = job_create(principal=request.user, task=count_to, params=params)
+        job = job_create(principal=request.user, kind=COUNT_JOB_KIND, params=params)
         return Response(JobOutputSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

@@ -23,7 +23,8 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from jobs.events import job_broadcast
 from jobs.limits import job_max_running, job_time_limit
 from jobs.models import TERMINAL_STATUSES, Job
-from jobs.serializers import job_state
+from jobs.registry import job_task_get, job_tasks
+from jobs.state import job_state
 from mlops.celery import TENANT_HEADER
 from mlops.db_routing import WRITER, tenant_reads_see_writer
 from mlops.exceptions import Conflict
@@ -86,10 +87,12 @@ def _job_announce(*, tenant_schema: str, state: dict) -> None:
     job_broadcast(tenant_schema=tenant_schema, state=state)
 
 
-def job_create(*, principal: Principal, task: Task, params: dict | None = None) -> Job:
-    """A queued job for `task` (made with jobs.runner.job_task); its message is sent once the row is committed."""
+def job_create(*, principal: Principal, kind: str, params: dict | None = None) -> Job:
+    """A queued job of `kind`, run by the task registered for it (jobs.runner.job_task); its message is sent once
+    the row is committed."""
+    task = job_task_get(kind=kind)
     job = Job.objects.create(
-        kind=task.job_kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
+        kind=kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
         celery_task_id=str(uuid.uuid4()), sent_at=timezone.now(),
     )
     _job_send(job, task)
@@ -146,8 +149,7 @@ def job_start(*, job_id: uuid.UUID | str, queue: str | None = None) -> Job | Non
 @cache
 def _kinds_on(queue: str) -> frozenset[str]:
     router = current_app.amqp.router
-    return frozenset(task.job_kind for name, task in current_app.tasks.items()
-                     if getattr(task, "job_kind", None) and router.route({}, name)["queue"].name == queue)
+    return frozenset(kind for kind, task in job_tasks().items() if router.route({}, task.name)["queue"].name == queue)
 
 
 def job_wait_turn(*, job_id: uuid.UUID | str, task: Task, sent_at: datetime | None) -> bool:
@@ -284,7 +286,7 @@ def job_resend_lost(*, now: datetime | None = None) -> list[Job]:
     """
     now = now or timezone.now()
     wait = timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS)
-    tasks = {task.job_kind: task for task in current_app.tasks.values() if getattr(task, "job_kind", None)}
+    tasks = job_tasks()
     # The first bound is the partial index's range; the second, each job's doubled wait, keeps the sweep from reading
     # the jobs that are queued but not due.
     doubled_wait = ExpressionWrapper(Value(wait) * Power(2, F("resends")), output_field=DurationField())

@@ -6,8 +6,8 @@ from datasets.selectors import dataset_get
 from mlops.apis import Api
 from mlops.exceptions import referenced_by
 from mlops.serializers import MAX_ID, CursorPageQuerySerializer, StrictSerializer, page_of
+from predictions.active_selection import STRATEGIES, Selection
 from predictions.metrics import Scope, classification_metrics, detection_map
-from predictions.selection import STRATEGIES, Selection
 from predictions.selectors import model_version_get, model_version_list, prediction_run_get, prediction_run_list
 from predictions.serializers import (
     ClassificationMetricsSerializer,

@@ -13,9 +13,9 @@ from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri
+from predictions.active_selection import Selection, selection_sql
 from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
 from predictions.models import PredictionRun
-from predictions.selection import Selection, selection_sql
 from search.indexing import datarows_changed
 from slices.models import Slice, SliceMember, Split
 from slices.services import slice_create_from_select
@@ -23,6 +23,7 @@ from tenancy.principal import Principal
 
 # Datarows handed to the trainer's predict at once (it batches them by batch_size): reading ids by keyset in
 # chunks keeps memory flat on million-row datasets while loading the weights once per chunk only.
+PREDICTION_RUN_JOB_KIND = "prediction-run"
 PREDICTION_CHUNK_ROWS = 8192
 
 
@@ -36,8 +37,6 @@ def model_version_register(*, run: Any) -> ModelVersion:
 def prediction_run_start(*, principal: Principal, model_version: ModelVersion, slice: Slice | None = None,
                          splits: tuple[int, ...] = (), dataset: Dataset | None = None, top_k: int = 5,
                          batch_size: int = 64) -> PredictionRun:
-    from predictions.tasks import prediction_run_execute_task
-
     if (slice is None) == (dataset is None):
         raise ApplicationError("Give either a slice or a dataset to predict on.",
                                {"fields": {"slice_id": ["Exactly one of slice_id and dataset_id is required."]}})
@@ -62,7 +61,7 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
         raise ApplicationError(f"top_k must be between 1 and the model's {len(run.classes)} classes.",
                                {"fields": {"top_k": [f"At most {len(run.classes)}."]}})
     with transaction.atomic(using=WRITER):
-        job = job_create(principal=principal, task=prediction_run_execute_task)
+        job = job_create(principal=principal, kind=PREDICTION_RUN_JOB_KIND)
         prediction_run = PredictionRun.objects.create(model_version=model_version, job=job, slice=slice, splits=list(splits),
                                                       dataset=dataset, top_k=top_k, batch_size=batch_size, created_by=principal.user_id)
         Job.objects.filter(pk=job.pk).update(params={"prediction_run_id": prediction_run.pk})

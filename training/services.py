@@ -27,6 +27,7 @@ from training.core.interface import ConfigError, EpochMetrics, StepProgress, Tra
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
 
+TRAINING_RUN_JOB_KIND = "training-run"
 SPLIT_NAMES = {split.label: split.value for split in Split}
 # A run keeps its last log lines (and each line's head): enough to diagnose, bounded however long it trains.
 LOG_LINES_KEPT = 2000
@@ -102,8 +103,6 @@ def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[lis
 def training_run_start(*, principal: Principal, model: ModelDefinition, slice: Slice, train_splits: list[str],
                        validation_splits: list[str], config_overrides: dict | None = None) -> TrainingRun:
     """A queued run on `slice` (its stored members and split), with the labels it will train on snapshotted now."""
-    from training.tasks import training_run_execute_task
-
     if slice.project_id != model.project_id:
         raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {"slice_id": ["Not found."]}})
     if slice.kind == Slice.Kind.QUERY:
@@ -125,7 +124,7 @@ def training_run_start(*, principal: Principal, model: ModelDefinition, slice: S
         if model_version_exists(project=model.project, name=model.name, version=str(number)):
             raise Conflict(f"Model version {model.name}@{number}, which this run would register, was imported "
                            f"meanwhile; rename the model or remove those predictions.")
-        job = job_create(principal=principal, task=training_run_execute_task)
+        job = job_create(principal=principal, kind=TRAINING_RUN_JOB_KIND)
         run = TrainingRun.objects.create(model=model, number=number, job=job, slice=slice, train_splits=train_splits,
                                          validation_splits=validation_splits, config=config,
                                          created_by=principal.user_id)

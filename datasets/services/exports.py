@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from datasets.exporters.batches import Category, ExportBatch, ExportCounters, export_batches
 from datasets.exporters.formats import EXPORT_FORMATS, export_path
 from datasets.exporters.snapshot import snapshot_reads
+from datasets.job_kinds import DATASET_EXPORT_JOB_KIND
 from datasets.models import DataRow, Dataset, OntologyClass
 from jobs.models import Job
 from jobs.services import job_create
@@ -18,12 +19,10 @@ from tenancy.principal import Principal
 
 
 def dataset_export_start(*, principal: Principal, dataset: Dataset, export_format: str) -> Job:
-    from datasets.tasks import dataset_export  # imported here: the task module imports this one
-
     if export_format not in EXPORT_FORMATS:
         raise ApplicationError(f"Unknown export format '{export_format}'.",
                                {"fields": {"format": [f"Must be one of {', '.join(EXPORT_FORMATS)}."]}})
-    return job_create(principal=principal, task=dataset_export,
+    return job_create(principal=principal, kind=DATASET_EXPORT_JOB_KIND,
                       params={"dataset_id": dataset.pk, "export_format": export_format})
 
 

@@ -20,6 +20,7 @@ from datasets.importers import staging
 from datasets.importers.image_paths import images_uri_check
 from datasets.importers.records import BatchBuffers, FormatOptions, LineError, RecordWriter
 from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
+from datasets.job_kinds import DATASET_IMPORT_JOB_KIND
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.selectors import field_catalog_types
@@ -229,8 +230,6 @@ def dataset_import_start(*, principal: Principal, dataset: Dataset, uri: str, op
     """Queue an import job; options, and whether this tenant may read the source at all, are checked now so a
     typo or another tenant's folder or bucket is a 400, not a failed job. With `owns_upload`, the job deletes its
     upload:// source when it ends."""
-    from datasets.tasks import dataset_import  # imported here: the task module imports this one
-
     validate_import_options(options)
     source_check(uri)
     if options.images_uri:
@@ -244,4 +243,4 @@ def dataset_import_start(*, principal: Principal, dataset: Dataset, uri: str, op
     params = {"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)}
     if owns_upload:
         params[OWNED_UPLOAD_PARAM] = uri
-    return job_create(principal=principal, task=dataset_import, params=params)
+    return job_create(principal=principal, kind=DATASET_IMPORT_JOB_KIND, params=params)
