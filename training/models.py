@@ -66,8 +66,9 @@ class TrainingExample(models.Model):
     """A labelled datarow as the run saw it when it started: later label edits or re-imports leave it alone."""
 
     pk = models.CompositePrimaryKey("run_id", "datarow_id")
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="examples",
-                            db_index=False)  # the key leads with it
+    run = models.ForeignKey(
+        TrainingRun, on_delete=models.CASCADE, related_name="examples", db_index=False
+    )  # the key leads with it
     datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="training_examples")
     split = models.SmallIntegerField()  # slices.models.Split
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="+")

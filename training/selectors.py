@@ -26,8 +26,11 @@ def training_run_list(*, model: ModelDefinition) -> QuerySet[TrainingRun]:
 
 
 def training_run_get(*, project: Project, run_id: int) -> TrainingRun:
-    run = (TrainingRun.objects.filter(model__project=project, pk=run_id)
-           .select_related("job", "model", "model_version").first())
+    run = (
+        TrainingRun.objects.filter(model__project=project, pk=run_id)
+        .select_related("job", "model", "model_version")
+        .first()
+    )
     if run is None:
         raise NotFound(f"Training run {run_id} does not exist in project {project.pk}.")
     return run
@@ -40,10 +43,13 @@ def training_examples(*, run: TrainingRun) -> tuple[list[Example], list[Example]
     train, validation = [], []
     # From the writer: the snapshot was committed just before the job was queued.
     with connections[WRITER].cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             SELECT e.datarow_id, d.uri, e.ontology_class_id, e.split
             FROM training_trainingexample e JOIN {tables.DATAROW} d ON d.id = e.datarow_id
-            WHERE e.run_id = %s ORDER BY e.datarow_id""", [run.pk])
+            WHERE e.run_id = %s ORDER BY e.datarow_id""",
+            [run.pk],
+        )
         for datarow_id, uri, class_id, split in cursor:
             example = Example(key=datarow_id, uri=uri, target=class_index[class_id])
             (validation if split in validation_splits else train).append(example)

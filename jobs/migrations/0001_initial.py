@@ -5,38 +5,54 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('kind', models.CharField(max_length=100)),
-                ('params', models.JSONField(default=dict)),
-                ('workspace_id', models.CharField(max_length=100)),
-                ('owner_id', models.CharField(max_length=200)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=20)),
-                ('cancel_requested_at', models.DateTimeField(blank=True, null=True)),
-                ('progress_done', models.BigIntegerField(default=0)),
-                ('progress_total', models.BigIntegerField(blank=True, null=True)),
-                ('counters', models.JSONField(default=dict)),
-                ('message', models.CharField(blank=True, default='', max_length=500)),
-                ('error', models.TextField(blank=True, default='')),
-                ('celery_task_id', models.CharField(max_length=255)),
-                ('revision', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('progress_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("kind", models.CharField(max_length=100)),
+                ("params", models.JSONField(default=dict)),
+                ("workspace_id", models.CharField(max_length=100)),
+                ("owner_id", models.CharField(max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("cancel_requested_at", models.DateTimeField(blank=True, null=True)),
+                ("progress_done", models.BigIntegerField(default=0)),
+                ("progress_total", models.BigIntegerField(blank=True, null=True)),
+                ("counters", models.JSONField(default=dict)),
+                ("message", models.CharField(blank=True, default="", max_length=500)),
+                ("error", models.TextField(blank=True, default="")),
+                ("celery_task_id", models.CharField(max_length=255)),
+                ("revision", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("progress_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['workspace_id', '-created_at', '-id'], name='job_workspace_recent'), models.Index(condition=models.Q(('status', 'running')), fields=['heartbeat_at'], name='job_running_heartbeat')],
+                "indexes": [
+                    models.Index(fields=["workspace_id", "-created_at", "-id"], name="job_workspace_recent"),
+                    models.Index(
+                        condition=models.Q(("status", "running")), fields=["heartbeat_at"], name="job_running_heartbeat"
+                    ),
+                ],
             },
         ),
     ]

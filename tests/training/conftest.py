@@ -9,8 +9,17 @@ from PIL import Image
 from tests.conftest import TENANT_A
 
 # A config the built-in classifier trains in well under a second on tiny images.
-TINY_CONFIG = {"architecture": "small-cnn", "image_size": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.01,
-               "seed": 0, "device": "cpu", "num_workers": 0, "augment": False}
+TINY_CONFIG = {
+    "architecture": "small-cnn",
+    "image_size": 16,
+    "epochs": 2,
+    "batch_size": 4,
+    "learning_rate": 0.01,
+    "seed": 0,
+    "device": "cpu",
+    "num_workers": 0,
+    "augment": False,
+}
 
 
 def png_of_colour(colour: tuple[int, int, int], seed: int, size: int = 12) -> bytes:
@@ -54,15 +63,23 @@ def make_image_data(root: Path, *, count: int = 16, unreadable: int = 0, name: s
         rows.append(DataRow(dataset=dataset, external_id=str(i), uri=str(path)))
         names[i] = colour
     rows = DataRow.objects.bulk_create(rows)
-    Label.objects.bulk_create(Label(datarow=row, ontology_class=ontology[names[i]], kind="classification",
-                                    source="test", updated_by="test") for i, row in enumerate(rows))
+    Label.objects.bulk_create(
+        Label(datarow=row, ontology_class=ontology[names[i]], kind="classification", source="test", updated_by="test")
+        for i, row in enumerate(rows)
+    )
     ids = [row.pk for row in rows]
     sliced = slice_create_from_ids(project=project, name="all", created_by="tester", datarow_ids=ids)
     for i, datarow_id in enumerate(ids):
         SliceMember.objects.filter(slice=sliced, datarow_id=datarow_id).update(
-            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN)
-    return ImageData(project=project, dataset=dataset, slice=sliced, datarow_ids=ids,
-                     classes={datarow_id: names[i] for i, datarow_id in enumerate(ids)})
+            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN
+        )
+    return ImageData(
+        project=project,
+        dataset=dataset,
+        slice=sliced,
+        datarow_ids=ids,
+        classes={datarow_id: names[i] for i, datarow_id in enumerate(ids)},
+    )
 
 
 @pytest.fixture
