@@ -9,7 +9,7 @@ boxes jitter and whose classes are sometimes wrong. Deterministic for a seed.
 
 import argparse
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -128,12 +128,46 @@ CITIES = [
     "Denver",
 ]
 CAMERAS = [("Canon", "EOS R5"), ("Sony", "A7 IV"), ("Nikon", "Z6"), ("GoPro", "Hero 11"), ("Axis", "P1465")]
-WORDS = (
-    "a the red blue small large car person dog street road near under over next to parked walking crossing "
-    "traffic light building tree sky night rain wet shiny crowded empty busy quiet city park bridge river"
-).split()
+WORDS = [
+    "a",
+    "the",
+    "red",
+    "blue",
+    "small",
+    "large",
+    "car",
+    "person",
+    "dog",
+    "street",
+    "road",
+    "near",
+    "under",
+    "over",
+    "next",
+    "to",
+    "parked",
+    "walking",
+    "crossing",
+    "traffic",
+    "light",
+    "building",
+    "tree",
+    "sky",
+    "night",
+    "rain",
+    "wet",
+    "shiny",
+    "crowded",
+    "empty",
+    "busy",
+    "quiet",
+    "city",
+    "park",
+    "bridge",
+    "river",
+]
 MODELS = [("yolo", "8.1"), ("detr", "2.0"), ("rtdetr", "1.3")]
-START = datetime(2023, 1, 1, tzinfo=timezone.utc)
+START = datetime(2023, 1, 1, tzinfo=UTC)
 
 
 def _box(rng: random.Random, width: int, height: int) -> list[float]:

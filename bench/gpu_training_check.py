@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +203,7 @@ def main() -> None:
     print_table(
         f"ResNet-18, {arguments.size} px, {precision}, batch {arguments.batch}, {len(examples)} JPEGs "
         f"{width}x{height}; {gpu_name}; torch {torch.__version__}; {machine()}; "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         ["pipeline", "images/s", "of ceiling"],
         rows,
     )

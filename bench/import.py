@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
 
 class PeakMemory:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import OUT, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
 BUILD_JSON_LAYOUT = """
 CREATE TABLE layout_json AS

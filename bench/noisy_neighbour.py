@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ensure_generated, machine, print_table, setup_django, start_server  # noqa: E402
-from search_data import load, loaded_project  # noqa: E402
+from common import OUT, ensure_generated, machine, print_table, setup_django, start_server
+from search_data import load, loaded_project
 
 # The heaviest searches B can write: every datarow matches (or must be checked), exact totals, facets over them.
 HEAVY_FACETS = ["label.class", "tags", "metadata.weather", "metadata.city"]

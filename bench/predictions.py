@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine, print_table, setup_django, start_server, throwaway_tenant  # noqa: E402
+from common import OUT, machine, print_table, setup_django, start_server, throwaway_tenant
 
 CALLS = 200
 

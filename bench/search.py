@@ -42,10 +42,10 @@ from common import (
     machine,
     postgres_settings,
     print_table,
-    setup_django,  # noqa: E402
+    setup_django,
     start_server,
 )
-from search_data import bench_schema, load, loaded_project, replicate  # noqa: E402
+from search_data import bench_schema, load, loaded_project, replicate
 
 # (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
 QUERIES = [

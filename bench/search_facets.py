@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine, print_table, setup_django, start_server  # noqa: E402
-from search_data import bench_schema, loaded_project  # noqa: E402
+from common import OUT, machine, print_table, setup_django, start_server
+from search_data import bench_schema, loaded_project
 
 # bench/search.py by path: the name `search` is the Django app's.
 _spec = importlib.util.spec_from_file_location("bench_search", Path(__file__).resolve().parent / "search.py")

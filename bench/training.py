@@ -11,7 +11,7 @@ only (no validation). For the GPU-starvation check at 224 px see bench/gpu_train
 import argparse
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -69,7 +69,7 @@ def main() -> None:
     print_table(
         f"Training throughput, {arguments.images} JPEGs {width}x{height}, device {arguments.device}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads); {machine()}; "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         ["architecture", "px", "batch", "workers", "epoch 1 images/s (PIL decode)", "epoch 2 images/s (decoded cache)"],
         rows,
     )

@@ -32,8 +32,8 @@ from jobs.limits import job_time_limit
 from jobs.models import Job
 from jobs.registry import job_task_register
 from jobs.services import (
-    SENT_AT_HEADER,
     OWNED_UPLOAD_PARAM,
+    SENT_AT_HEADER,
     JobCancelled,
     JobMustWait,
     JobNoLongerRunning,

@@ -1,8 +1,8 @@
 """Model versions and prediction runs: register a trained version, apply it to a slice or a dataset as a Job."""
 
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from django.db import connections, transaction
 

@@ -6,8 +6,8 @@ number; member_count is set from the insert's row count and taken down by a trig
 """
 
 import math
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction

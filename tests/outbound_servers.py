@@ -110,7 +110,7 @@ def closed_port() -> int:
 
 def tls_server_context(folder: Path, host_name: str) -> tuple[ssl.SSLContext, Path]:
     """A server context whose certificate, for `host_name`, a fresh CA signed; and that CA's PEM file."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "outbound test CA")])
     ca = (

@@ -162,8 +162,9 @@ def test_fluent_bit_parses_our_json_lines_from_every_container():
     [tail] = [values for kind, values in config if kind == "INPUT"]
     assert tail["name"] == "tail" and tail["path"] == "/var/lib/docker/containers/*/*.log"
     # our lines' time, as settings.LOGGING writes it, in the parser's format
-    from mlops.observability import json_log_formatter
     import logging
+
+    from mlops.observability import json_log_formatter
 
     line = json.loads(json_log_formatter().format(logging.LogRecord("x", logging.INFO, "p", 1, "m", None, None)))
     time.strptime(line["time"].split(",")[0], parsers["mlops_json"]["time_format"].split(",")[0])

@@ -26,7 +26,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from devstack.__main__ import web_server_command
-
 from mlops import urls as production_urls
 from mlops.observability import GunicornJsonLogger, bind_log_context, clear_log_context, redact_secrets
 from tests.conftest import TENANT_A

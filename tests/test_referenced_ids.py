@@ -172,7 +172,7 @@ def test_an_id_the_request_names_is_checked_up_front_and_a_bad_one_is_a_400_nami
     # given: an id of another project of the workspace, or one that exists nowhere
     own, other = ids
     if missing:
-        other = Ids(**{name: MISSING for name in vars(other)})
+        other = Ids(**dict.fromkeys(vars(other), MISSING))
     method, path, body, field = CASES[case](own, other)
     with tenant_scope(TENANT_A):
         before = (Job.objects.count(), Slice.objects.count(), TrainingRun.objects.count())

@@ -1,8 +1,8 @@
 from django.http import FileResponse
-from rest_framework import serializers, status
-from rest_framework.response import Response
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
 
 from datasets.exporters.formats import EXPORT_FORMATS
 from datasets.selectors import dataset_export_file, dataset_get_for_caller

@@ -21,6 +21,7 @@ from datasets.importers.image_paths import ImageRoot, image_root
 from datasets.importers.json_depth import JsonDepth, too_deep_message
 from datasets.importers.records import (
     BOX_TOLERANCE,
+    OUTSIDE_TENANT_FOLDER,
     BadRecord,
     BatchBuffers,
     Box,
@@ -28,7 +29,6 @@ from datasets.importers.records import (
     Geometry,
     LabelRecord,
     LineError,
-    OUTSIDE_TENANT_FOLDER,
     NonEmpty,
     Pixels,
     RecordWriter,

@@ -2,8 +2,8 @@ from collections.abc import Callable
 
 from django.db import IntegrityError, connections, transaction
 
-from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.job_kinds import DATASET_DELETE_JOB_KIND
+from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.signals import dataset_deleted
 from jobs.models import Job

@@ -1,8 +1,8 @@
 """Exports: a job writes the datarows to a file in the tenant's storage, batch by batch, and reports progress."""
 
 import os
-from uuid import UUID
 from collections.abc import Callable, Iterator
+from uuid import UUID
 
 from django.db.models import QuerySet
 

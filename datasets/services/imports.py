@@ -7,19 +7,20 @@ a failure or a killed worker leaves the dataset exactly as it was.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
 import psycopg
 from django.conf import settings
+
 from datasets.importers import staging
+from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
 from datasets.importers.image_paths import images_uri_check
 from datasets.importers.records import BatchBuffers, FormatOptions, LineError, RecordWriter
-from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
 from datasets.job_kinds import DATASET_IMPORT_JOB_KIND
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset

@@ -88,7 +88,7 @@ def test_rows_added_while_paging_appear_after_the_cursor_without_repeats(
 
 
 @pytest.mark.parametrize(
-    "params, field",
+    ("params", "field"),
     [
         ({"page_size": 1001}, "page_size"),
         ({"page_size": 0}, "page_size"),
@@ -339,7 +339,7 @@ def test_bulk_tags_add_and_remove_in_one_update_sorted_and_unique(
 
 
 @pytest.mark.parametrize(
-    "body, field",
+    ("body", "field"),
     [
         ({"datarow_ids": list(range(1, 10_002)), "add": ["x"]}, "datarow_ids"),
         ({"datarow_ids": [], "add": ["x"]}, "datarow_ids"),

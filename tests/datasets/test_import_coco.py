@@ -139,7 +139,7 @@ def _set(array: str, index: int, key: str, value):
 
 
 @pytest.mark.parametrize(
-    "patch, expected, imported",
+    ("patch", "expected", "imported"),
     [
         pytest.param(
             _with("annotations", {"id": 4, "image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1]}),
@@ -596,7 +596,7 @@ def test_an_uploaded_file_resolves_relative_names_only_against_images_uri(tenant
 
 @pytest.mark.django_db(transaction=True, databases=["default", "reader"])
 @pytest.mark.parametrize(
-    "body, field",
+    ("body", "field"),
     [
         ({"file": "upload"}, "images_uri"),  # an uploaded COCO file without images_uri
         ({"images_uri": "OTHER_TENANT"}, "images_uri"),

@@ -169,7 +169,7 @@ def test_a_yolo_class_list_nested_too_deep_is_reported_on_line_0(tenant_dataset,
 
 
 @pytest.mark.parametrize(
-    "text, depth",
+    ("text", "depth"),
     [
         (b'{"a": "[[[{{{", "b": [[1]]}', 3),
         (b'["\\\\", ["\\"]]"]]', 2),

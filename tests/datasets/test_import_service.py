@@ -118,7 +118,7 @@ def test_skip_existing_and_fail_on_existing_modes(tenant_dataset, write_jsonl):
 
 
 @pytest.mark.parametrize(
-    "line, field, reason",
+    ("line", "field", "reason"),
     [
         (
             b'{"external_id": "a", "uri": "x", "width": 10, "height": 10, "labels": [{"class": "cat", "box": [5, 5, 20, 2]}]}',

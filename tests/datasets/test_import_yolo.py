@@ -64,7 +64,7 @@ def test_an_image_whose_label_file_is_gone_loses_its_labels_on_reimport(tenant_d
 
 
 @pytest.mark.parametrize(
-    "class_file, text",
+    ("class_file", "text"),
     [
         ("data.yaml", "path: .\ntrain: images/train\nnames: [person, car]\n"),
         ("data.yaml", "names:\n  0: person\n  1: car\n"),
@@ -86,7 +86,7 @@ def test_classes_come_from_data_yaml_or_classes_txt(tenant_dataset, yolo_folder,
 
 
 @pytest.mark.parametrize(
-    "bad_line, message",
+    ("bad_line", "message"),
     [
         ("0 0.5 0.5 0.5", "has 4 values; a YOLO line is `class cx cy w h`"),
         ("0 0.5 0.5 0.5 0.5 0.1", "has 6 values; a YOLO line is `class cx cy w h`"),

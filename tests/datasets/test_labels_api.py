@@ -79,7 +79,7 @@ def test_add_an_object_and_a_classification_recording_who(datarow, make_token, a
 
 
 @pytest.mark.parametrize(
-    "body, field, reason",
+    ("body", "field", "reason"),
     [
         ({"class": "unicorn"}, "class", "not in the project's ontology"),
         ({"class": "vehicle"}, None, None),  # a parent class the import created is a class too

@@ -44,7 +44,7 @@ def test_creating_a_class_creates_its_missing_parents_linked_in_a_tree(project_i
 
 
 @pytest.mark.parametrize(
-    "name, status, reason",
+    ("name", "status", "reason"),
     [
         ("vehicle", 409, "already exists"),
         ("/vehicle", 400, "vehicle/car/sedan"),

@@ -52,9 +52,8 @@ def _messages_until_closed(websocket, *, timeout: float) -> list[dict]:
 
 
 def _close_code(url: str, **connect_options) -> int:
-    with connect(url, open_timeout=10, **connect_options) as websocket:
-        with pytest.raises(ConnectionClosed) as closed:
-            websocket.recv(timeout=10)
+    with connect(url, open_timeout=10, **connect_options) as websocket, pytest.raises(ConnectionClosed) as closed:
+        websocket.recv(timeout=10)
     return closed.value.rcvd.code
 
 

@@ -138,10 +138,9 @@ def test_the_reader_reads_the_callers_tenant_schema(make_token, api_client, repl
 
 @pytest.mark.parametrize("enter_tenant", [tenant_scope, schema_context], ids=["set_tenant", "set_schema"])
 def test_the_reader_connection_follows_the_writers_tenant(enter_tenant, replica_pair):
-    with enter_tenant(TENANT_B):
-        with connections[READER].cursor() as cursor:
-            cursor.execute("SELECT pg_is_in_recovery(), current_schema()")
-            assert cursor.fetchone() == (True, TENANT_B)
+    with enter_tenant(TENANT_B), connections[READER].cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery(), current_schema()")
+        assert cursor.fetchone() == (True, TENANT_B)
     with connections[READER].cursor() as cursor:
         cursor.execute("SELECT current_schema()")
         assert cursor.fetchone() == ("public",)

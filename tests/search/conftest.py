@@ -128,8 +128,8 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
 @pytest.fixture(scope="module")
 def postgres_ids(django_db_blocker):
     """`postgres_ids(query, project_id, dataset_id=None)`: the PostgreSQL engine's answer, read in tenant A."""
-    from tests.search.postgres_queries import datarow_ids
     from tenancy.context import tenant_scope
+    from tests.search.postgres_queries import datarow_ids
 
     def run(query, project_id: int, dataset_id: int | None = None) -> list[int]:
         with django_db_blocker.unblock(), tenant_scope(TENANT_A):

@@ -28,7 +28,7 @@ def _url(project_id: int) -> str:
 
 
 @pytest.fixture
-def two_datasets(tenant_dataset, import_records):  # noqa: F811
+def two_datasets(tenant_dataset, import_records):
     """Rows 0-9 in the first dataset, 10-19 in a second one of the same project; even rows have a car (and a
     prediction), every third row the tag 'old'."""
     with tenant_scope(TENANT_A):

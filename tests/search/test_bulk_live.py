@@ -26,7 +26,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def live_worker(django_db_setup, auth0, platform, live_log_dir):  # noqa: F811
+def live_worker(django_db_setup, auth0, platform, live_log_dir):
     """A worker that writes every progress report, so a cancel is seen right after the batch it interrupts."""
     purge_task_queues()
     worker = start_celery_worker(
@@ -53,9 +53,9 @@ def _job(job_id: str) -> Job:
 
 def test_a_worker_deletes_the_matches_and_the_dataset_counts_follow(
     live_worker,
-    tenant_dataset,  # noqa: F811
+    tenant_dataset,
     import_records,
-    make_token,  # noqa: F811
+    make_token,
     api_client,
 ):
     # given 30 rows, every third with two cats
@@ -82,11 +82,11 @@ def test_a_worker_deletes_the_matches_and_the_dataset_counts_follow(
 
 def test_a_cancel_stops_the_worker_after_the_batch_it_is_writing(
     live_worker,
-    tenant_dataset,  # noqa: F811
+    tenant_dataset,
     import_records,
     make_token,
     api_client,
-):  # noqa: F811
+):
     # given one batch and a bit more, and another session holding a row of the first batch locked
     import_records([_row(i) for i in range(BULK_BATCH_ROWS + 100)])
     with tenant_scope(TENANT_A):

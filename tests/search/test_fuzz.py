@@ -3,9 +3,9 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.search.postgres_queries import compile_query
 from search.ql import QueryError, parse, validate
 from search.ql.render import to_text
+from tests.search.postgres_queries import compile_query
 from tests.search.strategies import queries
 
 CATALOG = {

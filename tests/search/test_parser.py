@@ -44,7 +44,7 @@ def test_comparisons_build_typed_nodes_with_positions():
 
 
 @pytest.mark.parametrize(
-    "text, canonical",
+    ("text", "canonical"),
     [
         ("width = 640", "width = 640"),
         ("width <> 640", "width != 640"),
@@ -110,7 +110,7 @@ def test_error_has_line_column_and_caret():
 
 
 @pytest.mark.parametrize(
-    "text, column, message",
+    ("text", "column", "message"),
     [
         ("width = ", 9, "the query ends too early"),
         ("width = 'open", 9, "unexpected character"),
@@ -127,7 +127,7 @@ def test_syntax_errors_point_at_the_spot(text, column, message):
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    ("text", "message"),
     [
         ("metadata.wether = 'rain'", "unknown field 'metadata.wether'; did you mean 'metadata.weather'?"),
         ("widht > 3", "unknown field 'widht'; did you mean 'width'?"),
@@ -150,7 +150,7 @@ def test_suggestions_are_also_given_as_data():
 
 
 @pytest.mark.parametrize(
-    "text, column, message",
+    ("text", "column", "message"),
     [
         (
             "metadata.capture.gps.lat > 'north'",

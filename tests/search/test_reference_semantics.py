@@ -67,7 +67,7 @@ def ids(text: str) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    ("text", "expected"),
     [
         # a comparison on a missing or null value is false; NOT, != and NOT IN are its complement
         ("metadata.weather = 'rain'", [1]),

@@ -27,7 +27,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server_on_the_writer(django_db_setup, auth0, platform, live_log_dir):  # noqa: F811
+def server_on_the_writer(django_db_setup, auth0, platform, live_log_dir):
     """Reads on the writer too, so the test's lock (and pg_stat_activity) is where the requests run; a request
     timeout of 1 s (a search sets its own, 10 s)."""
     writer = _database_url(connections["default"].settings_dict)
@@ -62,7 +62,7 @@ def _waiting_searches(observer, blocker_pid: int) -> list[int]:
 
 def test_a_client_that_disconnects_cancels_its_search_statements(
     server_on_the_writer,
-    tenant_dataset,  # noqa: F811
+    tenant_dataset,
     make_token,
 ):
     params = connections["default"].get_connection_params()
@@ -107,7 +107,7 @@ def test_a_client_that_disconnects_cancels_its_search_statements(
 
 def test_a_web_request_statement_ends_at_the_request_timeout_with_a_503(
     server_on_the_writer,
-    tenant_dataset,  # noqa: F811
+    tenant_dataset,
     make_token,
 ):
     token = make_token(TENANT_A)

@@ -20,7 +20,7 @@ def _error(response) -> str:
 
 
 @pytest.mark.parametrize(
-    "header, expected",
+    ("header", "expected"),
     [
         (None, "Authentication required"),
         ("Token abc", "must be 'Bearer <token>'"),
@@ -45,7 +45,7 @@ def test_expired_token_is_401(make_token, api_client):
 
 
 @pytest.mark.parametrize(
-    "claim, value, expected",
+    ("claim", "value", "expected"),
     [
         ("aud", "another-api", "wrong audience"),
         ("iss", "https://evil.example/", "trusted issuer"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.models import Label, ModelVersion, OntologyClass
+from datasets.models import Label, OntologyClass
 from jobs.models import Job
 from slices.services import slice_create_live
 from tenancy.context import tenant_scope

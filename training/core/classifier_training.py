@@ -5,8 +5,7 @@ import math
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -19,9 +18,9 @@ from torch.utils.data import DataLoader
 
 from training.core.image_classifier import CLASSES_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, validate_config
 from training.core.images import (
+    Batch,
     DecodedCache,
     DecodedImages,
-    Batch,
     DeviceImages,
     ShuffledBatches,
     cached_batches,
