@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ensure_generated, machine, print_table, setup_django, start_server
 from search_data import load, loaded_project
 
+A_USERS = 8
 # The heaviest searches B can write: every datarow matches (or must be checked), exact totals, facets over them.
 HEAVY_FACETS = ["label.class", "tags", "metadata.weather", "metadata.city"]
 HEAVY_QUERIES = [
@@ -87,12 +88,13 @@ def _send(client: httpx.Client, request: tuple) -> int | str:
         return type(error).__name__
 
 
-def _calibrate(base: str, token: str, requests: list, clients: int, seconds: float) -> float:
+def _calibrate(base: str, tokens: list[str], requests: list, clients: int, seconds: float) -> float:
     """Requests per second A sustains alone with `clients` closed-loop clients."""
     done = Counter()
     deadline = time.monotonic() + seconds
 
     def loop(offset: int) -> None:
+        token = tokens[offset % len(tokens)]
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=REQUEST_TIMEOUT) as c:
             i = offset
             while time.monotonic() < deadline:
@@ -111,14 +113,21 @@ def _calibrate(base: str, token: str, requests: list, clients: int, seconds: flo
     return sum(done.values()) / elapsed
 
 
-def _open_loop(base: str, token: str, requests: list, rate: float, seconds: float) -> list[tuple[str, float, object]]:
-    """Send A's mix at `rate` per second for `seconds`; each result is (name, ms from its scheduled time, status)."""
+def _open_loop(
+    base: str, tokens: list[str], requests: list, rate: float, seconds: float
+) -> list[tuple[str, float, object]]:
+    """Send A's mix at `rate` per second for `seconds`; each result is (name, ms from its scheduled time, status).
+    Each sending thread is one of A's users, in turn, as a tenant's traffic comes from its many users."""
     results: list[tuple[str, float, object]] = []
     lock = threading.Lock()
     local = threading.local()
+    threads_seen = [0]
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
+            with lock:
+                token = tokens[threads_seen[0] % len(tokens)]
+                threads_seen[0] += 1
             local.client = httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=REQUEST_TIMEOUT
             )
@@ -208,7 +217,10 @@ def main() -> None:
     schema_a, schema_b = _schemas(args.rows)
     project_a, project_b = _tenant_project(schema_a, args.rows), _tenant_project(schema_b, args.rows)
     requests = _a_requests(schema_a, project_a, args.rows)
-    token_a = issue_dev_token(tenant=schema_a, user="bench-a", role="viewer", workspace="bench")
+    # A's traffic comes from several users, each well inside API_RATE_PER_USER; B floods as one.
+    tokens_a = [
+        issue_dev_token(tenant=schema_a, user=f"bench-a{i}", role="viewer", workspace="bench") for i in range(A_USERS)
+    ]
     token_b = issue_dev_token(tenant=schema_b, user="bench-b", role="viewer", workspace="bench")
     # The bench's datarows point at s3:// URIs; a datarow's presigned image URL is signed locally, never fetched.
     server, base = start_server(
@@ -220,17 +232,17 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     try:
         for request in requests:  # warm: connections, caches, plans; and each must work
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token_a}"}, timeout=30) as c:
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens_a[0]}"}, timeout=30) as c:
                 status = _send(c, request)
                 if status != 200:
                     raise SystemExit(f"tenant A's {request[0]} answered {status}")
-        sustained = _calibrate(base, token_a, requests, args.calibrate_clients, args.calibrate)
+        sustained = _calibrate(base, tokens_a, requests, args.calibrate_clients, args.calibrate)
         rate = sustained / 2
         print(
             f"A alone sustains {sustained:.1f} requests/s ({args.calibrate_clients} clients); sending {rate:.1f}/s",
             file=sys.stderr,
         )
-        alone = _open_loop(base, token_a, requests, rate, args.duration)
+        alone = _open_loop(base, tokens_a, requests, rate, args.duration)
         stop, out = context.Event(), context.Queue()
         flood = context.Process(
             target=_flood, args=(base, token_b, f"/api/v1/projects/{project_b.pk}/search", args.flood, stop, out)
@@ -238,7 +250,7 @@ def main() -> None:
         flood_started = time.monotonic()
         flood.start()
         time.sleep(2)  # B's clients are all sending
-        flooded = _open_loop(base, token_a, requests, rate, args.duration)
+        flooded = _open_loop(base, tokens_a, requests, rate, args.duration)
         stop.set()
         b_statuses, b_times = out.get(timeout=REQUEST_TIMEOUT + 30)
         flood_seconds = time.monotonic() - flood_started
