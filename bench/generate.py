@@ -267,7 +267,7 @@ def write_coco(path: Path, rows: int, seed: int, offset: int = 0) -> None:
             )
             for label in row["labels"]:
                 annotation_id += 1
-                x, y, w, h = label["box"]
+                _, _, w, h = label["box"]
                 annotations.write(
                     (b"," if annotation_id > 1 else b"")
                     + orjson.dumps(

@@ -64,7 +64,7 @@ def write_synthetic_jpegs(folder: Path, count: int, width: int, height: int) -> 
     targets = np.random.default_rng(0).integers(0, len(CLASSES), count)
     return [
         Example(key=number, uri=str(path), target=int(target))
-        for number, (path, target) in enumerate(zip(paths, targets))
+        for number, (path, target) in enumerate(zip(paths, targets, strict=True))
     ]
 
 

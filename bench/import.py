@@ -113,28 +113,29 @@ class ProcessCpu:
 
 
 def _start_worker(env: dict) -> subprocess.Popen:
-    log = open(OUT / "bench-worker.log", "wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "mlops",
-            "worker",
-            "--concurrency",
-            "1",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    # The worker writes to its own copy of the file descriptor; this process's copy can close once it has started.
+    with open(OUT / "bench-worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mlops",
+                "worker",
+                "--concurrency",
+                "1",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while b" ready." not in (OUT / "bench-worker.log").read_bytes():
         if worker.poll() is not None or time.monotonic() > deadline:
@@ -249,7 +250,7 @@ def _reference_copy(manifest: Path, schema: str) -> tuple[float, float, dict]:
     counts = {}
     with connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA IF NOT EXISTS bench_reference")
-        for name, table in tables.items():
+        for table in tables.values():
             cursor.execute(f"DROP TABLE IF EXISTS bench_reference.{table}")
             cursor.execute(
                 f'CREATE TABLE bench_reference.{table} (LIKE "{schema}".{table} INCLUDING DEFAULTS INCLUDING IDENTITY)'
@@ -270,7 +271,7 @@ def _reference_copy(manifest: Path, schema: str) -> tuple[float, float, dict]:
         )
         definitions = cursor.fetchall()
         started = time.monotonic()
-        for table, definition in definitions:
+        for _, definition in definitions:
             cursor.execute(
                 definition.replace(f"ON {schema}.", "ON bench_reference.").replace(" INDEX ", " INDEX ref_", 1)
             )

@@ -94,7 +94,7 @@ def main() -> None:
                             datarow_id,
                             [
                                 (index, weight / total)
-                                for index, weight in zip(rng.sample(range(10), args.top_k), weights)
+                                for index, weight in zip(rng.sample(range(10), args.top_k), weights, strict=True)
                             ],
                         )
                     )
@@ -183,7 +183,7 @@ def whole_run(project, count: int) -> list:
     created = DataRow.objects.bulk_create(row for row, _ in rows)
     Label.objects.bulk_create(
         Label(datarow=row, ontology_class=colours[name], kind="classification", source="bench", updated_by="bench")
-        for row, (_, name) in zip(created, rows)
+        for row, (_, name) in zip(created, rows, strict=True)
     )
     sliced = slice_create_from_ids(
         project=project, name="images", created_by="bench", datarow_ids=[row.pk for row in created]

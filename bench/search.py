@@ -82,7 +82,7 @@ PAGE_MS_10M = 500  # the issue's first-page budget (estimated total included) pa
 
 
 def _met(met: tuple[bool, ...], names: tuple[str, ...]) -> str:
-    return "yes" if all(met) else "NO: " + ", ".join(name for name, ok in zip(names, met) if not ok)
+    return "yes" if all(met) else "NO: " + ", ".join(name for name, ok in zip(names, met, strict=True) if not ok)
 
 
 # Measured at 1M: tables and indexes 2.5 KB per datarow on the primary (as much again on the replica), manifest and

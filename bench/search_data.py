@@ -214,7 +214,7 @@ def replicate(*, schema: str, source: str, source_rows: int, copies: int, log=pr
     in its physical order (its id order, as loaded), so ids stay in insertion order as in a real import."""
     from tenancy.context import tenant_scope
 
-    project, dataset, class_ids, model_ids = _fresh_tenant(schema)
+    project, dataset, _, _ = _fresh_tenant(schema)
     index = "(substr(d.external_id, 5)::bigint + %(shift)s)"
     datarow_sql = (
         f"INSERT INTO datasets_datarow ({COLUMNS['datasets_datarow']}) "
@@ -246,7 +246,7 @@ def replicate(*, schema: str, source: str, source_rows: int, copies: int, log=pr
         counts = dict.fromkeys(TABLES, 0)
         for copy in range(copies):
             started = time.monotonic()
-            for table, sql in zip(TABLES, (datarow_sql, label_sql, prediction_sql)):
+            for table, sql in zip(TABLES, (datarow_sql, label_sql, prediction_sql), strict=True):
                 cursor.execute(sql, {"shift": copy * source_rows, "dataset": dataset.pk})
                 counts[table] += cursor.rowcount
             log(f"copy {copy + 1}/{copies} in {time.monotonic() - started:.0f}s")

@@ -57,7 +57,7 @@ def main() -> None:
                     continue
                 body = {"query": text, "count": "exact", "facets": FACETS}
                 times, answers = {"1": [], "0": []}, {}
-                for setting, (_, base) in servers.items():  # warm: plans, caches, pooled connections
+                for _, base in servers.values():  # warm: plans, caches, pooled connections
                     client.post(f"{base}/api/v1/projects/{project.pk}/search", json=body).raise_for_status()
                 for _ in range(args.repeat):
                     for setting, (_, base) in servers.items():

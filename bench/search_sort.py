@@ -58,7 +58,7 @@ def main() -> None:
     manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
     print(machine())
     print(postgres_settings())
-    with throwaway_tenant("bench_sort", files=OUT) as tenant:
+    with throwaway_tenant("bench_sort", files=OUT):
         project = Project.objects.create(workspace_id="bench", name="sort", created_by="bench")
         dataset = Dataset.objects.create(project=project, name="sort", created_by="bench")
         seconds, _ = _timed(

@@ -15,6 +15,7 @@
 import argparse
 import sys
 import time
+from functools import partial
 
 from common import machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
@@ -130,7 +131,7 @@ def main() -> None:
             pending = Slice.objects.create(
                 project=project, name=f"freeze {number}", kind=Slice.Kind.FROZEN, query=query, created_by="bench"
             )
-            frozen[what], seconds = _timed(lambda: slice_freeze_members(slice=pending))
+            frozen[what], seconds = _timed(partial(slice_freeze_members, slice=pending))
             members = frozen[what].member_count
             table.append([f"freeze: {what}", f"{members:,}", f"{seconds:.2f}", f"{members / seconds:,.0f}"])
         everything = frozen[FREEZE_QUERIES[0][0]]
@@ -138,7 +139,7 @@ def main() -> None:
         fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
         for stratified in (False, True):
             _, seconds = _timed(
-                lambda: slice_split(slice=everything, seed=7, fractions=fractions, stratified=stratified)
+                partial(slice_split, slice=everything, seed=7, fractions=fractions, stratified=stratified)
             )
             table.append(
                 [
@@ -151,8 +152,13 @@ def main() -> None:
         for operation in ("union", "intersection", "difference"):
             operands = [frozen[FREEZE_QUERIES[1][0]], frozen[FREEZE_QUERIES[2][0]]]
             combined, seconds = _timed(
-                lambda: slice_combine(
-                    project=project, name=operation, created_by="bench", operation=operation, slices=operands
+                partial(
+                    slice_combine,
+                    project=project,
+                    name=operation,
+                    created_by="bench",
+                    operation=operation,
+                    slices=operands,
                 )
             )
             table.append(

@@ -43,6 +43,7 @@ def main() -> None:
         examples = write_synthetic_jpegs(Path(temporary, "jpegs"), arguments.images, width, height)
         for architecture in arguments.architectures:
             for size in arguments.sizes:
+                run = f"{architecture} {size}px"
                 config = {
                     "architecture": architecture,
                     "image_size": size,
@@ -61,7 +62,7 @@ def main() -> None:
                     opener=open_uri,
                     output_dir=Path(temporary, f"{architecture}-{size}"),
                     on_step=lambda progress: None,
-                    on_epoch=lambda metrics: print(f"  {architecture} {size}px {metrics}", file=sys.stderr),
+                    on_epoch=lambda metrics, run=run: print(f"  {run} {metrics}", file=sys.stderr),
                     log=lambda message: None,
                 )
                 cold, warm = (epoch.images_per_second for epoch in result.epochs)

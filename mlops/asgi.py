@@ -30,5 +30,5 @@ serve_web_in_process()
 # What is loaded by now lives as long as the process: every view and what it imports (the URLconf, loaded here rather
 # than on the first request), then gc.freeze() moves it out of the collector's way, so full collections no longer
 # stall requests walking it (measured: docs/design/search-postgres.md, "Measured figures behind code choices").
-get_resolver().url_patterns
+get_resolver().url_patterns  # noqa: B018 (the attribute access is the load: it imports the URLconf and views)
 gc.freeze()

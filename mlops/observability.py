@@ -26,12 +26,13 @@ REDACTED = "[redacted]"
 # Headers Sentry may report whose whole value is a credential.
 SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 
-log_context: ContextVar[dict] = ContextVar("log_context", default={})
+# None, not {}: a mutable default would be one dict shared by every context.
+log_context: ContextVar[dict | None] = ContextVar("log_context", default=None)
 request_logger = logging.getLogger("mlops.request")
 
 
 def bind_log_context(**values) -> None:
-    log_context.set({**log_context.get(), **{k: v for k, v in values.items() if v is not None}})
+    log_context.set({**(log_context.get() or {}), **{k: v for k, v in values.items() if v is not None}})
 
 
 def clear_log_context() -> None:
@@ -73,7 +74,7 @@ class RedactingJsonFormatter(JsonFormatter):
 
 class LogContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in log_context.get().items():
+        for key, value in (log_context.get() or {}).items():
             setattr(record, key, value)
         return True
 

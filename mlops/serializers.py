@@ -26,7 +26,7 @@ class StrictSerializer(serializers.Serializer):
             known = {name for name, field in self.fields.items() if not field.read_only}
             unknown = {
                 key: [f"Unknown field; expected one of: {', '.join(sorted(known))}."]
-                for key in data.keys()
+                for key in data
                 if key not in known
             }
         try:

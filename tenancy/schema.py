@@ -10,5 +10,7 @@ class PlatformPrincipalAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return build_bearer_security_scheme_object(
-            header_name="Authorization", token_prefix="Bearer", bearer_format="JWT"
+            header_name="Authorization",
+            token_prefix="Bearer",  # noqa: S106 (the name of the HTTP auth scheme, not a password)
+            bearer_format="JWT",
         )

@@ -95,8 +95,10 @@ def image_argv(service: dict) -> list[str]:
     entrypoint = words(service["entrypoint"]) if "entrypoint" in service else image_entrypoint
     if "command" in service:
         command = words(service["command"])
+    elif "entrypoint" in service:
+        command = []
     else:
-        command = [] if "entrypoint" in service else image_cmd
+        command = image_cmd
     return entrypoint + command
 
 

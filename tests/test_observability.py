@@ -358,9 +358,11 @@ def test_a_websocket_token_reaches_neither_the_server_log_nor_sentry(
     job_id = uuid.uuid4()
     try:
         # when: a websocket authenticates with ?token= (the job is unknown, so it is accepted and closed with 4404),
-        with connect(f"{server.ws_url}/ws/jobs/{job_id}/?token={token}", open_timeout=10) as websocket:
-            with pytest.raises(ConnectionClosed) as closed:
-                websocket.recv(timeout=10)
+        with (
+            connect(f"{server.ws_url}/ws/jobs/{job_id}/?token={token}", open_timeout=10) as websocket,
+            pytest.raises(ConnectionClosed) as closed,
+        ):
+            websocket.recv(timeout=10)
         assert closed.value.rcvd.code == 4404
         # one's handshake fails (no route: an unexpected error, reported to Sentry with the ASGI scope in its frames),
         with pytest.raises(InvalidStatus):

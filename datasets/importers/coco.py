@@ -455,7 +455,7 @@ class _ImageLines:
         if not self.lookups:
             return
         missing = self.root.missing_objects([uri for _, _, uri in self.lookups])
-        for (ordinal, image_id, uri), gone in zip(self.lookups, missing):
+        for (ordinal, image_id, uri), gone in zip(self.lookups, missing, strict=True):
             if gone:
                 bad = BadRecord(f"images[{ordinal}].file_name", f"is missing: no object {uri}")
                 lines[ordinal - start] = _problem_line(ordinal, image_id, IMAGE_COLUMNS, bad)

@@ -83,7 +83,7 @@ def _s3_records(uri: str) -> Iterator[tuple[int, object]]:
     while chunk := list(islice(images, S3_HEADS_PER_CALL)):
         # Listed under an allowed prefix, a key may still have `.` or `..` segments, which are never read.
         readable = [object_uri for object_uri in chunk if s3_readable(object_uri)]
-        heads = dict(zip(readable, s3_object_heads(readable, HEADER_BYTES)))
+        heads = dict(zip(readable, s3_object_heads(readable, HEADER_BYTES), strict=True))
         for object_uri in chunk:
             line_no += 1
             external_id = object_uri.removeprefix(folder_uri)

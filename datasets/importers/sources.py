@@ -72,7 +72,7 @@ def _csv_record(header: list[str], cells: list[str], line_no: int, max_depth: in
     if len(cells) != len(header):
         return LineError(line_no, "(line)", f"has {len(cells)} cells but the header has {len(header)}")
     record: dict = {}
-    for column, cell in zip(header, cells):
+    for column, cell in zip(header, cells, strict=True):
         try:
             cell.encode("utf-8")  # undecodable input bytes survive as surrogates, which do not encode
         except UnicodeEncodeError:

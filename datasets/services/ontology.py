@@ -14,7 +14,7 @@ def ontology_class_create(*, project: Project, name: str) -> OntologyClass:
     try:
         check_class_path(name, "name")
     except BadRecord as bad:
-        raise ApplicationError(f"Invalid class name: {bad.message}.", {"fields": {"name": [bad.message]}})
+        raise ApplicationError(f"Invalid class name: {bad.message}.", {"fields": {"name": [bad.message]}}) from bad
     parts = name.split("/")
     with transaction.atomic():
         parent = None

@@ -21,7 +21,7 @@ _DIRECT_INDEX = {
 
 
 def _path_index_name(kind: str, path: tuple[str, ...], *, lists: bool = False) -> str:
-    suffix = hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
+    suffix = hashlib.sha1(json.dumps(path).encode(), usedforsecurity=False).hexdigest()[:12]
     return f"datarow_metadata_{kind}_{'lists_' if lists else ''}{suffix}"
 
 

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
@@ -211,7 +211,7 @@ def reindex_project(
     catalog = field_catalog_types(project_id=project_id, using=using)
     index = create_index(
         client,
-        index=f"{alias}-{datetime.now().strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        index=f"{alias}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
         catalog=catalog,
         aliases={building: {}},
     )

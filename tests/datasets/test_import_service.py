@@ -334,19 +334,19 @@ def test_classes_and_model_versions_a_batch_refers_to_cannot_be_deleted_under_it
     ]
     refused = []
 
+    def delete(table: str, name: str) -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '300ms'")
+            cursor.execute(
+                f"DELETE FROM {table} WHERE project_id = %s AND name = %s", [tenant_dataset.project_id, name]
+            )
+
     def delete_under_the_first_batch(counters, errors):
         if refused:
             return
         for table, name in (("datasets_ontologyclass", "cat"), ("predictions_modelversion", "m")):
-            with (
-                pytest.raises(OperationalError, match="lock timeout"),
-                transaction.atomic(),
-                connection.cursor() as cursor,
-            ):
-                cursor.execute("SET LOCAL lock_timeout = '300ms'")
-                cursor.execute(
-                    f"DELETE FROM {table} WHERE project_id = %s AND name = %s", [tenant_dataset.project_id, name]
-                )
+            with pytest.raises(OperationalError, match="lock timeout"):
+                delete(table, name)
         refused.append(True)
 
     counters = _run(tenant_dataset, write_jsonl(records), on_error="abort", progress=delete_under_the_first_batch)

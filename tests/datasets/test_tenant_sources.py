@@ -110,7 +110,7 @@ def test_a_manifest_row_naming_another_tenants_file_is_a_line_error(folders, imp
     manifest.write_text("".join(f'{{"external_id": "r{i}", "uri": "{uri}"}}\n' for i, uri in enumerate(uris)))
     dataset = _dataset(TENANT_B)
     # when
-    counters, errors = _import(TENANT_B, dataset, str(manifest))
+    _counters, errors = _import(TENANT_B, dataset, str(manifest))
     # then the rows that leave B's folder are refused; a relative path is taken from B's folder
     assert [(e.line, e.field) for e in errors] == [(1, "uri"), (2, "uri"), (3, "uri"), (4, "uri"), (5, "uri")]
     assert all("outside this tenant's folder" in e.message for e in errors)
@@ -172,9 +172,12 @@ def test_links_out_of_the_tenant_folder_are_refused(folders, api_client, make_to
     assert counters.inserted == 2  # cat.png, and inside.png whose link stays in A's folder
     assert folder_link.status_code == 400
     assert _detail(api_client, make_token, TENANT_A, dataset, row, "/image").status_code == 404
-    with tenant_scope(TENANT_A), pytest.raises(StorageError, match="outside this tenant's folder"):
-        with open_uri(str(a / "photos" / "etc.png")):
-            pass
+    with (
+        tenant_scope(TENANT_A),
+        pytest.raises(StorageError, match="outside this tenant's folder"),
+        open_uri(str(a / "photos" / "etc.png")),
+    ):
+        pass
 
 
 def test_yolo_folders_whose_parts_link_out_are_refused(folders):
@@ -315,7 +318,7 @@ def test_reads_of_another_bucket_are_refused_where_they_happen(buckets):
 def test_an_s3_folder_import_reads_only_the_tenant_prefix(buckets):
     dataset = _dataset(TENANT_A)
 
-    counters, errors = _import(TENANT_A, dataset, "s3://acme-data/set1", format="images")
+    _counters, errors = _import(TENANT_A, dataset, "s3://acme-data/set1", format="images")
 
     assert [(e.field, e.message) for e in errors] == [("./dot.png", "has '.' or '..' segments, which are not read")]
     with tenant_scope(TENANT_A):

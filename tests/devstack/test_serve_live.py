@@ -176,7 +176,7 @@ def test_a_killed_worker_is_restarted_while_the_web_stays_up_and_ctrl_c_stops_ev
     assert healthy(serve)
     assert "worker exited with code -9" in serve.log()
 
-    # when: Ctrl-C
+    # when: the user presses Ctrl-C
     everything = [psutil.Process(serve.process.pid), *psutil.Process(serve.process.pid).children(recursive=True)]
     assert len(everything) >= 7, everything  # the supervisor, web, training worker, worker, its beat and pool
     serve.process.send_signal(signal.SIGINT)

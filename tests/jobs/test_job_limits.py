@@ -49,7 +49,7 @@ def test_a_job_stopped_at_its_soft_time_limit_fails_naming_the_limit_and_its_set
     job = _queued_job(principal)
 
     def run(job, **params):
-        raise SoftTimeLimitExceeded()  # what Celery raises in the job when the soft limit passes
+        raise SoftTimeLimitExceeded  # what Celery raises in the job when the soft limit passes
 
     # when
     job_execute(job_id=str(job.pk), run=run)

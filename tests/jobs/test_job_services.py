@@ -217,7 +217,8 @@ def test_reaper_fails_stale_running_jobs_in_every_tenant_and_nothing_else(princi
 def test_a_queued_job_is_sent_again_after_the_wait_and_each_wait_after_doubles(in_tenant_a, principal, settings):
     # given: a queued job (its first message sent at creation), a running one and a finished one, all old
     settings.JOB_RESEND_AFTER_SECONDS = 300
-    queued, running = _queued_job(principal), _running_job(principal)
+    queued = _queued_job(principal)
+    _running_job(principal)
     finished = _running_job(principal)
     Job.objects.filter(pk=finished.pk).update(status=Job.Status.SUCCEEDED)
     created = Job.objects.get(pk=queued.pk).sent_at

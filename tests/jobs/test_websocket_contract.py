@@ -19,7 +19,7 @@ def test_the_schema_names_every_field_of_the_job_as_rest_shows_it():
     ],
 )
 def test_a_message_outside_the_schema_fails_the_test_that_reads_it(bad):
-    with pytest.raises(AssertionError, match="breaks job-message.json"):
+    with pytest.raises(AssertionError, match=r"breaks job-message\.json"):
         job_message(bad)
 
 

@@ -21,7 +21,7 @@ def _random_classifications(world, version, rows, rng):
     for datarow_id in rows:
         truth, scores = (
             rng.choice(CLASSES),
-            dict(zip(rng.sample(CLASSES, 3), sorted(rng.sample(range(1, 99), 3), reverse=True))),
+            dict(zip(rng.sample(CLASSES, 3), sorted(rng.sample(range(1, 99), 3), reverse=True), strict=True)),
         )
         labelled, predicted = rng.random() < 0.85, rng.random() < 0.9
         if labelled:
@@ -131,6 +131,7 @@ def _random_boxes(rng: np.random.Generator, count: int) -> list[tuple[float, flo
             rng.uniform(0, 200, count),
             rng.uniform(10, 80, count),
             rng.uniform(10, 80, count),
+            strict=True,
         )
     ]
 

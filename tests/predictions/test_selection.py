@@ -25,7 +25,7 @@ def scored(world):
     scores, labels = {}, {}
     for datarow_id in rows:
         weights = [rng.random() for _ in CLASSES]
-        probabilities = {name: weight / sum(weights) for name, weight in zip(CLASSES, weights)}
+        probabilities = {name: weight / sum(weights) for name, weight in zip(CLASSES, weights, strict=True)}
         top = dict(sorted(probabilities.items(), key=lambda item: -item[1])[:3])
         world.predict(version, datarow_id, top, run=run)
         scores[datarow_id] = top
@@ -50,7 +50,7 @@ def _python_ranking(strategy: str, scores: dict, labels: dict, seed: int = 0) ->
             return sum(p * math.log(p) for p in values)  # negated entropy: ascending puts the highest first
         if strategy == "disagreement":
             return -top1
-        return hashlib.md5(f"{seed}:{datarow_id}".encode()).hexdigest()
+        return hashlib.md5(f"{seed}:{datarow_id}".encode(), usedforsecurity=False).hexdigest()
 
     candidates = [
         r

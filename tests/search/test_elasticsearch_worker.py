@@ -60,7 +60,7 @@ def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable
     from search.indexing import datarows_changed
     from tenancy.context import tenant_scope
 
-    project, dataset, ids = weather_rows
+    project, _, ids = weather_rows
     alias = alias_name(TENANT_A, project.pk)
     fake_elasticsearch_server.bulk_failures.extend([503, 503])
     settings.SEARCH_ENGINE = "elasticsearch"
@@ -83,7 +83,7 @@ def test_a_worker_runs_the_reindex_job_to_the_alias_swap(worker, weather_rows, f
     from search.services import search_reindex_start
     from tenancy.context import tenant_scope
 
-    project, dataset, ids = weather_rows
+    project, _, ids = weather_rows
     alias = alias_name(TENANT_A, project.pk)
     settings.SEARCH_ENGINE = "elasticsearch"
     editor = principal_make(tenant=TENANT_A)
@@ -108,7 +108,7 @@ def test_an_import_run_by_the_worker_is_handed_to_the_indexer(
     from jobs.models import Job
     from tenancy.context import tenant_scope
 
-    project, dataset, ids = weather_rows
+    project, dataset, _ = weather_rows
     alias = alias_name(TENANT_A, project.pk)
     settings.LOCAL_READ_ROOT = tmp_path
     (tmp_path / TENANT_A).mkdir()

@@ -95,8 +95,11 @@ def _run(text: str) -> None:
     try:
         compile_query(validate(parse(text), catalog=CATALOG, text=text), project_id=1, dataset_id=2)
     except QueryError as error:
-        assert error.line >= 1 and error.column >= 1
-        assert error.render()
+        raised = error
+    else:
+        return  # the text was a valid query
+    assert raised.line >= 1 and raised.column >= 1
+    assert raised.render()
 
 
 @FUZZ

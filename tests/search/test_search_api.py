@@ -274,7 +274,6 @@ def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_
     with tenant_scope(TENANT_B):
         project_b = project_make(created_by="b")
     client_b = api_client(make_token(TENANT_B))
-    a_ids = {row["id"] for row in search_data.rows}
     # when
     own = client_b.post(_url(project_b.pk), {}, format="json")
     with_a_dataset = client_b.post(_url(project_b.pk), {"dataset": search_data.dataset_ids[0]}, format="json")

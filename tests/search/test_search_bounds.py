@@ -32,7 +32,6 @@ def throttle_counts_cleared():
     redis = redis_client()
     for key in redis.scan_iter(match="*throttle:*"):
         redis.delete(key)
-    yield
 
 
 @contextmanager

@@ -141,7 +141,7 @@ def test_members_page_by_id_and_filter_by_split(project, make_rows):
     assert all_member_ids(picked) == ids
     slice_split(slice=picked, seed=1, fractions={"train": 0.6, "validation": 0.2, "test": 0.2})
     by_split = {name: all_member_ids(picked, split=name) for name in ("train", "validation", "test")}
-    assert sorted(sum(by_split.values(), [])) == ids
+    assert sorted(row for rows in by_split.values() for row in rows) == ids
     assert {name: len(rows) for name, rows in by_split.items()} == {"train": 6, "validation": 2, "test": 2}
     assert slice_member_count(slice=picked, split="validation") == 2
     assert all(split == "test" for _, split in slice_member_page(slice=picked, split="test").results)

@@ -199,7 +199,7 @@ def test_other_workspaces_and_tenants_see_nothing(api, make_token, api_client):
 def test_a_large_freeze_answers_202_with_the_slice_and_its_job(
     api, monkeypatch, celery_eager, django_capture_on_commit_callbacks
 ):
-    client, url, ids, _ = api
+    client, url, _, _ = api
     monkeypatch.setattr("slices.services.FREEZE_IN_REQUEST_MAX", 2)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(url, {"name": "big", "kind": "frozen", "query": "metadata.i >= 1"}, format="json")

@@ -51,8 +51,10 @@ def test_train_then_predict_from_a_manifest_with_relative_paths(tmp_path):
     assert "epoch 3/3 step 3/3" in trained.stderr
     assert predicted.returncode == 0, predicted.stderr
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert [row["key"] for row in rows] == list(range(1, 25)) + [500, 501, 502, 503, 504, 505]
-    assert all(row["top"][0]["class"] == line["class"] and len(row["top"]) == 2 for row, line in zip(rows, lines))
+    assert [row["key"] for row in rows] == [*range(1, 25), 500, 501, 502, 503, 504, 505]
+    assert all(
+        row["top"][0]["class"] == line["class"] and len(row["top"]) == 2 for row, line in zip(rows, lines, strict=True)
+    )
 
 
 def test_a_bad_config_stops_the_cli_naming_the_key(tmp_path):

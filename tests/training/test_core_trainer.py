@@ -124,7 +124,10 @@ def test_decoding_workers_give_the_same_run_as_the_main_process(colour_images, t
     with_workers = train(colour_images, tmp_path / "b", {"epochs": 1, "num_workers": 2})
 
     assert in_process.epochs[0].train_loss == with_workers.epochs[0].train_loss
-    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path / "a").values(), _weights(tmp_path / "b").values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(_weights(tmp_path / "a").values(), _weights(tmp_path / "b").values(), strict=True)
+    )
 
 
 class Cancelled(Exception):
@@ -174,10 +177,10 @@ def test_predict_yields_top_k_per_batch_best_first_in_item_order(colour_images, 
     assert [len(batch) for batch in batches] == [5, 5, 2]
     predictions = [p for batch in batches for p in batch]
     assert [key for key, _ in predictions] == [item.key for item in items]
-    for (key, best), item in zip(predictions, items):
+    for (_, best), item in zip(predictions, items, strict=True):
         assert len(best) == 2 and best[0][1] >= best[1][1] and best[0][0] != best[1][0]
         assert best[0][0] == item.target
-    for (_, best_two), (_, all_three) in zip(predictions, everything):
+    for (_, best_two), (_, all_three) in zip(predictions, everything, strict=True):
         assert len(all_three) == 3  # top_k is capped at the number of classes
         assert sum(p for _, p in all_three) == pytest.approx(1.0, abs=1e-5)
         assert [index for index, _ in best_two] == [index for index, _ in all_three[:2]]
@@ -196,7 +199,7 @@ def test_weights_that_carry_code_are_refused_and_their_payload_never_runs(colour
     assert marker.exists()
     marker.unlink()
     # when
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ValueError, match=r"Refusing to load model\.pt") as raised:
         list(
             ImageClassifierTrainer().predict(
                 artifact_dir=artifacts, items=colour_images[1], opener=open_uri, batch_size=4, top_k=1

@@ -129,8 +129,10 @@ def predict_classifier(
                 logits = network(to_input(images, augment=False))
             probabilities, class_indices = F.softmax(logits.float(), dim=1).topk(top_k, dim=1)
             yield [
-                (items[index].key, list(zip(best, scores)))
-                for index, best, scores in zip(indices.tolist(), class_indices.tolist(), probabilities.tolist())
+                (items[index].key, list(zip(best, scores, strict=True)))
+                for index, best, scores in zip(
+                    indices.tolist(), class_indices.tolist(), probabilities.tolist(), strict=True
+                )
             ]
 
 

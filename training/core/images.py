@@ -56,7 +56,7 @@ class DecodedImages(Dataset):
 
 
 def collate(items: list[tuple[int, np.ndarray, int]]) -> Batch:
-    indices, images, targets = zip(*items)
+    indices, images, targets = zip(*items, strict=True)
     return torch.tensor(indices), torch.from_numpy(np.stack(images)), torch.tensor(targets)
 
 
