@@ -3,6 +3,7 @@
 import re
 
 from search.ql import ast
+from search.ql.visitor import Visitor
 
 _BARE_NAME = re.compile(r"[a-z_][a-z0-9_\-]*", re.IGNORECASE)
 
@@ -27,32 +28,52 @@ def _operand(node: ast.Expr) -> str:
     return f"({to_text(node)})" if isinstance(node, (ast.And, ast.Or)) else to_text(node)
 
 
-def to_text(node: ast.Expr) -> str:
-    if isinstance(node, ast.And):
+class _Renderer(Visitor[[], str]):
+    def visit_And(self, node: ast.And) -> str:
         return " AND ".join(_operand(item) for item in node.items)
-    if isinstance(node, ast.Or):
+
+    def visit_Or(self, node: ast.Or) -> str:
         return " OR ".join(_operand(item) for item in node.items)
-    if isinstance(node, ast.Not):
+
+    def visit_Not(self, node: ast.Not) -> str:
         return f"NOT ({to_text(node.item)})"
-    if isinstance(node, ast.ObjectMatch):
+
+    def visit_ObjectMatch(self, node: ast.ObjectMatch) -> str:
         return f"{node.kind}({to_text(node.condition)})"
-    if isinstance(node, ast.ObjectCount):
+
+    def visit_ObjectCount(self, node: ast.ObjectCount) -> str:
         where = f" WHERE {to_text(node.condition)}" if node.condition is not None else ""
         return f"COUNT({node.kind}{where}) {node.op} {_value(node.count)}"
-    if isinstance(node, ast.InSlice):
+
+    def visit_InSlice(self, node: ast.InSlice) -> str:
         return f"IN SLICE {_value(node.name)}"
-    if isinstance(node, ast.Match):
+
+    def visit_Match(self, node: ast.Match) -> str:
         return f"MATCH({_field(node.field)}, {_value(node.text)})"
-    assert not isinstance(node, ast.SliceMembership), "validation's slice ids have no query text"
-    field = _field(node.field)
-    if isinstance(node, ast.Compare):
-        return f"{field} {node.op} {_value(node.value)}"
-    if isinstance(node, ast.InList):
-        return f"{field} IN ({', '.join(_value(value) for value in node.values)})"
-    if isinstance(node, ast.Between):
-        return f"{field} BETWEEN {_value(node.low)} AND {_value(node.high)}"
-    if isinstance(node, ast.Like):
-        return f"{field} LIKE {_value(node.pattern)}"
-    if isinstance(node, ast.Under):
-        return f"{field} UNDER {_value(node.value)}"
-    return f"{field} IS NOT NULL"
+
+    # No visit_SliceMembership: validation's slice ids have no query text.
+
+    def visit_Compare(self, node: ast.Compare) -> str:
+        return f"{_field(node.field)} {node.op} {_value(node.value)}"
+
+    def visit_InList(self, node: ast.InList) -> str:
+        return f"{_field(node.field)} IN ({', '.join(_value(value) for value in node.values)})"
+
+    def visit_Between(self, node: ast.Between) -> str:
+        return f"{_field(node.field)} BETWEEN {_value(node.low)} AND {_value(node.high)}"
+
+    def visit_Like(self, node: ast.Like) -> str:
+        return f"{_field(node.field)} LIKE {_value(node.pattern)}"
+
+    def visit_Under(self, node: ast.Under) -> str:
+        return f"{_field(node.field)} UNDER {_value(node.value)}"
+
+    def visit_Exists(self, node: ast.Exists) -> str:
+        return f"{_field(node.field)} IS NOT NULL"
+
+
+_RENDERER = _Renderer()
+
+
+def to_text(node: ast.Expr) -> str:
+    return _RENDERER.visit(node)
