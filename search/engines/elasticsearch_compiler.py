@@ -16,8 +16,8 @@ from search.engines.elasticsearch_documents import (
     encode_path,
     metadata_field,
 )
-from search.engines.reference import text_words
 from search.ql import ast
+from search.ql.text import text_words
 from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, resolve_field, typed_value
 from search.ql.visitor import Visitor
 

@@ -12,12 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.engines import reference
 from search.ql import parse, validate
-from search.ql.render import to_text
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
 from tests.factories import project_make
+from tests.search import reference
+from tests.search.render import to_text
 from tests.search.strategies import queries
 from tests.search.test_fuzz import TOKENS
 
@@ -274,7 +274,6 @@ def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_
     with tenant_scope(TENANT_B):
         project_b = project_make(created_by="b")
     client_b = api_client(make_token(TENANT_B))
-    a_ids = {row["id"] for row in search_data.rows}
     # when
     own = client_b.post(_url(project_b.pk), {}, format="json")
     with_a_dataset = client_b.post(_url(project_b.pk), {"dataset": search_data.dataset_ids[0]}, format="json")

@@ -1,4 +1,5 @@
-"""Tree -> canonical query text; parse(to_text(tree)) gives the same tree back (positions aside)."""
+"""Tree -> canonical query text; parse(to_text(tree)) gives the same tree back (positions aside). The tests write
+the random trees they generate back as queries with it."""
 
 import re
 

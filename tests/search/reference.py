@@ -1,4 +1,5 @@
-"""The reference evaluator: the documented semantics (docs/query-language.md) in plain Python over datarow dicts.
+"""The reference evaluator, the tests' oracle: the documented semantics (docs/query-language.md) in plain Python
+over datarow dicts.
 
 A datarow dict: {"id", "external_id", "uri", "width", "height", "created_at", "updated_at", "dataset_id",
 "metadata", "tags", "labels": [object], "predictions": [object]}, and "slice_ids": the ids and frozen slices
@@ -12,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from search.ql import ast
+from search.ql.text import text_words
 from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, parse_datetime, resolve_field, typed_value
 from search.ql.visitor import Visitor
 
@@ -23,7 +25,6 @@ OPERATORS = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_WORD = re.compile(r"[^\W_]+")
 
 
 def like_regex(pattern: str, *, any_run: str = "%", one: str = "_") -> re.Pattern:
@@ -43,11 +44,6 @@ def like_regex(pattern: str, *, any_run: str = "%", one: str = "_") -> re.Patter
         else:
             parts.append(re.escape(char))
     return re.compile("".join(parts), re.DOTALL)
-
-
-def text_words(text: str) -> set[str]:
-    """Words as the `simple` text search configuration sees plain words: runs of letters and digits, lower-cased."""
-    return set(_WORD.findall(text.lower()))
 
 
 def json_values(tree, path: tuple[str, ...]) -> list:
