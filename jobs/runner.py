@@ -54,9 +54,10 @@ from tenancy.context import tenant_scope
 logger = logging.getLogger(__name__)
 
 
-def job_task(*, kind: str, **task_options):
-    """Register `run` as the Celery task `<module>.<name>` for jobs of `kind` (in Celery, and under `kind` in
-    jobs.registry); the message carries only the job id."""
+def job_task(*, kind: str, name: str | None = None, **task_options):
+    """Register `run` as the Celery task `name` (`<module>.<function>` by default) for jobs of `kind` (in Celery, and
+    under `kind` in jobs.registry); the message carries only the job id. A task that moves keeps its old `name`:
+    queued messages carry it."""
 
     def register(run: Callable[..., None]):
         def execute(self, job_id: str) -> None:
@@ -65,7 +66,7 @@ def job_task(*, kind: str, **task_options):
         limit = job_time_limit(kind)
         task = shared_task(
             execute,
-            name=f"{run.__module__}.{run.__name__}",
+            name=name or f"{run.__module__}.{run.__name__}",
             base=TenantTask,
             bind=True,
             job_kind=kind,

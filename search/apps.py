@@ -9,6 +9,10 @@ class SearchConfig(AppConfig):
         from datasets import signals
         from search import indexing
 
+        # The indexing tasks live in search/indexing/tasks.py, which neither Celery's nor jobs' autodiscovery (both
+        # import `<app>.tasks`) finds: imported here, in every process, they register with both.
+        from search.indexing import tasks  # noqa: F401
+
         for signal, handoff in (
             (signals.datarows_changed, indexing.datarows_changed),
             (signals.datarows_deleted, indexing.datarows_deleted),

@@ -16,9 +16,10 @@ from search.engines.elasticsearch_documents import (
     encode_path,
     metadata_field,
 )
-from search.engines.reference import text_words
 from search.ql import ast
+from search.ql.text import text_words
 from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, resolve_field, typed_value
+from search.ql.visitor import Visitor
 
 _RANGE_OPERATORS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 _ROW_COLUMNS = {"dataset_id": "dataset_id"}
@@ -65,32 +66,30 @@ def _at_least(kind: str, condition: dsl.query.Query, count: int) -> dsl.query.Qu
     return dsl.query.FunctionScore(query=nested, min_score=count)
 
 
-class _Compiler:
+class _Compiler(Visitor[[str], dsl.query.Query]):
     def __init__(self, query: ValidQuery):
         self.query = query
 
-    def expr(self, node: ast.Expr, scope: str) -> dsl.query.Query:
-        if isinstance(node, ast.And):
-            return dsl.query.Bool(filter=[self.expr(item, scope) for item in node.items])
-        if isinstance(node, ast.Or):
-            return dsl.query.Bool(should=[self.expr(item, scope) for item in node.items], minimum_should_match=1)
-        if isinstance(node, ast.Not):
-            return _not(self.expr(node.item, scope))
-        if isinstance(node, ast.ObjectMatch):
-            return dsl.query.Nested(path=OBJECT_PATHS[node.kind], query=self.expr(node.condition, node.kind))
-        if isinstance(node, ast.ObjectCount):
-            return self.object_count(node)
-        if isinstance(node, ast.SliceMembership):
-            return dsl.query.Term(slice_ids=node.slice_id)
-        if isinstance(node, ast.InSlice):
-            raise ValueError("IN SLICE must be resolved by validation before compiling")
-        if isinstance(node, ast.Compare) and node.op == "!=":
-            return _not(self.expr(ast.Compare(node.field, "=", node.value, node.pos), scope))
-        spec = resolve_field(node.field, scope, self.query.catalog)
-        return self.predicate(node, spec, scope)
+    def visit_And(self, node: ast.And, scope: str) -> dsl.query.Query:
+        return dsl.query.Bool(filter=[self.visit(item, scope) for item in node.items])
 
-    def object_count(self, node: ast.ObjectCount) -> dsl.query.Query:
-        condition = self.expr(node.condition, node.kind) if node.condition is not None else _match_all()
+    def visit_Or(self, node: ast.Or, scope: str) -> dsl.query.Query:
+        return dsl.query.Bool(should=[self.visit(item, scope) for item in node.items], minimum_should_match=1)
+
+    def visit_Not(self, node: ast.Not, scope: str) -> dsl.query.Query:
+        return _not(self.visit(node.item, scope))
+
+    def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str) -> dsl.query.Query:
+        return dsl.query.Nested(path=OBJECT_PATHS[node.kind], query=self.visit(node.condition, node.kind))
+
+    def visit_SliceMembership(self, node: ast.SliceMembership, scope: str) -> dsl.query.Query:
+        return dsl.query.Term(slice_ids=node.slice_id)
+
+    def visit_InSlice(self, node: ast.InSlice, scope: str) -> dsl.query.Query:
+        raise ValueError("IN SLICE must be resolved by validation before compiling")
+
+    def visit_ObjectCount(self, node: ast.ObjectCount, scope: str) -> dsl.query.Query:
+        condition = self.visit(node.condition, node.kind) if node.condition is not None else _match_all()
         n = node.count.value
 
         def at_least(count: int) -> dsl.query.Query:
@@ -107,23 +106,42 @@ class _Compiler:
         exactly = dsl.query.Bool(filter=[at_least(n), _not(at_least(n + 1))]) if n > 0 else _not(at_least(1))
         return exactly if node.op == "=" else _not(exactly)
 
-    def predicate(self, node: ast.Predicate, spec: FieldSpec, scope: str) -> dsl.query.Query:
-        field, value_type = self.field(node, spec, scope)
-        if isinstance(node, ast.Exists):
-            return self.exists(spec, scope, field)
-        if isinstance(node, ast.Under):
-            return dsl.query.Term(**{f"{field}_ancestors": node.value.value})
-        if isinstance(node, ast.Like):
-            return dsl.query.Wildcard(**{field: {"value": like_wildcard(node.pattern.value)}})
-        if isinstance(node, ast.Match):
-            return self.match(f"{field}.text", node.text.value)
-        if isinstance(node, ast.Compare):
-            value = self.value(spec, node.value, value_type)
-            if node.op == "=":
-                return dsl.query.Term(**{field: value})
-            return dsl.query.Range(**{field: {_RANGE_OPERATORS[node.op]: value}})
-        if isinstance(node, ast.InList):
-            return dsl.query.Terms(**{field: [self.value(spec, value, value_type) for value in node.values]})
+    def spec_field(self, node: ast.Predicate, scope: str) -> tuple[FieldSpec, str, str | None]:
+        """The predicate's field spec, the document field it reads, and the type its values compare in."""
+        spec = resolve_field(node.field, scope, self.query.catalog)
+        return spec, *self.field(node, spec, scope)
+
+    def visit_Exists(self, node: ast.Exists, scope: str) -> dsl.query.Query:
+        spec, field, _ = self.spec_field(node, scope)
+        return self.exists(spec, scope, field)
+
+    def visit_Under(self, node: ast.Under, scope: str) -> dsl.query.Query:
+        field = self.spec_field(node, scope)[1]
+        return dsl.query.Term(**{f"{field}_ancestors": node.value.value})
+
+    def visit_Like(self, node: ast.Like, scope: str) -> dsl.query.Query:
+        field = self.spec_field(node, scope)[1]
+        return dsl.query.Wildcard(**{field: {"value": like_wildcard(node.pattern.value)}})
+
+    def visit_Match(self, node: ast.Match, scope: str) -> dsl.query.Query:
+        field = self.spec_field(node, scope)[1]
+        return self.match(f"{field}.text", node.text.value)
+
+    def visit_Compare(self, node: ast.Compare, scope: str) -> dsl.query.Query:
+        if node.op == "!=":
+            return _not(self.visit(ast.Compare(node.field, "=", node.value, node.pos), scope))
+        spec, field, value_type = self.spec_field(node, scope)
+        value = self.value(spec, node.value, value_type)
+        if node.op == "=":
+            return dsl.query.Term(**{field: value})
+        return dsl.query.Range(**{field: {_RANGE_OPERATORS[node.op]: value}})
+
+    def visit_InList(self, node: ast.InList, scope: str) -> dsl.query.Query:
+        spec, field, value_type = self.spec_field(node, scope)
+        return dsl.query.Terms(**{field: [self.value(spec, value, value_type) for value in node.values]})
+
+    def visit_Between(self, node: ast.Between, scope: str) -> dsl.query.Query:
+        spec, field, value_type = self.spec_field(node, scope)
         return dsl.query.Range(
             **{field: {"gte": self.value(spec, node.low, value_type), "lte": self.value(spec, node.high, value_type)}}
         )
@@ -184,5 +202,5 @@ class _Compiler:
 def compile_query(query: ValidQuery | None, *, dataset_id: int | None = None) -> dsl.query.Query:
     """The query selecting the matching documents of a project's index (of one dataset when given)."""
     scope = [dsl.query.Term(dataset_id=dataset_id)] if dataset_id is not None else []
-    condition = [_Compiler(query).expr(query.root, ROW)] if query is not None else []
+    condition = [_Compiler(query).visit(query.root, ROW)] if query is not None else []
     return dsl.query.Bool(filter=[*scope, *condition])

@@ -1,5 +1,5 @@
 """The Elasticsearch side of a datarow: index names, the mapping (driven by the project's field catalog) and the
-document built from a datarow dict of the reference evaluator's shape (search/engines/reference.py, plus
+document built from a datarow dict of the reference evaluator's shape (tests/search/reference.py, plus
 "slice_ids"). docs/design/search-elasticsearch.md explains the choices.
 
 Metadata and attribute paths become single field names (keys percent-encoded, joined by "/"), never dotted ones,
@@ -24,8 +24,8 @@ OBJECT_PATHS = {"label": "labels", "prediction": "predictions"}
 INDEX_SETTINGS = {
     "number_of_shards": 1,
     "analysis": {
-        # Words as the reference sees them (and PostgreSQL's `simple` configuration for plain words): runs of letters
-        # and digits, lower-cased; no stemming, no stop words.
+        # Words as MATCH sees them (search/ql/text.py, and PostgreSQL's `simple` configuration for plain words):
+        # runs of letters and digits, lower-cased; no stemming, no stop words.
         "tokenizer": {"words": {"type": "pattern", "pattern": "[^\\p{L}\\p{N}]+"}},
         "analyzer": {WORD_ANALYZER: {"type": "custom", "tokenizer": "words", "filter": ["lowercase"]}},
     },

@@ -22,6 +22,7 @@ from search.engines.postgres_indexes import lists_predicate, path_index_state
 from search.engines.postgres_sql import TEXT_SEARCH_CONFIG, CompiledQuery, jsonpath_direct, jsonpath_values
 from search.ql import ast
 from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, typed_value
+from search.ql.visitor import Visitor
 
 # Names in mlops.tables, read when a query compiles.
 OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
@@ -50,7 +51,7 @@ def _jsonpath_literal(value) -> str:
     return json.dumps(value)
 
 
-class _Compiler:
+class _Compiler(Visitor[[str, str], str]):
     def __init__(self, query: ValidQuery | None, project_id: int, using: str | None):
         self.query = query
         self.project_id = project_id
@@ -66,32 +67,41 @@ class _Compiler:
     def bind_list(self, values) -> str:
         return "(" + ", ".join(self.bind(value) for value in values) + ")"
 
-    def expr(self, node: ast.Expr, scope: str, alias: str) -> str:
-        if isinstance(node, ast.And):
-            return "(" + " AND ".join(self.expr(item, scope, alias) for item in node.items) + ")"
-        if isinstance(node, ast.Or):
-            return "(" + " OR ".join(self.expr(item, scope, alias) for item in node.items) + ")"
-        if isinstance(node, ast.Not):
-            return f"(NOT {self.expr(node.item, scope, alias)})"
-        if isinstance(node, ast.ObjectMatch):
-            return (
-                f"EXISTS (SELECT 1 FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o "
-                f"WHERE o.datarow_id = {alias}.id AND {self.expr(node.condition, node.kind, 'o')})"
-            )
-        if isinstance(node, ast.ObjectCount):
-            return self.object_count(node, alias)
-        if isinstance(node, ast.SliceMembership):
-            # The member table's key is (slice, datarow): one index probe per row, or a join the planner picks.
-            return (
-                f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS sm "
-                f"WHERE sm.slice_id = {self.bind(node.slice_id)} AND sm.datarow_id = {alias}.id)"
-            )
-        if isinstance(node, ast.Compare) and node.op == "!=":
-            return f"(NOT {self.expr(ast.Compare(node.field, '=', node.value, node.pos), scope, alias)})"
+    def visit_And(self, node: ast.And, scope: str, alias: str) -> str:
+        return "(" + " AND ".join(self.visit(item, scope, alias) for item in node.items) + ")"
+
+    def visit_Or(self, node: ast.Or, scope: str, alias: str) -> str:
+        return "(" + " OR ".join(self.visit(item, scope, alias) for item in node.items) + ")"
+
+    def visit_Not(self, node: ast.Not, scope: str, alias: str) -> str:
+        return f"(NOT {self.visit(node.item, scope, alias)})"
+
+    def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str, alias: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o "
+            f"WHERE o.datarow_id = {alias}.id AND {self.visit(node.condition, node.kind, 'o')})"
+        )
+
+    def visit_SliceMembership(self, node: ast.SliceMembership, scope: str, alias: str) -> str:
+        # The member table's key is (slice, datarow): one index probe per row, or a join the planner picks.
+        return (
+            f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS sm "
+            f"WHERE sm.slice_id = {self.bind(node.slice_id)} AND sm.datarow_id = {alias}.id)"
+        )
+
+    def visit_Compare(self, node: ast.Compare, scope: str, alias: str) -> str:
+        if node.op == "!=":
+            return f"(NOT {self.visit(ast.Compare(node.field, '=', node.value, node.pos), scope, alias)})"
+        return self.predicate(node, scope, alias)
+
+    def predicate(self, node: ast.Predicate, scope: str, alias: str) -> str:
+        """A predicate on a field, compiled by the method of its FieldSpec.kind (below), which knows the storage."""
         spec = resolve_field(node.field, scope, self.query.catalog)
         return getattr(self, f"_{spec.kind}")(node, spec, alias)
 
-    def object_count(self, node: ast.ObjectCount, alias: str) -> str:
+    visit_InList = visit_Between = visit_Like = visit_Exists = visit_Under = visit_Match = predicate
+
+    def visit_ObjectCount(self, node: ast.ObjectCount, scope: str, alias: str) -> str:
         """Grouped over the object table's (class, datarow) / (model, class) indexes rather than a count per row.
         A row without matching objects has count 0, so when 0 satisfies the comparison the rows to exclude are
         the ones whose non-zero count does not. The groups keep to the project's datarows, so the set stays
@@ -106,7 +116,7 @@ class _Compiler:
             # Classes belong to one project, so its class ids scope the objects to its datarows without a join.
             ids = self.lookup_ids(tables.ONTOLOGY_CLASS, "true", [])
             scope = f"WHERE o.ontology_class_id IN {self.bind_list(ids)}" if ids else "WHERE false"
-        condition = self.expr(node.condition, node.kind, "o") if node.condition is not None else "true"
+        condition = self.visit(node.condition, node.kind, "o") if node.condition is not None else "true"
         count = self.bind(node.count.value)
         grouped = (
             f"SELECT o.datarow_id FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o "
@@ -331,21 +341,37 @@ class _Compiler:
 _INDEXED_OBJECT_FIELDS = {"label": {"class"}, "prediction": {"class", "model", "score"}}
 
 
+class _ReadsObjectRows(Visitor[[str | None], bool]):
+    """Whether a node tests an object field that no index holds; scope: the object kind, None outside one."""
+
+    def visit_And(self, node: ast.And, scope: str | None) -> bool:
+        return any(self.visit(item, scope) for item in node.items)
+
+    visit_Or = visit_And
+
+    def visit_Not(self, node: ast.Not, scope: str | None) -> bool:
+        return self.visit(node.item, scope)
+
+    def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str | None) -> bool:
+        return self.visit(node.condition, node.kind)
+
+    def visit_ObjectCount(self, node: ast.ObjectCount, scope: str | None) -> bool:
+        return node.condition is not None and self.visit(node.condition, node.kind)
+
+    def visit_SliceMembership(self, node: ast.SliceMembership, scope: str | None) -> bool:
+        return False
+
+    def predicate(self, node: ast.Predicate, scope: str | None) -> bool:
+        return scope is not None and node.field.path[0] not in _INDEXED_OBJECT_FIELDS[scope]
+
+    visit_Compare = visit_InList = visit_Between = visit_Like = visit_Exists = visit_Under = visit_Match = predicate
+
+
 def reads_object_rows(query: ValidQuery | None) -> bool:
     """Whether an object condition tests a field no index holds (a box, an area, a kind, an attribute): PostgreSQL
     then reads the rows of the object table, a scan of the table's size however few objects match."""
 
-    def reads(node: ast.Expr, scope: str | None) -> bool:
-        if isinstance(node, (ast.And, ast.Or)):
-            return any(reads(item, scope) for item in node.items)
-        if isinstance(node, ast.Not):
-            return reads(node.item, scope)
-        if isinstance(node, (ast.ObjectMatch, ast.ObjectCount)):
-            return node.condition is not None and reads(node.condition, node.kind)
-        field = getattr(node, "field", None)
-        return scope is not None and field is not None and field.path[0] not in _INDEXED_OBJECT_FIELDS[scope]
-
-    return query is not None and reads(query.root, None)
+    return query is not None and _ReadsObjectRows().visit(query.root, None)
 
 
 def compile_filter(
@@ -362,5 +388,5 @@ def compile_filter(
         scope = f"d.dataset_id IN (SELECT id FROM {tables.DATASET} WHERE project_id = {compiler.bind(project_id)})"
     else:
         scope = f"d.dataset_id = {compiler.bind(dataset_id)}"
-    condition = compiler.expr(query.root, ROW, "d") if query is not None else "true"
+    condition = compiler.visit(query.root, ROW, "d") if query is not None else "true"
     return CompiledQuery(f"{scope} AND {condition}", compiler.params)

@@ -1,7 +1,7 @@
 """The search indexing hand-off: every writer of datarows, labels, predictions, tags or slice members calls one of
 these once its change is made; the call takes effect when the surrounding transaction commits (at once outside
 one). On the PostgreSQL engine they return at once without reading their arguments (it reads the tables
-themselves); on Elasticsearch they enqueue bulk indexing tasks (search/tasks.py)."""
+themselves); on Elasticsearch they enqueue bulk indexing tasks (search/indexing/tasks.py)."""
 
 from collections.abc import Iterable
 from datetime import datetime
@@ -25,7 +25,7 @@ def datarows_changed(*, project_id: int, datarow_ids: Iterable[int]) -> None:
     project's datarows are removed from the index."""
     if not _indexing():
         return
-    from search.tasks import index_datarows
+    from search.indexing.tasks import index_datarows
 
     ids, size = sorted(set(datarow_ids)), settings.SEARCH_INDEX_BATCH
     batches = [ids[start : start + size] for start in range(0, len(ids), size)]
@@ -41,7 +41,7 @@ def dataset_changed(*, project_id: int, dataset_id: int, since: datetime | None 
     """Index the dataset's datarows updated at or after `since` (all of them without it), e.g. after an import."""
     if not _indexing():
         return
-    from search.tasks import index_dataset
+    from search.indexing.tasks import index_dataset
 
     _after_commit(
         lambda: index_dataset.delay(
@@ -55,7 +55,7 @@ def slice_members_changed(*, project_id: int, slice_id: int) -> None:
     need nothing: a deleted slice's id is never reused, so a stale id in `slice_ids` matches no query."""
     if not _indexing():
         return
-    from search.tasks import index_slice_members
+    from search.indexing.tasks import index_slice_members
 
     _after_commit(lambda: index_slice_members.delay(project_id=project_id, slice_id=slice_id))
 
@@ -64,6 +64,6 @@ def dataset_deleted(*, project_id: int, dataset_id: int) -> None:
     """Remove every document of a deleted dataset (one delete-by-query, not its ids)."""
     if not _indexing():
         return
-    from search.tasks import delete_dataset_documents
+    from search.indexing.tasks import delete_dataset_documents
 
     _after_commit(lambda: delete_dataset_documents.delay(project_id=project_id, dataset_id=dataset_id))

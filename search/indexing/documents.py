@@ -1,5 +1,5 @@
 """Read datarows for indexing, set-based: one statement per batch gives each datarow with its labels, predictions
-and slice memberships, in the reference evaluator's dict shape (search/engines/reference.py, plus "slice_ids")."""
+and slice memberships, in the reference evaluator's dict shape (tests/search/reference.py, plus "slice_ids")."""
 
 from collections.abc import Iterator
 

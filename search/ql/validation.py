@@ -10,6 +10,7 @@ from search.ql import ast
 from search.ql.errors import QueryError
 from search.ql.limits import DEFAULT_LIMITS, QueryLimits
 from search.ql.parser import parse
+from search.ql.visitor import Visitor
 
 ORDERED_TYPES = ("string", "number", "datetime")
 # A live slice's query is inlined where it is named, and may name live slices in turn: this many levels at most.
@@ -155,7 +156,7 @@ def typed_value(spec: FieldSpec, value: ast.Value) -> str | int | float | bool |
     return value.value
 
 
-class _Validator:
+class _Validator(Visitor[[str], ast.Expr]):
     def __init__(
         self,
         query: str,
@@ -175,29 +176,35 @@ class _Validator:
     def error(self, message: str, pos: ast.Pos) -> QueryError:
         return _error(self.query, message, pos)
 
-    def check(self, node: ast.Expr, scope: str) -> ast.Expr:
-        """The node as engines compile it: the same tree, with every `IN SLICE` resolved."""
-        if isinstance(node, ast.And):
-            return ast.And(tuple(self.check(item, scope) for item in node.items), node.pos)
-        if isinstance(node, ast.Or):
-            return ast.Or(tuple(self.check(item, scope) for item in node.items), node.pos)
-        if isinstance(node, ast.Not):
-            return ast.Not(self.check(node.item, scope), node.pos)
-        if isinstance(node, ast.InSlice):
-            if scope != ROW:
-                raise self.error(f"IN SLICE selects datarows: it cannot be used inside {scope}(...)", node.pos)
-            return self.resolve_slice(node)
-        if isinstance(node, (ast.ObjectMatch, ast.ObjectCount)):
-            if scope != ROW:
-                raise self.error(f"{node.kind}(...) cannot be nested inside {scope}(...)", node.pos)
-            if node.condition is None:
-                return node
-            condition = self.check(node.condition, node.kind)
-            if isinstance(node, ast.ObjectMatch):
-                return ast.ObjectMatch(node.kind, condition, node.pos)
-            return ast.ObjectCount(node.kind, condition, node.op, node.count, node.pos)
-        self.check_predicate(node, scope)
-        return node
+    # Each visit returns the node as engines compile it: the same tree, with every `IN SLICE` resolved.
+
+    def visit_And(self, node: ast.And, scope: str) -> ast.Expr:
+        return ast.And(tuple(self.visit(item, scope) for item in node.items), node.pos)
+
+    def visit_Or(self, node: ast.Or, scope: str) -> ast.Expr:
+        return ast.Or(tuple(self.visit(item, scope) for item in node.items), node.pos)
+
+    def visit_Not(self, node: ast.Not, scope: str) -> ast.Expr:
+        return ast.Not(self.visit(node.item, scope), node.pos)
+
+    def visit_InSlice(self, node: ast.InSlice, scope: str) -> ast.Expr:
+        if scope != ROW:
+            raise self.error(f"IN SLICE selects datarows: it cannot be used inside {scope}(...)", node.pos)
+        return self.resolve_slice(node)
+
+    def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str) -> ast.Expr:
+        self.check_object_scope(node, scope)
+        return ast.ObjectMatch(node.kind, self.visit(node.condition, node.kind), node.pos)
+
+    def visit_ObjectCount(self, node: ast.ObjectCount, scope: str) -> ast.Expr:
+        self.check_object_scope(node, scope)
+        if node.condition is None:
+            return node
+        return ast.ObjectCount(node.kind, self.visit(node.condition, node.kind), node.op, node.count, node.pos)
+
+    def check_object_scope(self, node: ast.ObjectMatch | ast.ObjectCount, scope: str) -> None:
+        if scope != ROW:
+            raise self.error(f"{node.kind}(...) cannot be nested inside {scope}(...)", node.pos)
 
     def resolve_slice(self, node: ast.InSlice) -> ast.Expr:
         """An ids or frozen slice becomes a membership test; a live slice's query is checked and put in its place
@@ -223,7 +230,7 @@ class _Validator:
         try:
             # An empty query selects every datarow: created_at is never null.
             root = (
-                inner.check(parse(definition.query, self.limits), ROW)
+                inner.visit(parse(definition.query, self.limits), ROW)
                 if definition.query.strip()
                 else ast.Exists(ast.Field(("created_at",), node.pos), node.pos)
             )
@@ -242,54 +249,74 @@ class _Validator:
         )
         return ast.And((root, in_dataset), node.pos)
 
-    def check_predicate(self, node: ast.Predicate, scope: str) -> None:
+    def field_spec(self, node: ast.Predicate, scope: str) -> FieldSpec:
+        """The spec of the field a predicate tests; QueryError if it names none."""
         assert not isinstance(node, (ast.InSlice, ast.SliceMembership, ast.ObjectMatch, ast.ObjectCount))
-        name = ast.field_name(node.field)
         if any("\x00" in segment for segment in node.field.path):
             raise self.error("names may not contain the NUL character", node.field.pos)
-        spec = resolve_field(node.field, scope, self.catalog, self.query)
-        if isinstance(node, ast.Compare):
-            kind = field_type(spec, node.value)
-            if node.op not in ("=", "!=") and kind not in ORDERED_TYPES:
-                raise self.error(f"{name} is a {kind} field: it takes = and !=, not {node.op}", node.pos)
-            self.check_value(name, spec, node.value)
-            self.check_model_version(spec, node.value)
-        elif isinstance(node, ast.InList):
-            for value in node.values:
-                self.check_value(name, spec, value)
-                self.check_model_version(spec, value)
-        elif isinstance(node, ast.Between):
-            if literal_type(node.low) != literal_type(node.high):
+        return resolve_field(node.field, scope, self.catalog, self.query)
+
+    def visit_Exists(self, node: ast.Exists, scope: str) -> ast.Expr:
+        self.field_spec(node, scope)
+        return node
+
+    def visit_Compare(self, node: ast.Compare, scope: str) -> ast.Expr:
+        spec, name = self.field_spec(node, scope), ast.field_name(node.field)
+        kind = field_type(spec, node.value)
+        if node.op not in ("=", "!=") and kind not in ORDERED_TYPES:
+            raise self.error(f"{name} is a {kind} field: it takes = and !=, not {node.op}", node.pos)
+        self.check_value(name, spec, node.value)
+        self.check_model_version(spec, node.value)
+        return node
+
+    def visit_InList(self, node: ast.InList, scope: str) -> ast.Expr:
+        spec, name = self.field_spec(node, scope), ast.field_name(node.field)
+        for value in node.values:
+            self.check_value(name, spec, value)
+            self.check_model_version(spec, value)
+        return node
+
+    def visit_Between(self, node: ast.Between, scope: str) -> ast.Expr:
+        spec, name = self.field_spec(node, scope), ast.field_name(node.field)
+        if literal_type(node.low) != literal_type(node.high):
+            raise self.error(
+                f"BETWEEN needs two values of one type, not a {literal_type(node.low)} and a {literal_type(node.high)}",
+                node.high.pos,
+            )
+        for value in (node.low, node.high):
+            if field_type(spec, value) not in ORDERED_TYPES:
                 raise self.error(
-                    f"BETWEEN needs two values of one type, not a {literal_type(node.low)} and a "
-                    f"{literal_type(node.high)}",
-                    node.high.pos,
+                    f"{name} is a {field_type(spec, value)} field: BETWEEN needs a string, number or datetime field",
+                    node.pos,
                 )
-            for value in (node.low, node.high):
-                if field_type(spec, value) not in ORDERED_TYPES:
-                    raise self.error(
-                        f"{name} is a {field_type(spec, value)} field: BETWEEN needs a string, "
-                        f"number or datetime field",
-                        node.pos,
-                    )
-                self.check_value(name, spec, value)
-        elif isinstance(node, ast.Like):
-            if (spec.type or "string") not in TEXT_TYPES:
-                raise self.error(f"{name} is a {spec.type} field: LIKE needs a string field", node.pos)
-            self.check_value(name, spec, node.pattern)
-            assert isinstance(node.pattern.value, str), "the grammar takes a 'string' after LIKE"
-            if (len(node.pattern.value) - len(node.pattern.value.rstrip("\\"))) % 2:
-                raise self.error(
-                    "a LIKE pattern cannot end with a lone backslash (\\ escapes the next character)", node.pattern.pos
-                )
-        elif isinstance(node, ast.Under):
-            if spec.kind != "class":
-                raise self.error(f"UNDER works on class only, not on {name}", node.pos)
-            self.check_value(name, spec, node.value)
-        elif isinstance(node, ast.Match):
-            if spec.kind != "metadata" or spec.type != "string":
-                raise self.error(f"MATCH needs a string metadata field, not {name}", node.pos)
-            self.check_value(name, spec, node.text)
+            self.check_value(name, spec, value)
+        return node
+
+    def visit_Like(self, node: ast.Like, scope: str) -> ast.Expr:
+        spec, name = self.field_spec(node, scope), ast.field_name(node.field)
+        if (spec.type or "string") not in TEXT_TYPES:
+            raise self.error(f"{name} is a {spec.type} field: LIKE needs a string field", node.pos)
+        self.check_value(name, spec, node.pattern)
+        assert isinstance(node.pattern.value, str), "the grammar takes a 'string' after LIKE"
+        if (len(node.pattern.value) - len(node.pattern.value.rstrip("\\"))) % 2:
+            raise self.error(
+                "a LIKE pattern cannot end with a lone backslash (\\ escapes the next character)", node.pattern.pos
+            )
+        return node
+
+    def visit_Under(self, node: ast.Under, scope: str) -> ast.Expr:
+        spec, name = self.field_spec(node, scope), ast.field_name(node.field)
+        if spec.kind != "class":
+            raise self.error(f"UNDER works on class only, not on {name}", node.pos)
+        self.check_value(name, spec, node.value)
+        return node
+
+    def visit_Match(self, node: ast.Match, scope: str) -> ast.Expr:
+        spec, name = self.field_spec(node, scope), ast.field_name(node.field)
+        if spec.kind != "metadata" or spec.type != "string":
+            raise self.error(f"MATCH needs a string metadata field, not {name}", node.pos)
+        self.check_value(name, spec, node.text)
+        return node
 
     def check_value(self, name: str, spec: FieldSpec, value: ast.Value) -> None:
         given = literal_type(value)
@@ -344,5 +371,5 @@ def validate(
     -> definition; without it every slice name is unknown), parsing live slices' queries within `limits`; with
     `model_versions` ('name@version' of the project's), a model a query names must be one of them. Raises
     QueryError at the offending spot."""
-    checked = _Validator(text, catalog, slices, limits, model_versions=model_versions).check(root, ROW)
+    checked = _Validator(text, catalog, slices, limits, model_versions=model_versions).visit(root, ROW)
     return ValidQuery(checked, dict(catalog), text)

@@ -12,8 +12,8 @@ import re
 from datetime import datetime
 
 from search.engines.elasticsearch_documents import KEYWORD_IGNORE_ABOVE
-from search.engines.reference import like_regex
 from search.ql.validation import parse_datetime
+from tests.search.reference import like_regex
 
 
 def analyze(text: str) -> list[str]:

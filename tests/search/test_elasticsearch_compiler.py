@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from search.engines import reference
 from search.engines.elasticsearch_compiler import compile_query, like_wildcard
 from search.engines.elasticsearch_documents import class_ancestors, datarow_document, index_mapping, tree_values
 from search.ql import ast, parse, validate
-from search.ql.render import to_text
 from search.ql.validation import ValidQuery
 from tests.conftest import TENANT_A
+from tests.search import reference
 from tests.search.es_evaluator import Evaluator
+from tests.search.render import to_text
 from tests.search.strategies import queries
 from tests.search.test_fuzz import CATALOG
 from tests.search.test_postgres_engine import ISSUE_EXAMPLES

@@ -279,9 +279,9 @@ def test_reindex_over_rest_is_a_job_one_at_a_time_for_writers_on_elasticsearch(
 
 
 def test_both_engines_stream_every_matching_id_in_batches(search_data, indexed):
-    from search.engines import reference
     from search.engines.base import get_engine
     from search.ql import parse, validate
+    from tests.search import reference
 
     text = "metadata.weather != 'rain' OR label(class UNDER 'vehicle')"
     query = validate(parse(text), catalog=search_data.catalog, text=text)

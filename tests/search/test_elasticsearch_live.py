@@ -9,15 +9,15 @@ import pytest
 from elasticsearch import Elasticsearch
 from hypothesis import HealthCheck, given, settings
 
-from search.engines import reference
 from search.engines.elasticsearch_compiler import compile_query
 from search.engines.elasticsearch_documents import INDEX_SETTINGS, alias_name, datarow_document, index_mapping
 from search.indexing import services
 from search.indexing.documents import datarows_by_id
 from search.ql import parse, validate
-from search.ql.render import to_text
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.search import reference
+from tests.search.render import to_text
 from tests.search.strategies import queries
 from tests.search.test_elasticsearch_compiler import GOLDEN_QUERIES
 from tests.search.test_postgres_engine import ISSUE_EXAMPLES

@@ -4,8 +4,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.ql import QueryError, parse, validate
-from search.ql.render import to_text
 from tests.search.postgres_queries import compile_query
+from tests.search.render import to_text
 from tests.search.strategies import queries
 
 CATALOG = {
@@ -92,6 +92,7 @@ FUZZ = settings(
 
 
 def _run(text: str) -> None:
+    """The text compiles, or fails with a QueryError that points at a line and column."""
     try:
         compile_query(validate(parse(text), catalog=CATALOG, text=text), project_id=1, dataset_id=2)
     except QueryError as error:

@@ -8,10 +8,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from search.engines import reference
 from search.engines.postgres_compiler import compile_filter
 from search.ql import parse, validate
 from tests.conftest import TENANT_A
+from tests.search import reference
 
 # Reads only, like the engine's tests: the data and the indexes are committed once per module.
 pytestmark = pytest.mark.django_db

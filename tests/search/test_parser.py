@@ -5,8 +5,8 @@ import pytest
 from search.ql import QueryError, ast, parse, validate
 from search.ql.limits import DEFAULT_LIMITS
 from search.ql.parser import MAX_OBJECT_CONDITIONS
-from search.ql.render import to_text
 from search.ql.validation import SliceDefinition
+from tests.search.render import to_text
 
 MAX_QUERY_CHARS = DEFAULT_LIMITS.max_query_chars
 MAX_DEPTH = DEFAULT_LIMITS.max_depth

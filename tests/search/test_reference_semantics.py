@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from search.engines.reference import datarow_ids
 from search.ql import parse, validate
+from tests.search.reference import datarow_ids
 
 CATALOG = {"weather": "string", "time": "datetime", "seen": "string", "people.age": "number", "caption": "string"}
 

@@ -12,12 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.engines import reference
 from search.ql import parse, validate
-from search.ql.render import to_text
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
 from tests.factories import project_make
+from tests.search import reference
+from tests.search.render import to_text
 from tests.search.strategies import queries
 from tests.search.test_fuzz import TOKENS
 

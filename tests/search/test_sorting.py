@@ -3,11 +3,11 @@ Python-sorted reference (the sort key as docs/query-language.md defines it, miss
 
 import pytest
 
-from search.engines import reference
 from search.engines.elasticsearch_documents import is_of_type
 from search.ql import parse, validate
 from search.ql.validation import parse_datetime
 from tests.conftest import TENANT_A
+from tests.search import reference
 
 pytestmark = pytest.mark.django_db(databases=["default", "reader"])
 

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 class ConfigProblems:
     """Collects a config's problems as a validator walks it; `raise_if_any` raises one ConfigError naming them all."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.problems: dict[str, list[str]] = {}
 
     def add(self, key: str, message: str) -> None:

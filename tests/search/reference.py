@@ -1,4 +1,5 @@
-"""The reference evaluator: the documented semantics (docs/query-language.md) in plain Python over datarow dicts.
+"""The reference evaluator, the tests' oracle: the documented semantics (docs/query-language.md) in plain Python
+over datarow dicts.
 
 A datarow dict: {"id", "external_id", "uri", "width", "height", "created_at", "updated_at", "dataset_id",
 "metadata", "tags", "labels": [object], "predictions": [object]}, and "slice_ids": the ids and frozen slices
@@ -12,7 +13,9 @@ import re
 from collections.abc import Iterable
 
 from search.ql import ast
+from search.ql.text import text_words
 from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, parse_datetime, resolve_field, typed_value
+from search.ql.visitor import Visitor
 
 OPERATORS = {
     "=": operator.eq,
@@ -22,7 +25,6 @@ OPERATORS = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-_WORD = re.compile(r"[^\W_]+")
 
 
 def like_regex(pattern: str, *, any_run: str = "%", one: str = "_") -> re.Pattern:
@@ -42,11 +44,6 @@ def like_regex(pattern: str, *, any_run: str = "%", one: str = "_") -> re.Patter
         else:
             parts.append(re.escape(char))
     return re.compile("".join(parts), re.DOTALL)
-
-
-def text_words(text: str) -> set[str]:
-    """Words as the `simple` text search configuration sees plain words: runs of letters and digits, lower-cased."""
-    return set(_WORD.findall(text.lower()))
 
 
 def json_values(tree, path: tuple[str, ...]) -> list:
@@ -71,47 +68,67 @@ def _is_type(value, kind: str) -> bool:
     return isinstance(value, str)
 
 
-class _Evaluator:
+class _Evaluator(Visitor[[str, dict], bool]):
+    """Whether a node holds for `item` (a datarow, or an object of kind `scope`)."""
+
     def __init__(self, query: ValidQuery):
         self.query = query
 
-    def holds(self, node: ast.Expr, scope: str, item: dict) -> bool:
-        if isinstance(node, ast.And):
-            return all(self.holds(child, scope, item) for child in node.items)
-        if isinstance(node, ast.Or):
-            return any(self.holds(child, scope, item) for child in node.items)
-        if isinstance(node, ast.Not):
-            return not self.holds(node.item, scope, item)
-        if isinstance(node, ast.ObjectMatch):
-            return any(self.holds(node.condition, node.kind, obj) for obj in item[f"{node.kind}s"])
-        if isinstance(node, ast.ObjectCount):
-            count = sum(
-                1
-                for obj in item[f"{node.kind}s"]
-                if node.condition is None or self.holds(node.condition, node.kind, obj)
-            )
-            return OPERATORS[node.op](count, node.count.value)
-        if isinstance(node, ast.SliceMembership):
-            return node.slice_id in item.get("slice_ids", ())
-        if isinstance(node, ast.Compare) and node.op == "!=":
-            return not self.holds(ast.Compare(node.field, "=", node.value, node.pos), scope, item)
+    def visit_And(self, node: ast.And, scope: str, item: dict) -> bool:
+        return all(self.visit(child, scope, item) for child in node.items)
+
+    def visit_Or(self, node: ast.Or, scope: str, item: dict) -> bool:
+        return any(self.visit(child, scope, item) for child in node.items)
+
+    def visit_Not(self, node: ast.Not, scope: str, item: dict) -> bool:
+        return not self.visit(node.item, scope, item)
+
+    def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str, item: dict) -> bool:
+        return any(self.visit(node.condition, node.kind, obj) for obj in item[f"{node.kind}s"])
+
+    def visit_ObjectCount(self, node: ast.ObjectCount, scope: str, item: dict) -> bool:
+        count = sum(
+            1 for obj in item[f"{node.kind}s"] if node.condition is None or self.visit(node.condition, node.kind, obj)
+        )
+        return OPERATORS[node.op](count, node.count.value)
+
+    def visit_SliceMembership(self, node: ast.SliceMembership, scope: str, item: dict) -> bool:
+        return node.slice_id in item.get("slice_ids", ())
+
+    def field_values(self, node: ast.Predicate, scope: str, item: dict) -> tuple[FieldSpec, list]:
         spec = resolve_field(node.field, scope, self.query.catalog)
-        values = self.values(spec, item)
-        if isinstance(node, ast.Exists):
-            return bool(values)
-        if isinstance(node, ast.Like):
-            regex = like_regex(node.pattern.value)
-            return any(isinstance(value, str) and regex.fullmatch(value) for value in values)
-        if isinstance(node, ast.Match):
-            wanted = text_words(node.text.value)
-            return bool(wanted) and any(isinstance(value, str) and wanted <= text_words(value) for value in values)
-        if isinstance(node, ast.Under):
-            prefix = node.value.value
-            return any(value == prefix or value.startswith(prefix + "/") for value in values)
-        if isinstance(node, ast.Compare):
-            return self.any_value(spec, values, node.value, lambda v, x: OPERATORS[node.op](v, x))
-        if isinstance(node, ast.InList):
-            return any(self.any_value(spec, values, value, operator.eq) for value in node.values)
+        return spec, self.values(spec, item)
+
+    def visit_Exists(self, node: ast.Exists, scope: str, item: dict) -> bool:
+        return bool(self.field_values(node, scope, item)[1])
+
+    def visit_Like(self, node: ast.Like, scope: str, item: dict) -> bool:
+        values = self.field_values(node, scope, item)[1]
+        regex = like_regex(node.pattern.value)
+        return any(isinstance(value, str) and regex.fullmatch(value) for value in values)
+
+    def visit_Match(self, node: ast.Match, scope: str, item: dict) -> bool:
+        values = self.field_values(node, scope, item)[1]
+        wanted = text_words(node.text.value)
+        return bool(wanted) and any(isinstance(value, str) and wanted <= text_words(value) for value in values)
+
+    def visit_Under(self, node: ast.Under, scope: str, item: dict) -> bool:
+        values = self.field_values(node, scope, item)[1]
+        prefix = node.value.value
+        return any(value == prefix or value.startswith(prefix + "/") for value in values)
+
+    def visit_Compare(self, node: ast.Compare, scope: str, item: dict) -> bool:
+        if node.op == "!=":
+            return not self.visit(ast.Compare(node.field, "=", node.value, node.pos), scope, item)
+        spec, values = self.field_values(node, scope, item)
+        return self.any_value(spec, values, node.value, lambda v, x: OPERATORS[node.op](v, x))
+
+    def visit_InList(self, node: ast.InList, scope: str, item: dict) -> bool:
+        spec, values = self.field_values(node, scope, item)
+        return any(self.any_value(spec, values, value, operator.eq) for value in node.values)
+
+    def visit_Between(self, node: ast.Between, scope: str, item: dict) -> bool:
+        spec, values = self.field_values(node, scope, item)
         low, high = typed_value(spec, node.low), typed_value(spec, node.high)
         kind = field_type(spec, node.low)
         return any(low <= value <= high for value in self.comparable(spec, kind, values))
@@ -147,9 +164,9 @@ class _Evaluator:
 
 
 def matches(query: ValidQuery, datarow: dict) -> bool:
-    return _Evaluator(query).holds(query.root, ROW, datarow)
+    return _Evaluator(query).visit(query.root, ROW, datarow)
 
 
 def datarow_ids(query: ValidQuery, datarows: Iterable[dict]) -> list[int]:
     evaluator = _Evaluator(query)
-    return sorted(row["id"] for row in datarows if evaluator.holds(query.root, ROW, row))
+    return sorted(row["id"] for row in datarows if evaluator.visit(query.root, ROW, row))
