@@ -33,6 +33,7 @@ class PredictionRunOutputSerializer(serializers.Serializer):
     slice_id = serializers.IntegerField(allow_null=True)
     dataset_id = serializers.IntegerField(allow_null=True)
     top_k = serializers.IntegerField()
+    score_threshold = serializers.FloatField()
     batch_size = serializers.IntegerField()
     datarow_count = serializers.IntegerField()
     prediction_count = serializers.IntegerField()
@@ -133,7 +134,11 @@ class PredictionRunListStartApi(APIView):
         model_version_id = serializers.IntegerField()
         slice_id = serializers.IntegerField(required=False)
         dataset_id = serializers.IntegerField(required=False)
-        top_k = serializers.IntegerField(min_value=1, default=5)
+        top_k = serializers.IntegerField(min_value=1, default=5,
+                                         help_text="A classifier's best classes per datarow; a detector's most boxes "
+                                                   "per image.")
+        score_threshold = serializers.FloatField(min_value=0, max_value=1, default=0.0,
+                                                 help_text="A detector keeps the boxes scoring at least this.")
         batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
 
     def get(self, request, project_id: int):
@@ -153,7 +158,7 @@ class PredictionRunListStartApi(APIView):
             model_version=model_version_get(project=project, model_version_id=options["model_version_id"]),
             slice=slice_get(project=project, slice_id=options["slice_id"]) if "slice_id" in options else None,
             dataset=dataset_get(project=project, dataset_id=options["dataset_id"]) if "dataset_id" in options else None,
-            top_k=options["top_k"], batch_size=options["batch_size"])
+            top_k=options["top_k"], batch_size=options["batch_size"], score_threshold=options["score_threshold"])
         return Response(PredictionRunOutputSerializer(prediction_run).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -30,7 +30,8 @@ class PredictionRun(models.Model):
     job = models.OneToOneField("jobs.Job", on_delete=models.PROTECT, related_name="prediction_run")
     slice = models.ForeignKey("slices.Slice", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
     dataset = models.ForeignKey("datasets.Dataset", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
-    top_k = models.PositiveSmallIntegerField()
+    top_k = models.PositiveSmallIntegerField()  # a detector's: the most boxes kept per image
+    score_threshold = models.FloatField(default=0.0)  # a detector keeps boxes scoring at least this
     batch_size = models.PositiveIntegerField()
     datarow_count = models.BigIntegerField(default=0)
     prediction_count = models.BigIntegerField(default=0)

@@ -64,7 +64,8 @@ class TrainingRunLogsOutputSerializer(serializers.Serializer):
 class ModelDefinitionListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
-        task = serializers.ChoiceField(choices=ModelDefinition.Task.choices, default=ModelDefinition.Task.CLASSIFICATION)
+        task = serializers.ChoiceField(choices=ModelDefinition.Task.choices, required=False,
+                                       help_text="Defaults to the trainer's task (a detector's is detection).")
         trainer = serializers.CharField(max_length=300, default="image-classifier")
         hyperparameters = serializers.DictField(default=dict)
 

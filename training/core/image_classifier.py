@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from training.core.interface import ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult
+from training.core.weights import check_weights_uri
 
 ARCHITECTURES = ("small-cnn", "resnet18")
 
@@ -32,6 +33,9 @@ DEFAULTS = {
     # epochs (and later runs given the same cache_dir) skip JPEG decoding: what keeps a GPU fed.
     "cache": "none",
     "cache_dir": None,  # None: a temporary folder inside output_dir, removed when training ends
+    # Fine-tuning: a URI of a safetensors file or a torch state_dict of this architecture and class count (a
+    # previous run's model.pt fits), read through the caller's opener.
+    "init_weights": None,
 }
 CHOICES = {"architecture": ARCHITECTURES, "device": ("auto", "cpu", "cuda"), "cache": ("none", "decoded")}
 INTEGER_RANGES = {"image_size": (16, 1024), "epochs": (1, 10_000), "batch_size": (1, 8192), "seed": (0, 2**63 - 1),
@@ -64,6 +68,7 @@ def validate_config(config: dict) -> dict:
         raise ConfigError("augment", f"must be true or false, not {valid['augment']!r}")
     if valid["cache_dir"] is not None and not (isinstance(valid["cache_dir"], str) and valid["cache_dir"]):
         raise ConfigError("cache_dir", f"must be a folder path or null, not {valid['cache_dir']!r}")
+    check_weights_uri(valid["init_weights"])
     return valid
 
 
