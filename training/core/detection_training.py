@@ -1,17 +1,19 @@
 """Training and prediction of the detectors (torch, torchvision): data in, the loop, artifacts out."""
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.models import resnet18
 from torchvision.models.detection import FCOS, FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -55,7 +57,9 @@ def read_image(opener: Opener, uri: str) -> torch.Tensor:
     opener's stream need not be seekable."""
     with opener(uri) as stream:
         data = stream.read()
-    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    # PIL: torchvision's decoders are deprecated from 0.29 (for TorchCodec, which is not installed here).
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
 
 
 class DetectionImages(Dataset):

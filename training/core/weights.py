@@ -55,12 +55,12 @@ def load_weights(uri: str, opener: Opener) -> dict:
         data = stream.read()
     kind = sniff_weights(io.BytesIO(data))
     if kind == "safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load
 
         try:
             return load(data)
-        except SafetensorsError as error:
+        except SafetensorError as error:
             raise WeightsError(f"not a valid safetensors file: {error}") from error
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
