@@ -225,7 +225,7 @@ def test_a_model_whose_trainer_is_no_longer_registered_fails_the_prediction_run_
                    dataset_id=data.dataset.pk, top_k=1)
     # then
     assert run["status"] == "failed"
-    assert "Unknown trainer 'this:x': use one of image-classifier." in run["job"]["error"]
+    assert "Unknown trainer 'this:x': use one of detector-faster-rcnn, detector-fcos, image-classifier." in run["job"]["error"]
     assert "this" not in sys.modules
 
 

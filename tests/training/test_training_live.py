@@ -202,7 +202,7 @@ def test_a_trainer_path_sent_to_the_live_server_is_a_400_and_the_server_goes_on(
                           json={"name": "bad", "trainer": trainer}, headers=headers, timeout=30)
     # then: a 400 on the trainer field; the server still serves, and never imported `this` (it prints the Zen)
     assert response.status_code == 400, response.text
-    message = f"Unknown trainer {trainer!r}: use one of image-classifier."
+    message = f"Unknown trainer {trainer!r}: use one of detector-faster-rcnn, detector-fcos, image-classifier."
     assert response.json() == {"message": message, "extra": {"fields": {"trainer": [message]}}}
     assert live_asgi_server.process.poll() is None
     assert httpx.get(f"{live_asgi_server.url}/healthz", timeout=10).status_code == 200
