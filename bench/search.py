@@ -8,7 +8,7 @@
 2. A real HTTP server (uvicorn on mlops.asgi, reads on the streaming replica as in production) and a
    development token; every figure is the client's wall time of POST /api/v1/projects/{id}/search, warm (each
    call made before it is timed).
-3. Per query: the first page (limit 50, count=estimate: exact up to 10,000) --repeat times -> p50 / p95; the
+3. Per query: the first page (page_size 50, count=estimate: exact up to 10,000) --repeat times -> p50 / p95; the
    page with the exact total (p50 of 3); the page, exact total and 3 facets in one call (p50 of 2); the page,
    estimated total and 3 facets (p50 of 3: past 10,000 matches the facets count the first 10,000 by id and the
    answer says facets_sampled); and EXPLAIN of the page and count statements (the scans and indexes they use).

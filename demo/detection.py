@@ -46,11 +46,11 @@ class DetectionOutcome:
 
 
 def write_detection_files(folder: Path, count: int, *, seed: int = 0) -> Path:
-    """The shapes' PNGs and their COCO file in `folder`; returns the COCO file's path. file_name is absolute
-    (under `folder`): the importer reads a COCO file_name as given."""
+    """The shapes' PNGs and their COCO file in `folder`; returns the COCO file's path. Its file_names are relative
+    (images/shape-00001.png), as COCO files come from labelling tools."""
     images = write_shapes(folder, count, seed=seed)
     coco = folder / "coco.json"
-    write_coco(coco, images, absolute_to=folder)
+    write_coco(coco, images)
     return coco
 
 
@@ -59,9 +59,11 @@ def run_detection(platform: Platform, coco: Path, settings: DetectionSettings = 
     say = platform.say
     p = platform.call("POST", "projects/", json={"name": project_name})["id"]
     dataset = platform.call("POST", f"projects/{p}/datasets/", json={"name": "shapes"})
-    say(f"Importing {coco} (COCO, its categories as the ontology's classes)...")
+    say(f"Importing {coco} (COCO, its categories as the ontology's classes, its images under {coco.parent})...")
+    # images_uri is the annotation file's folder, which is also the default: said here to show the option.
     job = platform.call("POST", f"projects/{p}/datasets/{dataset['id']}/imports",
-                        json={"uri": str(coco), "format": "coco", "create_classes": True})
+                        json={"uri": str(coco), "format": "coco", "images_uri": str(coco.parent),
+                              "create_classes": True, "check_images": True})
     platform.follow_job(job["id"], "import")
     shapes = _frozen_slice(platform, p, "shapes", f"dataset = {dataset['id']}")
     platform.call("POST", f"projects/{p}/slices/{shapes['id']}/split",

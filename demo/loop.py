@@ -118,7 +118,7 @@ def run_loop(platform: Platform, files: DigitsFiles, settings: LoopSettings = Lo
     platform.follow_job(job["id"], "import")
 
     found = platform.call("POST", f"projects/{p}/search",
-                          json={"query": "tags = 'holdout'", "limit": 1, "facets": ["label.class"]})
+                          json={"query": "tags = 'holdout'", "page_size": 1, "facets": ["label.class"]})
     say(f"Query tags = 'holdout': {found['total']['value']} rows, classes "
         f"{', '.join(f['value'] for f in found['facets']['label.class'])}")
     holdout = _frozen_slice(platform, p, "holdout", "tags = 'holdout'")
@@ -199,6 +199,6 @@ def _reveal_labels(platform: Platform, project_id: int, dataset_id: int, slice_i
         detail = platform.call("GET", f"projects/{project_id}/datasets/{dataset_id}/datarows/{row['id']}")
         if not detail["labels"]:
             platform.call("POST", f"projects/{project_id}/datasets/{dataset_id}/datarows/{row['id']}/labels",
-                          json={"class_name": oracle[row["external_id"]]})
+                          json={"class": oracle[row["external_id"]]})
     platform.call("POST", f"projects/{project_id}/datasets/{dataset_id}/datarows/tags",
                   json={"datarow_ids": [row["id"] for row in members], "add": [tag]})

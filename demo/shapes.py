@@ -85,14 +85,12 @@ def write_shapes(folder: Path, count: int, *, seed: int = 0, prefix: str = "shap
     return written
 
 
-def write_coco(path: Path, images: list[ShapeImage], *, absolute_to: Path | None = None) -> None:
-    """A COCO file of the images and their boxes; file_name relative to the COCO file's folder, or absolute under
-    `absolute_to` when given."""
+def write_coco(path: Path, images: list[ShapeImage]) -> None:
+    """A COCO file of the images and their boxes, each file_name relative to the folder the images were written to."""
     coco = {"images": [], "annotations": [],
             "categories": [{"id": index + 1, "name": name} for index, name in enumerate(CLASSES)]}
     for image_id, image in enumerate(images, start=1):
-        file_name = str(absolute_to / image.file_name) if absolute_to else image.file_name
-        coco["images"].append({"id": image_id, "file_name": file_name, "width": image.width, "height": image.height})
+        coco["images"].append({"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height})
         for label, x, y, w, h in image.boxes:
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
                                         "category_id": label + 1, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})

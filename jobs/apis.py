@@ -1,19 +1,23 @@
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from jobs.limits import job_time_limit
 from jobs.selectors import job_get, job_list
 from jobs.serializers import JobOutputSerializer
 from jobs.services import job_create, job_request_cancel
 from jobs.tasks import COUNT_JOB_KIND, count_to
+from mlops.apis import Api
 from mlops.pagination import CreatedCursorPagination
+from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 
 
-class JobListStartApi(APIView):
+class JobListStartApi(Api):
     """Lists the workspace's jobs; starts the demo job (other kinds are started by their own domain's API)."""
 
-    class StartInputSerializer(serializers.Serializer):
+    query_serializers = {"get": CursorPageQuerySerializer}
+
+    class StartInputSerializer(StrictSerializer):
         kind = serializers.ChoiceField(choices=[COUNT_JOB_KIND])
         steps = serializers.IntegerField(min_value=1, max_value=100_000, default=10)
         delay_seconds = serializers.FloatField(min_value=0, max_value=60, default=0.5)
@@ -27,11 +31,15 @@ class JobListStartApi(APIView):
                     f"time limit of {limit.soft_seconds:g} s (setting {limit.setting})."]})
             return data
 
+    @extend_schema(responses={200: page_of(JobOutputSerializer)})
     def get(self, request):
         paginator = CreatedCursorPagination()
         page = paginator.paginate_queryset(job_list(principal=request.user), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
 
+    @extend_schema(request=StartInputSerializer, responses={201: JobOutputSerializer}, examples=[
+        OpenApiExample("Count to 5", value={"kind": COUNT_JOB_KIND, "steps": 5, "delay_seconds": 0.2},
+                       request_only=True)])
     def post(self, request):
         data = self.StartInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -40,12 +48,15 @@ class JobListStartApi(APIView):
         return Response(JobOutputSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
-class JobDetailApi(APIView):
+class JobDetailApi(Api):
+    @extend_schema(responses={200: JobOutputSerializer})
     def get(self, request, job_id):
         return Response(JobOutputSerializer(job_get(principal=request.user, job_id=job_id)).data)
 
 
-class JobCancelApi(APIView):
+class JobCancelApi(Api):
+    @extend_schema(request=None, responses={200: JobOutputSerializer})
     def post(self, request, job_id):
+        """Asks the job to stop: it ends `cancelled` at its next checkpoint (a finished job is left as it is)."""
         job = job_request_cancel(job=job_get(principal=request.user, job_id=job_id))
         return Response(JobOutputSerializer(job).data)

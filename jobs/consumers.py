@@ -11,6 +11,7 @@ from jobs.events import job_group_name
 from jobs.models import TERMINAL_STATUSES
 from jobs.selectors import job_get
 from jobs.serializers import job_state
+from mlops.db_routing import tenant_reads_see_writer
 from mlops.exceptions import ApplicationError
 from tenancy.context import tenant_scope
 from tenancy.websocket_auth import BEARER_SUBPROTOCOL, CLOSE_CODES
@@ -19,8 +20,12 @@ NORMAL_CLOSURE = 1000
 
 
 def _load_job_state(*, principal, tenant_schema: str, job_id) -> dict:
+    """Read from the writer (websockets are never let onto the reader), so it may be newer than the position the job
+    recorded: record the writer's own before the state is sent, or a REST read could show an older one."""
     with tenant_scope(tenant_schema):
-        return job_state(job_get(principal=principal, job_id=job_id))
+        state = job_state(job_get(principal=principal, job_id=job_id))
+    tenant_reads_see_writer(tenant_schema=tenant_schema)
+    return state
 
 
 class JobProgressConsumer(AsyncJsonWebsocketConsumer):

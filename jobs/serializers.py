@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from jobs.models import Job
+
 
 class JobProgressSerializer(serializers.Serializer):
     done = serializers.IntegerField(source="progress_done")
@@ -11,7 +13,8 @@ class JobProgressSerializer(serializers.Serializer):
 class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     kind = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=Job.Status.choices, help_text="queued → running → succeeded, failed "
+                                     "or cancelled (final).")
     cancel_requested_at = serializers.DateTimeField(allow_null=True)
     progress = JobProgressSerializer(source="*")
     counters = serializers.JSONField()

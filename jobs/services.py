@@ -24,7 +24,7 @@ from jobs.limits import job_max_running, job_time_limit
 from jobs.models import TERMINAL_STATUSES, Job
 from jobs.serializers import job_state
 from mlops.celery import TENANT_HEADER
-from mlops.db_routing import WRITER
+from mlops.db_routing import WRITER, tenant_reads_see_writer
 from mlops.exceptions import Conflict
 from mlops.storage import upload_folder
 from tenancy.principal import Principal
@@ -74,8 +74,14 @@ def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) 
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True), using=WRITER)
     # The state as of this write (the caller goes on changing the instance), announced only once committed.
     tenant_schema, state = connections[WRITER].schema_name, job_state(job)
-    transaction.on_commit(lambda: job_broadcast(tenant_schema=tenant_schema, state=state), using=WRITER)
+    transaction.on_commit(lambda: _job_announce(tenant_schema=tenant_schema, state=state), using=WRITER)
     return job
+
+
+def _job_announce(*, tenant_schema: str, state: dict) -> None:
+    # Recorded first: a client that refetches on this news reads this state or a later one, whoever it is.
+    tenant_reads_see_writer(tenant_schema=tenant_schema)
+    job_broadcast(tenant_schema=tenant_schema, state=state)
 
 
 def job_create(*, principal: Principal, task: Task, params: dict | None = None) -> Job:

@@ -4,6 +4,12 @@ The pin lives in context variables (one per request or task, safe under ASGI whe
 thread) and outlives the request through a short-lived Redis key per tenant and user, so a POST followed by
 a GET reads its own write. A task inherits the pin of the context that enqueued it.
 
+What a job announces (its websocket, and any read that saw it) every user of the tenant must then read: each job
+revision, and a tenant's provisioning, record the writer's WAL position for the tenant in Redis
+(tenant_reads_see_writer, a monotonic max). A request whose tenant has one reads from the reader only once the
+reader has replayed that far; it waits READER_CATCH_UP_WAIT_SECONDS for it, then reads from the writer. One Redis
+round trip per request answers both questions (the user's pin and the tenant's position).
+
 A write is anything routed through db_for_write, and any statement other than a plain read that runs on the
 writer's cursor (`.using(WRITER)`, raw SQL). psycopg's `cursor.copy()` bypasses Django's cursor wrapper:
 code that COPYs and then reads in the same request or task calls pin_to_writer().
@@ -25,12 +31,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import OperationalError, connections
 from psycopg_pool import PoolTimeout
 from redis import RedisError
 
 from mlops.exceptions import DatabaseBusy
+from mlops.redis_pool import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ READER = "reader"
 # requests and tasks allow the reader when they start.
 _pinned_to_writer: ContextVar[bool] = ContextVar("pinned_to_writer", default=True)
 _wrote: ContextVar[bool] = ContextVar("wrote", default=False)
+# The WAL position (bytes) the reader must have replayed before this context reads from it; None once it has.
+_reader_must_reach: ContextVar[int | None] = ContextVar("reader_must_reach", default=None)
 
 # Statements that only read; any other statement run on the writer pins the context.
 _READ_ONLY_STATEMENT = re.compile(r"\s*(SELECT|SHOW|SET|SAVEPOINT|RELEASE|ROLLBACK)\b", re.IGNORECASE)
@@ -98,6 +106,7 @@ def allow_reader() -> None:
     _watch_writer_for_writes()
     _pinned_to_writer.set(False)
     _wrote.set(False)
+    _reader_must_reach.set(None)
 
 
 @contextmanager
@@ -106,9 +115,11 @@ def reader_allowed():
     _watch_writer_for_writes()
     pinned = _pinned_to_writer.set(False)
     wrote = _wrote.set(False)
+    must_reach = _reader_must_reach.set(None)
     try:
         yield
     finally:
+        _reader_must_reach.reset(must_reach)
         _wrote.reset(wrote)
         _pinned_to_writer.reset(pinned)
 
@@ -183,11 +194,44 @@ def _probe_server(settings_dict: dict) -> None:
         raise OSError(f"{host}:{settings_dict['PORT']} does not answer like PostgreSQL (got {answer!r})")
 
 
+# The highest replay position seen on the reader in this process: a replica's replay only moves forward, so a
+# position it has reached needs no second look.
+_reader_replayed = 0
+
+
+def _reader_has_replayed(position: int) -> bool:
+    """Whether the reader has replayed the writer's WAL up to `position`, waiting READER_CATCH_UP_WAIT_SECONDS."""
+    global _reader_replayed
+    if _reader_replayed >= position:
+        return True
+    deadline = time.monotonic() + settings.READER_CATCH_UP_WAIT_SECONDS
+    while True:
+        with connections[READER].cursor() as cursor:
+            cursor.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn() - '0/0'")
+            in_recovery, replayed = cursor.fetchone()
+        if not in_recovery:
+            return True  # the reader is a primary (a test mirror, or a promoted replica): it has everything
+        if replayed is not None:
+            _reader_replayed = max(_reader_replayed, int(replayed))
+            if replayed >= position:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
 class ReadWriteRouter:
     def db_for_read(self, model, **hints):
-        if _pinned_to_writer.get() or connections[WRITER].in_atomic_block:
+        if _pinned_to_writer.get() or connections[WRITER].in_atomic_block or not reader_available():
             return WRITER
-        return READER if reader_available() else WRITER
+        position = _reader_must_reach.get()
+        if position is not None:
+            if not _reader_has_replayed(position):
+                # The rest of the context reads from the writer too, so it never goes back to an older state.
+                pin_to_writer()
+                return WRITER
+            _reader_must_reach.set(None)
+        return READER
 
     def db_for_write(self, model, **hints):
         # Every later read in this request or task must see this write.
@@ -222,29 +266,65 @@ def pin_if_enqueued_after_write(request) -> None:
 
 
 def _sticky_key(tenant_schema: str, user_id: str) -> str:
-    return f"db-pin:{tenant_schema}:{user_id}"
+    return f"mlops:db-pin:{tenant_schema}:{user_id}"
 
 
-def _wrote_recently(key: str) -> bool:
+def _tenant_position_key(tenant_schema: str) -> str:
+    return f"mlops:tenant-wal:{tenant_schema}"
+
+
+# Keeps the larger position: two writers recording at once must never move it back.
+_RECORD_MAX = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
+def tenant_reads_see_writer(*, tenant_schema: str) -> None:
+    """From now on, every request of the tenant reads what the writer has committed so far (its WAL position).
+
+    Call it after the commit and before announcing the change (a job's websocket event), so the news never
+    outruns what REST reads show. pg_current_wal_insert_lsn() is past every commit made so far, flushed or not.
+    """
+    with connections[WRITER].cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'")
+        (position,) = cursor.fetchone()
     try:
-        return bool(cache.get(key))
+        redis_client().eval(_RECORD_MAX, 1, _tenant_position_key(tenant_schema), int(position),
+                            math.ceil(settings.TENANT_WRITER_POSITION_SECONDS * 1000))
+    except RedisError as error:
+        # While Redis stays down requests read from the writer anyway (_route_request).
+        logger.warning("Redis unreachable, tenant's writer position not recorded",
+                       extra={"error": str(error), "tenant": tenant_schema})
+
+
+def _route_request(tenant_schema: str, user_id: str) -> None:
+    """Pin the request to the writer if its user wrote recently, else make the reader catch up with the tenant."""
+    try:
+        pinned, position = redis_client().mget(_sticky_key(tenant_schema, user_id), _tenant_position_key(tenant_schema))
     except RedisError as error:
         # Unknown is answered with the writer: it is always right, the reader only usually.
         logger.warning("Redis unreachable, reading from the writer", extra={"error": str(error)})
-        return True
+        pin_to_writer()
+        return
+    if pinned:
+        pin_to_writer()
+    elif position:
+        _reader_must_reach.set(int(position))
 
 
 def _remember_write(key: str) -> None:
     try:
-        # Redis keeps whole seconds and deletes a key set with 0: round up.
-        cache.set(key, 1, timeout=math.ceil(settings.READ_YOUR_WRITES_SECONDS))
+        redis_client().set(key, 1, px=math.ceil(settings.READ_YOUR_WRITES_SECONDS * 1000))
     except RedisError as error:
         # The write succeeded; while Redis stays down the next request reads from the writer anyway.
         logger.warning("Redis unreachable, read-your-writes pin not kept", extra={"error": str(error)})
 
 
 class ReadYourWritesMiddleware:
-    """Pins a user's requests to the writer for READ_YOUR_WRITES_SECONDS after any request that wrote."""
+    """Pins a user's requests to the writer for READ_YOUR_WRITES_SECONDS after any request that wrote, and keeps
+    every request of a tenant from reading an older state than its jobs announced (tenant_reads_see_writer)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -252,10 +332,9 @@ class ReadYourWritesMiddleware:
     def __call__(self, request):
         with reader_allowed():
             principal = getattr(request, "principal", None)
-            key = _sticky_key(principal.tenant_schema, principal.user_id) if principal else None
-            if key and _wrote_recently(key):
-                pin_to_writer()
+            if principal:
+                _route_request(principal.tenant_schema, principal.user_id)
             response = self.get_response(request)
-            if key and _wrote.get():
-                _remember_write(key)
+            if principal and _wrote.get():
+                _remember_write(_sticky_key(principal.tenant_schema, principal.user_id))
             return response

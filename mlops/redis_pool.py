@@ -8,6 +8,7 @@ thread-safe and reset themselves in a forked child, so one per URL and options s
 import threading
 
 import redis
+from django.conf import settings
 
 
 class ProcessConnectionPool(redis.ConnectionPool):
@@ -21,3 +22,9 @@ class ProcessConnectionPool(redis.ConnectionPool):
             if key not in cls._pools:
                 cls._pools[key] = super().from_url(url, **kwargs)
             return cls._pools[key]
+
+
+def redis_client() -> redis.Redis:
+    """A client on the cache's per-process pool (and its short timeouts), for what Django's cache API cannot say."""
+    return redis.Redis(connection_pool=ProcessConnectionPool.from_url(
+        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2))

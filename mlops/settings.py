@@ -54,6 +54,8 @@ SHARED_APPS = [
     "tenancy",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django.contrib.staticfiles",
     "corsheaders",
 ]
 TENANT_APPS = [
@@ -75,6 +77,8 @@ MIDDLEWARE = [
     # Before anything that answers: a preflight carries no token, and every answer needs the CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The API docs' own Swagger UI and Redoc files (drf-spectacular-sidecar), served by every process, DEBUG or not.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tenancy.middleware.TenantFromTokenMiddleware",
@@ -85,10 +89,13 @@ WSGI_APPLICATION = "mlops.wsgi.application"
 ASGI_APPLICATION = "mlops.asgi.application"
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "DIRS": [BASE_DIR / "mlops" / "templates"],
     "APP_DIRS": True,
     "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
 }]
 STATIC_URL = "static/"
+# WhiteNoise serves the apps' static files (the docs' UI) from where they are installed: no collectstatic step.
+WHITENOISE_USE_FINDERS = True
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -182,6 +189,13 @@ READ_YOUR_WRITES_SECONDS = env_float("READ_YOUR_WRITES_SECONDS", 5.0)
 READER_DOWN_SECONDS = env_float("READER_DOWN_SECONDS", 30.0)
 # A request that found every pooled connection in use for the pool's wait is answered 503 with this Retry-After.
 DATABASE_BUSY_RETRY_AFTER_SECONDS = env_int("DATABASE_BUSY_RETRY_AFTER_SECONDS", 1)
+
+# --- Reads that agree with the jobs' news (mlops.db_routing.tenant_reads_see_writer).
+# A tenant's requests read from the reader only once it replayed what the tenant's jobs announced (and its
+# provisioning created); a read waits this long for a lagging reader, then goes to the writer.
+READER_CATCH_UP_WAIT_SECONDS = env_float("READER_CATCH_UP_WAIT_SECONDS", 0.05)
+# How long a tenant's recorded writer position is kept: far longer than any healthy replica's lag.
+TENANT_WRITER_POSITION_SECONDS = env_float("TENANT_WRITER_POSITION_SECONDS", 300.0)
 
 # --- Redis: cache, channel layer and Celery broker. Every key that holds tenant data carries the tenant.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:63790/0")
@@ -406,7 +420,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["tenancy.permissions.HasWorkspaceRole"],
     "DEFAULT_PAGINATION_CLASS": "mlops.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "mlops.schema.AutoSchema",
+    # The API takes JSON; an upload API names multipart itself (DatasetImportStartApi).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "EXCEPTION_HANDLER": "mlops.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
@@ -419,8 +436,30 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
-    # `check --deploy` checks the deployment's settings; the schema's completeness is the API contract's own concern.
-    "ENABLE_DJANGO_DEPLOY_CHECK": False,
+    # The docs load Swagger UI and Redoc from this server (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # Request and response components apart, so a read-only field is not asked for in a request body.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Job.Status",
+                            "SliceStatusEnum": ["ready", "freezing", "failed"],
+                            "SplitEnum": ["train", "validation", "test"]},
+    "APPEND_COMPONENTS": {"securitySchemes": {"platformServiceKey": {
+        "type": "http", "scheme": "bearer", "description": "The platform's service key (PLATFORM_SERVICE_KEY)."}}},
+    "TAGS": [
+        {"name": "projects", "description": "Projects: the container of datasets, ontology, slices and models."},
+        {"name": "datasets", "description": "Datasets, their imports and exports, datarows, labels and ontology."},
+        {"name": "search", "description": "The query language over datarows, facets, bulk actions, reindexing."},
+        {"name": "slices", "description": "Live, id and frozen slices, their members and splits."},
+        {"name": "training", "description": "Model definitions and training runs."},
+        {"name": "predictions", "description": "Model versions, metrics, prediction runs and selections."},
+        {"name": "jobs", "description": "Every long operation as a job: status, progress, counters, cancel."},
+        {"name": "platform", "description": "Called by the platform with its service key: tenant provisioning."},
+    ],
+    # `check --deploy` also generates the schema and reports its warnings (the schema is the frontend's contract).
+    "ENABLE_DJANGO_DEPLOY_CHECK": True,
 }
 
 # --- Observability

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
-from django.conf import settings
 
-from mlops.redis_pool import ProcessConnectionPool
+from mlops.redis_pool import redis_client
 
 logger = logging.getLogger(__name__)
 # The token of a slot taken while Redis could not be asked: the share is not enforced then, rather than every
@@ -31,18 +30,12 @@ return 1
 """
 
 
-def _client() -> redis.Redis:
-    # The cache's per-process pool (and its short timeouts): a slot costs no new connection.
-    return redis.Redis(connection_pool=ProcessConnectionPool.from_url(
-        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2))
-
-
 def slot_acquire(*, key: str, limit: int, lease_seconds: float) -> str | None:
     """A token for a slot of `key`, or None when `limit` live leases hold them all (UNCOUNTED when Redis is down)."""
     now = time.time()
     token = secrets.token_hex(8)
     try:
-        taken = _client().eval(_ACQUIRE, 1, f"mlops:slots:{key}", now, now + lease_seconds, limit, token,
+        taken = redis_client().eval(_ACQUIRE, 1, f"mlops:slots:{key}", now, now + lease_seconds, limit, token,
                                int(lease_seconds * 1000))
     except redis.RedisError as error:
         logger.warning("slots of %s not counted: Redis unavailable (%s)", key, error)
@@ -54,7 +47,7 @@ def slot_release(*, key: str, token: str) -> None:
     if token == UNCOUNTED:
         return
     try:
-        _client().zrem(f"mlops:slots:{key}", token)
+        redis_client().zrem(f"mlops:slots:{key}", token)
     except redis.RedisError as error:  # the lease ends the slot instead
         logger.warning("slot of %s not released: Redis unavailable (%s)", key, error)
 

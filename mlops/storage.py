@@ -252,6 +252,27 @@ def s3_object_heads(object_uris: list[str], size: int, *, concurrency: int = 10)
         return list(pool.map(head, locations))
 
 
+def s3_objects_exist(object_uris: list[str], *, concurrency: int = 10) -> list[bool]:
+    """Whether each s3:// object is there: one HEAD each, `concurrency` at once on one client, in order."""
+    from botocore.exceptions import ClientError  # lazily, like boto3
+
+    client = _s3_client()
+    locations = [s3_location(uri) for uri in object_uris]  # here: the tenant is this thread's connection's
+
+    def exists(location: tuple[str, str]) -> bool:
+        bucket, key = location
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(exists, locations))
+
+
 def presigned_url(uri: str, *, expires_seconds: int) -> str:
     """A time-limited GET URL for an s3:// object under the tenant's prefixes, signed locally with the usual AWS
     credentials (no request); StorageError for any other object, or when there is nothing to sign with."""

@@ -1,82 +1,40 @@
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from datasets.selectors import dataset_get
-from jobs.serializers import JobOutputSerializer
+from mlops.apis import Api
 from mlops.pagination import CreatedCursorPagination
+from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from predictions.metrics import Scope, classification_metrics, detection_map
 from predictions.selection import STRATEGIES, Selection
 from predictions.selectors import model_version_get, model_version_list, prediction_run_get, prediction_run_list
+from predictions.serializers import (
+    ClassificationMetricsSerializer,
+    ComparisonOutputSerializer,
+    DetectionMetricsSerializer,
+    ModelVersionOutputSerializer,
+    PredictionRunOutputSerializer,
+    ScopeInputSerializer,
+    SliceSummaryOutputSerializer,
+    split_values,
+)
 from predictions.services import model_versions_compare, prediction_run_start, selection_create
 from projects.selectors import project_get
-from slices.models import Split
 from slices.selectors import slice_get
 
-SPLIT_CHOICES = [split.label for split in Split]
+
+def _scope(project, data: dict) -> Scope:
+    if "slice_id" not in data:
+        return Scope()
+    slice = slice_get(project=project, slice_id=data["slice_id"])
+    return Scope(slice_id=slice.pk, splits=split_values(data.get("splits", [])))
 
 
-class ModelVersionOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    project_id = serializers.IntegerField()
-    name = serializers.CharField()
-    version = serializers.CharField()
-    training_run_id = serializers.IntegerField(allow_null=True)
-    created_at = serializers.DateTimeField()
+class ModelVersionListApi(Api):
+    query_serializers = {"get": CursorPageQuerySerializer}
 
-
-class PredictionRunOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    model_version_id = serializers.IntegerField()
-    status = serializers.CharField(source="job.status")
-    job = JobOutputSerializer()
-    slice_id = serializers.IntegerField(allow_null=True)
-    dataset_id = serializers.IntegerField(allow_null=True)
-    top_k = serializers.IntegerField()
-    score_threshold = serializers.FloatField()
-    batch_size = serializers.IntegerField()
-    datarow_count = serializers.IntegerField()
-    prediction_count = serializers.IntegerField()
-    created_by = serializers.CharField()
-    created_at = serializers.DateTimeField()
-
-
-class SliceSummaryOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    kind = serializers.CharField()
-    description = serializers.CharField()
-    member_count = serializers.IntegerField(allow_null=True)
-
-
-class ScopeInputSerializer(serializers.Serializer):
-    """Score only a slice's members (and, optionally, some of its splits), e.g. a fixed held-out test split."""
-
-    slice_id = serializers.IntegerField(required=False)
-    splits = serializers.ListField(child=serializers.ChoiceField(choices=SPLIT_CHOICES), required=False)
-
-    def validate(self, data):
-        if data.get("splits") and "slice_id" not in data:
-            raise serializers.ValidationError({"splits": ["Splits need a slice_id."]})
-        return data
-
-    def scope(self, project) -> Scope:
-        data = self.validated_data
-        if "slice_id" not in data:
-            return Scope()
-        slice = slice_get(project=project, slice_id=data["slice_id"])
-        return Scope(slice_id=slice.pk, splits=tuple(Split[name.upper()].value for name in data.get("splits", [])))
-
-
-def _query_scope(request, project) -> Scope:
-    params = request.query_params
-    query = ScopeInputSerializer(data={**({"slice_id": params["slice_id"]} if "slice_id" in params else {}),
-                                       **({"splits": params.getlist("splits")} if "splits" in params else {})})
-    query.is_valid(raise_exception=True)
-    return query.scope(project)
-
-
-class ModelVersionListApi(APIView):
+    @extend_schema(responses={200: page_of(ModelVersionOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         paginator = CreatedCursorPagination()
@@ -84,37 +42,47 @@ class ModelVersionListApi(APIView):
         return paginator.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
 
 
-class ModelVersionDetailApi(APIView):
+class ModelVersionDetailApi(Api):
+    @extend_schema(responses={200: ModelVersionOutputSerializer})
     def get(self, request, project_id: int, model_version_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         return Response(ModelVersionOutputSerializer(
             model_version_get(project=project, model_version_id=model_version_id)).data)
 
 
-class ModelVersionMetricsApi(APIView):
+class ModelVersionMetricsApi(Api):
     """Classification metrics against the labels: ?slice_id=&splits=test restricts them to a slice's split."""
 
+    query_serializers = {"get": ScopeInputSerializer}
+
+    @extend_schema(responses={200: ClassificationMetricsSerializer})
     def get(self, request, project_id: int, model_version_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         model_version = model_version_get(project=project, model_version_id=model_version_id)
-        return Response(classification_metrics(model_version=model_version, scope=_query_scope(request, project)))
+        metrics = classification_metrics(model_version=model_version, scope=_scope(project, self.query))
+        return Response(ClassificationMetricsSerializer(metrics).data)
 
 
-class ModelVersionDetectionMetricsApi(APIView):
+class ModelVersionDetectionMetricsApi(Api):
     """COCO mAP of the version's box predictions against the box labels (same ?slice_id=&splits= scope)."""
 
+    query_serializers = {"get": ScopeInputSerializer}
+
+    @extend_schema(responses={200: DetectionMetricsSerializer})
     def get(self, request, project_id: int, model_version_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         model_version = model_version_get(project=project, model_version_id=model_version_id)
-        return Response(detection_map(model_version=model_version, scope=_query_scope(request, project)))
+        metrics = detection_map(model_version=model_version, scope=_scope(project, self.query))
+        return Response(DetectionMetricsSerializer(metrics).data)
 
 
-class ModelVersionCompareApi(APIView):
+class ModelVersionCompareApi(Api):
     class InputSerializer(ScopeInputSerializer):
         baseline_id = serializers.IntegerField()
         candidate_id = serializers.IntegerField()
         disagreement_slice_name = serializers.CharField(max_length=200)
 
+    @extend_schema(request=InputSerializer, responses={201: ComparisonOutputSerializer})
     def post(self, request, project_id: int):
         """Per-class deltas (candidate minus baseline) and a new ids slice of the datarows where top-1 differ."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -124,16 +92,20 @@ class ModelVersionCompareApi(APIView):
             principal=request.user,
             baseline=model_version_get(project=project, model_version_id=data.validated_data["baseline_id"]),
             candidate=model_version_get(project=project, model_version_id=data.validated_data["candidate_id"]),
-            scope=data.scope(project), disagreement_slice_name=data.validated_data["disagreement_slice_name"])
-        return Response({**comparison, "disagreement_slice": SliceSummaryOutputSerializer(disagreements).data},
+            scope=_scope(project, data.validated_data),
+            disagreement_slice_name=data.validated_data["disagreement_slice_name"])
+        return Response(ComparisonOutputSerializer({**comparison, "disagreement_slice": disagreements}).data,
                         status=status.HTTP_201_CREATED)
 
 
-class PredictionRunListStartApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class PredictionRunListStartApi(Api):
+    query_serializers = {"get": CursorPageQuerySerializer}
+
+    class InputSerializer(ScopeInputSerializer):
+        """What to predict: a slice (and some of its splits, as metrics take them) or a whole dataset."""
+
         model_version_id = serializers.IntegerField()
-        slice_id = serializers.IntegerField(required=False)
-        dataset_id = serializers.IntegerField(required=False)
+        dataset_id = serializers.IntegerField(required=False, min_value=1)
         top_k = serializers.IntegerField(min_value=1, default=5,
                                          help_text="A classifier's best classes per datarow; a detector's most boxes "
                                                    "per image.")
@@ -141,12 +113,16 @@ class PredictionRunListStartApi(APIView):
                                                  help_text="A detector keeps the boxes scoring at least this.")
         batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
 
+    @extend_schema(responses={200: page_of(PredictionRunOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         paginator = CreatedCursorPagination()
         page = paginator.paginate_queryset(prediction_run_list(project=project), request, view=self)
         return paginator.get_paginated_response(PredictionRunOutputSerializer(page, many=True).data)
 
+    @extend_schema(request=InputSerializer, responses={202: PredictionRunOutputSerializer}, examples=[
+        OpenApiExample("Predict a slice's test split", request_only=True,
+                       value={"model_version_id": 3, "slice_id": 12, "splits": ["test"], "top_k": 5})])
     def post(self, request, project_id: int):
         """202 with the queued run: follow its job on ws/jobs/<job id>/."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -157,20 +133,22 @@ class PredictionRunListStartApi(APIView):
             principal=request.user,
             model_version=model_version_get(project=project, model_version_id=options["model_version_id"]),
             slice=slice_get(project=project, slice_id=options["slice_id"]) if "slice_id" in options else None,
+            splits=split_values(options.get("splits", [])),
             dataset=dataset_get(project=project, dataset_id=options["dataset_id"]) if "dataset_id" in options else None,
             top_k=options["top_k"], batch_size=options["batch_size"], score_threshold=options["score_threshold"])
         return Response(PredictionRunOutputSerializer(prediction_run).data, status=status.HTTP_202_ACCEPTED)
 
 
-class PredictionRunDetailApi(APIView):
+class PredictionRunDetailApi(Api):
+    @extend_schema(responses={200: PredictionRunOutputSerializer})
     def get(self, request, project_id: int, prediction_run_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         return Response(PredictionRunOutputSerializer(
             prediction_run_get(project=project, prediction_run_id=prediction_run_id)).data)
 
 
-class SelectionCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class SelectionCreateApi(Api):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         strategy = serializers.ChoiceField(choices=STRATEGIES)
         k = serializers.IntegerField(min_value=1)
@@ -178,6 +156,10 @@ class SelectionCreateApi(APIView):
         pool_slice_id = serializers.IntegerField(required=False)
         unlabeled_only = serializers.BooleanField(default=False)
 
+    @extend_schema(request=InputSerializer, responses={201: SliceSummaryOutputSerializer}, examples=[
+        OpenApiExample("The 100 least confident", request_only=True,
+                       value={"name": "review batch 1", "strategy": "least_confidence", "k": 100,
+                              "unlabeled_only": True})])
     def post(self, request, project_id: int, prediction_run_id: int):
         """201 with the new ids slice of the k datarows the strategy picks from the run's predictions."""
         project = project_get(principal=request.user, project_id=project_id)

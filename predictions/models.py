@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from datasets.models import AnnotationShape
@@ -30,6 +31,8 @@ class PredictionRun(models.Model):
     job = models.OneToOneField("jobs.Job", on_delete=models.PROTECT, related_name="prediction_run")
     slice = models.ForeignKey("slices.Slice", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
     dataset = models.ForeignKey("datasets.Dataset", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
+    # Only the slice's members in these splits (slices.models.Split values); empty: all its members.
+    splits = ArrayField(models.SmallIntegerField(), default=list, blank=True)
     top_k = models.PositiveSmallIntegerField()  # a detector's: the most boxes kept per image
     score_threshold = models.FloatField(default=0.0)  # a detector keeps boxes scoring at least this
     batch_size = models.PositiveIntegerField()

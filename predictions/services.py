@@ -31,8 +31,8 @@ def model_version_register(*, run) -> ModelVersion:
 
 
 def prediction_run_start(*, principal: Principal, model_version: ModelVersion, slice: Slice | None = None,
-                         dataset: Dataset | None = None, top_k: int = 5, batch_size: int = 64,
-                         score_threshold: float = 0.0) -> PredictionRun:
+                         splits: tuple[int, ...] = (), dataset: Dataset | None = None, top_k: int = 5,
+                         batch_size: int = 64, score_threshold: float = 0.0) -> PredictionRun:
     """top_k: a classifier's best classes per datarow, or a detector's most boxes per image (those scoring at least
     score_threshold)."""
     from predictions.tasks import prediction_run_execute_task
@@ -46,6 +46,8 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
                                {"fields": {"model_version_id": ["Needs a version registered by a training run."]}})
     if slice is not None:
         _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
+    elif splits:
+        raise ApplicationError("Splits are a slice's.", {"fields": {"splits": ["Splits need a slice_id."]}})
     elif dataset.project_id != model_version.project_id:
         raise ApplicationError(f"Dataset {dataset.pk} belongs to another project.",
                                {"fields": {"dataset_id": ["Not found."]}})
@@ -59,8 +61,8 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
                                {"fields": {"score_threshold": ["Between 0 and 1."]}})
     with transaction.atomic(using=WRITER):
         job = job_create(principal=principal, task=prediction_run_execute_task)
-        prediction_run = PredictionRun.objects.create(model_version=model_version, job=job, slice=slice, dataset=dataset,
-                                                      top_k=top_k, batch_size=batch_size,
+        prediction_run = PredictionRun.objects.create(model_version=model_version, job=job, slice=slice, splits=list(splits),
+                                                      dataset=dataset, top_k=top_k, batch_size=batch_size,
                                                       score_threshold=score_threshold, created_by=principal.user_id)
         Job.objects.filter(pk=job.pk).update(params={"prediction_run_id": prediction_run.pk})
     return prediction_run
@@ -69,9 +71,10 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
 def _target_rows(prediction_run: PredictionRun, *, after: int, limit: int) -> list[tuple[int, str]]:
     """The next `limit` (datarow id, uri) of the run's slice or dataset after datarow id `after` (keyset)."""
     if prediction_run.slice_id is not None:
-        sql = """SELECT d.id, d.uri FROM slices_slicemember m JOIN datasets_datarow d ON d.id = m.datarow_id
-                 WHERE m.slice_id = %s AND m.datarow_id > %s ORDER BY m.datarow_id LIMIT %s"""
-        params = [prediction_run.slice_id, after, limit]
+        split_filter = " AND m.split = ANY(%s)" if prediction_run.splits else ""
+        sql = f"""SELECT d.id, d.uri FROM slices_slicemember m JOIN datasets_datarow d ON d.id = m.datarow_id
+                  WHERE m.slice_id = %s AND m.datarow_id > %s{split_filter} ORDER BY m.datarow_id LIMIT %s"""
+        params = [prediction_run.slice_id, after, *([prediction_run.splits] if prediction_run.splits else []), limit]
     else:
         sql = "SELECT id, uri FROM datasets_datarow WHERE dataset_id = %s AND id > %s ORDER BY id LIMIT %s"
         params = [prediction_run.dataset_id, after, limit]
@@ -89,7 +92,8 @@ def _target_chunks(prediction_run: PredictionRun) -> Iterator[list[tuple[int, st
 
 def _target_count(prediction_run: PredictionRun) -> int:
     if prediction_run.slice_id is not None:
-        return Slice.objects.using(WRITER).get(pk=prediction_run.slice_id).members.count()
+        members = Slice.objects.using(WRITER).get(pk=prediction_run.slice_id).members
+        return (members.filter(split__in=prediction_run.splits) if prediction_run.splits else members).count()
     return Dataset.objects.using(WRITER).filter(pk=prediction_run.dataset_id).values_list("datarow_count", flat=True)[0]
 
 

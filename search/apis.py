@@ -1,23 +1,31 @@
 import base64
 
 import orjson
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from datasets.apis.datarows import DatarowOutputSerializer
+from datasets.serializers import DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
+from mlops.apis import Api
 from mlops.exception_handler import ErrorSerializer
 from mlops.exceptions import NotAuthenticated
+from mlops.serializers import StrictSerializer
 from projects.selectors import project_get
 from search.engines.base import SortSpec
 from search.selectors import SearchCursor, search_datarows
 from search.services import search_reindex_start
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
 MAX_NAME = 1000
 # bigint: a larger id is no datarow, and must be a 400 rather than an error in SQL.
 MAX_ID = 2 ** 63 - 1
@@ -32,6 +40,7 @@ class CanRead(BasePermission):
         return True
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class SearchCursorField(serializers.Field):
     """The opaque `cursor` of a search page: base64 of the sort, the last row's sort value and its id (and the
     model and class of a prediction.score sort). The engine checks the sort value against the sort's type."""
@@ -60,15 +69,15 @@ class SearchCursorField(serializers.Field):
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-class ProjectSearchApi(APIView):
+class ProjectSearchApi(Api):
     permission_classes = [CanRead]
 
     @extend_schema_serializer(component_name="SearchInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         query = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="",
                                       trim_whitespace=False, help_text="Empty, null or absent: every datarow.")
         dataset = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-        limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
+        page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
         sort = serializers.CharField(default="id", max_length=MAX_NAME,
                                      help_text="id, created_at, metadata.<path> or prediction.score; a leading '-' "
                                                "sorts descending. Rows without a value come last either way.")
@@ -90,13 +99,24 @@ class ProjectSearchApi(APIView):
         results = DatarowOutputSerializer(many=True)
         next_cursor = SearchCursorField(allow_null=True)
         total = TotalSerializer()
-        facets = serializers.DictField(child=serializers.ListField(child=serializers.DictField()))
+        class FacetBucketSerializer(serializers.Serializer):
+            value = serializers.JSONField(help_text="The value counted (a string, number or boolean).")
+            count = serializers.IntegerField()
+
+        facets = serializers.DictField(child=FacetBucketSerializer(many=True),
+                                       help_text="Per facet asked for, its values and their counts, most first.")
         facets_sampled = serializers.BooleanField(
             help_text="true when count=estimate found more than 10,000 matches and the facets counted the first "
                       "10,000 of them by id (PostgreSQL engine); false when they counted every match.")
         took_ms = serializers.IntegerField()
 
-    @extend_schema(request=InputSerializer, responses={
+    @extend_schema(request=InputSerializer, examples=[
+        OpenApiExample("A query with facets", request_only=True, value={
+            "query": "label(class = 'vehicle/car') AND metadata.weather != 'rain'", "page_size": 50,
+            "sort": "-created_at", "count": "estimate", "facets": ["label.class", "tags"]}),
+        OpenApiExample("The next page", request_only=True, value={
+            "query": "label(class = 'vehicle/car')", "page_size": 50, "cursor": "<next_cursor of the page before>"}),
+    ], responses={
         200: OutputSerializer,
         400: OpenApiResponse(ErrorSerializer, description="A bad query, with its line and column, or a query over a "
                                                           "size limit (extra.limit names its setting)."),
@@ -112,7 +132,7 @@ class ProjectSearchApi(APIView):
         data.is_valid(raise_exception=True)
         params = data.validated_data
         result = search_datarows(project=project, query_text=params["query"] or "",
-                                 dataset_id=params.get("dataset"), limit=params["limit"],
+                                 dataset_id=params.get("dataset"), limit=params["page_size"],
                                  sort=SortSpec.parse(params["sort"], model=params.get("sort_model"),
                                                      class_name=params.get("sort_class")),
                                  cursor=params.get("cursor"), count=params["count"],
@@ -120,7 +140,8 @@ class ProjectSearchApi(APIView):
         return Response(self.OutputSerializer(result).data)
 
 
-class ProjectSearchReindexApi(APIView):
+class ProjectSearchReindexApi(Api):
+    @extend_schema(request=None, responses={202: JobOutputSerializer})
     def post(self, request, project_id: int):
         """202 with the reindex job (Elasticsearch engine): searches use the old index until the new one is ready."""
         job = search_reindex_start(principal=request.user,

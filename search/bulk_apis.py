@@ -1,19 +1,21 @@
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from datasets.importers.records import MAX_STRING, MAX_TAGS
 from jobs.serializers import JobOutputSerializer
+from mlops.apis import Api
+from mlops.serializers import StrictSerializer
 from projects.selectors import project_get
 from search.apis import MAX_ID
 from search.services import BULK_ACTIONS, search_bulk_action_start
 
 
-class SearchBulkActionApi(APIView):
+class SearchBulkActionApi(Api):
     """202 with the job that tags, untags or deletes every matching datarow; editors and admins only (the default
     permission: a POST is a write)."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         query = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="",
                                       trim_whitespace=False, help_text="Empty, null or absent: every datarow.")
         dataset = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
@@ -22,6 +24,9 @@ class SearchBulkActionApi(APIView):
         tags = serializers.ListField(child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False),
                                      default=list, max_length=MAX_TAGS)
 
+    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, examples=[
+        OpenApiExample("Tag the night images", request_only=True,
+                       value={"query": "tags = 'night'", "action": "tag", "tags": ["review"]})])
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)

@@ -1,11 +1,13 @@
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from datasets.apis.datarows import DatarowCursorField, DatarowOutputSerializer
 from datasets.selectors import dataset_get
+from datasets.serializers import DatarowCursorField, DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
+from mlops.apis import Api
 from mlops.pagination import CreatedCursorPagination
+from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.models import Slice, Split
 from slices.selectors import slice_get, slice_list, slice_member_count, slice_member_page, slice_split_counts
@@ -50,12 +52,14 @@ class SliceOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
+    @extend_schema_field(serializers.ChoiceField(choices=["ready", "freezing", "failed"]))
     def get_status(self, slice_: Slice) -> str:
         if slice_.kind != Slice.Kind.FROZEN or slice_.frozen_at is not None:
             return "ready"
         # A worker lost mid-freeze leaves the slice unfilled and its job failed by the reaper.
         return "failed" if slice_.freeze_job is None or slice_.freeze_job.is_finished else "freezing"
 
+    @extend_schema_field(SplitSerializer(allow_null=True))
     def get_split(self, slice_: Slice) -> dict | None:
         return None if slice_.split_seed is None else dict(self.SplitSerializer(slice_).data)
 
@@ -63,6 +67,10 @@ class SliceOutputSerializer(serializers.Serializer):
 class SliceDetailOutputSerializer(SliceOutputSerializer):
     """One slice: a live slice's members counted now, and the members per split."""
 
+    class SplitWithCountsSerializer(SliceOutputSerializer.SplitSerializer):
+        counts = serializers.DictField(child=serializers.IntegerField(), help_text="Members per split name.")
+
+    @extend_schema_field(SplitWithCountsSerializer(allow_null=True))
     def get_split(self, slice_: Slice) -> dict | None:
         split = super().get_split(slice_)
         return None if split is None else {**split, "counts": slice_split_counts(slice=slice_)}
@@ -78,8 +86,8 @@ def _detail(slice_: Slice) -> dict:
     return SliceDetailOutputSerializer(slice_).data
 
 
-class SliceListCreateApi(APIView):
-    class CreateInputSerializer(serializers.Serializer):
+class SliceListCreateApi(Api):
+    class CreateInputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         kind = serializers.ChoiceField(choices=Slice.Kind.values,
@@ -105,12 +113,22 @@ class SliceListCreateApi(APIView):
         slice = SliceOutputSerializer()
         job = JobOutputSerializer()
 
+    query_serializers = {"get": CursorPageQuerySerializer}
+
+    @extend_schema(responses={200: page_of(SliceOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         paginator = CreatedCursorPagination()
         page = paginator.paginate_queryset(slice_list(project=project), request, view=self)
         return paginator.get_paginated_response(SliceOutputSerializer(page, many=True).data)
 
+    @extend_schema(request=CreateInputSerializer,
+                   responses={201: SliceDetailOutputSerializer, 202: FreezingOutputSerializer}, examples=[
+                       OpenApiExample("A live slice", request_only=True,
+                                      value={"name": "night cars", "kind": "query",
+                                             "query": "tags = 'night' AND label(class = 'vehicle/car')"}),
+                       OpenApiExample("A slice of given rows", request_only=True,
+                                      value={"name": "to review", "kind": "ids", "datarow_ids": [1, 2, 3]})])
     def post(self, request, project_id: int):
         """201 with the slice; 202 with the slice and its job for a freeze too large for one request."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -135,8 +153,8 @@ class SliceListCreateApi(APIView):
         return Response(_detail(created), status=status.HTTP_201_CREATED)
 
 
-class SliceCombineApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class SliceCombineApi(Api):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         operation = serializers.ChoiceField(choices=list(COMBINE_OPERATIONS),
@@ -144,6 +162,7 @@ class SliceCombineApi(APIView):
         slices = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=2,
                                        max_length=MAX_COMBINED_SLICES, help_text="Slice ids, in order.")
 
+    @extend_schema(request=InputSerializer, responses={201: SliceDetailOutputSerializer})
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
@@ -155,14 +174,16 @@ class SliceCombineApi(APIView):
         return Response(_detail(combined), status=status.HTTP_201_CREATED)
 
 
-class SliceDetailApi(APIView):
-    class UpdateInputSerializer(serializers.Serializer):
+class SliceDetailApi(Api):
+    class UpdateInputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200, required=False)
         description = serializers.CharField(required=False, allow_blank=True)
 
+    @extend_schema(responses={200: SliceDetailOutputSerializer})
     def get(self, request, project_id: int, slice_id: int):
         return Response(_detail(_project_slice(request, project_id, slice_id)))
 
+    @extend_schema(request=UpdateInputSerializer, responses={200: SliceDetailOutputSerializer})
     def patch(self, request, project_id: int, slice_id: int):
         slice_ = _project_slice(request, project_id, slice_id)
         data = self.UpdateInputSerializer(data=request.data)
@@ -170,16 +191,19 @@ class SliceDetailApi(APIView):
         updated = slice_update(slice=slice_, **data.validated_data)
         return Response(_detail(updated))
 
+    @extend_schema(responses={204: None})
     def delete(self, request, project_id: int, slice_id: int):
         slice_delete(slice=_project_slice(request, project_id, slice_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class SliceMemberListApi(APIView):
-    class FilterSerializer(serializers.Serializer):
+class SliceMemberListApi(Api):
+    class FilterSerializer(StrictSerializer):
         cursor = DatarowCursorField(required=False)
         page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
         split = serializers.ChoiceField(choices=SPLIT_NAMES, required=False)
+
+    query_serializers = {"get": FilterSerializer}
 
     class OutputSerializer(serializers.Serializer):
         class MemberSerializer(DatarowOutputSerializer):
@@ -189,12 +213,11 @@ class SliceMemberListApi(APIView):
         next_cursor = DatarowCursorField(allow_null=True)
         count = serializers.IntegerField(help_text="Members in all (of the split, if one is given).")
 
+    @extend_schema(responses={200: OutputSerializer})
     def get(self, request, project_id: int, slice_id: int):
         """Members by datarow id, with keyset pages: pass next_cursor back as cursor."""
         slice_ = _project_slice(request, project_id, slice_id)
-        data = self.FilterSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        params = data.validated_data
+        params = self.query
         page = slice_member_page(slice=slice_, after_id=params.get("cursor"), limit=params["page_size"],
                                  split=params.get("split"))
         members = [{**DatarowOutputSerializer(row).data, "split": split} for row, split in page.results]
@@ -203,14 +226,17 @@ class SliceMemberListApi(APIView):
                                                "count": count}).data)
 
 
-class SliceSplitApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class SliceSplitApi(Api):
+    class InputSerializer(StrictSerializer):
         seed = serializers.IntegerField(min_value=-(2 ** 63), max_value=2 ** 63 - 1)
         fractions = serializers.DictField(child=serializers.FloatField(min_value=0, max_value=1),
                                           help_text='e.g. {"train": 0.8, "validation": 0.1, "test": 0.1}; '
                                                     'they add up to 1.')
         stratified = serializers.BooleanField(default=False, help_text="Keep each class's share in every split.")
 
+    @extend_schema(request=InputSerializer, responses={200: SliceDetailOutputSerializer}, examples=[
+        OpenApiExample("80/10/10", request_only=True, value={
+            "seed": 7, "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "stratified": True})])
     def post(self, request, project_id: int, slice_id: int):
         slice_ = _project_slice(request, project_id, slice_id)
         data = self.InputSerializer(data=request.data)

@@ -4,9 +4,11 @@ from django.conf import settings
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.views import APIView
+from drf_spectacular.utils import extend_schema
 
+from mlops.apis import Api
 from mlops.exceptions import NotAuthenticated
+from mlops.serializers import StrictSerializer
 from tenancy.authentication import bearer_token_from_header
 from tenancy.services import tenant_provision
 
@@ -22,11 +24,11 @@ class IsPlatformService(BasePermission):
         return True
 
 
-class TenantProvisionApi(APIView):
+class TenantProvisionApi(Api):
     authentication_classes: list = []
     permission_classes = [IsPlatformService]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictSerializer):
         schema_name = serializers.CharField(max_length=48)
         name = serializers.CharField(max_length=200)
         database = serializers.CharField(max_length=100, default="main")
@@ -38,6 +40,7 @@ class TenantProvisionApi(APIView):
         status = serializers.CharField()
         created_at = serializers.DateTimeField()
 
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[{"platformServiceKey": []}])
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

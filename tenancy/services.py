@@ -2,7 +2,7 @@ import re
 
 from django.db import transaction
 
-from mlops.db_routing import WRITER
+from mlops.db_routing import WRITER, tenant_reads_see_writer
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import tenant_read_folder
 from tenancy.models import Tenant
@@ -34,5 +34,7 @@ def tenant_provision(*, schema_name: str, name: str, database: str = "main", if_
         )
     tenant.create_schema(check_if_exists=True, verbosity=0)
     Tenant.objects.using(WRITER).filter(pk=tenant.pk).update(status=Tenant.Status.ACTIVE)
+    # Its first requests must not read from a reader that has not replayed its schema yet.
+    tenant_reads_see_writer(tenant_schema=schema_name)
     tenant.refresh_from_db(using=WRITER)
     return tenant

@@ -1,9 +1,11 @@
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from jobs.serializers import JobOutputSerializer
+from mlops.apis import Api
 from mlops.pagination import CreatedCursorPagination
+from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.selectors import slice_get
 from training.models import ModelDefinition
@@ -61,20 +63,27 @@ class TrainingRunLogsOutputSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
-class ModelDefinitionListCreateApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class ModelDefinitionListCreateApi(Api):
+    class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         task = serializers.ChoiceField(choices=ModelDefinition.Task.choices, required=False,
                                        help_text="Defaults to the trainer's task (a detector's is detection).")
         trainer = serializers.CharField(max_length=300, default="image-classifier")
         hyperparameters = serializers.DictField(default=dict)
 
+    query_serializers = {"get": CursorPageQuerySerializer}
+
+    @extend_schema(responses={200: page_of(ModelDefinitionOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         paginator = CreatedCursorPagination()
         page = paginator.paginate_queryset(model_definition_list(project=project), request, view=self)
         return paginator.get_paginated_response(ModelDefinitionOutputSerializer(page, many=True).data)
 
+    @extend_schema(request=InputSerializer, responses={201: ModelDefinitionOutputSerializer}, examples=[
+        OpenApiExample("An image classifier", request_only=True, value={
+            "name": "digits", "task": "classification", "trainer": "image-classifier",
+            "hyperparameters": {"epochs": 5, "batch_size": 32, "learning_rate": 0.001, "image_size": 64}})])
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
@@ -83,14 +92,15 @@ class ModelDefinitionListCreateApi(APIView):
         return Response(ModelDefinitionOutputSerializer(model).data, status=status.HTTP_201_CREATED)
 
 
-class ModelDefinitionDetailApi(APIView):
+class ModelDefinitionDetailApi(Api):
+    @extend_schema(responses={200: ModelDefinitionOutputSerializer})
     def get(self, request, project_id: int, model_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         return Response(ModelDefinitionOutputSerializer(model_definition_get(project=project, model_id=model_id)).data)
 
 
-class TrainingRunListStartApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class TrainingRunListStartApi(Api):
+    class InputSerializer(StrictSerializer):
         slice_id = serializers.IntegerField()
         train_splits = serializers.ListField(child=serializers.ChoiceField(choices=list(SPLIT_NAMES)),
                                              default=["train"], allow_empty=False)
@@ -98,6 +108,9 @@ class TrainingRunListStartApi(APIView):
                                                   default=["validation"])
         config = serializers.DictField(default=dict)
 
+    query_serializers = {"get": CursorPageQuerySerializer}
+
+    @extend_schema(responses={200: page_of(TrainingRunOutputSerializer)})
     def get(self, request, project_id: int, model_id: int):
         model = model_definition_get(project=project_get(principal=request.user, project_id=project_id),
                                      model_id=model_id)
@@ -105,6 +118,10 @@ class TrainingRunListStartApi(APIView):
         page = paginator.paginate_queryset(training_run_list(model=model), request, view=self)
         return paginator.get_paginated_response(TrainingRunOutputSerializer(page, many=True).data)
 
+    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer}, examples=[
+        OpenApiExample("Train on a split slice", request_only=True, value={
+            "slice_id": 12, "train_splits": ["train"], "validation_splits": ["validation"],
+            "config": {"epochs": 10, "learning_rate": 0.0005}})])
     def post(self, request, project_id: int, model_id: int):
         """202 with the queued run: follow its job on ws/jobs/<job id>/, cancel it with POST jobs/<id>/cancel."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -119,13 +136,15 @@ class TrainingRunListStartApi(APIView):
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
-class TrainingRunDetailApi(APIView):
+class TrainingRunDetailApi(Api):
+    @extend_schema(responses={200: TrainingRunOutputSerializer})
     def get(self, request, project_id: int, run_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         return Response(TrainingRunOutputSerializer(training_run_get(project=project, run_id=run_id)).data)
 
 
-class TrainingRunLogsApi(APIView):
+class TrainingRunLogsApi(Api):
+    @extend_schema(responses={200: TrainingRunLogsOutputSerializer})
     def get(self, request, project_id: int, run_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         return Response(TrainingRunLogsOutputSerializer(training_run_get(project=project, run_id=run_id)).data)

@@ -1,13 +1,10 @@
-import base64
-import binascii
-
 from django.http import FileResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from datasets.apis.labels import BoxField, LabelOutputSerializer
 from datasets.importers.records import MAX_STRING, MAX_TAGS
 from datasets.models import DataRow
 from datasets.selectors import (
@@ -21,45 +18,25 @@ from datasets.selectors import (
     datarow_predictions_by_model_version,
     dataset_get_for_caller,
 )
+from datasets.serializers import (
+    BoxField,
+    ClassNamedSerializer,
+    DatarowCursorField,
+    DatarowOutputSerializer,
+    LabelOutputSerializer,
+    PolygonField,
+)
 from datasets.services.datarows import MAX_DATAROW_IDS, datarow_bulk_delete, datarow_tags_update
+from mlops.apis import Api
+from mlops.exception_handler import ErrorSerializer
+from mlops.serializers import StrictSerializer
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-class DatarowCursorField(serializers.Field):
-    """The opaque `cursor` of a datarow page: it encodes the last id of the page before."""
-
-    default_error_messages = {"invalid": "Not a cursor from this API; pass next_cursor as it was given."}
-
-    def to_internal_value(self, data) -> int:
-        try:
-            after_id = int(base64.urlsafe_b64decode(str(data) + "=" * (-len(str(data)) % 4)).decode())
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            self.fail("invalid")
-        if after_id < 0:
-            self.fail("invalid")
-        return after_id
-
-    def to_representation(self, after_id: int) -> str:
-        return base64.urlsafe_b64encode(str(after_id).encode()).decode().rstrip("=")
-
-
-class DatarowOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    external_id = serializers.CharField()
-    uri = serializers.CharField()
-    media_type = serializers.CharField()
-    width = serializers.IntegerField(allow_null=True)
-    height = serializers.IntegerField(allow_null=True)
-    metadata = serializers.JSONField()
-    tags = serializers.ListField(child=serializers.CharField())
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
-class DatarowListApi(APIView):
-    class FilterSerializer(serializers.Serializer):
+class DatarowListApi(Api):
+    class FilterSerializer(StrictSerializer):
         cursor = DatarowCursorField(required=False)
         page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
         external_id = serializers.CharField(required=False, trim_whitespace=False)
@@ -75,15 +52,16 @@ class DatarowListApi(APIView):
         tag = serializers.ListField(child=serializers.CharField(trim_whitespace=False), required=False,
                                     help_text="Repeat for several: rows having every one of them.")
 
+    query_serializers = {"get": FilterSerializer}
+
     class OutputSerializer(serializers.Serializer):
         results = DatarowOutputSerializer(many=True)
         next_cursor = DatarowCursorField(allow_null=True)
 
+    @extend_schema(responses={200: OutputSerializer})
     def get(self, request, project_id: int, dataset_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
-        query = self.FilterSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = dict(query.validated_data)
+        params = dict(self.query)
         after_id, size = params.pop("cursor", None), params.pop("page_size")
         filters = DatarowFilters(tags=tuple(params.pop("tag", ())), **params)
         rows, next_after_id = datarow_page(datarows=datarow_list(dataset=dataset, filters=filters),
@@ -91,16 +69,15 @@ class DatarowListApi(APIView):
         return Response(self.OutputSerializer({"results": rows, "next_cursor": next_after_id}).data)
 
 
-class DatarowDetailApi(APIView):
+class DatarowDetailApi(Api):
     class OutputSerializer(serializers.Serializer):
         class ModelVersionPredictionsSerializer(serializers.Serializer):
-            class PredictionSerializer(serializers.Serializer):
+            class PredictionSerializer(ClassNamedSerializer):
                 id = serializers.IntegerField()
-                class_name = serializers.CharField(source="ontology_class.name")
                 kind = serializers.CharField()
                 score = serializers.FloatField()
                 box = BoxField()
-                polygon = serializers.JSONField()
+                polygon = PolygonField()
 
             model_version_id = serializers.IntegerField(source="model_version.id")
             name = serializers.CharField(source="model_version.name")
@@ -114,6 +91,7 @@ class DatarowDetailApi(APIView):
         labels = LabelOutputSerializer(many=True)
         predictions = ModelVersionPredictionsSerializer(many=True)
 
+    @extend_schema(responses={200: OutputSerializer})
     def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         datarow = datarow_get(dataset=dataset, datarow_id=datarow_id)
@@ -127,10 +105,12 @@ class DatarowDetailApi(APIView):
         }).data)
 
 
-class DatarowImageApi(APIView):
+class DatarowImageApi(Api):
     """The image of a datarow whose URI is a local file, for the frontend; never a path from the caller. 404 when
     the file is not the tenant's to serve, 415 when it is not an image."""
 
+    @extend_schema(responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The image file."),
+                              415: ErrorSerializer})
     def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         image = datarow_image(datarow=datarow_get(dataset=dataset, datarow_id=datarow_id))
@@ -141,12 +121,12 @@ class DatarowImageApi(APIView):
         return response
 
 
-class DatarowIdsSerializer(serializers.Serializer):
+class DatarowIdsSerializer(StrictSerializer):
     datarow_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1,
                                         max_length=MAX_DATAROW_IDS)
 
 
-class DatarowTagsUpdateApi(APIView):
+class DatarowTagsUpdateApi(Api):
     class InputSerializer(DatarowIdsSerializer):
         # Tags as imports take them (datasets/importers/records.py): non-empty, kept verbatim, no NUL.
         add = serializers.ListField(child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False),
@@ -158,6 +138,7 @@ class DatarowTagsUpdateApi(APIView):
         updated = serializers.IntegerField()
         not_found_ids = serializers.ListField(child=serializers.IntegerField())
 
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
     def post(self, request, project_id: int, dataset_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
@@ -166,13 +147,14 @@ class DatarowTagsUpdateApi(APIView):
         return Response(self.OutputSerializer(result).data)
 
 
-class DatarowBulkDeleteApi(APIView):
+class DatarowBulkDeleteApi(Api):
     class OutputSerializer(serializers.Serializer):
         datarows = serializers.IntegerField()
         labels = serializers.IntegerField()
         predictions = serializers.IntegerField()
         not_found_ids = serializers.ListField(child=serializers.IntegerField())
 
+    @extend_schema(request=DatarowIdsSerializer, responses={200: OutputSerializer})
     def post(self, request, project_id: int, dataset_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         data = DatarowIdsSerializer(data=request.data)

@@ -1,18 +1,23 @@
 from django.http import FileResponse
 from rest_framework import serializers, status
 from rest_framework.response import Response
-from rest_framework.views import APIView
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from datasets.exporters.formats import EXPORT_FORMATS
 from datasets.selectors import dataset_export_file, dataset_get_for_caller
 from datasets.services.exports import dataset_export_start
 from jobs.serializers import JobOutputSerializer
+from mlops.apis import Api
+from mlops.exception_handler import ErrorSerializer
+from mlops.serializers import StrictSerializer
 
 
-class DatasetExportStartApi(APIView):
-    class InputSerializer(serializers.Serializer):
+class DatasetExportStartApi(Api):
+    class InputSerializer(StrictSerializer):
         format = serializers.ChoiceField(choices=list(EXPORT_FORMATS), default="jsonl")
 
+    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer})
     def post(self, request, project_id: int, dataset_id: int):
         """202 with the export job; its file is downloadable once the job has succeeded."""
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
@@ -22,7 +27,10 @@ class DatasetExportStartApi(APIView):
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
-class DatasetExportDownloadApi(APIView):
+class DatasetExportDownloadApi(Api):
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
+        OpenApiTypes.BINARY, description="The export file, in the job's format."),
+        409: OpenApiResponse(ErrorSerializer, description="The export job has not succeeded (yet).")})
     def get(self, request, project_id: int, dataset_id: int, job_id):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         path, export_format = dataset_export_file(principal=request.user, dataset=dataset, job_id=job_id)

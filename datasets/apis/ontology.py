@@ -1,19 +1,21 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from datasets.selectors import ontology_class_list
 from datasets.services.ontology import ontology_class_create
+from mlops.apis import Api
+from mlops.exception_handler import ErrorSerializer
+from mlops.pagination import CreatedCursorPagination
+from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 
 
-class OntologyClassPagination(CursorPagination):
+class OntologyClassPagination(CreatedCursorPagination):
     """Keyset pages in name order (unique in a project), so a parent comes before its children."""
 
     ordering = ("name",)
     page_size = 500
-    page_size_query_param = "page_size"
     max_page_size = 1000
 
 
@@ -25,17 +27,23 @@ class OntologyClassOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class OntologyClassListCreateApi(APIView):
-    class CreateInputSerializer(serializers.Serializer):
+class OntologyClassListCreateApi(Api):
+    class CreateInputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=500,
                                      help_text="A path like 'vehicle/car/sedan'; missing parents are added too.")
 
+    query_serializers = {"get": CursorPageQuerySerializer}
+
+    @extend_schema(responses={200: page_of(OntologyClassOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         paginator = OntologyClassPagination()
         page = paginator.paginate_queryset(ontology_class_list(project=project), request, view=self)
         return paginator.get_paginated_response(OntologyClassOutputSerializer(page, many=True).data)
 
+    @extend_schema(request=CreateInputSerializer, responses={
+        201: OntologyClassOutputSerializer,
+        409: OpenApiResponse(ErrorSerializer, description="The project has a class of that name already.")})
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.CreateInputSerializer(data=request.data)

@@ -7,12 +7,14 @@ annotations and categories are checked against each other and joined in SQL. Bat
 images then fill import_rows and import_labels with INSERT ... SELECT, and the generic check and merge
 take over. All SQL runs in the batches' `stage_sql`, in order, on the import connection.
 
-Mapping: an image is a datarow, external_id = file_name, uri = coco_url or else file_name, width and
-height, metadata {"coco": {"image_id": id}}. An annotation is a label whose class is its category's
-`name` (supercategory is ignored, so classes keep the names COCO tools, results files and other formats
-use): a box from `bbox`, or a polygon from the first polygon of `segmentation` (an RLE, for iscrowd,
-keeps the box only); its other keys (iscrowd, ...) are its `attributes`. `images` and `categories` are
-required. A file with annotations is the ground truth of its images (their labels are replaced); one
+Mapping: an image is a datarow, external_id = file_name, uri = file_name resolved against the import's
+images_uri (by default the file's own folder; see image_paths.py), or coco_url when there is one and no
+images_uri was given; width and height, metadata {"coco": {"image_id": id}}. An annotation is a label
+whose class is its category's `name` (supercategory is ignored, so classes keep the names COCO tools,
+results files and other formats use): a box from `bbox`, or a polygon from the first polygon of
+`segmentation` (an RLE, for iscrowd, keeps the box only); its other keys (iscrowd, ...) are its
+`attributes`. `images` and `categories` are required. With create_classes every category becomes a class;
+without it, an annotation whose category's name is no class is reported at its `category_id`. A file with annotations is the ground truth of its images (their labels are replaced); one
 without (image info) leaves labels alone. Category ids are kept on the ontology
 (OntologyClass.coco_category_id, one per class in a project; the last COCO import wins), because results
 files name classes by id only.
@@ -21,8 +23,7 @@ Errors are located by JSON path: line = the 1-based position of the image they b
 (images[line - 1]), field = the path of the bad value (`images[3].width`, `annotations[17].bbox[2]`).
 An image with a bad annotation is left out whole, as a JSONL line with a bad label is. What belongs to
 no image (the file, a category, an annotation of an unknown image) is reported on line 0. The generic
-checks keep their own fields: `external_id` for a repeated file_name, and `labels[17].class` (17 being
-the index in annotations) for a class missing from the ontology when classes may not be created.
+checks keep their own field: `external_id` for a repeated file_name.
 
 Results (`coco_results`) are a JSON array of {image_id, category_id, bbox, score, segmentation?}, the
 predictions of the import's model_name/model_version. image_id finds its datarow in the dataset through
@@ -45,12 +46,14 @@ from django.conf import settings
 
 from datasets.importers import copy_format as cf
 from datasets.importers import staging
+from datasets.importers.image_paths import ImageRoot, image_root
 from datasets.importers.json_depth import JsonDepth, too_deep_message
 from datasets.importers.records import (
     BOX_TOLERANCE,
     BadRecord,
     BatchBuffers,
     Box,
+    FormatOptions,
     Geometry,
     LabelRecord,
     LineError,
@@ -63,7 +66,7 @@ from datasets.importers.records import (
     error_from_msgspec,
     geometry,
 )
-from mlops.storage import LocalUriCheck, local_copy
+from mlops.storage import LocalUriCheck, StorageError, local_copy
 
 IMAGE_ID_PATH = "coco.image_id"
 # What ijson reads at a time; a syntax error is located within one such read.
@@ -178,6 +181,17 @@ MOVE_ANNOTATION_CHUNK = """
     INSERT INTO coco_annotations SELECT * FROM coco_annotation_chunk WHERE image_id IS NOT NULL;
     TRUNCATE coco_annotation_chunk"""
 INDEX_ANNOTATIONS = "CREATE INDEX ON coco_annotations (image_id); ANALYZE coco_annotations, coco_categories"
+# With create_classes, every category becomes a class (with its ancestors), annotated or not: the generic check of
+# the batch this runs in creates what import_classes names.
+CATEGORY_CLASSES = staging.class_paths_sql("SELECT name AS class_name FROM coco_categories WHERE problem IS NULL")
+# Without it, an annotation of a category the ontology lacks is reported at its category_id, by the category's name.
+FLAG_UNKNOWN_CATEGORIES = """
+    UPDATE coco_annotations a SET field = format('annotations[%s].category_id', a.ordinal),
+        problem = format('category %L (id %s) is not a class of the project''s ontology; import with '
+                         'create_classes=true to add the file''s categories', c.name, c.id)
+    FROM coco_categories c CROSS JOIN import_target t
+    WHERE a.problem IS NULL AND c.id = a.category_id AND c.problem IS NULL
+      AND NOT EXISTS (SELECT 1 FROM datasets_ontologyclass o WHERE o.project_id = t.project_id AND o.name = c.name)"""
 IMAGE_BATCH_ERRORS = """
     SELECT ordinal + 1, field, problem FROM coco_images
     WHERE ordinal >= %(start)s AND ordinal < %(end)s AND problem IS NOT NULL
@@ -307,12 +321,16 @@ def _syntax_error(error: Exception, reader: _TrackedReader) -> LineError:
 
 
 def _load(path: Path, prefix: str, table: str, columns: str, to_line: Callable[[int, object], str], batch_lines: int,
-          check: Stage | None = None) -> Generator[BatchBuffers, None, tuple[int, LineError | None]]:
+          check: Stage | None = None, finish: Callable[[int, list[str]], None] | None = None,
+          ) -> Generator[BatchBuffers, None, tuple[int, LineError | None]]:
     """Stream the array at `prefix` into `table`, batch_lines elements per batch, each COPied (then checked) by
-    its batch; return the element count and the syntax error that stopped the stream, if any."""
+    its batch; return the element count and the syntax error that stopped the stream, if any. `finish(start,
+    lines)` may still rewrite a chunk's lines (its first element's ordinal `start`) before they are copied."""
     count, lines = 0, []
 
     def copy_batch(chunk: list[str]) -> BatchBuffers:
+        if finish:
+            finish(count - len(chunk), chunk)
         def stage(conn: psycopg.Connection, batch: BatchBuffers) -> None:
             staging.copy_into(conn, table, columns, chunk)
             if check:
@@ -400,19 +418,43 @@ def _category_line(ordinal: int, raw: object) -> str:
     return _line(str(ordinal), str(category.id), cf.text(category.name), cf.NULL, cf.NULL)
 
 
-def _image_line(ordinal: int, raw: object, *, local_uris: LocalUriCheck) -> str:
-    path = f"images[{ordinal}]"
-    try:
-        image = _parse(raw, Image, path)
-        for key in ("file_name", "coco_url"):
-            if "\x00" in (getattr(image, key) or ""):
-                raise BadRecord(f"{path}.{key}", "must not contain NUL characters")
-        if local_uris.outside(image.coco_url or image.file_name):
-            raise BadRecord(f"{path}.{'coco_url' if image.coco_url else 'file_name'}", OUTSIDE_TENANT_FOLDER)
-    except BadRecord as bad:
-        return _problem_line(ordinal, _whole_number(raw, "id"), IMAGE_COLUMNS, bad)
-    return _line(str(ordinal), str(image.id), cf.text(image.file_name), cf.text(image.coco_url or image.file_name),
-                 cf.number(image.width), cf.number(image.height), cf.NULL, cf.NULL)
+class _ImageLines:
+    """images[i] as COPY lines, each with the URI of its image: its file_name resolved against the images root
+    (coco_url instead when there is one and the import gave no images_uri). Objects to look up (check_images on
+    s3) are looked up chunk by chunk, together, in `finish`."""
+
+    def __init__(self, root: ImageRoot, local_uris: LocalUriCheck):
+        self.root, self.local_uris = root, local_uris
+        self.lookups: list[tuple[int, int, str]] = []  # ordinal, image id, URI
+
+    def line(self, ordinal: int, raw: object) -> str:
+        path = f"images[{ordinal}]"
+        try:
+            image = _parse(raw, Image, path)
+            for key in ("file_name", "coco_url"):
+                if "\x00" in (getattr(image, key) or ""):
+                    raise BadRecord(f"{path}.{key}", "must not contain NUL characters")
+            by_url = bool(image.coco_url) and not self.root.explicit
+            field = f"{path}.{'coco_url' if by_url else 'file_name'}"
+            uri = image.coco_url if by_url else self.root.resolve(image.file_name, field)
+            if self.local_uris.outside(uri):
+                raise BadRecord(field, OUTSIDE_TENANT_FOLDER)
+        except BadRecord as bad:
+            return _problem_line(ordinal, _whole_number(raw, "id"), IMAGE_COLUMNS, bad)
+        if self.root.looks_up_objects and not by_url:
+            self.lookups.append((ordinal, image.id, uri))
+        return _line(str(ordinal), str(image.id), cf.text(image.file_name), cf.text(uri),
+                     cf.number(image.width), cf.number(image.height), cf.NULL, cf.NULL)
+
+    def finish(self, start: int, lines: list[str]) -> None:
+        if not self.lookups:
+            return
+        missing = self.root.missing_objects([uri for _, _, uri in self.lookups])
+        for (ordinal, image_id, uri), gone in zip(self.lookups, missing):
+            if gone:
+                bad = BadRecord(f"images[{ordinal}].file_name", f"is missing: no object {uri}")
+                lines[ordinal - start] = _problem_line(ordinal, image_id, IMAGE_COLUMNS, bad)
+        self.lookups.clear()
 
 
 def _annotation_line(ordinal: int, raw: object) -> str:
@@ -469,13 +511,20 @@ def _missing(array: str) -> LineError:
     return LineError(0, array, f"is missing or empty: a COCO file lists its {array}")
 
 
-def coco_batches(uri: str, writer: RecordWriter, batch_lines: int) -> Iterator[BatchBuffers]:
+def coco_batches(uri: str, writer: RecordWriter, batch_lines: int,
+                 options: FormatOptions = FormatOptions()) -> Iterator[BatchBuffers]:
     known = writer.catalog_types.setdefault(IMAGE_ID_PATH, "number")
     if known != "number":
         message = f"is number here but {known} in the project's field catalog"
         yield BatchBuffers(errors=[LineError(0, f"metadata.{IMAGE_ID_PATH}", message)])
         return
     with local_copy(uri) as path:
+        try:
+            root = image_root(uri, path, images_uri=options.images_uri, check=options.check_images)
+        except StorageError as error:
+            yield BatchBuffers(errors=[LineError(0, "images_uri", error.message)])
+            return
+        image_lines = _ImageLines(root, writer.local_uris)
         yield _sql_batch(_execute(CREATE_COCO_TABLES))
         load = partial(_load, path, batch_lines=batch_lines)
         categories, error = yield from load("categories.item", "coco_categories", CATEGORY_COLUMNS, _category_line)
@@ -483,8 +532,8 @@ def coco_batches(uri: str, writer: RecordWriter, batch_lines: int) -> Iterator[B
             yield BatchBuffers(errors=[error or _missing("categories")])
             return
         yield _sql_batch(_report_categories)
-        images, error = yield from load("images.item", "coco_images", IMAGE_COLUMNS,
-                                        partial(_image_line, local_uris=writer.local_uris))
+        images, error = yield from load("images.item", "coco_images", IMAGE_COLUMNS, image_lines.line,
+                                        finish=image_lines.finish)
         if error or not images:
             yield BatchBuffers(errors=[error or _missing("images")])
             return
@@ -494,7 +543,8 @@ def coco_batches(uri: str, writer: RecordWriter, batch_lines: int) -> Iterator[B
         if error:
             yield BatchBuffers(errors=[error])
             return
-    yield _sql_batch(_execute(INDEX_ANNOTATIONS))
+    yield _sql_batch(_execute(INDEX_ANNOTATIONS, CATEGORY_CLASSES if options.create_classes
+                              else FLAG_UNKNOWN_CATEGORIES))
     for start in range(0, images, batch_lines):
         yield _sql_batch(partial(_stage_images, start=start, end=start + batch_lines, has_labels=annotations > 0))
     # The last batch may have created classes (create_classes): they get their ids too.
@@ -524,7 +574,8 @@ def _stage_detections(conn: psycopg.Connection, batch: BatchBuffers, *, number: 
         cursor.execute(FILL_DETECTION_PREDICTIONS, {"batch": number, "model_name": model[0], "model_version": model[1]})
 
 
-def coco_results_batches(uri: str, writer: RecordWriter, batch_lines: int) -> Iterator[BatchBuffers]:
+def coco_results_batches(uri: str, writer: RecordWriter, batch_lines: int,
+                         options: FormatOptions = FormatOptions()) -> Iterator[BatchBuffers]:
     """Needs the import's default model (FORMATS_NEEDING_MODEL): a results file names none."""
     with local_copy(uri) as path:
         yield _sql_batch(_execute(CREATE_RESULT_TABLES))

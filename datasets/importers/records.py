@@ -221,6 +221,16 @@ def _json_text(value, name: str) -> str:
     return cf.text(dumped)
 
 
+@dataclass(frozen=True)
+class FormatOptions:
+    """The import options some formats read beside their source: where a COCO or YOLO file's images are, whether
+    to look each one up, and whether the file's classes (COCO categories) may join the ontology."""
+
+    images_uri: str | None = None
+    check_images: bool = False
+    create_classes: bool = False
+
+
 @dataclass
 class BatchBuffers:
     """COPY text for the three staging tables, each valid line's metadata paths, and the bad lines."""

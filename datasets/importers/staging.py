@@ -143,11 +143,8 @@ def check_batch(conn: psycopg.Connection, options: MergeOptions) -> BatchResult:
         cursor.execute("INSERT INTO import_seen SELECT external_id, line_no FROM import_rows")
         # Each class path of the batch and its ancestors (`vehicle`, `vehicle/car` for `vehicle/car/sedan`),
         # once: classes are created from it and locked by it (see _lock_referenced_rows).
-        cursor.execute("""
-            INSERT INTO import_classes
-            SELECT DISTINCT array_to_string((string_to_array(c.class_name, '/'))[1:depth], '/')
-            FROM (SELECT class_name FROM import_labels UNION SELECT class_name FROM import_predictions) c,
-                 generate_series(1, array_length(string_to_array(c.class_name, '/'), 1)) AS depth""")
+        cursor.execute(class_paths_sql("SELECT class_name FROM import_labels UNION "
+                                       "SELECT class_name FROM import_predictions"))
 
         if options.create_classes:
             _create_missing_classes(cursor, options.project_id)
@@ -177,6 +174,15 @@ def check_batch(conn: psycopg.Connection, options: MergeOptions) -> BatchResult:
                 for table in ("import_rows", "import_labels", "import_predictions"):
                     cursor.execute(f"DELETE FROM {table} WHERE line_no = ANY(%s)", [[row[0] for row in existing]])
     return result
+
+
+def class_paths_sql(class_names: str) -> str:
+    """SQL adding each class path that the query `class_names` (a `class_name` column) yields, with its ancestors,
+    to import_classes: the classes a batch refers to, created with create_classes."""
+    return f"""
+        INSERT INTO import_classes
+        SELECT DISTINCT array_to_string((string_to_array(c.class_name, '/'))[1:depth], '/')
+        FROM ({class_names}) c, generate_series(1, array_length(string_to_array(c.class_name, '/'), 1)) AS depth"""
 
 
 def _create_missing_classes(cursor, project_id: int) -> None:

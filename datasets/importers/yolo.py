@@ -6,7 +6,8 @@ indexes name the classes of data.yaml `names` (a list, or {index: name}), else o
 line, in the folder or in labels/ as labelImg writes it). Each image becomes a datarow: external_id = its
 path under images/, uri = its file, width/height from its header; its labels are the label file's boxes
 in pixels, clipped to the image as YOLO tools do. An image without a label file has no objects, so a
-re-import clears its labels.
+re-import clears its labels. The import's images_uri (a local folder of the tenant's) may hold the images
+instead of images/; the datarow's URI is always the image's absolute path, which the image endpoint serves.
 
 Errors: line = the image's position in the walk, field = the file and its line (`labels/train/a.txt:3`);
 an image with a bad label line is left out whole. A label file without an image and a missing class list
@@ -29,7 +30,7 @@ from datasets.importers.image_folder import (
 )
 from datasets.importers.records import LineError, record_from_dict
 from datasets.importers.sources import too_long_message
-from mlops.storage import outside_tenant_folder, readable_local_folder
+from mlops.storage import StorageError, is_local_uri, outside_tenant_folder, readable_local_folder
 
 CLASS_FILES = ("data.yaml", "classes.txt", "labels/classes.txt")
 # Where a label file's image may be: every image suffix, as written by tools that lower- or upper-case it.
@@ -120,14 +121,23 @@ def _image_record(line_no: int, image: Path, external_id: str, label_file: Path,
                                       "height": size[1], "labels": labels})
 
 
-def yolo_records(uri: str) -> Iterator[tuple[int, object]]:
+def yolo_records(uri: str, *, images_uri: str | None = None) -> Iterator[tuple[int, object]]:
+    """`images_uri`, a local folder, holds the images instead of images/ (labels/ keeps their relative paths)."""
     root = readable_local_folder(uri)
     named = _class_names(root)
     if isinstance(named, LineError):
         yield 0, named
         return
     classes, class_file = named
-    images, labels = root / "images", root / "labels"
+    labels = root / "labels"
+    if images_uri and not is_local_uri(images_uri):
+        yield 0, LineError(0, "images_uri", "must be a local folder for a YOLO import")
+        return
+    try:
+        images = readable_local_folder(images_uri) if images_uri else root / "images"
+    except StorageError as error:
+        yield 0, LineError(0, "images_uri", error.message)
+        return
     if not images.is_dir():
         yield 0, LineError(0, "images", "is missing: a YOLO folder has images/ and labels/")
         return

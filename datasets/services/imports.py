@@ -16,15 +16,16 @@ import orjson
 import psycopg
 from django.conf import settings
 from datasets.importers import staging
-from datasets.importers.records import BatchBuffers, LineError, RecordWriter
-from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL
+from datasets.importers.image_paths import images_uri_check
+from datasets.importers.records import BatchBuffers, FormatOptions, LineError, RecordWriter
+from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.selectors import field_catalog_types
 from jobs.services import OWNED_UPLOAD_PARAM, job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
-from mlops.storage import source_check, tenant_path
+from mlops.storage import UPLOAD_SCHEME, source_check, tenant_path
 
 # The job keeps the first errors for the API; the full list is the downloadable report.
 ERRORS_KEPT_ON_JOB = 50
@@ -44,6 +45,9 @@ class ImportOptions:
     create_classes: bool = False
     model_name: str | None = None
     model_version: str | None = None
+    # Where a COCO file's relative file_names (or a YOLO folder's images) are; see importers/image_paths.py.
+    images_uri: str | None = None
+    check_images: bool = False
 
 
 @dataclass
@@ -102,6 +106,10 @@ def validate_import_options(options: ImportOptions) -> None:
         fields["model_version"] = ["model_name and model_version go together."]
     elif options.format in FORMATS_NEEDING_MODEL and not options.model_name:
         fields["model_name"] = [f"Format {options.format} needs model_name and model_version."]
+    if options.images_uri and options.format not in FORMATS_WITH_IMAGES:
+        fields["images_uri"] = [f"Only formats {', '.join(sorted(FORMATS_WITH_IMAGES))} name images to find."]
+    if options.check_images and options.format != "coco":
+        fields["check_images"] = ["Only a coco import looks its images up (the other formats read each image)."]
     if fields:
         raise ApplicationError("Invalid import options.", {"fields": fields})
 
@@ -116,6 +124,8 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
     """
     validate_import_options(options)
     default_model = (options.model_name, options.model_version) if options.model_name else None
+    format_options = FormatOptions(images_uri=options.images_uri, check_images=options.check_images,
+                                   create_classes=options.create_classes)
     # From the writer: the catalog this import extends, as the last import left it.
     writer = RecordWriter(field_catalog_types(project_id=dataset.project_id, using=WRITER), default_model=default_model)
     merge = staging.MergeOptions(dataset_id=dataset.pk, project_id=dataset.project_id, mode=options.mode,
@@ -146,7 +156,7 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
                 progress(counters, errors)
 
             in_flight: tuple[BatchBuffers, Future] | None = None
-            for batch in FORMATS[options.format](uri, writer, settings.IMPORT_BATCH_LINES):
+            for batch in FORMATS[options.format](uri, writer, settings.IMPORT_BATCH_LINES, format_options):
                 if in_flight:
                     account(*in_flight)
                 in_flight = batch, sql_thread.submit(_stage_check_merge, conn, merge, batch, writer, abort_on_error)
@@ -197,6 +207,12 @@ def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: Impo
 
     validate_import_options(options)
     source_check(uri)
+    if options.images_uri:
+        images_uri_check(options.images_uri)
+    elif options.format == "coco" and uri.startswith(f"{UPLOAD_SCHEME}://"):
+        # An uploaded file has no folder of its own: its relative file_names would resolve nowhere.
+        raise ApplicationError("An uploaded COCO file needs images_uri, the folder or prefix its file_names are in.",
+                               {"fields": {"images_uri": ["Required when the COCO file is uploaded."]}})
     if dataset.status == Dataset.Status.DELETING:
         raise ApplicationError(f"Dataset {dataset.pk} is being deleted.")
     params = {"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)}

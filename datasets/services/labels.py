@@ -25,7 +25,7 @@ def _ontology_class(*, project_id: int, class_name: str) -> OntologyClass:
     ontology_class = OntologyClass.objects.filter(project_id=project_id, name=class_name).first()
     if ontology_class is None:
         raise ApplicationError(f"Class '{class_name}' is not in the project's ontology.",
-                               {"fields": {"class_name": ["Not in the project's ontology; add it there first."]}})
+                               {"fields": {"class": ["Not in the project's ontology; add it there first."]}})
     return ontology_class
 
 

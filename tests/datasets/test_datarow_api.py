@@ -196,14 +196,14 @@ def test_detail_has_labels_predictions_by_model_version_and_a_presigned_url(
     assert "X-Amz-Signature" in parse_qs(url.query) or "Signature" in parse_qs(url.query)
     assert body["image_url_error"] is None
     labels = {label["kind"]: label for label in body["labels"]}
-    assert {kind: (label["class_name"], label["box"]) for kind, label in labels.items()} == {
+    assert {kind: (label["class"], label["box"]) for kind, label in labels.items()} == {
         "box": ("vehicle/car", [10, 20, 100, 50]), "polygon": ("vehicle/car", [0, 0, 10, 10]),
         "classification": ("daytime", None)}
     assert labels["box"]["attributes"] == {"occluded": True} and labels["box"]["area"] == 5000
     assert labels["polygon"]["polygon"] == [[0, 0], [10, 0], [10, 10]] and labels["polygon"]["area"] == 50
     assert (labels["box"]["source"], labels["box"]["updated_by"]) == ("import:seed", "seeder")
     assert labels["box"]["updated_at"]
-    groups = [(g["name"], g["version"], [(p["class_name"], p["score"], p["box"]) for p in g["predictions"]])
+    groups = [(g["name"], g["version"], [(p["class"], p["score"], p["box"]) for p in g["predictions"]])
               for g in body["predictions"]]
     assert sorted(groups) == [("detr", "2", [("daytime", 0.7, None)]),
                               ("yolo", "1", [("vehicle/car", 0.9, [5, 6, 7, 8]), ("vehicle/car", 0.4, [1, 2, 3, 4])])]

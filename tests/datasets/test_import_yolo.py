@@ -130,3 +130,38 @@ def test_a_folder_without_a_class_list_imports_nothing(tenant_dataset, yolo_fold
 def test_a_folder_outside_the_tenant_folder_is_refused(tenant_dataset, tmp_path, run_import):
     with pytest.raises(StorageError, match="outside this tenant's folder"):
         run_import(str(tmp_path), format="yolo")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "reader"])
+def test_images_uri_holds_the_images_and_the_image_endpoint_serves_them(tenant_dataset, yolo_folder, import_root,
+                                                                        run_import, make_token, api_client):
+    from tests.conftest import TENANT_A
+    from tests.datasets.conftest import wait_for_reader
+
+    # given the images moved out of the YOLO folder, the labels left in it
+    pictures = import_root / "pictures"
+    (yolo_folder / "images").rename(pictures)
+
+    counters, errors = run_import(str(yolo_folder), format="yolo", images_uri=str(pictures), create_classes=True)
+
+    assert errors == [] and (counters.inserted, counters.labels) == (3, 3)
+    assert [row[:2] for row in _rows(tenant_dataset)] == [("c.PNG", str(pictures / "c.PNG")),
+                                                          ("train/a.png", str(pictures / "train/a.png")),
+                                                          ("train/b.jpg", str(pictures / "train/b.jpg"))]
+    wait_for_reader()
+    row = DataRow.objects.get(dataset=tenant_dataset, external_id="train/a.png")
+    served = api_client(make_token(TENANT_A)).get(
+        f"/api/v1/projects/{tenant_dataset.project_id}/datasets/{tenant_dataset.pk}/datarows/{row.pk}/image")
+    assert served.status_code == 200 and b"".join(served.streaming_content) == png_bytes(200, 100)
+
+
+@pytest.mark.parametrize("images_uri", ["s3://bucket/images/", "OTHER_TENANT"])
+def test_images_uri_of_a_yolo_import_is_a_local_folder_of_the_tenant(tenant_dataset, yolo_folder, import_root,
+                                                                     run_import, images_uri):
+    if images_uri == "OTHER_TENANT":
+        images_uri = str(import_root.parent / "globex")
+
+    counters, errors = run_import(str(yolo_folder), format="yolo", images_uri=images_uri)
+
+    assert [(e.line, e.field) for e in errors] == [(0, "images_uri")]
+    assert counters.inserted == 0

@@ -42,10 +42,10 @@ def test_add_an_object_and_a_classification_recording_who(datarow, make_token, a
     token = make_token(TENANT_A)
     client = api_client(token)
     # when
-    box = client.post(_labels_url(datarow), {"class_name": "vehicle/car", "box": [100, 50, 200, 100],
+    box = client.post(_labels_url(datarow), {"class": "vehicle/car", "box": [100, 50, 200, 100],
                                              "attributes": {"occluded": False}}, format="json")
-    classification = client.post(_labels_url(datarow), {"class_name": "daytime"}, format="json")
-    polygon = client.post(_labels_url(datarow), {"class_name": "vehicle/car",
+    classification = client.post(_labels_url(datarow), {"class": "daytime"}, format="json")
+    polygon = client.post(_labels_url(datarow), {"class": "vehicle/car",
                                                  "polygon": [[0, 0], [20, 0], [20, 10], [0, 10]]}, format="json")
     # then
     assert box.status_code == classification.status_code == polygon.status_code == 201, box.content
@@ -63,18 +63,18 @@ def test_add_an_object_and_a_classification_recording_who(datarow, make_token, a
 
 
 @pytest.mark.parametrize("body, field, reason", [
-    ({"class_name": "unicorn"}, "class_name", "not in the project's ontology"),
-    ({"class_name": "vehicle"}, None, None),  # a parent class the import created is a class too
-    ({"class_name": "vehicle/car", "box": [600, 10, 100, 10]}, "box", "right edge"),
-    ({"class_name": "vehicle/car", "box": [10, 470, 10, 20]}, "box", "bottom edge"),
-    ({"class_name": "vehicle/car", "box": [10, 10, 0, 5]}, "box", "positive width"),
-    ({"class_name": "vehicle/car", "box": [10, 10, 5]}, "box", "length"),
-    ({"class_name": "vehicle/car", "box": [-1, 10, 5, 5]}, "box[0]", ">= 0"),
-    ({"class_name": "vehicle/car", "polygon": [[0, 0], [1, 1]]}, "polygon", "length"),
-    ({"class_name": "vehicle/car", "polygon": [[0, 0], [700, 0], [0, 5]]}, "polygon", "right edge"),
-    ({"class_name": "daytime", "attributes": ["not", "an", "object"]}, "attributes", "object"),
-    ({"class_name": "daytime", "attributes": {"note": "nul\u0000"}}, "attributes", "NUL"),
-    ({}, "class_name", "required"),
+    ({"class": "unicorn"}, "class", "not in the project's ontology"),
+    ({"class": "vehicle"}, None, None),  # a parent class the import created is a class too
+    ({"class": "vehicle/car", "box": [600, 10, 100, 10]}, "box", "right edge"),
+    ({"class": "vehicle/car", "box": [10, 470, 10, 20]}, "box", "bottom edge"),
+    ({"class": "vehicle/car", "box": [10, 10, 0, 5]}, "box", "positive width"),
+    ({"class": "vehicle/car", "box": [10, 10, 5]}, "box", "length"),
+    ({"class": "vehicle/car", "box": [-1, 10, 5, 5]}, "box[0]", ">= 0"),
+    ({"class": "vehicle/car", "polygon": [[0, 0], [1, 1]]}, "polygon", "length"),
+    ({"class": "vehicle/car", "polygon": [[0, 0], [700, 0], [0, 5]]}, "polygon", "right edge"),
+    ({"class": "daytime", "attributes": ["not", "an", "object"]}, "attributes", "object"),
+    ({"class": "daytime", "attributes": {"note": "nul\u0000"}}, "attributes", "NUL"),
+    ({}, "class", "required"),
 ])
 def test_bad_labels_are_400_naming_the_field(datarow, make_token, api_client, body, field, reason):
     response = api_client(make_token(TENANT_A)).post(_labels_url(datarow), body, format="json")
@@ -91,7 +91,7 @@ def test_bad_labels_are_400_naming_the_field(datarow, make_token, api_client, bo
 def test_change_class_geometry_and_attributes_recording_who_and_when(datarow, make_token, api_client):
     # given
     creator = api_client(make_token(TENANT_A))
-    created = creator.post(_labels_url(datarow), {"class_name": "vehicle/car", "box": [1, 2, 3, 4]},
+    created = creator.post(_labels_url(datarow), {"class": "vehicle/car", "box": [1, 2, 3, 4]},
                            format="json").json()
     editor_token = make_token(TENANT_A)
     editor = api_client(editor_token)
@@ -99,7 +99,7 @@ def test_change_class_geometry_and_attributes_recording_who_and_when(datarow, ma
     # when
     moved = editor.patch(_labels_url(datarow, created["id"]), {"box": [10, 20, 30, 40], "attributes": {"a": 1}},
                          format="json")
-    reclassed = editor.patch(_labels_url(datarow, created["id"]), {"class_name": "daytime", "box": None},
+    reclassed = editor.patch(_labels_url(datarow, created["id"]), {"class": "daytime", "box": None},
                              format="json")
     # then
     assert moved.status_code == 200, moved.content
@@ -107,7 +107,7 @@ def test_change_class_geometry_and_attributes_recording_who_and_when(datarow, ma
     assert moved.json()["updated_by"] == _user_of(editor_token) != moved.json()["source"]
     assert moved.json()["updated_at"] > created["updated_at"]
     assert reclassed.status_code == 200, reclassed.content
-    assert (reclassed.json()["class_name"], reclassed.json()["kind"], reclassed.json()["box"]) == (
+    assert (reclassed.json()["class"], reclassed.json()["kind"], reclassed.json()["box"]) == (
         "daytime", "classification", None)
     assert reclassed.json()["attributes"] == {"a": 1}
     assert _label_count(datarow) == (3, 3)
@@ -115,12 +115,12 @@ def test_change_class_geometry_and_attributes_recording_who_and_when(datarow, ma
 
 def test_a_bad_change_is_400_and_changes_nothing(datarow, make_token, api_client):
     client = api_client(make_token(TENANT_A))
-    created = client.post(_labels_url(datarow), {"class_name": "vehicle/car", "box": [1, 2, 3, 4]}, format="json").json()
-    response = client.patch(_labels_url(datarow, created["id"]), {"class_name": "unicorn", "box": [1, 2, 3, 4]},
+    created = client.post(_labels_url(datarow), {"class": "vehicle/car", "box": [1, 2, 3, 4]}, format="json").json()
+    response = client.patch(_labels_url(datarow, created["id"]), {"class": "unicorn", "box": [1, 2, 3, 4]},
                             format="json")
     past_edge = client.patch(_labels_url(datarow, created["id"]), {"box": [630, 2, 30, 4]}, format="json")
     assert response.status_code == past_edge.status_code == 400
-    assert "class_name" in response.json()["extra"]["fields"] and "box" in past_edge.json()["extra"]["fields"]
+    assert "class" in response.json()["extra"]["fields"] and "box" in past_edge.json()["extra"]["fields"]
     with tenant_scope(TENANT_A):
         label = Label.objects.select_related("ontology_class").get(pk=created["id"])
     assert (label.ontology_class.name, label.x, label.w) == ("vehicle/car", 1, 3)
@@ -143,14 +143,14 @@ def test_a_label_of_another_datarow_is_not_found_through_this_one(datarow, tenan
     with tenant_scope(TENANT_A):
         other_label = Label.objects.get(datarow__external_id="img-2", datarow__dataset=tenant_dataset)
     client = api_client(make_token(TENANT_A))
-    assert client.patch(_labels_url(datarow, other_label.pk), {"class_name": "vehicle"}, format="json").status_code == 404
+    assert client.patch(_labels_url(datarow, other_label.pk), {"class": "vehicle"}, format="json").status_code == 404
     assert client.delete(_labels_url(datarow, other_label.pk)).status_code == 404
     assert _label_count(datarow) == (3, 3)
 
 
 def test_viewer_cannot_edit_labels(datarow, make_token, api_client):
     client = api_client(make_token(TENANT_A, role="viewer"))
-    response = client.post(_labels_url(datarow), {"class_name": "daytime"}, format="json")
+    response = client.post(_labels_url(datarow), {"class": "daytime"}, format="json")
     assert response.status_code == 403 and "read-only" in response.json()["message"]
     assert _label_count(datarow) == (2, 2)
 
@@ -159,9 +159,24 @@ def test_another_tenant_cannot_edit_labels_by_id(datarow, make_token, api_client
     with tenant_scope(TENANT_A):
         label_id = Label.objects.filter(datarow=datarow).first().pk
     client = api_client(make_token(TENANT_B, workspace="ws-globex"))
-    responses = [client.post(_labels_url(datarow), {"class_name": "daytime"}, format="json"),
-                 client.patch(_labels_url(datarow, label_id), {"class_name": "daytime"}, format="json"),
+    responses = [client.post(_labels_url(datarow), {"class": "daytime"}, format="json"),
+                 client.patch(_labels_url(datarow, label_id), {"class": "daytime"}, format="json"),
                  client.delete(_labels_url(datarow, label_id))]
     missing = {"message": f"Project {datarow.dataset.project_id} does not exist.", "extra": {}}
     assert [(response.status_code, response.json()) for response in responses] == [(404, missing)] * 3
     assert _label_count(datarow) == (2, 2)
+
+
+def test_class_is_the_field_of_a_label_as_in_the_import_manifest(datarow, make_token, api_client):
+    # given
+    client = api_client(make_token(role="editor"))
+    created = client.post(_labels_url(datarow), {"class": "vehicle/car", "box": [1, 2, 3, 4]}, format="json")
+    assert created.status_code == 201 and created.json()["class"] == "vehicle/car"
+    # when: `class` changes the class (it used to be ignored, with a 200); `class_name` is no field
+    changed = client.patch(_labels_url(datarow, created.json()["id"]), {"class": "daytime"}, format="json")
+    old_name = client.patch(_labels_url(datarow, created.json()["id"]), {"class_name": "vehicle"}, format="json")
+    # then
+    assert changed.status_code == 200 and changed.json()["class"] == "daytime"
+    assert old_name.status_code == 400 and list(old_name.json()["extra"]["fields"]) == ["class_name"]
+    stored = client.get(_labels_url(datarow).removesuffix("/labels")).json()["labels"]
+    assert [label["class"] for label in stored if label["id"] == created.json()["id"]] == ["daytime"]

@@ -243,3 +243,26 @@ def test_a_weights_file_that_carries_code_fails_the_prediction_run_without_runni
     # then
     assert run["status"] == "failed" and "Refusing to load model.pt: it holds more than tensors" in run["job"]["error"]
     assert not marker.exists() and run["prediction_count"] == 0
+
+
+def test_a_prediction_run_predicts_only_the_splits_it_is_given(client, trained, django_capture_on_commit_callbacks):
+    # given: the trained slice is split; its validation members
+    data, base, version_id = trained
+    with tenant_scope(TENANT_A):
+        validation = set(SliceMember.objects.filter(slice_id=data.slice.pk, split=Split.VALIDATION)
+                         .values_list("datarow_id", flat=True))
+    # when
+    run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
+                   slice_id=data.slice.pk, splits=["validation"], top_k=1)
+    # then: the scope is the one metrics take (a slice and its splits), and only those rows are predicted
+    assert run["status"] == "succeeded", run["job"]["error"]
+    assert run["splits"] == ["validation"] and run["datarow_count"] == len(validation) > 0
+    with tenant_scope(TENANT_A):
+        assert set(Prediction.objects.filter(run_id=run["id"]).values_list("datarow_id", flat=True)) == validation
+
+
+def test_prediction_run_splits_need_a_slice(client, trained):
+    data, base, version_id = trained
+    response = client.post(f"{base}/prediction-runs", {"model_version_id": version_id, "dataset_id": data.dataset.pk,
+                                                        "splits": ["test"]}, format="json")
+    assert response.status_code == 400 and "splits" in response.json()["extra"]["fields"]

@@ -90,6 +90,9 @@ def package_server_log(replica_pair) -> Iterator[ServerLog]:
 def routing_state(package_server_log, settings):
     """Each test starts with a healthy reader, fresh (so logged) connections and known routing settings."""
     db_routing._reader_outage = None
+    db_routing._reader_replayed = 0
+    # Positions recorded by other servers of the session (the suite's own database) mean nothing on this pair.
+    db_routing.redis_client().delete(*(db_routing._tenant_position_key(schema) for schema in (TENANT_A, TENANT_B)))
     settings.READ_YOUR_WRITES_SECONDS = 5.0
     settings.READER_DOWN_SECONDS = 30.0
     connections.close_all()

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import redis
 from django.conf import settings as django_settings
-from django.core.cache.backends.redis import RedisCache
 
 from devstack.postgres import free_port
 from mlops import db_routing
@@ -155,9 +155,9 @@ def test_a_hung_reader_costs_at_most_its_connect_timeout(make_token, api_client,
 def test_redis_down_pins_reads_to_the_writer_instead_of_failing(make_token, api_client, replica_pair, server_log,
                                                                  monkeypatch):
     # Only the read-your-writes store is down here: authentication keeps its own (working) cache.
-    dead_redis = RedisCache(f"redis://127.0.0.1:{free_port()}/0",
-                            {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}})
-    monkeypatch.setattr(db_routing, "cache", dead_redis)
+    dead_redis = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5,
+                                      socket_timeout=0.5)
+    monkeypatch.setattr(db_routing, "redis_client", lambda: dead_redis)
     author = api_client(make_token(TENANT_A))
 
     created = author.post("/api/v1/projects/", {"name": "Without Redis"}, format="json")

@@ -61,9 +61,9 @@ def test_imported_datasets_are_indexed_behind_the_project_alias_with_the_catalog
 
 @pytest.mark.parametrize("text", QUERIES)
 def test_rest_search_answers_as_on_postgres_page_for_page(text, search_data, indexed, client, settings):
-    bodies = [{"query": text, "limit": 9, **sort} for sort in SORTS] + \
-             [{"query": text, "limit": 9, **sort, "sort": "-" + sort["sort"]} for sort in SORTS]
-    bodies.append({"query": text, "limit": 5, "facets": FACETS, "count": "estimate"})
+    bodies = [{"query": text, "page_size": 9, **sort} for sort in SORTS] + \
+             [{"query": text, "page_size": 9, **sort, "sort": "-" + sort["sort"]} for sort in SORTS]
+    bodies.append({"query": text, "page_size": 5, "facets": FACETS, "count": "estimate"})
     for body in bodies:
         settings.SEARCH_ENGINE = "postgres"
         on_postgres = _walk(client, search_data.project_id, body)
@@ -80,8 +80,8 @@ def test_rest_search_answers_as_on_postgres_page_for_page(text, search_data, ind
 def test_totals_are_estimated_like_track_total_hits(search_data, indexed, client, monkeypatch):
     monkeypatch.setattr("search.selectors.ESTIMATE_CAP", 10)
     url = f"/api/v1/projects/{search_data.project_id}/search"
-    estimate = client.post(url, {"count": "estimate", "limit": 1}, format="json").json()["total"]
-    exact = client.post(url, {"count": "exact", "limit": 1}, format="json").json()["total"]
+    estimate = client.post(url, {"count": "estimate", "page_size": 1}, format="json").json()["total"]
+    exact = client.post(url, {"count": "exact", "page_size": 1}, format="json").json()["total"]
     assert estimate == {"value": 10, "relation": "gte"}
     assert exact == {"value": len(search_data.rows), "relation": "eq"}
     assert indexed.requests_to("POST", "/_search")[-2].body["track_total_hits"] == 10
@@ -96,7 +96,7 @@ def test_ids_deleted_meanwhile_are_dropped_from_the_page(search_data, indexed, c
             cursor.execute(f"DELETE FROM {table} WHERE datarow_id = %s", [gone])
         cursor.execute("DELETE FROM datasets_datarow WHERE id = %s", [gone])
     # when
-    ids = [row["id"] for page in _walk(client, search_data.project_id, {"limit": 10}) for row in page["results"]]
+    ids = [row["id"] for page in _walk(client, search_data.project_id, {"page_size": 10}) for row in page["results"]]
     # then
     assert gone not in ids and len(ids) == len(search_data.rows) - 1
 

@@ -86,8 +86,8 @@ def test_rest_search_on_a_live_server_answers_as_on_postgres(search_data, make_t
         with tenant_scope(TENANT_A):
             services.reindex_project(tenant_schema=TENANT_A, project_id=search_data.project_id, using="default")
         es.indices.refresh(index=alias)
-        bodies = [{"limit": 9, **sort, "sort": prefix + sort["sort"]} for sort in SORTS for prefix in ("", "-")]
-        bodies.append({"limit": 5, "facets": FACETS, "query": "metadata.weather != 'rain'"})
+        bodies = [{"page_size": 9, **sort, "sort": prefix + sort["sort"]} for sort in SORTS for prefix in ("", "-")]
+        bodies.append({"page_size": 5, "facets": FACETS, "query": "metadata.weather != 'rain'"})
         for body in bodies:
             settings.SEARCH_ENGINE = "postgres"
             on_postgres = _walk(client, search_data.project_id, body)

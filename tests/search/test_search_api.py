@@ -70,7 +70,7 @@ def client(search_data, make_token, api_client):
 @pytest.mark.parametrize("text", QUERIES)
 def test_results_are_the_engines_ids(text, search_data, postgres_ids, client):
     # when
-    rows, _ = _walk(client, search_data.project_id, {"query": text, "limit": 500})
+    rows, _ = _walk(client, search_data.project_id, {"query": text, "page_size": 500})
     # then
     expected = _expected_ids(search_data, text)
     assert [row["id"] for row in rows] == expected
@@ -81,14 +81,14 @@ def test_results_are_the_engines_ids(text, search_data, postgres_ids, client):
 
 def test_dataset_narrows_the_search_and_rows_have_the_datarow_list_shape(search_data, client):
     second = search_data.dataset_ids[1]
-    body = client.post(_url(search_data.project_id), {"query": "uri LIKE 's3://%'", "dataset": second, "limit": 500},
+    body = client.post(_url(search_data.project_id), {"query": "uri LIKE 's3://%'", "dataset": second, "page_size": 500},
                        format="json").json()
     assert [row["id"] for row in body["results"]] == _expected_ids(search_data, "", second)
     assert set(body["results"][0]) == {"id", "external_id", "uri", "media_type", "width", "height", "metadata", "tags",
                                        "created_at", "updated_at"}
     assert body["total"] == {"value": len(body["results"]), "relation": "eq"}
     assert body["facets"] == {} and isinstance(body["took_ms"], int)
-    no_query = client.post(_url(search_data.project_id), {"query": None, "dataset": second, "limit": 500},
+    no_query = client.post(_url(search_data.project_id), {"query": None, "dataset": second, "page_size": 500},
                            format="json").json()
     assert no_query["results"] == body["results"]
 
@@ -97,7 +97,7 @@ def test_dataset_narrows_the_search_and_rows_have_the_datarow_list_shape(search_
 def test_keyset_pages_walk_every_match_once_in_sort_order(sort, search_data, client):
     text = "metadata.weather != 'rain'"
     # when
-    rows, pages = _walk(client, search_data.project_id, {"query": text, "sort": sort, "limit": 7})
+    rows, pages = _walk(client, search_data.project_id, {"query": text, "sort": sort, "page_size": 7})
     # then
     by_id = {row["id"]: row for row in search_data.rows}
     expected = sorted(_expected_ids(search_data, text),
@@ -108,7 +108,7 @@ def test_keyset_pages_walk_every_match_once_in_sort_order(sort, search_data, cli
 
 
 def test_a_cursor_of_another_sort_or_not_from_the_api_is_a_400(search_data, client):
-    first = client.post(_url(search_data.project_id), {"sort": "created_at", "limit": 3}, format="json").json()
+    first = client.post(_url(search_data.project_id), {"sort": "created_at", "page_size": 3}, format="json").json()
     other_sort = client.post(_url(search_data.project_id), {"sort": "id", "cursor": first["next_cursor"]},
                              format="json")
     assert other_sort.status_code == 400 and other_sort.json()["extra"]["fields"]["cursor"]
@@ -125,7 +125,7 @@ def test_a_cursor_of_another_sort_or_not_from_the_api_is_a_400(search_data, clie
 
 def test_estimate_is_exact_up_to_the_cap_and_a_lower_bound_past_it(search_data, client, monkeypatch):
     def total(text: str, count: str) -> dict:
-        return client.post(_url(search_data.project_id), {"query": text, "count": count, "limit": 1},
+        return client.post(_url(search_data.project_id), {"query": text, "count": count, "page_size": 1},
                            format="json").json()["total"]
 
     few, many = "external_id IN ('img-001', 'img-002', 'img-003')", "metadata.weather != 'rain'"
@@ -163,7 +163,7 @@ def _recount(rows: list[dict], facet: str) -> dict:
 @pytest.mark.parametrize("text", ["", "label(class UNDER 'vehicle') OR metadata.night = true"])
 def test_facets_count_matching_rows_per_value(text, search_data, client):
     # when
-    body = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "limit": 1},
+    body = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "page_size": 1},
                        format="json").json()
     # then
     matching = set(_expected_ids(search_data, text))
@@ -195,7 +195,7 @@ def test_estimate_past_the_cap_counts_facets_over_the_first_matches_and_says_so(
 
     def search(count: str) -> dict:
         return client.post(_url(search_data.project_id), {"query": text, "count": count, "facets": FACETS,
-                                                          "limit": 1}, format="json").json()
+                                                          "page_size": 1}, format="json").json()
 
     # when
     estimated, exact = search("estimate"), search("exact")
@@ -275,7 +275,7 @@ def test_junk_requests_are_answered_200_or_400_never_500(search_data, client):
 
     @settings(max_examples=300, derandomize=True, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(junk_text, st.just({}) | st.dictionaries(st.sampled_from(["limit", "sort", "cursor", "count", "facets"]),
+    @given(junk_text, st.just({}) | st.dictionaries(st.sampled_from(["page_size", "sort", "cursor", "count", "facets"]),
                                                     junk_values, min_size=1, max_size=2))
     def answered(text, extra):
         response = client.post(_url(search_data.project_id), {"query": text, **extra}, format="json")
@@ -357,7 +357,7 @@ def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connectio
         seen["before"] = show_settings()
         with connections["reader"].execute_wrapper(note_settings):
             seen["response"] = client.post(_url(search_data.project_id),
-                                           {"query": "tags = 'night'", "count": "estimate", "limit": 1},
+                                           {"query": "tags = 'night'", "count": "estimate", "page_size": 1},
                                            format="json")
         seen["after"] = show_settings()
 
@@ -393,7 +393,7 @@ def test_exact_object_facets_run_on_sessions_of_their_own_unless_the_condition_r
 
     def search():
         with CaptureQueriesContext(connections["reader"]) as on_reader:
-            response = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "limit": 1},
+            response = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "page_size": 1},
                                    format="json")
         return response, [query["sql"] for query in on_reader]
 
@@ -435,7 +435,7 @@ def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_wr
     try:
         # when
         response = _outside_the_test_transaction(lambda: client.post(
-            _url(search_data.project_id), {"facets": ["label.class", "tags"], "limit": 1}, format="json"))
+            _url(search_data.project_id), {"facets": ["label.class", "tags"], "page_size": 1}, format="json"))
         # then: the class facet counts the classes as they were when the total was counted
         assert response.status_code == 200
         assert response.json()["total"] == {"value": len(search_data.rows), "relation": "eq"}
@@ -449,3 +449,12 @@ def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_wr
                 OntologyClass.objects.filter(project_id=search_data.project_id, name="intruder").delete()
 
         _outside_the_test_transaction(remove_intruder)
+
+
+def test_page_size_sizes_a_search_page_and_limit_is_refused_by_name(search_data, client):
+    # page_size is every list's name for it (it was `limit` here, and a page_size sent to search was ignored)
+    sized = client.post(_url(search_data.project_id), {"page_size": 2}, format="json")
+    old_name = client.post(_url(search_data.project_id), {"limit": 2, "cursr": "x"}, format="json")
+    assert sized.status_code == 200 and len(sized.json()["results"]) == 2
+    assert old_name.status_code == 400
+    assert set(old_name.json()["extra"]["fields"]) == {"limit", "cursr"}

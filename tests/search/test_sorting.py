@@ -77,7 +77,7 @@ def _matching(search_data, text: str) -> list[dict]:
 @pytest.mark.parametrize("body", SORTS, ids=lambda body: "-".join(body.values()))
 @pytest.mark.parametrize("descending", [False, True], ids=["asc", "desc"])
 def test_every_page_in_either_direction_is_the_reference_order(body, descending, text, search_data, client):
-    body = {**body, "sort": ("-" if descending else "") + body["sort"], "query": text, "limit": 7}
+    body = {**body, "sort": ("-" if descending else "") + body["sort"], "query": text, "page_size": 7}
     expected = reference_order(_matching(search_data, text), body, search_data.catalog)
     assert walk(client, search_data.project_id, body) == expected
 

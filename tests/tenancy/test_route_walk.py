@@ -95,7 +95,7 @@ def _principal(tenant: str, workspace: str):
                      workspace_id=workspace, role="editor", database="main", expires_at=int(time.time()) + 3600)
 
 
-def build_place(*, tenant: str, workspace: str, images: Path) -> Place:
+def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
     """The objects, made by the services (the workers' part, which runs outside a request, written as they
     leave it: a finished import with its error report, a finished export with its file, a trained run)."""
     from datasets.exporters.formats import export_path
@@ -118,7 +118,7 @@ def build_place(*, tenant: str, workspace: str, images: Path) -> Place:
         project = project_create(principal=principal, name=f"walk-{workspace}")
         dataset = dataset_create(principal=principal, project=project, name="main")
         ontology_class_create(project=project, name="cat")
-        image = images / f"{tenant}-{workspace}.png"
+        image = read_root / tenant / f"{workspace}.png"
         image.write_bytes(png_of_colour((200, 40, 40), seed=1))
         # Datarows arrive by import, which stages on a connection of its own: it cannot see this test's transaction.
         datarow = DataRow.objects.create(dataset=dataset, external_id="r1", uri=str(image))
@@ -159,14 +159,14 @@ def _start_tenant_b_ids_high() -> None:
 @pytest.fixture
 def places(tmp_path, settings) -> dict[str, Place]:
     """Tenant A's workspaces ws-1 (the caller's) and ws-2, and tenant B, each with one object of every kind."""
-    images = tmp_path / "images"
-    images.mkdir()
-    settings.LOCAL_READ_ROOTS = [str(images)]
+    settings.LOCAL_READ_ROOT = tmp_path / "imports"
+    for tenant in (TENANT_A, TENANT_B):
+        (settings.LOCAL_READ_ROOT / tenant).mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
     _start_tenant_b_ids_high()
-    return {"own": build_place(tenant=TENANT_A, workspace="ws-1", images=images),
-            "other workspace": build_place(tenant=TENANT_A, workspace="ws-2", images=images),
-            "other tenant": build_place(tenant=TENANT_B, workspace="ws-1", images=images)}
+    return {"own": build_place(tenant=TENANT_A, workspace="ws-1", read_root=settings.LOCAL_READ_ROOT),
+            "other workspace": build_place(tenant=TENANT_A, workspace="ws-2", read_root=settings.LOCAL_READ_ROOT),
+            "other tenant": build_place(tenant=TENANT_B, workspace="ws-1", read_root=settings.LOCAL_READ_ROOT)}
 
 
 def _missing_value(route: Route, kwarg: str):
@@ -269,7 +269,7 @@ def test_reading_a_report_or_an_export_that_is_not_there_writes_nothing_to_disk(
     own = places["own"].ids
     with tenant_scope(TENANT_A):
         queued = dataset_import_start(principal=_principal(TENANT_A, "ws-1"),
-                                      dataset=Dataset.objects.get(pk=own["dataset_id"]), uri="/nowhere.jsonl",
+                                      dataset=Dataset.objects.get(pk=own["dataset_id"]), uri="nowhere.jsonl",
                                       options=ImportOptions())
     client = api_client(make_token(TENANT_A, workspace="ws-1"))
     dataset_url = f"/api/v1/projects/{own['project_id']}/datasets/{own['dataset_id']}"

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('predictions', '0004_prediction_model_class_datarow'),
+        ('predictions', '0005_prediction_run_splits'),
     ]
 
     operations = [

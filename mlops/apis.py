@@ -1,0 +1,19 @@
+"""The base of every API: its query parameters are declared, checked and documented in one place."""
+
+from rest_framework.views import APIView
+
+from mlops.serializers import NoQuerySerializer, StrictSerializer
+
+
+class Api(APIView):
+    """`query_serializers` maps a method ("get") to the serializer of its query; a method without one takes no
+    query parameter. An unknown or invalid parameter is a 400 naming it, after authentication and permissions; the
+    valid ones are `self.query`. The schema documents the same serializers (mlops.schema.AutoSchema)."""
+
+    query_serializers: dict[str, type[StrictSerializer]] = {}
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        query = self.query_serializers.get(request.method.lower(), NoQuerySerializer)(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        self.query = query.validated_data
