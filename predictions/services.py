@@ -22,6 +22,9 @@ from tenancy.principal import Principal
 # Datarows handed to the trainer's predict at once (it batches them by batch_size): reading ids by keyset in
 # chunks keeps memory flat on million-row datasets while loading the weights once per chunk only.
 PREDICTION_CHUNK_ROWS = 8192
+# A detector's top_k bound: COCO scores at most 100 boxes per image; a few times that leaves room for crowded scenes
+# while one prediction run stays bounded (rows written = datarows x top_k at most).
+MAX_BOXES_PER_IMAGE = 300
 
 
 def model_version_register(*, run) -> ModelVersion:

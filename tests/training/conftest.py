@@ -12,6 +12,9 @@ from tests.conftest import TENANT_A
 # A config the built-in classifier trains in well under a second on tiny images.
 TINY_CONFIG = {"architecture": "small-cnn", "image_size": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.01,
                "seed": 0, "device": "cpu", "num_workers": 0, "augment": False}
+# A detector's: one epoch on a few shapes at 48 px in a few seconds (it learns little; the demo test scores one).
+TINY_DETECTOR_CONFIG = {"min_size": 48, "max_size": 96, "fpn_channels": 32, "epochs": 1, "batch_size": 4,
+                        "device": "cpu", "augment": False}
 
 
 def png_of_colour(colour: tuple[int, int, int], seed: int, size: int = 12) -> bytes:
@@ -76,3 +79,43 @@ def storage(tmp_path, settings) -> Path:
     images.mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
     return images
+
+
+@dataclass
+class BoxData:
+    project: object
+    dataset: object
+    slice: object
+    datarow_ids: list[int]
+    classes: list[str]  # the run's classes, sorted by name as a run orders them
+    box_count: int
+
+
+def make_box_data(root: Path, *, count: int = 8, name: str | None = None) -> BoxData:
+    """In tenant A (active): a project whose dataset has `count` shape images (demo.shapes) under `root` with their
+    box labels, and an ids slice of them split 3:1 into train / validation."""
+    from datasets.models import DataRow, Dataset, Label, OntologyClass
+    from demo.shapes import CLASSES, write_shapes
+    from projects.models import Project
+    from slices.models import SliceMember, Split
+    from slices.services import slice_create_from_ids
+
+    project = Project.objects.create(workspace_id="ws-1", name=name or f"detect-{uuid.uuid4().hex[:8]}",
+                                     created_by="tester")
+    dataset = Dataset.objects.create(project=project, name="shapes", created_by="tester")
+    folder = root / project.name
+    images = write_shapes(folder, count, seed=5)
+    ontology = [OntologyClass.objects.create(project=project, name=name) for name in CLASSES]
+    rows = DataRow.objects.bulk_create(
+        DataRow(dataset=dataset, external_id=str(i), uri=str(folder / image.file_name), width=image.width,
+                height=image.height) for i, image in enumerate(images))
+    Label.objects.bulk_create(
+        Label(datarow=row, ontology_class=ontology[label], kind="box", x=x, y=y, w=w, h=h, area=w * h, source="test",
+              updated_by="test") for row, image in zip(rows, images) for label, x, y, w, h in image.boxes)
+    ids = [row.pk for row in rows]
+    sliced = slice_create_from_ids(project=project, name="all", created_by="tester", datarow_ids=ids)
+    for i, datarow_id in enumerate(ids):
+        SliceMember.objects.filter(slice=sliced, datarow_id=datarow_id).update(
+            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN)
+    return BoxData(project=project, dataset=dataset, slice=sliced, datarow_ids=ids, classes=sorted(CLASSES),
+                   box_count=sum(len(image.boxes) for image in images))
