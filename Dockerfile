@@ -25,4 +25,5 @@ USER mlops
 
 EXPOSE 8000
 CMD ["gunicorn", "mlops.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", \
-     "--logger-class", "mlops.observability.GunicornJsonLogger", "--bind", "0.0.0.0:8000"]
+     "--logger-class", "mlops.observability.GunicornJsonLogger", "--config", "python:mlops.gunicorn_conf", \
+     "--bind", "0.0.0.0:8000"]

@@ -36,10 +36,10 @@ def main() -> None:
 
     from django.db import connection, transaction
 
-    from datasets.models import Dataset, OntologyClass
+    from datasets.models import Dataset, ModelVersion, OntologyClass
     from jobs.models import Job
     from predictions.metrics import classification_metrics
-    from predictions.models import ModelVersion, PredictionRun
+    from predictions.models import PredictionRun
     from predictions.selection import STRATEGIES, Selection, selection_sql
     from predictions.services import predictions_write
     from projects.models import Project
@@ -120,10 +120,10 @@ def whole_run(project, count: int) -> list:
     import numpy as np
     from PIL import Image
 
-    from datasets.models import DataRow, Dataset, Label, OntologyClass
+    from datasets.models import DataRow, Dataset, Label, ModelVersion, OntologyClass
     from jobs.models import Job
     from mlops.storage import tenant_read_folder
-    from predictions.models import ModelVersion, PredictionRun
+    from predictions.models import PredictionRun
     from predictions.services import prediction_run_execute
     from slices.models import SliceMember, Split
     from slices.services import slice_create_from_ids

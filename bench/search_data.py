@@ -85,9 +85,8 @@ def _fresh_tenant(schema: str):
     """A new tenant `schema` (any earlier one dropped) with the bench project, its dataset, classes and models."""
     from django.db import connection
 
-    from datasets.models import Dataset
+    from datasets.models import Dataset, ModelVersion
     from datasets.services.ontology import ontology_class_create
-    from predictions.models import ModelVersion
     from projects.models import Project
     from tenancy.context import tenant_scope
     from tenancy.models import Tenant

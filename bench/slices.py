@@ -65,8 +65,8 @@ def _freeze_plan(project, query: str) -> str:
     from django.db import connection, transaction
 
     from search.engines.postgres import compile_filter
+    from search.queries import project_query_validate
     from slices.models import Slice
-    from slices.selectors import project_query_validate
 
     condition = compile_filter(project_query_validate(project_id=project.pk, query_text=query, using="default"),
                                project_id=project.pk)
@@ -97,8 +97,9 @@ def main() -> None:
 
     from projects.models import Project
     from search.engines.postgres import compile_filter
+    from search.queries import project_query_validate
     from slices.models import Slice
-    from slices.selectors import project_query_validate, slice_member_page
+    from slices.selectors import slice_member_page
     from slices.services import slice_combine, slice_freeze_members, slice_split
 
     table = []

@@ -1,4 +1,5 @@
-"""Datasets and their datarows, ontology and ground-truth labels.
+"""Datasets and their datarows, ontology, ground-truth labels, and model versions with their predictions (shapes
+like the labels', written by imports and by prediction runs; the predictions app owns the runs).
 
 Layout for query speed at tens of millions of labels (see docs/design/datasets-storage.md): one row per
 image with its metadata tree in `jsonb`, and one row per label in a narrow relational table keyed by
@@ -136,6 +137,60 @@ class Label(AnnotationShape):
             # (replaced (datarow), 2026-11-27).
             models.Index(fields=["datarow", "ontology_class"], name="label_datarow_class"),
             models.Index(fields=["ontology_class", "datarow"], name="label_class_datarow"),
+        ]
+
+
+class ModelVersion(models.Model):
+    """A model's version whose predictions are stored: imported from outside, or registered by a training run."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=100)
+    # The run that produced it; null for versions imported with their predictions.
+    training_run = models.OneToOneField("training.TrainingRun", null=True, on_delete=models.SET_NULL,
+                                        related_name="model_version")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Kept from when the predictions app owned it (state-only move, datasets/migrations/0007).
+        db_table = "predictions_modelversion"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name", "version"], name="model_version_unique_in_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Prediction(AnnotationShape):
+    """A model version's output on a datarow: a scored class, or a scored object."""
+
+    # Served by prediction_datarow, prediction_model_class_datarow and prediction_model_datarow (Meta.indexes).
+    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="predictions",
+                                db_index=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions",
+                                      db_index=False)
+    ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="predictions")
+    score = models.FloatField()
+    # The prediction run that wrote it; null for imported predictions. Selection strategies read a run's rows.
+    # No index of its own: prediction_run_datarow below serves every lookup by run.
+    run = models.ForeignKey("predictions.PredictionRun", null=True, on_delete=models.SET_NULL,
+                            related_name="predictions", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Kept from when the predictions app owned it (state-only move, datasets/migrations/0007).
+        db_table = "predictions_prediction"
+        indexes = [
+            models.Index(fields=["datarow"], name="prediction_datarow"),
+            models.Index(fields=["run", "datarow"], condition=models.Q(run__isnull=False),
+                         name="prediction_run_datarow"),
+            # A model's class in datarow order, with the score in the index: searches merge it with datarows and
+            # filter scores without reading the table (replaced (model version, class, score), 2026-11-27).
+            models.Index(fields=["model_version", "ontology_class", "datarow"], include=["score"],
+                         name="prediction_model_class_datarow"),
+            # A version's top-1 per datarow (metrics, comparisons) walks its rows by datarow.
+            models.Index(fields=["model_version", "datarow"], name="prediction_model_datarow"),
         ]
 
 

@@ -1,3 +1,4 @@
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -5,17 +6,25 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from django.db.models import QuerySet
-from django.db.models.functions import Left
+from django.db.models import QuerySet, Value
+from django.db.models.functions import Concat, Left
 
 from datasets.exporters.formats import export_path
 from datasets.image_types import SNIFF_BYTES, sniff_image_type
-from datasets.models import DATAROW_URI_INDEXED_CHARS, DataRow, Dataset, FieldCatalogEntry, Label, OntologyClass
+from datasets.models import (
+    DATAROW_URI_INDEXED_CHARS,
+    DataRow,
+    Dataset,
+    FieldCatalogEntry,
+    Label,
+    ModelVersion,
+    OntologyClass,
+    Prediction,
+)
 from jobs.models import Job
 from jobs.selectors import job_get
 from mlops.exceptions import Conflict, NotFound, UnsupportedMediaType
 from mlops.storage import StorageError, is_local_uri, presigned_url, readable_local_path
-from predictions.models import ModelVersion, Prediction
 from projects.models import Project
 from projects.selectors import project_get
 from tenancy.principal import Principal
@@ -217,3 +226,29 @@ def dataset_import_error_report(*, principal: Principal, dataset: Dataset, job_i
     if not path.exists():
         raise NotFound(f"Import {job_id} has no error report.")
     return path
+
+
+class ProjectModelVersionRefs(Set[str]):
+    """A project's model versions as queries name them, 'name@version', read only when a query names one."""
+
+    def __init__(self, project_id: int, using: str):
+        self.project_id, self.using = project_id, using
+
+    def _refs(self) -> QuerySet:
+        # The same expression the search engines compare with, so what validates is what matches.
+        return (ModelVersion.objects.using(self.using).filter(project_id=self.project_id)
+                .annotate(ref=Concat("name", Value("@"), "version")))
+
+    def __contains__(self, ref: object) -> bool:
+        return isinstance(ref, str) and self._refs().filter(ref=ref).exists()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs().order_by("ref").values_list("ref", flat=True))
+
+    def __len__(self) -> int:
+        return self._refs().count()
+
+
+def model_version_refs(*, project_id: int, using: str) -> Set[str]:
+    """What `validate(..., model_versions=...)` checks `model = 'name@version'` against, in this project."""
+    return ProjectModelVersionRefs(project_id, using)

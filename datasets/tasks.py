@@ -8,23 +8,27 @@ from datasets.services.imports import (
     ERRORS_KEPT_ON_JOB,
     ImportAborted,
     ImportCounters,
+    ImportFailed,
     ImportOptions,
     dataset_import_run,
 )
+from datasets.signals import dataset_changed
 from jobs.models import Job
 from jobs.runner import job_task
 from jobs.services import job_report_progress
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
-from search.indexing import dataset_changed
+from mlops.metrics import ImportMeter
 
 
 @job_task(kind="dataset-import")
 def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> None:
     dataset = Dataset.objects.using(WRITER).get(pk=dataset_id)
     first_errors: list[dict] = []
+    meter = ImportMeter(ImportOptions(**options).format)
 
     def progress(counters: ImportCounters, errors: list[LineError]) -> None:
+        meter.lines_read(counters.lines)
         first_errors.extend(e.as_dict() for e in errors[: ERRORS_KEPT_ON_JOB - len(first_errors)])
         job_report_progress(job=job, done=counters.lines, counters={**counters.as_dict(), "first_errors": first_errors},
                             message=f"{counters.lines} lines read, {counters.committed_rows} datarows committed")
@@ -36,12 +40,20 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
         # Keep the reasons on the job (the runner then records it failed with the message).
         job.counters = {**job.counters, "first_errors": aborted.extra["errors"], "errors": aborted.extra["error_count"]}
         raise
-    job_report_progress(job=job, done=counters.lines, total=counters.lines,
+    meter.finished()
+    if counters.every_line_failed:
+        # Failed, not succeeded with nothing: the runner records the error; the counters stay on the job.
+        job.counters = {**job.counters, **counters.as_dict(), "first_errors": first_errors}
+        raise ImportFailed.of(counters, first_errors[0])
+    message = f"{counters.lines} lines read, {counters.committed_rows} datarows committed"
+    if counters.partial:
+        message += f", {counters.error_lines} lines left out for errors (first_errors, and the error report)"
+    job_report_progress(job=job, done=counters.lines, total=counters.lines, message=message,
                         counters={**counters.as_dict(), "first_errors": first_errors})
     # Upserted rows get updated_at = now() inside the import, after the job started; a predictions-only import
     # (COCO results) leaves its datarows' updated_at alone, so the whole dataset is indexed again.
     since = None if options.get("format") == "coco_results" else job.started_at
-    dataset_changed(project_id=dataset.project_id, dataset_id=dataset.pk, since=since)
+    dataset_changed.send(sender=None, project_id=dataset.project_id, dataset_id=dataset.pk, since=since)
 
 
 @job_task(kind="dataset-delete")

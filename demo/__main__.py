@@ -13,16 +13,18 @@ import httpx
 
 from demo.digits import write_digits
 from demo.loop import LoopSettings, Platform, run_loop
-from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, platform_stop, up
+from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, up
+from devstack.supervisor import Supervisor
 
-PORT = "8010"
+# Not make run's 8000, so the demo can run beside it; PORT picks another.
+PORT = os.environ.get("PORT", "8010")
 
 
-def _wait_until_serving(url: str, children) -> None:
+def _wait_until_serving(url: str, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in children):
-            raise SystemExit("the platform stopped while starting; see its output above")
+        if len(supervisor.pids()) < len(supervisor.children):
+            raise SystemExit(f"the platform stopped while starting; see its log, {DATA / 'demo-platform.log'}")
         with suppress(httpx.TransportError):  # not listening yet
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
@@ -39,21 +41,25 @@ def main() -> int:
     args = parser.parse_args()
     # The images go in the demo tenant's folder of the local read root, the only one its imports may read.
     files = write_digits(LOCAL_READ_ROOT / DEMO_TENANT / "demo-digits")
-    env = {**os.environ, **up(), "MLOPS_DEV_AUTH": "1", "PORT": PORT}
-    token = platform_prepare(env)
-    url = f"http://127.0.0.1:{PORT}"
-    log_path = DATA / "demo-platform.log"
-    print(f"Starting the platform on {url} (its logs: {log_path})...", flush=True)
-    log = log_path.open("ab")
-    children = platform_start(env, PORT, output=log)
+    stack = up()
     try:
-        _wait_until_serving(url, children)
-        outcome = run_loop(Platform(url, token), files,
-                           LoopSettings(rounds=args.rounds, batch=args.batch, epochs=args.epochs),
-                           project_name=f"digits loop {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        env = {**os.environ, **stack.env, "MLOPS_DEV_AUTH": "1", "PORT": PORT}
+        token = platform_prepare(env)
+        url = f"http://127.0.0.1:{PORT}"
+        log_path = DATA / "demo-platform.log"
+        print(f"Starting the platform on {url} (its logs: {log_path})...", flush=True)
+        with log_path.open("ab") as log:
+            supervisor = platform_start(env, PORT, output=log)
+            try:
+                _wait_until_serving(url, supervisor)
+                outcome = run_loop(Platform(url, token), files,
+                                   LoopSettings(rounds=args.rounds, batch=args.batch, epochs=args.epochs),
+                                   project_name=f"digits loop {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            finally:
+                supervisor.stop()
     finally:
-        platform_stop(children)
-        log.close()
+        # Like `make test`: the embedded services this demo started stop with it; those already running keep running.
+        stack.stop_started()
     print("\nHeld-out accuracy of every model (the same held-out slice for all):")
     print(outcome.table())
     return 0

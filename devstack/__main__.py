@@ -9,16 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
 
-from devstack.postgres import PostgresNode, start_primary_and_replica
+from devstack.postgres import PostgresNode, port_is_open, start_primary_and_replica
 from devstack.redis import RedisNode
+from devstack.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("MLOPS_DATA_DIR", ROOT / ".data"))
@@ -29,6 +29,9 @@ DATABASE_NAME = "mlops"
 DEMO_TENANT = "demo"
 # The settings' LOCAL_READ_ROOT: a tenant's imports read local files only in its folder there.
 LOCAL_READ_ROOT = Path(os.environ.get("MLOPS_LOCAL_READ_ROOT") or DATA / "imports")
+# Ctrl-C stops everything within about these bounds: open connections get this long, then every process this long.
+WEB_GRACEFUL_SHUTDOWN_SECONDS = 2
+STOP_GRACE_SECONDS = 5
 
 
 def _reachable_database(url: str) -> bool:
@@ -65,28 +68,45 @@ def embedded_redis() -> RedisNode:
     return RedisNode(DATA / "redis", REDIS_PORT)
 
 
-def up() -> dict[str, str]:
+@dataclass
+class Stack:
+    """The environment that points at the services, and the embedded ones this start started."""
+
+    env: dict[str, str]
+    started: list[PostgresNode | RedisNode] = field(default_factory=list)
+
+    def stop_started(self) -> None:
+        """Stop what this start started; services that were already running, or configured, keep running."""
+        for node in reversed(self.started):
+            node.stop()
+
+
+def up() -> Stack:
     """Make every service reachable and return the environment that points at them."""
-    env: dict[str, str] = {}
+    stack = Stack(env={})
     configured_db = os.environ.get("DATABASE_URL")
     if configured_db and _reachable_database(configured_db):
-        env["DATABASE_URL"] = configured_db
-        env["DATABASE_READER_URL"] = os.environ.get("DATABASE_READER_URL", configured_db)
+        stack.env["DATABASE_URL"] = configured_db
+        stack.env["DATABASE_READER_URL"] = os.environ.get("DATABASE_READER_URL", configured_db)
     else:
         if configured_db:
             print(f"devstack: DATABASE_URL is not reachable; starting an embedded PostgreSQL under {DATA}", file=sys.stderr)
+        was_running = [node.running for node in embedded_postgres()]
         primary, replica = start_primary_and_replica(DATA / "postgres", PRIMARY_PORT, REPLICA_PORT)
+        stack.started += [node for node, running in zip((primary, replica), was_running, strict=True) if not running]
         _ensure_database(primary.url(), DATABASE_NAME)
-        env["DATABASE_URL"] = primary.url(DATABASE_NAME)
-        env["DATABASE_READER_URL"] = replica.url(DATABASE_NAME)
+        stack.env["DATABASE_URL"] = primary.url(DATABASE_NAME)
+        stack.env["DATABASE_READER_URL"] = replica.url(DATABASE_NAME)
     configured_redis = os.environ.get("REDIS_URL")
     if configured_redis and _reachable_redis(configured_redis):
-        env["REDIS_URL"] = configured_redis
+        stack.env["REDIS_URL"] = configured_redis
     else:
         node = embedded_redis()
+        if not port_is_open(node.port):
+            stack.started.append(node)
         node.start()
-        env["REDIS_URL"] = node.url()
-    return env
+        stack.env["REDIS_URL"] = node.url()
+    return stack
 
 
 def down() -> None:
@@ -96,9 +116,28 @@ def down() -> None:
     embedded_redis().stop()
 
 
+def _sigterm_as_interrupt() -> None:
+    """A supervisor's SIGTERM takes the Ctrl-C path, so what was started is stopped either way."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _finish_uninterrupted() -> None:
+    """A second Ctrl-C while stopping would leave the rest running: stopping is bounded, so let it finish."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def run(command: list[str]) -> int:
-    env = {**os.environ, **up()}
-    return subprocess.call(command, env=env)
+    """Run `command` with the services up; stop again the embedded services this run started."""
+    _sigterm_as_interrupt()
+    stack = up()
+    try:
+        return subprocess.call(command, env={**os.environ, **stack.env})
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _finish_uninterrupted()
+        stack.stop_started()
 
 
 def platform_prepare(env: dict[str, str], *, tenant: str = DEMO_TENANT) -> str:
@@ -115,73 +154,77 @@ def platform_prepare(env: dict[str, str], *, tenant: str = DEMO_TENANT) -> str:
 
 
 def web_server_command(port: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port]
+    # Bounded: uvicorn otherwise waits for every open connection and background task before it exits.
+    return [sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port,
+            "--timeout-graceful-shutdown", str(WEB_GRACEFUL_SHUTDOWN_SECONDS)]
 
 
-def platform_start(env: dict[str, str], port: str, *, output=None) -> list[subprocess.Popen]:
-    """The web server, a worker with beat, and a training worker; their output to `output` (a file) if given."""
+def platform_commands(port: str) -> dict[str, list[str]]:
+    """The web server, a worker with beat, and a training worker."""
     python = sys.executable
-    streams = {"stdout": output, "stderr": subprocess.STDOUT} if output is not None else {}
-    return [
-        subprocess.Popen(web_server_command(port), env=env, cwd=ROOT, **streams),
-        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
-                          "-s", str(DATA / "celerybeat-schedule")], env=env, cwd=ROOT, **streams),
+    return {
+        "web": web_server_command(port),
+        "worker": [python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
+                   "-s", str(DATA / "celerybeat-schedule")],
         # Training and prediction runs go to their own queue (settings.CELERY_TASK_ROUTES), one at a time, in the
         # worker process itself (solo pool): a trainer's DataLoader workers cannot start inside a prefork child.
-        subprocess.Popen([python, "-m", "celery", "-A", "mlops", "worker", "-Q", "training", "-n", "training@%h",
-                          "-l", "info", "--pool", "solo"], env=env, cwd=ROOT, **streams),
-    ]
+        "training": [python, "-m", "celery", "-A", "mlops", "worker", "-Q", "training", "-n", "training@%h",
+                     "-l", "info", "--pool", "solo"],
+    }
 
 
-def platform_stop(children: list[subprocess.Popen]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
+def platform_start(env: dict[str, str], port: str, *, output=None) -> Supervisor:
+    """The platform's processes under a supervisor that restarts one that dies; their output to `output` (a file)
+    if given."""
+    supervisor = Supervisor(platform_commands(port), env=env, cwd=ROOT, output=output, stop_grace=STOP_GRACE_SECONDS)
+    supervisor.start()
+    return supervisor
 
 
 def serve() -> int:
-    """Migrate, make sure a demo tenant exists, print a token, then serve web + workers until Ctrl-C."""
-    env = {**os.environ, **up(), "MLOPS_DEV_AUTH": os.environ.get("MLOPS_DEV_AUTH", "1")}
-    token = platform_prepare(env)
-    port = os.environ.get("PORT", "8000")
-    print(
-        f"\nmlops is up.\n  API:       http://127.0.0.1:{port}/api/v1/\n"
-        f"  API docs:  http://127.0.0.1:{port}/api/docs/\n"
-        f"  Websocket: ws://127.0.0.1:{port}/ws/jobs/<job id>/?token=...\n"
-        f"  Local files tenant {DEMO_TENANT} may import: {LOCAL_READ_ROOT / DEMO_TENANT}/\n"
-        f"  Token (tenant {DEMO_TENANT}, admin):\n{token}\n",
-        flush=True,
-    )
-    children = platform_start(env, port)
-    # Ctrl-C, or a supervisor's SIGTERM: stop the children and the embedded services cleanly.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Migrate, make sure a demo tenant exists, print a token, then serve web + workers until Ctrl-C, restarting
+    a process that dies."""
+    _sigterm_as_interrupt()
+    stack = up()
     try:
-        with suppress(KeyboardInterrupt):
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
+        env = {**os.environ, **stack.env, "MLOPS_DEV_AUTH": os.environ.get("MLOPS_DEV_AUTH", "1")}
+        token = platform_prepare(env)
+        port = os.environ.get("PORT", "8000")
+        print(
+            f"\nmlops is up.\n  API:       http://127.0.0.1:{port}/api/v1/\n"
+            f"  API docs:  http://127.0.0.1:{port}/api/docs/\n"
+            f"  Websocket: ws://127.0.0.1:{port}/ws/jobs/<job id>/?token=...\n"
+            f"  Local files tenant {DEMO_TENANT} may import: {LOCAL_READ_ROOT / DEMO_TENANT}/\n"
+            f"  Token (tenant {DEMO_TENANT}, admin):\n{token}\n",
+            flush=True,
+        )
+        supervisor = platform_start(env, port)
+        try:
+            supervisor.run()
+        finally:
+            _finish_uninterrupted()
+            supervisor.stop()
+    except KeyboardInterrupt:
+        pass
     finally:
-        platform_stop(children)
-        down()
-        print("mlops stopped; data kept under", DATA)
+        _finish_uninterrupted()
+        stack.stop_started()
+    print("mlops stopped; data kept under", DATA, flush=True)
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack")
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("up", help="start what is missing and print the environment")
+    sub.add_parser("up", help="start what is missing, leave it running and print the environment")
     sub.add_parser("down", help="stop the embedded services")
-    run_parser = sub.add_parser("run", help="run a command with the services up and their URLs in its environment")
+    run_parser = sub.add_parser("run", help="run a command with the services up and their URLs in its environment; "
+                                            "then stop the embedded services this run started")
     run_parser.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("serve", help="migrate, create the demo tenant and serve web + worker until Ctrl-C")
     args = parser.parse_args()
     if args.action == "up":
-        for key, value in up().items():
+        for key, value in up().env.items():
             print(f"export {key}={value}")
         return 0
     if args.action == "down":

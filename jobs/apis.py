@@ -1,3 +1,4 @@
+from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -8,7 +9,6 @@ from jobs.serializers import JobOutputSerializer
 from jobs.services import job_create, job_request_cancel
 from jobs.tasks import COUNT_JOB_KIND, count_to
 from mlops.apis import Api
-from mlops.pagination import CreatedCursorPagination
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 
 
@@ -22,6 +22,14 @@ class JobListStartApi(Api):
         steps = serializers.IntegerField(min_value=1, max_value=100_000, default=10)
         delay_seconds = serializers.FloatField(min_value=0, max_value=60, default=0.5)
 
+        def validate_kind(self, kind):
+            # A demo that any editor could start would only hold production workers: a 400 there, as for a kind
+            # this deployment does not run.
+            if not settings.DEMO_JOBS:
+                raise serializers.ValidationError(
+                    f"The {kind!r} demo job runs only where MLOPS_ENV is development or test.")
+            return kind
+
         def validate(self, data):
             # A count that could not finish within its time limit would hold a worker only to fail: refuse it now.
             limit = job_time_limit(COUNT_JOB_KIND)
@@ -33,14 +41,13 @@ class JobListStartApi(Api):
 
     @extend_schema(responses={200: page_of(JobOutputSerializer)})
     def get(self, request):
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(job_list(principal=request.user), request, view=self)
-        return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
+        return self.page_response(job_list(principal=request.user), JobOutputSerializer)
 
     @extend_schema(request=StartInputSerializer, responses={201: JobOutputSerializer}, examples=[
         OpenApiExample("Count to 5", value={"kind": COUNT_JOB_KIND, "steps": 5, "delay_seconds": 0.2},
                        request_only=True)])
     def post(self, request):
+        """Starts the `count` demo job where MLOPS_ENV is development or test; elsewhere its kind is a 400."""
         data = self.StartInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = {"steps": data.validated_data["steps"], "delay_seconds": data.validated_data["delay_seconds"]}

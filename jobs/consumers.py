@@ -1,8 +1,12 @@
 """`ws/jobs/<id>/`: the job's current state first, then every change to it, in order, until it ends.
 
 Every message is {"event": "snapshot" | "update", "job": <the job as REST shows it>}. The server closes
-the socket (1000) after a finished state. A client that reconnects gets a fresh snapshot.
+the socket (1000) after a finished state. A client that reconnects gets a fresh snapshot. With the channel
+layer (Redis) down, the handshake is accepted and closed with 4503: a retry once it is back works.
+docs/websocket.md is the contract, with a JSON Schema per message.
 """
+
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -16,7 +20,10 @@ from mlops.exceptions import ApplicationError
 from tenancy.context import tenant_scope
 from tenancy.websocket_auth import BEARER_SUBPROTOCOL, CLOSE_CODES
 
+logger = logging.getLogger(__name__)
+
 NORMAL_CLOSURE = 1000
+CHANNEL_LAYER_DOWN = "Job updates are unavailable for now; read the job over REST and reconnect shortly."
 
 
 def _load_job_state(*, principal, tenant_schema: str, job_id) -> dict:
@@ -46,8 +53,15 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_CODES.get(error.status_code, 4400), reason=error.message[:120])
             return
         # The group is named with the caller's tenant, so it only ever carries that tenant's job.
-        self.group_name = job_group_name(tenant_schema=tenant_schema, job_id=job_id)
-        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        group_name = job_group_name(tenant_schema=tenant_schema, job_id=job_id)
+        try:
+            await self.channel_layer.group_add(group_name, self.channel_name)
+        except Exception:  # the channel layer (Redis) is down: an expected outage, closed with 4503, not a 500
+            logger.warning("websocket for job %s refused: the channel layer cannot be reached", job_id, exc_info=True)
+            await self.accept(subprotocol)
+            await self.close(code=CLOSE_CODES[503], reason=CHANNEL_LAYER_DOWN)
+            return
+        self.group_name = group_name
         # Read again after joining: a change made between the two reads arrives as an event and is not lost.
         snapshot = await load(principal=principal, tenant_schema=tenant_schema, job_id=job_id)
         await self.accept(subprotocol)

@@ -46,6 +46,7 @@ from jobs.services import (
 )
 from mlops.celery import TenantTask
 from mlops.db_routing import WRITER
+from mlops.metrics import count_turn_wait, job_ended, job_started
 from mlops.observability import bind_log_context, log_context
 from tenancy.context import tenant_scope
 
@@ -79,6 +80,7 @@ def job_execute(*, job_id: str, run: Callable[..., None], task: Task | None = No
         sent_at = (task.request.headers or {}).get(SENT_AT_HEADER)
         if job_wait_turn(job_id=job_id, task=task, sent_at=parse_datetime(sent_at) if sent_at else None):
             logger.info("job %s waits its turn: %s", job_id, waiting)
+            count_turn_wait(kind=task.job_kind)
         return
     if job is None:
         logger.info("job %s is not queued (already taken by another delivery, or cancelled); not running it", job_id)
@@ -87,8 +89,10 @@ def job_execute(*, job_id: str, run: Callable[..., None], task: Task | None = No
     bind_log_context(job_id=str(job.pk), job_kind=job.kind)
     try:
         logger.info("job started")
+        job_started(kind=job.kind)
         with _heartbeat(job_id=job.pk):
             job = _run_to_outcome(job, run)
+        job_ended(job=job)
         logger.info("job ended %s", job.status, extra={"job_status": job.status})
     finally:
         log_context.set(outer_log_context)

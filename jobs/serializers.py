@@ -17,7 +17,11 @@ class JobOutputSerializer(serializers.Serializer):
                                      "or cancelled (final).")
     cancel_requested_at = serializers.DateTimeField(allow_null=True)
     progress = JobProgressSerializer(source="*")
-    counters = serializers.JSONField()
+    counters = serializers.JSONField(help_text=(
+        "Per kind. An import: lines, inserted, updated, skipped (existing rows left as they were), labels, "
+        "predictions, errors, error_lines (lines left out for errors), partial (true when some lines were left out: "
+        "succeeded, but not with every line), committed_rows, first_errors. An import whose every line failed ends "
+        "failed, with the summary in error."))
     message = serializers.CharField()
     error = serializers.CharField()
     params = serializers.JSONField()
@@ -29,6 +33,17 @@ class JobOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     heartbeat_at = serializers.DateTimeField(allow_null=True)
+
+
+# What every run (training, prediction) shows of itself, its job included; a comment, not a docstring, so the
+# schema's run components keep no description of their own.
+class RunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(source="job.status")
+    job = JobOutputSerializer()
+    slice_id = serializers.IntegerField(allow_null=True)
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
 
 
 def job_state(job) -> dict:

@@ -8,6 +8,7 @@ from jobs.models import Job
 from jobs.runner import job_task
 from jobs.services import job_fail_stale, job_report_progress, job_resend_lost
 from mlops.db_routing import WRITER
+from mlops.metrics import count_reaper_actions
 from tenancy.context import tenant_scope
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def reap_stale_jobs() -> None:
         except Exception:  # one broken tenant must not stop the sweep of the others
             logger.exception("reaping stale jobs failed in tenant %s", schema_name)
             continue
+        count_reaper_actions(failed=len(failed), resent=len(resent))
         for job in failed:
             logger.warning("job %s failed: its worker was lost", job.pk,
                            extra={"tenant": schema_name, "job_id": str(job.pk)})

@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.urls import get_resolver  # noqa: E402
 
 from jobs.routing import websocket_urlpatterns  # noqa: E402
+from mlops.metrics_server import serve_web_in_process  # noqa: E402
 from mlops.statements import CancelStatementsOnDisconnect  # noqa: E402
 from mlops.uploads import body_size_limited  # noqa: E402
 from tenancy.websocket_auth import TokenAuthMiddleware  # noqa: E402
@@ -22,9 +23,10 @@ application = ProtocolTypeRouter({
     "http": body_size_limited(CancelStatementsOnDisconnect(django_application)),
     "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
 })
+serve_web_in_process()
 
 # What is loaded by now lives as long as the process: every view and what it imports (the URLconf, loaded here rather
-# than on the first request), then gc.freeze() moves it all out of the collector's way. Without it, each full
-# collection walked ~140k such objects and stalled a request for up to ~150 ms (bench/RESULTS.md, "1M, eighth pass").
+# than on the first request), then gc.freeze() moves it out of the collector's way, so full collections no longer
+# stall requests walking it (measured: docs/design/search-postgres.md, "Measured figures behind code choices").
 get_resolver().url_patterns
 gc.freeze()

@@ -3,13 +3,29 @@
 import os
 
 from celery import Celery, Task
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+from celery.signals import (
+    before_task_publish,
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_shutdown,
+)
+from click import Option
+
+from mlops.metrics_server import WorkerMetricsEndpoint, process_exited, use_private_multiprocess_dir
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlops.settings")
 
 app = Celery("mlops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Metrics: a worker's processes write to a directory of its own, made before the pool forks; the main process serves it.
+app.user_options["worker"].add(Option(["--metrics-port"], type=int, default=None,
+                                      help="Serve this worker's /metrics on this port (default METRICS_WORKER_PORT)."))
+app.steps["worker"].add(WorkerMetricsEndpoint)
+celeryd_init.connect(lambda **kwargs: use_private_multiprocess_dir("worker"), weak=False)
+worker_process_shutdown.connect(lambda **kwargs: process_exited(os.getpid()), weak=False)
 
 TENANT_HEADER = "tenant_schema"
 

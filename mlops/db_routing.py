@@ -35,6 +35,7 @@ from django.db import OperationalError, connections
 from psycopg_pool import PoolTimeout
 from redis import RedisError
 
+from mlops import metrics
 from mlops.exceptions import DatabaseBusy
 from mlops.redis_pool import redis_client
 
@@ -140,6 +141,7 @@ def first_line(error: Exception) -> str:
 def mark_reader_down(error: Exception) -> None:
     global _reader_outage
     _reader_outage = ReaderOutage(since=time.monotonic(), error=first_line(error))
+    metrics.db_reader_fallbacks.inc()
     logger.warning("database reader unreachable, reading from the writer for %ss", settings.READER_DOWN_SECONDS,
                    extra={"error": _reader_outage.error})
 
@@ -222,16 +224,18 @@ def _reader_has_replayed(position: int) -> bool:
 
 class ReadWriteRouter:
     def db_for_read(self, model, **hints):
-        if _pinned_to_writer.get() or connections[WRITER].in_atomic_block or not reader_available():
-            return WRITER
+        if _pinned_to_writer.get() or connections[WRITER].in_atomic_block:
+            return metrics.read_routed(WRITER, "pinned")
+        if not reader_available():
+            return metrics.read_routed(WRITER, "reader_down")
         position = _reader_must_reach.get()
         if position is not None:
             if not _reader_has_replayed(position):
                 # The rest of the context reads from the writer too, so it never goes back to an older state.
                 pin_to_writer()
-                return WRITER
+                return metrics.read_routed(WRITER, "reader_behind")
             _reader_must_reach.set(None)
-        return READER
+        return metrics.read_routed(READER, "reader")
 
     def db_for_write(self, model, **hints):
         # Every later read in this request or task must see this write.

@@ -10,6 +10,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from mlops.db_routing import database_busy
 from mlops.exceptions import ApplicationError, error_body
+from mlops.metrics import count_statement_timeout
 from mlops.statements import statement_canceled
 
 
@@ -35,6 +36,7 @@ def api_exception_handler(exc, context):
         return response
     if statement_canceled(exc):
         # A statement ran into REQUEST_STATEMENT_TIMEOUT_MS (or its client left): bounded work, not a server fault.
+        count_statement_timeout("request")
         return Response(error_body("The request took longer than the server allows; try again with less work "
                                    "(a smaller page, a narrower filter).", {"limit": "REQUEST_STATEMENT_TIMEOUT_MS"}),
                         status=status.HTTP_503_SERVICE_UNAVAILABLE)
@@ -61,3 +63,9 @@ def server_error(request):
     gets the usual error shape and the id to quote, never the trace. JSON on every path: this is an API."""
     return JsonResponse(error_body("Internal server error", {"request_id": getattr(request, "request_id", None)}),
                         status=500)
+
+
+def not_found(request, exception):
+    """handler404: an unknown path (or a Django view's Http404) answers the API's error shape, not an HTML page."""
+    return JsonResponse(error_body(f"Not found: nothing answers {request.method} {request.path}.",
+                                   {"path": request.path}), status=404)

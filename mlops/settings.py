@@ -72,6 +72,8 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 TENANT_MODEL = "tenancy.Tenant"
 
 MIDDLEWARE = [
+    # First: it counts and times every answer, those of the middleware below included.
+    "mlops.metrics.RequestMetricsMiddleware",
     "mlops.observability.RequestContextMiddleware",
     "mlops.health.HealthProbeMiddleware",
     # Before anything that answers: a preflight carries no token, and every answer needs the CORS headers.
@@ -140,7 +142,7 @@ READER_DATABASE_URL = env_str("DATABASE_READER_URL", WRITER_DATABASE_URL)
 
 # The ASGI server runs each request's sync code in a thread of its own (Django's ThreadSensitiveContext), and
 # Django's connections belong to a thread: persistent connections (CONN_MAX_AGE) are never reused there, and every
-# request would open a writer and a reader connection (~20 ms on loopback). mlops/asgi.py turns DATABASE_POOL on,
+# request would open a writer and a reader connection. mlops/asgi.py turns DATABASE_POOL on,
 # so web processes take connections from a psycopg pool per process and alias instead; workers and management
 # commands keep one persistent connection per thread.
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
@@ -217,6 +219,20 @@ CHANNEL_LAYERS = {
                    "prefix": "mlops:channels"},
     }
 }
+
+# --- Metrics (Prometheus; mlops/metrics.py): each endpoint on a port of its own, never the API's; 0 serves none. Off by
+# default under tests, where many servers and workers run side by side.
+# The web's /metrics: the gunicorn master's (the sum of its workers), or `make run`'s uvicorn process's own.
+METRICS_PORT = env_int("METRICS_PORT", 0 if MLOPS_ENV == "test" else 9100)
+# Each Celery worker's; a second worker on one host names its own with `celery worker --metrics-port N`.
+METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0 if MLOPS_ENV == "test" else 9101)
+# Loopback unless told: the series name tenants. Containers set 0.0.0.0 for Prometheus on the compose network.
+METRICS_ADDRESS = env_str("METRICS_ADDRESS", "127.0.0.1")
+# A tenant label on job, import, training and 429 series: one series per tenant, so off where tenants are too many.
+METRICS_TENANT_LABEL = env_bool("METRICS_TENANT_LABEL", True)
+# Queue depth and queued jobs are read at scrape time at most this often, each statement under the timeout.
+METRICS_QUEUE_CACHE_SECONDS = env_float("METRICS_QUEUE_CACHE_SECONDS", 10.0)
+METRICS_QUEUE_STATEMENT_TIMEOUT_MS = env_int("METRICS_QUEUE_STATEMENT_TIMEOUT_MS", 2_000)
 
 # --- Celery
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
@@ -371,10 +387,8 @@ SEARCH_INDEX_BATCH = env_int("SEARCH_INDEX_BATCH", 1000)
 # yields (half a million for a common word at 10M rows), and at PostgreSQL's default 4MB they turn lossy, so every
 # row of a lossy page is rechecked. Bounded by the cap of those statements' output, not by the table.
 SEARCH_ESTIMATE_WORK_MEM = env_str("SEARCH_ESTIMATE_WORK_MEM", "64MB")
-# random_page_cost of the same statements. Their LIMIT makes the planner weigh the cost of reaching the first 10,001
-# matches, and at PostgreSQL's default 4 (a spinning disk's) an index walk in datarow order that stops early loses
-# to hashing every datarow id: at 10M rows the same-object estimate took 5.6 s that way and 67 ms with 1.1, the usual
-# value where data is cached or on SSD (Aurora's storage).
+# random_page_cost of the same statements: at PostgreSQL's default 4 (a spinning disk's) their LIMIT's early-stopping
+# index walk loses to hashing every datarow id; 1.1 is the usual value where data is cached or on SSD (Aurora's).
 SEARCH_ESTIMATE_RANDOM_PAGE_COST = env_float("SEARCH_ESTIMATE_RANDOM_PAGE_COST", 1.1)
 # Exact label and prediction class facets run on sessions of their own, at the same time as the total and the other
 # facets, on one exported snapshot (search/engines/snapshot_sessions.py): a faceted search then holds one database
@@ -413,6 +427,10 @@ API_RATE_PER_TENANT = env_str("API_RATE_PER_TENANT", "6000/min")
 # Open websockets per user; each is a lease that lapses after WEBSOCKET_SLOT_LEASE_SECONDS if its process died.
 WEBSOCKET_MAX_CONNECTIONS_PER_USER = env_int("WEBSOCKET_MAX_CONNECTIONS_PER_USER", 20)
 WEBSOCKET_SLOT_LEASE_SECONDS = env_int("WEBSOCKET_SLOT_LEASE_SECONDS", 6 * 3600)
+
+# --- Demo jobs: POST /api/v1/jobs/ starts the `count` job (README's first session) in development and test only;
+# production answers 400 for the kind, so no editor can spend its workers on a demo.
+DEMO_JOBS = MLOPS_ENV in ("development", "test")
 
 # --- REST API
 REST_FRAMEWORK = {

@@ -276,13 +276,14 @@ def s3_objects_exist(object_uris: list[str], *, concurrency: int = 10) -> list[b
 def presigned_url(uri: str, *, expires_seconds: int) -> str:
     """A time-limited GET URL for an s3:// object under the tenant's prefixes, signed locally with the usual AWS
     credentials (no request); StorageError for any other object, or when there is nothing to sign with."""
-    from botocore.exceptions import BotoCoreError  # lazily, like boto3
+    from botocore.exceptions import BotoCoreError, ClientError  # lazily, like boto3
 
     bucket, key = s3_location(uri)
     try:
         return _s3_client().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds)
-    except BotoCoreError as error:
+    # No credentials, no region, a malformed AWS_S3_ENDPOINT_URL (boto3's ValueError): the row is shown without a URL.
+    except (BotoCoreError, ClientError, ValueError) as error:
         raise StorageError(f"'{uri}' cannot be signed: {error}") from error
 
 

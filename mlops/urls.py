@@ -22,3 +22,4 @@ urlpatterns = [
 
 # Unexpected errors answer {"message", "extra": {"request_id"}}, like every other error, not Django's HTML page.
 handler500 = "mlops.exception_handler.server_error"
+handler404 = "mlops.exception_handler.not_found"

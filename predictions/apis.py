@@ -4,7 +4,6 @@ from rest_framework.response import Response
 
 from datasets.selectors import dataset_get
 from mlops.apis import Api
-from mlops.pagination import CreatedCursorPagination
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from predictions.metrics import Scope, classification_metrics, detection_map
 from predictions.selection import STRATEGIES, Selection
@@ -37,9 +36,7 @@ class ModelVersionListApi(Api):
     @extend_schema(responses={200: page_of(ModelVersionOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(model_version_list(project=project), request, view=self)
-        return paginator.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
+        return self.page_response(model_version_list(project=project), ModelVersionOutputSerializer)
 
 
 class ModelVersionDetailApi(Api):
@@ -116,9 +113,7 @@ class PredictionRunListStartApi(Api):
     @extend_schema(responses={200: page_of(PredictionRunOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(prediction_run_list(project=project), request, view=self)
-        return paginator.get_paginated_response(PredictionRunOutputSerializer(page, many=True).data)
+        return self.page_response(prediction_run_list(project=project), PredictionRunOutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={202: PredictionRunOutputSerializer}, examples=[
         OpenApiExample("Predict a slice's test split", request_only=True,

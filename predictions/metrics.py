@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from datasets.models import ModelVersion
+from mlops import tables
 from predictions.ground_truth import classification_truth_sql
-from predictions.models import ModelVersion
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Scope:
         if self.slice_id is None:
             return "TRUE", []
         split_filter = " AND sm.split = ANY(%s)" if self.splits else ""
-        return (f"EXISTS (SELECT 1 FROM slices_slicemember sm WHERE sm.slice_id = %s "
+        return (f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} sm WHERE sm.slice_id = %s "
                 f"AND sm.datarow_id = {column}{split_filter})",
                 [self.slice_id, *([list(self.splits)] if self.splits else [])])
 
@@ -35,7 +36,7 @@ def top1_sql(scope_condition: str) -> str:
     datarow in scope (ties: the lower prediction id)."""
     return f"""
         SELECT DISTINCT ON (p.datarow_id) p.datarow_id, p.ontology_class_id, p.score
-        FROM predictions_prediction p
+        FROM {tables.PREDICTION} p
         WHERE p.model_version_id = %s AND p.kind = 'classification' AND ({scope_condition})
         ORDER BY p.datarow_id, p.score DESC, p.id"""
 
@@ -55,7 +56,7 @@ def confusion_counts(*, model_version: ModelVersion, scope: Scope = Scope()) -> 
 
 def _class_names(class_ids) -> dict[int, str]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id, name FROM datasets_ontologyclass WHERE id = ANY(%s)", [list(class_ids)])
+        cursor.execute(f"SELECT id, name FROM {tables.ONTOLOGY_CLASS} WHERE id = ANY(%s)", [list(class_ids)])
         return dict(cursor.fetchall())
 
 
@@ -102,12 +103,12 @@ def detection_map(*, model_version: ModelVersion, scope: Scope = Scope()) -> dic
     condition, params = scope.condition("d.datarow_id")
     truths = _box_rows(f"""
         SELECT d.datarow_id, d.ontology_class_id, d.x, d.y, d.w, d.h, coalesce(d.area, d.w * d.h)
-        FROM datasets_label d JOIN datasets_ontologyclass o ON o.id = d.ontology_class_id
+        FROM {tables.LABEL} d JOIN {tables.ONTOLOGY_CLASS} o ON o.id = d.ontology_class_id
         WHERE o.project_id = %s AND d.kind = 'box' AND ({condition}) ORDER BY d.id""",
         [model_version.project_id, *params])
     detections = _box_rows(f"""
         SELECT d.datarow_id, d.ontology_class_id, d.x, d.y, d.w, d.h, d.score
-        FROM predictions_prediction d
+        FROM {tables.PREDICTION} d
         WHERE d.model_version_id = %s AND d.kind = 'box' AND ({condition}) ORDER BY d.id""",
         [model_version.pk, *params])
     if not truths:

@@ -7,6 +7,7 @@ Entropy and margin see only the stored top-k: with top_k equal to the number of 
 
 from dataclasses import dataclass
 
+from mlops import tables
 from predictions.ground_truth import classification_truth_sql
 
 STRATEGIES = ("least_confidence", "margin", "entropy", "disagreement", "random")
@@ -36,11 +37,11 @@ def selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str,
     """The SELECT (one column of datarow ids) and its positional parameters."""
     filters, params = ["p.run_id = %s", "p.kind = 'classification'"], [prediction_run_id]
     if selection.pool_slice_id is not None:
-        filters.append("EXISTS (SELECT 1 FROM slices_slicemember m WHERE m.slice_id = %s "
+        filters.append(f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} m WHERE m.slice_id = %s "
                        "AND m.datarow_id = p.datarow_id)")
         params.append(selection.pool_slice_id)
     if selection.unlabeled_only:
-        filters.append("NOT EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = p.datarow_id)")
+        filters.append(f"NOT EXISTS (SELECT 1 FROM {tables.LABEL} l WHERE l.datarow_id = p.datarow_id)")
     disagreement = ""
     if selection.strategy == "disagreement":
         truth = classification_truth_sql("l.datarow_id IN (SELECT datarow_id FROM scored)")
@@ -52,7 +53,7 @@ def selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str,
                    coalesce((array_agg(p.score ORDER BY p.score DESC, p.id))[2], 0) AS top2_score,
                    (array_agg(p.ontology_class_id ORDER BY p.score DESC, p.id))[1] AS top1_class,
                    -sum(CASE WHEN p.score > 0 THEN p.score * ln(p.score) ELSE 0 END) AS entropy
-            FROM predictions_prediction p
+            FROM {tables.PREDICTION} p
             WHERE {" AND ".join(filters)}
             GROUP BY p.datarow_id)
         SELECT s.datarow_id FROM scored s {disagreement}

@@ -1,7 +1,8 @@
 from django.db.models import QuerySet
 
+from datasets.models import ModelVersion
 from mlops.exceptions import NotFound
-from predictions.models import ModelVersion, PredictionRun
+from predictions.models import PredictionRun
 from projects.models import Project
 
 

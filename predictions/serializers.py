@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from jobs.serializers import JobOutputSerializer
+from jobs.serializers import RunOutputSerializer
 from mlops.serializers import StrictSerializer
 from slices.models import Split
 
@@ -36,12 +36,8 @@ class ModelVersionOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class PredictionRunOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+class PredictionRunOutputSerializer(RunOutputSerializer):
     model_version_id = serializers.IntegerField()
-    status = serializers.CharField(source="job.status")
-    job = JobOutputSerializer()
-    slice_id = serializers.IntegerField(allow_null=True)
     splits = serializers.SerializerMethodField(help_text="The slice's splits predicted; empty: all its members.")
     dataset_id = serializers.IntegerField(allow_null=True)
     top_k = serializers.IntegerField()
@@ -49,8 +45,6 @@ class PredictionRunOutputSerializer(serializers.Serializer):
     batch_size = serializers.IntegerField()
     datarow_count = serializers.IntegerField()
     prediction_count = serializers.IntegerField()
-    created_by = serializers.CharField()
-    created_at = serializers.DateTimeField()
 
     def get_splits(self, run) -> list[str]:
         return [Split(value).label for value in run.splits]

@@ -5,14 +5,15 @@ from pathlib import Path
 
 from django.db import connections, transaction
 
-from datasets.models import Dataset
+from datasets.models import Dataset, ModelVersion
 from jobs.models import Job
 from jobs.services import job_create, job_report_progress
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri
 from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
-from predictions.models import ModelVersion, PredictionRun
+from predictions.models import PredictionRun
 from predictions.selection import Selection, selection_sql
 from search.indexing import datarows_changed
 from slices.models import Slice
@@ -75,11 +76,11 @@ def _target_rows(prediction_run: PredictionRun, *, after: int, limit: int) -> li
     """The next `limit` (datarow id, uri) of the run's slice or dataset after datarow id `after` (keyset)."""
     if prediction_run.slice_id is not None:
         split_filter = " AND m.split = ANY(%s)" if prediction_run.splits else ""
-        sql = f"""SELECT d.id, d.uri FROM slices_slicemember m JOIN datasets_datarow d ON d.id = m.datarow_id
+        sql = f"""SELECT d.id, d.uri FROM {tables.SLICE_MEMBER} m JOIN {tables.DATAROW} d ON d.id = m.datarow_id
                   WHERE m.slice_id = %s AND m.datarow_id > %s{split_filter} ORDER BY m.datarow_id LIMIT %s"""
         params = [prediction_run.slice_id, after, *([prediction_run.splits] if prediction_run.splits else []), limit]
     else:
-        sql = "SELECT id, uri FROM datasets_datarow WHERE dataset_id = %s AND id > %s ORDER BY id LIMIT %s"
+        sql = f"SELECT id, uri FROM {tables.DATAROW} WHERE dataset_id = %s AND id > %s ORDER BY id LIMIT %s"
         params = [prediction_run.dataset_id, after, limit]
     with connections[WRITER].cursor() as cursor:
         cursor.execute(sql, params)
@@ -111,17 +112,17 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
         for index, score, *box in top:
             rows.append((key, class_ids[index], score, *(box[0] if box else (None,) * 4)))
     with connections[WRITER].cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(f"""
             WITH gone AS (
-                DELETE FROM predictions_prediction p
+                DELETE FROM {tables.PREDICTION} p
                 WHERE p.model_version_id = %(version)s AND p.datarow_id = ANY(%(datarows)s)
                 RETURNING p.datarow_id),
             added AS (
-                INSERT INTO predictions_prediction (datarow_id, model_version_id, run_id, ontology_class_id, kind,
-                                                    score, x, y, w, h, area, attributes, created_at)
+                INSERT INTO {tables.PREDICTION} (datarow_id, model_version_id, run_id, ontology_class_id, kind,
+                                                     score, x, y, w, h, area, attributes, created_at)
                 SELECT r.datarow_id, %(version)s, %(run)s, r.class_id,
                        CASE WHEN r.x IS NULL THEN 'classification' ELSE 'box' END, r.score, r.x, r.y, r.w, r.h,
-                       r.w * r.h, '{}', now()
+                       r.w * r.h, '{{}}', now()
                 FROM unnest(%(row_datarows)s::bigint[], %(row_classes)s::bigint[], %(row_scores)s::float8[],
                             %(row_x)s::float8[], %(row_y)s::float8[], %(row_w)s::float8[], %(row_h)s::float8[])
                      AS r(datarow_id, class_id, score, x, y, w, h)
@@ -130,10 +131,10 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
                 SELECT d.dataset_id, sum(c.change) AS change
                 FROM (SELECT datarow_id, -1 AS change FROM gone UNION ALL SELECT datarow_id, 1 FROM added) c
                 -- the batch's ids again, so the datarows are found by key rather than by scanning them all
-                JOIN datasets_datarow d ON d.id = c.datarow_id AND d.id = ANY(%(datarows)s)
+                JOIN {tables.DATAROW} d ON d.id = c.datarow_id AND d.id = ANY(%(datarows)s)
                 GROUP BY d.dataset_id),
             counted AS (
-                UPDATE datasets_dataset ds SET prediction_count = ds.prediction_count + delta.change, updated_at = now()
+                UPDATE {tables.DATASET} ds SET prediction_count = ds.prediction_count + delta.change, updated_at = now()
                 FROM delta WHERE ds.id = delta.dataset_id RETURNING ds.id)
             SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM gone), (SELECT count(*) FROM counted)""", {
             "version": prediction_run.model_version_id, "run": prediction_run.pk, "datarows": datarow_ids,
@@ -146,9 +147,9 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
 
 def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> PredictionRun:
     """Batched inference through the trainer's predict, each batch written (and handed to indexing) as it comes."""
-    # Imported here: training.services imports this module (and the trainers load in the training workers only).
+    # Imported here: the trainers load in the training workers only.
+    from predictions.trainers import trainer_resolve
     from training.core.interface import Example
-    from training.services import trainer_resolve
 
     model_version = prediction_run.model_version
     training_run = model_version.training_run

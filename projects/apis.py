@@ -4,7 +4,6 @@ from rest_framework.response import Response
 
 from mlops.apis import Api
 from mlops.exception_handler import ErrorSerializer
-from mlops.pagination import CreatedCursorPagination
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get, project_list
 from projects.services import project_create, project_delete, project_update
@@ -29,9 +28,7 @@ class ProjectListCreateApi(Api):
 
     @extend_schema(responses={200: page_of(ProjectOutputSerializer)})
     def get(self, request):
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(project_list(principal=request.user), request, view=self)
-        return paginator.get_paginated_response(ProjectOutputSerializer(page, many=True).data)
+        return self.page_response(project_list(principal=request.user), ProjectOutputSerializer)
 
     @extend_schema(request=CreateInputSerializer, responses={201: ProjectOutputSerializer})
     def post(self, request):

@@ -15,11 +15,12 @@ from rest_framework import status
 from datasets.models import DataRow
 from datasets.selectors import dataset_get, field_catalog_types
 from mlops.exceptions import ApplicationError, TooManyRequests
+from mlops.metrics import count_statement_timeout, observe_search
 from mlops.slots import slot_held
 from mlops.statements import statement_canceled, statement_timeout
 from projects.models import Project
 from search.engines.base import SearchRequest, SearchTotal, SortSpec, cursor_error, get_engine
-from slices.selectors import project_query_validate
+from search.queries import project_query_validate
 
 # An estimate counts at most this many matches: enough to say "more than 10,000" without scanning them all.
 ESTIMATE_CAP = 10_000
@@ -86,6 +87,7 @@ def search_datarows(*, project: Project, query_text: str, dataset_id: int | None
     except DatabaseError as error:
         if not statement_canceled(error):
             raise
+        count_statement_timeout("search")
         raise SearchTooSlow(f"The search ran longer than {timeout} ms (SEARCH_STATEMENT_TIMEOUT_MS) and was stopped; "
                             f"narrow the query (fewer IN values, a more selective condition, a dataset, fewer "
                             f"facets) or use count=estimate.",
@@ -108,5 +110,6 @@ def _search(*, project: Project, query_text: str, dataset_id: int | None, limit:
     page = get_engine().search(request, using=using)
     by_id = DataRow.objects.using(using).filter(dataset__project_id=project.pk).in_bulk(page.ids)
     next_cursor = SearchCursor(sort, *page.next_after) if page.next_after is not None else None
+    observe_search(engine=settings.SEARCH_ENGINE, count=count, seconds=time.monotonic() - started)
     return SearchResult([by_id[row_id] for row_id in page.ids if row_id in by_id], next_cursor, page.total,
                         page.facets, page.facets_sampled, round((time.monotonic() - started) * 1000))

@@ -19,11 +19,12 @@ from datasets.selectors import dataset_get
 from datasets.services.datarows import datarow_bulk_delete, datarow_tags_update
 from jobs.models import Job
 from jobs.services import job_create
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
-from slices.selectors import project_query_validate
+from search.queries import project_query_validate
 from tenancy.principal import Principal
 
 BULK_ACTIONS = ("tag", "untag", "delete")
@@ -64,7 +65,7 @@ def search_bulk_action_start(*, principal: Principal, project: Project, query_te
 
 
 def _matching_batch(cursor, condition: CompiledQuery, after_id: int) -> list[tuple[int, int]]:
-    cursor.execute(f"SELECT d.id, d.dataset_id FROM datasets_datarow AS d WHERE {condition.sql} AND d.id > %s "
+    cursor.execute(f"SELECT d.id, d.dataset_id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
                    f"ORDER BY d.id LIMIT %s", [*condition.params, after_id, BULK_BATCH_ROWS])
     return cursor.fetchall()
 
@@ -80,7 +81,7 @@ def search_bulk_action_run(*, project_id: int, query_text: str, action: str, tag
     counters = BulkActionCounters()
     # On the writer: the next batch must see this job's own writes, which the replica may not have replayed yet.
     with connections[WRITER].cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+        cursor.execute(f"SELECT count(*) FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params)
         counters.matched = cursor.fetchone()[0]
         progress(counters)
         after_id = 0

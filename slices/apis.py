@@ -6,7 +6,6 @@ from datasets.selectors import dataset_get
 from datasets.serializers import DatarowCursorField, DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
 from mlops.apis import Api
-from mlops.pagination import CreatedCursorPagination
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.models import Slice, Split
@@ -118,9 +117,7 @@ class SliceListCreateApi(Api):
     @extend_schema(responses={200: page_of(SliceOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(slice_list(project=project), request, view=self)
-        return paginator.get_paginated_response(SliceOutputSerializer(page, many=True).data)
+        return self.page_response(slice_list(project=project), SliceOutputSerializer)
 
     @extend_schema(request=CreateInputSerializer,
                    responses={201: SliceDetailOutputSerializer, 202: FreezingOutputSerializer}, examples=[

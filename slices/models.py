@@ -64,7 +64,7 @@ class SliceMember(models.Model):
 
     class Meta:
         # "Members of a split" read the key's range of the slice: an index on split would make every split an
-        # update of all indexes instead of a HOT update of the heap (4x slower at 1M members), for which the
+        # update of all indexes instead of a HOT update of the heap (docs/design/slices.md), for which the
         # table keeps half of each page free (fillfactor 50, slices/migrations/0003).
         indexes = [
             # "Which slices hold this row", for datarow deletes.

@@ -5,18 +5,16 @@ slice, the search engine's compiled condition, so a page costs the same at 1M me
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import connections, router
 from django.db.models import QuerySet
 
 from datasets.models import DataRow
-from datasets.selectors import field_catalog_types
+from mlops import tables
 from mlops.exceptions import ApplicationError, NotFound
 from projects.models import Project
 from search.engines.postgres import CompiledQuery, compile_filter
-from search.ql import parse, validate
-from search.ql.limits import QueryLimits
-from search.ql.validation import SliceDefinition, ValidQuery
+from search.ql.validation import SliceDefinition
+from search.queries import project_query_validate
 from slices.models import Slice, SliceMember, Split
 
 
@@ -60,34 +58,12 @@ def slice_definitions(*, project_id: int, using: str) -> Mapping[str, SliceDefin
     return ProjectSliceDefinitions(project_id, using)
 
 
-def query_limits() -> QueryLimits:
-    """The query language's size limits, as this deployment sets them."""
-    return QueryLimits(max_query_chars=settings.SEARCH_MAX_QUERY_CHARS, max_depth=settings.SEARCH_MAX_DEPTH,
-                       max_in_values=settings.SEARCH_MAX_IN_VALUES,
-                       max_pattern_length=settings.SEARCH_MAX_PATTERN_LENGTH,
-                       max_pattern_wildcards=settings.SEARCH_MAX_PATTERN_WILDCARDS)
-
-
-def project_query_validate(*, project_id: int, query_text: str, using: str,
-                           catalog: dict[str, str] | None = None) -> ValidQuery | None:
-    """The query checked against the project's field catalog (read unless given) and slices; None for an empty
-    query (every row). Search, bulk actions, slices and training all validate through here; it lives with the
-    slices because resolving `IN SLICE` needs them."""
-    if not query_text.strip():
-        return None
-    if catalog is None:
-        catalog = field_catalog_types(project_id=project_id, using=using)
-    limits = query_limits()
-    return validate(parse(query_text, limits), catalog=catalog, text=query_text,
-                    slices=slice_definitions(project_id=project_id, using=using), limits=limits)
-
-
 def _split_value(split: str | None) -> int | None:
     return None if split is None else Split[split.upper()].value
 
 
 def _live_condition(slice_: Slice, using: str) -> CompiledQuery:
-    """The WHERE condition over `datasets_datarow AS d` of a live slice's members as its query reads now."""
+    """The WHERE condition over the datarows `AS d` of a live slice's members as its query reads now."""
     query = project_query_validate(project_id=slice_.project_id, query_text=slice_.query, using=using)
     return compile_filter(query, project_id=slice_.project_id, dataset_id=slice_.dataset_id)
 
@@ -104,7 +80,7 @@ def slice_members_sql(*, slice: Slice, split: str | None = None, using: str = "d
     _check_split_filter(slice, split)
     if slice.kind == Slice.Kind.QUERY:
         condition = _live_condition(slice, using)
-        return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+        return CompiledQuery(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params)
     if split is None:
         return CompiledQuery("SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s", [slice.pk])
     return CompiledQuery("SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s AND m.split = %s",
@@ -125,7 +101,7 @@ def slice_member_page(*, slice: Slice, after_id: int | None = None, limit: int =
     after = -1 if after_id is None else after_id
     if slice.kind == Slice.Kind.QUERY:
         condition = _live_condition(slice, using)
-        sql = f"SELECT d.id, NULL FROM datasets_datarow AS d WHERE {condition.sql} AND d.id > %s ORDER BY d.id LIMIT %s"
+        sql = f"SELECT d.id, NULL FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s ORDER BY d.id LIMIT %s"
         params = [*condition.params, after, limit + 1]
     else:
         split_filter, split_params = ("", []) if split is None else (" AND m.split = %s", [_split_value(split)])

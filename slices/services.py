@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import job_create
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
@@ -21,8 +22,9 @@ from search.engines.base import get_engine
 from search.engines.postgres import compile_filter
 from search.indexing import slice_members_changed
 from search.ql.validation import ValidQuery
+from search.queries import project_query_validate
 from slices.models import Slice, Split
-from slices.selectors import project_query_validate, slice_members_sql
+from slices.selectors import slice_members_sql
 from tenancy.principal import Principal
 
 # A freeze with more matches than this runs as a job; the request only counts that far to decide.
@@ -73,7 +75,7 @@ def _engine_matches_copied(*, slice: Slice, query: ValidQuery | None) -> str:
             with cursor.copy("COPY frozen_matches (id) FROM STDIN") as copy:
                 for datarow_id in batch:
                     copy.write_row((datarow_id,))
-    return "SELECT DISTINCT f.id FROM frozen_matches AS f JOIN datasets_datarow AS d ON d.id = f.id"
+    return f"SELECT DISTINCT f.id FROM frozen_matches AS f JOIN {tables.DATAROW} AS d ON d.id = f.id"
 
 
 def _stored_slice_create(*, project: Project, name: str, created_by: str, kind: str, select_sql: str,
@@ -93,8 +95,8 @@ def slice_create_from_select(*, project: Project, name: str, created_by: str, se
     """An ids slice of the datarow ids `select_sql` returns (one column of datarow ids of `project`), written with
     one `INSERT ... SELECT`. Ids of other projects' datarows are left out, so a wrong statement cannot leak them."""
     in_project = f"SELECT DISTINCT selected.id FROM ({select_sql}) AS selected(id) " \
-                 f"JOIN datasets_datarow AS d ON d.id = selected.id " \
-                 f"JOIN datasets_dataset AS s ON s.id = d.dataset_id WHERE s.project_id = %s"
+                 f"JOIN {tables.DATAROW} AS d ON d.id = selected.id " \
+                 f"JOIN {tables.DATASET} AS s ON s.id = d.dataset_id WHERE s.project_id = %s"
     return _stored_slice_create(project=project, name=name, created_by=created_by, kind=Slice.Kind.IDS,
                                 select_sql=in_project, params=[*params, project.pk], description=description)
 
@@ -108,10 +110,10 @@ def slice_create_from_ids(*, project: Project, name: str, created_by: str, datar
         raise ApplicationError(f"At most {MAX_DATAROW_IDS} datarow ids per slice; use a query for more.",
                                {"fields": {"datarow_ids": [f"{len(datarow_ids)} ids given."]}})
     with connections[WRITER].cursor() as cursor:
-        cursor.execute("""
-            SELECT coalesce(array_agg(wanted.id ORDER BY wanted.id), '{}')
+        cursor.execute(f"""
+            SELECT coalesce(array_agg(wanted.id ORDER BY wanted.id), '{{}}')
             FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) AS wanted
-            WHERE NOT EXISTS (SELECT 1 FROM datasets_datarow AS d JOIN datasets_dataset AS s ON s.id = d.dataset_id
+            WHERE NOT EXISTS (SELECT 1 FROM {tables.DATAROW} AS d JOIN {tables.DATASET} AS s ON s.id = d.dataset_id
                               WHERE d.id = wanted.id AND s.project_id = %s)""", [datarow_ids, project.pk])
         (unknown,) = cursor.fetchone()
     if unknown:
@@ -148,7 +150,7 @@ def slice_freeze_start(*, principal: Principal, project: Project, name: str, que
     valid = project_query_validate(project_id=project.pk, query_text=query, using=WRITER)
     condition = compile_filter(valid, project_id=project.pk, dataset_id=dataset_id)
     with connections[WRITER].cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM datasets_datarow AS d WHERE {condition.sql} LIMIT %s) "
+        cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables.DATAROW} AS d WHERE {condition.sql} LIMIT %s) "
                        f"AS capped", [*condition.params, FREEZE_IN_REQUEST_MAX + 1])
         (matches,) = cursor.fetchone()
     with transaction.atomic(using=WRITER):
@@ -171,7 +173,7 @@ def slice_freeze_members(*, slice: Slice) -> Slice:
             select_sql, params = _engine_matches_copied(slice=slice, query=valid), []
         else:
             condition = compile_filter(valid, project_id=slice.project_id, dataset_id=slice.dataset_id)
-            select_sql, params = f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql}", condition.params
+            select_sql, params = f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params
         slice.member_count = _members_insert(project_id=slice.project_id, slice_id=slice.pk, select_sql=select_sql,
                                              params=params)
         slice.frozen_at = timezone.now()
@@ -234,11 +236,11 @@ def slice_split(*, slice: Slice, seed: int, fractions: dict, stratified: bool = 
     checked = _fractions_checked(fractions)
     train, validation = checked["train"], checked["validation"]
     stratum = "coalesce(strata.stratum, -1)" if stratified else "0"
-    strata = """
+    strata = f"""
         LEFT JOIN (SELECT l.datarow_id,
                           CASE WHEN count(DISTINCT l.ontology_class_id) = 1 THEN min(l.ontology_class_id) ELSE -2 END
                               AS stratum
-                   FROM datasets_label AS l JOIN slices_slicemember AS lm ON lm.datarow_id = l.datarow_id
+                   FROM {tables.LABEL} AS l JOIN slices_slicemember AS lm ON lm.datarow_id = l.datarow_id
                    WHERE lm.slice_id = %(slice)s AND l.kind = 'classification' GROUP BY l.datarow_id) AS strata
             ON strata.datarow_id = m.datarow_id""" if stratified else ""
     with transaction.atomic(using=WRITER), connections[WRITER].cursor() as cursor:

@@ -63,7 +63,12 @@ def dev_introspect(token: str) -> dict:
     from tenancy.models import Tenant
 
     claims = jwt.decode(token, options={"verify_signature": False})
-    tenant = Tenant.objects.using("default").filter(schema_name=claims.get(CLAIM_NAMESPACE + "tenant")).first()
+    # A hand-made development token may lack a claim: that is a bad token (401), not a server error.
+    missing = [name for name in ("tenant", "workspace", "role") if not claims.get(CLAIM_NAMESPACE + name)]
+    if missing:
+        raise NotAuthenticated(f"The development token lacks the claim '{CLAIM_NAMESPACE}{missing[0]}'.",
+                               {"missing_claims": [CLAIM_NAMESPACE + name for name in missing]})
+    tenant = Tenant.objects.using("default").filter(schema_name=claims[CLAIM_NAMESPACE + "tenant"]).first()
     if tenant is None:
         return {"active": False}
     return {

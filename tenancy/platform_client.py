@@ -15,6 +15,7 @@ from django.core.cache import cache
 from redis import RedisError
 
 from mlops.exceptions import ServiceUnavailable
+from mlops.metrics import count_introspection_cache
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def introspect(token: str, expires_at: int) -> dict:
         answer = cache.get(key)
     except RedisError:
         logger.warning("introspection cache unreachable; asking the platform directly", exc_info=True)
+        count_introspection_cache("unavailable")
         return _ask_platform(token)
+    count_introspection_cache("miss" if answer is None else "hit")
     if answer is None:
         answer = _ask_platform(token)
         ttl = min(settings.INTROSPECTION_CACHE_SECONDS, int(expires_at - time.time()))

@@ -1,6 +1,3 @@
-import time
-import uuid
-
 import pytest
 from rest_framework.test import APIClient
 
@@ -57,11 +54,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
 def make_token(auth0, platform):
     """A valid token whose user the platform grants `role` in `workspace` of `tenant`."""
 
+    from tests.factories import token_make
+
     def make(tenant: str = TENANT_A, *, role: str = "editor", workspace: str = "ws-1", database: str = "main",
              lifetime: int = 3600) -> str:
-        sub = f"auth0|{uuid.uuid4().hex[:16]}"
-        platform.grant(sub, tenant=tenant, workspace=workspace, role=role, database=database)
-        return auth0.issue(sub, lifetime=lifetime)
+        return token_make(auth0, platform, tenant=tenant, role=role, workspace=workspace, database=database,
+                          lifetime=lifetime)
 
     return make
 
@@ -98,12 +96,19 @@ def in_tenant_a():
 
 
 @pytest.fixture
+def project(in_tenant_a):
+    """A new project in tenant A, in the test's transaction."""
+    from tests.factories import project_make
+
+    return project_make()
+
+
+@pytest.fixture
 def principal():
     """Who acts in the service-level tests: an editor of workspace ws-1 in tenant A."""
-    from tenancy.principal import Principal
+    from tests.factories import principal_make
 
-    return Principal(user_id="auth0|editor", email="editor@example.com", tenant_schema=TENANT_A, workspace_id="ws-1",
-                     role="editor", database="main", expires_at=int(time.time()) + 3600)
+    return principal_make(tenant=TENANT_A)
 
 
 # --- Outbound fetches: the suite keeps the production deny list; a test lets its own file server through by name.

@@ -30,6 +30,8 @@ ROUTED_SERVICES = {
     "REDIS_URL": "redis",
     "ELASTICSEARCH_URL": "elasticsearch",
 }
+# Behind a compose profile: the app services start without them.
+OPTIONAL_SERVICES = {"elasticsearch"}
 # Defaults to REDIS_URL by design: one Redis is broker, cache and channel layer.
 FOLLOWS_ANOTHER_VARIABLE = {"CELERY_BROKER_URL"}
 POSTGRES_15_PGDATA = "/var/lib/postgresql/data"
@@ -191,8 +193,31 @@ def test_database_urls_use_the_writers_credentials_and_database(services):
 def test_app_processes_wait_for_migrations_and_healthy_backing_services(services, process):
     depends_on = services[process]["depends_on"]
     assert depends_on["migrate"] == {"condition": "service_completed_successfully"}
-    for service in ROUTED_SERVICES.values():
+    for service in set(ROUTED_SERVICES.values()) - OPTIONAL_SERVICES:
         assert depends_on[service] == {"condition": "service_healthy"}, service
+    # waited for when its profile is on, and no reason not to start when it is off
+    for service in OPTIONAL_SERVICES:
+        assert depends_on[service] == {"condition": "service_healthy", "required": False}, service
+
+
+def test_elasticsearch_runs_only_with_its_profile_and_search_defaults_to_postgres(services):
+    # then: only Elasticsearch is behind a profile, and nothing needs it without that profile
+    assert {name for name, service in services.items() if service.get("profiles")} >= OPTIONAL_SERVICES
+    assert services["elasticsearch"]["profiles"] == ["elasticsearch"]
+    for process in ("migrate", *APP_PROCESSES):
+        assert services[process]["environment"]["SEARCH_ENGINE"] == "postgres", process
+
+
+def test_compose_environment_starts_the_settings_on_elasticsearch_when_the_deployer_asks(services):
+    # given: the deployer's SEARCH_ENGINE=elasticsearch (with --profile elasticsearch)
+    shell_env = {"SEARCH_ENGINE": "elasticsearch"}
+    environment = container_environment(load_compose(shell_env)["services"]["web"], shell_env)
+    # when
+    result = run_python("import django; django.setup(); from django.conf import settings as s; "
+                        "print(s.SEARCH_ENGINE, s.ELASTICSEARCH_URL)", environment)
+    # then
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["elasticsearch", "http://elasticsearch:9200"]
 
 
 def test_depends_on_conditions_point_at_services_that_can_satisfy_them(services):
@@ -201,6 +226,10 @@ def test_depends_on_conditions_point_at_services_that_can_satisfy_them(services)
         assert isinstance(depends_on, dict), f"{name}: the list form of depends_on waits for nothing"
         for target, rule in depends_on.items():
             assert target in services, f"{name} depends on a missing service {target}"
+            # Compose refuses a required dependency on a service its profiles leave out.
+            if rule.get("required", True):
+                assert set(services[target].get("profiles", [])) <= set(service.get("profiles", [])), \
+                    f"{name} requires {target}, which runs only with the profile {services[target]['profiles']}"
             condition = rule["condition"]
             if condition == "service_healthy":
                 assert services[target].get("healthcheck", {}).get("test"), f"{target} has no healthcheck"
@@ -215,14 +244,15 @@ def test_local_compose_environment_starts_the_settings_with_dev_auth_and_both_da
     result = run_python(
         "import json, django; django.setup(); from django.conf import settings as s; print(json.dumps({"
         "'env': s.MLOPS_ENV, 'dev_auth': s.DEV_AUTH, 'writer': s.DATABASES['default']['HOST'], "
-        "'reader': s.DATABASES['reader']['HOST'], 'redis': s.REDIS_URL, 'elasticsearch': s.ELASTICSEARCH_URL}))",
+        "'reader': s.DATABASES['reader']['HOST'], 'redis': s.REDIS_URL, 'search': s.SEARCH_ENGINE, "
+        "'elasticsearch': s.ELASTICSEARCH_URL}))",
         container_environment(services["web"], shell_env={}),
     )
     # then
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "env": "development", "dev_auth": True, "writer": "writer", "reader": "reader",
-        "redis": "redis://redis:6379/0", "elasticsearch": "http://elasticsearch:9200",
+        "redis": "redis://redis:6379/0", "search": "postgres", "elasticsearch": "http://elasticsearch:9200",
     }
 
 

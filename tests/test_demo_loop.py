@@ -6,10 +6,9 @@ import uuid
 
 import pytest
 
-from datasets.models import DataRow, Label
+from datasets.models import DataRow, Label, ModelVersion, Prediction
 from demo.digits import write_digits
 from demo.loop import ARMS, LoopSettings, Platform, run_loop
-from predictions.models import ModelVersion, Prediction
 from slices.models import Slice, SliceMember
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A

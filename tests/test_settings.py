@@ -173,3 +173,18 @@ def test_trainer_plugins_registers_names_without_importing_them_at_start_up():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "{'exiting': 'tests.training.exiting_plugin:Trainer'} False"
+
+
+@pytest.mark.parametrize(("mlops_env", "demo_jobs"), [("production", False), ("development", True), ("test", True)])
+def test_the_count_demo_job_starts_only_in_development_and_test(mlops_env, demo_jobs):
+    # when: the start API's input is checked in a process with that environment's settings
+    result = run_python(
+        "import json; " + DJANGO_SETUP + "; from django.conf import settings; from jobs.apis import JobListStartApi; "
+        "data = JobListStartApi.StartInputSerializer(data={'kind': 'count', 'steps': 1, 'delay_seconds': 0}); "
+        "print(json.dumps({'demo_jobs': settings.DEMO_JOBS, 'valid': data.is_valid(), 'errors': data.errors}))",
+        {**PRODUCTION_ENV, "MLOPS_ENV": mlops_env},
+    )
+    # then
+    assert result.returncode == 0, result.stderr
+    errors = {} if demo_jobs else {"kind": ["The 'count' demo job runs only where MLOPS_ENV is development or test."]}
+    assert json.loads(result.stdout) == {"demo_jobs": demo_jobs, "valid": demo_jobs, "errors": errors}

@@ -2,9 +2,8 @@ from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from jobs.serializers import JobOutputSerializer
+from jobs.serializers import RunOutputSerializer
 from mlops.apis import Api
-from mlops.pagination import CreatedCursorPagination
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.selectors import slice_get
@@ -24,13 +23,9 @@ class ModelDefinitionOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class TrainingRunOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+class TrainingRunOutputSerializer(RunOutputSerializer):
     model_id = serializers.IntegerField()
     number = serializers.IntegerField()
-    status = serializers.CharField(source="job.status")
-    job = JobOutputSerializer()
-    slice_id = serializers.IntegerField(allow_null=True)
     train_splits = serializers.JSONField()
     validation_splits = serializers.JSONField()
     config = serializers.JSONField()
@@ -43,8 +38,6 @@ class TrainingRunOutputSerializer(serializers.Serializer):
     artifact_files = serializers.JSONField()
     error = serializers.CharField()
     model_version_id = serializers.SerializerMethodField()
-    created_by = serializers.CharField()
-    created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -76,9 +69,7 @@ class ModelDefinitionListCreateApi(Api):
     @extend_schema(responses={200: page_of(ModelDefinitionOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(model_definition_list(project=project), request, view=self)
-        return paginator.get_paginated_response(ModelDefinitionOutputSerializer(page, many=True).data)
+        return self.page_response(model_definition_list(project=project), ModelDefinitionOutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={201: ModelDefinitionOutputSerializer}, examples=[
         OpenApiExample("An image classifier", request_only=True, value={
@@ -114,9 +105,7 @@ class TrainingRunListStartApi(Api):
     def get(self, request, project_id: int, model_id: int):
         model = model_definition_get(project=project_get(principal=request.user, project_id=project_id),
                                      model_id=model_id)
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(training_run_list(model=model), request, view=self)
-        return paginator.get_paginated_response(TrainingRunOutputSerializer(page, many=True).data)
+        return self.page_response(training_run_list(model=model), TrainingRunOutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer}, examples=[
         OpenApiExample("Train on a split slice", request_only=True, value={

@@ -1,6 +1,7 @@
 from django.db import connections
 from django.db.models import QuerySet
 
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import NotFound
 from projects.models import Project
@@ -40,9 +41,9 @@ def training_examples(*, run: TrainingRun) -> tuple[list[Example], list[Example]
     # From the writer: the snapshot was committed just before the job was queued.
     with connections[WRITER].cursor() as cursor:
         # A detection run's boxes come with each image, (class id, x, y, w, h) in label order.
-        cursor.execute("""
+        cursor.execute(f"""
             SELECT e.datarow_id, d.uri, e.ontology_class_id, e.split, b.boxes
-            FROM training_trainingexample e JOIN datasets_datarow d ON d.id = e.datarow_id
+            FROM training_trainingexample e JOIN {tables.DATAROW} d ON d.id = e.datarow_id
             LEFT JOIN LATERAL (
                 SELECT array_agg(ARRAY[b.ontology_class_id, b.x, b.y, b.w, b.h] ORDER BY b.id) AS boxes
                 FROM training_trainingbox b WHERE b.run_id = e.run_id AND b.datarow_id = e.datarow_id) b ON TRUE

@@ -6,24 +6,25 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import JobCancelled, job_create, job_report_progress
+from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
+from mlops.metrics import training_step
 from mlops.storage import open_uri, tenant_path
 from predictions.ground_truth import classification_truth_sql
 from predictions.selectors import model_version_exists
 from predictions.services import model_version_register
+from predictions.trainers import trainer_resolve
 from projects.models import Project
 from slices.models import Slice, Split
 from tenancy.principal import Principal
 from training.core.interface import ConfigError, EpochMetrics, StepProgress, Trainer
-from training.core.registry import TrainerError, get_trainer
 from training.core.weights import WeightsError, sniff_weights
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
@@ -34,16 +35,6 @@ LOG_LINES_KEPT = 2000
 LOG_LINE_CHARS = 1000
 # Starting weights are read from the tenant's own storage only: a web address could be a model hub.
 WEIGHTS_SCHEMES = ("", "file", "s3")
-
-
-def trainer_resolve(*, name: str) -> Trainer:
-    """The trainer registered as `name` (a built-in or one of the operator's TRAINER_PLUGINS); a name is never
-    imported as a path. An unknown name, or a plugin that fails to load, is a 400 on the trainer field."""
-    try:
-        return get_trainer(name, settings.TRAINER_PLUGINS)
-    except TrainerError as error:
-        # The registry's message lists the registered names, or names the plugin and what it raised.
-        raise ApplicationError(str(error), {"fields": {"trainer": [str(error)]}}) from error
 
 
 def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
@@ -111,12 +102,13 @@ def _split_values(names: list[str], field: str) -> list[int]:
 def _snapshot_examples(*, run: TrainingRun, splits: list[int]) -> None:
     """The labelled members of the run's splits, with their classes as of now, in one INSERT ... SELECT."""
     truth = classification_truth_sql(
-        "EXISTS (SELECT 1 FROM slices_slicemember sm WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)")
+        f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} sm "
+        f"WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)")
     with connection.cursor() as cursor:
         cursor.execute(f"""
             INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
             SELECT %(run)s, m.datarow_id, m.split, t.ontology_class_id
-            FROM slices_slicemember m JOIN ({truth}) t ON t.datarow_id = m.datarow_id
+            FROM {tables.SLICE_MEMBER} m JOIN ({truth}) t ON t.datarow_id = m.datarow_id
             WHERE m.slice_id = %(slice)s AND m.split = ANY(%(splits)s)""",
                        {"run": run.pk, "slice": run.slice_id, "splits": splits})
 
@@ -125,24 +117,24 @@ def _snapshot_boxes(*, run: TrainingRun, splits: list[int]) -> None:
     """A detection run's images: the members of its splits with at least one box label, and every such box as of
     now (a box of a class deleted since cannot exist: classes are protected)."""
     with connection.cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(f"""
             WITH boxes AS (
                 INSERT INTO training_trainingbox (run_id, datarow_id, ontology_class_id, x, y, w, h)
                 SELECT %(run)s, l.datarow_id, l.ontology_class_id, l.x, l.y, l.w, l.h
-                FROM slices_slicemember m JOIN datasets_label l ON l.datarow_id = m.datarow_id
+                FROM {tables.SLICE_MEMBER} m JOIN {tables.LABEL} l ON l.datarow_id = m.datarow_id
                 WHERE m.slice_id = %(slice)s AND m.split = ANY(%(splits)s) AND l.kind = 'box'
                   AND l.w > 0 AND l.h > 0
                 RETURNING datarow_id)
             INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
-            SELECT %(run)s, m.datarow_id, m.split, NULL FROM slices_slicemember m
+            SELECT %(run)s, m.datarow_id, m.split, NULL FROM {tables.SLICE_MEMBER} m
             WHERE m.slice_id = %(slice)s AND m.datarow_id IN (SELECT datarow_id FROM boxes)""",
                        {"run": run.pk, "slice": run.slice_id, "splits": splits})
 
 
 def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[list, int, int]:
     with connection.cursor() as cursor:
-        cursor.execute("""
-            SELECT o.id, o.name FROM datasets_ontologyclass o
+        cursor.execute(f"""
+            SELECT o.id, o.name FROM {tables.ONTOLOGY_CLASS} o
             WHERE o.id IN (SELECT DISTINCT ontology_class_id FROM training_trainingexample WHERE run_id = %(run)s
                            UNION SELECT DISTINCT ontology_class_id FROM training_trainingbox WHERE run_id = %(run)s)
             ORDER BY o.name""", {"run": run.pk})
@@ -233,6 +225,7 @@ def training_run_execute(*, run: TrainingRun, job: Job) -> TrainingRun:
                             counters=_progress_counters(progress),
                             message=f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
                                     f"loss {progress.loss:.4f}")
+        training_step(images_per_second=progress.images_per_second, loss=progress.loss)
 
     def on_epoch(metrics: EpochMetrics) -> None:
         run.epochs = [*run.epochs, asdict(metrics)]

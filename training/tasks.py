@@ -1,6 +1,7 @@
 from jobs.models import Job
 from jobs.runner import job_task
 from mlops.db_routing import WRITER
+from mlops.metrics import training_observed
 from training.models import TrainingRun
 from training.services import training_run_execute
 
@@ -8,4 +9,5 @@ from training.services import training_run_execute
 @job_task(kind="training-run")
 def training_run_execute_task(job: Job, *, training_run_id: int) -> None:
     run = TrainingRun.objects.using(WRITER).select_related("model").get(pk=training_run_id)
-    training_run_execute(run=run, job=job)
+    with training_observed():
+        training_run_execute(run=run, job=job)

@@ -19,7 +19,6 @@ from jobs.serializers import JobOutputSerializer
 from mlops.apis import Api
 from mlops.exception_handler import ErrorSerializer
 from mlops.exceptions import ApplicationError
-from mlops.pagination import CreatedCursorPagination
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from mlops.storage import delete_upload, save_upload
 from projects.selectors import project_get
@@ -49,9 +48,7 @@ class DatasetListCreateApi(Api):
     @extend_schema(responses={200: page_of(DatasetOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        paginator = CreatedCursorPagination()
-        page = paginator.paginate_queryset(dataset_list(project=project), request, view=self)
-        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
+        return self.page_response(dataset_list(project=project), DatasetOutputSerializer)
 
     @extend_schema(request=CreateInputSerializer, responses={201: DatasetOutputSerializer})
     def post(self, request, project_id: int):

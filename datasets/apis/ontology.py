@@ -37,9 +37,8 @@ class OntologyClassListCreateApi(Api):
     @extend_schema(responses={200: page_of(OntologyClassOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        paginator = OntologyClassPagination()
-        page = paginator.paginate_queryset(ontology_class_list(project=project), request, view=self)
-        return paginator.get_paginated_response(OntologyClassOutputSerializer(page, many=True).data)
+        return self.page_response(ontology_class_list(project=project), OntologyClassOutputSerializer,
+                                  pagination=OntologyClassPagination)
 
     @extend_schema(request=CreateInputSerializer, responses={
         201: OntologyClassOutputSerializer,

@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass
 
 from django.db.models import QuerySet
 
-from datasets.models import DataRow, Label
+from datasets.models import DataRow, Label, Prediction
 from mlops.db_routing import WRITER
-from predictions.models import Prediction
 
 # A datarow may carry thousands of labels: batches stay small enough for that to fit in memory.
 BATCH_ROWS = 1_000

@@ -1,37 +1,8 @@
 """COCO detection files (`coco`) and COCO results files (`coco_results`), streamed and joined in SQL.
 
-A COCO file may be gigabytes, so it is never loaded whole: ijson reads `categories`, `images` and
-`annotations` in one pass each (the first pass also proves the whole file is JSON). Each element is
-checked alone and COPied, batch_lines at a time, into temp tables of the import session, where images,
-annotations and categories are checked against each other and joined in SQL. Batches of batch_lines
-images then fill import_rows and import_labels with INSERT ... SELECT, and the generic check and merge
-take over. All SQL runs in the batches' `stage_sql`, in order, on the import connection.
-
-Mapping: an image is a datarow, external_id = file_name, uri = file_name resolved against the import's
-images_uri (by default the file's own folder; see image_paths.py), or coco_url when there is one and no
-images_uri was given; width and height, metadata {"coco": {"image_id": id}}. An annotation is a label
-whose class is its category's `name` (supercategory is ignored, so classes keep the names COCO tools,
-results files and other formats use): a box from `bbox`, or a polygon from the first polygon of
-`segmentation` (an RLE, for iscrowd, keeps the box only); its other keys (iscrowd, ...) are its
-`attributes`. `images` and `categories` are required. With create_classes every category becomes a class;
-without it, an annotation whose category's name is no class is reported at its `category_id`. A file with annotations is the ground truth of its images (their labels are replaced); one
-without (image info) leaves labels alone. Category ids are kept on the ontology
-(OntologyClass.coco_category_id, one per class in a project; the last COCO import wins), because results
-files name classes by id only.
-
-Errors are located by JSON path: line = the 1-based position of the image they belong to
-(images[line - 1]), field = the path of the bad value (`images[3].width`, `annotations[17].bbox[2]`).
-An image with a bad annotation is left out whole, as a JSONL line with a bad label is. What belongs to
-no image (the file, a category, an annotation of an unknown image) is reported on line 0. The generic
-checks keep their own field: `external_id` for a repeated file_name.
-
-Results (`coco_results`) are a JSON array of {image_id, category_id, bbox, score, segmentation?}, the
-predictions of the import's model_name/model_version. image_id finds its datarow in the dataset through
-metadata.coco.image_id, category_id its class through coco_category_id, both set by an earlier `coco`
-import. A batch holds the images of about batch_lines detections; each image's predictions of that model
-version are replaced. A detection is its own line (line = its 1-based position, field `[17].bbox`): a bad
-one is left out alone. Datarows are updated in place, so use mode upsert (the default): skip_existing
-would skip every image, and fail_on_existing fail it.
+A file may be gigabytes, so ijson reads each array in one pass; elements are checked alone, COPied into the import
+session's temp tables and joined there. The mapping to datarows, labels and predictions, and how errors are located
+(line = the image's 1-based position, field = the JSON path), are in docs/design/datasets-storage.md, "COCO files".
 """
 
 from collections.abc import Callable, Generator, Iterator

@@ -10,9 +10,9 @@ from django.db import connections, transaction
 
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
+from datasets.signals import datarows_changed, datarows_deleted
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
-from search.indexing import datarows_changed, datarows_deleted
 
 MAX_DATAROW_IDS = 10_000
 
@@ -58,7 +58,8 @@ def datarow_tags_update(*, dataset: Dataset, datarow_ids: list[int], add: list[s
                        {"ids": datarow_ids, "add": add, "remove": remove, "dataset_id": dataset.pk})
         updated, not_found_ids = cursor.fetchone()
     missing = set(not_found_ids)
-    datarows_changed(project_id=dataset.project_id, datarow_ids=(i for i in datarow_ids if i not in missing))
+    datarows_changed.send(sender=None, project_id=dataset.project_id,
+                          datarow_ids=(i for i in datarow_ids if i not in missing))
     return DatarowTagsResult(updated=updated, not_found_ids=not_found_ids)
 
 
@@ -94,7 +95,7 @@ def datarow_bulk_delete(*, dataset: Dataset, datarow_ids: list[int]) -> DatarowD
                 datarows, labels, predictions = cursor.fetchone()
         finally:
             dataset_lock_release(cursor, dataset.pk)
-    datarows_deleted(project_id=dataset.project_id, datarow_ids=found)
+    datarows_deleted.send(sender=None, project_id=dataset.project_id, datarow_ids=found)
     found_ids = set(found)
     return DatarowDeleteResult(datarows=datarows, labels=labels, predictions=predictions,
                                not_found_ids=sorted({i for i in datarow_ids if i not in found_ids}))

@@ -2,12 +2,12 @@ from django.db import IntegrityError, connections, transaction
 
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
+from datasets.signals import dataset_deleted
 from jobs.models import Job
 from jobs.services import job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import Conflict
 from projects.models import Project
-from search.indexing import dataset_deleted
 from tenancy.principal import Principal
 
 DELETE_BATCH_ROWS = 50_000
@@ -79,5 +79,5 @@ def dataset_delete_rows(*, dataset_id: int, progress) -> int:
         finally:
             dataset_lock_release(cursor, dataset_id)
     if project_id is not None:
-        dataset_deleted(project_id=project_id, dataset_id=dataset_id)
+        dataset_deleted.send(sender=None, project_id=project_id, dataset_id=dataset_id)
     return deleted

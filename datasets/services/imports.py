@@ -37,6 +37,17 @@ class ImportAborted(ApplicationError):
     """on_error=abort met a bad line: nothing of the import is kept."""
 
 
+class ImportFailed(ApplicationError):
+    """on_error=skip, and every line was bad: the job fails rather than succeed with nothing imported."""
+
+    @classmethod
+    def of(cls, counters: "ImportCounters", first_error: dict) -> "ImportFailed":
+        where = f"line {first_error['line']}, " if first_error["line"] else ""
+        return cls(f"Nothing was imported: every line had errors ({counters.errors} errors on {counters.error_lines} "
+                   f"lines). First: {where}{first_error['field']} {first_error['message']}. All errors are in the "
+                   f"import's error report.")
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     format: str = "jsonl"
@@ -59,14 +70,24 @@ class ImportCounters:
     labels: int = 0
     predictions: int = 0
     errors: int = 0
+    # Lines left out for their errors (a line may have several), and whether the import kept only part of its lines.
+    error_lines: int = 0
+    partial: bool = False
     committed_rows: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def every_line_failed(self) -> bool:
+        """Errors, and not one line kept (inserted, updated, or left as it was by skip_existing)."""
+        return bool(self.error_lines) and not (
+            self.inserted or self.updated or self.skipped or self.labels or self.predictions)
+
     def add(self, batch: BatchBuffers, result: staging.BatchResult, errors: list[LineError]) -> None:
         self.lines = max([self.lines, *batch.line_paths, *(e.line for e in errors)])
         self.errors += len(errors)
+        self.error_lines += len({error.line for error in errors})
         if result.merged:
             self.inserted += result.inserted
             self.updated += result.updated
@@ -164,6 +185,7 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
                 account(*in_flight)
         conn.commit()
         counters.committed_rows = counters.inserted + counters.updated
+        counters.partial = bool(counters.error_lines)
         return counters
     except BaseException:
         conn.rollback()

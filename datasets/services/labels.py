@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from datasets.importers.records import BadRecord, Geometry, LabelRecord, error_from_msgspec, geometry
 from datasets.models import DataRow, Dataset, Label, OntologyClass
+from datasets.signals import datarows_changed
 from mlops.exceptions import ApplicationError, NotFound
-from search.indexing import datarows_changed
 from tenancy.principal import Principal
 
 
@@ -80,7 +80,7 @@ def label_create(*, principal: Principal, datarow: DataRow, class_name: str, box
         _lock_datarow(datarow)
         label.save()
         _count_labels(dataset_id=datarow.dataset_id, change=+1)
-        datarows_changed(project_id=datarow.dataset.project_id, datarow_ids=[datarow.pk])
+        datarows_changed.send(sender=None, project_id=datarow.dataset.project_id, datarow_ids=[datarow.pk])
     return label
 
 
@@ -108,7 +108,7 @@ def label_update(*, principal: Principal, label: Label, class_name: str | None =
             label.attributes = attributes
         label.updated_by = principal.user_id
         label.save()
-        datarows_changed(project_id=datarow.dataset.project_id, datarow_ids=[datarow.pk])
+        datarows_changed.send(sender=None, project_id=datarow.dataset.project_id, datarow_ids=[datarow.pk])
     return label
 
 
@@ -119,4 +119,4 @@ def label_delete(*, label: Label) -> None:
         if not deleted:
             raise NotFound(f"Label {label.pk} no longer exists.")
         _count_labels(dataset_id=label.datarow.dataset_id, change=-1)
-        datarows_changed(project_id=label.datarow.dataset.project_id, datarow_ids=[label.datarow_id])
+        datarows_changed.send(sender=None, project_id=label.datarow.dataset.project_id, datarow_ids=[label.datarow_id])

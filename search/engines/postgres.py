@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 from django.db import connections
 
+from mlops import tables
 from search.ql import ast
 from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, typed_value
 
-OBJECT_TABLES = {"label": "datasets_label", "prediction": "predictions_prediction"}
+# Names in mlops.tables, read when a query compiles.
+OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
 _COUNT_OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
                     ">=": operator.ge}
 _JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -85,14 +87,14 @@ class _Compiler:
         if isinstance(node, ast.Not):
             return f"(NOT {self.expr(node.item, scope, alias)})"
         if isinstance(node, ast.ObjectMatch):
-            return f"EXISTS (SELECT 1 FROM {OBJECT_TABLES[node.kind]} AS o WHERE o.datarow_id = {alias}.id " \
-                   f"AND {self.expr(node.condition, node.kind, 'o')})"
+            return f"EXISTS (SELECT 1 FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o " \
+                   f"WHERE o.datarow_id = {alias}.id AND {self.expr(node.condition, node.kind, 'o')})"
         if isinstance(node, ast.ObjectCount):
             return self.object_count(node, alias)
         if isinstance(node, ast.SliceMembership):
             # The member table's key is (slice, datarow): one index probe per row, or a join the planner picks.
-            return f"EXISTS (SELECT 1 FROM slices_slicemember AS sm WHERE sm.slice_id = {self.bind(node.slice_id)} " \
-                   f"AND sm.datarow_id = {alias}.id)"
+            return f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS sm " \
+                   f"WHERE sm.slice_id = {self.bind(node.slice_id)} AND sm.datarow_id = {alias}.id)"
         if isinstance(node, ast.Compare) and node.op == "!=":
             return f"(NOT {self.expr(ast.Compare(node.field, '=', node.value, node.pos), scope, alias)})"
         spec = resolve_field(node.field, scope, self.query.catalog)
@@ -105,16 +107,16 @@ class _Compiler:
         the size of the project, not of the tenant."""
         if self.using is None:
             project = self.bind(self.project_id)
-            scope = f"JOIN datasets_datarow AS r ON r.id = o.datarow_id " \
-                    f"JOIN datasets_dataset AS s ON s.id = r.dataset_id WHERE s.project_id = {project}"
+            scope = f"JOIN {tables.DATAROW} AS r ON r.id = o.datarow_id " \
+                    f"JOIN {tables.DATASET} AS s ON s.id = r.dataset_id WHERE s.project_id = {project}"
         else:
             # Classes belong to one project, so its class ids scope the objects to its datarows without a join.
-            ids = self.lookup_ids("datasets_ontologyclass", "true", [])
+            ids = self.lookup_ids(tables.ONTOLOGY_CLASS, "true", [])
             scope = f"WHERE o.ontology_class_id IN {self.bind_list(ids)}" if ids else "WHERE false"
         condition = self.expr(node.condition, node.kind, "o") if node.condition is not None else "true"
         count = self.bind(node.count.value)
-        grouped = f"SELECT o.datarow_id FROM {OBJECT_TABLES[node.kind]} AS o {scope} AND {condition} " \
-                  f"GROUP BY o.datarow_id"
+        grouped = f"SELECT o.datarow_id FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o " \
+                  f"{scope} AND {condition} GROUP BY o.datarow_id"
         if _COUNT_OPERATORS[node.op](0, node.count.value):
             return f"({alias}.id NOT IN ({grouped} HAVING NOT (count(*) {node.op} {count})))"
         return f"({alias}.id IN ({grouped} HAVING count(*) {node.op} {count}))"
@@ -148,10 +150,10 @@ class _Compiler:
         return f"EXISTS (SELECT 1 FROM unnest({alias}.tags) AS tag WHERE tag LIKE {self.bind(node.pattern.value)})"
 
     def _class(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
-        return self._lookup(node, alias, "ontology_class_id", "datasets_ontologyclass", "name")
+        return self._lookup(node, alias, "ontology_class_id", tables.ONTOLOGY_CLASS, "name")
 
     def _model(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
-        return self._lookup(node, alias, "model_version_id", "predictions_modelversion", "name || '@' || version")
+        return self._lookup(node, alias, "model_version_id", tables.MODEL_VERSION, "name || '@' || version")
 
     def _lookup(self, node: ast.Predicate, alias: str, column: str, table: str, name: str) -> str:
         """Class and model conditions select ids from the project's small ontology / model table first, so the
@@ -334,9 +336,9 @@ def metadata_path_indexes(kind: str, path: tuple[str, ...]) -> list[CompiledQuer
     path, created if missing, without blocking writes."""
     lists = _lists_predicate(kind, path)
     return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path)} "
-                          f"ON datasets_datarow USING {_DIRECT_INDEX[kind]}", [jsonpath_direct(path)]),
+                          f"ON {tables.DATAROW} USING {_DIRECT_INDEX[kind]}", [jsonpath_direct(path)]),
             CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path, lists=True)} "
-                          f"ON datasets_datarow (id) WHERE {lists.sql}", lists.params)]
+                          f"ON {tables.DATAROW} (id) WHERE {lists.sql}", lists.params)]
 
 
 def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool, bool]:
@@ -347,7 +349,7 @@ def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool
     valid = ("EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid WHERE c.relname = %s "
              "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid)")
     with connections[using].cursor() as cursor:
-        cursor.execute(f"SELECT {valid}, CASE WHEN {valid} THEN EXISTS (SELECT 1 FROM datasets_datarow "
+        cursor.execute(f"SELECT {valid}, CASE WHEN {valid} THEN EXISTS (SELECT 1 FROM {tables.DATAROW} "
                        f"WHERE {lists.sql}) ELSE true END",
                        [_path_index_name(kind, path), _path_index_name(kind, path, lists=True), *lists.params])
         return cursor.fetchone()
@@ -377,15 +379,15 @@ def reads_object_rows(query: ValidQuery | None) -> bool:
 
 def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,
                    using: str | None = None) -> CompiledQuery:
-    """The WHERE condition, over `datasets_datarow AS d`, of the project's datarows (or one dataset's) that match;
+    """The WHERE condition, over the datarows `AS d`, of the project's datarows (or one dataset's) that match;
     no query matches them all. For statements other than the id list: pages, counts, facets. With `using`, the
     ids of the datasets, classes and model versions named are read there first and bound as values."""
     compiler = _Compiler(query, project_id, using)
     if dataset_id is None and using is not None:
-        datasets = compiler.lookup_ids("datasets_dataset", "true", [])
+        datasets = compiler.lookup_ids(tables.DATASET, "true", [])
         scope = f"d.dataset_id IN {compiler.bind_list(datasets)}" if datasets else "false"
     elif dataset_id is None:
-        scope = f"d.dataset_id IN (SELECT id FROM datasets_dataset WHERE project_id = {compiler.bind(project_id)})"
+        scope = f"d.dataset_id IN (SELECT id FROM {tables.DATASET} WHERE project_id = {compiler.bind(project_id)})"
     else:
         scope = f"d.dataset_id = {compiler.bind(dataset_id)}"
     condition = compiler.expr(query.root, ROW, "d") if query is not None else "true"
@@ -396,7 +398,7 @@ def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None 
                   using: str | None = None) -> CompiledQuery:
     """The statement selecting the ids, in id order, of the project's datarows (or one dataset's) that match."""
     condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id, using=using)
-    return CompiledQuery(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql} ORDER BY d.id",
+    return CompiledQuery(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql} ORDER BY d.id",
                          condition.params)
 
 

@@ -16,6 +16,7 @@ import orjson
 from django.conf import settings
 from django.db import connections, transaction
 
+from mlops import tables
 from search.engines.base import (
     FACET_SIZE,
     EnginePage,
@@ -29,7 +30,8 @@ from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_dire
 from search.engines.snapshot_sessions import can_share_snapshot, fetch_all_in_one_snapshot
 from search.ql.validation import ValidQuery, parse_datetime
 
-FACET_OBJECT_TABLES = {"label.class": "datasets_label", "prediction.class": "predictions_prediction"}
+# Names in mlops.tables, read when a facet is counted.
+FACET_OBJECT_TABLES = {"label.class": "LABEL", "prediction.class": "PREDICTION"}
 
 # Per catalog type: the SQL value of one JSON value `v`, the test that it is of the type, and the aggregate taking
 # the minimum of several.
@@ -44,7 +46,7 @@ _METADATA_KEYS = {
 
 @dataclass(frozen=True)
 class SortKey:
-    """A row's sort key over `datasets_datarow AS d`: `expression`, after an optional `join`; params in that order."""
+    """A row's sort key over the datarows `AS d`: `expression`, after an optional `join`; params in that order."""
 
     join: str
     expression: str
@@ -102,13 +104,12 @@ def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str],
         facet = facets[index]
         if facet in FACET_OBJECT_TABLES:
             # Each match's distinct classes, read by a probe of its own objects, counted per class id, then named.
-            # A probe per match keeps the cost in step with the matches: the planner otherwise merge-joins the
-            # (datarow, class) index whole, which at 10M rows read 39M entries for 75k-83k matches (2.6-3.1 s
-            # against 0.9-1.2 s).
+            # A probe per match keeps the cost in step with the matches, where the planner would merge-join the
+            # (datarow, class) index whole.
             parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM s "
                          f"CROSS JOIN LATERAL (SELECT DISTINCT o.ontology_class_id AS class_id FROM "
-                         f"{FACET_OBJECT_TABLES[facet]} AS o WHERE o.datarow_id = s.id) AS p "
-                         f"GROUP BY p.class_id) AS x JOIN datasets_ontologyclass AS c ON c.id = x.class_id {top})")
+                         f"{getattr(tables, FACET_OBJECT_TABLES[facet])} AS o WHERE o.datarow_id = s.id) AS p "
+                         f"GROUP BY p.class_id) AS x JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = x.class_id {top})")
         elif facet == "tags":
             # unnest in the select list (ProjectSet) rather than a lateral join: no nested loop per matching row.
             parts.append(f"(SELECT {index}, t.tag, count(*) FROM (SELECT unnest(s.f{index}) AS tag FROM s) AS t "
@@ -117,7 +118,7 @@ def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str],
             # Grouped and ordered as jsonb (numbers by value), handed back as JSON text.
             parts.append(f"(SELECT {index}, t.v::text, count(*) FROM (SELECT unnest(s.f{index}) AS v FROM s) AS t "
                          f"GROUP BY t.v ORDER BY 3 DESC, t.v LIMIT {FACET_SIZE})")
-    return CompiledQuery(f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM datasets_datarow AS d "
+    return CompiledQuery(f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM {tables.DATAROW} AS d "
                          f"WHERE {condition.sql}{limit}), s AS ({sample}) " + " UNION ALL ".join(parts),
                          [*params, *condition.params])
 
@@ -142,14 +143,14 @@ def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKe
         return SortKey("", "d.created_at", [])
     if sort.field == "prediction.score":
         # One grouped pass over the model's predictions (the (model version, class, datarow) index), joined.
-        condition = "p.model_version_id IN (SELECT id FROM predictions_modelversion " \
+        condition = f"p.model_version_id IN (SELECT id FROM {tables.MODEL_VERSION} " \
                     "WHERE project_id = %s AND name || '@' || version = %s)"
         params = [project_id, sort.model]
         if sort.class_name is not None:
-            condition += " AND p.ontology_class_id IN (SELECT id FROM datasets_ontologyclass WHERE project_id = %s " \
+            condition += f" AND p.ontology_class_id IN (SELECT id FROM {tables.ONTOLOGY_CLASS} WHERE project_id = %s " \
                          "AND name = %s)"
             params += [project_id, sort.class_name]
-        join = f"LEFT JOIN (SELECT p.datarow_id, max(p.score) AS score FROM predictions_prediction AS p " \
+        join = f"LEFT JOIN (SELECT p.datarow_id, max(p.score) AS score FROM {tables.PREDICTION} AS p " \
                f"WHERE {condition} GROUP BY p.datarow_id) AS scored ON scored.datarow_id = d.id"
         return SortKey(join, "scored.score", params)
     return None
@@ -222,7 +223,7 @@ class PostgresEngine:
         order = f"s.k {direction} NULLS LAST, s.id {direction}" if key.expression != "NULL" else f"s.id {direction}"
         facets, sampled = {}, False
         with connections[using].cursor() as db:
-            db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM datasets_datarow AS d "
+            db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM {tables.DATAROW} AS d "
                        f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
                        [*key.params, *condition.params, *keyset.params, request.limit + 1])
             keys = db.fetchall()
@@ -241,8 +242,7 @@ class PostgresEngine:
                           condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
         cap = request.estimate_cap if request.count == "estimate" else None
         # Capped statements read at most cap + 1 matches: not worth a second session. Nor is a condition that reads
-        # object rows: each session would scan the object table, which costs more than the class facet saves (the
-        # same-object query at 1M: 1,277 ms with the second session, 861 without).
+        # object rows: each session would scan the object table, which costs more than the class facet saves.
         split = (cap is None and settings.SEARCH_PARALLEL_FACETS and can_share_snapshot(using)
                  and not reads_object_rows(request.query))
         statements = facets_statements(request.facets, request.catalog, condition, cap, split=split)
@@ -269,12 +269,12 @@ class PostgresEngine:
     def _total(using: str, request: SearchRequest, condition: CompiledQuery) -> SearchTotal:
         if request.count == "estimate":
             with _statement_cursor(using, capped=True) as db:
-                db.execute(f"SELECT count(*) FROM (SELECT 1 FROM datasets_datarow AS d WHERE {condition.sql} "
+                db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables.DATAROW} AS d WHERE {condition.sql} "
                            f"LIMIT %s) AS capped", [*condition.params, request.estimate_cap + 1])
                 counted = db.fetchone()[0]
             return SearchTotal(min(counted, request.estimate_cap), "gte" if counted > request.estimate_cap else "eq")
         with connections[using].cursor() as db:
-            db.execute(f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}", condition.params)
+            db.execute(f"SELECT count(*) FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params)
             return SearchTotal(db.fetchone()[0], "eq")
 
     def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
@@ -283,7 +283,7 @@ class PostgresEngine:
         after = 0
         while True:
             with connections[using].cursor() as db:
-                db.execute(f"SELECT d.id FROM datasets_datarow AS d WHERE {condition.sql} AND d.id > %s "
+                db.execute(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
                            f"ORDER BY d.id LIMIT %s", [*condition.params, after, batch_size])
                 ids = [row[0] for row in db.fetchall()]
             if not ids:

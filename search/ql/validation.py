@@ -2,7 +2,7 @@
 have the field's type. Engines resolve fields with `resolve_field` and values with `typed_value` afterwards."""
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -146,11 +146,12 @@ def typed_value(spec: FieldSpec, value: ast.Value):
 
 class _Validator:
     def __init__(self, query: str, catalog: dict[str, str], slices: Mapping[str, SliceDefinition] | None,
-                 limits: QueryLimits, within: tuple[str, ...] = ()):
+                 limits: QueryLimits, within: tuple[str, ...] = (), model_versions: Set[str] | None = None):
         self.query = query
         self.catalog = catalog
         self.slices = slices
         self.limits = limits
+        self.model_versions = model_versions
         self.within = within  # the live slices being inlined, outermost first
 
     def error(self, message: str, pos: ast.Pos) -> QueryError:
@@ -196,7 +197,8 @@ class _Validator:
         if len(self.within) >= MAX_SLICE_DEPTH:
             raise self.error(f"live slices nest more than {MAX_SLICE_DEPTH} deep here; freeze one of them",
                              node.name.pos)
-        inner = _Validator(definition.query, self.catalog, self.slices, self.limits, (*self.within, name))
+        inner = _Validator(definition.query, self.catalog, self.slices, self.limits, (*self.within, name),
+                           self.model_versions)
         try:
             # An empty query selects every datarow: created_at is never null.
             root = inner.check(parse(definition.query, self.limits), ROW) if definition.query.strip() else \
@@ -222,9 +224,11 @@ class _Validator:
             if node.op not in ("=", "!=") and kind not in ORDERED_TYPES:
                 raise self.error(f"{name} is a {kind} field: it takes = and !=, not {node.op}", node.pos)
             self.check_value(name, spec, node.value)
+            self.check_model_version(spec, node.value)
         elif isinstance(node, ast.InList):
             for value in node.values:
                 self.check_value(name, spec, value)
+                self.check_model_version(spec, value)
         elif isinstance(node, ast.Between):
             if literal_type(node.low) != literal_type(node.high):
                 raise self.error(f"BETWEEN needs two values of one type, not a {literal_type(node.low)} and a "
@@ -268,6 +272,18 @@ class _Validator:
         raise self.error(f"type mismatch: {name} is a {shown} field but {_shown(value)} is a {given}", value.pos)
 
 
+    def check_model_version(self, spec: FieldSpec, value: ast.Value) -> None:
+        """`model = ...` names one version, 'name@version', that exists: anything else would silently match nothing."""
+        if spec.kind != "model":
+            return
+        name, at, version = value.value.rpartition("@")
+        if not (at and name and version):
+            raise self.error(f"model takes 'name@version', e.g. 'yolo@8.1': {value.value!r} names no version",
+                             value.pos)
+        if self.model_versions is not None and value.value not in self.model_versions:
+            raise _unknown_field(self.query, "unknown model version", value.value, self.model_versions, value.pos)
+
+
 def _shown(value: ast.Value) -> str:
     if isinstance(value.value, bool):
         return "true" if value.value else "false"
@@ -275,9 +291,11 @@ def _shown(value: ast.Value) -> str:
 
 
 def validate(root: ast.Expr, *, catalog: dict[str, str], text: str,
-             slices: Mapping[str, SliceDefinition] | None = None, limits: QueryLimits = DEFAULT_LIMITS) -> ValidQuery:
+             slices: Mapping[str, SliceDefinition] | None = None, limits: QueryLimits = DEFAULT_LIMITS,
+             model_versions: Set[str] | None = None) -> ValidQuery:
     """Check the tree against the catalog (metadata path -> type) and resolve `IN SLICE` names with `slices` (name
-    -> definition; without it every slice name is unknown), parsing live slices' queries within `limits`; raises
+    -> definition; without it every slice name is unknown), parsing live slices' queries within `limits`; with
+    `model_versions` ('name@version' of the project's), a model a query names must be one of them. Raises
     QueryError at the offending spot."""
-    checked = _Validator(text, catalog, slices, limits).check(root, ROW)
+    checked = _Validator(text, catalog, slices, limits, model_versions=model_versions).check(root, ROW)
     return ValidQuery(checked, dict(catalog), text)

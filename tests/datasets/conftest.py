@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from tests.conftest import TENANT_A, TENANT_B
+from tests.factories import dataset_make, project_make
 
 
 @pytest.fixture
@@ -57,14 +58,10 @@ def write_jsonl(import_root):
 @pytest.fixture
 def tenant_dataset(committed_tenants):
     """A fresh project and dataset in tenant A, committed, with the tenant active for the test body."""
-    from datasets.models import Dataset
-    from projects.models import Project
     from tenancy.context import tenant_scope
 
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name=f"p-{uuid.uuid4().hex[:8]}", created_by="tester")
-        dataset = Dataset.objects.create(project=project, name="main", created_by="tester")
-        yield dataset
+        yield dataset_make(project=project_make())
 
 
 def wait_for_reader(timeout: float = 40.0) -> None:

@@ -9,13 +9,13 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from datasets.models import DataRow, Dataset, Label
+from datasets.models import DataRow, Dataset, Label, Prediction
 from datasets.selectors import DatarowFilters, datarow_list
-from predictions.models import Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
 from tests.datasets.image_files import png_bytes
+from tests.factories import dataset_make
 
 # Committed data (the fixtures' tenants and imports), and GETs that the router sends to the reader.
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "reader"])
@@ -134,7 +134,7 @@ def test_keyset_pages_and_each_filter_are_served_by_their_index(tenant_dataset):
     planner rightly prefers the dataset's own index, so it is not asserted here.)"""
     # given our dataset, with one odd row, between two bigger ones
     with tenant_scope(TENANT_A), connections["default"].cursor() as cursor:
-        before, after = (Dataset.objects.create(project=tenant_dataset.project, name=name, created_by="tester")
+        before, after = (dataset_make(project=tenant_dataset.project, name=name)
                          for name in ("before", "after"))
         for dataset, rows in ((before, 30_000), (tenant_dataset, 2_000), (after, 30_000)):
             cursor.execute("""
@@ -166,6 +166,34 @@ def _plan(queryset) -> str:
             return queryset.using("default").explain()
         finally:
             cursor.execute("RESET enable_seqscan")
+
+
+@pytest.mark.parametrize("setup", ["no credentials", "no region and a bad endpoint"])
+def test_detail_of_an_s3_row_that_cannot_be_signed_has_no_url_and_says_why(
+        tenant_dataset, import_records, make_token, api_client, monkeypatch, settings, tmp_path, setup):
+    # given a bucket the tenant may read, but nothing to sign its URLs with (and no instance metadata to ask)
+    settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://bucket/"]}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    if setup == "no region and a bad endpoint":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+        settings.AWS_S3_ENDPOINT_URL = "not a url"
+    import_records([_row(1)])
+    (datarow_id,) = _ids(tenant_dataset)
+    # when
+    response = api_client(make_token(TENANT_A)).get(_url(tenant_dataset, f"/{datarow_id}"))
+    # then the row comes back, without a URL and with the reason
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["datarow"]["external_id"] == "img-001"
+    assert body["image_url"] is None
+    assert "cannot be signed" in body["image_url_error"]
 
 
 def test_detail_has_labels_predictions_by_model_version_and_a_presigned_url(
@@ -240,7 +268,7 @@ def test_bulk_tags_add_and_remove_in_one_update_sorted_and_unique(tenant_dataset
     import_records([_row(1, tags=["old", "b"]), _row(2), _row(3, tags=["keep"])])
     first, second, third = _ids(tenant_dataset)
     with tenant_scope(TENANT_A):
-        other = Dataset.objects.create(project=tenant_dataset.project, name="other", created_by="tester")
+        other = dataset_make(project=tenant_dataset.project, name="other")
     import_records([_row(9, tags=["old"])], dataset=other)
     (elsewhere,) = _ids(other)
     # when

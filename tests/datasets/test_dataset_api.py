@@ -4,19 +4,21 @@ from datasets.models import DataRow, Dataset, Label, OntologyClass
 from jobs.models import Job
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import project_make
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def project(make_token, api_client):
-    client = api_client(make_token(TENANT_A))
-    project = client.post("/api/v1/projects/", {"name": "datasets-api"}, format="json").json()
-    return client, f"/api/v1/projects/{project['id']}/datasets/"
+def datasets_url(make_token, api_client):
+    """An editor's client and the datasets URL of a new project in tenant A."""
+    with tenant_scope(TENANT_A):
+        project = project_make()
+    return api_client(make_token(TENANT_A)), f"/api/v1/projects/{project.pk}/datasets/"
 
 
-def test_dataset_crud(project):
-    client, url = project
+def test_dataset_crud(datasets_url):
+    client, url = datasets_url
     created = client.post(url, {"name": "street", "description": "cams"}, format="json")
     assert created.status_code == 201, created.content
     dataset = created.json()
@@ -29,15 +31,15 @@ def test_dataset_crud(project):
     assert "name" in duplicate.json()["extra"]["fields"]
 
 
-def test_unknown_project_or_dataset_is_404(project):
-    client, url = project
+def test_unknown_project_or_dataset_is_404(datasets_url):
+    client, url = datasets_url
     assert client.get("/api/v1/projects/999999/datasets/").status_code == 404
     assert client.get(f"{url}999999").status_code == 404
 
 
-def test_delete_hides_the_dataset_at_once_and_a_job_removes_its_rows(project, celery_eager,
+def test_delete_hides_the_dataset_at_once_and_a_job_removes_its_rows(datasets_url, celery_eager,
                                                                      django_capture_on_commit_callbacks):
-    client, url = project
+    client, url = datasets_url
     dataset = client.post(url, {"name": "doomed"}, format="json").json()
     with tenant_scope(TENANT_A):
         row = DataRow.objects.create(dataset_id=dataset["id"], external_id="a", uri="s3://b/a.jpg")
@@ -56,8 +58,8 @@ def test_delete_hides_the_dataset_at_once_and_a_job_removes_its_rows(project, ce
         assert not Dataset.objects.filter(pk=dataset["id"]).exists()
 
 
-def test_import_options_are_checked_before_a_job_is_queued(project):
-    client, url = project
+def test_import_options_are_checked_before_a_job_is_queued(datasets_url):
+    client, url = datasets_url
     dataset = client.post(url, {"name": "imports"}, format="json").json()
     response = client.post(f"{url}{dataset['id']}/imports", {"uri": "x.jsonl", "mode": "merge"}, format="json")
     assert response.status_code == 400
@@ -69,14 +71,14 @@ def test_import_options_are_checked_before_a_job_is_queued(project):
         assert not Job.objects.filter(kind="dataset-import").exists()
 
 
-def test_viewer_cannot_start_an_import(make_token, api_client, project):
-    _, url = project
+def test_viewer_cannot_start_an_import(make_token, api_client, datasets_url):
+    _, url = datasets_url
     viewer = api_client(make_token(TENANT_A, role="viewer"))
     assert viewer.post(f"{url}1/imports", {"uri": "x"}, format="json").status_code == 403
 
 
-def test_an_import_from_an_address_the_outbound_policy_refuses_is_a_400_when_posted(project, files_server):
-    client, url = project
+def test_an_import_from_an_address_the_outbound_policy_refuses_is_a_400_when_posted(datasets_url, files_server):
+    client, url = datasets_url
     dataset = client.post(url, {"name": "ssrf"}, format="json").json()
 
     response = client.post(f"{url}{dataset['id']}/imports", {"uri": f"{files_server.url}/manifest.jsonl"},
@@ -90,11 +92,11 @@ def test_an_import_from_an_address_the_outbound_policy_refuses_is_a_400_when_pos
         assert not Job.objects.filter(kind="dataset-import").exists()
 
 
-def test_an_import_redirected_to_a_refused_address_fails_its_job(project, files_server, allow_files_server,
+def test_an_import_redirected_to_a_refused_address_fails_its_job(datasets_url, files_server, allow_files_server,
                                                                  internal_server, celery_eager,
                                                                  django_capture_on_commit_callbacks):
     # given an allowed server whose manifest redirects to an internal one
-    client, url = project
+    client, url = datasets_url
     dataset = client.post(url, {"name": "ssrf-redirect"}, format="json").json()
     internal_server.files["/manifest.jsonl"] = b'{"external_id": "a", "uri": "s3://b/a.jpg"}\n'
     uri = f"{files_server.url}/redirect?to={internal_server.url}/manifest.jsonl"

@@ -8,18 +8,18 @@ import orjson
 import pytest
 
 from datasets.exporters.batches import export_batches
-from datasets.exporters.snapshot import snapshot_reads
-from datasets.services import exports
 from datasets.exporters.formats import export_path
-from datasets.models import DataRow, Dataset, Label
+from datasets.exporters.snapshot import snapshot_reads
+from datasets.models import DataRow, Dataset, Label, Prediction
+from datasets.services import exports
 from datasets.services.exports import datarows_export
 from datasets.services.imports import ImportOptions, dataset_import_run
 from jobs.models import Job
 from jobs.services import JobCancelled
-from predictions.models import Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.datasets.conftest import wait_for_reader
+from tests.factories import dataset_make
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "reader"])
@@ -80,7 +80,7 @@ def test_jsonl_export_imports_back_as_it_was(tenant_dataset, import_records, mak
     # when exported, and the file imported into a new dataset
     job, exported = _export(client, tenant_dataset, "jsonl")
     with tenant_scope(TENANT_A):
-        copy = Dataset.objects.create(project=tenant_dataset.project, name="copy", created_by="tester")
+        copy = dataset_make(project=tenant_dataset.project, name="copy")
     counters = import_records(exported.splitlines(), dataset=copy)
     # then
     assert (counters.inserted, counters.errors) == (3, 0)
@@ -116,7 +116,7 @@ def test_coco_export_lists_images_the_ontology_and_object_labels(tenant_dataset,
     assert job["counters"] == {"datarows": 3, "labels": 2, "predictions": 0}
     # and a COCO import reads it back: the same images and objects
     with tenant_scope(TENANT_A):
-        copy = Dataset.objects.create(project=tenant_dataset.project, name="coco-copy", created_by="tester")
+        copy = dataset_make(project=tenant_dataset.project, name="coco-copy")
         (import_root / "export.coco.json").write_bytes(exported)
         dataset_import_run(dataset=copy, uri=str(import_root / "export.coco.json"), options=ImportOptions(format="coco"),
                            source="import:coco", user="tester", progress=lambda counters, errors: None)
@@ -203,7 +203,7 @@ def test_a_cancelled_export_leaves_no_file_behind(tenant_dataset, import_records
 def test_download_needs_a_succeeded_export_of_this_dataset(tenant_dataset, import_records, make_token, api_client):
     # given an export still queued, and one of another dataset
     with tenant_scope(TENANT_A):
-        other = Dataset.objects.create(project=tenant_dataset.project, name="other", created_by="tester")
+        other = dataset_make(project=tenant_dataset.project, name="other")
         queued = Job.objects.create(kind="dataset-export", params={"dataset_id": tenant_dataset.pk, "export_format": "jsonl"},
                                     workspace_id="ws-1", owner_id="someone", celery_task_id="t-1")
         foreign = Job.objects.create(kind="dataset-export", params={"dataset_id": other.pk, "export_format": "jsonl"},

@@ -9,10 +9,9 @@ import pytest
 
 from datasets.importers import coco
 from datasets.importers.records import LineError, RecordWriter
-from datasets.models import DataRow, FieldCatalogEntry, Label, OntologyClass
+from datasets.models import DataRow, FieldCatalogEntry, Label, OntologyClass, Prediction
 from datasets.services.imports import ImportAborted, ImportOptions, validate_import_options
 from mlops.exceptions import ApplicationError
-from predictions.models import Prediction
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
 from tests.datasets.image_files import png_bytes

@@ -1,7 +1,6 @@
 """Imports with the real things: REST on a live ASGI server, a Celery worker on Redis, the job websocket.
 (A worker killed mid-import is in test_import_worker_loss.py.)"""
 
-import json
 from contextlib import suppress
 
 import httpx
@@ -18,6 +17,7 @@ from tests.live_services import (
     start_asgi_server,
     start_celery_worker,
 )
+from tests.websocket_contract import job_message
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
 UPLOAD_LIMIT = 100_000
@@ -80,7 +80,7 @@ def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_webso
         states = []
         with suppress(ConnectionClosedOK):  # the server closes once the job has ended
             while True:
-                states.append(json.loads(websocket.recv(timeout=60))["job"])
+                states.append(job_message(websocket.recv(timeout=60))["job"])
 
     # then the websocket followed the job to its end, and the dataset holds every good line
     final = states[-1]

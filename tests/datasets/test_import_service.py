@@ -3,9 +3,9 @@
 import pytest
 
 from datasets.importers.records import LineError
-from datasets.models import DataRow, Dataset, FieldCatalogEntry, Label, OntologyClass
+from datasets.models import DataRow, Dataset, FieldCatalogEntry, Label, ModelVersion, OntologyClass, Prediction
 from datasets.services.imports import ImportAborted, ImportOptions, dataset_import_run
-from predictions.models import ModelVersion, Prediction
+from tests.factories import model_version_make
 
 
 def _run(dataset, uri, progress=None, **options):
@@ -264,7 +264,7 @@ def test_classes_and_model_versions_a_batch_refers_to_cannot_be_deleted_under_it
 
     settings.IMPORT_BATCH_LINES = 2
     OntologyClass.objects.create(project=tenant_dataset.project, name="cat")
-    ModelVersion.objects.create(project=tenant_dataset.project, name="m", version="1")
+    model_version_make(project=tenant_dataset.project, name="m", version="1")
     records = [_row(i, labels=[{"class": "cat"}], predictions=[{"model": "m", "version": "1", "class": "cat", "score": 0.5}])
                for i in range(4)]
     refused = []

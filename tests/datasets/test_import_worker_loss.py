@@ -3,17 +3,15 @@
 Its own module, so that no other worker is consuming the queue when the doomed one takes the job.
 """
 
-import time
-
 import pytest
 
 from datasets.models import DataRow, Dataset, Label
 from jobs.models import Job
 from mlops.db_routing import WRITER
 from tenancy.context import tenant_scope
-from tenancy.principal import Principal
 from tests.conftest import TENANT_A
 from tests.datasets.manifests import manifest_rows, write_manifest
+from tests.factories import dataset_make, principal_make, project_make
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
@@ -55,10 +53,7 @@ def test_a_worker_killed_mid_import_in_abort_mode_leaves_the_dataset_as_it_was(a
                                 MLOPS_STORAGE_ROOT=tmp_path / "storage")
     # given a dataset that already holds rows
     with tenant_scope(TENANT_A):
-        from projects.models import Project
-
-        project = Project.objects.create(workspace_id="ws-1", name=f"kill-{time.monotonic_ns()}", created_by="t")
-        dataset = Dataset.objects.create(project=project, name="d", created_by="t")
+        dataset = dataset_make(project=project_make(), name="d")
         dataset_import_run(dataset=dataset, uri=write_manifest(read_root / "seed.jsonl", manifest_rows(0, 10)),
                            options=ImportOptions(create_classes=True), source="import:seed", user="t",
                            progress=lambda counters, errors: None)
@@ -68,8 +63,7 @@ def test_a_worker_killed_mid_import_in_abort_mode_leaves_the_dataset_as_it_was(a
     doomed = start_celery_worker({**live_env, "IMPORT_BATCH_LINES": "100"}, tmp_path, name="doomed")
     manifest = write_manifest(read_root / "big.jsonl", manifest_rows(10, 100_000))
     with tenant_scope(TENANT_A):
-        editor = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1",
-                           role="editor", database="main", expires_at=int(time.time()) + 3600)
+        editor = principal_make(tenant=TENANT_A)
         job = dataset_import_start(principal=editor, dataset=dataset, uri=manifest,
                                    options=ImportOptions(on_error="abort", create_classes=True))
 

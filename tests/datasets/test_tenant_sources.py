@@ -14,6 +14,7 @@ from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
 from tests.datasets.image_files import png_bytes
+from tests.factories import dataset_make, project_make
 
 # Committed data, and GETs that the router sends to the reader.
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
@@ -32,11 +33,8 @@ def folders(import_root):
 
 
 def _dataset(schema: str) -> Dataset:
-    from projects.models import Project
-
     with tenant_scope(schema):
-        project = Project.objects.create(workspace_id="ws-1", name=f"p-{uuid.uuid4().hex[:8]}", created_by="tester")
-        dataset = Dataset.objects.create(project=project, name="main", created_by="tester")
+        dataset = dataset_make(project=project_make())
     wait_for_reader()
     return dataset
 

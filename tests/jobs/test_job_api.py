@@ -38,6 +38,19 @@ def test_start_names_the_field_of_an_unknown_kind(make_token, api_client):
     assert "kind" in response.json()["extra"]["fields"]
 
 
+def test_the_count_demo_job_is_a_400_where_demo_jobs_are_off(make_token, api_client, settings):
+    # given a deployment without demo jobs (production: tests/test_settings.py checks it has none)
+    settings.DEMO_JOBS = False
+    # when
+    response = api_client(make_token(TENANT_A)).post("/api/v1/jobs/", {"kind": "count", "steps": 1}, format="json")
+    # then
+    assert response.status_code == 400
+    assert response.json()["extra"]["fields"] == {
+        "kind": ["The 'count' demo job runs only where MLOPS_ENV is development or test."]}
+    with tenant_scope(TENANT_A):
+        assert not Job.objects.filter(kind="count").exists()
+
+
 def test_viewer_can_read_but_not_start_or_cancel(make_token, api_client, principal):
     # given
     job = _job_in(TENANT_A, principal)

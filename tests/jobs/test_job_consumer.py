@@ -1,6 +1,5 @@
 """The consumer through the whole ASGI application (token middleware, routing) on the in-memory channel layer."""
 
-import json
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -15,6 +14,7 @@ from jobs.tasks import count_to
 from mlops.asgi import application
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.websocket_contract import job_message
 
 # Committed data: database_sync_to_async closes connections around each call, which no test transaction survives.
 # Reads may go to the reader, a mirror of the test database.
@@ -35,7 +35,7 @@ class WebsocketClient(ApplicationCommunicator):
     async def receive_json(self) -> dict:
         message = await self.receive_output(timeout=5)
         assert message["type"] == "websocket.send", message
-        return json.loads(message["text"])
+        return job_message(message["text"])
 
 
 def _in_tenant_a(service, **kwargs):
@@ -162,3 +162,38 @@ def test_a_user_past_its_open_websockets_is_closed_with_4429_until_one_closes(ru
     assert "WEBSOCKET_MAX_CONNECTIONS_PER_USER" in refused[1]["reason"]
     assert other_opened["type"] == "websocket.accept"
     assert reopened["type"] == "websocket.accept"
+
+
+def test_a_redis_outage_closes_the_handshake_with_4503_and_a_retry_works(running_job, make_token, settings):
+    # given the channel layer's Redis cannot be reached (nothing listens on port 9 of loopback)
+    from mlops import settings as configured
+
+    down = {"hosts": [{"address": "redis://127.0.0.1:9/0", "socket_connect_timeout": 1}], "prefix": "mlops:channels"}
+    settings.CHANNEL_LAYERS = {"default": {**configured.CHANNEL_LAYERS["default"], "CONFIG": down}}
+    token = make_token(TENANT_A, workspace="ws-1")
+    path = f"/ws/jobs/{running_job.pk}/"
+
+    async def connect_once():
+        communicator = WebsocketClient(path, query=f"token={token}")
+        accepted = await communicator.connect()
+        return communicator, accepted, await communicator.receive_output(timeout=5)
+
+    # when a client connects
+    _, accepted, refused = async_to_sync(connect_once)()
+    # then it is told why and when to come back, instead of a failed (500) handshake
+    assert accepted["type"] == "websocket.accept"  # accepted only to carry the reason
+    assert refused["type"] == "websocket.close" and refused["code"] == 4503
+    assert "reconnect" in refused["reason"]
+
+    # and once Redis is back, the same client's retry gets the snapshot
+    settings.CHANNEL_LAYERS = configured.CHANNEL_LAYERS
+
+    async def retry():
+        communicator, accepted, snapshot = await connect_once()
+        await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+        await communicator.wait(timeout=5)
+        return accepted, snapshot
+
+    accepted, snapshot = async_to_sync(retry)()
+    assert accepted["type"] == "websocket.accept"
+    assert job_message(snapshot["text"])["event"] == "snapshot"

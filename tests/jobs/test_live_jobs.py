@@ -4,7 +4,6 @@ The job is started over REST on the ASGI server, so the message, its tenant head
 tenant switch are all the production ones.
 """
 
-import json
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ from jobs.models import Job
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 from tests.live_services import wait_until
+from tests.websocket_contract import job_message
 
 # Committed data, so the subprocesses see it; reads here may go to the reader (a mirror of the test database).
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
@@ -41,7 +41,7 @@ def _messages_until_closed(websocket, *, timeout: float) -> list[dict]:
     messages = []
     try:
         while True:
-            messages.append(json.loads(websocket.recv(timeout=timeout)))
+            messages.append(job_message(websocket.recv(timeout=timeout)))
     except ConnectionClosedOK:
         return messages
 
@@ -127,5 +127,5 @@ def test_a_websocket_only_opens_on_a_job_of_the_callers_tenant_with_a_valid_toke
     assert _close_code(f"{url}?token=not-a-jwt") == 4401
     # while tenant B's own token sees it
     with connect(f"{url}?token={make_token(TENANT_B)}", open_timeout=10) as websocket:
-        snapshot = json.loads(websocket.recv(timeout=10))
+        snapshot = job_message(websocket.recv(timeout=10))
     assert snapshot["event"] == "snapshot" and snapshot["job"]["id"] == str(job_of_b.pk)

@@ -16,11 +16,11 @@ class World:
 
     def rows(self, count: int) -> list[int]:
         from datasets.models import DataRow
+        from tests.factories import datarows_make
 
-        start = DataRow.objects.filter(dataset=self.dataset).count()
-        made = DataRow.objects.bulk_create(
-            DataRow(dataset=self.dataset, external_id=f"r{i}", uri=f"s3://bucket/{i}.png")
-            for i in range(start, start + count))
+        made = datarows_make(dataset=self.dataset, count=count,
+                             start=DataRow.objects.filter(dataset=self.dataset).count(),
+                             uri=lambda i: f"s3://bucket/{i}.png")
         return [row.pk for row in made]
 
     def class_id(self, name: str) -> int:
@@ -39,28 +39,27 @@ class World:
                              area=w * h if box else None, source="test", updated_by="test")
 
     def model_version(self, name: str = "m", version: str = "1"):
-        from predictions.models import ModelVersion
+        from tests.factories import model_version_make
 
-        return ModelVersion.objects.create(project=self.project, name=name, version=version)
+        return model_version_make(project=self.project, name=name, version=version)
 
     def prediction_run(self, model_version, *, status: str = "succeeded"):
-        from jobs.models import Job
         from predictions.models import PredictionRun
+        from tests.factories import job_make
 
-        job = Job.objects.create(kind="prediction-run", workspace_id="ws-1", owner_id="test", status=status,
-                                 celery_task_id=str(uuid.uuid4()))
+        job = job_make(kind="prediction-run", owner_id="test", status=status, celery_task_id=str(uuid.uuid4()))
         return PredictionRun.objects.create(model_version=model_version, job=job, dataset=self.dataset, top_k=3,
                                             batch_size=8, created_by="test")
 
     def predict(self, model_version, datarow_id: int, scores: dict[str, float], *, run=None) -> None:
-        from predictions.models import Prediction
+        from datasets.models import Prediction
 
         Prediction.objects.bulk_create(
             Prediction(datarow_id=datarow_id, model_version=model_version, run=run, kind="classification",
                        ontology_class_id=self.class_id(name), score=score) for name, score in scores.items())
 
     def predict_box(self, model_version, datarow_id: int, name: str, box, score: float) -> None:
-        from predictions.models import Prediction
+        from datasets.models import Prediction
 
         x, y, w, h = box
         Prediction.objects.create(datarow_id=datarow_id, model_version=model_version, kind="box",
@@ -78,8 +77,7 @@ class World:
 
 @pytest.fixture
 def world(in_tenant_a) -> World:
-    from datasets.models import Dataset
-    from projects.models import Project
+    from tests.factories import dataset_make, project_make
 
-    project = Project.objects.create(workspace_id="ws-1", name=f"pred-{uuid.uuid4().hex[:8]}", created_by="tester")
-    return World(project=project, dataset=Dataset.objects.create(project=project, name="main", created_by="tester"))
+    project = project_make()
+    return World(project=project, dataset=dataset_make(project=project))

@@ -88,7 +88,7 @@ def test_comparing_two_versions_gives_per_class_deltas_and_a_slice_where_top1_di
     for datarow_id in rows:  # the candidate predicts every row, right on about two thirds of the labelled ones
         truth = pairs_a.get(datarow_id, (rng.choice(CLASSES),))[0]
         world.predict(candidate, datarow_id, {truth if rng.random() < 0.66 else rng.choice(CLASSES): 0.8})
-    from predictions.models import Prediction
+    from datasets.models import Prediction
 
     def top1(version):
         best = {}

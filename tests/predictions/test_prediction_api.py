@@ -7,11 +7,11 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score
 
-from datasets.models import Dataset, Label
-from predictions.models import ModelVersion, Prediction
+from datasets.models import Dataset, Label, Prediction
 from slices.models import SliceMember, Split
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import model_version_make
 from tests.training.conftest import TINY_CONFIG, make_image_data
 from tests.training.malicious_checkpoint import write_malicious_checkpoint
 from training.core.interface import Example
@@ -120,7 +120,7 @@ def test_metrics_selection_and_comparison_over_rest(client, trained, django_capt
     run = _predict(client, base, django_capture_on_commit_callbacks, model_version_id=version_id,
                    dataset_id=data.dataset.pk, top_k=2)
     with tenant_scope(TENANT_A):
-        constant = ModelVersion.objects.create(project=data.project, name="always-red", version="1")
+        constant = model_version_make(project=data.project, name="always-red", version="1")
         red = Label.objects.filter(datarow__dataset=data.dataset, ontology_class__name="red").first().ontology_class
         Prediction.objects.bulk_create(Prediction(datarow_id=r, model_version=constant, ontology_class=red, score=1.0,
                                                   kind="classification") for r in data.datarow_ids)
@@ -173,7 +173,7 @@ def test_a_prediction_run_that_cannot_run_is_refused(client, trained, body, fiel
 def test_an_imported_version_has_nothing_to_predict_with(client, trained):
     data, base, _ = trained
     with tenant_scope(TENANT_A):
-        imported = ModelVersion.objects.create(project=data.project, name="outside", version="7")
+        imported = model_version_make(project=data.project, name="outside", version="7")
     response = client.post(f"{base}/prediction-runs", {"model_version_id": imported.pk, "dataset_id": data.dataset.pk},
                            format="json")
     assert response.status_code == 400 and "model_version_id" in response.json()["extra"]["fields"]

@@ -11,11 +11,12 @@ from mlops import db_routing
 from projects.models import Project
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import project_make
 
 
 def _write_project(name: str) -> None:
     with tenant_scope(TENANT_A):
-        Project.objects.create(workspace_id="ws-1", name=name, created_by="test")
+        project_make(name=name)
 
 
 def _next_read_answered_by_replica() -> bool:

@@ -13,6 +13,7 @@ from mlops.db_routing import READER, WRITER
 from projects.models import Project
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
+from tests.factories import project_make
 
 PROJECTS = "projects_project"
 
@@ -20,7 +21,7 @@ PROJECTS = "projects_project"
 def _seed_project(name: str, tenant: str = TENANT_A) -> Project:
     """Written outside any request, so to the writer."""
     with tenant_scope(tenant):
-        return Project.objects.create(workspace_id="ws-1", name=name, created_by="seed")
+        return project_make(name=name)
 
 
 def test_plain_read_goes_to_the_replica(make_token, api_client, replica_pair, server_log):
@@ -78,7 +79,7 @@ def test_a_sub_second_read_your_writes_window_still_pins(make_token, api_client,
 
 
 def _orm_write():
-    Project.objects.create(workspace_id="ws-1", name="orm", created_by="test")
+    project_make(name="orm")
 
 
 def _explicit_writer_write():

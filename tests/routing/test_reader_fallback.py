@@ -19,6 +19,7 @@ from mlops.db_routing import READER
 from projects.models import Project
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import project_make
 
 PROJECTS = "projects_project"
 
@@ -68,7 +69,7 @@ def _client(url: str, token: str) -> httpx.Client:
 
 def _seed_project(replica_pair, name: str) -> Project:
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name=name, created_by="seed")
+        project = project_make(name=name)
     replica_pair.wait_for_replay()
     return project
 

@@ -11,9 +11,9 @@ from django.db import connections
 
 from mlops import db_routing
 from mlops.db_routing import READER
-from projects.models import Project
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import project_make
 
 PROJECTS = "projects_project"
 
@@ -55,7 +55,7 @@ def holding_the_only_reader_connection() -> Iterator[None]:
 def test_a_full_reader_pool_sheds_the_read_without_marking_the_reader_down(
         make_token, api_client, replica_pair, server_log, reader_pool_of_one):
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name="Read while busy", created_by="seed")
+        project = project_make(name="Read while busy")
     replica_pair.wait_for_replay()
     client = api_client(make_token(TENANT_A))
     server_log.queries.clear()

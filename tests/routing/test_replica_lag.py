@@ -17,10 +17,10 @@ from celery.contrib.testing.worker import start_worker
 from jobs.models import TERMINAL_STATUSES
 from mlops import db_routing
 from mlops.celery import app
-from projects.models import Project
 from tenancy.context import tenant_scope
 from tenancy.services import tenant_provision
 from tests.conftest import TENANT_A
+from tests.factories import project_make
 from tests.jobs.test_job_consumer import WebsocketClient
 
 # Far longer than any test here: whatever the replica shows during one is older than the test.
@@ -130,7 +130,7 @@ def test_a_replayed_tenant_position_costs_no_query_and_no_round_trip(make_token,
                                                                       server_log, capsys):
     # given a project, replayed, and tenant A's recorded position replayed as well
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name="Timed", created_by="seed")
+        project = project_make(name="Timed")
     client = api_client(make_token(TENANT_A))
     detail = f"/api/v1/projects/{project.pk}"
 

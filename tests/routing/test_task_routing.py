@@ -14,6 +14,7 @@ from mlops.celery import app
 from projects.models import Project
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import project_make
 
 QUEUE = "routing-tests"
 answers: queue.Queue = queue.Queue()
@@ -37,14 +38,14 @@ def worker(replica_pair):
 
 def test_a_task_enqueued_after_a_write_reads_it_from_the_writer(worker, replica_pair):
     with db_routing.reader_allowed(), tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name="Enqueued after write", created_by="test")
+        project = project_make(name="Enqueued after write")
         report_project_server.apply_async([project.pk], queue=QUEUE)
     assert answers.get(timeout=20) is False
 
 
 def test_a_task_enqueued_without_a_write_reads_the_replica(worker, replica_pair):
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name="Seeded", created_by="test")
+        project = project_make(name="Seeded")
     replica_pair.wait_for_replay()
     with db_routing.reader_allowed(), tenant_scope(TENANT_A):
         report_project_server.apply_async([project.pk], queue=QUEUE)
@@ -54,7 +55,7 @@ def test_a_task_enqueued_without_a_write_reads_the_replica(worker, replica_pair)
 def test_a_task_enqueued_long_after_the_write_reads_the_replica(worker, replica_pair, settings):
     settings.READ_YOUR_WRITES_SECONDS = 0
     with db_routing.reader_allowed(), tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name="Old write", created_by="test")
+        project = project_make(name="Old write")
         replica_pair.wait_for_replay()
         report_project_server.apply_async([project.pk], queue=QUEUE)
     assert answers.get(timeout=20) is True

@@ -1,11 +1,11 @@
 import random
-import uuid
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
 
 from tests.conftest import TENANT_A
+from tests.factories import dataset_make, principal_make, project_make
 from tests.search.dataset import random_records
 
 DATAROWS = 80
@@ -22,8 +22,7 @@ class SearchData:
 
 def _reference_rows(dataset_ids: list[int]) -> list[dict]:
     """The stored datarows as the reference evaluator's dicts, read back so both engines see the same values."""
-    from datasets.models import DataRow, Label
-    from predictions.models import Prediction
+    from datasets.models import DataRow, Label, Prediction
     from slices.models import SliceMember
 
     rows = {row["id"]: {**row, "labels": [], "predictions": []} for row in DataRow.objects.filter(
@@ -50,10 +49,8 @@ def _slices(project, datarow_ids: list[int]) -> dict:
     slice over two others, so generated queries can name slices of every kind (SLICE_NAMES)."""
     from slices.selectors import slice_definitions
     from slices.services import slice_create_from_ids, slice_create_live, slice_freeze_start
-    from tenancy.principal import Principal
 
-    creator = Principal(user_id="tester", email="", tenant_schema=TENANT_A, workspace_id="ws-1", role="editor",
-                        database="main", expires_at=2 ** 40)
+    creator = principal_make(tenant=TENANT_A, user_id="tester")
     rainy = "metadata.weather IN ('rain', 'fog') OR tags = 'rain'"
     slice_create_from_ids(project=project, name="picked", created_by="tester",
                           datarow_ids=random.Random(5).sample(datarow_ids, len(datarow_ids) // 3))
@@ -75,10 +72,9 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
     """
     from django.test import override_settings
 
-    from datasets.models import DataRow, Dataset, FieldCatalogEntry
+    from datasets.models import DataRow, FieldCatalogEntry
     from datasets.services.datasets import dataset_delete_rows
     from datasets.services.imports import ImportOptions, dataset_import_run
-    from projects.models import Project
     from projects.services import project_delete
     from tenancy.context import tenant_scope
     from tenancy.services import tenant_provision
@@ -88,10 +84,8 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock(), override_settings(LOCAL_READ_ROOT=root, STORAGE_ROOT=root / "storage"):
         tenant_provision(schema_name=TENANT_A, name="Acme", if_missing=True)
         with tenant_scope(TENANT_A):
-            project = Project.objects.create(workspace_id="ws-1", name=f"search-{uuid.uuid4().hex[:8]}",
-                                             created_by="tester")
-            datasets = [Dataset.objects.create(project=project, name=name, created_by="tester")
-                        for name in ("first", "second")]
+            project = project_make()
+            datasets = [dataset_make(project=project, name=name) for name in ("first", "second")]
             for dataset, part in zip(datasets, (records[: DATAROWS // 2], records[DATAROWS // 2:]), strict=True):
                 path = root / TENANT_A / f"{dataset.name}.jsonl"
                 path.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in part))

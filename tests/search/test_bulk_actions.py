@@ -4,15 +4,15 @@ matching datarow in batches, counts kept exact, cancel between batches, roles an
 
 import pytest
 
-from datasets.models import DataRow, Dataset, Label
+from datasets.models import DataRow, Dataset, Label, Prediction
 from jobs.models import Job
 from jobs.services import JobCancelled
-from predictions.models import Prediction
 from search import services
 from search.services import search_bulk_action_run
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.datasets.conftest import import_records, import_root, tenant_dataset, write_jsonl  # noqa: F401 (fixtures)
+from tests.factories import dataset_make
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "reader"])
 
@@ -32,7 +32,7 @@ def two_datasets(tenant_dataset, import_records):  # noqa: F811
     """Rows 0-9 in the first dataset, 10-19 in a second one of the same project; even rows have a car (and a
     prediction), every third row the tag 'old'."""
     with tenant_scope(TENANT_A):
-        second = Dataset.objects.create(project_id=tenant_dataset.project_id, name="second", created_by="tester")
+        second = dataset_make(project=tenant_dataset.project_id, name="second")
 
     def rows(numbers):
         return [_row(i, tags=["old"] if i % 3 == 0 else [],

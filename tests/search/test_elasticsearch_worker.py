@@ -1,14 +1,12 @@
 """Indexing with the real things: a Celery worker consuming from Redis indexes into the fake Elasticsearch HTTP
 server, retrying with backoff while it answers 503, and runs the reindex job to its alias swap."""
 
-import time
-import uuid
-
 import pytest
 
 from search.engines.elasticsearch_documents import alias_name
 from tests.conftest import TENANT_A
 from tests.datasets.manifests import manifest_rows, write_manifest
+from tests.factories import datarows_make, dataset_make, principal_make, project_make
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
@@ -26,32 +24,32 @@ def worker(django_db_setup, auth0, platform, fake_elasticsearch_server, tmp_path
 
 
 @pytest.fixture
-def project(committed_tenants):
-    from datasets.models import DataRow, Dataset, FieldCatalogEntry
+def weather_rows(committed_tenants):
+    """A committed project in tenant A with one dataset of three rows (metadata.weather); removed afterwards."""
+    from datasets.models import FieldCatalogEntry
     from datasets.services.datasets import dataset_delete_rows
-    from projects.models import Project
     from projects.services import project_delete
     from tenancy.context import tenant_scope
 
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name=f"es-{uuid.uuid4().hex[:8]}", created_by="t")
-        dataset = Dataset.objects.create(project=project, name="cams", created_by="t")
+        project = project_make()
+        dataset = dataset_make(project=project, name="cams")
         FieldCatalogEntry.objects.create(project=project, path="weather", field_type="string", row_count=3)
-        rows = DataRow.objects.bulk_create(DataRow(dataset=dataset, external_id=f"r{i}", uri=f"/img/{i}.jpg",
-                                                   metadata={"weather": w}, tags=["t"])
-                                           for i, w in enumerate(["rain", "sun", "fog"]))
+        weather = ["rain", "sun", "fog"]
+        rows = datarows_make(dataset=dataset, count=len(weather), uri=lambda i: f"/img/{i}.jpg",
+                             metadata=lambda i: {"weather": weather[i]}, tags=["t"])
     yield project, dataset, [row.pk for row in rows]
     with tenant_scope(TENANT_A):
         dataset_delete_rows(dataset_id=dataset.pk, progress=lambda deleted: None)
         project_delete(project=project)
 
 
-def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable(worker, project,
+def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable(worker, weather_rows,
                                                                                  fake_elasticsearch_server, settings):
     from search.indexing import datarows_changed
     from tenancy.context import tenant_scope
 
-    project, dataset, ids = project
+    project, dataset, ids = weather_rows
     alias = alias_name(TENANT_A, project.pk)
     fake_elasticsearch_server.bulk_failures.extend([503, 503])
     settings.SEARCH_ENGINE = "elasticsearch"
@@ -68,17 +66,15 @@ def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable
     assert worker.log().count("Retry in") >= 2
 
 
-def test_a_worker_runs_the_reindex_job_to_the_alias_swap(worker, project, fake_elasticsearch_server, settings):
+def test_a_worker_runs_the_reindex_job_to_the_alias_swap(worker, weather_rows, fake_elasticsearch_server, settings):
     from jobs.models import Job
     from search.services import search_reindex_start
     from tenancy.context import tenant_scope
-    from tenancy.principal import Principal
 
-    project, dataset, ids = project
+    project, dataset, ids = weather_rows
     alias = alias_name(TENANT_A, project.pk)
     settings.SEARCH_ENGINE = "elasticsearch"
-    editor = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1", role="editor",
-                       database="main", expires_at=int(time.time()) + 3600)
+    editor = principal_make(tenant=TENANT_A)
     with tenant_scope(TENANT_A):
         job = search_reindex_start(principal=editor, project=project)
 
@@ -93,20 +89,18 @@ def test_a_worker_runs_the_reindex_job_to_the_alias_swap(worker, project, fake_e
     assert sorted(int(i) for i in fake_elasticsearch_server.documents(alias)) == ids
 
 
-def test_an_import_run_by_the_worker_is_handed_to_the_indexer(worker, project, fake_elasticsearch_server, settings,
-                                                              tmp_path):
+def test_an_import_run_by_the_worker_is_handed_to_the_indexer(worker, weather_rows, fake_elasticsearch_server,
+                                                              settings, tmp_path):
     from datasets.services.imports import ImportOptions, dataset_import_start
     from jobs.models import Job
     from tenancy.context import tenant_scope
-    from tenancy.principal import Principal
 
-    project, dataset, ids = project
+    project, dataset, ids = weather_rows
     alias = alias_name(TENANT_A, project.pk)
     settings.LOCAL_READ_ROOT = tmp_path
     (tmp_path / TENANT_A).mkdir()
     manifest = write_manifest(tmp_path / TENANT_A / "rows.jsonl", manifest_rows(0, 5))
-    editor = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1", role="editor",
-                       database="main", expires_at=int(time.time()) + 3600)
+    editor = principal_make(tenant=TENANT_A)
     # when: an import job runs in the worker
     with tenant_scope(TENANT_A):
         job = dataset_import_start(principal=editor, dataset=dataset, uri=manifest,

@@ -4,7 +4,6 @@ facets, tenants and roles, and a 400 (never a 500) for any junk."""
 import base64
 import json
 import threading
-import uuid
 from collections import Counter
 
 import pytest
@@ -18,6 +17,7 @@ from search.ql import parse, validate
 from search.ql.render import to_text
 from tests.conftest import TENANT_A, TENANT_B
 from tests.datasets.conftest import wait_for_reader
+from tests.factories import project_make
 from tests.search.strategies import queries
 from tests.search.test_fuzz import TOKENS
 
@@ -224,12 +224,11 @@ def test_a_bad_query_is_a_400_that_points_at_it(search_data, client):
 
 
 def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_data, make_token, api_client):
-    from projects.models import Project
     from tenancy.context import tenant_scope
 
     # given: tenant B has a project in a workspace of the same name
     with tenant_scope(TENANT_B):
-        project_b = Project.objects.create(workspace_id="ws-1", name=f"b-{uuid.uuid4().hex[:8]}", created_by="b")
+        project_b = project_make(created_by="b")
     client_b = api_client(make_token(TENANT_B))
     a_ids = {row["id"] for row in search_data.rows}
     # when
@@ -458,3 +457,15 @@ def test_page_size_sizes_a_search_page_and_limit_is_refused_by_name(search_data,
     assert sized.status_code == 200 and len(sized.json()["results"]) == 2
     assert old_name.status_code == 400
     assert set(old_name.json()["extra"]["fields"]) == {"limit", "cursr"}
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("prediction(model = 'yolo')", "model takes 'name@version', e.g. 'yolo@8.1': 'yolo' names no version"),
+    ("prediction(model IN ('yolo@1', 'yolo@99'))", "unknown model version 'yolo@99'"),
+])
+def test_a_model_version_the_project_lacks_is_a_400_naming_it(search_data, client, query, message):
+    # a query that would otherwise silently match nothing
+    response = client.post(_url(search_data.project_id), {"query": query}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["message"].startswith(message)

@@ -27,9 +27,9 @@ def client(search_data, make_token, api_client):
 @pytest.fixture
 def throttle_counts_cleared():
     """Rate windows outlive a test in Redis: each rate test starts from zero requests."""
-    from mlops.slots import _client
+    from mlops.redis_pool import redis_client
 
-    redis = _client()
+    redis = redis_client()
     for key in redis.scan_iter(match="*throttle:*"):
         redis.delete(key)
     yield

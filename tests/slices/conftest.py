@@ -1,31 +1,23 @@
-import uuid
-
 import pytest
 
-
-@pytest.fixture
-def project(in_tenant_a):
-    from projects.models import Project
-
-    return Project.objects.create(workspace_id="ws-1", name=f"slices-{uuid.uuid4().hex[:8]}", created_by="tester")
+from tests.factories import datarows_make, dataset_make
 
 
 @pytest.fixture
 def make_rows(project):
     """`make_rows(count, dataset=None, **fields)`: datarows written in one statement; returns their ids in order.
     Row i gets metadata {"i": i, "parity": "even"|"odd"} and the tags given."""
-    from datasets.models import DataRow, Dataset
+    from datasets.models import DataRow
 
     datasets = {}
 
     def make(count: int, dataset: str = "main", tags: tuple[str, ...] = ()) -> list[int]:
         if dataset not in datasets:
-            datasets[dataset] = Dataset.objects.create(project=project, name=dataset, created_by="tester")
-        start = DataRow.objects.filter(dataset=datasets[dataset]).count()
-        rows = DataRow.objects.bulk_create(
-            DataRow(dataset=datasets[dataset], external_id=f"{dataset}-{i}", uri=f"s3://b/{dataset}/{i}.jpg",
-                    metadata={"i": i, "parity": "even" if i % 2 == 0 else "odd"}, tags=list(tags))
-            for i in range(start, start + count))
+            datasets[dataset] = dataset_make(project=project, name=dataset)
+        rows = datarows_make(
+            dataset=datasets[dataset], count=count, start=DataRow.objects.filter(dataset=datasets[dataset]).count(),
+            external_id=lambda i: f"{dataset}-{i}", uri=lambda i: f"s3://b/{dataset}/{i}.jpg",
+            metadata=lambda i: {"i": i, "parity": "even" if i % 2 == 0 else "odd"}, tags=lambda i: list(tags))
         return [row.pk for row in rows]
 
     make.datasets = datasets

@@ -1,33 +1,26 @@
 """The freeze job with the real things: a Celery worker consuming from Redis fills the slice in tenant A.
 (What a failed or cancelled freeze leaves is in test_services.py.)"""
 
-import time
-import uuid
-
 import pytest
 
 from tests.conftest import TENANT_A
+from tests.factories import datarows_make, dataset_make, principal_make, project_make
 from tests.live_services import wait_until
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
 
 
 def test_a_large_freeze_is_filled_by_a_worker(live_worker, monkeypatch):
-    from datasets.models import DataRow, Dataset
     from datasets.services.datasets import dataset_delete_rows
-    from projects.models import Project
     from projects.services import project_delete
     from tenancy.context import tenant_scope
-    from tenancy.principal import Principal
 
-    principal = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1",
-                          role="editor", database="main", expires_at=int(time.time()) + 3600)
+    principal = principal_make(tenant=TENANT_A)
     monkeypatch.setattr("slices.services.FREEZE_IN_REQUEST_MAX", 10)
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name=f"live-{uuid.uuid4().hex[:8]}", created_by="t")
-        dataset = Dataset.objects.create(project=project, name="main", created_by="t")
-        rows = DataRow.objects.bulk_create(DataRow(dataset=dataset, external_id=str(i), uri=f"s3://b/{i}.jpg",
-                                                   tags=["keep"] if i % 3 else []) for i in range(300))
+        project = project_make()
+        dataset = dataset_make(project=project)
+        rows = datarows_make(dataset=dataset, count=300, tags=lambda i: ["keep"] if i % 3 else [])
         try:
             job = _freeze_with_the_worker(live_worker, principal, project, rows)
         finally:  # committed data outlives the test: later tests in tenant A expect it gone

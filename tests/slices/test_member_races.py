@@ -3,12 +3,12 @@ check that neither order leaves a member whose datarow is gone (slices/migration
 
 import threading
 import time
-import uuid
 
 import pytest
 from django.db import connections, transaction
 
 from tests.conftest import TENANT_A
+from tests.factories import datarows_make, dataset_make, principal_make, project_make
 
 pytestmark = pytest.mark.usefixtures("committed_tenants")
 
@@ -16,17 +16,14 @@ pytestmark = pytest.mark.usefixtures("committed_tenants")
 @pytest.fixture
 def rows():
     """A committed project with one dataset of 6 datarows tagged `keep`; removed afterwards."""
-    from datasets.models import DataRow, Dataset
     from datasets.services.datasets import dataset_delete_rows
-    from projects.models import Project
     from projects.services import project_delete
     from tenancy.context import tenant_scope
 
     with tenant_scope(TENANT_A):
-        project = Project.objects.create(workspace_id="ws-1", name=f"race-{uuid.uuid4().hex[:8]}", created_by="t")
-        dataset = Dataset.objects.create(project=project, name="main", created_by="t")
-        created = DataRow.objects.bulk_create(DataRow(dataset=dataset, external_id=str(i), uri=f"s3://b/{i}.jpg",
-                                                      tags=["keep"]) for i in range(6))
+        project = project_make()
+        dataset = dataset_make(project=project)
+        created = datarows_make(dataset=dataset, count=6, tags=["keep"])
     yield project, dataset, [row.pk for row in created]
     with tenant_scope(TENANT_A):
         dataset_delete_rows(dataset_id=dataset.pk, progress=lambda deleted: None)
@@ -103,11 +100,9 @@ def _members(slice_id: int) -> list[int]:
 def test_a_freeze_waits_for_a_datarow_delete_in_flight_and_leaves_out_its_row(rows):
     from datasets.services.datarows import datarow_bulk_delete
     from slices.services import slice_freeze_start
-    from tenancy.principal import Principal
 
     project, dataset, ids = rows
-    principal = Principal(user_id="auth0|editor", email="", tenant_schema=TENANT_A, workspace_id="ws-1",
-                          role="editor", database="main", expires_at=int(time.time()) + 3600)
+    principal = principal_make(tenant=TENANT_A)
     frozen = {}
     # given: a delete of one row, not committed yet
     # when: a freeze of every row starts meanwhile; it waits for the delete, which then commits

@@ -21,6 +21,7 @@ from slices.services import (
     slice_split,
     slice_update,
 )
+from tests.factories import project_make, slice_make
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +42,8 @@ def all_member_ids(slice_: Slice, **filters) -> list[int]:
 
 
 def test_create_from_select_writes_the_selected_ids_of_the_project_only(project, make_rows):
-    from projects.models import Project
-
     ids = make_rows(6)
-    other = Project.objects.create(workspace_id="ws-1", name="other", created_by="t")
+    other = project_make(name="other")
     created = slice_create_from_select(project=other, name="leak", created_by="t",
                                        select_sql="SELECT id FROM datasets_datarow WHERE id = ANY(%s)", params=[ids])
     assert (created.kind, created.member_count, members(created)) == ("ids", 0, [])
@@ -324,8 +323,7 @@ def test_a_failed_freeze_leaves_no_slice_behind(project, make_rows, principal, c
     from slices.tasks import slice_freeze
 
     make_rows(3)
-    doomed = Slice.objects.create(project=project, name="doomed", kind="frozen", query="metadata.gone = 1",
-                                  created_by="t")
+    doomed = slice_make(project=project, name="doomed", kind=Slice.Kind.FROZEN, query="metadata.gone = 1")
     with django_capture_on_commit_callbacks(execute=True):
         job = job_create(principal=principal, task=slice_freeze, params={"slice_id": doomed.pk})
     job = Job.objects.get(pk=job.pk)

@@ -2,9 +2,10 @@
 
 import pytest
 
-from datasets.models import DataRow, Dataset, FieldCatalogEntry
+from datasets.models import FieldCatalogEntry
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import datarows_make, dataset_make, job_make, project_make, slice_make
 
 pytestmark = pytest.mark.django_db
 
@@ -13,13 +14,12 @@ pytestmark = pytest.mark.django_db
 def api(make_token, api_client):
     """An editor's client, the project's slices URL and the ids of its six datarows (metadata.i = 0..5)."""
     client = api_client(make_token(TENANT_A))
-    project_id = client.post("/api/v1/projects/", {"name": "slices-api"}, format="json").json()["id"]
     with tenant_scope(TENANT_A):
-        dataset = Dataset.objects.create(project_id=project_id, name="main", created_by="t")
-        rows = DataRow.objects.bulk_create(DataRow(dataset=dataset, external_id=f"r{i}", uri=f"s3://b/{i}.jpg",
-                                                   metadata={"i": i}) for i in range(6))
-        FieldCatalogEntry.objects.create(project_id=project_id, path="i", field_type="number")
-    return client, f"/api/v1/projects/{project_id}/slices/", [row.pk for row in rows], dataset.pk
+        project = project_make()
+        dataset = dataset_make(project=project)
+        rows = datarows_make(dataset=dataset, count=6, metadata=lambda i: {"i": i})
+        FieldCatalogEntry.objects.create(project=project, path="i", field_type="number")
+    return client, f"/api/v1/projects/{project.pk}/slices/", [row.pk for row in rows], dataset.pk
 
 
 def walk(client, url: str, **params) -> tuple[list[dict], list[int]]:
@@ -193,9 +193,8 @@ def test_a_frozen_slice_whose_job_ended_without_filling_it_says_failed(api):
     client, url, _, _ = api
     project_id = int(url.split("/")[4])
     with tenant_scope(TENANT_A):
-        job = Job.objects.create(kind="slice-freeze", workspace_id="ws-1", owner_id="t", status=Job.Status.RUNNING)
-        lost = Slice.objects.create(project_id=project_id, name="lost", kind="frozen", query="", created_by="t",
-                                    freeze_job=job)
+        job = job_make(kind="slice-freeze", status=Job.Status.RUNNING)
+        lost = slice_make(project=project_id, name="lost", kind=Slice.Kind.FROZEN, freeze_job=job)
     assert client.get(f"{url}{lost.pk}").json()["status"] == "freezing"
     with tenant_scope(TENANT_A):
         Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED)

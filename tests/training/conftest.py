@@ -1,5 +1,4 @@
 import io
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +38,13 @@ def make_image_data(root: Path, *, count: int = 16, unreadable: int = 0, name: s
     """In tenant A (active): a project whose dataset has `count` red or blue PNG datarows under `root`, labelled
     by colour, and an ids slice of them split 3:1 into train / validation. The first `unreadable` datarows
     point at files that are not there."""
-    from datasets.models import DataRow, Dataset, Label, OntologyClass
-    from projects.models import Project
+    from datasets.models import DataRow, Label, OntologyClass
     from slices.models import SliceMember, Split
     from slices.services import slice_create_from_ids
+    from tests.factories import dataset_make, project_make
 
-    project = Project.objects.create(workspace_id="ws-1", name=name or f"train-{uuid.uuid4().hex[:8]}",
-                                     created_by="tester")
-    dataset = Dataset.objects.create(project=project, name="images", created_by="tester")
+    project = project_make(name=name)
+    dataset = dataset_make(project=project, name="images")
     folder = root / project.name
     folder.mkdir(parents=True)
     ontology = {colour: OntologyClass.objects.create(project=project, name=colour) for colour in ("blue", "red")}
@@ -94,15 +92,14 @@ class BoxData:
 def make_box_data(root: Path, *, count: int = 8, name: str | None = None) -> BoxData:
     """In tenant A (active): a project whose dataset has `count` shape images (demo.shapes) under `root` with their
     box labels, and an ids slice of them split 3:1 into train / validation."""
-    from datasets.models import DataRow, Dataset, Label, OntologyClass
+    from datasets.models import DataRow, Label, OntologyClass
     from demo.shapes import CLASSES, write_shapes
-    from projects.models import Project
     from slices.models import SliceMember, Split
     from slices.services import slice_create_from_ids
+    from tests.factories import dataset_make, project_make
 
-    project = Project.objects.create(workspace_id="ws-1", name=name or f"detect-{uuid.uuid4().hex[:8]}",
-                                     created_by="tester")
-    dataset = Dataset.objects.create(project=project, name="shapes", created_by="tester")
+    project = project_make(name=name)
+    dataset = dataset_make(project=project, name="shapes")
     folder = root / project.name
     images = write_shapes(folder, count, seed=5)
     ontology = [OntologyClass.objects.create(project=project, name=name) for name in CLASSES]

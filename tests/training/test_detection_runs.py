@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from jobs.models import Job
-from predictions.models import Prediction
+from datasets.models import Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.training.conftest import TINY_DETECTOR_CONFIG, make_box_data

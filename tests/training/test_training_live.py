@@ -13,13 +13,14 @@ import pytest
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
 
+from datasets.models import ModelVersion, Prediction
 from jobs.models import Job
-from predictions.models import ModelVersion, Prediction
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.datasets.conftest import wait_for_reader
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
 from tests.training.conftest import TINY_CONFIG, TINY_DETECTOR_CONFIG, make_box_data, make_image_data
+from tests.websocket_contract import job_message
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
@@ -164,7 +165,7 @@ def test_progress_streams_per_step_and_a_cancel_stops_the_run_within_one_step(
                  open_timeout=10) as websocket:
         running = []
         while len(running) < 3:
-            state = json.loads(websocket.recv(timeout=120))["job"]
+            state = job_message(websocket.recv(timeout=120))["job"]
             if state["status"] == "running" and state["progress"]["done"]:
                 running.append(state)
         # when
@@ -174,7 +175,7 @@ def test_progress_streams_per_step_and_a_cancel_stops_the_run_within_one_step(
         rest = []
         with contextlib.suppress(ConnectionClosedOK):
             while True:
-                rest.append(json.loads(websocket.recv(timeout=60))["job"])
+                rest.append(job_message(websocket.recv(timeout=60))["job"])
     # then: each step arrived with its loss, accuracy, throughput and ETA
     steps = [state["progress"]["done"] for state in running]
     assert steps == sorted(steps) and len(set(steps)) == 3

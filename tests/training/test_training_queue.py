@@ -1,12 +1,11 @@
 """Training runs go to their own queue, which only the training worker (compose, devstack) consumes."""
 
-import ast
-
 from celery.app.utils import find_app
 from django.conf import settings
 
+from devstack.__main__ import platform_commands
 from mlops.celery import app as celery_app
-from tests.fresh_process import REPO_ROOT, run_python
+from tests.fresh_process import run_python
 from tests.test_compose import load_compose, option_value
 
 
@@ -41,12 +40,7 @@ def test_compose_runs_a_training_worker_like_the_default_worker_but_only_on_the_
 
 
 def test_devstack_starts_a_worker_on_the_training_queue():
-    start = next(node for node in ast.parse((REPO_ROOT / "devstack" / "__main__.py").read_text()).body
-                 if isinstance(node, ast.FunctionDef) and node.name == "platform_start")
-    commands = [[element.value for element in call.args[0].elts if isinstance(element, ast.Constant)]
-                for call in ast.walk(start) if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "Popen"
-                and isinstance(call.args[0], ast.List)]
-    workers = [command for command in commands if "worker" in command]
+    workers = [command for command in platform_commands("8000").values() if "worker" in command]
     assert [option_value(command, "-Q") for command in workers] == [None, "training"]
     assert option_value(workers[1], "--pool") == "solo"
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from datasets.models import Label, OntologyClass
+from datasets.models import Label, ModelVersion, OntologyClass
 from jobs.models import Job
-from predictions.models import ModelVersion
 from slices.services import slice_create_live
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
+from tests.factories import model_version_make
 from tests.training.conftest import TINY_CONFIG, make_image_data
 from training.models import ModelDefinition, TrainingExample, TrainingRun
 from training.selectors import training_examples
@@ -233,7 +233,7 @@ def test_another_workspace_cannot_see_the_models(client, data, make_token, api_c
 def test_a_model_cannot_take_the_name_of_imported_versions_its_runs_would_collide_with(client, data):
     # given: predictions of "colours@1" were imported
     with tenant_scope(TENANT_A):
-        ModelVersion.objects.create(project=data.project, name="colours", version="1")
+        model_version_make(project=data.project, name="colours", version="1")
     # when
     response = client.post(f"/api/v1/projects/{data.project.pk}/models",
                            {"name": "colours", "hyperparameters": TINY_CONFIG}, format="json")
@@ -245,7 +245,7 @@ def test_a_run_whose_version_was_imported_meanwhile_is_refused(client, data):
     # given
     model = _model(client, data)
     with tenant_scope(TENANT_A):
-        ModelVersion.objects.create(project=data.project, name="colours", version="1")
+        model_version_make(project=data.project, name="colours", version="1")
     # when
     response = client.post(f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs",
                            {"slice_id": data.slice.pk}, format="json")

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import connections
 
 from datasets.models import FieldCatalogEntry
+from mlops import tables
 from mlops.db_routing import WRITER
 from search.engines.postgres import metadata_path_indexes
 from tenancy.context import tenant_scope
@@ -43,6 +44,6 @@ class Command(BaseCommand):
                         for statement in metadata_path_indexes(kind, tuple(path.split("."))):
                             cursor.execute(statement.sql, statement.params)
                     if kinds:  # statistics on the new expressions, for the planner's row estimates
-                        cursor.execute("ANALYZE datasets_datarow")
+                        cursor.execute(f"ANALYZE {tables.DATAROW}")
             self.stdout.write(f"{tenant.schema_name}: {len(datetime_paths)} datetime path(s), "
                               f"{len(text_paths)} text path(s) indexed")

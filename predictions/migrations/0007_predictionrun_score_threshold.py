@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('predictions', '0005_prediction_run_splits'),
+        ('predictions', '0006_model_versions_predictions_move_out'),
     ]
 
     operations = [
