@@ -45,10 +45,10 @@ class DetectionOutcome:
         return "\n".join(lines)
 
 
-def write_detection_files(folder: Path, count: int, *, seed: int = 0) -> Path:
+def write_detection_files(folder: Path, count: int, *, seed: int = 0, sides: tuple[int, int] = (64, 128)) -> Path:
     """The shapes' PNGs and their COCO file in `folder`; returns the COCO file's path. Its file_names are relative
     (images/shape-00001.png), as COCO files come from labelling tools."""
-    images = write_shapes(folder, count, seed=seed)
+    images = write_shapes(folder, count, seed=seed, sides=sides)
     coco = folder / "coco.json"
     write_coco(coco, images)
     return coco

@@ -1,4 +1,4 @@
-"""Synthetic detection images whose boxes are known: coloured shapes on textured backgrounds, 64 to 128 px.
+"""Synthetic detection images whose boxes are known: coloured shapes on textured backgrounds, 64 to 128 px by default.
 
 Each image holds one to three objects (a square, a disc or a triangle, each in its own hue family, of 16 to
 40 px) on a background of random stripes and speckle, so a detector must find edges rather than a colour mean.
@@ -45,8 +45,8 @@ def _overlaps(box: tuple, others: list[tuple]) -> bool:
     return any(x < ox + ow and ox < x + w and y < oy + oh and oy < y + h for ox, oy, ow, oh in others)
 
 
-def draw_image(noise: random.Random) -> tuple[Image.Image, tuple]:
-    width, height = noise.randint(64, 128), noise.randint(64, 128)
+def draw_image(noise: random.Random, *, sides: tuple[int, int] = (64, 128)) -> tuple[Image.Image, tuple]:
+    width, height = noise.randint(*sides), noise.randint(*sides)
     image = _background(noise, width, height)
     draw = ImageDraw.Draw(image)
     boxes, placed = [], []
@@ -72,13 +72,14 @@ def draw_image(noise: random.Random) -> tuple[Image.Image, tuple]:
     return image, tuple(boxes)
 
 
-def write_shapes(folder: Path, count: int, *, seed: int = 0, prefix: str = "shape") -> list[ShapeImage]:
-    """`count` PNG files in folder/images; their boxes are returned."""
+def write_shapes(folder: Path, count: int, *, seed: int = 0, prefix: str = "shape",
+                 sides: tuple[int, int] = (64, 128)) -> list[ShapeImage]:
+    """`count` PNG files in folder/images, each side drawn from `sides` (pixels); their boxes are returned."""
     noise = random.Random(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     written = []
     for number in range(count):
-        image, boxes = draw_image(noise)
+        image, boxes = draw_image(noise, sides=sides)
         file_name = f"images/{prefix}-{number:05d}.png"
         image.save(folder / file_name)
         written.append(ShapeImage(file_name, image.width, image.height, boxes))
