@@ -28,8 +28,8 @@ class DetectionSettings:
     epochs: int = 12
     trainer: str = "detector-fcos"
     min_size: int = 96
-    batch_size: int = 8
-    learning_rate: float = 3e-3
+    batch_size: int = 4  # more, smaller steps: a randomly initialised FCOS needs a few hundred to place boxes
+    learning_rate: float = 1e-3
     seed: int = 7
 
 
@@ -104,7 +104,7 @@ def _test_map(platform: Platform, project_id: int, version_id: int, shapes: dict
 
 def main() -> int:
     from demo.__main__ import PORT, _wait_until_serving
-    from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, platform_stop, up
+    from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, up
 
     parser = argparse.ArgumentParser(prog="python -m demo.detection", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,22 +114,26 @@ def main() -> int:
     args = parser.parse_args()
     # The images go in the demo tenant's folder of the local read root, the only one its imports may read.
     coco = write_detection_files(LOCAL_READ_ROOT / DEMO_TENANT / "demo-shapes", args.images)
-    env = {**os.environ, **up(), "MLOPS_DEV_AUTH": "1", "PORT": PORT}
-    token = platform_prepare(env)
-    url = f"http://127.0.0.1:{PORT}"
-    log_path = DATA / "demo-platform.log"
-    print(f"Starting the platform on {url} (its logs: {log_path})...", flush=True)
-    log = log_path.open("ab")
-    children = platform_start(env, PORT, output=log)
     started = time.monotonic()
+    stack = up()
     try:
-        _wait_until_serving(url, children)
-        outcome = run_detection(Platform(url, token), coco,
-                                DetectionSettings(images=args.images, epochs=args.epochs, trainer=args.trainer),
-                                project_name=f"shapes detection {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        env = {**os.environ, **stack.env, "MLOPS_DEV_AUTH": "1", "PORT": PORT}
+        token = platform_prepare(env)
+        url = f"http://127.0.0.1:{PORT}"
+        log_path = DATA / "demo-platform.log"
+        print(f"Starting the platform on {url} (its logs: {log_path})...", flush=True)
+        with log_path.open("ab") as log:
+            supervisor = platform_start(env, PORT, output=log)
+            try:
+                _wait_until_serving(url, supervisor)
+                outcome = run_detection(Platform(url, token), coco,
+                                        DetectionSettings(images=args.images, epochs=args.epochs, trainer=args.trainer),
+                                        project_name=f"shapes detection {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            finally:
+                supervisor.stop()
     finally:
-        platform_stop(children)
-        log.close()
+        # Like `make demo`: the embedded services this demo started stop with it; those already running keep running.
+        stack.stop_started()
     print(f"\nCOCO mAP on the held-out test split ({time.monotonic() - started:.0f} s in all):")
     print(outcome.table())
     return 0
