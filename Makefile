@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv services-down demo demo-detection clean
+.PHONY: run test venv format services-down demo demo-detection clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-training.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -33,6 +33,10 @@ demo: $(STAMP)
 # predict, print the test split's COCO mAP beside an untrained model's.
 demo-detection: $(STAMP)
 	MLOPS_ENV=development $(PY) -m demo.detection
+
+# ruff's safe fixes and the formatter over the tree (pyproject.toml); lists what is left to fix by hand.
+format: $(STAMP)
+	bin/format-tree
 
 services-down:
 	$(PY) -m devstack down

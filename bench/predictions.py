@@ -38,9 +38,9 @@ def main() -> None:
 
     from datasets.models import Dataset, ModelVersion, OntologyClass
     from jobs.models import Job
+    from predictions.active_selection import STRATEGIES, Selection, selection_sql
     from predictions.metrics import classification_metrics
     from predictions.models import PredictionRun
-    from predictions.selection import STRATEGIES, Selection, selection_sql
     from predictions.services import predictions_write
     from projects.models import Project
 

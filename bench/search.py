@@ -116,7 +116,7 @@ def plan_summary(project_id: int, text: str) -> tuple[str, str]:
     from django.db import connections
 
     from datasets.models import FieldCatalogEntry
-    from search.engines.postgres import compile_filter
+    from search.engines.postgres_compiler import compile_filter
     from search.ql import parse, validate
 
     catalog = dict(FieldCatalogEntry.objects.filter(project_id=project_id).values_list("path", "field_type"))

@@ -64,7 +64,7 @@ def _freeze_plan(project, query: str) -> str:
     """EXPLAIN ANALYZE of a freeze's INSERT ... SELECT, rolled back."""
     from django.db import connection, transaction
 
-    from search.engines.postgres import compile_filter
+    from search.engines.postgres_compiler import compile_filter
     from search.queries import project_query_validate
     from slices.models import Slice
 
@@ -96,7 +96,7 @@ def main() -> None:
     from django.db import connection
 
     from projects.models import Project
-    from search.engines.postgres import compile_filter
+    from search.engines.postgres_compiler import compile_filter
     from search.queries import project_query_validate
     from slices.models import Slice
     from slices.selectors import slice_member_page

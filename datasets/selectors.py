@@ -11,6 +11,7 @@ from django.db.models.functions import Concat, Left
 
 from datasets.exporters.formats import export_path
 from datasets.image_types import SNIFF_BYTES, sniff_image_type
+from datasets.job_kinds import DATASET_EXPORT_JOB_KIND, DATASET_IMPORT_JOB_KIND
 from datasets.models import (
     DATAROW_URI_INDEXED_CHARS,
     DataRow,
@@ -198,10 +199,8 @@ def ontology_class_list(*, project: Project) -> QuerySet[OntologyClass]:
 
 def dataset_export_file(*, principal: Principal, dataset: Dataset, job_id) -> tuple[Path, str]:
     """The finished export file of the dataset's export job `job_id`, and the format it is in."""
-    from datasets.tasks import dataset_export  # imported here: the task module imports this one
-
     job = job_get(principal=principal, job_id=job_id)
-    if job.kind != dataset_export.job_kind or job.params.get("dataset_id") != dataset.pk:
+    if job.kind != DATASET_EXPORT_JOB_KIND or job.params.get("dataset_id") != dataset.pk:
         raise NotFound(f"Job {job_id} is not an export of dataset {dataset.pk}.")
     if job.status != Job.Status.SUCCEEDED:
         raise Conflict(f"Export {job_id} has {job.status}; its file is ready once it has succeeded.",
@@ -217,10 +216,9 @@ def dataset_import_error_report(*, principal: Principal, dataset: Dataset, job_i
     """The error report of the dataset's import job `job_id`: the job is checked as an export's is, so another
     workspace's report is never served."""
     from datasets.services.imports import error_report_path  # imported here: the services import this module
-    from datasets.tasks import dataset_import
 
     job = job_get(principal=principal, job_id=job_id)
-    if job.kind != dataset_import.job_kind or job.params.get("dataset_id") != dataset.pk:
+    if job.kind != DATASET_IMPORT_JOB_KIND or job.params.get("dataset_id") != dataset.pk:
         raise NotFound(f"Job {job_id} is not an import of dataset {dataset.pk}.")
     path = error_report_path(f"import:{job.pk}", create=False)
     if not path.exists():

@@ -81,7 +81,7 @@ class LabelOutputSerializer(ClassNamedSerializer):
     kind = serializers.CharField()
     box = BoxField()
     polygon = PolygonField()
-    area = serializers.FloatField()
+    area = serializers.FloatField(allow_null=True)  # none for a classification
     attributes = ObjectField()
     source = serializers.CharField()
     updated_by = serializers.CharField()

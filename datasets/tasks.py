@@ -1,5 +1,10 @@
 from datasets.exporters.batches import ExportCounters
 from datasets.importers.records import LineError
+from datasets.job_kinds import (
+    DATASET_DELETE_JOB_KIND,
+    DATASET_EXPORT_JOB_KIND,
+    DATASET_IMPORT_JOB_KIND,
+)
 from datasets.models import Dataset
 from datasets.selectors import datarow_list
 from datasets.services.datasets import dataset_delete_rows
@@ -21,7 +26,7 @@ from mlops.exceptions import ApplicationError
 from mlops.metrics import ImportMeter
 
 
-@job_task(kind="dataset-import")
+@job_task(kind=DATASET_IMPORT_JOB_KIND)
 def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> None:
     dataset = Dataset.objects.using(WRITER).get(pk=dataset_id)
     first_errors: list[dict] = []
@@ -56,13 +61,13 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
     dataset_changed.send(sender=None, project_id=dataset.project_id, dataset_id=dataset.pk, since=since)
 
 
-@job_task(kind="dataset-delete")
+@job_task(kind=DATASET_DELETE_JOB_KIND)
 def dataset_delete(job: Job, *, dataset_id: int) -> None:
     dataset_delete_rows(dataset_id=dataset_id,
                         progress=lambda deleted: job_report_progress(job=job, done=deleted, counters={"deleted": deleted}))
 
 
-@job_task(kind="dataset-export")
+@job_task(kind=DATASET_EXPORT_JOB_KIND)
 def dataset_export(job: Job, *, dataset_id: int, export_format: str) -> None:
     dataset = Dataset.objects.using(WRITER).get(pk=dataset_id)
     if dataset.status == Dataset.Status.DELETING:

@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -7,8 +7,9 @@ from jobs.limits import job_time_limit
 from jobs.selectors import job_get, job_list
 from jobs.serializers import JobOutputSerializer
 from jobs.services import job_create, job_request_cancel
-from jobs.tasks import COUNT_JOB_KIND, count_to
+from jobs.tasks import COUNT_JOB_KIND
 from mlops.apis import Api
+from mlops.exception_handler import ErrorSerializer
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 
 
@@ -51,7 +52,7 @@ class JobListStartApi(Api):
         data = self.StartInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = {"steps": data.validated_data["steps"], "delay_seconds": data.validated_data["delay_seconds"]}
-        job = job_create(principal=request.user, task=count_to, params=params)
+        job = job_create(principal=request.user, kind=COUNT_JOB_KIND, params=params)
         return Response(JobOutputSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
@@ -62,8 +63,9 @@ class JobDetailApi(Api):
 
 
 class JobCancelApi(Api):
-    @extend_schema(request=None, responses={200: JobOutputSerializer})
+    @extend_schema(request=None, responses={200: JobOutputSerializer, 409: OpenApiResponse(
+        ErrorSerializer, description="It has already ended; extra.status says how.")})
     def post(self, request, job_id):
-        """Asks the job to stop: it ends `cancelled` at its next checkpoint (a finished job is left as it is)."""
+        """Asks the job to stop: it ends `cancelled` at its next checkpoint (a finished job is a 409)."""
         job = job_request_cancel(job=job_get(principal=request.user, job_id=job_id))
         return Response(JobOutputSerializer(job).data)

@@ -14,7 +14,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from jobs.events import job_group_name
 from jobs.models import TERMINAL_STATUSES
 from jobs.selectors import job_get
-from jobs.serializers import job_state
+from jobs.state import job_state
 from mlops.db_routing import tenant_reads_see_writer
 from mlops.exceptions import ApplicationError
 from tenancy.context import tenant_scope

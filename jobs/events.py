@@ -15,7 +15,7 @@ def job_group_name(*, tenant_schema: str, job_id) -> str:
 
 
 def job_broadcast(*, tenant_schema: str, state: dict) -> None:
-    """Send a job's state (jobs.serializers.job_state) to its websocket clients; best effort, they re-read the row."""
+    """Send a job's state (jobs.state.job_state) to its websocket clients; best effort, they re-read the row."""
     group = job_group_name(tenant_schema=tenant_schema, job_id=state["id"])
     try:
         async_to_sync(get_channel_layer().group_send)(group, {"type": JOB_UPDATE_EVENT, "job": state})

@@ -6,7 +6,7 @@
             ...
             job_report_progress(job=job, done=done, total=len(batches))
 
-Start it with `job_create(principal=..., task=import_coco, params={...})`. The task claims the job once
+Start it by its kind, `job_create(principal=..., kind="coco-import", params={...})` (jobs.registry finds the task). The task claims the job once
 (job_start), heartbeats from a side thread while `run` works, and records the outcome: succeeded when
 `run` returns, cancelled when a progress report saw a cancel request, failed with the error otherwise.
 
@@ -30,6 +30,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobs.limits import job_time_limit
 from jobs.models import Job
+from jobs.registry import job_task_register
 from jobs.services import (
     SENT_AT_HEADER,
     OWNED_UPLOAD_PARAM,
@@ -54,16 +55,19 @@ logger = logging.getLogger(__name__)
 
 
 def job_task(*, kind: str, **task_options):
-    """Register `run` as the Celery task `<module>.<name>` for jobs of `kind`; the message carries only the job id."""
+    """Register `run` as the Celery task `<module>.<name>` for jobs of `kind` (in Celery, and under `kind` in
+    jobs.registry); the message carries only the job id."""
 
     def register(run: Callable[..., None]):
         def execute(self, job_id: str) -> None:
             job_execute(job_id=job_id, run=run, task=self)
 
         limit = job_time_limit(kind)
-        return shared_task(execute, name=f"{run.__module__}.{run.__name__}", base=TenantTask, bind=True,
+        task = shared_task(execute, name=f"{run.__module__}.{run.__name__}", base=TenantTask, bind=True,
                            job_kind=kind, soft_time_limit=limit.soft_seconds, time_limit=limit.hard_seconds,
                            **task_options)
+        job_task_register(kind=kind, task=task)
+        return task
 
     return register
 

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from jobs.models import Job
+from jobs.state import job_state
 
 
 class JobProgressSerializer(serializers.Serializer):
@@ -10,6 +11,8 @@ class JobProgressSerializer(serializers.Serializer):
     total = serializers.IntegerField(source="progress_total", allow_null=True)
 
 
+# The fields are the schema; the data is jobs.state.job_state, which the websocket messages carry too (a comment, not
+# a docstring, so the schema's Job component keeps no description).
 class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     kind = serializers.CharField()
@@ -34,6 +37,9 @@ class JobOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     heartbeat_at = serializers.DateTimeField(allow_null=True)
 
+    def to_representation(self, instance: Job) -> dict:
+        return job_state(instance)
+
 
 # What every run (training, prediction) shows of itself, its job included; a comment, not a docstring, so the
 # schema's run components keep no description of their own.
@@ -44,8 +50,3 @@ class RunOutputSerializer(serializers.Serializer):
     slice_id = serializers.IntegerField(allow_null=True)
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
-
-
-def job_state(job) -> dict:
-    """Plain JSON-ready data (the channel layer serialises with msgpack, which knows no UUID or datetime)."""
-    return dict(JobOutputSerializer(job).data)

@@ -8,6 +8,7 @@ request) can never both win.
 import logging
 import shutil
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -22,7 +23,8 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from jobs.events import job_broadcast
 from jobs.limits import job_max_running, job_time_limit
 from jobs.models import TERMINAL_STATUSES, Job
-from jobs.serializers import job_state
+from jobs.registry import job_task_get, job_tasks
+from jobs.state import job_state
 from mlops.celery import TENANT_HEADER
 from mlops.db_routing import WRITER, tenant_reads_see_writer
 from mlops.exceptions import Conflict
@@ -59,7 +61,8 @@ class JobMustWait(Exception):
 SENT_AT_HEADER = "job_sent_at"
 
 
-def _transition(*, job_id, from_statuses, changes: dict, extra_filter: Q = Q()) -> Job | None:
+def _transition(*, job_id: uuid.UUID | str, from_statuses: Collection[str], changes: dict,
+                extra_filter: Q = Q()) -> Job | None:
     """Apply `changes` only if the job is in one of `from_statuses`; return the new row, or None if it was not."""
     updated = Job.objects.filter(extra_filter, pk=job_id, status__in=from_statuses).update(
         **changes, revision=F("revision") + 1,
@@ -84,10 +87,12 @@ def _job_announce(*, tenant_schema: str, state: dict) -> None:
     job_broadcast(tenant_schema=tenant_schema, state=state)
 
 
-def job_create(*, principal: Principal, task: Task, params: dict | None = None) -> Job:
-    """A queued job for `task` (made with jobs.runner.job_task); its message is sent once the row is committed."""
+def job_create(*, principal: Principal, kind: str, params: dict | None = None) -> Job:
+    """A queued job of `kind`, run by the task registered for it (jobs.runner.job_task); its message is sent once
+    the row is committed."""
+    task = job_task_get(kind=kind)
     job = Job.objects.create(
-        kind=task.job_kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
+        kind=kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
         celery_task_id=str(uuid.uuid4()), sent_at=timezone.now(),
     )
     _job_send(job, task)
@@ -113,7 +118,7 @@ def _job_publish(job: Job, task: Task, headers: dict, countdown: float | None) -
                          job.pk)
 
 
-def job_start(*, job_id, queue: str | None = None) -> Job | None:
+def job_start(*, job_id: uuid.UUID | str, queue: str | None = None) -> Job | None:
     """Claim a queued job for this delivery. A redelivered message (acks_late after a lost worker, or a
     visibility timeout) finds it running or finished and gets None: the job never runs twice.
 
@@ -144,11 +149,10 @@ def job_start(*, job_id, queue: str | None = None) -> Job | None:
 @cache
 def _kinds_on(queue: str) -> frozenset[str]:
     router = current_app.amqp.router
-    return frozenset(task.job_kind for name, task in current_app.tasks.items()
-                     if getattr(task, "job_kind", None) and router.route({}, name)["queue"].name == queue)
+    return frozenset(kind for kind, task in job_tasks().items() if router.route({}, task.name)["queue"].name == queue)
 
 
-def job_wait_turn(*, job_id, task: Task, sent_at: datetime | None) -> bool:
+def job_wait_turn(*, job_id: uuid.UUID | str, task: Task, sent_at: datetime | None) -> bool:
     """Send a job that must wait its turn (JobMustWait) again in JOB_WAIT_TURN_SECONDS; it stays queued and holds
     no worker meanwhile. Only the delivery of the job's latest message (the one sent at `sent_at`; None for a message
     without it) does so; False for any other, and for a job no longer queued. Refreshing `sent_at` also keeps the
@@ -197,7 +201,7 @@ def job_report_progress(*, job: Job, done: int, total: int | None = None, counte
     return job
 
 
-def job_heartbeat(*, job_id) -> bool:
+def job_heartbeat(*, job_id: uuid.UUID | str) -> bool:
     """The running job's worker is alive; False once the job is no longer running. Not an event for clients."""
     return bool(Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now()))
 
@@ -243,7 +247,7 @@ def job_request_cancel(*, job: Job) -> Job:
     return current
 
 
-def job_fail_stale(*, now=None) -> list[Job]:
+def job_fail_stale(*, now: datetime | None = None) -> list[Job]:
     """Fail this tenant's running jobs whose worker stopped heartbeating (killed, OOM, lost host).
 
     A worker heartbeats every JOB_HEARTBEAT_SECONDS while a job runs; once its last heartbeat is older than
@@ -270,7 +274,7 @@ def job_fail_stale(*, now=None) -> list[Job]:
     return failed
 
 
-def job_resend_lost(*, now=None) -> list[Job]:
+def job_resend_lost(*, now: datetime | None = None) -> list[Job]:
     """Send again the message of this tenant's queued jobs that no worker has claimed for a while.
 
     A message can be lost between the commit and a worker (a publish that failed, a broker restarted without its
@@ -282,7 +286,7 @@ def job_resend_lost(*, now=None) -> list[Job]:
     """
     now = now or timezone.now()
     wait = timedelta(seconds=settings.JOB_RESEND_AFTER_SECONDS)
-    tasks = {task.job_kind: task for task in current_app.tasks.values() if getattr(task, "job_kind", None)}
+    tasks = job_tasks()
     # The first bound is the partial index's range; the second, each job's doubled wait, keeps the sweep from reading
     # the jobs that are queued but not due.
     doubled_wait = ExpressionWrapper(Value(wait) * Power(2, F("resends")), output_field=DurationField())

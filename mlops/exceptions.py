@@ -1,5 +1,8 @@
 """One exception hierarchy: every error body is {"message": ..., "extra": {...}} (see exception_handler)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.http import JsonResponse
 from rest_framework import status
 
@@ -23,6 +26,16 @@ class AccessDenied(ApplicationError):
 
 class NotFound(ApplicationError):
     status_code = status.HTTP_404_NOT_FOUND
+
+
+@contextmanager
+def referenced_by(field: str) -> Iterator[None]:
+    """A NotFound inside is about an id the request's body or query string names: a 400 on `field`, since the URL
+    was found and a bare 404 would read as a wrong URL. Ids in the path keep their 404."""
+    try:
+        yield
+    except NotFound as error:
+        raise ApplicationError(error.message, {"fields": {field: [error.message]}}) from error
 
 
 class Conflict(ApplicationError):

@@ -16,6 +16,7 @@ ERRORS = {
     "401": "No valid bearer token.",
     "403": "The token's role or tenant may not do this.",
     "404": "Not found, or not this tenant's.",
+    "409": "The current state forbids it: a name already taken, an object busy or not ready (message says which).",
     "429": "A rate limit or a share is used up; Retry-After says when to come back.",
     "503": "The database is busy or a statement ran out of time; Retry-After says when to come back.",
 }
@@ -46,6 +47,8 @@ class AutoSchema(SpectacularAutoSchema):
         for code, description in ERRORS.items():
             if code == "404" and "{" not in self.path:
                 continue
+            if code == "409" and self.method not in ("POST", "PUT", "PATCH", "DELETE"):
+                continue  # only a write meets a conflicting state (an unfinished export's download says so itself)
             if code not in responses:
                 responses[code] = self._get_response_for_code(OpenApiResponse(ErrorSerializer, description=description),
                                                               code, direction=direction)

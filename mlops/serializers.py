@@ -6,6 +6,14 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 MAX_PAGE_SIZE = 500
+MAX_ID = 2 ** 63 - 1
+
+
+class ObjectIdField(serializers.IntegerField):
+    """An object's id: ids are bigints, so a larger number is a 400 here, not an out-of-range error in SQL."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
 
 
 class StrictSerializer(serializers.Serializer):

@@ -463,7 +463,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Job.Status",
                             "SliceStatusEnum": ["ready", "freezing", "failed"],
-                            "SplitEnum": ["train", "validation", "test"]},
+                            "SplitEnum": ["train", "validation", "test"],
+                            # the import's JSON body and its multipart form share it
+                            "DatasetImportStartInputFormatEnum": "datasets.importers.formats.FORMATS"},
     "APPEND_COMPONENTS": {"securitySchemes": {"platformServiceKey": {
         "type": "http", "scheme": "bearer", "description": "The platform's service key (PLATFORM_SERVICE_KEY)."}}},
     "TAGS": [

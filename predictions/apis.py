@@ -4,9 +4,10 @@ from rest_framework.response import Response
 
 from datasets.selectors import dataset_get
 from mlops.apis import Api
-from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
+from mlops.exceptions import referenced_by
+from mlops.serializers import MAX_ID, CursorPageQuerySerializer, StrictSerializer, page_of
+from predictions.active_selection import STRATEGIES, Selection
 from predictions.metrics import Scope, classification_metrics, detection_map
-from predictions.selection import STRATEGIES, Selection
 from predictions.selectors import model_version_get, model_version_list, prediction_run_get, prediction_run_list
 from predictions.serializers import (
     ClassificationMetricsSerializer,
@@ -26,7 +27,8 @@ from slices.selectors import slice_get
 def _scope(project, data: dict) -> Scope:
     if "slice_id" not in data:
         return Scope()
-    slice = slice_get(project=project, slice_id=data["slice_id"])
+    with referenced_by("slice_id"):
+        slice = slice_get(project=project, slice_id=data["slice_id"])
     return Scope(slice_id=slice.pk, splits=split_values(data.get("splits", [])))
 
 
@@ -85,10 +87,12 @@ class ModelVersionCompareApi(Api):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        with referenced_by("baseline_id"):
+            baseline = model_version_get(project=project, model_version_id=data.validated_data["baseline_id"])
+        with referenced_by("candidate_id"):
+            candidate = model_version_get(project=project, model_version_id=data.validated_data["candidate_id"])
         comparison, disagreements = model_versions_compare(
-            principal=request.user,
-            baseline=model_version_get(project=project, model_version_id=data.validated_data["baseline_id"]),
-            candidate=model_version_get(project=project, model_version_id=data.validated_data["candidate_id"]),
+            principal=request.user, baseline=baseline, candidate=candidate,
             scope=_scope(project, data.validated_data),
             disagreement_slice_name=data.validated_data["disagreement_slice_name"])
         return Response(ComparisonOutputSerializer({**comparison, "disagreement_slice": disagreements}).data,
@@ -124,13 +128,18 @@ class PredictionRunListStartApi(Api):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = data.validated_data
+        with referenced_by("model_version_id"):
+            model_version = model_version_get(project=project, model_version_id=options["model_version_id"])
+        with referenced_by("slice_id"):
+            slice = slice_get(project=project, slice_id=options["slice_id"]) if "slice_id" in options else None
+        with referenced_by("dataset_id"):
+            dataset = (dataset_get(project=project, dataset_id=options["dataset_id"])
+                       if "dataset_id" in options else None)
         prediction_run = prediction_run_start(
-            principal=request.user,
-            model_version=model_version_get(project=project, model_version_id=options["model_version_id"]),
-            slice=slice_get(project=project, slice_id=options["slice_id"]) if "slice_id" in options else None,
-            splits=split_values(options.get("splits", [])),
-            dataset=dataset_get(project=project, dataset_id=options["dataset_id"]) if "dataset_id" in options else None,
-            top_k=options["top_k"], batch_size=options["batch_size"], score_threshold=options["score_threshold"])
+            principal=request.user, model_version=model_version, slice=slice,
+            splits=split_values(options.get("splits", [])), dataset=dataset,
+            top_k=options["top_k"], batch_size=options["batch_size"],
+            score_threshold=options["score_threshold"])
         return Response(PredictionRunOutputSerializer(prediction_run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -146,7 +155,7 @@ class SelectionCreateApi(Api):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         strategy = serializers.ChoiceField(choices=STRATEGIES)
-        k = serializers.IntegerField(min_value=1)
+        k = serializers.IntegerField(min_value=1, max_value=MAX_ID)
         seed = serializers.IntegerField(default=0)
         pool_slice_id = serializers.IntegerField(required=False)
         unlabeled_only = serializers.BooleanField(default=False)
@@ -162,7 +171,8 @@ class SelectionCreateApi(Api):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = data.validated_data
-        pool = slice_get(project=project, slice_id=options["pool_slice_id"]) if "pool_slice_id" in options else None
+        with referenced_by("pool_slice_id"):
+            pool = slice_get(project=project, slice_id=options["pool_slice_id"]) if "pool_slice_id" in options else None
         selected = selection_create(
             principal=request.user, prediction_run=prediction_run, name=options["name"], pool_slice=pool,
             selection=Selection(strategy=options["strategy"], k=options["k"], seed=options["seed"],

@@ -1,6 +1,7 @@
 """Model versions and prediction runs: register a trained version, apply it to a slice or a dataset as a Job."""
 
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 from django.db import connections, transaction
@@ -12,23 +13,25 @@ from mlops import tables
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri
+from predictions.active_selection import Selection, selection_sql
 from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
 from predictions.models import PredictionRun
-from predictions.selection import Selection, selection_sql
 from search.indexing import datarows_changed
-from slices.models import Slice
+from slices.models import Slice, SliceMember, Split
 from slices.services import slice_create_from_select
 from tenancy.principal import Principal
 
 # Datarows handed to the trainer's predict at once (it batches them by batch_size): reading ids by keyset in
 # chunks keeps memory flat on million-row datasets while loading the weights once per chunk only.
+PREDICTION_RUN_JOB_KIND = "prediction-run"
 PREDICTION_CHUNK_ROWS = 8192
 # A detector's top_k bound: COCO scores at most 100 boxes per image; a few times that leaves room for crowded scenes
 # while one prediction run stays bounded (rows written = datarows x top_k at most).
 MAX_BOXES_PER_IMAGE = 300
 
 
-def model_version_register(*, run) -> ModelVersion:
+def model_version_register(*, run: Any) -> ModelVersion:
+    # `run` is a training.models.TrainingRun, not imported: predictions sits below training.
     """The version a finished training run produced: named after its model, numbered after the run."""
     return ModelVersion.objects.create(project_id=run.model.project_id, name=run.model.name, version=str(run.number),
                                        training_run=run)
@@ -39,8 +42,6 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
                          batch_size: int = 64, score_threshold: float = 0.0) -> PredictionRun:
     """top_k: a classifier's best classes per datarow, or a detector's most boxes per image (those scoring at least
     score_threshold)."""
-    from predictions.tasks import prediction_run_execute_task
-
     if (slice is None) == (dataset is None):
         raise ApplicationError("Give either a slice or a dataset to predict on.",
                                {"fields": {"slice_id": ["Exactly one of slice_id and dataset_id is required."]}})
@@ -50,6 +51,12 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
                                {"fields": {"model_version_id": ["Needs a version registered by a training run."]}})
     if slice is not None:
         _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
+        # A run over nothing would "succeed" with no predictions: say so now, on the field that emptied it.
+        members = SliceMember.objects.filter(slice=slice)
+        if not (members.filter(split__in=splits) if splits else members).exists():
+            where = f" in {', '.join(Split(value).label for value in splits)}" if splits else ""
+            raise ApplicationError(f"Slice '{slice.name}' has no members{where}: nothing to predict.",
+                                   {"fields": {"splits" if splits else "slice_id": ["No members."]}})
     elif splits:
         raise ApplicationError("Splits are a slice's.", {"fields": {"splits": ["Splits need a slice_id."]}})
     elif dataset.project_id != model_version.project_id:
@@ -64,7 +71,7 @@ def prediction_run_start(*, principal: Principal, model_version: ModelVersion, s
         raise ApplicationError("score_threshold must be between 0 and 1.",
                                {"fields": {"score_threshold": ["Between 0 and 1."]}})
     with transaction.atomic(using=WRITER):
-        job = job_create(principal=principal, task=prediction_run_execute_task)
+        job = job_create(principal=principal, kind=PREDICTION_RUN_JOB_KIND)
         prediction_run = PredictionRun.objects.create(model_version=model_version, job=job, slice=slice, splits=list(splits),
                                                       dataset=dataset, top_k=top_k, batch_size=batch_size,
                                                       score_threshold=score_threshold, created_by=principal.user_id)

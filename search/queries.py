@@ -7,9 +7,22 @@ from collections.abc import Callable, Mapping
 from django.conf import settings
 
 from datasets.selectors import field_catalog_types, model_version_refs
-from search.ql import parse, validate
+from mlops.exceptions import ApplicationError
+from search.ql import QueryError, parse, validate
 from search.ql.limits import QueryLimits
 from search.ql.validation import SliceDefinition, ValidQuery
+
+class InvalidQuery(ApplicationError):
+    """A query that cannot run (the query language's QueryError) as the platform's 400: its message, with its line,
+    column, caret and the rest of its `extra`. Its text stays the rendered one (a failed job's error shows where)."""
+
+    def __init__(self, error: QueryError):
+        super().__init__(error.message, error.extra)
+        self.error = error
+
+    def __str__(self) -> str:
+        return self.error.render()
+
 
 SliceDefinitions = Callable[..., Mapping[str, SliceDefinition]]
 
@@ -38,12 +51,15 @@ def query_limits() -> QueryLimits:
 def project_query_validate(*, project_id: int, query_text: str, using: str,
                            catalog: dict[str, str] | None = None) -> ValidQuery | None:
     """The query checked against the project's field catalog (read unless given), slices and model versions; None
-    for an empty query (every row)."""
+    for an empty query (every row). InvalidQuery (400) for a query that cannot run."""
     if not query_text.strip():
         return None
     if catalog is None:
         catalog = field_catalog_types(project_id=project_id, using=using)
     limits = query_limits()
-    return validate(parse(query_text, limits), catalog=catalog, text=query_text,
-                    slices=_slice_definitions(project_id=project_id, using=using), limits=limits,
-                    model_versions=model_version_refs(project_id=project_id, using=using))
+    try:
+        return validate(parse(query_text, limits), catalog=catalog, text=query_text,
+                        slices=_slice_definitions(project_id=project_id, using=using), limits=limits,
+                        model_versions=model_version_refs(project_id=project_id, using=using))
+    except QueryError as error:
+        raise InvalidQuery(error) from error

@@ -14,7 +14,7 @@ from rest_framework import status
 
 from datasets.models import DataRow
 from datasets.selectors import dataset_get, field_catalog_types
-from mlops.exceptions import ApplicationError, TooManyRequests
+from mlops.exceptions import ApplicationError, TooManyRequests, referenced_by
 from mlops.metrics import count_statement_timeout, observe_search
 from mlops.slots import slot_held
 from mlops.statements import statement_canceled, statement_timeout
@@ -98,7 +98,8 @@ def _search(*, project: Project, query_text: str, dataset_id: int | None, limit:
             cursor: SearchCursor | None, count: str, facets: tuple[str, ...], using: str,
             started: float) -> SearchResult:
     if dataset_id is not None:
-        dataset_get(project=project, dataset_id=dataset_id)
+        with referenced_by("dataset"):
+            dataset_get(project=project, dataset_id=dataset_id)
     if cursor is not None and cursor.sort != sort:
         raise cursor_error("This cursor belongs to another sort; start again without a cursor.")
     catalog = field_catalog_types(project_id=project.pk, using=using)

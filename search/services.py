@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.backends.utils import CursorWrapper
 
 from datasets.models import Dataset
 from datasets.selectors import dataset_get
@@ -21,12 +22,15 @@ from jobs.models import Job
 from jobs.services import job_create
 from mlops import tables
 from mlops.db_routing import WRITER
-from mlops.exceptions import ApplicationError, Conflict
+from mlops.exceptions import ApplicationError, Conflict, referenced_by
 from projects.models import Project
-from search.engines.postgres import CompiledQuery, compile_filter
+from search.engines.postgres_compiler import compile_filter
+from search.engines.postgres_sql import CompiledQuery
 from search.queries import project_query_validate
 from tenancy.principal import Principal
 
+SEARCH_REINDEX_JOB_KIND = "search-reindex"
+SEARCH_BULK_ACTION_JOB_KIND = "search-bulk-action"
 BULK_ACTIONS = ("tag", "untag", "delete")
 BULK_BATCH_ROWS = 5_000
 
@@ -52,19 +56,18 @@ def _check_tags(action: str, tags: list[str]) -> None:
 def search_bulk_action_start(*, principal: Principal, project: Project, query_text: str, action: str,
                              tags: list[str], dataset_id: int | None = None) -> Job:
     """Check the query, the action and the dataset now (a 400/404 for the caller), then queue the job."""
-    from search.tasks import search_bulk_action  # imported here: the task module imports this one
-
     if action not in BULK_ACTIONS:
         raise ApplicationError(f"Unknown action {action!r}.", {"fields": {"action": [f"One of {BULK_ACTIONS}."]}})
     _check_tags(action, tags)
     if dataset_id is not None:
-        dataset_get(project=project, dataset_id=dataset_id)
+        with referenced_by("dataset"):
+            dataset_get(project=project, dataset_id=dataset_id)
     project_query_validate(project_id=project.pk, query_text=query_text, using=WRITER)
-    return job_create(principal=principal, task=search_bulk_action, params={
+    return job_create(principal=principal, kind=SEARCH_BULK_ACTION_JOB_KIND, params={
         "project_id": project.pk, "query": query_text, "action": action, "tags": tags, "dataset_id": dataset_id})
 
 
-def _matching_batch(cursor, condition: CompiledQuery, after_id: int) -> list[tuple[int, int]]:
+def _matching_batch(cursor: CursorWrapper, condition: CompiledQuery, after_id: int) -> list[tuple[int, int]]:
     cursor.execute(f"SELECT d.id, d.dataset_id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
                    f"ORDER BY d.id LIMIT %s", [*condition.params, after_id, BULK_BATCH_ROWS])
     return cursor.fetchall()
@@ -107,16 +110,14 @@ def search_bulk_action_run(*, project_id: int, query_text: str, action: str, tag
 
 def search_reindex_start(*, principal: Principal, project: Project) -> Job:
     """Queue a full reindex of the project (Elasticsearch only): a new index, filled, then swapped in."""
-    from search.tasks import search_reindex  # the task module imports the indexing services
-
     if settings.SEARCH_ENGINE != "elasticsearch":
         raise ApplicationError("Nothing to reindex: the PostgreSQL search engine reads the tables themselves.")
     with transaction.atomic():
         # One reindex per project at a time: two would each swap in their own index.
         running = Job.objects.select_for_update().filter(
-            kind=search_reindex.job_kind, params__project_id=project.pk,
+            kind=SEARCH_REINDEX_JOB_KIND, params__project_id=project.pk,
             status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).first()
         if running is not None:
             raise Conflict(f"Project {project.pk} is already being reindexed by job {running.pk}.",
                            {"job_id": str(running.pk)})
-        return job_create(principal=principal, task=search_reindex, params={"project_id": project.pk})
+        return job_create(principal=principal, kind=SEARCH_REINDEX_JOB_KIND, params={"project_id": project.pk})

@@ -11,7 +11,12 @@ from mlops.celery import TenantTask
 from mlops.db_routing import WRITER
 from search.indexing import services
 from search.ql.validation import parse_datetime
-from search.services import BulkActionCounters, search_bulk_action_run
+from search.services import (
+    SEARCH_BULK_ACTION_JOB_KIND,
+    SEARCH_REINDEX_JOB_KIND,
+    BulkActionCounters,
+    search_bulk_action_run,
+)
 
 _RETRY = {"base": TenantTask, "autoretry_for": (TransportError, services.SearchIndexUnavailable),
           "retry_backoff": 2, "retry_backoff_max": 300, "retry_jitter": True, "max_retries": 10}
@@ -47,7 +52,7 @@ def delete_dataset_documents(*, project_id: int, dataset_id: int) -> int:
     return services.delete_dataset_documents(tenant_schema=_schema(), project_id=project_id, dataset_id=dataset_id)
 
 
-@job_task(kind="search-reindex")
+@job_task(kind=SEARCH_REINDEX_JOB_KIND)
 def search_reindex(job: Job, *, project_id: int) -> None:
     def progress(indexed: int) -> None:
         job_report_progress(job=job, done=indexed, counters={"indexed": indexed},
@@ -59,7 +64,7 @@ def search_reindex(job: Job, *, project_id: int) -> None:
                         message=f"{result['indexed']} datarows indexed; the search alias now uses {result['index']}")
 
 
-@job_task(kind="search-bulk-action")
+@job_task(kind=SEARCH_BULK_ACTION_JOB_KIND)
 def search_bulk_action(job: Job, *, project_id: int, query: str, action: str, tags: list[str],
                        dataset_id: int | None) -> None:
     def progress(counters: BulkActionCounters) -> None:

@@ -6,7 +6,8 @@ from datasets.selectors import dataset_get
 from datasets.serializers import DatarowCursorField, DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
 from mlops.apis import Api
-from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
+from mlops.exceptions import referenced_by
+from mlops.serializers import CursorPageQuerySerializer, ObjectIdField, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.models import Slice, Split
 from slices.selectors import slice_get, slice_list, slice_member_count, slice_member_page, slice_split_counts
@@ -94,8 +95,8 @@ class SliceListCreateApi(Api):
                                                  "matches now.")
         query = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False,
                                       help_text="query and frozen slices; empty: every datarow (of the dataset).")
-        dataset = serializers.IntegerField(required=False, min_value=1, help_text="Limit the query to one dataset.")
-        datarow_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False,
+        dataset = ObjectIdField(required=False, help_text="Limit the query to one dataset.")
+        datarow_ids = serializers.ListField(child=ObjectIdField(), required=False,
                                             max_length=MAX_DATAROW_IDS)
 
         def validate(self, data):
@@ -135,7 +136,8 @@ class SliceListCreateApi(Api):
         common = {"project": project, "name": params["name"], "description": params["description"]}
         dataset_id = params.get("dataset")
         if dataset_id is not None:
-            dataset_get(project=project, dataset_id=dataset_id)
+            with referenced_by("dataset"):
+                dataset_get(project=project, dataset_id=dataset_id)
         if params["kind"] == Slice.Kind.IDS:
             created = slice_create_from_ids(**common, created_by=request.user.user_id,
                                             datarow_ids=params["datarow_ids"])
@@ -156,7 +158,7 @@ class SliceCombineApi(Api):
         description = serializers.CharField(required=False, allow_blank=True, default="")
         operation = serializers.ChoiceField(choices=list(COMBINE_OPERATIONS),
                                             help_text="Applied left to right over `slices`.")
-        slices = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=2,
+        slices = serializers.ListField(child=ObjectIdField(), min_length=2,
                                        max_length=MAX_COMBINED_SLICES, help_text="Slice ids, in order.")
 
     @extend_schema(request=InputSerializer, responses={201: SliceDetailOutputSerializer})
@@ -165,7 +167,8 @@ class SliceCombineApi(Api):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
-        operands = [slice_get(project=project, slice_id=slice_id) for slice_id in params["slices"]]
+        with referenced_by("slices"):
+            operands = [slice_get(project=project, slice_id=slice_id) for slice_id in params["slices"]]
         combined = slice_combine(project=project, name=params["name"], description=params["description"],
                                  created_by=request.user.user_id, operation=params["operation"], slices=operands)
         return Response(_detail(combined), status=status.HTTP_201_CREATED)

@@ -12,7 +12,8 @@ from datasets.models import DataRow
 from mlops import tables
 from mlops.exceptions import ApplicationError, NotFound
 from projects.models import Project
-from search.engines.postgres import CompiledQuery, compile_filter
+from search.engines.postgres_compiler import compile_filter
+from search.engines.postgres_sql import CompiledQuery
 from search.ql.validation import SliceDefinition
 from search.queries import project_query_validate
 from slices.models import Slice, SliceMember, Split

@@ -6,6 +6,7 @@ number; member_count is set from the insert's row count and taken down by a trig
 """
 
 import math
+from typing import Any
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
 from search.engines.base import get_engine
-from search.engines.postgres import compile_filter
+from search.engines.postgres_compiler import compile_filter
 from search.indexing import slice_members_changed
 from search.ql.validation import ValidQuery
 from search.queries import project_query_validate
@@ -28,6 +29,7 @@ from slices.selectors import slice_members_sql
 from tenancy.principal import Principal
 
 # A freeze with more matches than this runs as a job; the request only counts that far to decide.
+SLICE_FREEZE_JOB_KIND = "slice-freeze"
 FREEZE_IN_REQUEST_MAX = 100_000
 MAX_DATAROW_IDS = 100_000
 UNKNOWN_IDS_SHOWN = 100
@@ -40,7 +42,7 @@ def _name_taken(name: str) -> Conflict:
                     {"fields": {"name": ["This name is already taken in this project."]}})
 
 
-def _slice_insert(**fields) -> Slice:
+def _slice_insert(**fields: Any) -> Slice:
     try:
         with transaction.atomic(using=WRITER):
             return Slice.objects.using(WRITER).create(**fields)
@@ -145,8 +147,6 @@ def slice_freeze_start(*, principal: Principal, project: Project, name: str, que
                        dataset_id: int | None = None, description: str = "") -> SliceFreezeResult:
     """A frozen slice of the query's current matches: frozen now when they are at most FREEZE_IN_REQUEST_MAX,
     otherwise by a job (the slice exists at once, with frozen_at null until the job has filled it)."""
-    from slices.tasks import slice_freeze  # imported here: the task module imports this one
-
     valid = project_query_validate(project_id=project.pk, query_text=query, using=WRITER)
     condition = compile_filter(valid, project_id=project.pk, dataset_id=dataset_id)
     with connections[WRITER].cursor() as cursor:
@@ -158,7 +158,7 @@ def slice_freeze_start(*, principal: Principal, project: Project, name: str, que
                                 query=query, dataset_id=dataset_id, created_by=principal.user_id)
         if matches <= FREEZE_IN_REQUEST_MAX:
             return SliceFreezeResult(slice_freeze_members(slice=created), None)
-        job = job_create(principal=principal, task=slice_freeze, params={"slice_id": created.pk})
+        job = job_create(principal=principal, kind=SLICE_FREEZE_JOB_KIND, params={"slice_id": created.pk})
         created.freeze_job = job
         created.save(update_fields=["freeze_job"])
     return SliceFreezeResult(created, job)

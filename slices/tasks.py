@@ -3,10 +3,10 @@ from jobs.runner import job_task
 from jobs.services import job_report_progress
 from mlops.db_routing import WRITER
 from slices.models import Slice
-from slices.services import slice_delete, slice_freeze_members
+from slices.services import SLICE_FREEZE_JOB_KIND, slice_delete, slice_freeze_members
 
 
-@job_task(kind="slice-freeze")
+@job_task(kind=SLICE_FREEZE_JOB_KIND)
 def slice_freeze(job: Job, *, slice_id: int) -> None:
     """Fill a frozen slice too large for a request. A freeze that fails or is cancelled deletes its slice, so the
     slice either ends up frozen with every match or is gone; never frozen with some of them."""

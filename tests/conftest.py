@@ -1,6 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
+from tests.contract import check_response
 from tests.external_services import FakeAuth0, FakePlatform
 
 TENANT_A = "acme"
@@ -64,10 +65,20 @@ def make_token(auth0, platform):
     return make
 
 
+class ContractCheckedClient(APIClient):
+    """Fails the test on a response the committed schema does not document (tests/contract.py)."""
+
+    def request(self, **request):
+        response = super().request(**request)
+        check_response(request["REQUEST_METHOD"], request["PATH_INFO"], response.status_code,
+                       response.get("Content-Type"), None if response.streaming else response.content)
+        return response
+
+
 @pytest.fixture
 def api_client():
     def make(token: str | None = None) -> APIClient:
-        client = APIClient()
+        client = ContractCheckedClient()
         if token:
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         return client

@@ -20,6 +20,7 @@ from gunicorn import util as gunicorn_util
 from gunicorn.config import Config as GunicornConfig
 
 from mlops.celery import app as celery_app
+from tests.compose_file import container_environment, dockerfile_instructions, load_compose
 from tests.fresh_process import REPO_ROOT, run_python
 
 APP_PROCESSES = ["web", "worker", "beat"]
@@ -35,36 +36,6 @@ OPTIONAL_SERVICES = {"elasticsearch"}
 # Defaults to REDIS_URL by design: one Redis is broker, cache and channel layer.
 FOLLOWS_ANOTHER_VARIABLE = {"CELERY_BROKER_URL"}
 POSTGRES_15_PGDATA = "/var/lib/postgresql/data"
-COMPOSE_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def interpolate(value, shell_env: dict[str, str]):
-    """Compose's interpolation of the forms this file uses: ${NAME}, ${NAME:-default} and $$ (a literal $)."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, shell_env) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, shell_env) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return shell_env.get(match.group(1)) or match.group(2) or ""
-
-    return COMPOSE_VARIABLE.sub(substitute, value)
-
-
-def load_compose(shell_env: dict[str, str] | None = None) -> dict:
-    return interpolate(yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text()), shell_env or {})
-
-
-def container_environment(service: dict, shell_env: dict[str, str]) -> dict[str, str]:
-    """What the container sees: a variable listed without a value comes from the shell, or is left unset."""
-    return {name: shell_env[name] if value is None else str(value)
-            for name, value in service["environment"].items() if value is not None or name in shell_env}
-
-
 def passes_through(value, name: str) -> bool:
     return value is None or value.startswith("${" + name)
 
@@ -130,12 +101,6 @@ def shell_words_of(script: str, program: str) -> list[str]:
         if program in words:
             return words[words.index(program):]
     raise AssertionError(f"{program} is not run by:\n{script}")
-
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
 def test_every_service_the_app_needs_exists(services):
@@ -381,6 +346,18 @@ def test_app_image_is_built_from_this_repository(services):
     for process in ("migrate", *APP_PROCESSES):
         assert services[process]["build"] == ".", process
     assert (REPO_ROOT / "Dockerfile").exists()
+
+
+def test_services_built_differently_tag_images_of_their_own(services):
+    # Compose tags each service's build with its `image`: two builds under one name leave whichever finished last
+    # (the web with torch, or a training worker without it).
+    builds: dict[str, set[str]] = {}
+    for name, service in services.items():
+        if "build" in service:
+            build = service["build"]
+            build = {"context": build} if isinstance(build, str) else build
+            builds.setdefault(service.get("image", name), set()).add(json.dumps(build, sort_keys=True))
+    assert {image: sorted(found) for image, found in builds.items() if len(found) > 1} == {}
 
 
 def test_dockerfile_installs_requirements_before_copying_the_code():

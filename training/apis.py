@@ -4,6 +4,7 @@ from rest_framework.response import Response
 
 from jobs.serializers import RunOutputSerializer
 from mlops.apis import Api
+from mlops.exceptions import referenced_by
 from mlops.serializers import CursorPageQuerySerializer, StrictSerializer, page_of
 from projects.selectors import project_get
 from slices.selectors import slice_get
@@ -118,8 +119,9 @@ class TrainingRunListStartApi(Api):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = data.validated_data
-        run = training_run_start(principal=request.user, model=model,
-                                 slice=slice_get(project=project, slice_id=options["slice_id"]),
+        with referenced_by("slice_id"):
+            slice = slice_get(project=project, slice_id=options["slice_id"])
+        run = training_run_start(principal=request.user, model=model, slice=slice,
                                  train_splits=options["train_splits"], validation_splits=options["validation_splits"],
                                  config_overrides=options["config"])
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)

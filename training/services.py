@@ -29,6 +29,7 @@ from training.core.weights import WeightsError, sniff_weights
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
 
+TRAINING_RUN_JOB_KIND = "training-run"
 SPLIT_NAMES = {split.label: split.value for split in Split}
 # A run keeps its last log lines (and each line's head): enough to diagnose, bounded however long it trains.
 LOG_LINES_KEPT = 2000
@@ -38,18 +39,21 @@ WEIGHTS_SCHEMES = ("", "file", "s3")
 
 
 def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
-    """The trainer's own validation (defaults filled in); a bad value is a 400 naming the key. Where the decoded
-    image cache lives is the platform's choice (per slice, in tenant storage), never a folder a user names."""
-    if config.get("cache_dir") is not None:
-        raise ApplicationError(f"Invalid {field}: cache_dir is chosen by the platform; leave it out.",
-                               {"fields": {f"{field}.cache_dir": ["Set by the platform."]}})
+    """The trainer's own validation (defaults filled in); every bad value is in one 400, under `<field>.<key>`. Where
+    the decoded image cache lives is the platform's choice (per slice, in tenant storage), never a folder a user
+    names."""
+    problems = {"cache_dir": ["chosen by the platform; leave it out"]} if config.get("cache_dir") is not None else {}
     try:
         valid = trainer.validate_config(dict(config))
     except ConfigError as error:
-        raise ApplicationError(f"Invalid {field}: {error}",
-                               {"fields": {f"{field}.{error.key}": [error.message]}}) from error
-    if valid.get("init_weights"):
+        for key, messages in error.problems.items():
+            problems.setdefault(key, []).extend(messages)
+    if not problems and valid.get("init_weights"):
         _init_weights_check(valid["init_weights"], field=f"{field}.init_weights")
+    if problems:
+        raise ApplicationError(f"Invalid {field}: " + "; ".join(
+            f"{key}: {message}" for key, messages in problems.items() for message in messages),
+            {"fields": {f"{field}.{key}": messages for key, messages in problems.items()}})
     return valid
 
 
@@ -149,8 +153,6 @@ def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[lis
 def training_run_start(*, principal: Principal, model: ModelDefinition, slice: Slice, train_splits: list[str],
                        validation_splits: list[str], config_overrides: dict | None = None) -> TrainingRun:
     """A queued run on `slice` (its stored members and split), with the labels it will train on snapshotted now."""
-    from training.tasks import training_run_execute_task
-
     if slice.project_id != model.project_id:
         raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {"slice_id": ["Not found."]}})
     if slice.kind == Slice.Kind.QUERY:
@@ -172,7 +174,7 @@ def training_run_start(*, principal: Principal, model: ModelDefinition, slice: S
         if model_version_exists(project=model.project, name=model.name, version=str(number)):
             raise Conflict(f"Model version {model.name}@{number}, which this run would register, was imported "
                            f"meanwhile; rename the model or remove those predictions.")
-        job = job_create(principal=principal, task=training_run_execute_task)
+        job = job_create(principal=principal, kind=TRAINING_RUN_JOB_KIND)
         run = TrainingRun.objects.create(model=model, number=number, job=job, slice=slice, train_splits=train_splits,
                                          validation_splits=validation_splits, config=config,
                                          created_by=principal.user_id)

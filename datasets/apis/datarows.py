@@ -29,7 +29,7 @@ from datasets.serializers import (
 from datasets.services.datarows import MAX_DATAROW_IDS, datarow_bulk_delete, datarow_tags_update
 from mlops.apis import Api
 from mlops.exception_handler import ErrorSerializer
-from mlops.serializers import StrictSerializer
+from mlops.serializers import ObjectIdField, StrictSerializer
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -122,7 +122,7 @@ class DatarowImageApi(Api):
 
 
 class DatarowIdsSerializer(StrictSerializer):
-    datarow_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1,
+    datarow_ids = serializers.ListField(child=ObjectIdField(), min_length=1,
                                         max_length=MAX_DATAROW_IDS)
 
 

@@ -94,7 +94,6 @@ class DatasetImportStartApi(Api):
     class InputSerializer(StrictSerializer):
         uri = serializers.CharField(max_length=2000, required=False,
                                     help_text="s3://, http(s):// or a file under the tenant's folder; or send `file`.")
-        file = serializers.FileField(required=False, help_text="multipart/form-data only: the manifest or archive.")
         format = serializers.ChoiceField(choices=list(FORMATS), default="jsonl")
         mode = serializers.ChoiceField(choices=list(MODES), default="upsert")
         on_error = serializers.ChoiceField(choices=list(ON_ERROR), default="skip")
@@ -105,11 +104,17 @@ class DatasetImportStartApi(Api):
             "coco/yolo: the folder or s3:// prefix the images are in (COCO default: the annotation file's folder; "
             "required for an uploaded COCO file)."))
         check_images = serializers.BooleanField(default=False, help_text="coco: report every image that is missing.")
+
+    class UploadInputSerializer(InputSerializer):
+        """The multipart form: the JSON body's fields, or the file itself. Its own component, so that a client
+        generated from the schema can tell the two bodies apart."""
+
+        file = serializers.FileField(required=False, help_text="The manifest or archive.")
         keep_upload = serializers.BooleanField(
             default=False, help_text="Keep the uploaded `file` after the import job ends; by default it is deleted "
                                      "when the job succeeds, fails or is cancelled.")
 
-    @extend_schema(request={"application/json": InputSerializer, "multipart/form-data": InputSerializer},
+    @extend_schema(request={"application/json": InputSerializer, "multipart/form-data": UploadInputSerializer},
                    responses={202: JobOutputSerializer,
                               409: OpenApiResponse(ErrorSerializer, description="An import or a delete of the "
                                                                                 "dataset is running."),
@@ -131,7 +136,7 @@ class DatasetImportStartApi(Api):
                    ])
     def post(self, request, project_id: int, dataset_id: int):
         dataset = dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
-        data = self.InputSerializer(data=request.data)
+        data = self.UploadInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         options = dict(data.validated_data)
         uploaded, uri, keep_upload = options.pop("file", None), options.pop("uri", None), options.pop("keep_upload")

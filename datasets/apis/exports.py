@@ -28,8 +28,10 @@ class DatasetExportStartApi(Api):
 
 
 class DatasetExportDownloadApi(Api):
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
-        OpenApiTypes.BINARY, description="The export file, in the job's format."),
+    @extend_schema(responses={
+        **{(200, export_format.content_type): OpenApiResponse(
+            OpenApiTypes.OBJECT if export_format.content_type == "application/json" else OpenApiTypes.BINARY,
+            description=f"The export file of a {name} export.") for name, export_format in EXPORT_FORMATS.items()},
         409: OpenApiResponse(ErrorSerializer, description="The export job has not succeeded (yet).")})
     def get(self, request, project_id: int, dataset_id: int, job_id):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)

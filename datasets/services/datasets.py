@@ -1,6 +1,9 @@
+from collections.abc import Callable
+
 from django.db import IntegrityError, connections, transaction
 
 from datasets.locks import dataset_lock_release, dataset_lock_take
+from datasets.job_kinds import DATASET_DELETE_JOB_KIND
 from datasets.models import Dataset
 from datasets.signals import dataset_deleted
 from jobs.models import Job
@@ -42,17 +45,15 @@ def dataset_update(*, dataset: Dataset, name: str | None = None, description: st
 
 def dataset_delete_start(*, principal: Principal, dataset: Dataset) -> Job:
     """Hide the dataset at once and queue the job that deletes its rows (millions are no request's work)."""
-    from datasets.tasks import dataset_delete  # imported here: the task module imports this one
-
     with transaction.atomic():
         updated = Dataset.objects.filter(pk=dataset.pk).exclude(status=Dataset.Status.DELETING).update(
             status=Dataset.Status.DELETING)
         if not updated:
             raise Conflict(f"Dataset {dataset.pk} is already being deleted.")
-        return job_create(principal=principal, task=dataset_delete, params={"dataset_id": dataset.pk})
+        return job_create(principal=principal, kind=DATASET_DELETE_JOB_KIND, params={"dataset_id": dataset.pk})
 
 
-def dataset_delete_rows(*, dataset_id: int, progress) -> int:
+def dataset_delete_rows(*, dataset_id: int, progress: Callable[[int], None]) -> int:
     """Set-based delete in batches of datarow ids, predictions and labels first; the dataset row last.
 
     Takes the dataset's import lock, so a delete never races an import. Returns the datarows deleted.

@@ -1,6 +1,7 @@
 """Exports: a job writes the datarows to a file in the tenant's storage, batch by batch, and reports progress."""
 
 import os
+from uuid import UUID
 from collections.abc import Callable, Iterator
 
 from django.db.models import QuerySet
@@ -8,6 +9,7 @@ from django.db.models import QuerySet
 from datasets.exporters.batches import Category, ExportBatch, ExportCounters, export_batches
 from datasets.exporters.formats import EXPORT_FORMATS, export_path
 from datasets.exporters.snapshot import snapshot_reads
+from datasets.job_kinds import DATASET_EXPORT_JOB_KIND
 from datasets.models import DataRow, Dataset, OntologyClass
 from jobs.models import Job
 from jobs.services import job_create
@@ -17,12 +19,10 @@ from tenancy.principal import Principal
 
 
 def dataset_export_start(*, principal: Principal, dataset: Dataset, export_format: str) -> Job:
-    from datasets.tasks import dataset_export  # imported here: the task module imports this one
-
     if export_format not in EXPORT_FORMATS:
         raise ApplicationError(f"Unknown export format '{export_format}'.",
                                {"fields": {"format": [f"Must be one of {', '.join(EXPORT_FORMATS)}."]}})
-    return job_create(principal=principal, task=dataset_export,
+    return job_create(principal=principal, kind=DATASET_EXPORT_JOB_KIND,
                       params={"dataset_id": dataset.pk, "export_format": export_format})
 
 
@@ -46,7 +46,7 @@ def _reporting(batches: Iterator[ExportBatch], counters: ExportCounters,
         progress(counters)
 
 
-def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_format: str, job_id,
+def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_format: str, job_id: UUID | str,
                     progress: Callable[[ExportCounters], None]) -> ExportCounters:
     """Write `datarows` (a dataset's, a slice's, an id range: any queryset) to the job's export file, as they were
     when the export began (datasets/exporters/snapshot.py).

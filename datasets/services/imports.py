@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import orjson
 import psycopg
@@ -19,13 +20,16 @@ from datasets.importers import staging
 from datasets.importers.image_paths import images_uri_check
 from datasets.importers.records import BatchBuffers, FormatOptions, LineError, RecordWriter
 from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
+from datasets.job_kinds import DATASET_IMPORT_JOB_KIND
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.selectors import field_catalog_types
+from jobs.models import Job
 from jobs.services import OWNED_UPLOAD_PARAM, job_create
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
 from mlops.storage import UPLOAD_SCHEME, source_check, tenant_path
+from tenancy.principal import Principal
 
 # The job keeps the first errors for the API; the full list is the downloadable report.
 ERRORS_KEPT_ON_JOB = 50
@@ -99,11 +103,11 @@ class ImportCounters:
 ProgressCallback = Callable[[ImportCounters, list[LineError]], None]
 
 
-def error_report_path(source: str, *, create: bool = True):
+def error_report_path(source: str, *, create: bool = True) -> Path:
     return tenant_path("imports", source.replace(":", "-"), "errors.jsonl", create=create)
 
 
-def _add_to_catalog(conn, project_id: int, types: dict[str, str], path_counts: Counter) -> None:
+def _add_to_catalog(conn: psycopg.Connection, project_id: int, types: dict[str, str], path_counts: Counter) -> None:
     if not path_counts:
         return
     with conn.cursor() as cursor:
@@ -194,7 +198,7 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
         _release_and_close(conn, dataset.pk)
 
 
-def _release_and_close(conn, dataset_id: int) -> None:
+def _release_and_close(conn: psycopg.Connection, dataset_id: int) -> None:
     """Unlock before closing: a closed session's locks go only when its backend has exited, a moment later,
     and the next import or delete must not find the dataset still busy."""
     with suppress(psycopg.Error):
@@ -204,7 +208,7 @@ def _release_and_close(conn, dataset_id: int) -> None:
     conn.close()
 
 
-def _stage_check_merge(conn, merge: staging.MergeOptions, batch: BatchBuffers, writer: RecordWriter,
+def _stage_check_merge(conn: psycopg.Connection, merge: staging.MergeOptions, batch: BatchBuffers, writer: RecordWriter,
                        abort_on_error: bool) -> staging.BatchResult:
     """The SQL of one batch, in the import thread. In skip mode each batch commits on its own."""
     staging.stage_batch(conn, batch)
@@ -221,12 +225,11 @@ def _stage_check_merge(conn, merge: staging.MergeOptions, batch: BatchBuffers, w
     return result
 
 
-def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: ImportOptions, owns_upload: bool = False):
+def dataset_import_start(*, principal: Principal, dataset: Dataset, uri: str, options: ImportOptions,
+                         owns_upload: bool = False) -> Job:
     """Queue an import job; options, and whether this tenant may read the source at all, are checked now so a
     typo or another tenant's folder or bucket is a 400, not a failed job. With `owns_upload`, the job deletes its
     upload:// source when it ends."""
-    from datasets.tasks import dataset_import  # imported here: the task module imports this one
-
     validate_import_options(options)
     source_check(uri)
     if options.images_uri:
@@ -240,4 +243,4 @@ def dataset_import_start(*, principal, dataset: Dataset, uri: str, options: Impo
     params = {"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)}
     if owns_upload:
         params[OWNED_UPLOAD_PARAM] = uri
-    return job_create(principal=principal, task=dataset_import, params=params)
+    return job_create(principal=principal, kind=DATASET_IMPORT_JOB_KIND, params=params)

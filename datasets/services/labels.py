@@ -29,7 +29,7 @@ def _ontology_class(*, project_id: int, class_name: str) -> OntologyClass:
     return ontology_class
 
 
-def _checked_geometry(datarow: DataRow, *, box, polygon) -> Geometry:
+def _checked_geometry(datarow: DataRow, *, box: object, polygon: object) -> Geometry:
     """Box or polygon checked as an import checks a manifest label: shape and types, then against the image.
 
     The import's checks name fields inside a record (`labels[0].box`); here the label is the record itself.
@@ -45,7 +45,7 @@ def _checked_geometry(datarow: DataRow, *, box, polygon) -> Geometry:
         raise _invalid(bad.field.removeprefix("."), bad.message) from bad
 
 
-def _checked_attributes(attributes) -> dict:
+def _checked_attributes(attributes: object) -> dict:
     if not isinstance(attributes, dict):
         raise _invalid("attributes", "must be an object")
     # jsonb cannot hold a NUL character; imports refuse it too.
@@ -69,7 +69,7 @@ def _set_geometry(label: Label, shape: Geometry) -> None:
     label.area, label.polygon = shape.area, shape.polygon
 
 
-def label_create(*, principal: Principal, datarow: DataRow, class_name: str, box=None, polygon=None,
+def label_create(*, principal: Principal, datarow: DataRow, class_name: str, box: object = None, polygon: object = None,
                  attributes: dict | None = None) -> Label:
     """An object (box or polygon; a polygon wins, as in imports) or, with neither, a classification."""
     ontology_class = _ontology_class(project_id=datarow.dataset.project_id, class_name=class_name)

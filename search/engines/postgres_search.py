@@ -1,5 +1,5 @@
 """The PostgreSQL engine behind the search interface: a keyset page, the total and facets, each one statement built
-on the compiled condition (search/engines/postgres.py), run on the alias the caller names.
+on the compiled condition (search/engines/postgres_compiler.py), run on the alias the caller names.
 
 Sort keys: created_at; the minimum of a metadata path's values of its catalog type (lists have several); a
 prediction score: the maximum score of the row's predictions of the named model version (and class). A row
@@ -26,7 +26,8 @@ from search.engines.base import (
     cursor_error,
     facet_metadata_path,
 )
-from search.engines.postgres import CompiledQuery, compile_filter, jsonpath_direct, jsonpath_values, reads_object_rows
+from search.engines.postgres_compiler import compile_filter, reads_object_rows
+from search.engines.postgres_sql import CompiledQuery, jsonpath_direct, jsonpath_values
 from search.engines.snapshot_sessions import can_share_snapshot, fetch_all_in_one_snapshot
 from search.ql.validation import ValidQuery, parse_datetime
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connections, transaction
 
 from mlops.statements import current_request_connections
-from search.engines.postgres import CompiledQuery
+from search.engines.postgres_sql import CompiledQuery
 
 _READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 

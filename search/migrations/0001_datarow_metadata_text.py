@@ -2,7 +2,7 @@ from django.db import migrations
 
 # MATCH(metadata.<path>, 'words') is true when one string at the path holds every word; all of a datarow's metadata
 # strings then hold them too, so this index over the whole tree's words finds the candidates and the exact test on
-# the path runs on those rows only (search/engines/postgres.py, _json_each). jsonb_to_tsvector with an explicit
+# the path runs on those rows only (search/engines/postgres_compiler.py, _json_each). jsonb_to_tsvector with an explicit
 # configuration is immutable, as an index expression must be.
 METADATA_TEXT = "jsonb_to_tsvector('simple'::regconfig, metadata, '[\"string\"]'::jsonb)"
 

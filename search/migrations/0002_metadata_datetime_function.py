@@ -2,7 +2,7 @@ from django.db import migrations
 
 # The datetime at a metadata path reached through objects only (a strict jsonpath: no list on the way), or NULL
 # when there is none, it is not a string or not a valid timestamp. Declared immutable so expression indexes can be
-# built on it per catalog path (search/engines/postgres.py, metadata_datetime_indexes): the cast to timestamptz
+# built on it per catalog path (search/engines/postgres_indexes.py, metadata_path_indexes): the cast to timestamptz
 # depends on TimeZone and DateStyle, which the function fixes, so the same input always gives the same instant
 # (UTC and ISO, as the application's connections use; a string without an offset is UTC). PL/pgSQL: a SQL function
 # with SET clauses runs through the SQL-function executor on every call, five times slower per row.

@@ -1,10 +1,13 @@
 """Query text -> typed tree (search.ql.ast), with the size limits of docs/query-language.md."""
 
 import math
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
+from lark.tree import Meta
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from search.ql import ast
@@ -28,12 +31,13 @@ def _lark() -> Lark:
     return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False)
 
 
-def _words(terminals) -> str:
+def _words(terminals: Iterable[str]) -> str:
     return ", ".join(sorted(_TERMINAL_WORDS.get(name, name) for name in terminals))
 
 
 def _pos(item: Tree | Token) -> ast.Pos:
     if isinstance(item, Token):
+        assert item.line is not None and item.column is not None, "the lexer places every token"
         return ast.Pos(item.line, item.column)
     return ast.Pos(item.meta.line, item.meta.column)
 
@@ -82,40 +86,40 @@ def _value(token: Token) -> ast.Value:
     return ast.Value(token.type == "TRUE", _pos(token))
 
 
-def _keyword(children, name: str) -> bool:
+def _keyword(children: list[Any], name: str) -> bool:
     return any(isinstance(child, Token) and child.type == name for child in children)
 
 
 @v_args(meta=True)
 class _ToAst(Transformer):
-    def __init__(self, limits: QueryLimits):
+    def __init__(self, limits: QueryLimits) -> None:
         super().__init__()
         self.limits = limits
 
-    def start(self, meta, children):
+    def start(self, meta: Meta, children: list[Any]) -> Any:
         return children[0]
 
-    def or_expr(self, meta, children):
+    def or_expr(self, meta: Meta, children: list[Any]) -> Any:
         return ast.Or(tuple(c for c in children if not isinstance(c, Token)), ast.Pos(meta.line, meta.column))
 
-    def and_expr(self, meta, children):
+    def and_expr(self, meta: Meta, children: list[Any]) -> Any:
         return ast.And(tuple(c for c in children if not isinstance(c, Token)), ast.Pos(meta.line, meta.column))
 
-    def negation(self, meta, children):
+    def negation(self, meta: Meta, children: list[Any]) -> Any:
         return ast.Not(children[1], _pos(children[0]))
 
-    def field(self, meta, children):
+    def field(self, meta: Meta, children: list[Any]) -> Any:
         names = tuple(c[1:-1].replace('""', '"') if c.type == "QUOTED_NAME" else str(c) for c in children)
         return ast.Field(names, ast.Pos(meta.line, meta.column))
 
-    def object_kind(self, meta, children):
+    def object_kind(self, meta: Meta, children: list[Any]) -> Any:
         return children[0]
 
-    def compare(self, meta, children):
+    def compare(self, meta: Meta, children: list[Any]) -> Any:
         field, op, value = children
         return ast.Compare(field, "!=" if op == "<>" else str(op), _value(value), field.pos)
 
-    def in_list(self, meta, children):
+    def in_list(self, meta: Meta, children: list[Any]) -> Any:
         field = children[0]
         values = tuple(_value(c) for c in children[1:] if c.type not in ("NOT", "IN"))
         if len(values) > self.limits.max_in_values:
@@ -123,41 +127,41 @@ class _ToAst(Transformer):
                         values[self.limits.max_in_values].pos)
         return self._negated(children, ast.InList(field, values, field.pos))
 
-    def between(self, meta, children):
+    def between(self, meta: Meta, children: list[Any]) -> Any:
         field = children[0]
         low, high = (_value(c) for c in children[1:] if c.type not in ("NOT", "BETWEEN", "AND"))
         return self._negated(children, ast.Between(field, low, high, field.pos))
 
-    def like(self, meta, children):
+    def like(self, meta: Meta, children: list[Any]) -> Any:
         field = children[0]
         pattern = self._pattern(children[-1])
-        if like_wildcards(pattern.value) > self.limits.max_pattern_wildcards:
+        if like_wildcards(str(pattern.value)) > self.limits.max_pattern_wildcards:
             raise _over(self.limits, "max_pattern_wildcards", "a LIKE pattern may hold at most {} wildcards (% and _)",
                         pattern.pos)
         return self._negated(children, ast.Like(field, pattern, field.pos))
 
-    def is_null(self, meta, children):
+    def is_null(self, meta: Meta, children: list[Any]) -> Any:
         field = children[0]
         exists = ast.Exists(field, field.pos)
         return exists if _keyword(children, "NOT") else ast.Not(exists, field.pos)
 
-    def under(self, meta, children):
+    def under(self, meta: Meta, children: list[Any]) -> Any:
         return ast.Under(children[0], _string(children[2]), children[0].pos)
 
-    def exists(self, meta, children):
+    def exists(self, meta: Meta, children: list[Any]) -> Any:
         return ast.Exists(children[1], _pos(children[0]))
 
-    def match(self, meta, children):
+    def match(self, meta: Meta, children: list[Any]) -> Any:
         return ast.Match(children[1], self._pattern(children[2]), _pos(children[0]))
 
-    def in_slice(self, meta, children):
+    def in_slice(self, meta: Meta, children: list[Any]) -> Any:
         return ast.InSlice(_string(children[2]), _pos(children[0]))
 
-    def object_match(self, meta, children):
+    def object_match(self, meta: Meta, children: list[Any]) -> Any:
         kind, condition = children
         return ast.ObjectMatch(str(kind).lower(), condition, _pos(kind))
 
-    def object_count(self, meta, children):
+    def object_count(self, meta: Meta, children: list[Any]) -> Any:
         kind = children[1]
         condition = children[3] if _keyword(children, "WHERE") else None
         count = _number(children[-1])
@@ -169,13 +173,14 @@ class _ToAst(Transformer):
     def _pattern(self, token: Token) -> ast.Value:
         """A LIKE pattern or MATCH text: its cost grows with its length."""
         pattern = _string(token)
+        assert isinstance(pattern.value, str)
         if len(pattern.value) > self.limits.max_pattern_length:
             raise _over(self.limits, "max_pattern_length", "a LIKE pattern or MATCH text may be at most {} characters",
                         pattern.pos)
         return pattern
 
     @staticmethod
-    def _negated(children, predicate):
+    def _negated(children: list[Any], predicate: ast.Predicate) -> ast.Expr:
         return ast.Not(predicate, predicate.pos) if _keyword(children, "NOT") else predicate
 
 
@@ -220,7 +225,8 @@ def parse(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> ast.Expr:
     try:
         tree = _lark().parse(text)
         _check_shape(tree, limits)
-        return _ToAst(limits).transform(tree)
+        expr: ast.Expr = _ToAst(limits).transform(tree)
+        return expr
     except _Limit as limit:
         raise _limit_error(text, limit) from None
     except VisitError as error:
@@ -233,6 +239,7 @@ def parse(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> ast.Expr:
 
 def _syntax_error(text: str, error: UnexpectedInput) -> QueryError:
     if isinstance(error, UnexpectedCharacters):
+        assert error.pos_in_stream is not None, "the lexer places every character"
         message = f"unexpected character {text[error.pos_in_stream]!r}"
         if error.allowed:
             message += f"; expected {_words(error.allowed)}"

@@ -43,6 +43,7 @@ def to_text(node: ast.Expr) -> str:
         return f"IN SLICE {_value(node.name)}"
     if isinstance(node, ast.Match):
         return f"MATCH({_field(node.field)}, {_value(node.text)})"
+    assert not isinstance(node, ast.SliceMembership), "validation's slice ids have no query text"
     field = _field(node.field)
     if isinstance(node, ast.Compare):
         return f"{field} {node.op} {_value(node.value)}"

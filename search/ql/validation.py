@@ -2,7 +2,7 @@
 have the field's type. Engines resolve fields with `resolve_field` and values with `typed_value` afterwards."""
 
 import difflib
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -76,7 +76,7 @@ def _error(query: str, message: str, pos: ast.Pos) -> QueryError:
     return QueryError(message, query=query, line=pos.line, column=pos.column)
 
 
-def _unknown_field(query: str, what: str, name: str, candidates, pos: ast.Pos, hint: str = "",
+def _unknown_field(query: str, what: str, name: str, candidates: Iterable[str], pos: ast.Pos, hint: str = "",
                    prefix: str = "") -> QueryError:
     """`unknown field 'x'; did you mean ...?`, with the closest names also in `extra.suggestions`.
     Names under a common `prefix` are compared without it, which would otherwise make every one look close."""
@@ -137,9 +137,10 @@ def field_type(spec: FieldSpec, value: ast.Value) -> str:
     return spec.type or literal_type(value)
 
 
-def typed_value(spec: FieldSpec, value: ast.Value):
+def typed_value(spec: FieldSpec, value: ast.Value) -> str | int | float | bool | datetime | None:
     """The Python value a condition compares with (datetimes parsed)."""
     if spec.type == "datetime":
+        assert isinstance(value.value, str), "check_value lets only strings through to a datetime field"
         return parse_datetime(value.value)
     return value.value
 
@@ -185,6 +186,7 @@ class _Validator:
         """An ids or frozen slice becomes a membership test; a live slice's query is checked and put in its place
         (limited to its dataset, if it is), so it is always evaluated as it reads now."""
         name = node.name.value
+        assert isinstance(name, str), "the grammar takes a 'string' after IN SLICE"
         definition = self.slices.get(name) if self.slices is not None else None
         if definition is None:
             known = list(self.slices) if self.slices is not None else []
@@ -215,6 +217,7 @@ class _Validator:
         return ast.And((root, in_dataset), node.pos)
 
     def check_predicate(self, node: ast.Predicate, scope: str) -> None:
+        assert not isinstance(node, (ast.InSlice, ast.SliceMembership, ast.ObjectMatch, ast.ObjectCount))
         name = ast.field_name(node.field)
         if any("\x00" in segment for segment in node.field.path):
             raise self.error("names may not contain the NUL character", node.field.pos)
@@ -242,6 +245,7 @@ class _Validator:
             if (spec.type or "string") not in TEXT_TYPES:
                 raise self.error(f"{name} is a {spec.type} field: LIKE needs a string field", node.pos)
             self.check_value(name, spec, node.pattern)
+            assert isinstance(node.pattern.value, str), "the grammar takes a 'string' after LIKE"
             if (len(node.pattern.value) - len(node.pattern.value.rstrip("\\"))) % 2:
                 raise self.error("a LIKE pattern cannot end with a lone backslash (\\ escapes the next character)",
                                  node.pattern.pos)
@@ -256,14 +260,14 @@ class _Validator:
 
     def check_value(self, name: str, spec: FieldSpec, value: ast.Value) -> None:
         given = literal_type(value)
-        if given == "string" and "\x00" in value.value:
+        if isinstance(value.value, str) and "\x00" in value.value:
             raise self.error("strings may not contain the NUL character", value.pos)
         expected = spec.type
         if expected is None or expected == given:
             return
         if expected in ("tags", "class", "model") and given == "string":
             return
-        if expected == "datetime" and given == "string":
+        if expected == "datetime" and isinstance(value.value, str):
             if parse_datetime(value.value) is None:
                 raise self.error(f"{name} is a datetime field: {value.value!r} is not an ISO 8601 date "
                                  f"(e.g. '2024-05-01' or '2024-05-01T10:00:00Z')", value.pos)
@@ -276,6 +280,7 @@ class _Validator:
         """`model = ...` names one version, 'name@version', that exists: anything else would silently match nothing."""
         if spec.kind != "model":
             return
+        assert isinstance(value.value, str), "check_value lets only strings through to the model field"
         name, at, version = value.value.rpartition("@")
         if not (at and name and version):
             raise self.error(f"model takes 'name@version', e.g. 'yolo@8.1': {value.value!r} names no version",

@@ -289,6 +289,7 @@ def test_bulk_tags_add_and_remove_in_one_update_sorted_and_unique(tenant_dataset
     ({"datarow_ids": list(range(1, 10_002)), "add": ["x"]}, "datarow_ids"),
     ({"datarow_ids": [], "add": ["x"]}, "datarow_ids"),
     ({"datarow_ids": ["one"], "add": ["x"]}, "datarow_ids"),
+    ({"datarow_ids": [2 ** 63], "add": ["x"]}, "datarow_ids"),  # past bigint: was a 500 from SQL
     ({"datarow_ids": [1]}, "add"),
     ({"datarow_ids": [1], "add": ["x"], "remove": ["x"]}, "remove"),
     ({"datarow_ids": [1], "add": [""]}, "add"),

@@ -2,7 +2,7 @@ import pytest
 
 from jobs.models import Job
 from jobs.services import job_create, job_start
-from jobs.tasks import count_to
+from jobs.tasks import COUNT_JOB_KIND
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 def _job_in(schema: str, principal, **changes) -> Job:
     with tenant_scope(schema):
-        job = job_create(principal=principal, task=count_to, params={"steps": 2, "delay_seconds": 0})
+        job = job_create(principal=principal, kind=COUNT_JOB_KIND, params={"steps": 2, "delay_seconds": 0})
         Job.objects.filter(pk=job.pk).update(**changes)
         return job
 

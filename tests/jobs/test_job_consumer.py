@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 from jobs.events import job_group_name
 from jobs.models import Job
 from jobs.services import job_create, job_finish, job_report_progress, job_start
-from jobs.tasks import count_to
+from jobs.tasks import COUNT_JOB_KIND
 from mlops.asgi import application
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
@@ -50,7 +50,7 @@ in_tenant_a = database_sync_to_async(_in_tenant_a)
 def running_job(committed_tenants, principal, settings):
     settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS = 0
     with tenant_scope(TENANT_A):
-        job = job_create(principal=principal, task=count_to, params={"steps": 2, "delay_seconds": 0})
+        job = job_create(principal=principal, kind=COUNT_JOB_KIND, params={"steps": 2, "delay_seconds": 0})
         return job_start(job_id=job.pk)
 
 

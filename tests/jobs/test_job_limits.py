@@ -19,7 +19,7 @@ from jobs.services import (
     job_start,
     job_wait_turn,
 )
-from jobs.tasks import count_to
+from jobs.tasks import COUNT_JOB_KIND, count_to
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A, TENANT_B
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _queued_job(principal) -> Job:
-    return job_create(principal=principal, task=count_to, params={"steps": 3, "delay_seconds": 0})
+    return job_create(principal=principal, kind=COUNT_JOB_KIND, params={"steps": 3, "delay_seconds": 0})
 
 
 def test_every_job_task_carries_its_kinds_soft_and_hard_time_limit(settings):

@@ -15,7 +15,7 @@ from jobs.services import (
     job_resend_lost,
     job_start,
 )
-from jobs.tasks import count_to, reap_stale_jobs
+from jobs.tasks import COUNT_JOB_KIND, count_to, reap_stale_jobs
 from mlops.exceptions import Conflict
 from mlops.observability import log_context
 from tenancy.context import tenant_scope
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _queued_job(principal, **params) -> Job:
-    return job_create(principal=principal, task=count_to, params={"steps": 3, "delay_seconds": 0, **params})
+    return job_create(principal=principal, kind=COUNT_JOB_KIND, params={"steps": 3, "delay_seconds": 0, **params})
 
 
 def _running_job(principal) -> Job:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from jobs.services import job_create
-from jobs.tasks import count_to
+from jobs.tasks import COUNT_JOB_KIND
 from mlops.db_routing import WRITER
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
@@ -60,7 +60,7 @@ def _reaping(**env) -> dict:
 
 def _start_count_job(principal, *, steps: int, delay_seconds: float) -> Job:
     with tenant_scope(TENANT_A):
-        return job_create(principal=principal, task=count_to, params={"steps": steps, "delay_seconds": delay_seconds})
+        return job_create(principal=principal, kind=COUNT_JOB_KIND, params={"steps": steps, "delay_seconds": delay_seconds})
 
 
 def _job(job_id) -> Job:

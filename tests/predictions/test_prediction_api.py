@@ -8,10 +8,11 @@ import torch
 from sklearn.metrics import accuracy_score
 
 from datasets.models import Dataset, Label, Prediction
+from predictions.models import PredictionRun
 from slices.models import SliceMember, Split
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
-from tests.factories import model_version_make
+from tests.factories import model_version_make, slice_make
 from tests.training.conftest import TINY_CONFIG, make_image_data
 from tests.training.malicious_checkpoint import write_malicious_checkpoint
 from training.core.interface import Example
@@ -138,7 +139,10 @@ def test_metrics_selection_and_comparison_over_rest(client, trained, django_capt
                            {"baseline_id": constant.pk, "candidate_id": version_id,
                             "disagreement_slice_name": "trained-vs-red"}, format="json")
     no_boxes = client.get(f"{base}/model-versions/{version_id}/detection-metrics")
+    too_many = client.post(f"{base}/prediction-runs/{run['id']}/selections",  # past bigint: was a 500 from SQL
+                           {"name": "all", "strategy": "least_confidence", "k": 2 ** 63}, format="json")
     # then
+    assert too_many.status_code == 400 and list(too_many.json()["extra"]["fields"]) == ["k"]
     assert metrics.status_code == 200, metrics.content
     assert metrics.json()["datarows"] == len(validation) == 4
     assert metrics.json()["accuracy"] == pytest.approx(accuracy_score(
@@ -266,3 +270,24 @@ def test_prediction_run_splits_need_a_slice(client, trained):
     response = client.post(f"{base}/prediction-runs", {"model_version_id": version_id, "dataset_id": data.dataset.pk,
                                                         "splits": ["test"]}, format="json")
     assert response.status_code == 400 and "splits" in response.json()["extra"]["fields"]
+
+
+def test_a_prediction_run_over_splits_the_slice_has_no_members_in_is_refused_before_it_is_queued(client, trained):
+    # given: the trained slice has train and validation members, none in test; and an empty ids slice
+    data, base, version_id = trained
+    with tenant_scope(TENANT_A):
+        empty = slice_make(project=data.project, name="empty")
+        runs_before = PredictionRun.objects.count()
+    # when
+    no_test = client.post(f"{base}/prediction-runs", {"model_version_id": version_id, "slice_id": data.slice.pk,
+                                                       "splits": ["test"]}, format="json")
+    no_members = client.post(f"{base}/prediction-runs", {"model_version_id": version_id, "slice_id": empty.pk},
+                             format="json")
+    # then: each a 400 on the field that left nothing to predict, and no run queued
+    assert no_test.status_code == 400, no_test.content
+    assert no_test.json()["extra"]["fields"] == {"splits": ["No members."]}
+    assert no_test.json()["message"] == "Slice 'all' has no members in test: nothing to predict."
+    assert no_members.status_code == 400, no_members.content
+    assert no_members.json()["extra"]["fields"] == {"slice_id": ["No members."]}
+    with tenant_scope(TENANT_A):
+        assert PredictionRun.objects.count() == runs_before

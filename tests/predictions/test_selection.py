@@ -5,7 +5,7 @@ import random
 import pytest
 
 from mlops.exceptions import ApplicationError, Conflict
-from predictions.selection import STRATEGIES, Selection
+from predictions.active_selection import STRATEGIES, Selection
 from predictions.services import selection_create
 from slices.models import SliceMember
 

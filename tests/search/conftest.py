@@ -109,7 +109,7 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
 @pytest.fixture(scope="module")
 def postgres_ids(django_db_blocker):
     """`postgres_ids(query, project_id, dataset_id=None)`: the PostgreSQL engine's answer, read in tenant A."""
-    from search.engines.postgres import datarow_ids
+    from tests.search.postgres_queries import datarow_ids
     from tenancy.context import tenant_scope
 
     def run(query, project_id: int, dataset_id: int | None = None) -> list[int]:

@@ -159,7 +159,7 @@ def test_a_viewer_cannot_start_a_bulk_action(two_datasets, make_token, api_clien
     ({"query": "", "action": "delete", "tags": ["x"]}, 400, "tags"),
     ({"query": "", "action": "rename", "tags": ["x"]}, 400, "action"),
     ({"query": "", "action": "tag", "tags": [""]}, 400, "tags"),
-    ({"query": "", "action": "delete", "dataset": 999_999_999}, 404, None),
+    ({"query": "", "action": "delete", "dataset": 999_999_999}, 400, "dataset"),
 ])
 def test_bad_bulk_requests_say_what_is_wrong_and_start_nothing(two_datasets, make_token, api_client, body, status,
                                                                field):

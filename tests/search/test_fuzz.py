@@ -3,7 +3,7 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.engines.postgres import compile_query
+from tests.search.postgres_queries import compile_query
 from search.ql import QueryError, parse, validate
 from search.ql.render import to_text
 from tests.search.strategies import queries

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from search.engines import reference
-from search.engines.postgres import compile_filter
+from search.engines.postgres_compiler import compile_filter
 from search.ql import parse, validate
 from tests.conftest import TENANT_A
 

@@ -4,10 +4,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from search.engines import reference
-from search.engines.postgres import compile_query, reads_object_rows
+from search.engines.postgres_compiler import reads_object_rows
 from search.ql import parse, validate
 from search.ql.render import to_text
 from tests.conftest import TENANT_A
+from tests.search.postgres_queries import compile_query
 from tests.search.strategies import queries
 
 # Reads only: the data is committed once per module by the search_data fixture.

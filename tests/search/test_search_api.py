@@ -238,11 +238,16 @@ def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_
                                  format="json")
     # then
     assert own.status_code == 200 and own.json()["results"] == [] and own.json()["total"]["value"] == 0
-    assert with_a_dataset.status_code == 404
-    # A's project id is no project of B's, or (the ids are per schema) B's own project, which lacks A's dataset
-    missing = (f"Dataset {search_data.dataset_ids[0]} does not exist in project {project_b.pk}."
-               if project_b.pk == search_data.project_id else f"Project {search_data.project_id} does not exist.")
-    assert (at_a_project.status_code, at_a_project.json()) == (404, {"message": missing, "extra": {}})
+    no_dataset = f"Dataset {search_data.dataset_ids[0]} does not exist in project {project_b.pk}."
+    assert (with_a_dataset.status_code, with_a_dataset.json()) == (
+        400, {"message": no_dataset, "extra": {"fields": {"dataset": [no_dataset]}}})
+    # A's project id is no project of B's (a 404 of the URL), or (the ids are per schema) B's own project, which
+    # lacks A's dataset (a 400 on the body's field)
+    if project_b.pk == search_data.project_id:
+        assert (at_a_project.status_code, at_a_project.json()["message"]) == (400, no_dataset)
+    else:
+        assert (at_a_project.status_code, at_a_project.json()) == (
+            404, {"message": f"Project {search_data.project_id} does not exist.", "extra": {}})
 
 
 def test_a_viewer_can_search_and_no_token_cannot(search_data, make_token, api_client):

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlops.exceptions import ApplicationError, Conflict
-from search.ql import QueryError
+from search.queries import InvalidQuery
 from slices.models import Slice, SliceMember
 from slices.selectors import slice_member_count, slice_member_page, slice_members_sql, slice_split_counts
 from slices.services import (
@@ -101,9 +101,9 @@ def test_live_and_frozen_slices_can_be_limited_to_a_dataset(project, make_rows, 
 
 def test_bad_queries_are_refused_before_a_slice_is_made(project, make_rows, principal):
     make_rows(1)
-    with pytest.raises(QueryError, match="unknown field"):
+    with pytest.raises(InvalidQuery, match="unknown field"):
         slice_create_live(project=project, name="x", created_by="t", query="metadata.nope = 1")
-    with pytest.raises(QueryError, match="unknown slice 'nope'"):
+    with pytest.raises(InvalidQuery, match="unknown slice 'nope'"):
         slice_freeze_start(principal=principal, project=project, name="y", query="IN SLICE 'nope'")
     assert not Slice.objects.filter(project=project).exists()
 
@@ -320,12 +320,12 @@ def test_a_failed_freeze_leaves_no_slice_behind(project, make_rows, principal, c
     from jobs.models import Job
     from jobs.services import job_create
     from slices.models import Slice
-    from slices.tasks import slice_freeze
+    from slices.services import SLICE_FREEZE_JOB_KIND
 
     make_rows(3)
     doomed = slice_make(project=project, name="doomed", kind=Slice.Kind.FROZEN, query="metadata.gone = 1")
     with django_capture_on_commit_callbacks(execute=True):
-        job = job_create(principal=principal, task=slice_freeze, params={"slice_id": doomed.pk})
+        job = job_create(principal=principal, kind=SLICE_FREEZE_JOB_KIND, params={"slice_id": doomed.pk})
     job = Job.objects.get(pk=job.pk)
     assert job.status == "failed" and "unknown field 'metadata.gone'" in job.error
     assert not Slice.objects.filter(pk=doomed.pk).exists()

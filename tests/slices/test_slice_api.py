@@ -93,7 +93,10 @@ def test_combine(api):
     assert [r["id"] for r in results] == [ids[0], ids[2], ids[3]]
     missing = client.post(f"{url}combine", {"name": "x", "operation": "union", "slices": [low["id"], 999999]},
                           format="json")
-    assert missing.status_code == 404 and "999999" in missing.json()["message"]
+    assert missing.status_code == 400 and "999999" in missing.json()["extra"]["fields"]["slices"][0]
+    past_bigint = client.post(f"{url}combine", {"name": "x", "operation": "union", "slices": [low["id"], 2 ** 63]},
+                              format="json")
+    assert past_bigint.status_code == 400 and "slices" in past_bigint.json()["extra"]["fields"]
 
 
 def test_in_slice_through_a_slice_query(api):
@@ -111,7 +114,10 @@ def test_in_slice_through_a_slice_query(api):
     ({"name": "x", "kind": "ids", "datarow_ids": [1], "query": "width > 1"}, 400, "query"),
     ({"name": "x", "kind": "query", "datarow_ids": [1]}, 400, "datarow_ids"),
     ({"name": "x", "kind": "weird"}, 400, "kind"),
-    ({"name": "x", "kind": "frozen", "query": "metadata.i = 1", "dataset": 999999}, 404, None),
+    # ids past bigint: 400s naming the field, not errors from SQL
+    ({"name": "x", "kind": "ids", "datarow_ids": [2 ** 63]}, 400, "datarow_ids"),
+    ({"name": "x", "kind": "frozen", "query": "", "dataset": 2 ** 63}, 400, "dataset"),
+    ({"name": "x", "kind": "frozen", "query": "metadata.i = 1", "dataset": 999999}, 400, "dataset"),
 ])
 def test_bad_creations_say_what_and_where(api, body, status, where):
     client, url, _, _ = api

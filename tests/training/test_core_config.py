@@ -47,3 +47,14 @@ def test_asking_for_cuda_on_a_machine_without_it_names_the_device_key(tmp_path, 
             train=[Example(key=1, uri="a.jpg", target=0)], validation=[], classes=["a"], config={"device": "cuda"},
             opener=open, output_dir=tmp_path, on_step=print, on_epoch=print, log=print)
     assert raised.value.key == "device"
+
+
+def test_every_bad_value_is_reported_at_once_each_under_its_key():
+    with pytest.raises(ConfigError) as raised:
+        ImageClassifierTrainer().validate_config(
+            {"epochs": 0, "learning_rate": "fast", "architecture": "vgg16", "colour": "red", "augment": "yes"})
+
+    assert raised.value.problems.keys() == {"epochs", "learning_rate", "architecture", "colour", "augment"}
+    assert "from 1 to 10000" in raised.value.problems["epochs"][0]
+    assert "must be a number" in raised.value.problems["learning_rate"][0]
+    assert all(f"{key}: " in str(raised.value) for key in raised.value.problems)

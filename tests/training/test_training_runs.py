@@ -61,6 +61,27 @@ def test_a_bad_hyperparameter_is_a_400_naming_the_key(client, data, hyperparamet
     assert list(response.json()["extra"]["fields"]) == [f"hyperparameters.{key}"]
 
 
+def test_a_bad_config_is_one_400_that_names_every_bad_key(client, data):
+    # given: a model's hyperparameters and a run's config overrides, each with several mistakes
+    response = client.post(f"/api/v1/projects/{data.project.pk}/models",
+                           {"name": "bad", "hyperparameters": {"epochs": 0, "learning_rate": -1, "cache_dir": "/etc",
+                                                               "colour": "red"}}, format="json")
+    model = _model(client, data)
+    run = client.post(f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs",
+                      {"slice_id": data.slice.pk, "config": {"batch_size": 0, "device": "tpu"}}, format="json")
+    # then: each answer lists them all, keyed by their path in the body
+    assert response.status_code == 400, response.content
+    fields = response.json()["extra"]["fields"]
+    assert fields.keys() == {"hyperparameters.epochs", "hyperparameters.learning_rate", "hyperparameters.cache_dir",
+                             "hyperparameters.colour"}
+    assert fields["hyperparameters.cache_dir"] == ["chosen by the platform; leave it out"]
+    assert "from 1 to 10000" in fields["hyperparameters.epochs"][0]
+    assert run.status_code == 400, run.content
+    assert run.json()["extra"]["fields"].keys() == {"config.batch_size", "config.device"}
+    with tenant_scope(TENANT_A):
+        assert not TrainingRun.objects.exists()
+
+
 @pytest.mark.parametrize("trainer", [
     "sys:exit", "this:x", ".x:Y", "os:system", "no.such.module:Trainer", CONSTANT_TRAINER,
 ])

@@ -6,18 +6,22 @@ import pickle
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, nullcontext
+from collections.abc import Generator
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from training.core.image_classifier import CLASSES_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, validate_config
 from training.core.images import (
     DecodedCache,
     DecodedImages,
+    Batch,
     DeviceImages,
     ShuffledBatches,
     cached_batches,
@@ -39,7 +43,7 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cuda" if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def mixed_precision(device: torch.device):
+def mixed_precision(device: torch.device) -> AbstractContextManager[Any]:
     """bf16 autocast on CUDA; plain float32 on the CPU, which keeps CPU runs exact and repeatable."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
@@ -65,7 +69,8 @@ def train_classifier(*, train: Sequence[Example], validation: Sequence[Example],
     if config["init_weights"]:
         load_into(network, config["init_weights"], opener)
         log(f"Started from the weights at {config['init_weights']}.")
-    network = network.to(device, memory_format=torch.channels_last)
+    # Module.to takes memory_format at run time; torch's overloads leave it out.
+    network = network.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     loop = _TrainingLoop(network, device, config, train, validation, opener, on_step, on_epoch, log)
     if config["cache"] == "decoded" and config["cache_dir"] is None:
         with tempfile.TemporaryDirectory(prefix="decoded-cache-", dir=output_dir) as cache_dir:
@@ -93,7 +98,7 @@ def predict_classifier(*, artifact_dir: Path, items: Sequence[Example], opener: 
     target = resolve_device(device)
     network = build_network(config["architecture"], len(classes))
     network.load_state_dict(load_weights(artifact_dir / WEIGHTS_FILE))
-    network = network.to(target, memory_format=torch.channels_last).eval()
+    network = network.to(target, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     to_input = DeviceImages(target, augment_seed=None)
     top_k = max(1, min(top_k, len(classes)))
     loader = decoding_loader(DecodedImages(items, opener, config["image_size"]),
@@ -118,7 +123,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
                          f"run code).") from error
 
 
-def make_optimizer(network: torch.nn.Module, config: dict, total_steps: int):
+def make_optimizer(network: torch.nn.Module, config: dict,
+                   total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with a short linear warm-up, then a cosine decay to zero over the run."""
     optimizer = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
     warmup = max(1, int(total_steps * WARMUP_FRACTION))
@@ -127,7 +133,8 @@ def make_optimizer(network: torch.nn.Module, config: dict, total_steps: int):
     return optimizer, schedule
 
 
-def train_step(network: torch.nn.Module, optimizer, schedule, to_input: DeviceImages, images: torch.Tensor,
+def train_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               schedule: torch.optim.lr_scheduler.LRScheduler, to_input: DeviceImages, images: torch.Tensor,
                targets: torch.Tensor, *, augment: bool) -> tuple[float, int]:
     """One optimiser step on a uint8 (B, S, S, 3) batch: the batch's mean loss and how many it got right."""
     targets = targets.to(to_input.device, non_blocking=True)
@@ -144,7 +151,9 @@ def train_step(network: torch.nn.Module, optimizer, schedule, to_input: DeviceIm
 
 
 class _TrainingLoop:
-    def __init__(self, network, device, config, train, validation, opener, on_step, on_epoch, log):
+    def __init__(self, network: torch.nn.Module, device: torch.device, config: dict, train: Sequence[Example],
+                 validation: Sequence[Example], opener: Opener, on_step: Callable[[StepProgress], None],
+                 on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> None:
         self.network, self.device, self.config = network, device, config
         self.train_examples, self.validation_examples = train, validation
         self.opener, self.on_step, self.on_epoch, self.log = opener, on_step, on_epoch, log
@@ -152,7 +161,7 @@ class _TrainingLoop:
         self.pin_memory = device.type == "cuda"
         # A GPU step outruns one reader of 256 images; on the CPU more readers only take cores from the model.
         self.cache_readers = max(2, min(8, config["num_workers"])) if device.type == "cuda" else 1
-        self.loaders: dict[str, object] = {}
+        self.loaders: dict[str, DataLoader] = {}
         self.caches: dict[str, DecodedCache] = {}
         self.steps_per_epoch = len(epoch_batches(len(train), config["batch_size"], None))
         self.total_steps = self.steps_per_epoch * config["epochs"]
@@ -216,7 +225,7 @@ class _TrainingLoop:
         count = len(self.validation_examples)
         return loss_sum / count, correct / count
 
-    def _batches(self, split: str, *, epoch: int | None) -> Iterator:
+    def _batches(self, split: str, *, epoch: int | None) -> Generator[Batch]:
         """One epoch of (indices, uint8 images, targets), shuffled for a training epoch: from the decoded
         cache when it is complete, else decoded by the DataLoader (filling the cache on the way if any)."""
         examples = self.train_examples if split == "train" else self.validation_examples
@@ -233,11 +242,12 @@ class _TrainingLoop:
                 ShuffledBatches(len(examples), self.config["batch_size"]),
                 num_workers=self.config["num_workers"], pin_memory=self.pin_memory)
         loader = self.loaders[split]
+        assert isinstance(loader.batch_sampler, ShuffledBatches)
         loader.batch_sampler.shuffle_seed = order_seed
         return filling_cache(iter(loader), cache) if cache is not None else _closable(iter(loader))
 
 
-def _closable(batches: Iterator) -> Iterator:
+def _closable(batches: Iterator[Batch]) -> Generator[Batch]:
     """A generator over the DataLoader's iterator, which has no close() for contextlib.closing."""
     yield from batches
 

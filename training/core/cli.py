@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from training.core.interface import ConfigError, Example
+from training.core.interface import ConfigError, Example, StepProgress, Trainer
 from training.core.opener import open_uri
 from training.core.registry import TrainerError, get_trainer
 
@@ -38,7 +38,7 @@ def read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def trainer_get(name: str):
+def trainer_get(name: str) -> Trainer:
     try:
         return get_trainer(name, json.loads(os.environ.get("TRAINER_PLUGINS") or "{}"))
     except (TrainerError, ValueError) as error:
@@ -52,7 +52,7 @@ def train(arguments: argparse.Namespace) -> None:
     unknown = {row.get("class") for row in rows} - index.keys()
     if unknown:
         raise SystemExit(f"Manifest classes not in --classes: {sorted(map(str, unknown))}")
-    splits = {"train": [], "validation": []}
+    splits: dict[str, list[Example]] = {"train": [], "validation": []}
     for row in rows:
         splits[row.get("split", "train")].append(Example(key=row["key"], uri=row["uri"], target=index[row["class"]]))
     trainer = trainer_get(arguments.trainer)
@@ -62,7 +62,7 @@ def train(arguments: argparse.Namespace) -> None:
         raise SystemExit(f"Bad config: {error}") from error
     last_print = [0.0]
 
-    def on_step(progress) -> None:
+    def on_step(progress: StepProgress) -> None:
         now = time.monotonic()
         if now - last_print[0] >= 1 or progress.step == progress.steps:
             last_print[0] = now

@@ -8,7 +8,16 @@ training workers' dependencies; training and prediction (training.core.classifie
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from training.core.interface import ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult
+from training.core.interface import (
+    ConfigError,
+    ConfigProblems,
+    EpochMetrics,
+    Example,
+    Opener,
+    Prediction,
+    StepProgress,
+    TrainResult,
+)
 from training.core.weights import check_weights_uri
 
 ARCHITECTURES = ("small-cnn", "resnet18")
@@ -46,29 +55,37 @@ FLOAT_RANGES = {"learning_rate": (0.0, 10.0), "weight_decay": (0.0, 1.0)}
 def validate_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise ConfigError("config", "must be a JSON object")
+    problems = ConfigProblems()
     for key in config:
         if key not in DEFAULTS:
-            raise ConfigError(key, f"unknown key; expected some of {', '.join(DEFAULTS)}")
+            problems.add(key, f"unknown key; expected some of {', '.join(DEFAULTS)}")
     valid = {**DEFAULTS, **config}
+    low: float  # the integer and the float ranges share these names
+    high: float
     for key, choices in CHOICES.items():
         if valid[key] not in choices:
-            raise ConfigError(key, f"must be one of {', '.join(choices)}, not {valid[key]!r}")
+            problems.add(key, f"must be one of {', '.join(choices)}, not {valid[key]!r}")
     for key, (low, high) in INTEGER_RANGES.items():
         value = valid[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(key, f"must be an integer from {low} to {high}, not {value!r}")
+            problems.add(key, f"must be an integer from {low} to {high}, not {value!r}")
     for key, (low, high) in FLOAT_RANGES.items():
         value = valid[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ConfigError(key, f"must be a number from {low} to {high}, not {value!r}")
-        valid[key] = float(value)
+            problems.add(key, f"must be a number from {low} to {high}, not {value!r}")
+        else:
+            valid[key] = float(value)
     if valid["learning_rate"] == 0:
-        raise ConfigError("learning_rate", "must be greater than 0")
+        problems.add("learning_rate", "must be greater than 0")
     if not isinstance(valid["augment"], bool):
-        raise ConfigError("augment", f"must be true or false, not {valid['augment']!r}")
+        problems.add("augment", f"must be true or false, not {valid['augment']!r}")
     if valid["cache_dir"] is not None and not (isinstance(valid["cache_dir"], str) and valid["cache_dir"]):
-        raise ConfigError("cache_dir", f"must be a folder path or null, not {valid['cache_dir']!r}")
-    check_weights_uri(valid["init_weights"])
+        problems.add("cache_dir", f"must be a folder path or null, not {valid['cache_dir']!r}")
+    try:
+        check_weights_uri(valid["init_weights"])
+    except ConfigError as error:
+        problems.add(error.key, error.message)
+    problems.raise_if_any()
     return valid
 
 

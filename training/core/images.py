@@ -10,7 +10,7 @@ import io
 import os
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -134,9 +134,11 @@ class DecodedCache:
         self.array = np.lib.format.open_memmap(self._partial, mode="w+", dtype=np.uint8, shape=self.shape)
 
     def write(self, indices: torch.Tensor, images: torch.Tensor) -> None:
+        assert self.array is not None, "start_filling() first"
         self.array[indices.numpy()] = images.numpy()
 
     def finish(self) -> None:
+        assert isinstance(self.array, np.memmap) and self._partial is not None, "start_filling() first"
         self.array.flush()
         os.replace(self._partial, self.path)  # atomic: concurrent builders of the same file write the same bytes
         self._partial = None
@@ -149,7 +151,7 @@ class DecodedCache:
             self._partial = None
 
 
-def filling_cache(batches: Iterator[Batch], cache: DecodedCache) -> Iterator[Batch]:
+def filling_cache(batches: Iterator[Batch], cache: DecodedCache) -> Generator[Batch]:
     """Pass decoded batches through while a background thread copies them into the cache."""
     cache.start_filling()
     completed = False
@@ -169,10 +171,11 @@ def filling_cache(batches: Iterator[Batch], cache: DecodedCache) -> Iterator[Bat
 
 
 def cached_batches(cache: DecodedCache, targets: torch.Tensor, batches: list[list[int]], *,
-                   pin_memory: bool, threads: int) -> Iterator[Batch]:
+                   pin_memory: bool, threads: int) -> Generator[Batch]:
     """Batches gathered from the memory-mapped cache by a few threads, a few batches ahead of the consumer,
     straight into (pinned) tensors ready for a non-blocking copy to the GPU."""
     array = cache.array
+    assert array is not None, "a complete cache"
 
     def gather(indices: list[int]) -> Batch:
         index = torch.tensor(indices, dtype=torch.long)

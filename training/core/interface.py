@@ -10,15 +10,32 @@ Opener = Callable[[str], AbstractContextManager[BinaryIO]]
 
 
 class ConfigError(ValueError):
-    """A trainer config value that is missing, unknown or out of range; `key` names it."""
+    """Trainer config values that are missing, unknown or out of range. `problems` maps every bad key to what is
+    wrong with it, so a caller fixes them all at once; `key` and `message` are the first."""
 
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
+    def __init__(self, key: str, message: str, *, problems: dict[str, list[str]] | None = None):
+        self.problems = problems or {key: [message]}
+        super().__init__("; ".join(f"{name}: {text}" for name, texts in self.problems.items() for text in texts))
         self.key = key
         self.message = message
 
 
 Box = tuple[int, float, float, float, float]  # (class index, x, y, w, h): the top-left corner and size in pixels
+
+
+class ConfigProblems:
+    """Collects a config's problems as a validator walks it; `raise_if_any` raises one ConfigError naming them all."""
+
+    def __init__(self) -> None:
+        self.problems: dict[str, list[str]] = {}
+
+    def add(self, key: str, message: str) -> None:
+        self.problems.setdefault(key, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            key, messages = next(iter(self.problems.items()))
+            raise ConfigError(key, messages[0], problems=self.problems)
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,7 @@ class Trainer(Protocol):
     # top_k being the most boxes per image); a trainer without the attribute is a classifier.
 
     def validate_config(self, config: dict) -> dict:
-        """The config with defaults filled in; raises ConfigError naming the first bad key."""
+        """The config with defaults filled in; raises ConfigError naming every bad key."""
 
     def train(self, *, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
               config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],

@@ -12,7 +12,7 @@ from django.db import connections
 from datasets.models import FieldCatalogEntry
 from mlops import tables
 from mlops.db_routing import WRITER
-from search.engines.postgres import metadata_path_indexes
+from search.engines.postgres_indexes import metadata_path_indexes
 from tenancy.context import tenant_scope
 from tenancy.models import Tenant
 

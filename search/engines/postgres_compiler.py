@@ -12,14 +12,14 @@ subquery would leave it to guess an average class and pick nested loops for a cl
 (docs/design/search-postgres.md). Without one (compiling only), the same lookups are subqueries.
 """
 
-import hashlib
 import json
 import operator
-from dataclasses import dataclass
 
 from django.db import connections
 
 from mlops import tables
+from search.engines.postgres_indexes import lists_predicate, path_index_state
+from search.engines.postgres_sql import TEXT_SEARCH_CONFIG, CompiledQuery, jsonpath_direct, jsonpath_values
 from search.ql import ast
 from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, typed_value
 
@@ -28,18 +28,10 @@ OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
 _COUNT_OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
                     ">=": operator.ge}
 _JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-TEXT_SEARCH_CONFIG = "simple"
 # The expression of the index datarow_metadata_text (search/migrations/0001), written the same way so the planner
 # matches it.
 METADATA_WORDS = f"jsonb_to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, {{column}}, '[\"string\"]'::jsonb)"
 _NOT_NULL = ' ? (@.type() != "null")'
-_STRING = ' ? (@.type() == "string")'
-
-
-@dataclass(frozen=True)
-class CompiledQuery:
-    sql: str
-    params: list
 
 
 def escape_like(text: str) -> str:
@@ -50,17 +42,6 @@ def _jsonpath_literal(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value)
-
-
-def jsonpath_values(path: tuple[str, ...]) -> str:
-    """Every value at the path; lax mode steps into lists on the way and [*] into a list at the end."""
-    return "$" + "".join(f".{json.dumps(key)}" for key in path) + "[*]"
-
-
-def jsonpath_direct(path: tuple[str, ...]) -> str:
-    """The value held at the path through objects only: strict mode, so a list on the way finds nothing (and,
-    unlike `#>`, a key such as "0" never indexes into a list)."""
-    return "strict $" + "".join(f".{json.dumps(key)}" for key in path)
 
 
 class _Compiler:
@@ -233,7 +214,7 @@ class _Compiler:
         if self.using is not None and not self._path_indexes("datetime", spec.path)[1]:
             # No row holds lists there: the index answers the whole condition, with no per-row recheck.
             return f"({held})"
-        lists = self._embed(_lists_predicate("datetime", spec.path, column))
+        lists = self._embed(lists_predicate("datetime", spec.path, column))
         return f"(({held}) OR ({lists} AND {self._json_each(node, spec, column, values)}))"
 
     def _metadata_match(self, node: ast.Match, spec: FieldSpec, column: str, values: str) -> str:
@@ -246,7 +227,7 @@ class _Compiler:
                 f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
         if not self._path_indexes("match", spec.path)[1]:
             return f"({words})"
-        lists = self._embed(_lists_predicate("match", spec.path, column))
+        lists = self._embed(lists_predicate("match", spec.path, column))
         return f"(({words}) OR ({lists} AND {self._every_value(node, spec, column, values)}))"
 
     def _embed(self, compiled: CompiledQuery) -> str:
@@ -309,51 +290,6 @@ class _Compiler:
         return f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
 
 
-# Per-path indexes that `manage.py search_metadata_indexes` builds, by the kind of condition they serve: the
-# function giving the value held directly at the path (search/migrations/0002, 0003) and the index over it.
-_DIRECT_VALUE = {"datetime": "search_metadata_datetime", "match": "search_metadata_string"}
-_DIRECT_INDEX = {"datetime": "btree ((search_metadata_datetime(metadata, %s::jsonpath)))",
-                 "match": f"gin ((to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, "
-                          f"coalesce(search_metadata_string(metadata, %s::jsonpath), ''))))"}
-
-
-def _path_index_name(kind: str, path: tuple[str, ...], *, lists: bool = False) -> str:
-    suffix = hashlib.sha1(json.dumps(path).encode()).hexdigest()[:12]
-    return f"datarow_metadata_{kind}_{'lists_' if lists else ''}{suffix}"
-
-
-def _lists_predicate(kind: str, path: tuple[str, ...], column: str = "metadata") -> CompiledQuery:
-    """The rows whose values at the path must be read from lists (no direct value, but strings reached through
-    lists): the lists index's predicate, and the condition that selects its rows (written alike, so the planner
-    proves the one from the other)."""
-    return CompiledQuery(f"{_DIRECT_VALUE[kind]}({column}, %s::jsonpath) IS NULL AND {column} @? %s::jsonpath",
-                         [jsonpath_direct(path), jsonpath_values(path) + _STRING])
-
-
-def metadata_path_indexes(kind: str, path: tuple[str, ...]) -> list[CompiledQuery]:
-    """The indexes that make `kind` conditions ("datetime" comparisons or "match") on one metadata path index scans:
-    the value held directly at the path, and the (few) rows whose values must be read from lists. Named after the
-    path, created if missing, without blocking writes."""
-    lists = _lists_predicate(kind, path)
-    return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path)} "
-                          f"ON {tables.DATAROW} USING {_DIRECT_INDEX[kind]}", [jsonpath_direct(path)]),
-            CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path, lists=True)} "
-                          f"ON {tables.DATAROW} (id) WHERE {lists.sql}", lists.params)]
-
-
-def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool, bool]:
-    """Whether the schema has a valid direct index of `kind` on the path, and whether any datarow may hold the
-    path's values in lists: answered from the (small) lists index when it exists and is valid; without it, assumed,
-    since the answer would cost a scan of the table."""
-    lists = _lists_predicate(kind, path)
-    valid = ("EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid WHERE c.relname = %s "
-             "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid)")
-    with connections[using].cursor() as cursor:
-        cursor.execute(f"SELECT {valid}, CASE WHEN {valid} THEN EXISTS (SELECT 1 FROM {tables.DATAROW} "
-                       f"WHERE {lists.sql}) ELSE true END",
-                       [_path_index_name(kind, path), _path_index_name(kind, path, lists=True), *lists.params])
-        return cursor.fetchone()
-
 
 # The object fields the object tables' indexes hold (docs/design/search-postgres.md, "Indexes used"): a condition on
 # these alone is answered from the indexes.
@@ -392,20 +328,3 @@ def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int
         scope = f"d.dataset_id = {compiler.bind(dataset_id)}"
     condition = compiler.expr(query.root, ROW, "d") if query is not None else "true"
     return CompiledQuery(f"{scope} AND {condition}", compiler.params)
-
-
-def compile_query(query: ValidQuery, *, project_id: int, dataset_id: int | None = None,
-                  using: str | None = None) -> CompiledQuery:
-    """The statement selecting the ids, in id order, of the project's datarows (or one dataset's) that match."""
-    condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id, using=using)
-    return CompiledQuery(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql} ORDER BY d.id",
-                         condition.params)
-
-
-def datarow_ids(query: ValidQuery, *, project_id: int, dataset_id: int | None = None,
-                using: str = "default") -> list[int]:
-    """Run the query in the tenant schema that the connection is set to."""
-    compiled = compile_query(query, project_id=project_id, dataset_id=dataset_id, using=using)
-    with connections[using].cursor() as cursor:
-        cursor.execute(compiled.sql, compiled.params)
-        return [row[0] for row in cursor.fetchall()]
