@@ -63,18 +63,31 @@ def throwaway_tenant(prefix: str, *, files: Path | None = None):
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Python {platform.python_version()}"
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, Python {platform.python_version()}"
+    )
 
 
 def postgres_settings() -> str:
     from django.db import connection
 
-    names = ["server_version", "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size",
-             "synchronous_commit", "fsync", "full_page_writes", "wal_level", "max_parallel_workers_per_gather"]
+    names = [
+        "server_version",
+        "shared_buffers",
+        "work_mem",
+        "maintenance_work_mem",
+        "max_wal_size",
+        "synchronous_commit",
+        "fsync",
+        "full_page_writes",
+        "wal_level",
+        "max_parallel_workers_per_gather",
+    ]
     with connection.cursor() as cursor:
         # current_setting() writes each value with its unit (shared_buffers=256MB); setting || unit read "327688kB"
-        cursor.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
-                       [names])
+        cursor.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name", [names]
+        )
         settings = [f"{name}={value}" for name, value in cursor.fetchall()]
         cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
         return ", ".join([*settings, f"superuser={'on' if cursor.fetchone()[0] else 'off'}"])
@@ -94,8 +107,16 @@ def ensure_generated(rows: int, offset: int, *, coco: bool = False) -> Path:
     wanted = folder / ("coco.json" if coco else "manifest.jsonl")
     if not wanted.exists():
         started = time.monotonic()
-        command = [sys.executable, str(REPO / "bench" / "generate.py"), "--rows", str(rows), "--offset", str(offset),
-                   "--out", str(folder)] + (["--coco"] if coco else [])
+        command = [
+            sys.executable,
+            str(REPO / "bench" / "generate.py"),
+            "--rows",
+            str(rows),
+            "--offset",
+            str(offset),
+            "--out",
+            str(folder),
+        ] + (["--coco"] if coco else [])
         subprocess.run(command, check=True)
         print(f"generated {wanted} in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return folder
@@ -108,10 +129,24 @@ def start_server(log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1",
-                                   "--port", str(port), "--log-level", "warning"], cwd=REPO,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log,
-                                  stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "mlops.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import REPO, machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
 sys.path.insert(0, str(REPO))
 
@@ -37,28 +37,46 @@ def training_rows(images: int, epochs: int, threads: int) -> list[list]:
     from training.core.registry import get_trainer
 
     torch.set_num_threads(threads)
-    cases = [("detector-fcos", {"min_size": 64, "max_size": 128}), ("detector-fcos", {"min_size": 128, "max_size": 256}),
-             ("detector-faster-rcnn", {"min_size": 64, "max_size": 128}),
-             ("detector-faster-rcnn", {"min_size": 128, "max_size": 256}),
-             ("image-classifier", {"architecture": "small-cnn", "image_size": 64}),
-             ("image-classifier", {"architecture": "resnet18", "image_size": 64})]
+    cases = [
+        ("detector-fcos", {"min_size": 64, "max_size": 128}),
+        ("detector-fcos", {"min_size": 128, "max_size": 256}),
+        ("detector-faster-rcnn", {"min_size": 64, "max_size": 128}),
+        ("detector-faster-rcnn", {"min_size": 128, "max_size": 256}),
+        ("image-classifier", {"architecture": "small-cnn", "image_size": 64}),
+        ("image-classifier", {"architecture": "resnet18", "image_size": 64}),
+    ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as folder:
         shapes = write_shapes(Path(folder), images, seed=0)
-        examples = [Example(key=number, uri=str(Path(folder) / image.file_name),
-                            target=image.boxes[0][0] if image.boxes else 0, boxes=image.boxes)
-                    for number, image in enumerate(shapes)]
+        examples = [
+            Example(
+                key=number,
+                uri=str(Path(folder) / image.file_name),
+                target=image.boxes[0][0] if image.boxes else 0,
+                boxes=image.boxes,
+            )
+            for number, image in enumerate(shapes)
+        ]
         for name, config in cases:
             trainer = get_trainer(name)
             valid = trainer.validate_config({**config, "epochs": epochs, "batch_size": 8, "device": "cpu"})
             started = time.perf_counter()
-            result = trainer.train(train=examples, validation=[], classes=list(CLASSES), config=valid,
-                                   opener=open_uri, output_dir=Path(folder) / "run", on_step=lambda progress: None,
-                                   on_epoch=lambda metrics: None, log=lambda line: None)
+            result = trainer.train(
+                train=examples,
+                validation=[],
+                classes=list(CLASSES),
+                config=valid,
+                opener=open_uri,
+                output_dir=Path(folder) / "run",
+                on_step=lambda progress: None,
+                on_epoch=lambda metrics: None,
+                log=lambda line: None,
+            )
             size = config.get("min_size", config.get("image_size"))
             label = name if name != "image-classifier" else f"{name} ({config['architecture']}, reference)"
-            rows.append([label, size, 8, f"{result.epochs[-1].images_per_second:.1f}",
-                         f"{time.perf_counter() - started:.0f}"])
+            rows.append(
+                [label, size, 8, f"{result.epochs[-1].images_per_second:.1f}", f"{time.perf_counter() - started:.0f}"]
+            )
             print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
@@ -79,39 +97,68 @@ def write_rows(rows: int, boxes: int, batch_rows: int) -> list[list]:
         dataset = Dataset.objects.create(project=project, name="bench", created_by="bench")
         classes = [OntologyClass.objects.create(project=project, name=f"class-{i}").pk for i in range(10)]
         with connection.cursor() as cursor:
-            cursor.execute(f"""
+            cursor.execute(
+                f"""
                 INSERT INTO {tables.DATAROW} (dataset_id, external_id, uri, media_type, metadata, tags, created_at,
                                               updated_at)
                 SELECT %s, i::text, 's3://bench/' || i || '.jpg', 'image', '{{}}', '{{}}', now(), now()
-                FROM generate_series(1, %s) i RETURNING id""", [dataset.pk, rows])
+                FROM generate_series(1, %s) i RETURNING id""",
+                [dataset.pk, rows],
+            )
             datarow_ids = sorted(row[0] for row in cursor.fetchall())
         rng = random.Random(0)
 
         def run_of(name: str, top_k: int) -> PredictionRun:
             version = ModelVersion.objects.create(project=project, name=name, version="1")
-            job = Job.objects.create(kind="prediction-run", workspace_id="bench", owner_id="bench",
-                                     status="succeeded", celery_task_id=str(uuid.uuid4()))
-            return PredictionRun.objects.create(model_version=version, job=job, dataset=dataset, top_k=top_k,
-                                                batch_size=batch_rows, created_by="bench")
+            job = Job.objects.create(
+                kind="prediction-run",
+                workspace_id="bench",
+                owner_id="bench",
+                status="succeeded",
+                celery_task_id=str(uuid.uuid4()),
+            )
+            return PredictionRun.objects.create(
+                model_version=version, job=job, dataset=dataset, top_k=top_k, batch_size=batch_rows, created_by="bench"
+            )
 
         def box_batches():
             for start in range(0, rows, batch_rows):
-                yield [(datarow_id, sorted(((rng.randrange(10), rng.random(),
-                                             (rng.uniform(0, 600), rng.uniform(0, 440), rng.uniform(4, 200),
-                                              rng.uniform(4, 200))) for _ in range(boxes)),
-                                           key=lambda box: -box[1]))
-                       for datarow_id in datarow_ids[start:start + batch_rows]]
+                yield [
+                    (
+                        datarow_id,
+                        sorted(
+                            (
+                                (
+                                    rng.randrange(10),
+                                    rng.random(),
+                                    (
+                                        rng.uniform(0, 600),
+                                        rng.uniform(0, 440),
+                                        rng.uniform(4, 200),
+                                        rng.uniform(4, 200),
+                                    ),
+                                )
+                                for _ in range(boxes)
+                            ),
+                            key=lambda box: -box[1],
+                        ),
+                    )
+                    for datarow_id in datarow_ids[start : start + batch_rows]
+                ]
 
         def classification_batches():
             for start in range(0, rows, batch_rows):
-                yield [(datarow_id, [(index, rng.random() / 5) for index in rng.sample(range(10), 5)])
-                       for datarow_id in datarow_ids[start:start + batch_rows]]
+                yield [
+                    (datarow_id, [(index, rng.random() / 5) for index in rng.sample(range(10), 5)])
+                    for datarow_id in datarow_ids[start : start + batch_rows]
+                ]
 
         detector, classifier = run_of("detector", boxes), run_of("classifier", 5)
         for label, run, batches in (
-                (f"boxes, {boxes} per datarow, empty version", detector, box_batches),
-                (f"boxes, {boxes} per datarow, replacing every box", detector, box_batches),
-                ("top-5 classifications, empty version (reference)", classifier, classification_batches)):
+            (f"boxes, {boxes} per datarow, empty version", detector, box_batches),
+            (f"boxes, {boxes} per datarow, replacing every box", detector, box_batches),
+            ("top-5 classifications, empty version (reference)", classifier, classification_batches),
+        ):
             prepared = list(batches())
             started = time.perf_counter()
             written = 0
@@ -128,7 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="shape images to train on")
     parser.add_argument("--epochs", type=int, default=2, help="the last epoch is timed")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine: bench/RESULTS.md)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 on a shared machine: bench/RESULTS.md)"
+    )
     parser.add_argument("--rows", type=int, default=20_000, help="datarows whose predictions are written")
     parser.add_argument("--boxes", type=int, default=10, help="box predictions per datarow")
     parser.add_argument("--batch", type=int, default=256, help="datarows per write (the job's batch size)")
@@ -138,14 +187,19 @@ def main() -> None:
     if not args.skip_training:
         import torch
 
-        print_table(f"Training on the CPU, {args.images} shapes (64-128 px), {args.epochs} epochs, last one timed; "
-                    f"torch {torch.__version__}, {args.threads} thread(s)",
-                    ["trainer", "px", "batch", "images/s", "seconds in all"],
-                    training_rows(args.images, args.epochs, args.threads))
+        print_table(
+            f"Training on the CPU, {args.images} shapes (64-128 px), {args.epochs} epochs, last one timed; "
+            f"torch {torch.__version__}, {args.threads} thread(s)",
+            ["trainer", "px", "batch", "images/s", "seconds in all"],
+            training_rows(args.images, args.epochs, args.threads),
+        )
     setup_django()
     print(postgres_settings())
-    print_table(f"Prediction writes (predictions_write), {args.rows:,} datarows, batches of {args.batch}",
-                ["predictions", "seconds", "datarows/s", "predictions/s"], write_rows(args.rows, args.boxes, args.batch))
+    print_table(
+        f"Prediction writes (predictions_write), {args.rows:,} datarows, batches of {args.batch}",
+        ["predictions", "seconds", "datarows/s", "predictions/s"],
+        write_rows(args.rows, args.boxes, args.batch),
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +65,10 @@ def write_synthetic_jpegs(folder: Path, count: int, width: int, height: int) -> 
         with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
             list(pool.map(_write_jpeg, missing, chunksize=64))
     targets = np.random.default_rng(0).integers(0, len(CLASSES), count)
-    return [Example(key=number, uri=str(path), target=int(target))
-            for number, (path, target) in enumerate(zip(paths, targets))]
+    return [
+        Example(key=number, uri=str(path), target=int(target))
+        for number, (path, target) in enumerate(zip(paths, targets))
+    ]
 
 
 def measure_ceiling(device: torch.device, batch: int, size: int, steps: int) -> float:
@@ -87,9 +89,16 @@ def measure_ceiling(device: torch.device, batch: int, size: int, steps: int) -> 
 def run_trainer(examples: list[Example], config: dict, output_dir: Path) -> list[float]:
     """(b) and (d): the real trainer; images/s of each epoch's training."""
     result = ImageClassifierTrainer().train(
-        train=examples, validation=[], classes=CLASSES, config=config, opener=open_uri, output_dir=output_dir,
-        on_step=lambda progress: None, on_epoch=lambda metrics: print(f"  {metrics}", file=sys.stderr),
-        log=lambda message: print(f"  {message}", file=sys.stderr))
+        train=examples,
+        validation=[],
+        classes=CLASSES,
+        config=config,
+        opener=open_uri,
+        output_dir=output_dir,
+        on_step=lambda progress: None,
+        on_epoch=lambda metrics: print(f"  {metrics}", file=sys.stderr),
+        log=lambda message: print(f"  {message}", file=sys.stderr),
+    )
     return [epoch.images_per_second for epoch in result.epochs]
 
 
@@ -111,7 +120,7 @@ def measure_gpu_decode(examples: list[Example], device: torch.device, batch: int
             return torch.frombuffer(bytearray(stream.read()), dtype=torch.uint8)
 
     order = torch.randperm(len(examples)).tolist()
-    batches = [[examples[i] for i in order[start:start + batch]] for start in range(0, steps * batch, batch)]
+    batches = [[examples[i] for i in order[start : start + batch]] for start in range(0, steps * batch, batch)]
     with ThreadPoolExecutor(max_workers=16) as readers:
         pending = [readers.map(read, batches[0])]
         started = time.perf_counter()
@@ -132,17 +141,27 @@ def measure_detectors(folder: Path, device: torch.device, count: int, size: int,
     from demo.shapes import CLASSES, write_shapes
 
     shapes = write_shapes(folder / "shapes", count, seed=0, sides=(size // 2, size))
-    examples = [Example(key=number, uri=str(folder / "shapes" / image.file_name), target=-1, boxes=image.boxes)
-                for number, image in enumerate(shapes)]
+    examples = [
+        Example(key=number, uri=str(folder / "shapes" / image.file_name), target=-1, boxes=image.boxes)
+        for number, image in enumerate(shapes)
+    ]
     measured = []
     for name in ("detector-fcos", "detector-faster-rcnn"):
         trainer = get_trainer(name)
-        config = trainer.validate_config({"min_size": size, "max_size": size * 2, "epochs": 2, "batch_size": batch,
-                                          "device": device.type})
-        result = trainer.train(train=examples, validation=[], classes=list(CLASSES), config=config, opener=open_uri,
-                               output_dir=folder / f"run-{name}", on_step=lambda progress: None,
-                               on_epoch=lambda metrics: print(f"  {metrics}", file=sys.stderr),
-                               log=lambda message: print(f"  {message}", file=sys.stderr))
+        config = trainer.validate_config(
+            {"min_size": size, "max_size": size * 2, "epochs": 2, "batch_size": batch, "device": device.type}
+        )
+        result = trainer.train(
+            train=examples,
+            validation=[],
+            classes=list(CLASSES),
+            config=config,
+            opener=open_uri,
+            output_dir=folder / f"run-{name}",
+            on_step=lambda progress: None,
+            on_epoch=lambda metrics: print(f"  {metrics}", file=sys.stderr),
+            log=lambda message: print(f"  {message}", file=sys.stderr),
+        )
         measured.append((name, result.epochs[-1].images_per_second))
     return measured
 
@@ -167,15 +186,24 @@ def main() -> None:
     width, height = map(int, arguments.source.split("x"))
     shm = os.statvfs("/dev/shm") if os.path.exists("/dev/shm") else None
     if shm and shm.f_bsize * shm.f_blocks < 4 * 2**30:
-        print(f"warning: /dev/shm holds {shm.f_bsize * shm.f_blocks / 2**30:.1f} GiB; DataLoader workers pass "
-              "batches through it", file=sys.stderr)
+        print(
+            f"warning: /dev/shm holds {shm.f_bsize * shm.f_blocks / 2**30:.1f} GiB; DataLoader workers pass "
+            "batches through it",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as temporary:
         folder = arguments.folder or Path(temporary)
         started = time.perf_counter()
         examples = write_synthetic_jpegs(folder / "jpegs", arguments.images, width, height)
         print(f"{len(examples)} JPEGs {width}x{height} ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        config = {"architecture": "resnet18", "image_size": arguments.size, "batch_size": arguments.batch,
-                  "device": arguments.device, "num_workers": arguments.workers, "augment": True}
+        config = {
+            "architecture": "resnet18",
+            "image_size": arguments.size,
+            "batch_size": arguments.batch,
+            "device": arguments.device,
+            "num_workers": arguments.workers,
+            "augment": True,
+        }
 
         ceiling = measure_ceiling(device, arguments.batch, arguments.size, ceiling_steps)
         print(f"(a) ceiling {ceiling:.0f} images/s", file=sys.stderr)
@@ -186,12 +214,19 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001
             gpu_decode = f"failed: {type(error).__name__}: {str(error)[:80]}"
         print(f"(c) GPU decode {gpu_decode}", file=sys.stderr)
-        cached = run_trainer(examples, {**config, "epochs": arguments.epochs, "cache": "decoded",
-                                        "cache_dir": str(folder / "cache")}, folder / "run-cache")
+        cached = run_trainer(
+            examples,
+            {**config, "epochs": arguments.epochs, "cache": "decoded", "cache_dir": str(folder / "cache")},
+            folder / "run-cache",
+        )
         try:  # a detector failing here must not cost the classifier's figures
-            detectors = measure_detectors(folder, device, arguments.detector_images or (2048 if device.type == "cuda"
-                                                                                        else 32),
-                                          arguments.detector_size, arguments.detector_batch)
+            detectors = measure_detectors(
+                folder,
+                device,
+                arguments.detector_images or (2048 if device.type == "cuda" else 32),
+                arguments.detector_size,
+                arguments.detector_batch,
+            )
         except Exception as error:  # noqa: BLE001
             detectors = [("detectors", f"failed: {type(error).__name__}: {str(error)[:80]}")]
 
@@ -201,19 +236,35 @@ def main() -> None:
         decimals = 0 if images_per_second >= 100 else 1
         return [name, f"{images_per_second:,.{decimals}f}", f"{images_per_second / ceiling:.2f}"]
 
-    rows = [row("(a) ceiling: batch on the device", ceiling), row(f"(b) PIL DataLoader, {arguments.workers} workers", pil),
-            row("(c) GPU decode (nvJPEG)", gpu_decode), row("(d) decoded cache: cold epoch 1", cached[0])]
+    rows = [
+        row("(a) ceiling: batch on the device", ceiling),
+        row(f"(b) PIL DataLoader, {arguments.workers} workers", pil),
+        row("(c) GPU decode (nvJPEG)", gpu_decode),
+        row("(d) decoded cache: cold epoch 1", cached[0]),
+    ]
     rows += [row(f"(d) decoded cache: warm epoch {number}", value) for number, value in enumerate(cached[1:], start=2)]
-    rows += [[f"(e) {name}, {arguments.detector_size} px, batch {arguments.detector_batch}",
-              value if isinstance(value, str) else f"{value:,.1f}", "-"] for name, value in detectors]
+    rows += [
+        [
+            f"(e) {name}, {arguments.detector_size} px, batch {arguments.detector_batch}",
+            value if isinstance(value, str) else f"{value:,.1f}",
+            "-",
+        ]
+        for name, value in detectors
+    ]
     warm = min(cached[1:]) if len(cached) > 1 else float("nan")
     gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     precision = "bf16 autocast" if device.type == "cuda" else "float32"
-    print_table(f"ResNet-18, {arguments.size} px, {precision}, batch {arguments.batch}, {len(examples)} JPEGs "
-                f"{width}x{height}; {gpu_name}; torch {torch.__version__}; {machine()}; "
-                f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", ["pipeline", "images/s", "of ceiling"], rows)
-    print(f"\nwarm epochs >= half the ceiling: {'yes' if warm >= ceiling / 2 else 'NO'} ({warm / ceiling:.2f}); "
-          f"cold epoch no slower than the PIL DataLoader: {'yes' if cached[0] >= pil else 'NO'} ({cached[0] / pil:.2f}x)")
+    print_table(
+        f"ResNet-18, {arguments.size} px, {precision}, batch {arguments.batch}, {len(examples)} JPEGs "
+        f"{width}x{height}; {gpu_name}; torch {torch.__version__}; {machine()}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        ["pipeline", "images/s", "of ceiling"],
+        rows,
+    )
+    print(
+        f"\nwarm epochs >= half the ceiling: {'yes' if warm >= ceiling / 2 else 'NO'} ({warm / ceiling:.2f}); "
+        f"cold epoch no slower than the PIL DataLoader: {'yes' if cached[0] >= pil else 'NO'} ({cached[0] / pil:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
 
 class PeakMemory:
@@ -114,9 +114,27 @@ class ProcessCpu:
 
 def _start_worker(env: dict) -> subprocess.Popen:
     log = open(OUT / "bench-worker.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "mlops", "worker", "--concurrency", "1",
-                               "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "mlops",
+            "worker",
+            "--concurrency",
+            "1",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while b" ready." not in (OUT / "bench-worker.log").read_bytes():
         if worker.poll() is not None or time.monotonic() > deadline:
@@ -128,25 +146,43 @@ def _start_worker(env: dict) -> subprocess.Popen:
 def _import_in_process(dataset, manifest: Path) -> None:
     from datasets.services.imports import ImportOptions, dataset_import_run
 
-    dataset_import_run(dataset=dataset, uri=str(manifest), options=ImportOptions(create_classes=True),
-                       source="import:preload", user="bench", progress=lambda counters, errors: None)
+    dataset_import_run(
+        dataset=dataset,
+        uri=str(manifest),
+        options=ImportOptions(create_classes=True),
+        source="import:preload",
+        user="bench",
+        progress=lambda counters, errors: None,
+    )
 
 
-def _import_through_worker(dataset, manifest: Path, schema: str,
-                           import_format: str) -> tuple[float, dict, int, dict[str, float]]:
+def _import_through_worker(
+    dataset, manifest: Path, schema: str, import_format: str
+) -> tuple[float, dict, int, dict[str, float]]:
     from datasets.services.imports import ImportOptions, dataset_import_start
     from jobs.models import Job
     from tenancy.principal import Principal
 
-    principal = Principal(user_id="bench", email="", tenant_schema=schema, workspace_id="bench",
-                          role="admin", database="main", expires_at=int(time.time()) + 86400)
+    principal = Principal(
+        user_id="bench",
+        email="",
+        tenant_schema=schema,
+        workspace_id="bench",
+        role="admin",
+        database="main",
+        expires_at=int(time.time()) + 86400,
+    )
     worker = _start_worker({**os.environ})
     memory = PeakMemory(worker.pid)
     cpu = ProcessCpu(worker.pid)
     try:
         started = time.monotonic()
-        job = dataset_import_start(principal=principal, dataset=dataset, uri=str(manifest),
-                                   options=ImportOptions(format=import_format, create_classes=True))
+        job = dataset_import_start(
+            principal=principal,
+            dataset=dataset,
+            uri=str(manifest),
+            options=ImportOptions(format=import_format, create_classes=True),
+        )
         while True:
             job.refresh_from_db()
             if job.is_finished:
@@ -172,32 +208,42 @@ def _reference_copy(manifest: Path, schema: str) -> tuple[float, float, dict]:
     files = {name: folder / f"reference-{name}.tsv" for name in ("datarow", "label", "prediction")}
     if not all(path.exists() for path in files.values()):
         classes, models = {}, {}
-        with open(manifest, "rb") as source, open(files["datarow"], "w") as rows, \
-                open(files["label"], "w") as labels, open(files["prediction"], "w") as predictions:
+        with (
+            open(manifest, "rb") as source,
+            open(files["datarow"], "w") as rows,
+            open(files["label"], "w") as labels,
+            open(files["prediction"], "w") as predictions,
+        ):
             for datarow_id, line in enumerate(source, 1):
                 r = orjson.loads(line)
                 meta = orjson.dumps(r["metadata"]).decode().replace("\\", "\\\\")
                 tags = "{" + ",".join(f'"{t}"' for t in r["tags"]) + "}"
-                rows.write(f"{datarow_id}\t1\t{r['external_id']}\t{r['uri']}\timage\t{r['width']}\t{r['height']}\t"
-                           f"{meta}\t{tags}\t2024-01-01\t2024-01-01\n")
+                rows.write(
+                    f"{datarow_id}\t1\t{r['external_id']}\t{r['uri']}\timage\t{r['width']}\t{r['height']}\t"
+                    f"{meta}\t{tags}\t2024-01-01\t2024-01-01\n"
+                )
                 for item in r["labels"]:
                     x, y, w, h = item["box"]
                     cid = classes.setdefault(item["class"], len(classes) + 1)
                     attributes = orjson.dumps(item["attributes"]).decode()
-                    labels.write(f"{datarow_id}\t{cid}\tbox\t{x}\t{y}\t{w}\t{h}\t{w * h}\t\\N\t{attributes}\t"
-                                 f"import\t2024-01-01\t2024-01-01\tbench\n")
+                    labels.write(
+                        f"{datarow_id}\t{cid}\tbox\t{x}\t{y}\t{w}\t{h}\t{w * h}\t\\N\t{attributes}\t"
+                        f"import\t2024-01-01\t2024-01-01\tbench\n"
+                    )
                 for item in r["predictions"]:
                     x, y, w, h = item["box"]
                     cid = classes.setdefault(item["class"], len(classes) + 1)
                     mid = models.setdefault((item["model"], item["version"]), len(models) + 1)
-                    predictions.write(f"{datarow_id}\t{mid}\t{cid}\tbox\t{item['score']}\t{x}\t{y}\t{w}\t{h}\t"
-                                      f"{w * h}\t\\N\t{{}}\t2024-01-01\n")
+                    predictions.write(
+                        f"{datarow_id}\t{mid}\t{cid}\tbox\t{item['score']}\t{x}\t{y}\t{w}\t{h}\t"
+                        f"{w * h}\t\\N\t{{}}\t2024-01-01\n"
+                    )
     columns = {
         "datarow": "id, dataset_id, external_id, uri, media_type, width, height, metadata, tags, created_at, updated_at",
         "label": "datarow_id, ontology_class_id, kind, x, y, w, h, area, polygon, attributes, source, created_at, "
-                 "updated_at, updated_by",
+        "updated_at, updated_by",
         "prediction": "datarow_id, model_version_id, ontology_class_id, kind, score, x, y, w, h, area, polygon, "
-                      "attributes, created_at",
+        "attributes, created_at",
     }
     tables = {"datarow": "datasets_datarow", "label": "datasets_label", "prediction": "predictions_prediction"}
     counts = {}
@@ -205,20 +251,29 @@ def _reference_copy(manifest: Path, schema: str) -> tuple[float, float, dict]:
         cursor.execute("CREATE SCHEMA IF NOT EXISTS bench_reference")
         for name, table in tables.items():
             cursor.execute(f"DROP TABLE IF EXISTS bench_reference.{table}")
-            cursor.execute(f'CREATE TABLE bench_reference.{table} (LIKE "{schema}".{table} INCLUDING DEFAULTS INCLUDING IDENTITY)')
+            cursor.execute(
+                f'CREATE TABLE bench_reference.{table} (LIKE "{schema}".{table} INCLUDING DEFAULTS INCLUDING IDENTITY)'
+            )
         started = time.monotonic()
         for name, table in tables.items():
-            with open(files[name], "rb") as data, cursor.copy(f"COPY bench_reference.{table} ({columns[name]}) FROM STDIN") as copy:
+            with (
+                open(files[name], "rb") as data,
+                cursor.copy(f"COPY bench_reference.{table} ({columns[name]}) FROM STDIN") as copy,
+            ):
                 while chunk := data.read(1 << 20):
                     copy.write(chunk)
             counts[name] = cursor.rowcount
         copied = time.monotonic() - started
-        cursor.execute("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = ANY(%s)",
-                       [schema, list(tables.values())])
+        cursor.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = ANY(%s)",
+            [schema, list(tables.values())],
+        )
         definitions = cursor.fetchall()
         started = time.monotonic()
         for table, definition in definitions:
-            cursor.execute(definition.replace(f"ON {schema}.", "ON bench_reference.").replace(" INDEX ", " INDEX ref_", 1))
+            cursor.execute(
+                definition.replace(f"ON {schema}.", "ON bench_reference.").replace(" INDEX ", " INDEX ref_", 1)
+            )
         indexed = time.monotonic() - started
         cursor.execute("DROP SCHEMA bench_reference CASCADE")
     return copied, indexed, counts
@@ -228,8 +283,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--preload", type=int, help="rows already in the tables (default: --rows)")
-    parser.add_argument("--format", choices=["jsonl", "coco"], default="jsonl",
-                        help="coco: the same images and objects as COCO detection JSON (no predictions)")
+    parser.add_argument(
+        "--format",
+        choices=["jsonl", "coco"],
+        default="jsonl",
+        help="coco: the same images and objects as COCO detection JSON (no predictions)",
+    )
     args = parser.parse_args()
     preload = args.rows if args.preload is None else args.preload
     OUT.mkdir(parents=True, exist_ok=True)
@@ -244,11 +303,14 @@ def main() -> None:
         project = Project.objects.create(workspace_id="bench", name="bench", created_by="bench")
         if preload_manifest:
             started = time.monotonic()
-            _import_in_process(Dataset.objects.create(project=project, name="preload", created_by="bench"),
-                               preload_manifest)
+            _import_in_process(
+                Dataset.objects.create(project=project, name="preload", created_by="bench"), preload_manifest
+            )
             print(f"preloaded {preload:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
         dataset = Dataset.objects.create(project=project, name="measured", created_by="bench")
-        elapsed, counters, peak, cpu_seconds = _import_through_worker(dataset, manifest, tenant.schema_name, args.format)
+        elapsed, counters, peak, cpu_seconds = _import_through_worker(
+            dataset, manifest, tenant.schema_name, args.format
+        )
         # The reference loads the same datarows and labels from the JSONL twin of the data.
         copied, indexed, counts = _reference_copy(measured / "manifest.jsonl", tenant.schema_name)
         pg = postgres_settings()
@@ -259,25 +321,40 @@ def main() -> None:
         f"Import of {rows:,} datarows into tables holding {preload:,} ({time.strftime('%Y-%m-%d')}, {machine()})",
         ["path", "seconds", "datarows/s", "labels/s", "predictions/s", "worker peak RSS"],
         [
-            [f"job (worker, {args.format})", f"{elapsed:.1f}", f"{rows / elapsed:,.0f}", f"{counters['labels'] / elapsed:,.0f}",
-             f"{counters['predictions'] / elapsed:,.0f}", f"{peak / 2**20:,.0f} MiB"],
-            ["bare COPY + index builds", f"{reference:.1f} ({copied:.1f} + {indexed:.1f})",
-             f"{counts['datarow'] / reference:,.0f}", f"{counts['label'] / reference:,.0f}",
-             f"{counts['prediction'] / reference:,.0f}", "-"],
+            [
+                f"job (worker, {args.format})",
+                f"{elapsed:.1f}",
+                f"{rows / elapsed:,.0f}",
+                f"{counters['labels'] / elapsed:,.0f}",
+                f"{counters['predictions'] / elapsed:,.0f}",
+                f"{peak / 2**20:,.0f} MiB",
+            ],
+            [
+                "bare COPY + index builds",
+                f"{reference:.1f} ({copied:.1f} + {indexed:.1f})",
+                f"{counts['datarow'] / reference:,.0f}",
+                f"{counts['label'] / reference:,.0f}",
+                f"{counts['prediction'] / reference:,.0f}",
+                "-",
+            ],
         ],
     )
     print(f"\nratio job / reference: {reference / elapsed:.2f}")
     per_row = {role: seconds / rows * 1e6 for role, seconds in cpu_seconds.items()}
     if per_row["PostgreSQL backends"]:  # PostgreSQL runs on this machine
         total, cores = sum(per_row.values()), os.cpu_count() or 1
-        print("CPU per imported datarow during the job, by process: "
-              + ", ".join(f"{role} {micros:.0f} µs" for role, micros in per_row.items())
-              + f"; {total:.0f} µs in all. With this work per row, {cores} cores cannot import faster than "
-                f"{cores * 1e6 / total:,.0f} datarows/s, nor the import's one PostgreSQL session faster than "
-                f"{1e6 / per_row['PostgreSQL backends']:,.0f}.")
+        print(
+            "CPU per imported datarow during the job, by process: "
+            + ", ".join(f"{role} {micros:.0f} µs" for role, micros in per_row.items())
+            + f"; {total:.0f} µs in all. With this work per row, {cores} cores cannot import faster than "
+            f"{cores * 1e6 / total:,.0f} datarows/s, nor the import's one PostgreSQL session faster than "
+            f"{1e6 / per_row['PostgreSQL backends']:,.0f}."
+        )
     print(f"PostgreSQL: {pg}")
-    print("The import session skips row-by-row foreign key triggers (session_replication_role = replica) when its role "
-          "may set it (superuser above, or rds_superuser / GRANT SET ON PARAMETER); see docs/design/datasets-storage.md.")
+    print(
+        "The import session skips row-by-row foreign key triggers (session_replication_role = replica) when its role "
+        "may set it (superuser above, or rds_superuser / GRANT SET ON PARAMETER); see docs/design/datasets-storage.md."
+    )
 
 
 if __name__ == "__main__":

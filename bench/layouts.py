@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant  # noqa: E402
+from common import OUT, ensure_generated, machine, postgres_settings, print_table, setup_django, throwaway_tenant
 
 BUILD_JSON_LAYOUT = """
 CREATE TABLE layout_json AS
@@ -36,6 +36,7 @@ CREATE INDEX layout_json_predictions ON layout_json USING gin (predictions jsonb
 ANALYZE layout_json;
 """
 
+
 def class_id(name: str) -> str:
     return f"(SELECT id FROM datasets_ontologyclass WHERE name = '{name}')"
 
@@ -47,40 +48,54 @@ YOLO = "(SELECT id FROM predictions_modelversion WHERE name = 'yolo' AND version
 QUERIES = [
     ("tag", "d.tags @> ARRAY['night']", "j.tags @> ARRAY['night']"),
     ("metadata equality", """d.metadata @> '{"weather": "rain"}'""", """j.metadata @> '{"weather": "rain"}'"""),
-    ("any label of a class (common)",
-     f"EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id = {PERSON})",
-     """j.labels @> '[{"class": "person"}]'"""),
-    ("any label of a class (rare)",
-     f"EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id = {TOOTHBRUSH})",
-     """j.labels @> '[{"class": "object/toothbrush"}]'"""),
-    ("same object: class, area, attribute",
-     f"""EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id
+    (
+        "any label of a class (common)",
+        f"EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id = {PERSON})",
+        """j.labels @> '[{"class": "person"}]'""",
+    ),
+    (
+        "any label of a class (rare)",
+        f"EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id = {TOOTHBRUSH})",
+        """j.labels @> '[{"class": "object/toothbrush"}]'""",
+    ),
+    (
+        "same object: class, area, attribute",
+        f"""EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id
          AND l.ontology_class_id = {CAR} AND l.area > 5000
          AND l.attributes @> '{{"occluded": true}}')""",
-     """j.labels @> '[{"class": "vehicle/car", "attributes": {"occluded": true}}]' AND EXISTS (
+        """j.labels @> '[{"class": "vehicle/car", "attributes": {"occluded": true}}]' AND EXISTS (
          SELECT 1 FROM jsonb_array_elements(j.labels) e WHERE e->>'class' = 'vehicle/car'
-         AND (e->>'area')::float8 > 5000 AND e->'attributes' @> '{"occluded": true}')"""),
-    ("at least 3 persons",
-     f"""d.id IN (SELECT datarow_id FROM datasets_label WHERE ontology_class_id = {PERSON}
+         AND (e->>'area')::float8 > 5000 AND e->'attributes' @> '{"occluded": true}')""",
+    ),
+    (
+        "at least 3 persons",
+        f"""d.id IN (SELECT datarow_id FROM datasets_label WHERE ontology_class_id = {PERSON}
          GROUP BY datarow_id HAVING count(*) >= 3)""",
-     """j.labels @> '[{"class": "person"}]' AND (SELECT count(*) FROM jsonb_array_elements(j.labels) e
-         WHERE e->>'class' = 'person') >= 3"""),
-    ("class under 'vehicle'",
-     """EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id IN (
+        """j.labels @> '[{"class": "person"}]' AND (SELECT count(*) FROM jsonb_array_elements(j.labels) e
+         WHERE e->>'class' = 'person') >= 3""",
+    ),
+    (
+        "class under 'vehicle'",
+        """EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id IN (
          SELECT id FROM datasets_ontologyclass WHERE name = 'vehicle' OR name LIKE 'vehicle/%'))""",
-     """jsonb_path_exists(j.labels, '$[*] ? (@.class == "vehicle" || @.class starts with "vehicle/")')"""),
-    ("prediction of a model, class, score > 0.9",
-     f"""EXISTS (SELECT 1 FROM predictions_prediction p WHERE p.datarow_id = d.id AND p.model_version_id = {YOLO}
+        """jsonb_path_exists(j.labels, '$[*] ? (@.class == "vehicle" || @.class starts with "vehicle/")')""",
+    ),
+    (
+        "prediction of a model, class, score > 0.9",
+        f"""EXISTS (SELECT 1 FROM predictions_prediction p WHERE p.datarow_id = d.id AND p.model_version_id = {YOLO}
          AND p.ontology_class_id = {CAR} AND p.score > 0.9)""",
-     """j.predictions @> '[{"model": "yolo@8.1", "class": "vehicle/car"}]' AND EXISTS (
+        """j.predictions @> '[{"model": "yolo@8.1", "class": "vehicle/car"}]' AND EXISTS (
          SELECT 1 FROM jsonb_array_elements(j.predictions) e WHERE e->>'model' = 'yolo@8.1'
-         AND e->>'class' = 'vehicle/car' AND (e->>'score')::float8 > 0.9)"""),
-    ("labelled car, no predicted car of yolo",
-     f"""EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id = {CAR})
+         AND e->>'class' = 'vehicle/car' AND (e->>'score')::float8 > 0.9)""",
+    ),
+    (
+        "labelled car, no predicted car of yolo",
+        f"""EXISTS (SELECT 1 FROM datasets_label l WHERE l.datarow_id = d.id AND l.ontology_class_id = {CAR})
          AND NOT EXISTS (SELECT 1 FROM predictions_prediction p WHERE p.datarow_id = d.id
          AND p.model_version_id = {YOLO} AND p.ontology_class_id = {CAR})""",
-     """j.labels @> '[{"class": "vehicle/car"}]'
-         AND NOT j.predictions @> '[{"model": "yolo@8.1", "class": "vehicle/car"}]'"""),
+        """j.labels @> '[{"class": "vehicle/car"}]'
+         AND NOT j.predictions @> '[{"model": "yolo@8.1", "class": "vehicle/car"}]'""",
+    ),
 ]
 
 
@@ -119,8 +134,14 @@ def main() -> None:
         project = Project.objects.create(workspace_id="bench", name="bench", created_by="bench")
         dataset = Dataset.objects.create(project=project, name="layouts", created_by="bench")
         started = time.monotonic()
-        dataset_import_run(dataset=dataset, uri=str(manifest), options=ImportOptions(create_classes=True),
-                           source="import:layouts", user="bench", progress=lambda counters, errors: None)
+        dataset_import_run(
+            dataset=dataset,
+            uri=str(manifest),
+            options=ImportOptions(create_classes=True),
+            source="import:layouts",
+            user="bench",
+            progress=lambda counters, errors: None,
+        )
         print(f"imported {args.rows:,} rows in {time.monotonic() - started:.0f}s", file=sys.stderr)
         with connection.cursor() as cursor:
             started = time.monotonic()
@@ -128,17 +149,30 @@ def main() -> None:
             cursor.execute("VACUUM ANALYZE datasets_datarow, datasets_label, predictions_prediction")
             print(f"built the JSON layout in {time.monotonic() - started:.0f}s", file=sys.stderr)
             for kind, relational, json_array in QUERIES:
-                for layout, table, condition in (("relational", "datasets_datarow d", relational),
-                                                  ("JSON array", "layout_json j", json_array)):
+                for layout, table, condition in (
+                    ("relational", "datasets_datarow d", relational),
+                    ("JSON array", "layout_json j", json_array),
+                ):
                     alias = table.split()[-1]
                     count_ms, count = _timed(cursor, f"SELECT count(*) FROM {table} WHERE {condition}")
                     page_sql = f"SELECT {alias}.id FROM {table} WHERE {condition} ORDER BY {alias}.id LIMIT 50"
                     page_ms, _ = _timed(cursor, page_sql)
-                    rows.append([kind, layout, f"{count[0][0]:,}", f"{page_ms:,.0f}", f"{count_ms:,.0f}",
-                                 _plan_top(cursor, page_sql)])
+                    rows.append(
+                        [
+                            kind,
+                            layout,
+                            f"{count[0][0]:,}",
+                            f"{page_ms:,.0f}",
+                            f"{count_ms:,.0f}",
+                            _plan_top(cursor, page_sql),
+                        ]
+                    )
             pg = postgres_settings()
-    print_table(f"Layouts at {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()}); ms, warm, median of 3",
-                ["query kind", "layout", "matches", "first page ms", "exact count ms", "first-page plan scans"], rows)
+    print_table(
+        f"Layouts at {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()}); ms, warm, median of 3",
+        ["query kind", "layout", "matches", "first page ms", "exact count ms", "first-page plan scans"],
+        rows,
+    )
     print(f"\nPostgreSQL: {pg}")
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ensure_generated, machine, print_table, setup_django, start_server  # noqa: E402
-from search_data import load, loaded_project  # noqa: E402
+from common import OUT, ensure_generated, machine, print_table, setup_django, start_server
+from search_data import load, loaded_project
 
 # The heaviest searches B can write: every datarow matches (or must be checked), exact totals, facets over them.
 HEAVY_FACETS = ["label.class", "tags", "metadata.weather", "metadata.city"]
@@ -70,8 +70,12 @@ def _a_requests(schema: str, project, rows: int) -> list[tuple[str, str, str, di
         ("list projects", "GET", "/api/v1/projects/", None),
         ("list datarows", "GET", f"{base}/datasets/{dataset.pk}/datarows", None),
         ("get a datarow", "GET", f"{base}/datasets/{dataset.pk}/datarows/{datarow_id}", None),
-        ("selective search", "POST", f"{base}/search",
-         {"query": "metadata.city = 'Oslo' AND metadata.camera.iso = 3200", "count": "estimate"}),
+        (
+            "selective search",
+            "POST",
+            f"{base}/search",
+            {"query": "metadata.city = 'Oslo' AND metadata.camera.iso = 3200", "count": "estimate"},
+        ),
     ]
 
 
@@ -115,8 +119,9 @@ def _open_loop(base: str, token: str, requests: list, rate: float, seconds: floa
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                                        timeout=REQUEST_TIMEOUT)
+            local.client = httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=REQUEST_TIMEOUT
+            )
         return local.client
 
     def one(request: tuple, due: float) -> None:
@@ -176,8 +181,15 @@ def _percentile(values: list[float], q: int) -> float:
 def _a_row(scenario: str, results: list, rate: float) -> list:
     ok = [ms for _, ms, status in results if status == 200]
     errors = Counter(str(status) for _, _, status in results if status != 200)
-    return [scenario, f"{rate:.1f}", len(results), f"{_percentile(ok, 50):.0f}", f"{_percentile(ok, 95):.0f}",
-            f"{_percentile(ok, 99):.0f}", ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "0"]
+    return [
+        scenario,
+        f"{rate:.1f}",
+        len(results),
+        f"{_percentile(ok, 50):.0f}",
+        f"{_percentile(ok, 95):.0f}",
+        f"{_percentile(ok, 99):.0f}",
+        ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "0",
+    ]
 
 
 def main() -> None:
@@ -199,8 +211,12 @@ def main() -> None:
     token_a = issue_dev_token(tenant=schema_a, user="bench-a", role="viewer", workspace="bench")
     token_b = issue_dev_token(tenant=schema_b, user="bench-b", role="viewer", workspace="bench")
     # The bench's datarows point at s3:// URIs; a datarow's presigned image URL is signed locally, never fetched.
-    server, base = start_server(OUT / "bench-noisy-neighbour-server.log", AWS_ACCESS_KEY_ID="bench",
-                                AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    server, base = start_server(
+        OUT / "bench-noisy-neighbour-server.log",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     context = multiprocessing.get_context("spawn")
     try:
         for request in requests:  # warm: connections, caches, plans; and each must work
@@ -210,12 +226,15 @@ def main() -> None:
                     raise SystemExit(f"tenant A's {request[0]} answered {status}")
         sustained = _calibrate(base, token_a, requests, args.calibrate_clients, args.calibrate)
         rate = sustained / 2
-        print(f"A alone sustains {sustained:.1f} requests/s ({args.calibrate_clients} clients); sending {rate:.1f}/s",
-              file=sys.stderr)
+        print(
+            f"A alone sustains {sustained:.1f} requests/s ({args.calibrate_clients} clients); sending {rate:.1f}/s",
+            file=sys.stderr,
+        )
         alone = _open_loop(base, token_a, requests, rate, args.duration)
         stop, out = context.Event(), context.Queue()
-        flood = context.Process(target=_flood, args=(base, token_b, f"/api/v1/projects/{project_b.pk}/search",
-                                                     args.flood, stop, out))
+        flood = context.Process(
+            target=_flood, args=(base, token_b, f"/api/v1/projects/{project_b.pk}/search", args.flood, stop, out)
+        )
         flood_started = time.monotonic()
         flood.start()
         time.sleep(2)  # B's clients are all sending
@@ -230,22 +249,42 @@ def main() -> None:
             server.wait(10)
         except subprocess.TimeoutExpired:  # a request still running a long statement
             server.kill()
-    title = (f"Noisy neighbour, {args.rows:,} datarows per tenant ({time.strftime('%Y-%m-%d')}, {machine()}); "
-             f"tenant A's requests, ms from each request's scheduled time (open loop)")
-    print_table(title, ["scenario", "A req/s", "A requests", "p50", "p95", "p99", "A errors"],
-                [_a_row("A alone", alone, rate), _a_row(f"A while B floods ({args.flood} clients)", flooded, rate)])
-    by_kind = [[name, f"{_percentile([ms for n, ms, s in alone if n == name and s == 200], 50):.0f}",
-                f"{_percentile([ms for n, ms, s in alone if n == name and s == 200], 95):.0f}",
-                f"{_percentile([ms for n, ms, s in flooded if n == name and s == 200], 50):.0f}",
-                f"{_percentile([ms for n, ms, s in flooded if n == name and s == 200], 95):.0f}"]
-               for name, *_ in requests]
+    title = (
+        f"Noisy neighbour, {args.rows:,} datarows per tenant ({time.strftime('%Y-%m-%d')}, {machine()}); "
+        f"tenant A's requests, ms from each request's scheduled time (open loop)"
+    )
+    print_table(
+        title,
+        ["scenario", "A req/s", "A requests", "p50", "p95", "p99", "A errors"],
+        [_a_row("A alone", alone, rate), _a_row(f"A while B floods ({args.flood} clients)", flooded, rate)],
+    )
+    by_kind = [
+        [
+            name,
+            f"{_percentile([ms for n, ms, s in alone if n == name and s == 200], 50):.0f}",
+            f"{_percentile([ms for n, ms, s in alone if n == name and s == 200], 95):.0f}",
+            f"{_percentile([ms for n, ms, s in flooded if n == name and s == 200], 50):.0f}",
+            f"{_percentile([ms for n, ms, s in flooded if n == name and s == 200], 95):.0f}",
+        ]
+        for name, *_ in requests
+    ]
     print_table("tenant A by request, ms", ["request", "alone p50", "alone p95", "flooded p50", "flooded p95"], by_kind)
-    print_table(f"tenant B's flood ({args.flood} clients, {flood_seconds:.0f} s)",
-                ["statuses", "requests", "p50 ms", "p95 ms"],
-                [[", ".join(f"{k}: {v}" for k, v in sorted(b_statuses.items(), key=str)), len(b_times),
-                  f"{_percentile(b_times, 50):.0f}", f"{_percentile(b_times, 95):.0f}"]])
-    print(f"\nA alone sustained {sustained:.1f} requests/s closed loop ({args.calibrate_clients} clients); A's mix: "
-          f"{', '.join(name for name, *_ in requests)}. B's searches (count=exact, facets {', '.join(HEAVY_FACETS)}):")
+    print_table(
+        f"tenant B's flood ({args.flood} clients, {flood_seconds:.0f} s)",
+        ["statuses", "requests", "p50 ms", "p95 ms"],
+        [
+            [
+                ", ".join(f"{k}: {v}" for k, v in sorted(b_statuses.items(), key=str)),
+                len(b_times),
+                f"{_percentile(b_times, 50):.0f}",
+                f"{_percentile(b_times, 95):.0f}",
+            ]
+        ],
+    )
+    print(
+        f"\nA alone sustained {sustained:.1f} requests/s closed loop ({args.calibrate_clients} clients); A's mix: "
+        f"{', '.join(name for name, *_ in requests)}. B's searches (count=exact, facets {', '.join(HEAVY_FACETS)}):"
+    )
     for query in HEAVY_QUERIES:
         print(f"- `{query}`")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine, print_table, setup_django, start_server, throwaway_tenant  # noqa: E402
+from common import OUT, machine, print_table, setup_django, start_server, throwaway_tenant
 
 CALLS = 200
 
@@ -52,19 +52,31 @@ def main() -> None:
                     calls = {
                         "GET /healthz (no database)": ("GET", "/healthz", {}),
                         "GET a project": ("GET", f"/api/v1/projects/{project_id}", {}),
-                        "POST a search (one-row query)": ("POST", f"/api/v1/projects/{project_id}/search",
-                                                          {"json": {"query": "external_id = 'x'"}}),
+                        "POST a search (one-row query)": (
+                            "POST",
+                            f"/api/v1/projects/{project_id}/search",
+                            {"json": {"query": "external_id = 'x'"}},
+                        ),
                     }
                     for name, (method, url, kwargs) in calls.items():
                         times = _timed(client, method, url, **kwargs)
-                        rows.append([name, "on" if pool == "1" else "off", f"{statistics.median(times):.1f}",
-                                     f"{statistics.quantiles(times, n=20)[-1]:.1f}"])
+                        rows.append(
+                            [
+                                name,
+                                "on" if pool == "1" else "off",
+                                f"{statistics.median(times):.1f}",
+                                f"{statistics.quantiles(times, n=20)[-1]:.1f}",
+                            ]
+                        )
             finally:
                 server.terminate()
                 server.wait(10)
     rows.sort(key=lambda row: (row[0], row[1]))
-    print_table(f"Request cost through uvicorn, {CALLS} calls each ({time.strftime('%Y-%m-%d')}, {machine()}); ms",
-                ["call", "DATABASE_POOL", "p50", "p95"], rows)
+    print_table(
+        f"Request cost through uvicorn, {CALLS} calls each ({time.strftime('%Y-%m-%d')}, {machine()}); ms",
+        ["call", "DATABASE_POOL", "p50", "p95"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,17 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (OUT, REPO, ensure_generated, machine, postgres_settings, print_table, setup_django,  # noqa: E402
-                    start_server)
-from search_data import bench_schema, load, loaded_project, replicate  # noqa: E402
+from common import (
+    OUT,
+    REPO,
+    ensure_generated,
+    machine,
+    postgres_settings,
+    print_table,
+    setup_django,
+    start_server,
+)
+from search_data import bench_schema, load, loaded_project, replicate
 
 # (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
 QUERIES = [
@@ -54,10 +62,17 @@ QUERIES = [
     ("same object", 500, "label(class = 'person' AND area > 10000 AND attributes.occluded = true)"),
     ("count of objects", 1500, "COUNT(label WHERE class = 'person') >= 3"),
     ("prediction, score", 1500, "prediction(model = 'yolo@8.1' AND class = 'vehicle/car' AND score > 0.9)"),
-    ("two model versions", 1500, "prediction(model = 'yolo@8.1' AND class = 'person' AND score > 0.8) "
-                                 "AND NOT prediction(model = 'detr@2.0' AND class = 'person' AND score > 0.8)"),
-    ("ground truth vs prediction", 1500, "label(class = 'vehicle/car') "
-                                         "AND NOT prediction(model = 'yolo@8.1' AND class = 'vehicle/car')"),
+    (
+        "two model versions",
+        1500,
+        "prediction(model = 'yolo@8.1' AND class = 'person' AND score > 0.8) "
+        "AND NOT prediction(model = 'detr@2.0' AND class = 'person' AND score > 0.8)",
+    ),
+    (
+        "ground truth vs prediction",
+        1500,
+        "label(class = 'vehicle/car') AND NOT prediction(model = 'yolo@8.1' AND class = 'vehicle/car')",
+    ),
     ("full text", 500, "MATCH(metadata.caption, 'bridge river')"),
     ("mixed", 500, "metadata.weather = 'fog' AND tags = 'night' AND label(class = 'vehicle/car')"),
 ]
@@ -68,6 +83,8 @@ PAGE_MS_10M = 500  # the issue's first-page budget (estimated total included) pa
 
 def _met(met: tuple[bool, ...], names: tuple[str, ...]) -> str:
     return "yes" if all(met) else "NO: " + ", ".join(name for name, ok in zip(names, met) if not ok)
+
+
 # Measured at 1M: tables and indexes 2.5 KB per datarow on the primary (as much again on the replica), manifest and
 # COPY text 2 KB; the margins cover WAL (max_wal_size) and the index builds' temporary files.
 DATABASE_BYTES_PER_DATAROW = 3_500
@@ -76,7 +93,9 @@ MANIFEST_BYTES_PER_DATAROW = 2_000
 
 def check_disk(rows: int, *, replica: bool, manifest: bool) -> None:
     free = shutil.disk_usage(REPO).free
-    needed = rows * (DATABASE_BYTES_PER_DATAROW * (2 if replica else 1) + (MANIFEST_BYTES_PER_DATAROW if manifest else 0))
+    needed = rows * (
+        DATABASE_BYTES_PER_DATAROW * (2 if replica else 1) + (MANIFEST_BYTES_PER_DATAROW if manifest else 0)
+    )
     if free < needed:
         raise SystemExit(f"{rows:,} datarows need about {needed / 1e9:.0f} GB of disk; {free / 1e9:.0f} GB are free")
 
@@ -120,13 +139,13 @@ def plan_summary(project_id: int, text: str) -> tuple[str, str]:
     from search.ql import parse, validate
 
     catalog = dict(FieldCatalogEntry.objects.filter(project_id=project_id).values_list("path", "field_type"))
-    condition = compile_filter(validate(parse(text), catalog=catalog, text=text), project_id=project_id,
-                               using="reader")
+    condition = compile_filter(validate(parse(text), catalog=catalog, text=text), project_id=project_id, using="reader")
     summaries = []
     with connections["reader"].cursor() as cursor:
-        for statement in (f"SELECT d.id, d.created_at FROM datasets_datarow AS d WHERE {condition.sql} "
-                          f"ORDER BY d.id LIMIT 51",
-                          f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}"):
+        for statement in (
+            f"SELECT d.id, d.created_at FROM datasets_datarow AS d WHERE {condition.sql} ORDER BY d.id LIMIT 51",
+            f"SELECT count(*) FROM datasets_datarow AS d WHERE {condition.sql}",
+        ):
             cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", condition.params)
             plan = cursor.fetchone()[0]
             plan = plan if isinstance(plan, list) else orjson.loads(plan)
@@ -142,15 +161,26 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="timed first-page calls per query")
     parser.add_argument("--reload", action="store_true", help="rebuild the bench tenant even if it holds the rows")
     parser.add_argument("--only", help="run only the queries whose kind contains this text")
-    parser.add_argument("--modes", choices=("all", "estimate"), default="all",
-                        help="estimate: only the page with the estimated total and page + estimate + 3 sampled facets "
-                             "(the issue's 10M target), no exact totals or exact facets")
-    parser.add_argument("--replicate-from", type=int, metavar="ROWS",
-                        help="build the tenant by repeating the loaded bench tenant of ROWS datarows inside "
-                             "PostgreSQL (--rows must be a multiple) instead of generating and loading --rows")
-    parser.add_argument("--no-replica", action="store_true",
-                        help="the reads go to the primary (DATABASE_READER_URL = DATABASE_URL, replica stopped): "
-                             "the disk check counts the database once")
+    parser.add_argument(
+        "--modes",
+        choices=("all", "estimate"),
+        default="all",
+        help="estimate: only the page with the estimated total and page + estimate + 3 sampled facets "
+        "(the issue's 10M target), no exact totals or exact facets",
+    )
+    parser.add_argument(
+        "--replicate-from",
+        type=int,
+        metavar="ROWS",
+        help="build the tenant by repeating the loaded bench tenant of ROWS datarows inside "
+        "PostgreSQL (--rows must be a multiple) instead of generating and loading --rows",
+    )
+    parser.add_argument(
+        "--no-replica",
+        action="store_true",
+        help="the reads go to the primary (DATABASE_READER_URL = DATABASE_URL, replica stopped): "
+        "the disk check counts the database once",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["MLOPS_DEV_AUTH"] = "1"  # the bench issues its own token; the server below trusts the same issuer
@@ -167,12 +197,18 @@ def main() -> None:
             source = bench_schema(args.replicate_from)
             if args.rows % args.replicate_from or loaded_project(source, args.replicate_from) is None:
                 raise SystemExit(f"--rows must be a multiple of --replicate-from, whose tenant {source} must be loaded")
-            project = replicate(schema=schema, source=source, source_rows=args.replicate_from,
-                                copies=args.rows // args.replicate_from, log=lambda line: print(line, file=sys.stderr))
+            project = replicate(
+                schema=schema,
+                source=source,
+                source_rows=args.replicate_from,
+                copies=args.rows // args.replicate_from,
+                log=lambda line: print(line, file=sys.stderr),
+            )
         else:
             manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
-            project = load(schema=schema, manifest=manifest, rows=args.rows,
-                           log=lambda line: print(line, file=sys.stderr))
+            project = load(
+                schema=schema, manifest=manifest, rows=args.rows, log=lambda line: print(line, file=sys.stderr)
+            )
         print(f"loaded {args.rows:,} datarows in {time.monotonic() - started:.0f}s", file=sys.stderr)
     server, base = start_server(OUT / "bench-search-server.log")
     token = issue_dev_token(tenant=schema, user="bench", role="viewer", workspace="bench")
@@ -180,31 +216,52 @@ def main() -> None:
     rows, plans = [], []
     page_budget = PAGE_MS if args.rows <= 1_000_000 else PAGE_MS_10M
     try:
-        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client, \
-                tenant_scope(schema):
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client, tenant_scope(schema):
             for kind, exact_budget, text in QUERIES:
                 if args.only and args.only not in kind:
                     continue
                 page, estimated = timed(client, url, {"query": text, "count": "estimate"}, args.repeat)
-                sampled, sampled_answer = timed(client, url, {"query": text, "count": "estimate", "facets": FACETS}, 3,
-                                                warm=1)
+                sampled, sampled_answer = timed(
+                    client, url, {"query": text, "count": "estimate", "facets": FACETS}, 3, warm=1
+                )
                 page_plan, count_plan = plan_summary(project.pk, text)
                 estimate = f"{estimated['total']['value']:,} {estimated['total']['relation']}"
-                sampled_ms = (f"{statistics.median(sampled):,.0f}"
-                              + (" sampled" if sampled_answer["facets_sampled"] else ""))
+                sampled_ms = f"{statistics.median(sampled):,.0f}" + (
+                    " sampled" if sampled_answer["facets_sampled"] else ""
+                )
                 if args.modes == "estimate":
                     met = (p95(page) < page_budget, statistics.median(sampled) < FACETS_MS)
-                    rows.append([kind, f"{statistics.median(page):.0f}", f"{p95(page):.0f}", estimate, sampled_ms,
-                                 _met(met, ("page", "facets"))])
+                    rows.append(
+                        [
+                            kind,
+                            f"{statistics.median(page):.0f}",
+                            f"{p95(page):.0f}",
+                            estimate,
+                            sampled_ms,
+                            _met(met, ("page", "facets")),
+                        ]
+                    )
                 else:
                     exact, answer = timed(client, url, {"query": text, "count": "exact"}, 3, warm=1)
                     faceted, _ = timed(client, url, {"query": text, "count": "exact", "facets": FACETS}, 2, warm=1)
-                    met = (p95(page) < page_budget, statistics.median(exact) < exact_budget,
-                           statistics.median(faceted) < FACETS_MS)
-                    rows.append([kind, f"{answer['total']['value']:,}", f"{statistics.median(page):.0f}",
-                                 f"{p95(page):.0f}", f"{statistics.median(exact):,.0f}", estimate,
-                                 f"{statistics.median(faceted):,.0f}", sampled_ms,
-                                 _met(met, ("page", "total", "facets"))])
+                    met = (
+                        p95(page) < page_budget,
+                        statistics.median(exact) < exact_budget,
+                        statistics.median(faceted) < FACETS_MS,
+                    )
+                    rows.append(
+                        [
+                            kind,
+                            f"{answer['total']['value']:,}",
+                            f"{statistics.median(page):.0f}",
+                            f"{p95(page):.0f}",
+                            f"{statistics.median(exact):,.0f}",
+                            estimate,
+                            f"{statistics.median(faceted):,.0f}",
+                            sampled_ms,
+                            _met(met, ("page", "total", "facets")),
+                        ]
+                    )
                 plans.append((kind, text, page_plan, count_plan))
                 print(f"{kind}: done", file=sys.stderr)
     finally:
@@ -215,16 +272,41 @@ def main() -> None:
             server.kill()
     title = f"Search through REST, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()}); ms, warm"
     if args.modes == "estimate":
-        print_table(title, ["query kind", "page p50", "page p95", "estimated total", "page+estimate+3 facets",
-                            f"met (page p95 < {page_budget}, facets < {FACETS_MS})"], rows)
+        print_table(
+            title,
+            [
+                "query kind",
+                "page p50",
+                "page p95",
+                "estimated total",
+                "page+estimate+3 facets",
+                f"met (page p95 < {page_budget}, facets < {FACETS_MS})",
+            ],
+            rows,
+        )
     else:
-        print_table(title, ["query kind", "matches", "page p50", "page p95", "exact total", "estimated total",
-                            "page+total+3 facets", "page+estimate+3 facets", "targets met"], rows)
+        print_table(
+            title,
+            [
+                "query kind",
+                "matches",
+                "page p50",
+                "page p95",
+                "exact total",
+                "estimated total",
+                "page+total+3 facets",
+                "page+estimate+3 facets",
+                "targets met",
+            ],
+            rows,
+        )
     print("\nqueries and plans (page statement | count statement):")
     for kind, text, page_plan, count_plan in plans:
         print(f"- {kind}: `{text}`\n    page:  {page_plan}\n    count: {count_plan}")
-    print(f"\nfacets: {', '.join(FACETS)}; with the exact total over every match, with the estimate over the first "
-          f"10,000 matches by id when there are more (sampled)")
+    print(
+        f"\nfacets: {', '.join(FACETS)}; with the exact total over every match, with the estimate over the first "
+        f"10,000 matches by id when there are more (sampled)"
+    )
     print(f"PostgreSQL: {postgres_settings()}")
 
 

@@ -22,11 +22,11 @@ from generate import CLASSES, MODELS  # noqa: E402
 TABLES = ("datasets_datarow", "datasets_label", "predictions_prediction")
 COLUMNS = {
     "datasets_datarow": "id, dataset_id, external_id, uri, media_type, width, height, metadata, tags, created_at, "
-                        "updated_at",
+    "updated_at",
     "datasets_label": "datarow_id, ontology_class_id, kind, x, y, w, h, area, polygon, attributes, source, "
-                      "created_at, updated_at, updated_by",
+    "created_at, updated_at, updated_by",
     "predictions_prediction": "datarow_id, model_version_id, ontology_class_id, kind, score, x, y, w, h, area, "
-                              "polygon, attributes, created_at",
+    "polygon, attributes, created_at",
 }
 STAMP = "2026-01-01 00:00:00+00"
 
@@ -59,25 +59,35 @@ def _write_tsv(manifest: Path, folder: Path, dataset_id: int, class_ids: dict, m
     files = {table: folder / f"{table}.tsv" for table in TABLES}
     types: dict[str, str] = {}
     path_rows: Counter = Counter()
-    with open(manifest, "rb") as source, open(files["datasets_datarow"], "w") as rows, \
-            open(files["datasets_label"], "w") as labels, open(files["predictions_prediction"], "w") as predictions:
+    with (
+        open(manifest, "rb") as source,
+        open(files["datasets_datarow"], "w") as rows,
+        open(files["datasets_label"], "w") as labels,
+        open(files["predictions_prediction"], "w") as predictions,
+    ):
         for datarow_id, line in enumerate(source, 1):
             r = orjson.loads(line)
             for path, kind in metadata_leaves(r["metadata"]).items():
                 types.setdefault(path, kind)
                 path_rows[path] += 1
             tags = "{" + ",".join(f'"{tag}"' for tag in sorted(set(r["tags"]))) + "}"
-            rows.write(f"{datarow_id}\t{dataset_id}\t{r['external_id']}\t{r['uri']}\timage\t{r['width']}\t"
-                       f"{r['height']}\t{_tsv_text(orjson.dumps(r['metadata']).decode())}\t{tags}\t{STAMP}\t{STAMP}\n")
+            rows.write(
+                f"{datarow_id}\t{dataset_id}\t{r['external_id']}\t{r['uri']}\timage\t{r['width']}\t"
+                f"{r['height']}\t{_tsv_text(orjson.dumps(r['metadata']).decode())}\t{tags}\t{STAMP}\t{STAMP}\n"
+            )
             for item in r["labels"]:
                 x, y, w, h = item["box"]
-                labels.write(f"{datarow_id}\t{class_ids[item['class']]}\tbox\t{x}\t{y}\t{w}\t{h}\t{w * h}\t\\N\t"
-                             f"{orjson.dumps(item['attributes']).decode()}\timport:bench\t{STAMP}\t{STAMP}\tbench\n")
+                labels.write(
+                    f"{datarow_id}\t{class_ids[item['class']]}\tbox\t{x}\t{y}\t{w}\t{h}\t{w * h}\t\\N\t"
+                    f"{orjson.dumps(item['attributes']).decode()}\timport:bench\t{STAMP}\t{STAMP}\tbench\n"
+                )
             for item in r["predictions"]:
                 x, y, w, h = item["box"]
-                predictions.write(f"{datarow_id}\t{model_ids[(item['model'], item['version'])]}\t"
-                                  f"{class_ids[item['class']]}\tbox\t{item['score']}\t{x}\t{y}\t{w}\t{h}\t{w * h}\t"
-                                  f"\\N\t{{}}\t{STAMP}\n")
+                predictions.write(
+                    f"{datarow_id}\t{model_ids[(item['model'], item['version'])]}\t"
+                    f"{class_ids[item['class']]}\tbox\t{item['score']}\t{x}\t{y}\t{w}\t{h}\t{w * h}\t"
+                    f"\\N\t{{}}\t{STAMP}\n"
+                )
     return types, path_rows
 
 
@@ -102,8 +112,10 @@ def _fresh_tenant(schema: str):
         for name in CLASSES:
             ontology_class_create(project=project, name=name)
         class_ids = dict(project.ontology.values_list("name", "id"))
-        model_ids = {(name, version): ModelVersion.objects.create(project=project, name=name, version=version).pk
-                     for name, version in MODELS}
+        model_ids = {
+            (name, version): ModelVersion.objects.create(project=project, name=name, version=version).pk
+            for name, version in MODELS
+        }
     return project, dataset, class_ids, model_ids
 
 
@@ -114,9 +126,12 @@ def _bulk_write(schema: str, rows: int, write, log) -> dict:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = %s "
-                       "AND tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-                       "WHERE c.conname = i.indexname)", [schema, list(TABLES)])
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes i WHERE schemaname = %s "
+            "AND tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+            "WHERE c.conname = i.indexname)",
+            [schema, list(TABLES)],
+        )
         indexes = cursor.fetchall()
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{schema}"."{name}"')
@@ -145,12 +160,15 @@ def _finish(schema: str, project, dataset, counts: dict, catalog: dict[str, tupl
     from tenancy.context import tenant_scope
 
     with tenant_scope(schema):
-        FieldCatalogEntry.objects.bulk_create(FieldCatalogEntry(project=project, path=path, field_type=kind,
-                                                                row_count=row_count)
-                                              for path, (kind, row_count) in catalog.items())
-        Dataset.objects.filter(pk=dataset.pk).update(datarow_count=counts["datasets_datarow"],
-                                                     label_count=counts["datasets_label"],
-                                                     prediction_count=counts["predictions_prediction"])
+        FieldCatalogEntry.objects.bulk_create(
+            FieldCatalogEntry(project=project, path=path, field_type=kind, row_count=row_count)
+            for path, (kind, row_count) in catalog.items()
+        )
+        Dataset.objects.filter(pk=dataset.pk).update(
+            datarow_count=counts["datasets_datarow"],
+            label_count=counts["datasets_label"],
+            prediction_count=counts["predictions_prediction"],
+        )
     # What an operator runs after imports bring datetime paths, naming the text paths users MATCH on.
     started = time.monotonic()
     call_command("search_metadata_indexes", schema=[schema], text=["caption"], stdout=io.StringIO())
@@ -170,8 +188,10 @@ def load(*, schema: str, manifest: Path, rows: int, log=print):
         def write(cursor) -> dict:
             counts = {}
             for table in TABLES:
-                with open(manifest.parent / f"{table}.tsv", "rb") as data, \
-                        cursor.copy(f"COPY {table} ({COLUMNS[table]}) FROM STDIN") as copy:
+                with (
+                    open(manifest.parent / f"{table}.tsv", "rb") as data,
+                    cursor.copy(f"COPY {table} ({COLUMNS[table]}) FROM STDIN") as copy,
+                ):
                     while chunk := data.read(1 << 20):
                         copy.write(chunk)
                 counts[table] = cursor.rowcount
@@ -196,23 +216,31 @@ def replicate(*, schema: str, source: str, source_rows: int, copies: int, log=pr
 
     project, dataset, class_ids, model_ids = _fresh_tenant(schema)
     index = "(substr(d.external_id, 5)::bigint + %(shift)s)"
-    datarow_sql = (f"INSERT INTO datasets_datarow ({COLUMNS['datasets_datarow']}) "
-                   f"SELECT d.id + %(shift)s, %(dataset)s, 'img-' || lpad({index}::text, 9, '0'), "
-                   f"'s3://cv-bench/images/' || lpad(({index} %% 1000)::text, 3, '0') || '/' "
-                   f"|| lpad({index}::text, 9, '0') || '.jpg', d.media_type, d.width, d.height, d.metadata, d.tags, "
-                   f"d.created_at, d.updated_at FROM \"{source}\".datasets_datarow d")
-    classes = (f'JOIN "{source}".datasets_ontologyclass sc ON sc.id = t.ontology_class_id '
-               f"JOIN datasets_ontologyclass c ON c.name = sc.name")
-    label_sql = ("INSERT INTO datasets_label (datarow_id, ontology_class_id, kind, x, y, w, h, area, polygon, "
-                 "attributes, source, created_at, updated_at, updated_by) SELECT t.datarow_id + %(shift)s, c.id, "
-                 "t.kind, t.x, t.y, t.w, t.h, t.area, t.polygon, t.attributes, t.source, t.created_at, t.updated_at, "
-                 f't.updated_by FROM "{source}".datasets_label t {classes}')
-    prediction_sql = ("INSERT INTO predictions_prediction (datarow_id, model_version_id, ontology_class_id, kind, "
-                      "score, x, y, w, h, area, polygon, attributes, created_at) SELECT t.datarow_id + %(shift)s, m.id, "
-                      "c.id, t.kind, t.score, t.x, t.y, t.w, t.h, t.area, t.polygon, t.attributes, t.created_at "
-                      f'FROM "{source}".predictions_prediction t {classes} '
-                      f'JOIN "{source}".predictions_modelversion sm ON sm.id = t.model_version_id '
-                      "JOIN predictions_modelversion m ON m.name = sm.name AND m.version = sm.version")
+    datarow_sql = (
+        f"INSERT INTO datasets_datarow ({COLUMNS['datasets_datarow']}) "
+        f"SELECT d.id + %(shift)s, %(dataset)s, 'img-' || lpad({index}::text, 9, '0'), "
+        f"'s3://cv-bench/images/' || lpad(({index} %% 1000)::text, 3, '0') || '/' "
+        f"|| lpad({index}::text, 9, '0') || '.jpg', d.media_type, d.width, d.height, d.metadata, d.tags, "
+        f'd.created_at, d.updated_at FROM "{source}".datasets_datarow d'
+    )
+    classes = (
+        f'JOIN "{source}".datasets_ontologyclass sc ON sc.id = t.ontology_class_id '
+        f"JOIN datasets_ontologyclass c ON c.name = sc.name"
+    )
+    label_sql = (
+        "INSERT INTO datasets_label (datarow_id, ontology_class_id, kind, x, y, w, h, area, polygon, "
+        "attributes, source, created_at, updated_at, updated_by) SELECT t.datarow_id + %(shift)s, c.id, "
+        "t.kind, t.x, t.y, t.w, t.h, t.area, t.polygon, t.attributes, t.source, t.created_at, t.updated_at, "
+        f't.updated_by FROM "{source}".datasets_label t {classes}'
+    )
+    prediction_sql = (
+        "INSERT INTO predictions_prediction (datarow_id, model_version_id, ontology_class_id, kind, "
+        "score, x, y, w, h, area, polygon, attributes, created_at) SELECT t.datarow_id + %(shift)s, m.id, "
+        "c.id, t.kind, t.score, t.x, t.y, t.w, t.h, t.area, t.polygon, t.attributes, t.created_at "
+        f'FROM "{source}".predictions_prediction t {classes} '
+        f'JOIN "{source}".predictions_modelversion sm ON sm.id = t.model_version_id '
+        "JOIN predictions_modelversion m ON m.name = sm.name AND m.version = sm.version"
+    )
 
     def write(cursor) -> dict:
         counts = dict.fromkeys(TABLES, 0)
@@ -229,7 +257,9 @@ def replicate(*, schema: str, source: str, source_rows: int, copies: int, log=pr
     from datasets.models import FieldCatalogEntry
 
     with tenant_scope(source):
-        catalog = {path: (kind, row_count * copies) for path, kind, row_count
-                   in FieldCatalogEntry.objects.values_list("path", "field_type", "row_count")}
+        catalog = {
+            path: (kind, row_count * copies)
+            for path, kind, row_count in FieldCatalogEntry.objects.values_list("path", "field_type", "row_count")
+        }
     _finish(schema, project, dataset, counts, catalog, log)
     return project

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine, print_table, setup_django, start_server  # noqa: E402
-from search_data import bench_schema, loaded_project  # noqa: E402
+from common import OUT, machine, print_table, setup_django, start_server
+from search_data import bench_schema, loaded_project
 
 # bench/search.py by path: the name `search` is the Django app's.
 _spec = importlib.util.spec_from_file_location("bench_search", Path(__file__).resolve().parent / "search.py")
@@ -44,8 +44,10 @@ def main() -> None:
     project = loaded_project(schema, args.rows)
     if project is None:
         raise SystemExit(f"no bench tenant {schema} with {args.rows:,} rows: run bench/search.py --rows {args.rows}")
-    servers = {setting: start_server(OUT / f"bench-search-facets-{setting}.log", SEARCH_PARALLEL_FACETS=setting)
-               for setting in ("1", "0")}
+    servers = {
+        setting: start_server(OUT / f"bench-search-facets-{setting}.log", SEARCH_PARALLEL_FACETS=setting)
+        for setting in ("1", "0")
+    }
     token = issue_dev_token(tenant=schema, user="bench", role="viewer", workspace="bench")
     rows = []
     try:
@@ -64,20 +66,38 @@ def main() -> None:
                         times[setting].append((time.perf_counter() - started) * 1000)
                         answer.raise_for_status()
                         answers[setting] = {key: answer.json()[key] for key in ("results", "total", "facets")}
-                rows.append([kind, f"{answers['1']['total']['value']:,}",
-                             f"{statistics.median(times['0']):,.0f}", f"{p95(times['0']):,.0f}",
-                             f"{statistics.median(times['1']):,.0f}", f"{p95(times['1']):,.0f}",
-                             "yes" if answers["1"] == answers["0"] else "NO",
-                             "yes" if statistics.median(times["1"]) < FACETS_MS else "NO"])
+                rows.append(
+                    [
+                        kind,
+                        f"{answers['1']['total']['value']:,}",
+                        f"{statistics.median(times['0']):,.0f}",
+                        f"{p95(times['0']):,.0f}",
+                        f"{statistics.median(times['1']):,.0f}",
+                        f"{p95(times['1']):,.0f}",
+                        "yes" if answers["1"] == answers["0"] else "NO",
+                        "yes" if statistics.median(times["1"]) < FACETS_MS else "NO",
+                    ]
+                )
                 print(f"{kind}: done", file=sys.stderr)
     finally:
         for server, _ in servers.values():
             server.terminate()
             server.wait(30)
-    print_table(f"Page + exact total + 3 facets through REST, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, "
-                f"{machine()}); ms, warm, {args.repeat} calls each, alternating",
-                ["query kind", "matches", "one statement p50", "p95", "parallel sessions p50", "p95",
-                 "same answer", f"p50 < {FACETS_MS}"], rows)
+    print_table(
+        f"Page + exact total + 3 facets through REST, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, "
+        f"{machine()}); ms, warm, {args.repeat} calls each, alternating",
+        [
+            "query kind",
+            "matches",
+            "one statement p50",
+            "p95",
+            "parallel sessions p50",
+            "p95",
+            "same answer",
+            f"p50 < {FACETS_MS}",
+        ],
+        rows,
+    )
     print(f"\nfacets: {', '.join(FACETS)}")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     OUT,
     ensure_generated,
     machine,
@@ -25,9 +25,14 @@ from common import (  # noqa: E402
     throwaway_tenant,
 )
 
-SORTS = [("id", None, None), ("-created_at", None, None), ("metadata.capture.time", None, None),
-         ("-metadata.camera.iso", None, None), ("-prediction.score", "yolo@8.1", None),
-         ("-prediction.score", "yolo@8.1", "vehicle/car")]
+SORTS = [
+    ("id", None, None),
+    ("-created_at", None, None),
+    ("metadata.capture.time", None, None),
+    ("-metadata.camera.iso", None, None),
+    ("-prediction.score", "yolo@8.1", None),
+    ("-prediction.score", "yolo@8.1", "vehicle/car"),
+]
 QUERIES = ["", "label(class = 'vehicle/car')"]
 RUNS = 7
 
@@ -56,9 +61,16 @@ def main() -> None:
     with throwaway_tenant("bench_sort", files=OUT) as tenant:
         project = Project.objects.create(workspace_id="bench", name="sort", created_by="bench")
         dataset = Dataset.objects.create(project=project, name="sort", created_by="bench")
-        seconds, _ = _timed(lambda: dataset_import_run(
-            dataset=dataset, uri=str(manifest), options=ImportOptions(create_classes=True), source="import:bench",
-            user="bench", progress=lambda counters, errors: None))
+        seconds, _ = _timed(
+            lambda: dataset_import_run(
+                dataset=dataset,
+                uri=str(manifest),
+                options=ImportOptions(create_classes=True),
+                source="import:bench",
+                user="bench",
+                progress=lambda counters, errors: None,
+            )
+        )
         print(f"imported {args.rows} rows in {seconds / 1000:.0f} s")
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
@@ -71,8 +83,9 @@ def main() -> None:
                 sort = SortSpec.parse(token, model=model, class_name=class_name)
 
                 def page(cursor=None, sort=sort, text=text):
-                    return search_datarows(project=project, query_text=text, sort=sort, cursor=cursor,
-                                           count="estimate", limit=50)
+                    return search_datarows(
+                        project=project, query_text=text, sort=sort, cursor=cursor, count="estimate", limit=50
+                    )
 
                 page()  # warm
                 first = sorted(_timed(page)[0] for _ in range(RUNS))
@@ -87,10 +100,22 @@ def main() -> None:
                     db.execute(f"EXPLAIN {statement}")
                     plan = " > ".join(line.strip().lstrip("-> ").split("  ")[0] for (line,) in db.fetchall()[:4])
                 label = f"{token}" + (f" ({model}{', ' + class_name if class_name else ''})" if model else "")
-                rows.append([text or "(all)", label, f"{statistics.median(first):.0f}", f"{first[-1]:.0f}",
-                             f"{statistics.median(deep):.0f}", f"{deep[-1]:.0f}", plan[:120]])
-        print_table(f"Sorted first pages at {args.rows:,} rows, ms (p95 = max of {RUNS})",
-                    ["query", "sort", "first p50", "first p95", "page 21 p50", "page 21 p95", "plan (top)"], rows)
+                rows.append(
+                    [
+                        text or "(all)",
+                        label,
+                        f"{statistics.median(first):.0f}",
+                        f"{first[-1]:.0f}",
+                        f"{statistics.median(deep):.0f}",
+                        f"{deep[-1]:.0f}",
+                        plan[:120],
+                    ]
+                )
+        print_table(
+            f"Sorted first pages at {args.rows:,} rows, ms (p95 = max of {RUNS})",
+            ["query", "sort", "first p50", "first p95", "page 21 p50", "page 21 p95", "plan (top)"],
+            rows,
+        )
         ids = range(1_000_000)
         seconds, _ = _timed(lambda: datarows_changed(project_id=project.pk, datarow_ids=ids))
         print(f"\nhand-off of 1,000,000 ids on the postgres engine: {seconds:.3f} ms")

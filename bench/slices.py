@@ -24,8 +24,16 @@ FREEZE_QUERIES = [
     ("metadata, ~33 %", "metadata.weather IN ('rain', 'fog')"),
     ("label class, ~9 %", "label(class = 'vehicle/car')"),
 ]
-CLASSES = ["person", "vehicle/car", "vehicle/truck", "animal/dog", "animal/cat", "object/cup", "object/chair",
-           "outdoor/bench"]
+CLASSES = [
+    "person",
+    "vehicle/car",
+    "vehicle/truck",
+    "animal/dog",
+    "animal/cat",
+    "object/cup",
+    "object/chair",
+    "outdoor/bench",
+]
 
 
 def _load(project, rows: int) -> None:
@@ -38,25 +46,31 @@ def _load(project, rows: int) -> None:
     FieldCatalogEntry.objects.create(project=project, path="weather", field_type="string")
     with connection.cursor() as cursor:
         # Deterministic pseudo-random columns from the row number (hashes, not random(), so reruns match).
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO datasets_datarow (dataset_id, external_id, uri, media_type, width, height, metadata, tags,
                                           created_at, updated_at)
             SELECT %(dataset)s, 'img-' || n, 's3://bench/' || n || '.jpg', 'image', 640, 480,
                    jsonb_build_object('weather', (ARRAY['sunny', 'cloudy', 'rain', 'fog', 'snow', 'storm'])
                                                   [1 + abs(hashint4(n)) %% 6]),
                    CASE WHEN n %% 2 = 0 THEN ARRAY['day'] ELSE ARRAY['night', 'urban'] END, now(), now()
-            FROM generate_series(1, %(rows)s) AS n""", {"dataset": dataset.pk, "rows": rows})
+            FROM generate_series(1, %(rows)s) AS n""",
+            {"dataset": dataset.pk, "rows": rows},
+        )
         # Class rank r with weight ~ 1/(r+1): the first class is the most common, as in generate.py.
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO datasets_label (datarow_id, ontology_class_id, kind, attributes, source, created_at,
                                         updated_at, updated_by)
             SELECT d.id, (%(classes)s::bigint[])[1 + floor(least(0.999999, (abs(hashint8(d.id)) %% 1000000) / 1e6)
                                                            ^ 2 * %(count)s)::int],
                    'classification', '{}', 'bench', now(), now(), 'bench'
             FROM datasets_datarow AS d WHERE d.dataset_id = %(dataset)s""",
-                       {"classes": classes, "count": len(classes), "dataset": dataset.pk})
-        cursor.execute("UPDATE datasets_dataset SET datarow_count = %s, label_count = %s WHERE id = %s",
-                       [rows, rows, dataset.pk])
+            {"classes": classes, "count": len(classes), "dataset": dataset.pk},
+        )
+        cursor.execute(
+            "UPDATE datasets_dataset SET datarow_count = %s, label_count = %s WHERE id = %s", [rows, rows, dataset.pk]
+        )
         cursor.execute("ANALYZE datasets_datarow; ANALYZE datasets_label")
 
 
@@ -68,15 +82,19 @@ def _freeze_plan(project, query: str) -> str:
     from search.queries import project_query_validate
     from slices.models import Slice
 
-    condition = compile_filter(project_query_validate(project_id=project.pk, query_text=query, using="default"),
-                               project_id=project.pk)
+    condition = compile_filter(
+        project_query_validate(project_id=project.pk, query_text=query, using="default"), project_id=project.pk
+    )
     with transaction.atomic():
-        pending = Slice.objects.create(project=project, name="explained", kind=Slice.Kind.FROZEN, query=query,
-                                       created_by="bench")
+        pending = Slice.objects.create(
+            project=project, name="explained", kind=Slice.Kind.FROZEN, query=query, created_by="bench"
+        )
         with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) INSERT INTO slices_slicemember (slice_id, datarow_id) "
-                           f"SELECT %s, d.id FROM datasets_datarow AS d WHERE {condition.sql}",
-                           [pending.pk, *condition.params])
+            cursor.execute(
+                f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) INSERT INTO slices_slicemember (slice_id, datarow_id) "
+                f"SELECT %s, d.id FROM datasets_datarow AS d WHERE {condition.sql}",
+                [pending.pk, *condition.params],
+            )
             plan = "\n".join(line for (line,) in cursor.fetchall())
         transaction.set_rollback(True)
     return plan
@@ -109,8 +127,9 @@ def main() -> None:
         print(f"loaded {args.rows:,} datarows and labels in {loaded:.0f}s", file=sys.stderr)
         frozen = {}
         for number, (what, query) in enumerate(FREEZE_QUERIES):
-            pending = Slice.objects.create(project=project, name=f"freeze {number}", kind=Slice.Kind.FROZEN,
-                                           query=query, created_by="bench")
+            pending = Slice.objects.create(
+                project=project, name=f"freeze {number}", kind=Slice.Kind.FROZEN, query=query, created_by="bench"
+            )
             frozen[what], seconds = _timed(lambda: slice_freeze_members(slice=pending))
             members = frozen[what].member_count
             table.append([f"freeze: {what}", f"{members:,}", f"{seconds:.2f}", f"{members / seconds:,.0f}"])
@@ -118,19 +137,36 @@ def main() -> None:
         plan = _freeze_plan(project, FREEZE_QUERIES[0][1])
         fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
         for stratified in (False, True):
-            _, seconds = _timed(lambda: slice_split(slice=everything, seed=7, fractions=fractions,
-                                                    stratified=stratified))
-            table.append([f"split 80/10/10{', stratified by class' if stratified else ''}",
-                          f"{everything.member_count:,}", f"{seconds:.2f}", f"{everything.member_count / seconds:,.0f}"])
+            _, seconds = _timed(
+                lambda: slice_split(slice=everything, seed=7, fractions=fractions, stratified=stratified)
+            )
+            table.append(
+                [
+                    f"split 80/10/10{', stratified by class' if stratified else ''}",
+                    f"{everything.member_count:,}",
+                    f"{seconds:.2f}",
+                    f"{everything.member_count / seconds:,.0f}",
+                ]
+            )
         for operation in ("union", "intersection", "difference"):
             operands = [frozen[FREEZE_QUERIES[1][0]], frozen[FREEZE_QUERIES[2][0]]]
-            combined, seconds = _timed(lambda: slice_combine(project=project, name=operation, created_by="bench",
-                                                             operation=operation, slices=operands))
-            table.append([f"combine: tag {operation} metadata", f"{combined.member_count:,}", f"{seconds:.2f}",
-                          f"{combined.member_count / seconds:,.0f}"])
+            combined, seconds = _timed(
+                lambda: slice_combine(
+                    project=project, name=operation, created_by="bench", operation=operation, slices=operands
+                )
+            )
+            table.append(
+                [
+                    f"combine: tag {operation} metadata",
+                    f"{combined.member_count:,}",
+                    f"{seconds:.2f}",
+                    f"{combined.member_count / seconds:,.0f}",
+                ]
+            )
         text = f"IN SLICE '{everything.name}' AND tags = 'day'"
-        condition = compile_filter(project_query_validate(project_id=project.pk, query_text=text, using="default"),
-                                   project_id=project.pk)
+        condition = compile_filter(
+            project_query_validate(project_id=project.pk, query_text=text, using="default"), project_id=project.pk
+        )
 
         def count_matches() -> int:
             with connection.cursor() as cursor:
@@ -143,8 +179,11 @@ def main() -> None:
         table.append(["first page of 100 test members", f"{len(page.results)}", f"{seconds:.3f}", "-"])
         settings = postgres_settings()
 
-    print_table(f"Slices over {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()})",
-                ["step", "members", "seconds", "members/s"], table)
+    print_table(
+        f"Slices over {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()})",
+        ["step", "members", "seconds", "members/s"],
+        table,
+    )
     print(f"\nPlan of the freeze of every row ({FREEZE_QUERIES[0][1]!r}):\n{plan}")
     print(f"\nPostgreSQL: {settings}")
 

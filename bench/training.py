@@ -11,7 +11,7 @@ only (no validation). For the GPU-starvation check at 224 px see bench/gpu_train
 import argparse
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -43,21 +43,36 @@ def main() -> None:
         examples = write_synthetic_jpegs(Path(temporary, "jpegs"), arguments.images, width, height)
         for architecture in arguments.architectures:
             for size in arguments.sizes:
-                config = {"architecture": architecture, "image_size": size, "batch_size": arguments.batch,
-                          "epochs": 2, "device": arguments.device, "num_workers": arguments.workers,
-                          "augment": True, "cache": "decoded"}
+                config = {
+                    "architecture": architecture,
+                    "image_size": size,
+                    "batch_size": arguments.batch,
+                    "epochs": 2,
+                    "device": arguments.device,
+                    "num_workers": arguments.workers,
+                    "augment": True,
+                    "cache": "decoded",
+                }
                 result = ImageClassifierTrainer().train(
-                    train=examples, validation=[], classes=CLASSES, config=config, opener=open_uri,
-                    output_dir=Path(temporary, f"{architecture}-{size}"), on_step=lambda progress: None,
+                    train=examples,
+                    validation=[],
+                    classes=CLASSES,
+                    config=config,
+                    opener=open_uri,
+                    output_dir=Path(temporary, f"{architecture}-{size}"),
+                    on_step=lambda progress: None,
                     on_epoch=lambda metrics: print(f"  {architecture} {size}px {metrics}", file=sys.stderr),
-                    log=lambda message: None)
+                    log=lambda message: None,
+                )
                 cold, warm = (epoch.images_per_second for epoch in result.epochs)
                 rows.append([architecture, size, arguments.batch, arguments.workers, f"{cold:,.1f}", f"{warm:,.1f}"])
-    print_table(f"Training throughput, {arguments.images} JPEGs {width}x{height}, device {arguments.device}, "
-                f"torch {torch.__version__} ({torch.get_num_threads()} threads); {machine()}; "
-                f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-                ["architecture", "px", "batch", "workers", "epoch 1 images/s (PIL decode)",
-                 "epoch 2 images/s (decoded cache)"], rows)
+    print_table(
+        f"Training throughput, {arguments.images} JPEGs {width}x{height}, device {arguments.device}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); {machine()}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        ["architecture", "px", "batch", "workers", "epoch 1 images/s (PIL decode)", "epoch 2 images/s (decoded cache)"],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ def _key(dataset_id: int) -> list:
 def dataset_lock_take(cursor, dataset_id: int) -> None:
     cursor.execute(_TRY_LOCK, _key(dataset_id))
     if not cursor.fetchone()[0]:
-        raise Conflict(f"Dataset {dataset_id} is busy: an import or a delete is running on it; try again when it ends.",
-                       {"dataset_id": dataset_id})
+        raise Conflict(
+            f"Dataset {dataset_id} is busy: an import or a delete is running on it; try again when it ends.",
+            {"dataset_id": dataset_id},
+        )
 
 
 def dataset_lock_release(cursor, dataset_id: int) -> None:

@@ -66,14 +66,21 @@ class DataRow(models.Model):
             # One GIN index over both: a condition on tags AND metadata is one index scan that intersects the two
             # posting lists inside the index, where two indexes built two bitmaps of every row each matches and
             # ANDed them (docs/design/search-postgres.md). Either column alone is served as well as by its own.
-            GinIndex(fields=["tags", "metadata"], name="datarow_tags_metadata_gin",
-                     opclasses=["array_ops", "jsonb_path_ops"]),
+            GinIndex(
+                fields=["tags", "metadata"], name="datarow_tags_metadata_gin", opclasses=["array_ops", "jsonb_path_ops"]
+            ),
             # The datarow API's keyset pages (by id) and filters; text_pattern_ops serve prefix LIKE in any collation.
             models.Index(fields=["dataset", "id"], name="datarow_dataset_id"),
-            models.Index(fields=["dataset", "external_id"], opclasses=["int8_ops", "text_pattern_ops"],
-                         name="datarow_external_id_prefix"),
-            models.Index("dataset", OpClass(Left("uri", DATAROW_URI_INDEXED_CHARS), name="text_pattern_ops"),
-                         name="datarow_uri_prefix"),
+            models.Index(
+                fields=["dataset", "external_id"],
+                opclasses=["int8_ops", "text_pattern_ops"],
+                name="datarow_external_id_prefix",
+            ),
+            models.Index(
+                "dataset",
+                OpClass(Left("uri", DATAROW_URI_INDEXED_CHARS), name="text_pattern_ops"),
+                name="datarow_uri_prefix",
+            ),
             models.Index(fields=["dataset", "width"], name="datarow_dataset_width"),
             models.Index(fields=["dataset", "height"], name="datarow_dataset_height"),
             models.Index(fields=["dataset", "created_at"], name="datarow_dataset_created"),
@@ -93,7 +100,9 @@ class OntologyClass(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["project", "name"], name="ontology_class_unique_in_project"),
-            models.UniqueConstraint(fields=["project", "coco_category_id"], name="ontology_coco_category_unique_in_project"),
+            models.UniqueConstraint(
+                fields=["project", "coco_category_id"], name="ontology_coco_category_unique_in_project"
+            ),
         ]
 
 
@@ -147,8 +156,9 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=200)
     version = models.CharField(max_length=100)
     # The run that produced it; null for versions imported with their predictions.
-    training_run = models.OneToOneField("training.TrainingRun", null=True, on_delete=models.SET_NULL,
-                                        related_name="model_version")
+    training_run = models.OneToOneField(
+        "training.TrainingRun", null=True, on_delete=models.SET_NULL, related_name="model_version"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -166,16 +176,19 @@ class Prediction(AnnotationShape):
     """A model version's output on a datarow: a scored class, or a scored object."""
 
     # Served by prediction_datarow, prediction_model_class_datarow and prediction_model_datarow (Meta.indexes).
-    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="predictions",
-                                db_index=False)
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions",
-                                      db_index=False)
+    datarow = models.ForeignKey(
+        "datasets.DataRow", on_delete=models.CASCADE, related_name="predictions", db_index=False
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="predictions", db_index=False
+    )
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="predictions")
     score = models.FloatField()
     # The prediction run that wrote it; null for imported predictions. Selection strategies read a run's rows.
     # No index of its own: prediction_run_datarow below serves every lookup by run.
-    run = models.ForeignKey("predictions.PredictionRun", null=True, on_delete=models.SET_NULL,
-                            related_name="predictions", db_index=False)
+    run = models.ForeignKey(
+        "predictions.PredictionRun", null=True, on_delete=models.SET_NULL, related_name="predictions", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -183,12 +196,16 @@ class Prediction(AnnotationShape):
         db_table = "predictions_prediction"
         indexes = [
             models.Index(fields=["datarow"], name="prediction_datarow"),
-            models.Index(fields=["run", "datarow"], condition=models.Q(run__isnull=False),
-                         name="prediction_run_datarow"),
+            models.Index(
+                fields=["run", "datarow"], condition=models.Q(run__isnull=False), name="prediction_run_datarow"
+            ),
             # A model's class in datarow order, with the score in the index: searches merge it with datarows and
             # filter scores without reading the table (replaced (model version, class, score), 2026-11-27).
-            models.Index(fields=["model_version", "ontology_class", "datarow"], include=["score"],
-                         name="prediction_model_class_datarow"),
+            models.Index(
+                fields=["model_version", "ontology_class", "datarow"],
+                include=["score"],
+                name="prediction_model_class_datarow",
+            ),
             # A version's top-1 per datarow (metrics, comparisons) walks its rows by datarow.
             models.Index(fields=["model_version", "datarow"], name="prediction_model_datarow"),
         ]

@@ -79,13 +79,18 @@ def datarow_list(*, dataset: Dataset, filters: DatarowFilters = DatarowFilters()
         # The index holds the URI's head (a whole URI may be too long for a btree entry): match the head with
         # the index, and the whole URI only when the prefix is longer than the head.
         datarows = datarows.alias(uri_head=Left("uri", DATAROW_URI_INDEXED_CHARS)).filter(
-            uri_head__startswith=filters.uri_prefix[:DATAROW_URI_INDEXED_CHARS])
+            uri_head__startswith=filters.uri_prefix[:DATAROW_URI_INDEXED_CHARS]
+        )
         if len(filters.uri_prefix) > DATAROW_URI_INDEXED_CHARS:
             datarows = datarows.filter(uri__startswith=filters.uri_prefix)
-    for field, lookup, value in (("width", "gte", filters.width_min), ("width", "lte", filters.width_max),
-                                 ("height", "gte", filters.height_min), ("height", "lte", filters.height_max),
-                                 ("created_at", "gte", filters.created_after),
-                                 ("created_at", "lt", filters.created_before)):
+    for field, lookup, value in (
+        ("width", "gte", filters.width_min),
+        ("width", "lte", filters.width_max),
+        ("height", "gte", filters.height_min),
+        ("height", "lte", filters.height_max),
+        ("created_at", "gte", filters.created_after),
+        ("created_at", "lt", filters.created_before),
+    ):
         if value is not None:
             datarows = datarows.filter(**{f"{field}__{lookup}": value})
     if filters.media_type is not None:
@@ -123,10 +128,15 @@ class ModelVersionPredictions:
 
 def datarow_predictions_by_model_version(*, datarow: DataRow) -> list[ModelVersionPredictions]:
     """The datarow's predictions, one group per model version (oldest version first), best score first."""
-    predictions = (Prediction.objects.filter(datarow=datarow).select_related("model_version", "ontology_class")
-                   .order_by("model_version_id", "-score", "id"))
-    return [ModelVersionPredictions(model_version=group[0].model_version, predictions=group)
-            for group in (list(items) for _, items in groupby(predictions, key=lambda p: p.model_version_id))]
+    predictions = (
+        Prediction.objects.filter(datarow=datarow)
+        .select_related("model_version", "ontology_class")
+        .order_by("model_version_id", "-score", "id")
+    )
+    return [
+        ModelVersionPredictions(model_version=group[0].model_version, predictions=group)
+        for group in (list(items) for _, items in groupby(predictions, key=lambda p: p.model_version_id))
+    ]
 
 
 @dataclass(frozen=True)
@@ -173,15 +183,18 @@ def datarow_image(*, datarow: DataRow) -> DatarowImage:
     content_type = sniff_image_type(file.read(SNIFF_BYTES))
     if content_type is None:
         file.close()
-        raise UnsupportedMediaType(f"The file of datarow {datarow.pk} is not a JPEG, PNG, GIF, WebP, BMP or TIFF "
-                                   "image; only images are served.")
+        raise UnsupportedMediaType(
+            f"The file of datarow {datarow.pk} is not a JPEG, PNG, GIF, WebP, BMP or TIFF "
+            "image; only images are served."
+        )
     file.seek(0)
     return DatarowImage(file, content_type)
 
 
 def label_get(*, datarow: DataRow, label_id: int) -> Label:
-    label = (Label.objects.filter(datarow=datarow, pk=label_id).select_related("ontology_class", "datarow__dataset")
-             .first())
+    label = (
+        Label.objects.filter(datarow=datarow, pk=label_id).select_related("ontology_class", "datarow__dataset").first()
+    )
     if label is None:
         raise NotFound(f"Label {label_id} does not exist on datarow {datarow.pk}.")
     return label
@@ -189,8 +202,7 @@ def label_get(*, datarow: DataRow, label_id: int) -> Label:
 
 def field_catalog_types(*, project_id: int, using: str) -> dict[str, str]:
     """The project's metadata paths and their types, which query validation, mappings and facets go by."""
-    return dict(FieldCatalogEntry.objects.using(using).filter(project_id=project_id)
-                .values_list("path", "field_type"))
+    return dict(FieldCatalogEntry.objects.using(using).filter(project_id=project_id).values_list("path", "field_type"))
 
 
 def ontology_class_list(*, project: Project) -> QuerySet[OntologyClass]:
@@ -203,8 +215,9 @@ def dataset_export_file(*, principal: Principal, dataset: Dataset, job_id) -> tu
     if job.kind != DATASET_EXPORT_JOB_KIND or job.params.get("dataset_id") != dataset.pk:
         raise NotFound(f"Job {job_id} is not an export of dataset {dataset.pk}.")
     if job.status != Job.Status.SUCCEEDED:
-        raise Conflict(f"Export {job_id} has {job.status}; its file is ready once it has succeeded.",
-                       {"status": job.status})
+        raise Conflict(
+            f"Export {job_id} has {job.status}; its file is ready once it has succeeded.", {"status": job.status}
+        )
     export_format = job.params["export_format"]
     path = export_path(job_id=job.pk, export_format=export_format, create=False)
     if not path.exists():
@@ -234,8 +247,11 @@ class ProjectModelVersionRefs(Set[str]):
 
     def _refs(self) -> QuerySet:
         # The same expression the search engines compare with, so what validates is what matches.
-        return (ModelVersion.objects.using(self.using).filter(project_id=self.project_id)
-                .annotate(ref=Concat("name", Value("@"), "version")))
+        return (
+            ModelVersion.objects.using(self.using)
+            .filter(project_id=self.project_id)
+            .annotate(ref=Concat("name", Value("@"), "version"))
+        )
 
     def __contains__(self, ref: object) -> bool:
         return isinstance(ref, str) and self._refs().filter(ref=ref).exists()

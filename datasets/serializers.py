@@ -30,11 +30,20 @@ class DatarowCursorField(serializers.Field):
         return base64.urlsafe_b64encode(str(after_id).encode()).decode().rstrip("=")
 
 
-BOX = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "nullable": True,
-       "description": "[x, y, width, height] in pixels; null for a classification."}
-POLYGON = {"type": "array", "nullable": True, "items": {"type": "array", "items": {"type": "number"}, "minItems": 2,
-                                                          "maxItems": 2},
-           "description": "[[x, y], ...], at least 3 points, in pixels; null when the object is a box."}
+BOX = {
+    "type": "array",
+    "items": {"type": "number"},
+    "minItems": 4,
+    "maxItems": 4,
+    "nullable": True,
+    "description": "[x, y, width, height] in pixels; null for a classification.",
+}
+POLYGON = {
+    "type": "array",
+    "nullable": True,
+    "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    "description": "[[x, y], ...], at least 3 points, in pixels; null when the object is a box.",
+}
 
 
 @extend_schema_field(BOX)
@@ -100,8 +109,11 @@ class LabelInputSerializer(ClassNamedSerializer, StrictSerializer):
     attributes = ObjectField(required=False)
 
     def class_field(self) -> serializers.Field:
-        return serializers.CharField(max_length=500, required=self.class_required,
-                                     help_text="A class of the project's ontology, e.g. 'vehicle/car'.")
+        return serializers.CharField(
+            max_length=500,
+            required=self.class_required,
+            help_text="A class of the project's ontology, e.g. 'vehicle/car'.",
+        )
 
 
 class DatarowOutputSerializer(serializers.Serializer):

@@ -35,12 +35,22 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
     def progress(counters: ImportCounters, errors: list[LineError]) -> None:
         meter.lines_read(counters.lines)
         first_errors.extend(e.as_dict() for e in errors[: ERRORS_KEPT_ON_JOB - len(first_errors)])
-        job_report_progress(job=job, done=counters.lines, counters={**counters.as_dict(), "first_errors": first_errors},
-                            message=f"{counters.lines} lines read, {counters.committed_rows} datarows committed")
+        job_report_progress(
+            job=job,
+            done=counters.lines,
+            counters={**counters.as_dict(), "first_errors": first_errors},
+            message=f"{counters.lines} lines read, {counters.committed_rows} datarows committed",
+        )
 
     try:
-        counters = dataset_import_run(dataset=dataset, uri=uri, options=ImportOptions(**options),
-                                      source=f"import:{job.pk}", user=job.owner_id, progress=progress)
+        counters = dataset_import_run(
+            dataset=dataset,
+            uri=uri,
+            options=ImportOptions(**options),
+            source=f"import:{job.pk}",
+            user=job.owner_id,
+            progress=progress,
+        )
     except ImportAborted as aborted:
         # Keep the reasons on the job (the runner then records it failed with the message).
         job.counters = {**job.counters, "first_errors": aborted.extra["errors"], "errors": aborted.extra["error_count"]}
@@ -53,8 +63,13 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
     message = f"{counters.lines} lines read, {counters.committed_rows} datarows committed"
     if counters.partial:
         message += f", {counters.error_lines} lines left out for errors (first_errors, and the error report)"
-    job_report_progress(job=job, done=counters.lines, total=counters.lines, message=message,
-                        counters={**counters.as_dict(), "first_errors": first_errors})
+    job_report_progress(
+        job=job,
+        done=counters.lines,
+        total=counters.lines,
+        message=message,
+        counters={**counters.as_dict(), "first_errors": first_errors},
+    )
     # Upserted rows get updated_at = now() inside the import, after the job started; a predictions-only import
     # (COCO results) leaves its datarows' updated_at alone, so the whole dataset is indexed again.
     since = None if options.get("format") == "coco_results" else job.started_at
@@ -63,8 +78,10 @@ def dataset_import(job: Job, *, dataset_id: int, uri: str, options: dict) -> Non
 
 @job_task(kind=DATASET_DELETE_JOB_KIND)
 def dataset_delete(job: Job, *, dataset_id: int) -> None:
-    dataset_delete_rows(dataset_id=dataset_id,
-                        progress=lambda deleted: job_report_progress(job=job, done=deleted, counters={"deleted": deleted}))
+    dataset_delete_rows(
+        dataset_id=dataset_id,
+        progress=lambda deleted: job_report_progress(job=job, done=deleted, counters={"deleted": deleted}),
+    )
 
 
 @job_task(kind=DATASET_EXPORT_JOB_KIND)
@@ -74,10 +91,25 @@ def dataset_export(job: Job, *, dataset_id: int, export_format: str) -> None:
         raise ApplicationError(f"Dataset {dataset_id} is being deleted; there is nothing to export.")
 
     def progress(counters: ExportCounters) -> None:
-        job_report_progress(job=job, done=counters.datarows, total=dataset.datarow_count, counters=counters.as_dict(),
-                            message=f"{counters.datarows} of {dataset.datarow_count} datarows written")
+        job_report_progress(
+            job=job,
+            done=counters.datarows,
+            total=dataset.datarow_count,
+            counters=counters.as_dict(),
+            message=f"{counters.datarows} of {dataset.datarow_count} datarows written",
+        )
 
-    counters = datarows_export(datarows=datarow_list(dataset=dataset), project_id=dataset.project_id,
-                               export_format=export_format, job_id=job.pk, progress=progress)
-    job_report_progress(job=job, done=counters.datarows, total=counters.datarows, counters=counters.as_dict(),
-                        message=f"{counters.datarows} datarows exported")
+    counters = datarows_export(
+        datarows=datarow_list(dataset=dataset),
+        project_id=dataset.project_id,
+        export_format=export_format,
+        job_id=job.pk,
+        progress=progress,
+    )
+    job_report_progress(
+        job=job,
+        done=counters.datarows,
+        total=counters.datarows,
+        counters=counters.as_dict(),
+        message=f"{counters.datarows} datarows exported",
+    )

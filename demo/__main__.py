@@ -1,6 +1,6 @@
 """`make demo`: start the platform (embedded services unless configured), write the digits, run the loop over REST.
 
-    python -m demo [--rounds 2] [--batch 100] [--epochs 15]
+python -m demo [--rounds 2] [--batch 100] [--epochs 15]
 """
 
 import argparse
@@ -33,8 +33,9 @@ def _wait_until_serving(url: str, supervisor: Supervisor) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=LoopSettings.rounds)
     parser.add_argument("--batch", type=int, default=LoopSettings.batch, help="labels revealed per round")
     parser.add_argument("--epochs", type=int, default=LoopSettings.epochs)
@@ -52,9 +53,12 @@ def main() -> int:
             supervisor = platform_start(env, PORT, output=log)
             try:
                 _wait_until_serving(url, supervisor)
-                outcome = run_loop(Platform(url, token), files,
-                                   LoopSettings(rounds=args.rounds, batch=args.batch, epochs=args.epochs),
-                                   project_name=f"digits loop {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                outcome = run_loop(
+                    Platform(url, token),
+                    files,
+                    LoopSettings(rounds=args.rounds, batch=args.batch, epochs=args.epochs),
+                    project_name=f"digits loop {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                )
             finally:
                 supervisor.stop()
     finally:

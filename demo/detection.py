@@ -40,8 +40,10 @@ class DetectionOutcome:
 
     def table(self) -> str:
         lines = [f"{'model':<10} {'mAP':>7} {'mAP50':>7} {'mAP75':>7} {'test images':>12}"]
-        lines += [f"{name:<10} {m['map']:>7.3f} {m['map_50']:>7.3f} {m['map_75']:>7.3f} {m['images']:>12}"
-                  for name, m in (("untrained", self.untrained), ("trained", self.trained))]
+        lines += [
+            f"{name:<10} {m['map']:>7.3f} {m['map_50']:>7.3f} {m['map_75']:>7.3f} {m['images']:>12}"
+            for name, m in (("untrained", self.untrained), ("trained", self.trained))
+        ]
         return "\n".join(lines)
 
 
@@ -54,63 +56,111 @@ def write_detection_files(folder: Path, count: int, *, seed: int = 0, sides: tup
     return coco
 
 
-def run_detection(platform: Platform, coco: Path, settings: DetectionSettings = DetectionSettings(), *,
-                  project_name: str = "shapes detection") -> DetectionOutcome:
+def run_detection(
+    platform: Platform,
+    coco: Path,
+    settings: DetectionSettings = DetectionSettings(),
+    *,
+    project_name: str = "shapes detection",
+) -> DetectionOutcome:
     say = platform.say
     p = platform.call("POST", "projects/", json={"name": project_name})["id"]
     dataset = platform.call("POST", f"projects/{p}/datasets/", json={"name": "shapes"})
     say(f"Importing {coco} (COCO, its categories as the ontology's classes, its images under {coco.parent})...")
     # images_uri is the annotation file's folder, which is also the default: said here to show the option.
-    job = platform.call("POST", f"projects/{p}/datasets/{dataset['id']}/imports",
-                        json={"uri": str(coco), "format": "coco", "images_uri": str(coco.parent),
-                              "create_classes": True, "check_images": True})
+    job = platform.call(
+        "POST",
+        f"projects/{p}/datasets/{dataset['id']}/imports",
+        json={
+            "uri": str(coco),
+            "format": "coco",
+            "images_uri": str(coco.parent),
+            "create_classes": True,
+            "check_images": True,
+        },
+    )
     platform.follow_job(job["id"], "import")
     shapes = _frozen_slice(platform, p, "shapes", f"dataset = {dataset['id']}")
-    platform.call("POST", f"projects/{p}/slices/{shapes['id']}/split",
-                  json={"seed": settings.seed, "fractions": {"train": 0.7, "validation": 0.1, "test": 0.2}})
+    platform.call(
+        "POST",
+        f"projects/{p}/slices/{shapes['id']}/split",
+        json={"seed": settings.seed, "fractions": {"train": 0.7, "validation": 0.1, "test": 0.2}},
+    )
     say(f"Slice 'shapes': {shapes['member_count']} images split 70/10/20 into train, validation and test.")
     scores = {}
-    for name, learning_rate, epochs in (("untrained", UNTRAINED_LEARNING_RATE, 1),
-                                        ("trained", settings.learning_rate, settings.epochs)):
+    for name, learning_rate, epochs in (
+        ("untrained", UNTRAINED_LEARNING_RATE, 1),
+        ("trained", settings.learning_rate, settings.epochs),
+    ):
         version_id = _train(platform, p, shapes, settings, name=name, learning_rate=learning_rate, epochs=epochs)
         scores[name] = _test_map(platform, p, version_id, shapes)
         say(f"{name}: test mAP {scores[name]['map']:.3f}, mAP50 {scores[name]['map_50']:.3f}")
     return DetectionOutcome(**scores)
 
 
-def _train(platform: Platform, project_id: int, shapes: dict, settings: DetectionSettings, *, name: str,
-           learning_rate: float, epochs: int) -> int:
-    model = platform.call("POST", f"projects/{project_id}/models", json={
-        "name": f"shapes-{name}", "trainer": settings.trainer,
-        "hyperparameters": {"min_size": settings.min_size, "max_size": settings.min_size * 2, "epochs": epochs,
-                            "batch_size": settings.batch_size, "learning_rate": learning_rate, "seed": settings.seed,
-                            "device": "cpu"}})
+def _train(
+    platform: Platform,
+    project_id: int,
+    shapes: dict,
+    settings: DetectionSettings,
+    *,
+    name: str,
+    learning_rate: float,
+    epochs: int,
+) -> int:
+    model = platform.call(
+        "POST",
+        f"projects/{project_id}/models",
+        json={
+            "name": f"shapes-{name}",
+            "trainer": settings.trainer,
+            "hyperparameters": {
+                "min_size": settings.min_size,
+                "max_size": settings.min_size * 2,
+                "epochs": epochs,
+                "batch_size": settings.batch_size,
+                "learning_rate": learning_rate,
+                "seed": settings.seed,
+                "device": "cpu",
+            },
+        },
+    )
     run = platform.call("POST", f"projects/{project_id}/models/{model['id']}/runs", json={"slice_id": shapes["id"]})
     platform.follow_job(run["job"]["id"], f"train {name}")
-    return platform.get_when(f"projects/{project_id}/training-runs/{run['id']}",
-                             lambda r: r["model_version_id"] is not None)["model_version_id"]
+    return platform.get_when(
+        f"projects/{project_id}/training-runs/{run['id']}", lambda r: r["model_version_id"] is not None
+    )["model_version_id"]
 
 
 def _test_map(platform: Platform, project_id: int, version_id: int, shapes: dict) -> dict:
-    run = platform.call("POST", f"projects/{project_id}/prediction-runs",
-                        json={"model_version_id": version_id, "slice_id": shapes["id"], "top_k": 100,
-                              "score_threshold": 0.01})
+    run = platform.call(
+        "POST",
+        f"projects/{project_id}/prediction-runs",
+        json={"model_version_id": version_id, "slice_id": shapes["id"], "top_k": 100, "score_threshold": 0.01},
+    )
     platform.follow_job(run["job"]["id"], "predict")
-    platform.get_when(f"projects/{project_id}/prediction-runs/{run['id']}",
-                      lambda r: r["datarow_count"] == shapes["member_count"])
-    return platform.call("GET", f"projects/{project_id}/model-versions/{version_id}/detection-metrics",
-                         params={"slice_id": shapes["id"], "splits": "test"})
+    platform.get_when(
+        f"projects/{project_id}/prediction-runs/{run['id']}", lambda r: r["datarow_count"] == shapes["member_count"]
+    )
+    return platform.call(
+        "GET",
+        f"projects/{project_id}/model-versions/{version_id}/detection-metrics",
+        params={"slice_id": shapes["id"], "splits": "test"},
+    )
 
 
 def main() -> int:
     from demo.__main__ import PORT, _wait_until_serving
     from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, up
 
-    parser = argparse.ArgumentParser(prog="python -m demo.detection", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.detection", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=DetectionSettings.images)
     parser.add_argument("--epochs", type=int, default=DetectionSettings.epochs)
-    parser.add_argument("--trainer", default=DetectionSettings.trainer, choices=("detector-fcos", "detector-faster-rcnn"))
+    parser.add_argument(
+        "--trainer", default=DetectionSettings.trainer, choices=("detector-fcos", "detector-faster-rcnn")
+    )
     args = parser.parse_args()
     # The images go in the demo tenant's folder of the local read root, the only one its imports may read.
     coco = write_detection_files(LOCAL_READ_ROOT / DEMO_TENANT / "demo-shapes", args.images)
@@ -126,9 +176,12 @@ def main() -> int:
             supervisor = platform_start(env, PORT, output=log)
             try:
                 _wait_until_serving(url, supervisor)
-                outcome = run_detection(Platform(url, token), coco,
-                                        DetectionSettings(images=args.images, epochs=args.epochs, trainer=args.trainer),
-                                        project_name=f"shapes detection {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                outcome = run_detection(
+                    Platform(url, token),
+                    coco,
+                    DetectionSettings(images=args.images, epochs=args.epochs, trainer=args.trainer),
+                    project_name=f"shapes detection {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                )
             finally:
                 supervisor.stop()
     finally:

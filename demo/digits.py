@@ -31,8 +31,9 @@ def class_name(digit: int) -> str:
     return f"digit/{digit}"
 
 
-def write_digits(out: Path, *, limit: int | None = None, seed_per_class: int = 5, holdout_fraction: float = 0.25,
-                 seed: int = 0) -> DigitsFiles:
+def write_digits(
+    out: Path, *, limit: int | None = None, seed_per_class: int = 5, holdout_fraction: float = 0.25, seed: int = 0
+) -> DigitsFiles:
     """Write `limit` digits (all 1,797 by default) under `out`: PNGs in images/, manifest.jsonl, oracle.json."""
     digits = load_digits()
     order = list(range(len(digits.images)))
@@ -59,12 +60,23 @@ def write_digits(out: Path, *, limit: int | None = None, seed_per_class: int = 5
             Image.fromarray(pixels).resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST).save(path)
             label = class_name(int(digits.target[index]))
             oracle[external_id] = label
-            record = {"external_id": external_id, "uri": str(path.resolve()), "width": IMAGE_SIZE,
-                      "height": IMAGE_SIZE, "metadata": {"source": "sklearn-digits", "index": index}, "tags": ["pool"]}
+            record = {
+                "external_id": external_id,
+                "uri": str(path.resolve()),
+                "width": IMAGE_SIZE,
+                "height": IMAGE_SIZE,
+                "metadata": {"source": "sklearn-digits", "index": index},
+                "tags": ["pool"],
+            }
             if index in holdout or index in seeded:
                 record["tags"] = ["holdout" if index in holdout else "seed"]
                 record["labels"] = [{"class": label}]
             manifest.write(orjson.dumps(record) + b"\n")
     (out / "oracle.json").write_bytes(orjson.dumps(oracle))
-    return DigitsFiles(manifest=out / "manifest.jsonl", oracle=out / "oracle.json", rows=len(order),
-                       seed_rows=len(seeded), holdout_rows=len(holdout))
+    return DigitsFiles(
+        manifest=out / "manifest.jsonl",
+        oracle=out / "oracle.json",
+        rows=len(order),
+        seed_rows=len(seeded),
+        holdout_rows=len(holdout),
+    )

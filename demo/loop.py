@@ -37,8 +37,9 @@ class LoopOutcome:
 
     def table(self) -> str:
         lines = [f"{'strategy':<18} {'round':>5} {'labelled':>9} {'held-out accuracy':>18}"]
-        lines += [f"{arm:<18} {round_:>5} {labelled:>9} {accuracy:>18.3f}"
-                  for arm, round_, labelled, accuracy in self.scores]
+        lines += [
+            f"{arm:<18} {round_:>5} {labelled:>9} {accuracy:>18.3f}" for arm, round_, labelled, accuracy in self.scores
+        ]
         return "\n".join(lines)
 
 
@@ -88,8 +89,11 @@ class Platform:
     def members(self, project_id: int, slice_id: int) -> list[dict]:
         rows, cursor = [], None
         while True:
-            page = self.call("GET", f"projects/{project_id}/slices/{slice_id}/members",
-                             params={"page_size": 500, **({"cursor": cursor} if cursor else {})})
+            page = self.call(
+                "GET",
+                f"projects/{project_id}/slices/{slice_id}/members",
+                params={"page_size": 500, **({"cursor": cursor} if cursor else {})},
+            )
             rows += page["results"]
             cursor = page["next_cursor"]
             if not cursor:
@@ -100,27 +104,41 @@ def _training_figures(counters: dict) -> str:
     if "images_per_second" not in counters:
         return ""
     # A detector has no accuracy: its loss parts instead.
-    quality = (f", accuracy {counters['accuracy']:.3f}" if counters.get("accuracy") is not None else
-               "".join(f", {name} {value:.3f}" for name, value in counters.get("loss_parts", {}).items()))
+    quality = (
+        f", accuracy {counters['accuracy']:.3f}"
+        if counters.get("accuracy") is not None
+        else "".join(f", {name} {value:.3f}" for name, value in counters.get("loss_parts", {}).items())
+    )
     return f"{quality}, {counters['images_per_second']:.1f} images/s, ETA {counters['eta_seconds']:.0f} s"
 
 
-def run_loop(platform: Platform, files: DigitsFiles, settings: LoopSettings = LoopSettings(), *,
-             project_name: str = "digits loop") -> LoopOutcome:
+def run_loop(
+    platform: Platform,
+    files: DigitsFiles,
+    settings: LoopSettings = LoopSettings(),
+    *,
+    project_name: str = "digits loop",
+) -> LoopOutcome:
     say = platform.say
     oracle: dict[str, str] = json.loads(files.oracle.read_text())
     project = platform.call("POST", "projects/", json={"name": project_name})
     p = project["id"]
     dataset = platform.call("POST", f"projects/{p}/datasets/", json={"name": "digits"})
     say(f"Importing {files.rows} images ({files.seed_rows} labelled seed, {files.holdout_rows} held out)...")
-    job = platform.call("POST", f"projects/{p}/datasets/{dataset['id']}/imports",
-                        json={"uri": str(files.manifest), "format": "jsonl", "create_classes": True})
+    job = platform.call(
+        "POST",
+        f"projects/{p}/datasets/{dataset['id']}/imports",
+        json={"uri": str(files.manifest), "format": "jsonl", "create_classes": True},
+    )
     platform.follow_job(job["id"], "import")
 
-    found = platform.call("POST", f"projects/{p}/search",
-                          json={"query": "tags = 'holdout'", "page_size": 1, "facets": ["label.class"]})
-    say(f"Query tags = 'holdout': {found['total']['value']} rows, classes "
-        f"{', '.join(f['value'] for f in found['facets']['label.class'])}")
+    found = platform.call(
+        "POST", f"projects/{p}/search", json={"query": "tags = 'holdout'", "page_size": 1, "facets": ["label.class"]}
+    )
+    say(
+        f"Query tags = 'holdout': {found['total']['value']} rows, classes "
+        f"{', '.join(f['value'] for f in found['facets']['label.class'])}"
+    )
     holdout = _frozen_slice(platform, p, "holdout", "tags = 'holdout'")
 
     outcome = LoopOutcome()
@@ -134,9 +152,11 @@ def run_loop(platform: Platform, files: DigitsFiles, settings: LoopSettings = Lo
                 outcome.scores.append((arm, 0, files.seed_rows, seed_accuracy))
             else:
                 train = _frozen_slice(platform, p, f"{arm}-train-{round_}", labelled_query)
-                platform.call("POST", f"projects/{p}/slices/{train['id']}/split",
-                              json={"seed": settings.seed, "fractions": {"train": 0.85, "validation": 0.15},
-                                    "stratified": True})
+                platform.call(
+                    "POST",
+                    f"projects/{p}/slices/{train['id']}/split",
+                    json={"seed": settings.seed, "fractions": {"train": 0.85, "validation": 0.15}, "stratified": True},
+                )
                 version_id = _train(platform, p, arm, round_, train, settings)
                 accuracy = _holdout_accuracy(platform, p, version_id, holdout)
                 outcome.scores.append((arm, round_, train["member_count"], accuracy))
@@ -145,24 +165,37 @@ def run_loop(platform: Platform, files: DigitsFiles, settings: LoopSettings = Lo
                     seed_accuracy, seed_version_id = accuracy, version_id
             if round_ == settings.rounds:
                 break
-            pool = _frozen_slice(platform, p, f"{arm}-pool-{round_}",
-                                 f"tags = 'pool' AND NOT tags = '{picked_tag}'")
-            run = platform.call("POST", f"projects/{p}/prediction-runs",
-                                json={"model_version_id": version_id, "slice_id": pool["id"], "top_k": 10})
+            pool = _frozen_slice(platform, p, f"{arm}-pool-{round_}", f"tags = 'pool' AND NOT tags = '{picked_tag}'")
+            run = platform.call(
+                "POST",
+                f"projects/{p}/prediction-runs",
+                json={"model_version_id": version_id, "slice_id": pool["id"], "top_k": 10},
+            )
             platform.follow_job(run["job"]["id"], f"predict {arm} round {round_}")
-            platform.get_when(f"projects/{p}/prediction-runs/{run['id']}",
-                              lambda r, pool=pool: r["datarow_count"] == pool["member_count"])
-            picked = platform.call("POST", f"projects/{p}/prediction-runs/{run['id']}/selections",
-                                   json={"name": f"{arm}-picked-{round_}", "strategy": arm, "k": settings.batch,
-                                         "seed": settings.seed + round_, "pool_slice_id": pool["id"]})
+            platform.get_when(
+                f"projects/{p}/prediction-runs/{run['id']}",
+                lambda r, pool=pool: r["datarow_count"] == pool["member_count"],
+            )
+            picked = platform.call(
+                "POST",
+                f"projects/{p}/prediction-runs/{run['id']}/selections",
+                json={
+                    "name": f"{arm}-picked-{round_}",
+                    "strategy": arm,
+                    "k": settings.batch,
+                    "seed": settings.seed + round_,
+                    "pool_slice_id": pool["id"],
+                },
+            )
             _reveal_labels(platform, p, dataset["id"], picked["id"], oracle, picked_tag)
             say(f"{arm} round {round_}: picked {picked['member_count']} rows and revealed their labels")
     return outcome
 
 
 def _frozen_slice(platform: Platform, project_id: int, name: str, query: str) -> dict:
-    created = platform.call("POST", f"projects/{project_id}/slices/", json={"name": name, "kind": "frozen",
-                                                                          "query": query})
+    created = platform.call(
+        "POST", f"projects/{project_id}/slices/", json={"name": name, "kind": "frozen", "query": query}
+    )
     if "job" in created:  # too large to freeze in the request: a job fills it
         platform.follow_job(created["job"]["id"], f"freeze {name}")
         created = created["slice"]
@@ -170,35 +203,59 @@ def _frozen_slice(platform: Platform, project_id: int, name: str, query: str) ->
 
 
 def _train(platform: Platform, project_id: int, arm: str, round_: int, train: dict, settings: LoopSettings) -> int:
-    model = platform.call("POST", f"projects/{project_id}/models", json={
-        "name": f"digits-{arm}-{round_}", "trainer": "image-classifier",
-        "hyperparameters": {"architecture": "small-cnn", "image_size": settings.image_size,
-                            "epochs": settings.epochs, "batch_size": 32, "seed": settings.seed}})
+    model = platform.call(
+        "POST",
+        f"projects/{project_id}/models",
+        json={
+            "name": f"digits-{arm}-{round_}",
+            "trainer": "image-classifier",
+            "hyperparameters": {
+                "architecture": "small-cnn",
+                "image_size": settings.image_size,
+                "epochs": settings.epochs,
+                "batch_size": 32,
+                "seed": settings.seed,
+            },
+        },
+    )
     run = platform.call("POST", f"projects/{project_id}/models/{model['id']}/runs", json={"slice_id": train["id"]})
     platform.follow_job(run["job"]["id"], f"train {arm} round {round_}")
-    return platform.get_when(f"projects/{project_id}/training-runs/{run['id']}",
-                             lambda r: r["model_version_id"] is not None)["model_version_id"]
+    return platform.get_when(
+        f"projects/{project_id}/training-runs/{run['id']}", lambda r: r["model_version_id"] is not None
+    )["model_version_id"]
 
 
 def _holdout_accuracy(platform: Platform, project_id: int, version_id: int, holdout: dict) -> float:
-    run = platform.call("POST", f"projects/{project_id}/prediction-runs",
-                        json={"model_version_id": version_id, "slice_id": holdout["id"], "top_k": 3})
+    run = platform.call(
+        "POST",
+        f"projects/{project_id}/prediction-runs",
+        json={"model_version_id": version_id, "slice_id": holdout["id"], "top_k": 3},
+    )
     platform.follow_job(run["job"]["id"], "predict held-out")
-    platform.get_when(f"projects/{project_id}/prediction-runs/{run['id']}",
-                      lambda r: r["datarow_count"] == holdout["member_count"])
-    metrics = platform.call("GET", f"projects/{project_id}/model-versions/{version_id}/metrics",
-                            params={"slice_id": holdout["id"]})
+    platform.get_when(
+        f"projects/{project_id}/prediction-runs/{run['id']}", lambda r: r["datarow_count"] == holdout["member_count"]
+    )
+    metrics = platform.call(
+        "GET", f"projects/{project_id}/model-versions/{version_id}/metrics", params={"slice_id": holdout["id"]}
+    )
     return metrics["accuracy"]
 
 
-def _reveal_labels(platform: Platform, project_id: int, dataset_id: int, slice_id: int, oracle: dict[str, str],
-                   tag: str) -> None:
+def _reveal_labels(
+    platform: Platform, project_id: int, dataset_id: int, slice_id: int, oracle: dict[str, str], tag: str
+) -> None:
     """The annotator's part: label each picked row from the oracle (unless another strategy labelled it), tag it."""
     members = platform.members(project_id, slice_id)
     for row in members:
         detail = platform.call("GET", f"projects/{project_id}/datasets/{dataset_id}/datarows/{row['id']}")
         if not detail["labels"]:
-            platform.call("POST", f"projects/{project_id}/datasets/{dataset_id}/datarows/{row['id']}/labels",
-                          json={"class": oracle[row["external_id"]]})
-    platform.call("POST", f"projects/{project_id}/datasets/{dataset_id}/datarows/tags",
-                  json={"datarow_ids": [row["id"] for row in members], "add": [tag]})
+            platform.call(
+                "POST",
+                f"projects/{project_id}/datasets/{dataset_id}/datarows/{row['id']}/labels",
+                json={"class": oracle[row["external_id"]]},
+            )
+    platform.call(
+        "POST",
+        f"projects/{project_id}/datasets/{dataset_id}/datarows/tags",
+        json={"datarow_ids": [row["id"] for row in members], "add": [tag]},
+    )

@@ -31,8 +31,11 @@ def _background(noise: random.Random, width: int, height: int) -> Image.Image:
     for _ in range(noise.randint(3, 8)):  # stripes at random angles
         shade = tuple(max(0, min(255, channel + noise.randint(-50, 50))) for channel in base)
         x0, y0 = noise.randint(-width, width), noise.randint(-height, height)
-        draw.line((x0, y0, x0 + noise.randint(-2, 2) * width, y0 + noise.randint(-2, 2) * height), fill=shade,
-                  width=noise.randint(2, 6))
+        draw.line(
+            (x0, y0, x0 + noise.randint(-2, 2) * width, y0 + noise.randint(-2, 2) * height),
+            fill=shade,
+            width=noise.randint(2, 6),
+        )
     pixels = image.load()
     for _ in range(width * height // 6):  # speckle
         x, y = noise.randrange(width), noise.randrange(height)
@@ -72,8 +75,9 @@ def draw_image(noise: random.Random, *, sides: tuple[int, int] = (64, 128)) -> t
     return image, tuple(boxes)
 
 
-def write_shapes(folder: Path, count: int, *, seed: int = 0, prefix: str = "shape",
-                 sides: tuple[int, int] = (64, 128)) -> list[ShapeImage]:
+def write_shapes(
+    folder: Path, count: int, *, seed: int = 0, prefix: str = "shape", sides: tuple[int, int] = (64, 128)
+) -> list[ShapeImage]:
     """`count` PNG files in folder/images, each side drawn from `sides` (pixels); their boxes are returned."""
     noise = random.Random(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -88,11 +92,24 @@ def write_shapes(folder: Path, count: int, *, seed: int = 0, prefix: str = "shap
 
 def write_coco(path: Path, images: list[ShapeImage]) -> None:
     """A COCO file of the images and their boxes, each file_name relative to the folder the images were written to."""
-    coco = {"images": [], "annotations": [],
-            "categories": [{"id": index + 1, "name": name} for index, name in enumerate(CLASSES)]}
+    coco = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": index + 1, "name": name} for index, name in enumerate(CLASSES)],
+    }
     for image_id, image in enumerate(images, start=1):
-        coco["images"].append({"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height})
+        coco["images"].append(
+            {"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height}
+        )
         for label, x, y, w, h in image.boxes:
-            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                        "category_id": label + 1, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": label + 1,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     path.write_text(json.dumps(coco))

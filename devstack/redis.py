@@ -28,11 +28,28 @@ class RedisNode:
         if port_is_open(self.port):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([
-            str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "yes",
-            "--dir", str(self.data_dir), "--pidfile", str(self.pid_file),
-            "--logfile", str(self.data_dir / "redis.log"), "--save", "", "--appendonly", "no",
-        ], check=True)
+        subprocess.run(
+            [
+                str(REDIS_SERVER),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+                "--dir",
+                str(self.data_dir),
+                "--pidfile",
+                str(self.pid_file),
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            check=True,
+        )
         deadline = time.monotonic() + 10
         while not port_is_open(self.port):
             if time.monotonic() > deadline:

@@ -77,15 +77,24 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         streams = {"stdout": self.output, "stderr": subprocess.STDOUT} if self.output is not None else {}
-        child.process = subprocess.Popen(child.command, env=self.env, cwd=self.cwd, start_new_session=True,
-                                         preexec_fn=_die_with_parent(os.getpid()), **streams)
+        child.process = subprocess.Popen(
+            child.command,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+            **streams,
+        )
         child.started_at = time.monotonic()
         child.restart_at = None
 
     def pids(self) -> dict[str, int]:
         """The main process of each running child."""
-        return {child.name: child.process.pid for child in self._children
-                if child.process is not None and child.process.poll() is None}
+        return {
+            child.name: child.process.pid
+            for child in self._children
+            if child.process is not None and child.process.poll() is None
+        }
 
     def poll(self) -> None:
         """Schedule a restart for each child that died; restart those whose back-off is over."""
@@ -98,8 +107,10 @@ class Supervisor:
                 child.quick_deaths = 1 if uptime >= self.stable_after else child.quick_deaths + 1
                 delay = min(self.backoff_initial * 2 ** (child.quick_deaths - 1), self.backoff_max)
                 child.restart_at = now + delay
-                self.say(f"{child.name} exited with code {child.process.returncode} after {uptime:.0f}s; "
-                         f"restarting it in {delay:g}s")
+                self.say(
+                    f"{child.name} exited with code {child.process.returncode} after {uptime:.0f}s; "
+                    f"restarting it in {delay:g}s"
+                )
             elif child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self._spawn(child)

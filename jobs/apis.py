@@ -28,25 +28,37 @@ class JobListStartApi(Api):
             # this deployment does not run.
             if not settings.DEMO_JOBS:
                 raise serializers.ValidationError(
-                    f"The {kind!r} demo job runs only where MLOPS_ENV is development or test.")
+                    f"The {kind!r} demo job runs only where MLOPS_ENV is development or test."
+                )
             return kind
 
         def validate(self, data):
             # A count that could not finish within its time limit would hold a worker only to fail: refuse it now.
             limit = job_time_limit(COUNT_JOB_KIND)
             if data["steps"] * data["delay_seconds"] > limit.soft_seconds:
-                raise serializers.ValidationError({"delay_seconds": [
-                    f"steps × delay_seconds is {data['steps'] * data['delay_seconds']:g} s, more than the count job's "
-                    f"time limit of {limit.soft_seconds:g} s (setting {limit.setting})."]})
+                raise serializers.ValidationError(
+                    {
+                        "delay_seconds": [
+                            f"steps × delay_seconds is {data['steps'] * data['delay_seconds']:g} s, more than the count job's "
+                            f"time limit of {limit.soft_seconds:g} s (setting {limit.setting})."
+                        ]
+                    }
+                )
             return data
 
     @extend_schema(responses={200: page_of(JobOutputSerializer)})
     def get(self, request):
         return self.page_response(job_list(principal=request.user), JobOutputSerializer)
 
-    @extend_schema(request=StartInputSerializer, responses={201: JobOutputSerializer}, examples=[
-        OpenApiExample("Count to 5", value={"kind": COUNT_JOB_KIND, "steps": 5, "delay_seconds": 0.2},
-                       request_only=True)])
+    @extend_schema(
+        request=StartInputSerializer,
+        responses={201: JobOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Count to 5", value={"kind": COUNT_JOB_KIND, "steps": 5, "delay_seconds": 0.2}, request_only=True
+            )
+        ],
+    )
     def post(self, request):
         """Starts the `count` demo job where MLOPS_ENV is development or test; elsewhere its kind is a 400."""
         data = self.StartInputSerializer(data=request.data)
@@ -63,8 +75,13 @@ class JobDetailApi(Api):
 
 
 class JobCancelApi(Api):
-    @extend_schema(request=None, responses={200: JobOutputSerializer, 409: OpenApiResponse(
-        ErrorSerializer, description="It has already ended; extra.status says how.")})
+    @extend_schema(
+        request=None,
+        responses={
+            200: JobOutputSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="It has already ended; extra.status says how."),
+        },
+    )
     def post(self, request, job_id):
         """Asks the job to stop: it ends `cancelled` at its next checkpoint (a finished job is a 409)."""
         job = job_request_cancel(job=job_get(principal=request.user, job_id=job_id))

@@ -20,5 +20,6 @@ def job_broadcast(*, tenant_schema: str, state: dict) -> None:
     try:
         async_to_sync(get_channel_layer().group_send)(group, {"type": JOB_UPDATE_EVENT, "job": state})
     except Exception:  # a channel layer outage must not fail the job whose state is already committed
-        logger.warning("could not send job %s revision %s to its websocket group", state["id"], state["revision"],
-                       exc_info=True)
+        logger.warning(
+            "could not send job %s revision %s to its websocket group", state["id"], state["revision"], exc_info=True
+        )

@@ -12,13 +12,14 @@ class JobTimeLimit:
     setting: str  # the setting that gives soft_seconds, for error messages
 
     def soft_error(self) -> str:
-        return (f"The job ran past its time limit of {self.soft_seconds:g} s (setting {self.setting}) "
-                f"and was stopped.")
+        return f"The job ran past its time limit of {self.soft_seconds:g} s (setting {self.setting}) and was stopped."
 
     def hard_error(self) -> str:
-        return (f"The job ran past its time limit of {self.soft_seconds:g} s (setting {self.setting}) and did not stop; "
-                f"its worker process was killed {settings.JOB_HARD_TIME_LIMIT_GRACE_SECONDS:g} s later "
-                f"(setting JOB_HARD_TIME_LIMIT_GRACE_SECONDS).")
+        return (
+            f"The job ran past its time limit of {self.soft_seconds:g} s (setting {self.setting}) and did not stop; "
+            f"its worker process was killed {settings.JOB_HARD_TIME_LIMIT_GRACE_SECONDS:g} s later "
+            f"(setting JOB_HARD_TIME_LIMIT_GRACE_SECONDS)."
+        )
 
 
 def job_time_limit(kind: str) -> JobTimeLimit:
@@ -26,8 +27,9 @@ def job_time_limit(kind: str) -> JobTimeLimit:
         soft, setting = settings.JOB_TIME_LIMITS[kind], f'JOB_TIME_LIMITS["{kind}"]'
     else:
         soft, setting = settings.JOB_TIME_LIMIT_DEFAULT_SECONDS, "JOB_TIME_LIMIT_DEFAULT_SECONDS"
-    return JobTimeLimit(soft_seconds=soft, hard_seconds=soft + settings.JOB_HARD_TIME_LIMIT_GRACE_SECONDS,
-                        setting=setting)
+    return JobTimeLimit(
+        soft_seconds=soft, hard_seconds=soft + settings.JOB_HARD_TIME_LIMIT_GRACE_SECONDS, setting=setting
+    )
 
 
 def job_max_running(queue: str) -> int:

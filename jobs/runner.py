@@ -32,8 +32,8 @@ from jobs.limits import job_time_limit
 from jobs.models import Job
 from jobs.registry import job_task_register
 from jobs.services import (
-    SENT_AT_HEADER,
     OWNED_UPLOAD_PARAM,
+    SENT_AT_HEADER,
     JobCancelled,
     JobMustWait,
     JobNoLongerRunning,
@@ -63,9 +63,16 @@ def job_task(*, kind: str, **task_options):
             job_execute(job_id=job_id, run=run, task=self)
 
         limit = job_time_limit(kind)
-        task = shared_task(execute, name=f"{run.__module__}.{run.__name__}", base=TenantTask, bind=True,
-                           job_kind=kind, soft_time_limit=limit.soft_seconds, time_limit=limit.hard_seconds,
-                           **task_options)
+        task = shared_task(
+            execute,
+            name=f"{run.__module__}.{run.__name__}",
+            base=TenantTask,
+            bind=True,
+            job_kind=kind,
+            soft_time_limit=limit.soft_seconds,
+            time_limit=limit.hard_seconds,
+            **task_options,
+        )
         job_task_register(kind=kind, task=task)
         return task
 
@@ -141,8 +148,9 @@ def _heartbeat(*, job_id):
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name=f"job-heartbeat-{job_id}",
-                              daemon=True)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(beat,), name=f"job-heartbeat-{job_id}", daemon=True
+    )
     thread.start()
     try:
         yield

@@ -32,17 +32,26 @@ def queued_jobs_across_tenants() -> list[tuple[str, int, float]]:
 
     connection = connections[WRITER]
     try:
-        schemas = list(Tenant.objects.using(WRITER).filter(status=Tenant.Status.ACTIVE)
-                       .exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True))
+        schemas = list(
+            Tenant.objects.using(WRITER)
+            .filter(status=Tenant.Status.ACTIVE)
+            .exclude(schema_name=get_public_schema_name())
+            .values_list("schema_name", flat=True)
+        )
         if not schemas:
             return []
-        per_tenant = sql.SQL("SELECT kind, count(*), extract(epoch FROM now() - min(created_at)) FROM {}.{} "
-                             "WHERE status = 'queued' GROUP BY kind")
+        per_tenant = sql.SQL(
+            "SELECT kind, count(*), extract(epoch FROM now() - min(created_at)) FROM {}.{} "
+            "WHERE status = 'queued' GROUP BY kind"
+        )
         statement = sql.SQL(" UNION ALL ").join(
-            per_tenant.format(sql.Identifier(schema), sql.Identifier(Job._meta.db_table)) for schema in schemas)
+            per_tenant.format(sql.Identifier(schema), sql.Identifier(Job._meta.db_table)) for schema in schemas
+        )
         with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, false)",
-                           [f"{settings.METRICS_QUEUE_STATEMENT_TIMEOUT_MS}ms"])
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                [f"{settings.METRICS_QUEUE_STATEMENT_TIMEOUT_MS}ms"],
+            )
             cursor.execute(statement.as_string(connection.connection))
             return cursor.fetchall()
     finally:

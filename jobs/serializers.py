@@ -16,15 +16,19 @@ class JobProgressSerializer(serializers.Serializer):
 class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     kind = serializers.CharField()
-    status = serializers.ChoiceField(choices=Job.Status.choices, help_text="queued → running → succeeded, failed "
-                                     "or cancelled (final).")
+    status = serializers.ChoiceField(
+        choices=Job.Status.choices, help_text="queued → running → succeeded, failed or cancelled (final)."
+    )
     cancel_requested_at = serializers.DateTimeField(allow_null=True)
     progress = JobProgressSerializer(source="*")
-    counters = serializers.JSONField(help_text=(
-        "Per kind. An import: lines, inserted, updated, skipped (existing rows left as they were), labels, "
-        "predictions, errors, error_lines (lines left out for errors), partial (true when some lines were left out: "
-        "succeeded, but not with every line), committed_rows, first_errors. An import whose every line failed ends "
-        "failed, with the summary in error."))
+    counters = serializers.JSONField(
+        help_text=(
+            "Per kind. An import: lines, inserted, updated, skipped (existing rows left as they were), labels, "
+            "predictions, errors, error_lines (lines left out for errors), partial (true when some lines were left out: "
+            "succeeded, but not with every line), committed_rows, first_errors. An import whose every line failed ends "
+            "failed, with the summary in error."
+        )
+    )
     message = serializers.CharField()
     error = serializers.CharField()
     params = serializers.JSONField()

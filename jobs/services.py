@@ -61,11 +61,13 @@ class JobMustWait(Exception):
 SENT_AT_HEADER = "job_sent_at"
 
 
-def _transition(*, job_id: uuid.UUID | str, from_statuses: Collection[str], changes: dict,
-                extra_filter: Q = Q()) -> Job | None:
+def _transition(
+    *, job_id: uuid.UUID | str, from_statuses: Collection[str], changes: dict, extra_filter: Q = Q()
+) -> Job | None:
     """Apply `changes` only if the job is in one of `from_statuses`; return the new row, or None if it was not."""
     updated = Job.objects.filter(extra_filter, pk=job_id, status__in=from_statuses).update(
-        **changes, revision=F("revision") + 1,
+        **changes,
+        revision=F("revision") + 1,
     )
     if not updated:
         return None
@@ -92,8 +94,12 @@ def job_create(*, principal: Principal, kind: str, params: dict | None = None) -
     the row is committed."""
     task = job_task_get(kind=kind)
     job = Job.objects.create(
-        kind=kind, params=params or {}, workspace_id=principal.workspace_id, owner_id=principal.user_id,
-        celery_task_id=str(uuid.uuid4()), sent_at=timezone.now(),
+        kind=kind,
+        params=params or {},
+        workspace_id=principal.workspace_id,
+        owner_id=principal.user_id,
+        celery_task_id=str(uuid.uuid4()),
+        sent_at=timezone.now(),
     )
     _job_send(job, task)
     return job
@@ -111,11 +117,18 @@ def _job_publish(job: Job, task: Task, headers: dict, countdown: float | None) -
     (job_resend_lost)."""
     try:
         # No time limits in the message: the worker's own (the task's, from its settings) apply, not the sender's.
-        task.apply_async(args=[str(job.pk)], task_id=job.celery_task_id, headers=headers, countdown=countdown,
-                         time_limit=None, soft_time_limit=None)
+        task.apply_async(
+            args=[str(job.pk)],
+            task_id=job.celery_task_id,
+            headers=headers,
+            countdown=countdown,
+            time_limit=None,
+            soft_time_limit=None,
+        )
     except BrokerUnreachable:
-        logger.exception("job %s: its message could not be sent; the reaper sends it again once its wait is over",
-                         job.pk)
+        logger.exception(
+            "job %s: its message could not be sent; the reaper sends it again once its wait is over", job.pk
+        )
 
 
 def job_start(*, job_id: uuid.UUID | str, queue: str | None = None) -> Job | None:
@@ -130,15 +143,19 @@ def job_start(*, job_id: uuid.UUID | str, queue: str | None = None) -> Job | Non
     now = timezone.now()
 
     def claim() -> Job | None:
-        return _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED],
-                           changes={"status": Job.Status.RUNNING, "started_at": now, "heartbeat_at": now})
+        return _transition(
+            job_id=job_id,
+            from_statuses=[Job.Status.QUEUED],
+            changes={"status": Job.Status.RUNNING, "started_at": now, "heartbeat_at": now},
+        )
 
     if queue is None:
         return claim()
     limit = job_max_running(queue)
     with transaction.atomic(using=WRITER), connections[WRITER].cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                       [f"jobs-running:{connections[WRITER].schema_name}:{queue}"])
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"jobs-running:{connections[WRITER].schema_name}:{queue}"]
+        )
         alive = Q(heartbeat_at__gte=now - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS))
         running = Job.objects.using(WRITER).filter(alive, status=Job.Status.RUNNING, kind__in=_kinds_on(queue)).count()
         if running >= limit:
@@ -165,8 +182,9 @@ def job_wait_turn(*, job_id: uuid.UUID | str, task: Task, sent_at: datetime | No
     return True
 
 
-def job_report_progress(*, job: Job, done: int, total: int | None = None, counters: dict | None = None,
-                        message: str | None = None) -> Job:
+def job_report_progress(
+    *, job: Job, done: int, total: int | None = None, counters: dict | None = None, message: str | None = None
+) -> Job:
     """Record progress on `job` (the instance the runner handed to the work).
 
     Written at most once per JOB_PROGRESS_MIN_INTERVAL_SECONDS, and always when `done` reaches the total;
@@ -189,10 +207,18 @@ def job_report_progress(*, job: Job, done: int, total: int | None = None, counte
     interval = timedelta(seconds=settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS)
     if not reached_total and job.progress_at and now - job.progress_at < interval:
         return job
-    written = _transition(job_id=job.pk, from_statuses=[Job.Status.RUNNING], changes={
-        "progress_done": job.progress_done, "progress_total": job.progress_total, "counters": job.counters,
-        "message": job.message, "progress_at": now, "heartbeat_at": now,
-    })
+    written = _transition(
+        job_id=job.pk,
+        from_statuses=[Job.Status.RUNNING],
+        changes={
+            "progress_done": job.progress_done,
+            "progress_total": job.progress_total,
+            "counters": job.counters,
+            "message": job.message,
+            "progress_at": now,
+            "heartbeat_at": now,
+        },
+    )
     if written is None:
         raise JobNoLongerRunning(f"job {job.pk} is no longer running")
     job.progress_at, job.revision, job.cancel_requested_at = now, written.revision, written.cancel_requested_at
@@ -208,10 +234,19 @@ def job_heartbeat(*, job_id: uuid.UUID | str) -> bool:
 
 def _job_end(*, job: Job, status: str, error: str = "") -> Job:
     """End a running job with its latest progress; if something else ended it first, that outcome stands."""
-    ended = _transition(job_id=job.pk, from_statuses=[Job.Status.RUNNING], changes={
-        "status": status, "error": error, "finished_at": timezone.now(), "progress_done": job.progress_done,
-        "progress_total": job.progress_total, "counters": job.counters, "message": job.message,
-    })
+    ended = _transition(
+        job_id=job.pk,
+        from_statuses=[Job.Status.RUNNING],
+        changes={
+            "status": status,
+            "error": error,
+            "finished_at": timezone.now(),
+            "progress_done": job.progress_done,
+            "progress_total": job.progress_total,
+            "counters": job.counters,
+            "message": job.message,
+        },
+    )
     return ended or Job.objects.using(WRITER).get(pk=job.pk)
 
 
@@ -232,18 +267,28 @@ def job_request_cancel(*, job: Job) -> Job:
     """A queued job is cancelled at once (its message will find it taken); a running one is asked to stop and
     ends as cancelled at its next progress write."""
     now = timezone.now()
-    cancelled = _transition(job_id=job.pk, from_statuses=[Job.Status.QUEUED], changes={
-        "status": Job.Status.CANCELLED, "cancel_requested_at": now, "finished_at": now,
-    })
-    requested = cancelled or _transition(job_id=job.pk, from_statuses=[Job.Status.RUNNING],
-                                         changes={"cancel_requested_at": now},
-                                         extra_filter=Q(cancel_requested_at__isnull=True))
+    cancelled = _transition(
+        job_id=job.pk,
+        from_statuses=[Job.Status.QUEUED],
+        changes={
+            "status": Job.Status.CANCELLED,
+            "cancel_requested_at": now,
+            "finished_at": now,
+        },
+    )
+    requested = cancelled or _transition(
+        job_id=job.pk,
+        from_statuses=[Job.Status.RUNNING],
+        changes={"cancel_requested_at": now},
+        extra_filter=Q(cancel_requested_at__isnull=True),
+    )
     if requested:
         return requested
     current = Job.objects.using(WRITER).get(pk=job.pk)
     if current.status in TERMINAL_STATUSES:
-        raise Conflict(f"Job {job.pk} has already {current.status}; there is nothing to cancel.",
-                       {"status": current.status})
+        raise Conflict(
+            f"Job {job.pk} has already {current.status}; there is nothing to cancel.", {"status": current.status}
+        )
     return current
 
 
@@ -264,11 +309,20 @@ def job_fail_stale(*, now: datetime | None = None) -> list[Job]:
         if started_at and now - started_at >= timedelta(seconds=limit.hard_seconds):
             error = limit.hard_error()
         else:
-            error = (f"The worker running this job was lost: no heartbeat for more than {stale_after:g}s. "
-                     f"The job was stopped and will not be retried.")
-        job = _transition(job_id=job_id, from_statuses=[Job.Status.RUNNING], extra_filter=is_stale, changes={
-            "status": Job.Status.FAILED, "finished_at": now, "error": error,
-        })
+            error = (
+                f"The worker running this job was lost: no heartbeat for more than {stale_after:g}s. "
+                f"The job was stopped and will not be retried."
+            )
+        job = _transition(
+            job_id=job_id,
+            from_statuses=[Job.Status.RUNNING],
+            extra_filter=is_stale,
+            changes={
+                "status": Job.Status.FAILED,
+                "finished_at": now,
+                "error": error,
+            },
+        )
         if job:
             failed.append(job)
     return failed
@@ -290,13 +344,20 @@ def job_resend_lost(*, now: datetime | None = None) -> list[Job]:
     # The first bound is the partial index's range; the second, each job's doubled wait, keeps the sweep from reading
     # the jobs that are queued but not due.
     doubled_wait = ExpressionWrapper(Value(wait) * Power(2, F("resends")), output_field=DurationField())
-    due = Job.objects.using(WRITER).filter(status=Job.Status.QUEUED, sent_at__lt=now - wait).filter(
-        sent_at__lt=Value(now, output_field=DateTimeField()) - doubled_wait, kind__in=list(tasks))
+    due = (
+        Job.objects.using(WRITER)
+        .filter(status=Job.Status.QUEUED, sent_at__lt=now - wait)
+        .filter(sent_at__lt=Value(now, output_field=DateTimeField()) - doubled_wait, kind__in=list(tasks))
+    )
     resent = []
     for job_id, kind, sent_at in due.values_list("pk", "kind", "sent_at"):
         with transaction.atomic(using=WRITER):
-            job = _transition(job_id=job_id, from_statuses=[Job.Status.QUEUED], extra_filter=Q(sent_at=sent_at),
-                              changes={"sent_at": now, "resends": F("resends") + 1})
+            job = _transition(
+                job_id=job_id,
+                from_statuses=[Job.Status.QUEUED],
+                extra_filter=Q(sent_at=sent_at),
+                changes={"sent_at": now, "resends": F("resends") + 1},
+            )
             if job:
                 _job_send(job, tasks[kind])
                 resent.append(job)

@@ -21,8 +21,9 @@ def count_to(job: Job, *, steps: int, delay_seconds: float) -> None:
     """The demo job: counts to `steps`, one progress report per step, `delay_seconds` apart."""
     for step in range(1, steps + 1):
         time.sleep(delay_seconds)
-        job_report_progress(job=job, done=step, total=steps, counters={"counted": step},
-                            message=f"counted {step} of {steps}")
+        job_report_progress(
+            job=job, done=step, total=steps, counters={"counted": step}, message=f"counted {step} of {steps}"
+        )
 
 
 @shared_task(name="jobs.reap_stale_jobs")
@@ -36,8 +37,9 @@ def reap_stale_jobs() -> None:
     long job it waits in the queue (and expires after one interval, so sweeps never pile up).
     """
     Tenant = get_tenant_model()
-    tenants = Tenant.objects.using(WRITER).filter(status=Tenant.Status.ACTIVE).exclude(
-        schema_name=get_public_schema_name())
+    tenants = (
+        Tenant.objects.using(WRITER).filter(status=Tenant.Status.ACTIVE).exclude(schema_name=get_public_schema_name())
+    )
     for schema_name in tenants.values_list("schema_name", flat=True):
         try:
             with tenant_scope(schema_name):
@@ -48,8 +50,13 @@ def reap_stale_jobs() -> None:
             continue
         count_reaper_actions(failed=len(failed), resent=len(resent))
         for job in failed:
-            logger.warning("job %s failed: its worker was lost", job.pk,
-                           extra={"tenant": schema_name, "job_id": str(job.pk)})
+            logger.warning(
+                "job %s failed: its worker was lost", job.pk, extra={"tenant": schema_name, "job_id": str(job.pk)}
+            )
         for job in resent:
-            logger.warning("job %s sent again (re-send %d): no worker claimed it since its last send", job.pk,
-                           job.resends, extra={"tenant": schema_name, "job_id": str(job.pk)})
+            logger.warning(
+                "job %s sent again (re-send %d): no worker claimed it since its last send",
+                job.pk,
+                job.resends,
+                extra={"tenant": schema_name, "job_id": str(job.pk)},
+            )

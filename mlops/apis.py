@@ -23,8 +23,13 @@ class Api(APIView):
         query.is_valid(raise_exception=True)
         self.query = query.validated_data
 
-    def page_response(self, queryset: QuerySet, serializer_class: type[Serializer], *,
-                      pagination: type[CreatedCursorPagination] = CreatedCursorPagination) -> Response:
+    def page_response(
+        self,
+        queryset: QuerySet,
+        serializer_class: type[Serializer],
+        *,
+        pagination: type[CreatedCursorPagination] = CreatedCursorPagination,
+    ) -> Response:
         """One keyset page of `queryset` (its `cursor` and `page_size` from CursorPageQuerySerializer), answered as
         {results, next_cursor}; the schema's side is page_of(serializer_class)."""
         paginator = pagination()

@@ -19,10 +19,12 @@ from mlops.statements import CancelStatementsOnDisconnect  # noqa: E402
 from mlops.uploads import body_size_limited  # noqa: E402
 from tenancy.websocket_auth import TokenAuthMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter({
-    "http": body_size_limited(CancelStatementsOnDisconnect(django_application)),
-    "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
-})
+application = ProtocolTypeRouter(
+    {
+        "http": body_size_limited(CancelStatementsOnDisconnect(django_application)),
+        "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+    }
+)
 serve_web_in_process()
 
 # What is loaded by now lives as long as the process: every view and what it imports (the URLconf, loaded here rather

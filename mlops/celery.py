@@ -21,8 +21,14 @@ app = Celery("mlops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Metrics: a worker's processes write to a directory of its own, made before the pool forks; the main process serves it.
-app.user_options["worker"].add(Option(["--metrics-port"], type=int, default=None,
-                                      help="Serve this worker's /metrics on this port (default METRICS_WORKER_PORT)."))
+app.user_options["worker"].add(
+    Option(
+        ["--metrics-port"],
+        type=int,
+        default=None,
+        help="Serve this worker's /metrics on this port (default METRICS_WORKER_PORT).",
+    )
+)
 app.steps["worker"].add(WorkerMetricsEndpoint)
 celeryd_init.connect(lambda **kwargs: use_private_multiprocess_dir("worker"), weak=False)
 worker_process_shutdown.connect(lambda **kwargs: process_exited(os.getpid()), weak=False)

@@ -142,8 +142,11 @@ def mark_reader_down(error: Exception) -> None:
     global _reader_outage
     _reader_outage = ReaderOutage(since=time.monotonic(), error=first_line(error))
     metrics.db_reader_fallbacks.inc()
-    logger.warning("database reader unreachable, reading from the writer for %ss", settings.READER_DOWN_SECONDS,
-                   extra={"error": _reader_outage.error})
+    logger.warning(
+        "database reader unreachable, reading from the writer for %ss",
+        settings.READER_DOWN_SECONDS,
+        extra={"error": _reader_outage.error},
+    )
 
 
 def database_busy(error: Exception) -> DatabaseBusy | None:
@@ -295,12 +298,19 @@ def tenant_reads_see_writer(*, tenant_schema: str) -> None:
         cursor.execute("SELECT pg_current_wal_insert_lsn() - '0/0'")
         (position,) = cursor.fetchone()
     try:
-        redis_client().eval(_RECORD_MAX, 1, _tenant_position_key(tenant_schema), int(position),
-                            math.ceil(settings.TENANT_WRITER_POSITION_SECONDS * 1000))
+        redis_client().eval(
+            _RECORD_MAX,
+            1,
+            _tenant_position_key(tenant_schema),
+            int(position),
+            math.ceil(settings.TENANT_WRITER_POSITION_SECONDS * 1000),
+        )
     except RedisError as error:
         # While Redis stays down requests read from the writer anyway (_route_request).
-        logger.warning("Redis unreachable, tenant's writer position not recorded",
-                       extra={"error": str(error), "tenant": tenant_schema})
+        logger.warning(
+            "Redis unreachable, tenant's writer position not recorded",
+            extra={"error": str(error), "tenant": tenant_schema},
+        )
 
 
 def _route_request(tenant_schema: str, user_id: str) -> None:

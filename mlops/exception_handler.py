@@ -18,8 +18,10 @@ class ErrorSerializer(serializers.Serializer):
     """The body of every error, for the API schema."""
 
     message = serializers.CharField()
-    extra = serializers.DictField(help_text="Details: fields (per field errors), line and column (queries), limit "
-                                            "(the setting of a limit reached), retry_after (seconds, with a 429 or 503).")
+    extra = serializers.DictField(
+        help_text="Details: fields (per field errors), line and column (queries), limit "
+        "(the setting of a limit reached), retry_after (seconds, with a 429 or 503)."
+    )
 
 
 def api_exception_handler(exc, context):
@@ -37,9 +39,14 @@ def api_exception_handler(exc, context):
     if statement_canceled(exc):
         # A statement ran into REQUEST_STATEMENT_TIMEOUT_MS (or its client left): bounded work, not a server fault.
         count_statement_timeout("request")
-        return Response(error_body("The request took longer than the server allows; try again with less work "
-                                   "(a smaller page, a narrower filter).", {"limit": "REQUEST_STATEMENT_TIMEOUT_MS"}),
-                        status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(
+            error_body(
+                "The request took longer than the server allows; try again with less work "
+                "(a smaller page, a narrower filter).",
+                {"limit": "REQUEST_STATEMENT_TIMEOUT_MS"},
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     elif isinstance(exc, Http404):
@@ -61,11 +68,13 @@ def api_exception_handler(exc, context):
 def server_error(request):
     """handler500: Django has logged the traceback with the request id and signalled Sentry; the client
     gets the usual error shape and the id to quote, never the trace. JSON on every path: this is an API."""
-    return JsonResponse(error_body("Internal server error", {"request_id": getattr(request, "request_id", None)}),
-                        status=500)
+    return JsonResponse(
+        error_body("Internal server error", {"request_id": getattr(request, "request_id", None)}), status=500
+    )
 
 
 def not_found(request, exception):
     """handler404: an unknown path (or a Django view's Http404) answers the API's error shape, not an HTML page."""
-    return JsonResponse(error_body(f"Not found: nothing answers {request.method} {request.path}.",
-                                   {"path": request.path}), status=404)
+    return JsonResponse(
+        error_body(f"Not found: nothing answers {request.method} {request.path}.", {"path": request.path}), status=404
+    )

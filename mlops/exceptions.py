@@ -72,8 +72,9 @@ class DatabaseBusy(ServiceUnavailable):
         from django.conf import settings
 
         self.retry_after = settings.DATABASE_BUSY_RETRY_AFTER_SECONDS
-        super().__init__(f"The database is busy ({detail}); retry in {self.retry_after} s.",
-                         {"retry_after": self.retry_after})
+        super().__init__(
+            f"The database is busy ({detail}); retry in {self.retry_after} s.", {"retry_after": self.retry_after}
+        )
 
 
 def error_body(message: str, extra: dict | None = None) -> dict:

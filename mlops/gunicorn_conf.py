@@ -5,7 +5,7 @@ Loaded by the master before it forks any worker, so every worker writes to the d
 
 import os
 
-from mlops.metrics_server import process_exited, serve, use_private_multiprocess_dir, multiprocess_registry
+from mlops.metrics_server import multiprocess_registry, process_exited, serve, use_private_multiprocess_dir
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlops.settings")
 use_private_multiprocess_dir("web")

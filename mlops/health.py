@@ -60,8 +60,9 @@ def readyz(request):
     checks = {"writer": _check_writer(), "reader": _check_reader(), "redis": _check_redis()}
     # The reader falling back to the writer degrades but does not stop service.
     ready = checks["writer"]["ok"] and checks["redis"]["ok"]
-    return JsonResponse({"ready": ready, "degraded": not checks["reader"]["ok"], "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse(
+        {"ready": ready, "degraded": not checks["reader"]["ok"], "checks": checks}, status=200 if ready else 503
+    )
 
 
 PROBES = {"/healthz": healthz, "/readyz": readyz}

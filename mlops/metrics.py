@@ -25,44 +25,85 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Jobs take seconds (a count) to hours (a training).
 JOB_SECONDS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200)
 
-http_requests = Counter("mlops_http_requests", "HTTP requests answered, by route (URL pattern), method and status.",
-                        ["route", "method", "status"])
-http_duration = Histogram("mlops_http_request_duration_seconds", "Time to answer an HTTP request, by route and method.",
-                          ["route", "method"], buckets=SECONDS)
-http_in_flight = Gauge("mlops_http_requests_in_flight", "HTTP requests being answered now.", multiprocess_mode="livesum")
-http_database = Histogram("mlops_http_request_database_seconds",
-                          "Time an HTTP request spent in database statements, by route.", ["route"], buckets=SECONDS)
-http_throttled = Counter("mlops_http_throttled", "Requests refused with 429 (a rate limit or a concurrency share).",
-                         TENANT)
-db_reads = Counter("mlops_db_reads", "Reads routed, by database (reader, writer) and reason (reader, pinned: a write "
-                   "or a transaction needs the writer, reader_down, reader_behind: it has not replayed the tenant's last job "
-                   "change yet).", ["database", "reason"])
-db_reader_fallbacks = Counter("mlops_db_reader_fallbacks",
-                              "Times this process marked the reader down and read from the writer instead.")
-statement_timeouts = Counter("mlops_statement_timeouts",
-                             "Statements stopped at their timeout, by where (request, search).", ["where"])
-auth_cache = Counter("mlops_auth_cache_lookups",
-                     "Token introspection cache lookups, by result (hit, miss, unavailable: Redis down).", ["result"])
+http_requests = Counter(
+    "mlops_http_requests",
+    "HTTP requests answered, by route (URL pattern), method and status.",
+    ["route", "method", "status"],
+)
+http_duration = Histogram(
+    "mlops_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route and method.",
+    ["route", "method"],
+    buckets=SECONDS,
+)
+http_in_flight = Gauge(
+    "mlops_http_requests_in_flight", "HTTP requests being answered now.", multiprocess_mode="livesum"
+)
+http_database = Histogram(
+    "mlops_http_request_database_seconds",
+    "Time an HTTP request spent in database statements, by route.",
+    ["route"],
+    buckets=SECONDS,
+)
+http_throttled = Counter(
+    "mlops_http_throttled", "Requests refused with 429 (a rate limit or a concurrency share).", TENANT
+)
+db_reads = Counter(
+    "mlops_db_reads",
+    "Reads routed, by database (reader, writer) and reason (reader, pinned: a write "
+    "or a transaction needs the writer, reader_down, reader_behind: it has not replayed the tenant's last job "
+    "change yet).",
+    ["database", "reason"],
+)
+db_reader_fallbacks = Counter(
+    "mlops_db_reader_fallbacks", "Times this process marked the reader down and read from the writer instead."
+)
+statement_timeouts = Counter(
+    "mlops_statement_timeouts", "Statements stopped at their timeout, by where (request, search).", ["where"]
+)
+auth_cache = Counter(
+    "mlops_auth_cache_lookups",
+    "Token introspection cache lookups, by result (hit, miss, unavailable: Redis down).",
+    ["result"],
+)
 jobs_started = Counter("mlops_jobs_started", "Jobs claimed by a worker, by kind.", ["kind", *TENANT])
-jobs_finished = Counter("mlops_jobs_finished", "Jobs ended, by kind and status (succeeded, failed, cancelled).",
-                        ["kind", "status", *TENANT])
-job_duration = Histogram("mlops_job_duration_seconds", "Time from a job's start to its end, by kind and status.",
-                         ["kind", "status"], buckets=JOB_SECONDS)
-job_turn_waits = Counter("mlops_job_turn_waits", "Job messages sent again because the tenant ran its share of jobs.",
-                         ["kind"])
-job_reaper_actions = Counter("mlops_job_reaper_actions",
-                             "Reaper actions: failed (a running job's worker was lost), resent (a lost message).",
-                             ["action"])
+jobs_finished = Counter(
+    "mlops_jobs_finished", "Jobs ended, by kind and status (succeeded, failed, cancelled).", ["kind", "status", *TENANT]
+)
+job_duration = Histogram(
+    "mlops_job_duration_seconds",
+    "Time from a job's start to its end, by kind and status.",
+    ["kind", "status"],
+    buckets=JOB_SECONDS,
+)
+job_turn_waits = Counter(
+    "mlops_job_turn_waits", "Job messages sent again because the tenant ran its share of jobs.", ["kind"]
+)
+job_reaper_actions = Counter(
+    "mlops_job_reaper_actions",
+    "Reaper actions: failed (a running job's worker was lost), resent (a lost message).",
+    ["action"],
+)
 import_rows = Counter("mlops_import_rows", "Lines read by dataset imports, by format.", ["format", *TENANT])
-import_duration = Histogram("mlops_import_duration_seconds", "Time a dataset import took, by format.", ["format"],
-                            buckets=JOB_SECONDS)
-search_duration = Histogram("mlops_search_duration_seconds", "Time a search took, by engine and count mode.",
-                            ["engine", "count"], buckets=SECONDS)
+import_duration = Histogram(
+    "mlops_import_duration_seconds", "Time a dataset import took, by format.", ["format"], buckets=JOB_SECONDS
+)
+search_duration = Histogram(
+    "mlops_search_duration_seconds",
+    "Time a search took, by engine and count mode.",
+    ["engine", "count"],
+    buckets=SECONDS,
+)
 # The most recent step of the tenant's running run; 0 images/s and no loss once it ends.
-training_images_per_second = Gauge("mlops_training_images_per_second", "Images per second of a running training run.",
-                                   TENANT, multiprocess_mode="mostrecent")
-training_loss = Gauge("mlops_training_loss", "Training loss at the latest step of a running run.", TENANT,
-                      multiprocess_mode="mostrecent")
+training_images_per_second = Gauge(
+    "mlops_training_images_per_second",
+    "Images per second of a running training run.",
+    TENANT,
+    multiprocess_mode="mostrecent",
+)
+training_loss = Gauge(
+    "mlops_training_loss", "Training loss at the latest step of a running run.", TENANT, multiprocess_mode="mostrecent"
+)
 
 
 def _labelled(metric, **labels):
@@ -155,6 +196,7 @@ def count_introspection_cache(result: str) -> None:
 
 
 # --- jobs
+
 
 def job_started(*, kind: str) -> None:
     _labelled(jobs_started, kind=kind, **_tenant()).inc()

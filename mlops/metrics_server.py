@@ -120,8 +120,11 @@ class QueueCollector:
         from celery import current_app
 
         router = current_app.amqp.router
-        return {task.job_kind: router.route({}, name)["queue"].name
-                for name, task in list(current_app.tasks.items()) if getattr(task, "job_kind", None)}
+        return {
+            task.job_kind: router.route({}, name)["queue"].name
+            for name, task in list(current_app.tasks.items())
+            if getattr(task, "job_kind", None)
+        }
 
     def _broker_families(self) -> list:
         import redis
@@ -140,11 +143,12 @@ class QueueCollector:
         except redis.RedisError as error:
             logger.warning("queue depth not read from the broker: %s", error)
             return []
-        family = GaugeMetricFamily("mlops_queue_messages", "Messages waiting in the broker, by queue.",
-                                   labels=["queue"])
+        family = GaugeMetricFamily(
+            "mlops_queue_messages", "Messages waiting in the broker, by queue.", labels=["queue"]
+        )
         steps = len(KOMBU_PRIORITY_STEPS)
         for index, queue in enumerate(queues):
-            family.add_metric([queue], sum(lengths[index * steps:(index + 1) * steps]))
+            family.add_metric([queue], sum(lengths[index * steps : (index + 1) * steps]))
         return [family]
 
     def _job_families(self) -> list:
@@ -164,8 +168,11 @@ class QueueCollector:
                 counts[queue] += count
                 oldest[queue] = max(oldest[queue], float(age))
         queued = GaugeMetricFamily("mlops_jobs_queued", "Jobs queued (not yet claimed), by queue.", labels=["queue"])
-        age = GaugeMetricFamily("mlops_job_oldest_queued_age_seconds",
-                                "Age of the oldest queued job, by queue (0: none queued).", labels=["queue"])
+        age = GaugeMetricFamily(
+            "mlops_job_oldest_queued_age_seconds",
+            "Age of the oldest queued job, by queue (0: none queued).",
+            labels=["queue"],
+        )
         for queue in sorted(counts):
             queued.add_metric([queue], counts[queue])
             age.add_metric([queue], oldest[queue])

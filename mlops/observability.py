@@ -18,7 +18,8 @@ CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # access_token and friends, S3 presigned URLs' X-Amz-Signature/Credential/Security-Token, bearer headers, and any JWT.
 SECRET_QUERY_PARAMETER = re.compile(
     r"(?i)(?<![\w.-])((?:[\w.-]*(?:token|secret|password|passwd|signature|credential)|authorization|api[_-]?key)=)"
-    r"[^&\s'\"\\#]+")
+    r"[^&\s'\"\\#]+"
+)
 BEARER_CREDENTIAL = re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+")
 JSON_WEB_TOKEN = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 REDACTED = "[redacted]"
@@ -47,8 +48,10 @@ def _scrub(value):
     if isinstance(value, str):
         return redact_secrets(value)
     if isinstance(value, dict):
-        return {key: REDACTED if str(key).lower().replace("_", "-") in SECRET_HEADERS else _scrub(item)
-                for key, item in value.items()}
+        return {
+            key: REDACTED if str(key).lower().replace("_", "-") in SECRET_HEADERS else _scrub(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_scrub(item) for item in value]
     return value
@@ -77,8 +80,10 @@ class LogContextFilter(logging.Filter):
 
 def json_log_formatter() -> JsonFormatter:
     """The formatter settings.LOGGING configures, for the loggers that Django does not configure (gunicorn's)."""
-    return RedactingJsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                  rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+    return RedactingJsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
 
 
 class GunicornJsonLogger(glogging.Logger):
@@ -104,15 +109,19 @@ class RequestContextMiddleware:
         started = time.monotonic()
         clear_log_context()
         caller_request_id = request.headers.get(REQUEST_ID_HEADER, "")
-        request.request_id = (caller_request_id if CALLER_REQUEST_ID.fullmatch(caller_request_id)
-                              else uuid.uuid4().hex)
+        request.request_id = caller_request_id if CALLER_REQUEST_ID.fullmatch(caller_request_id) else uuid.uuid4().hex
         bind_log_context(request_id=request.request_id)
         sentry_sdk.set_tag("request_id", request.request_id)
         response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request.request_id
         # The access log: gunicorn's is off because it cannot know the tenant and user bound further in.
-        request_logger.info("request finished", extra={
-            "method": request.method, "path": request.path, "status": response.status_code,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        })
+        request_logger.info(
+            "request finished",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
         return response

@@ -27,25 +27,40 @@ from mlops.exceptions import ApplicationError
 SCHEMES = ("http", "https")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_DENIED_IPV4 = [ipaddress.IPv4Network(network) for network in (
-    "0.0.0.0/8",        # "this network", 0.0.0.0 included: Linux connects it to the local host
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
-    "100.64.0.0/10",    # CGNAT, and Alibaba's metadata service at 100.100.100.200
-    "127.0.0.0/8",      # loopback
-    "169.254.0.0/16",   # link-local, and the AWS/GCP/Azure metadata service at 169.254.169.254
-    "192.0.0.0/24", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # IETF assignments, documentation
-    "192.88.99.0/24",   # the 6to4 relay anycast
-    "198.18.0.0/15",    # benchmarking
-    "224.0.0.0/4",      # multicast
-    "240.0.0.0/4",      # reserved, 255.255.255.255 included
-)]
+_DENIED_IPV4 = [
+    ipaddress.IPv4Network(network)
+    for network in (
+        "0.0.0.0/8",  # "this network", 0.0.0.0 included: Linux connects it to the local host
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",  # RFC 1918
+        "100.64.0.0/10",  # CGNAT, and Alibaba's metadata service at 100.100.100.200
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, and the AWS/GCP/Azure metadata service at 169.254.169.254
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",  # IETF assignments, documentation
+        "192.88.99.0/24",  # the 6to4 relay anycast
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, 255.255.255.255 included
+    )
+]
 # IPv6 is allowed only inside global unicast (2000::/3); these are the non-public parts of it and the
 # unique-local/link-local ranges named for the reader (fd00:ec2::254, AWS's IPv6 metadata service, is in fc00::/7).
-_DENIED_IPV6 = [ipaddress.IPv6Network(network) for network in (
-    "2001::/23",        # IETF protocol assignments, Teredo (2001::/32) included
-    "2001:db8::/32", "3fff::/20",  # documentation
-    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-)]
+_DENIED_IPV6 = [
+    ipaddress.IPv6Network(network)
+    for network in (
+        "2001::/23",  # IETF protocol assignments, Teredo (2001::/32) included
+        "2001:db8::/32",
+        "3fff::/20",  # documentation
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+]
 _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # a NAT64 gateway in a VPC reaches the private IPv4 it embeds
 
@@ -119,8 +134,9 @@ def _parse(uri: str, *, named: str, base: httpx.URL | None = None) -> httpx.URL:
     except httpx.InvalidURL:
         raise OutboundNotAllowed(f"{named} is not a valid URL.", _field("Not a valid URL.")) from None
     if url.scheme not in SCHEMES or not url.host:
-        raise OutboundNotAllowed(f"{named} is not an http(s) URL with a host.",
-                                 _field("Only http(s) URLs with a host are fetched."))
+        raise OutboundNotAllowed(
+            f"{named} is not an http(s) URL with a host.", _field("Only http(s) URLs with a host are fetched.")
+        )
     return url
 
 
@@ -131,12 +147,15 @@ def _allowed_addresses(url: httpx.URL, *, named: str) -> list[str]:
     try:
         answers = socket.getaddrinfo(url.raw_host.decode("ascii"), port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise OutboundError(f"{named} could not be fetched: its host name does not resolve.",
-                            _field("The host name does not resolve.")) from None
+        raise OutboundError(
+            f"{named} could not be fetched: its host name does not resolve.", _field("The host name does not resolve.")
+        ) from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(answer[4][0].split("%")[0]) for answer in answers))
     if not all(address_allowed(address) for address in addresses):
-        raise OutboundNotAllowed(f"{named} is not allowed: its address is not one this deployment "
-                                 "may fetch from.", _field("Internal, private and reserved addresses are not fetched."))
+        raise OutboundNotAllowed(
+            f"{named} is not allowed: its address is not one this deployment may fetch from.",
+            _field("Internal, private and reserved addresses are not fetched."),
+        )
     return [str(address) for address in addresses]
 
 
@@ -147,10 +166,17 @@ def _get(client: httpx.Client, url: httpx.URL, *, named: str, original: str, dea
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _too_slow(original)
-        timeout = httpx.Timeout(min(settings.OUTBOUND_READ_TIMEOUT_SECONDS, remaining),
-                                connect=min(settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, remaining))
-        request = client.build_request("GET", url.copy_with(host=address), headers={"Host": url.netloc.decode("ascii")},
-                                       timeout=timeout, extensions={"sni_hostname": host})
+        timeout = httpx.Timeout(
+            min(settings.OUTBOUND_READ_TIMEOUT_SECONDS, remaining),
+            connect=min(settings.OUTBOUND_CONNECT_TIMEOUT_SECONDS, remaining),
+        )
+        request = client.build_request(
+            "GET",
+            url.copy_with(host=address),
+            headers={"Host": url.netloc.decode("ascii")},
+            timeout=timeout,
+            extensions={"sni_hostname": host},
+        )
         try:
             return client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -190,8 +216,9 @@ def _too_large(uri: str) -> OutboundError:
 
 
 def _too_slow(uri: str) -> OutboundError:
-    return OutboundError(f"'{uri}' took longer than the {settings.OUTBOUND_DEADLINE_SECONDS:g} seconds this "
-                         "deployment gives a download.")
+    return OutboundError(
+        f"'{uri}' took longer than the {settings.OUTBOUND_DEADLINE_SECONDS:g} seconds this deployment gives a download."
+    )
 
 
 def _field(problem: str) -> dict:

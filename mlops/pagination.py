@@ -17,8 +17,9 @@ class CreatedCursorPagination(CursorPagination):
         try:
             return super().decode_cursor(request)
         except NotFound as error:  # a bad parameter, as the other lists answer it, not a missing resource
-            raise ValidationError({"cursor": ["Not a cursor from this API; pass next_cursor as it was given."]}) \
-                from error
+            raise ValidationError(
+                {"cursor": ["Not a cursor from this API; pass next_cursor as it was given."]}
+            ) from error
 
     def get_paginated_response(self, data):
         # Every list answers {results, next_cursor}: the same page shape as datarows, slice members and search.

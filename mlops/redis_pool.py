@@ -26,5 +26,6 @@ class ProcessConnectionPool(redis.ConnectionPool):
 
 def redis_client() -> redis.Redis:
     """A client on the cache's per-process pool (and its short timeouts), for what Django's cache API cannot say."""
-    return redis.Redis(connection_pool=ProcessConnectionPool.from_url(
-        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2))
+    return redis.Redis(
+        connection_pool=ProcessConnectionPool.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    )

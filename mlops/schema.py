@@ -50,6 +50,7 @@ class AutoSchema(SpectacularAutoSchema):
             if code == "409" and self.method not in ("POST", "PUT", "PATCH", "DELETE"):
                 continue  # only a write meets a conflicting state (an unfinished export's download says so itself)
             if code not in responses:
-                responses[code] = self._get_response_for_code(OpenApiResponse(ErrorSerializer, description=description),
-                                                              code, direction=direction)
+                responses[code] = self._get_response_for_code(
+                    OpenApiResponse(ErrorSerializer, description=description), code, direction=direction
+                )
         return responses

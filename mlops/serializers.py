@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 MAX_PAGE_SIZE = 500
-MAX_ID = 2 ** 63 - 1
+MAX_ID = 2**63 - 1
 
 
 class ObjectIdField(serializers.IntegerField):
@@ -24,8 +24,11 @@ class StrictSerializer(serializers.Serializer):
         unknown = {}
         if hasattr(data, "keys"):
             known = {name for name, field in self.fields.items() if not field.read_only}
-            unknown = {key: [f"Unknown field; expected one of: {', '.join(sorted(known))}."]
-                       for key in data.keys() if key not in known}
+            unknown = {
+                key: [f"Unknown field; expected one of: {', '.join(sorted(known))}."]
+                for key in data.keys()
+                if key not in known
+            }
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as error:
@@ -44,8 +47,9 @@ class CursorPageQuerySerializer(StrictSerializer):
     """The query of every list: `cursor` from the previous page's `next_cursor`, and `page_size`."""
 
     cursor = serializers.CharField(required=False, help_text="next_cursor of the previous page, as it was given.")
-    page_size = serializers.IntegerField(required=False, min_value=1,
-                                         help_text="Rows per page; each list has its own default and maximum.")
+    page_size = serializers.IntegerField(
+        required=False, min_value=1, help_text="Rows per page; each list has its own default and maximum."
+    )
 
 
 def cursor_of(link: str | None) -> str | None:
@@ -62,11 +66,17 @@ def page_of(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
     """The response of a list: {results: [item], next_cursor} (one component per item type)."""
     if item not in _pages:
         name = item.__name__.removesuffix("Serializer").removesuffix("Output")
-        _pages[item] = extend_schema_serializer(component_name=f"{name}Page")(type(f"{name}PageSerializer", (
-            serializers.Serializer,), {
-            "results": item(many=True),
-            "next_cursor": serializers.CharField(allow_null=True, help_text="Pass as `cursor` for the next page; "
-                                                                            "null on the last page."),
-            "__module__": item.__module__,
-        }))
+        _pages[item] = extend_schema_serializer(component_name=f"{name}Page")(
+            type(
+                f"{name}PageSerializer",
+                (serializers.Serializer,),
+                {
+                    "results": item(many=True),
+                    "next_cursor": serializers.CharField(
+                        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last page."
+                    ),
+                    "__module__": item.__module__,
+                },
+            )
+        )
     return _pages[item]

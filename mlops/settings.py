@@ -89,12 +89,14 @@ MIDDLEWARE = [
 ROOT_URLCONF = "mlops.urls"
 WSGI_APPLICATION = "mlops.wsgi.application"
 ASGI_APPLICATION = "mlops.asgi.application"
-TEMPLATES = [{
-    "BACKEND": "django.template.backends.django.DjangoTemplates",
-    "DIRS": [BASE_DIR / "mlops" / "templates"],
-    "APP_DIRS": True,
-    "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
-}]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "mlops" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
 STATIC_URL = "static/"
 # WhiteNoise serves the apps' static files (the docs' UI) from where they are installed: no collectstatic step.
 WHITENOISE_USE_FINDERS = True
@@ -105,16 +107,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- HTTP security: hosts, headers, cookies and CORS. TLS ends at the load balancer, so production trusts the scheme
 # it forwards and redirects plain HTTP, except the probes, which call the process directly.
 # The Host names this API answers to; production must name them (required below), so a forged Host gets a 400.
-ALLOWED_HOSTS = [host.strip() for host in env_str("DJANGO_ALLOWED_HOSTS", "" if IS_PRODUCTION else "*").split(",")
-                 if host.strip()]
+ALLOWED_HOSTS = [
+    host.strip() for host in env_str("DJANGO_ALLOWED_HOSTS", "" if IS_PRODUCTION else "*").split(",") if host.strip()
+]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # The header and value the load balancer sets on requests it received over HTTPS ("off" where the process ends TLS).
 _proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https")
-SECURE_PROXY_SSL_HEADER = None if _proxy_ssl_header.lower() == "off" else (
-    "HTTP_" + _proxy_ssl_header.split(":")[0].strip().upper().replace("-", "_"),
-    _proxy_ssl_header.split(":", 1)[-1].strip())
+SECURE_PROXY_SSL_HEADER = (
+    None
+    if _proxy_ssl_header.lower() == "off"
+    else (
+        "HTTP_" + _proxy_ssl_header.split(":")[0].strip().upper().replace("-", "_"),
+        _proxy_ssl_header.split(":", 1)[-1].strip(),
+    )
+)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", IS_PRODUCTION)
 # Browsers keep to HTTPS this long once they have seen it; 0 (no header) outside production, where it is plain HTTP.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if IS_PRODUCTION else 0)
@@ -123,8 +131,9 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = IS_PRODUCTION
 # The frontend's origins (comma-separated "https://app.example.com"); none by default. Only the API answers them, with
 # the bearer token (no cookies: credentials stay off) and the request id the frontend quotes in a bug report.
-CORS_ALLOWED_ORIGINS = [origin.strip() for origin in (env_str("CORS_ALLOWED_ORIGINS", "") or "").split(",")
-                        if origin.strip()]
+CORS_ALLOWED_ORIGINS = [
+    origin.strip() for origin in (env_str("CORS_ALLOWED_ORIGINS", "") or "").split(",") if origin.strip()
+]
 CORS_URLS_REGEX = r"^/api/"
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-request-id"]
 CORS_EXPOSE_HEADERS = ["X-Request-ID"]
@@ -155,13 +164,17 @@ def _database(url: str, *, options: dict, **overrides) -> dict:
         # Django refuses a pool with persistent connections; with health checks on, the pool checks a connection
         # at each checkout (one round trip), so one that outlived its server is replaced, not used.
         config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
-        options = {**options, "options": f"-c statement_timeout={REQUEST_STATEMENT_TIMEOUT_MS}",
-                   "pool": {"min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
-                            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
-                            "timeout": max(options["connect_timeout"], 1)}}
+        options = {
+            **options,
+            "options": f"-c statement_timeout={REQUEST_STATEMENT_TIMEOUT_MS}",
+            "pool": {
+                "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+                "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20),
+                "timeout": max(options["connect_timeout"], 1),
+            },
+        }
     else:
-        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-                                       conn_health_checks=True)
+        config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True)
     config["ENGINE"] = "django_tenants.postgresql_backend"
     return {**config, "OPTIONS": options, **overrides}
 
@@ -172,8 +185,10 @@ DATABASES = {
     "reader": _database(
         READER_DATABASE_URL,
         # tcp_user_timeout (ms) bounds a reused connection to a replica that stopped answering mid-query.
-        options={"connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1),
-                 "tcp_user_timeout": env_int("DATABASE_READER_TCP_USER_TIMEOUT_MS", 10_000)},
+        options={
+            "connect_timeout": env_int("DATABASE_READER_CONNECT_TIMEOUT", 1),
+            "tcp_user_timeout": env_int("DATABASE_READER_TCP_USER_TIMEOUT_MS", 10_000),
+        },
         TEST={"MIRROR": "default"},
     ),
 }
@@ -206,8 +221,11 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "mlops",
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2,
-                    "pool_class": "mlops.redis_pool.ProcessConnectionPool"},
+        "OPTIONS": {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "pool_class": "mlops.redis_pool.ProcessConnectionPool",
+        },
     }
 }
 CHANNEL_LAYERS = {
@@ -215,8 +233,10 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 times reads out after 5 s by default, as long as channels_redis blocks waiting for a message,
         # so every websocket quiet for 5 s crashed: read longer than that wait, connect quickly.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
-                   "prefix": "mlops:channels"},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
+            "prefix": "mlops:channels",
+        },
     }
 }
 
@@ -264,9 +284,16 @@ JOB_RESEND_AFTER_SECONDS = env_float("JOB_RESEND_AFTER_SECONDS", 300.0)
 # Seconds a job of each kind may run (Celery's soft time limit): past it the job stops and ends failed, saying so.
 # JOB_TIME_LIMITS (a JSON object {"<kind>": seconds}) overrides kinds one by one; an unlisted kind gets the default.
 JOB_TIME_LIMITS = {
-    "count": 600, "dataset-import": 4 * 3600, "dataset-export": 2 * 3600, "dataset-delete": 3600,
-    "search-reindex": 4 * 3600, "search-bulk-action": 3600, "slice-freeze": 3600, "training-run": 24 * 3600,
-    "prediction-run": 6 * 3600, **json.loads(env_str("JOB_TIME_LIMITS", "{}")),
+    "count": 600,
+    "dataset-import": 4 * 3600,
+    "dataset-export": 2 * 3600,
+    "dataset-delete": 3600,
+    "search-reindex": 4 * 3600,
+    "search-bulk-action": 3600,
+    "slice-freeze": 3600,
+    "training-run": 24 * 3600,
+    "prediction-run": 6 * 3600,
+    **json.loads(env_str("JOB_TIME_LIMITS", "{}")),
 }
 JOB_TIME_LIMIT_DEFAULT_SECONDS = env_float("JOB_TIME_LIMIT_DEFAULT_SECONDS", 3600.0)
 # A job that does not stop at its soft limit (stuck in C code) has its worker process killed this long after it
@@ -278,10 +305,13 @@ JOB_HARD_TIME_LIMIT_GRACE_SECONDS = env_float("JOB_HARD_TIME_LIMIT_GRACE_SECONDS
 JOB_MAX_RUNNING_PER_TENANT = env_int("JOB_MAX_RUNNING_PER_TENANT", 2)
 JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE = json.loads(env_str("JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE", "{}"))
 JOB_WAIT_TURN_SECONDS = env_float("JOB_WAIT_TURN_SECONDS", 5.0)
-for _name, _limits in (("JOB_TIME_LIMITS", JOB_TIME_LIMITS),
-                       ("JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE", JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE)):
+for _name, _limits in (
+    ("JOB_TIME_LIMITS", JOB_TIME_LIMITS),
+    ("JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE", JOB_MAX_RUNNING_PER_TENANT_BY_QUEUE),
+):
     if not isinstance(_limits, dict) or not all(
-            isinstance(value, int | float) and not isinstance(value, bool) and value > 0 for value in _limits.values()):
+        isinstance(value, int | float) and not isinstance(value, bool) and value > 0 for value in _limits.values()
+    ):
         raise ImproperlyConfigured(f"{_name} must be a JSON object of positive numbers, not {_limits!r}")
 if JOB_MAX_RUNNING_PER_TENANT < 1:
     raise ImproperlyConfigured("JOB_MAX_RUNNING_PER_TENANT must be at least 1")
@@ -317,10 +347,17 @@ if DEV_AUTH:
         raise ImproperlyConfigured("MLOPS_DEV_AUTH cannot be enabled when MLOPS_ENV=production")
     JWT_ISSUER = JWT_ISSUER or "https://mlops.local/dev-issuer/"
 elif IS_PRODUCTION:
-    missing = [name for name, value in (
-        ("PLATFORM_URL", PLATFORM_URL), ("JWT_ISSUER", JWT_ISSUER), ("JWT_JWKS_URL", JWT_JWKS_URL),
-        ("PLATFORM_SERVICE_KEY", PLATFORM_SERVICE_KEY), ("DJANGO_ALLOWED_HOSTS", ALLOWED_HOSTS),
-    ) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("PLATFORM_URL", PLATFORM_URL),
+            ("JWT_ISSUER", JWT_ISSUER),
+            ("JWT_JWKS_URL", JWT_JWKS_URL),
+            ("PLATFORM_SERVICE_KEY", PLATFORM_SERVICE_KEY),
+            ("DJANGO_ALLOWED_HOSTS", ALLOWED_HOSTS),
+        )
+        if not value
+    ]
     if missing:
         raise ImproperlyConfigured(f"missing required settings in production: {', '.join(missing)}")
 
@@ -332,8 +369,11 @@ AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
 # reserved addresses are refused. Comma-separated CIDRs or addresses this deployment may fetch from anyway (an
 # internal file server); a typo fails at start.
 try:
-    OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network(network.strip(), strict=False)
-                                 for network in env_str("OUTBOUND_ALLOWED_NETWORKS", "").split(",") if network.strip()]
+    OUTBOUND_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(network.strip(), strict=False)
+        for network in env_str("OUTBOUND_ALLOWED_NETWORKS", "").split(",")
+        if network.strip()
+    ]
 except ValueError as error:
     raise ImproperlyConfigured(f"OUTBOUND_ALLOWED_NETWORKS: {error}") from None
 # Redirect hops followed (each one checked like the first) before the fetch is refused.
@@ -352,9 +392,13 @@ OUTBOUND_CA_BUNDLE = env_str("OUTBOUND_CA_BUNDLE")
 # credentials would otherwise let any tenant name any bucket they reach).
 LOCAL_READ_ROOT = Path(env_str("MLOPS_LOCAL_READ_ROOT", str(DATA_DIR / "imports")))
 TENANT_S3_PREFIXES = json.loads(env_str("TENANT_S3_PREFIXES", "{}"))
-if not (isinstance(TENANT_S3_PREFIXES, dict) and all(
+if not (
+    isinstance(TENANT_S3_PREFIXES, dict)
+    and all(
         isinstance(prefixes, list) and all(isinstance(p, str) and p.startswith("s3://") for p in prefixes)
-        for prefixes in TENANT_S3_PREFIXES.values())):
+        for prefixes in TENANT_S3_PREFIXES.values()
+    )
+):
     raise ImproperlyConfigured('TENANT_S3_PREFIXES must be a JSON object {"<schema>": ["s3://bucket/prefix/", ...]}')
 
 # Lines per import batch: each is staged, checked and merged in SQL (and committed, when bad lines are skipped).
@@ -369,10 +413,12 @@ IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 8 * 1024 * 1024)
 IMPORT_MAX_ITEMS_PER_ROW = env_int("IMPORT_MAX_ITEMS_PER_ROW", 10_000)
 IMPORT_MAX_METADATA_KEYS = env_int("IMPORT_MAX_METADATA_KEYS", 1_000)
 # A file uploaded to start an import: larger ones are refused with 413 before (or while) the body is read.
-UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024 ** 3)
-FILE_UPLOAD_HANDLERS = ["mlops.uploads.UploadLimitHandler",
-                        "django.core.files.uploadhandler.MemoryFileUploadHandler",
-                        "django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024**3)
+FILE_UPLOAD_HANDLERS = [
+    "mlops.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Search: the engine ("postgres", the embedded default, or "elasticsearch") and where Elasticsearch is.
 SEARCH_ENGINE = env_str("SEARCH_ENGINE", "postgres")
@@ -444,7 +490,10 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "EXCEPTION_HANDLER": "mlops.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_THROTTLE_CLASSES": ["mlops.throttling.UserRateThrottle", "mlops.throttling.TenantRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
@@ -461,13 +510,22 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
     # Request and response components apart, so a read-only field is not asked for in a request body.
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Job.Status",
-                            "SliceStatusEnum": ["ready", "freezing", "failed"],
-                            "SplitEnum": ["train", "validation", "test"],
-                            # the import's JSON body and its multipart form share it
-                            "DatasetImportStartInputFormatEnum": "datasets.importers.formats.FORMATS"},
-    "APPEND_COMPONENTS": {"securitySchemes": {"platformServiceKey": {
-        "type": "http", "scheme": "bearer", "description": "The platform's service key (PLATFORM_SERVICE_KEY)."}}},
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.Job.Status",
+        "SliceStatusEnum": ["ready", "freezing", "failed"],
+        "SplitEnum": ["train", "validation", "test"],
+        # the import's JSON body and its multipart form share it
+        "DatasetImportStartInputFormatEnum": "datasets.importers.formats.FORMATS",
+    },
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "platformServiceKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The platform's service key (PLATFORM_SERVICE_KEY).",
+            }
+        }
+    },
     "TAGS": [
         {"name": "projects", "description": "Projects: the container of datasets, ontology, slices and models."},
         {"name": "datasets", "description": "Datasets, their imports and exports, datarows, labels and ontology."},
@@ -514,6 +572,11 @@ if SENTRY_DSN:
 
     from mlops.observability import sentry_before_send
 
-    sentry_sdk.init(dsn=SENTRY_DSN, environment=MLOPS_ENV, send_default_pii=False,
-                    before_send=sentry_before_send, before_send_transaction=sentry_before_send,
-                    traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0))
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=MLOPS_ENV,
+        send_default_pii=False,
+        before_send=sentry_before_send,
+        before_send_transaction=sentry_before_send,
+        traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0),
+    )

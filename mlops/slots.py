@@ -35,8 +35,9 @@ def slot_acquire(*, key: str, limit: int, lease_seconds: float) -> str | None:
     now = time.time()
     token = secrets.token_hex(8)
     try:
-        taken = redis_client().eval(_ACQUIRE, 1, f"mlops:slots:{key}", now, now + lease_seconds, limit, token,
-                               int(lease_seconds * 1000))
+        taken = redis_client().eval(
+            _ACQUIRE, 1, f"mlops:slots:{key}", now, now + lease_seconds, limit, token, int(lease_seconds * 1000)
+        )
     except redis.RedisError as error:
         logger.warning("slots of %s not counted: Redis unavailable (%s)", key, error)
         return UNCOUNTED

@@ -112,9 +112,17 @@ def _inside_tenant_folder(uri: str) -> Path:
     except ValueError:  # a NUL byte
         path = ""
     if not _within(path, real_folder):
-        raise StorageError(f"'{uri}' is outside this tenant's folder of local files.",
-                           {"fields": {"uri": ["Local paths must be inside this tenant's folder (relative paths are "
-                                               "taken from it); links out of it are refused."]}})
+        raise StorageError(
+            f"'{uri}' is outside this tenant's folder of local files.",
+            {
+                "fields": {
+                    "uri": [
+                        "Local paths must be inside this tenant's folder (relative paths are "
+                        "taken from it); links out of it are refused."
+                    ]
+                }
+            },
+        )
     return Path(path)
 
 
@@ -182,8 +190,9 @@ def source_check(uri: str) -> None:
     elif scheme in outbound.SCHEMES:
         outbound.uri_check(uri)
     else:
-        raise StorageError(f"Unsupported URI scheme '{scheme}'.",
-                           {"fields": {"uri": ["Use a path, file://, s3:// or http(s)://."]}})
+        raise StorageError(
+            f"Unsupported URI scheme '{scheme}'.", {"fields": {"uri": ["Use a path, file://, s3:// or http(s)://."]}}
+        )
 
 
 def _s3_prefixes(schema: str) -> list[tuple[str, str]]:
@@ -204,12 +213,20 @@ def s3_location(uri: str) -> tuple[str, str]:
     normalising client or proxy can move it out of the prefix that was checked."""
     parts = urlsplit(uri)
     bucket, key = parts.netloc, parts.path.lstrip("/")
-    allowed = parts.scheme == "s3" and bucket and not any(segment in (".", "..") for segment in key.split("/")) and any(
-        bucket == allowed_bucket and (not prefix or key == prefix or key.startswith(prefix + "/"))
-        for allowed_bucket, prefix in _s3_prefixes(_tenant_schema()))
+    allowed = (
+        parts.scheme == "s3"
+        and bucket
+        and not any(segment in (".", "..") for segment in key.split("/"))
+        and any(
+            bucket == allowed_bucket and (not prefix or key == prefix or key.startswith(prefix + "/"))
+            for allowed_bucket, prefix in _s3_prefixes(_tenant_schema())
+        )
+    )
     if not allowed:
-        raise StorageError(f"'{uri}' is not in an S3 bucket or prefix this tenant may read.",
-                           {"fields": {"uri": ["Only the S3 prefixes configured for this tenant can be read."]}})
+        raise StorageError(
+            f"'{uri}' is not in an S3 bucket or prefix this tenant may read.",
+            {"fields": {"uri": ["Only the S3 prefixes configured for this tenant can be read."]}},
+        )
     return bucket, key
 
 
@@ -281,7 +298,8 @@ def presigned_url(uri: str, *, expires_seconds: int) -> str:
     bucket, key = s3_location(uri)
     try:
         return _s3_client().generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds)
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds
+        )
     # No credentials, no region, a malformed AWS_S3_ENDPOINT_URL (boto3's ValueError): the row is shown without a URL.
     except (BotoCoreError, ClientError, ValueError) as error:
         raise StorageError(f"'{uri}' cannot be signed: {error}") from error
@@ -311,7 +329,9 @@ def open_uri(uri: str) -> Iterator[BinaryIO]:
         with outbound.fetch(uri) as chunks:
             yield _IteratorStream(chunks)
     else:
-        raise StorageError(f"Unsupported URI scheme '{scheme}'.", {"fields": {"uri": ["Use a path, file://, s3:// or http(s)://."]}})
+        raise StorageError(
+            f"Unsupported URI scheme '{scheme}'.", {"fields": {"uri": ["Use a path, file://, s3:// or http(s)://."]}}
+        )
 
 
 @contextmanager

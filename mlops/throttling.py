@@ -51,9 +51,11 @@ class _PrincipalRateThrottle(BaseThrottle):
             logger.warning("%s not enforced: Redis unavailable (%s)", self.setting, error)
             return True
         retry_after = max(int((window + 1) * period - now) + 1, 1)
-        raise TooManyRequests(f"Too many requests {self.who}: at most {rate} ({self.setting}); "
-                              f"retry after {retry_after} s.", {"limit": self.setting, "rate": rate},
-                              retry_after=retry_after)
+        raise TooManyRequests(
+            f"Too many requests {self.who}: at most {rate} ({self.setting}); retry after {retry_after} s.",
+            {"limit": self.setting, "rate": rate},
+            retry_after=retry_after,
+        )
 
 
 class UserRateThrottle(_PrincipalRateThrottle):

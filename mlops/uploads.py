@@ -14,8 +14,10 @@ from mlops.exceptions import PayloadTooLarge, error_body
 
 
 def upload_too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The upload is larger than the limit of {limit} bytes (UPLOAD_MAX_BYTES).",
-                           {"limit_bytes": limit, "setting": "UPLOAD_MAX_BYTES"})
+    return PayloadTooLarge(
+        f"The upload is larger than the limit of {limit} bytes (UPLOAD_MAX_BYTES).",
+        {"limit_bytes": limit, "setting": "UPLOAD_MAX_BYTES"},
+    )
 
 
 class UploadLimitHandler(FileUploadHandler):
@@ -69,7 +71,15 @@ def body_size_limited(app):
 async def _answer_too_large(send, limit: int) -> None:
     error = upload_too_large(limit)
     body = orjson.dumps(error_body(error.message, error.extra))
-    await send({"type": "http.response.start", "status": error.status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -7,7 +7,9 @@ from search.apis import ProjectSearchApi
 urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="redoc_offline.html"), name="redoc"),
+    path(
+        "api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="redoc_offline.html"), name="redoc"
+    ),
     path("api/v1/platform/", include("tenancy.urls")),
     path("api/v1/projects/", include("projects.urls")),
     path("api/v1/projects/<int:project_id>/datasets/", include("datasets.urls")),

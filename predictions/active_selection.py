@@ -37,8 +37,9 @@ def selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str,
     """The SELECT (one column of datarow ids) and its positional parameters."""
     filters, params = ["p.run_id = %s", "p.kind = 'classification'"], [prediction_run_id]
     if selection.pool_slice_id is not None:
-        filters.append(f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} m WHERE m.slice_id = %s "
-                       "AND m.datarow_id = p.datarow_id)")
+        filters.append(
+            f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} m WHERE m.slice_id = %s AND m.datarow_id = p.datarow_id)"
+        )
         params.append(selection.pool_slice_id)
     if selection.unlabeled_only:
         filters.append(f"NOT EXISTS (SELECT 1 FROM {tables.LABEL} l WHERE l.datarow_id = p.datarow_id)")

@@ -45,8 +45,9 @@ class ModelVersionDetailApi(Api):
     @extend_schema(responses={200: ModelVersionOutputSerializer})
     def get(self, request, project_id: int, model_version_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        return Response(ModelVersionOutputSerializer(
-            model_version_get(project=project, model_version_id=model_version_id)).data)
+        return Response(
+            ModelVersionOutputSerializer(model_version_get(project=project, model_version_id=model_version_id)).data
+        )
 
 
 class ModelVersionMetricsApi(Api):
@@ -92,11 +93,16 @@ class ModelVersionCompareApi(Api):
         with referenced_by("candidate_id"):
             candidate = model_version_get(project=project, model_version_id=data.validated_data["candidate_id"])
         comparison, disagreements = model_versions_compare(
-            principal=request.user, baseline=baseline, candidate=candidate,
+            principal=request.user,
+            baseline=baseline,
+            candidate=candidate,
             scope=_scope(project, data.validated_data),
-            disagreement_slice_name=data.validated_data["disagreement_slice_name"])
-        return Response(ComparisonOutputSerializer({**comparison, "disagreement_slice": disagreements}).data,
-                        status=status.HTTP_201_CREATED)
+            disagreement_slice_name=data.validated_data["disagreement_slice_name"],
+        )
+        return Response(
+            ComparisonOutputSerializer({**comparison, "disagreement_slice": disagreements}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class PredictionRunListStartApi(Api):
@@ -107,11 +113,14 @@ class PredictionRunListStartApi(Api):
 
         model_version_id = serializers.IntegerField()
         dataset_id = serializers.IntegerField(required=False, min_value=1)
-        top_k = serializers.IntegerField(min_value=1, default=5,
-                                         help_text="A classifier's best classes per datarow; a detector's most boxes "
-                                                   "per image.")
-        score_threshold = serializers.FloatField(min_value=0, max_value=1, default=0.0,
-                                                 help_text="A detector keeps the boxes scoring at least this.")
+        top_k = serializers.IntegerField(
+            min_value=1,
+            default=5,
+            help_text="A classifier's best classes per datarow; a detector's most boxes per image.",
+        )
+        score_threshold = serializers.FloatField(
+            min_value=0, max_value=1, default=0.0, help_text="A detector keeps the boxes scoring at least this."
+        )
         batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
 
     @extend_schema(responses={200: page_of(PredictionRunOutputSerializer)})
@@ -119,9 +128,17 @@ class PredictionRunListStartApi(Api):
         project = project_get(principal=request.user, project_id=project_id)
         return self.page_response(prediction_run_list(project=project), PredictionRunOutputSerializer)
 
-    @extend_schema(request=InputSerializer, responses={202: PredictionRunOutputSerializer}, examples=[
-        OpenApiExample("Predict a slice's test split", request_only=True,
-                       value={"model_version_id": 3, "slice_id": 12, "splits": ["test"], "top_k": 5})])
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: PredictionRunOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Predict a slice's test split",
+                request_only=True,
+                value={"model_version_id": 3, "slice_id": 12, "splits": ["test"], "top_k": 5},
+            )
+        ],
+    )
     def post(self, request, project_id: int):
         """202 with the queued run: follow its job on ws/jobs/<job id>/."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -133,13 +150,19 @@ class PredictionRunListStartApi(Api):
         with referenced_by("slice_id"):
             slice = slice_get(project=project, slice_id=options["slice_id"]) if "slice_id" in options else None
         with referenced_by("dataset_id"):
-            dataset = (dataset_get(project=project, dataset_id=options["dataset_id"])
-                       if "dataset_id" in options else None)
+            dataset = (
+                dataset_get(project=project, dataset_id=options["dataset_id"]) if "dataset_id" in options else None
+            )
         prediction_run = prediction_run_start(
-            principal=request.user, model_version=model_version, slice=slice,
-            splits=split_values(options.get("splits", [])), dataset=dataset,
-            top_k=options["top_k"], batch_size=options["batch_size"],
-            score_threshold=options["score_threshold"])
+            principal=request.user,
+            model_version=model_version,
+            slice=slice,
+            splits=split_values(options.get("splits", [])),
+            dataset=dataset,
+            top_k=options["top_k"],
+            batch_size=options["batch_size"],
+            score_threshold=options["score_threshold"],
+        )
         return Response(PredictionRunOutputSerializer(prediction_run).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -147,8 +170,9 @@ class PredictionRunDetailApi(Api):
     @extend_schema(responses={200: PredictionRunOutputSerializer})
     def get(self, request, project_id: int, prediction_run_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        return Response(PredictionRunOutputSerializer(
-            prediction_run_get(project=project, prediction_run_id=prediction_run_id)).data)
+        return Response(
+            PredictionRunOutputSerializer(prediction_run_get(project=project, prediction_run_id=prediction_run_id)).data
+        )
 
 
 class SelectionCreateApi(Api):
@@ -160,10 +184,17 @@ class SelectionCreateApi(Api):
         pool_slice_id = serializers.IntegerField(required=False)
         unlabeled_only = serializers.BooleanField(default=False)
 
-    @extend_schema(request=InputSerializer, responses={201: SliceSummaryOutputSerializer}, examples=[
-        OpenApiExample("The 100 least confident", request_only=True,
-                       value={"name": "review batch 1", "strategy": "least_confidence", "k": 100,
-                              "unlabeled_only": True})])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: SliceSummaryOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "The 100 least confident",
+                request_only=True,
+                value={"name": "review batch 1", "strategy": "least_confidence", "k": 100, "unlabeled_only": True},
+            )
+        ],
+    )
     def post(self, request, project_id: int, prediction_run_id: int):
         """201 with the new ids slice of the k datarows the strategy picks from the run's predictions."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -174,7 +205,16 @@ class SelectionCreateApi(Api):
         with referenced_by("pool_slice_id"):
             pool = slice_get(project=project, slice_id=options["pool_slice_id"]) if "pool_slice_id" in options else None
         selected = selection_create(
-            principal=request.user, prediction_run=prediction_run, name=options["name"], pool_slice=pool,
-            selection=Selection(strategy=options["strategy"], k=options["k"], seed=options["seed"],
-                                pool_slice_id=pool.pk if pool else None, unlabeled_only=options["unlabeled_only"]))
+            principal=request.user,
+            prediction_run=prediction_run,
+            name=options["name"],
+            pool_slice=pool,
+            selection=Selection(
+                strategy=options["strategy"],
+                k=options["k"],
+                seed=options["seed"],
+                pool_slice_id=pool.pk if pool else None,
+                unlabeled_only=options["unlabeled_only"],
+            ),
+        )
         return Response(SliceSummaryOutputSerializer(selected).data, status=status.HTTP_201_CREATED)

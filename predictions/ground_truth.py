@@ -1,6 +1,5 @@
 """Which label is a datarow's ground truth class: one rule for training snapshots, metrics and selection."""
 
-
 from mlops import tables
 
 

@@ -10,7 +10,9 @@ class PredictionRun(models.Model):
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="runs")
     job = models.OneToOneField("jobs.Job", on_delete=models.PROTECT, related_name="prediction_run")
     slice = models.ForeignKey("slices.Slice", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
-    dataset = models.ForeignKey("datasets.Dataset", null=True, on_delete=models.SET_NULL, related_name="prediction_runs")
+    dataset = models.ForeignKey(
+        "datasets.Dataset", null=True, on_delete=models.SET_NULL, related_name="prediction_runs"
+    )
     # Only the slice's members in these splits (slices.models.Split values); empty: all its members.
     splits = ArrayField(models.SmallIntegerField(), default=list, blank=True)
     top_k = models.PositiveSmallIntegerField()  # a detector's: the most boxes kept per image
@@ -23,6 +25,8 @@ class PredictionRun(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=models.Q(slice__isnull=True) | models.Q(dataset__isnull=True),
-                                   name="prediction_run_slice_or_dataset"),
+            models.CheckConstraint(
+                condition=models.Q(slice__isnull=True) | models.Q(dataset__isnull=True),
+                name="prediction_run_slice_or_dataset",
+            ),
         ]

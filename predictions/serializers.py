@@ -14,8 +14,11 @@ class ScopeInputSerializer(StrictSerializer):
     split). Metrics, comparisons and prediction runs take the same scope."""
 
     slice_id = serializers.IntegerField(required=False, min_value=1)
-    splits = serializers.ListField(child=serializers.ChoiceField(choices=SPLIT_CHOICES), required=False,
-                                   help_text="Only these splits of the slice (a query parameter: repeat it).")
+    splits = serializers.ListField(
+        child=serializers.ChoiceField(choices=SPLIT_CHOICES),
+        required=False,
+        help_text="Only these splits of the slice (a query parameter: repeat it).",
+    )
 
     def validate(self, data):
         if data.get("splits") and "slice_id" not in data:
@@ -68,8 +71,10 @@ class ClassMetricsSerializer(serializers.Serializer):
 class ClassificationMetricsSerializer(serializers.Serializer):
     class ConfusionMatrixSerializer(serializers.Serializer):
         classes = serializers.ListField(child=serializers.CharField())
-        counts = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()),
-                                       help_text="counts[true][predicted], in the order of `classes`.")
+        counts = serializers.ListField(
+            child=serializers.ListField(child=serializers.IntegerField()),
+            help_text="counts[true][predicted], in the order of `classes`.",
+        )
 
     model_version_id = serializers.IntegerField()
     datarows = serializers.IntegerField()

@@ -1,8 +1,8 @@
 """Model versions and prediction runs: register a trained version, apply it to a slice or a dataset as a Job."""
 
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from django.db import connections, transaction
 
@@ -33,48 +33,74 @@ MAX_BOXES_PER_IMAGE = 300
 def model_version_register(*, run: Any) -> ModelVersion:
     # `run` is a training.models.TrainingRun, not imported: predictions sits below training.
     """The version a finished training run produced: named after its model, numbered after the run."""
-    return ModelVersion.objects.create(project_id=run.model.project_id, name=run.model.name, version=str(run.number),
-                                       training_run=run)
+    return ModelVersion.objects.create(
+        project_id=run.model.project_id, name=run.model.name, version=str(run.number), training_run=run
+    )
 
 
-def prediction_run_start(*, principal: Principal, model_version: ModelVersion, slice: Slice | None = None,
-                         splits: tuple[int, ...] = (), dataset: Dataset | None = None, top_k: int = 5,
-                         batch_size: int = 64, score_threshold: float = 0.0) -> PredictionRun:
+def prediction_run_start(
+    *,
+    principal: Principal,
+    model_version: ModelVersion,
+    slice: Slice | None = None,
+    splits: tuple[int, ...] = (),
+    dataset: Dataset | None = None,
+    top_k: int = 5,
+    batch_size: int = 64,
+    score_threshold: float = 0.0,
+) -> PredictionRun:
     """top_k: a classifier's best classes per datarow, or a detector's most boxes per image (those scoring at least
     score_threshold)."""
     if (slice is None) == (dataset is None):
-        raise ApplicationError("Give either a slice or a dataset to predict on.",
-                               {"fields": {"slice_id": ["Exactly one of slice_id and dataset_id is required."]}})
+        raise ApplicationError(
+            "Give either a slice or a dataset to predict on.",
+            {"fields": {"slice_id": ["Exactly one of slice_id and dataset_id is required."]}},
+        )
     run = getattr(model_version, "training_run", None)
     if run is None or not run.artifact_files:
-        raise ApplicationError(f"Model version {model_version} has no trained artifacts to predict with.",
-                               {"fields": {"model_version_id": ["Needs a version registered by a training run."]}})
+        raise ApplicationError(
+            f"Model version {model_version} has no trained artifacts to predict with.",
+            {"fields": {"model_version_id": ["Needs a version registered by a training run."]}},
+        )
     if slice is not None:
         _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
         # A run over nothing would "succeed" with no predictions: say so now, on the field that emptied it.
         members = SliceMember.objects.filter(slice=slice)
         if not (members.filter(split__in=splits) if splits else members).exists():
             where = f" in {', '.join(Split(value).label for value in splits)}" if splits else ""
-            raise ApplicationError(f"Slice '{slice.name}' has no members{where}: nothing to predict.",
-                                   {"fields": {"splits" if splits else "slice_id": ["No members."]}})
+            raise ApplicationError(
+                f"Slice '{slice.name}' has no members{where}: nothing to predict.",
+                {"fields": {"splits" if splits else "slice_id": ["No members."]}},
+            )
     elif splits:
         raise ApplicationError("Splits are a slice's.", {"fields": {"splits": ["Splits need a slice_id."]}})
     elif dataset.project_id != model_version.project_id:
-        raise ApplicationError(f"Dataset {dataset.pk} belongs to another project.",
-                               {"fields": {"dataset_id": ["Not found."]}})
+        raise ApplicationError(
+            f"Dataset {dataset.pk} belongs to another project.", {"fields": {"dataset_id": ["Not found."]}}
+        )
     detection = run.model.task == "detection"
     most, what = (MAX_BOXES_PER_IMAGE, "boxes per image") if detection else (len(run.classes), "the model's classes")
     if not 1 <= top_k <= most:
-        raise ApplicationError(f"top_k must be between 1 and {most} ({what}).",
-                               {"fields": {"top_k": [f"At most {most}."]}})
+        raise ApplicationError(
+            f"top_k must be between 1 and {most} ({what}).", {"fields": {"top_k": [f"At most {most}."]}}
+        )
     if not 0 <= score_threshold <= 1:
-        raise ApplicationError("score_threshold must be between 0 and 1.",
-                               {"fields": {"score_threshold": ["Between 0 and 1."]}})
+        raise ApplicationError(
+            "score_threshold must be between 0 and 1.", {"fields": {"score_threshold": ["Between 0 and 1."]}}
+        )
     with transaction.atomic(using=WRITER):
         job = job_create(principal=principal, kind=PREDICTION_RUN_JOB_KIND)
-        prediction_run = PredictionRun.objects.create(model_version=model_version, job=job, slice=slice, splits=list(splits),
-                                                      dataset=dataset, top_k=top_k, batch_size=batch_size,
-                                                      score_threshold=score_threshold, created_by=principal.user_id)
+        prediction_run = PredictionRun.objects.create(
+            model_version=model_version,
+            job=job,
+            slice=slice,
+            splits=list(splits),
+            dataset=dataset,
+            top_k=top_k,
+            batch_size=batch_size,
+            score_threshold=score_threshold,
+            created_by=principal.user_id,
+        )
         Job.objects.filter(pk=job.pk).update(params={"prediction_run_id": prediction_run.pk})
     return prediction_run
 
@@ -108,8 +134,9 @@ def _target_count(prediction_run: PredictionRun) -> int:
     return Dataset.objects.using(WRITER).filter(pk=prediction_run.dataset_id).values_list("datarow_count", flat=True)[0]
 
 
-def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, list[tuple]]],
-                      class_ids: list[int]) -> tuple[int, int]:
+def predictions_write(
+    *, prediction_run: PredictionRun, batch: list[tuple[int, list[tuple]]], class_ids: list[int]
+) -> tuple[int, int]:
     """Replace the version's predictions on the batch's datarows with the batch's, in one statement that also keeps
     the datasets' prediction counts; return (predictions written, predictions replaced). Each datarow's list holds
     a classifier's (class index, score) or a detector's (class index, score, (x, y, w, h)): a box prediction."""
@@ -119,7 +146,8 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
         for index, score, *box in top:
             rows.append((key, class_ids[index], score, *(box[0] if box else (None,) * 4)))
     with connections[WRITER].cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             WITH gone AS (
                 DELETE FROM {tables.PREDICTION} p
                 WHERE p.model_version_id = %(version)s AND p.datarow_id = ANY(%(datarows)s)
@@ -143,11 +171,20 @@ def predictions_write(*, prediction_run: PredictionRun, batch: list[tuple[int, l
             counted AS (
                 UPDATE {tables.DATASET} ds SET prediction_count = ds.prediction_count + delta.change, updated_at = now()
                 FROM delta WHERE ds.id = delta.dataset_id RETURNING ds.id)
-            SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM gone), (SELECT count(*) FROM counted)""", {
-            "version": prediction_run.model_version_id, "run": prediction_run.pk, "datarows": datarow_ids,
-            "row_datarows": [row[0] for row in rows], "row_classes": [row[1] for row in rows],
-            "row_scores": [row[2] for row in rows], "row_x": [row[3] for row in rows],
-            "row_y": [row[4] for row in rows], "row_w": [row[5] for row in rows], "row_h": [row[6] for row in rows]})
+            SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM gone), (SELECT count(*) FROM counted)""",
+            {
+                "version": prediction_run.model_version_id,
+                "run": prediction_run.pk,
+                "datarows": datarow_ids,
+                "row_datarows": [row[0] for row in rows],
+                "row_classes": [row[1] for row in rows],
+                "row_scores": [row[2] for row in rows],
+                "row_x": [row[3] for row in rows],
+                "row_y": [row[4] for row in rows],
+                "row_w": [row[5] for row in rows],
+                "row_h": [row[6] for row in rows],
+            },
+        )
         added, replaced, _ = cursor.fetchone()
     return added, replaced
 
@@ -166,10 +203,17 @@ def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> Predic
     for chunk in _target_chunks(prediction_run):
         items = [Example(key=datarow_id, uri=uri, target=-1) for datarow_id, uri in chunk]
         # A detector also takes the score threshold (a classifier's predict has no such parameter).
-        detector_options = ({"score_threshold": prediction_run.score_threshold}
-                            if training_run.model.task == "detection" else {})
-        batches = trainer.predict(artifact_dir=Path(training_run.artifact_uri), items=items, opener=open_uri,
-                                  batch_size=prediction_run.batch_size, top_k=prediction_run.top_k, **detector_options)
+        detector_options = (
+            {"score_threshold": prediction_run.score_threshold} if training_run.model.task == "detection" else {}
+        )
+        batches = trainer.predict(
+            artifact_dir=Path(training_run.artifact_uri),
+            items=items,
+            opener=open_uri,
+            batch_size=prediction_run.batch_size,
+            top_k=prediction_run.top_k,
+            **detector_options,
+        )
         pending = {datarow_id for datarow_id, _ in chunk}
         for batch in batches:
             _check_batch_keys(batch, pending, trainer=training_run.model.trainer)
@@ -179,16 +223,24 @@ def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> Predic
                 prediction_run.prediction_count += added
                 prediction_run.save(update_fields=["datarow_count", "prediction_count"])
                 datarows_changed(project_id=model_version.project_id, datarow_ids=[key for key, _ in batch])
-            job_report_progress(job=job, done=prediction_run.datarow_count, total=total,
-                                counters={"datarows": prediction_run.datarow_count,
-                                          "predictions": prediction_run.prediction_count},
-                                message=f"{prediction_run.datarow_count} of {total} datarows predicted")
+            job_report_progress(
+                job=job,
+                done=prediction_run.datarow_count,
+                total=total,
+                counters={"datarows": prediction_run.datarow_count, "predictions": prediction_run.prediction_count},
+                message=f"{prediction_run.datarow_count} of {total} datarows predicted",
+            )
         if pending:
-            raise ApplicationError(f"Trainer '{training_run.model.trainer}' returned no prediction for {len(pending)} "
-                                   f"of the {len(chunk)} datarows it was given (e.g. datarow {min(pending)}).")
-    job_report_progress(job=job, done=prediction_run.datarow_count, total=prediction_run.datarow_count,
-                        counters={"datarows": prediction_run.datarow_count,
-                                  "predictions": prediction_run.prediction_count})
+            raise ApplicationError(
+                f"Trainer '{training_run.model.trainer}' returned no prediction for {len(pending)} "
+                f"of the {len(chunk)} datarows it was given (e.g. datarow {min(pending)})."
+            )
+    job_report_progress(
+        job=job,
+        done=prediction_run.datarow_count,
+        total=prediction_run.datarow_count,
+        counters={"datarows": prediction_run.datarow_count, "predictions": prediction_run.prediction_count},
+    )
     return prediction_run
 
 
@@ -198,8 +250,10 @@ def _check_batch_keys(batch: list, pending: set[int], *, trainer: str) -> None:
     keys = [key for key, _ in batch]
     unexpected = [key for key in keys if key not in pending]
     if unexpected or len(set(keys)) != len(keys):
-        raise ApplicationError(f"Trainer '{trainer}' returned a prediction for datarow {(unexpected or keys)[0]} "
-                               f"that it was not given or had already predicted; nothing of that batch was written.")
+        raise ApplicationError(
+            f"Trainer '{trainer}' returned a prediction for datarow {(unexpected or keys)[0]} "
+            f"that it was not given or had already predicted; nothing of that batch was written."
+        )
     pending.difference_update(keys)
 
 
@@ -207,39 +261,67 @@ def _stored_members_slice(slice: Slice, *, project_id: int, field: str) -> None:
     if slice.project_id != project_id:
         raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {field: ["Not found."]}})
     if slice.kind == Slice.Kind.QUERY:
-        raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) here.",
-                               {"fields": {field: ["Needs stored members."]}})
+        raise ApplicationError(
+            f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) here.",
+            {"fields": {field: ["Needs stored members."]}},
+        )
     if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
         raise Conflict(f"Slice '{slice.name}' is still being frozen; use it once its job has finished.")
 
 
-def selection_create(*, principal: Principal, prediction_run: PredictionRun, selection: Selection, name: str,
-                     pool_slice: Slice | None = None) -> Slice:
+def selection_create(
+    *,
+    principal: Principal,
+    prediction_run: PredictionRun,
+    selection: Selection,
+    name: str,
+    pool_slice: Slice | None = None,
+) -> Slice:
     """The next slice to label: the prediction run's k datarows the strategy ranks first, as an ids slice."""
     project_id = prediction_run.model_version.project_id
     if prediction_run.job.status != Job.Status.SUCCEEDED:
-        raise Conflict(f"Prediction run {prediction_run.pk} has not succeeded (it is {prediction_run.job.status}).",
-                       {"status": prediction_run.job.status})
+        raise Conflict(
+            f"Prediction run {prediction_run.pk} has not succeeded (it is {prediction_run.job.status}).",
+            {"status": prediction_run.job.status},
+        )
     if selection.strategy == "disagreement" and selection.unlabeled_only:
-        raise ApplicationError("Disagreement with ground truth needs labelled datarows; drop unlabeled_only.",
-                               {"fields": {"unlabeled_only": ["Not with the disagreement strategy."]}})
+        raise ApplicationError(
+            "Disagreement with ground truth needs labelled datarows; drop unlabeled_only.",
+            {"fields": {"unlabeled_only": ["Not with the disagreement strategy."]}},
+        )
     if pool_slice is not None:
         _stored_members_slice(pool_slice, project_id=project_id, field="pool_slice_id")
     sql, params = selection_sql(prediction_run_id=prediction_run.pk, selection=selection)
     return slice_create_from_select(
-        project=prediction_run.model_version.project, name=name, created_by=principal.user_id, select_sql=sql,
-        params=params, description=f"{selection.strategy}: top {selection.k} of prediction run {prediction_run.pk} "
-                                   f"({prediction_run.model_version})")
+        project=prediction_run.model_version.project,
+        name=name,
+        created_by=principal.user_id,
+        select_sql=sql,
+        params=params,
+        description=f"{selection.strategy}: top {selection.k} of prediction run {prediction_run.pk} "
+        f"({prediction_run.model_version})",
+    )
 
 
-def model_versions_compare(*, principal: Principal, baseline: ModelVersion, candidate: ModelVersion,
-                           scope: Scope = Scope(), disagreement_slice_name: str) -> tuple[dict, Slice]:
+def model_versions_compare(
+    *,
+    principal: Principal,
+    baseline: ModelVersion,
+    candidate: ModelVersion,
+    scope: Scope = Scope(),
+    disagreement_slice_name: str,
+) -> tuple[dict, Slice]:
     """Per-class deltas of `candidate` over `baseline`, and an ids slice of the datarows their top-1 disagree on."""
     if baseline.project_id != candidate.project_id:
         raise ApplicationError("Both model versions must belong to the same project.")
     comparison = classification_comparison(baseline=baseline, candidate=candidate, scope=scope)
     sql, params = top1_disagreement_sql(baseline=baseline, candidate=candidate, scope=scope)
     disagreements = slice_create_from_select(
-        project=baseline.project, name=disagreement_slice_name, created_by=principal.user_id, select_sql=sql,
-        params=params, description=f"top-1 of {baseline} and {candidate} disagree")
+        project=baseline.project,
+        name=disagreement_slice_name,
+        created_by=principal.user_id,
+        select_sql=sql,
+        params=params,
+        description=f"top-1 of {baseline} and {candidate} disagree",
+    )
     return comparison, disagreements

@@ -12,7 +12,9 @@ class Project(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["workspace_id", "name"], name="project_name_unique_in_workspace")]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace_id", "name"], name="project_name_unique_in_workspace")
+        ]
         indexes = [models.Index(fields=["workspace_id", "-created_at", "-id"], name="project_workspace_recent")]
 
     def __str__(self) -> str:

@@ -6,15 +6,18 @@ from tenancy.principal import Principal
 
 
 def _name_taken(name: str) -> Conflict:
-    return Conflict(f"A project named '{name}' already exists in this workspace.",
-                    {"fields": {"name": ["This name is already taken in this workspace."]}})
+    return Conflict(
+        f"A project named '{name}' already exists in this workspace.",
+        {"fields": {"name": ["This name is already taken in this workspace."]}},
+    )
 
 
 def project_create(*, principal: Principal, name: str, description: str = "") -> Project:
     try:
         with transaction.atomic():
-            return Project.objects.create(workspace_id=principal.workspace_id, name=name, description=description,
-                                          created_by=principal.user_id)
+            return Project.objects.create(
+                workspace_id=principal.workspace_id, name=name, description=description, created_by=principal.user_id
+            )
     except IntegrityError as error:
         raise _name_taken(name) from error
 
@@ -37,6 +40,8 @@ def project_delete(*, project: Project) -> None:
     through the ORM's cascade collector."""
     with transaction.atomic():
         if project.datasets.exists():
-            raise Conflict(f"Project {project.pk} still has datasets; delete them first.",
-                           {"datasets": list(project.datasets.values_list("id", flat=True)[:100])})
+            raise Conflict(
+                f"Project {project.pk} still has datasets; delete them first.",
+                {"datasets": list(project.datasets.values_list("id", flat=True)[:100])},
+            )
         project.delete()

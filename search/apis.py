@@ -28,7 +28,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_NAME = 1000
 # bigint: a larger id is no datarow, and must be a 400 rather than an error in SQL.
-MAX_ID = 2 ** 63 - 1
+MAX_ID = 2**63 - 1
 
 
 class CanRead(BasePermission):
@@ -55,12 +55,21 @@ class SearchCursorField(serializers.Field):
         except (ValueError, TypeError):  # binascii.Error and orjson.JSONDecodeError are ValueErrors
             self.fail("invalid")
         scalar = after_value is None or isinstance(after_value, (str, int, float, bool))
-        valid = isinstance(sort, str) and scalar and type(after_id) is int and 0 <= after_id <= MAX_ID and \
-            len(score_of) in (0, 2) and all(name is None or isinstance(name, str) for name in score_of)
+        valid = (
+            isinstance(sort, str)
+            and scalar
+            and type(after_id) is int
+            and 0 <= after_id <= MAX_ID
+            and len(score_of) in (0, 2)
+            and all(name is None or isinstance(name, str) for name in score_of)
+        )
         if not valid:
             self.fail("invalid")
-        return SearchCursor(SortSpec.parse(sort, model=score_of[0] if score_of else None,
-                                           class_name=score_of[1] if score_of else None), after_value, after_id)
+        return SearchCursor(
+            SortSpec.parse(sort, model=score_of[0] if score_of else None, class_name=score_of[1] if score_of else None),
+            after_value,
+            after_id,
+        )
 
     def to_representation(self, cursor: SearchCursor) -> str:
         sort = cursor.sort
@@ -74,21 +83,33 @@ class ProjectSearchApi(Api):
 
     @extend_schema_serializer(component_name="SearchInput")
     class InputSerializer(StrictSerializer):
-        query = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="",
-                                      trim_whitespace=False, help_text="Empty, null or absent: every datarow.")
+        query = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            allow_null=True,
+            default="",
+            trim_whitespace=False,
+            help_text="Empty, null or absent: every datarow.",
+        )
         dataset = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
         page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
-        sort = serializers.CharField(default="id", max_length=MAX_NAME,
-                                     help_text="id, created_at, metadata.<path> or prediction.score; a leading '-' "
-                                               "sorts descending. Rows without a value come last either way.")
-        sort_model = serializers.CharField(required=False, max_length=MAX_NAME,
-                                           help_text="prediction.score: the model version, 'name@version'.")
-        sort_class = serializers.CharField(required=False, max_length=MAX_NAME,
-                                           help_text="prediction.score: only predictions of this class count.")
+        sort = serializers.CharField(
+            default="id",
+            max_length=MAX_NAME,
+            help_text="id, created_at, metadata.<path> or prediction.score; a leading '-' "
+            "sorts descending. Rows without a value come last either way.",
+        )
+        sort_model = serializers.CharField(
+            required=False, max_length=MAX_NAME, help_text="prediction.score: the model version, 'name@version'."
+        )
+        sort_class = serializers.CharField(
+            required=False, max_length=MAX_NAME, help_text="prediction.score: only predictions of this class count."
+        )
         cursor = SearchCursorField(required=False)
         count = serializers.ChoiceField(choices=("exact", "estimate"), default="exact")
-        facets = serializers.ListField(child=serializers.CharField(), default=list,
-                                       help_text="At most SEARCH_MAX_FACETS (10 unless configured).")
+        facets = serializers.ListField(
+            child=serializers.CharField(), default=list, help_text="At most SEARCH_MAX_FACETS (10 unless configured)."
+        )
 
     @extend_schema_serializer(component_name="SearchOutput")
     class OutputSerializer(serializers.Serializer):
@@ -99,44 +120,79 @@ class ProjectSearchApi(Api):
         results = DatarowOutputSerializer(many=True)
         next_cursor = SearchCursorField(allow_null=True)
         total = TotalSerializer()
+
         class FacetBucketSerializer(serializers.Serializer):
             value = serializers.JSONField(help_text="The value counted (a string, number or boolean).")
             count = serializers.IntegerField()
 
-        facets = serializers.DictField(child=FacetBucketSerializer(many=True),
-                                       help_text="Per facet asked for, its values and their counts, most first.")
+        facets = serializers.DictField(
+            child=FacetBucketSerializer(many=True),
+            help_text="Per facet asked for, its values and their counts, most first.",
+        )
         facets_sampled = serializers.BooleanField(
             help_text="true when count=estimate found more than 10,000 matches and the facets counted the first "
-                      "10,000 of them by id (PostgreSQL engine); false when they counted every match.")
+            "10,000 of them by id (PostgreSQL engine); false when they counted every match."
+        )
         took_ms = serializers.IntegerField()
 
-    @extend_schema(request=InputSerializer, examples=[
-        OpenApiExample("A query with facets", request_only=True, value={
-            "query": "label(class = 'vehicle/car') AND metadata.weather != 'rain'", "page_size": 50,
-            "sort": "-created_at", "count": "estimate", "facets": ["label.class", "tags"]}),
-        OpenApiExample("The next page", request_only=True, value={
-            "query": "label(class = 'vehicle/car')", "page_size": 50, "cursor": "<next_cursor of the page before>"}),
-    ], responses={
-        200: OutputSerializer,
-        400: OpenApiResponse(ErrorSerializer, description="A bad query, with its line and column, or a query over a "
-                                                          "size limit (extra.limit names its setting)."),
-        404: ErrorSerializer,
-        422: OpenApiResponse(ErrorSerializer, description="The search ran longer than SEARCH_STATEMENT_TIMEOUT_MS "
-                                                          "and was stopped: narrow the query."),
-        429: OpenApiResponse(ErrorSerializer, description="The tenant runs SEARCH_MAX_CONCURRENT_PER_TENANT searches "
-                                                          "already, or a rate limit is reached: see Retry-After."),
-    })
+    @extend_schema(
+        request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "A query with facets",
+                request_only=True,
+                value={
+                    "query": "label(class = 'vehicle/car') AND metadata.weather != 'rain'",
+                    "page_size": 50,
+                    "sort": "-created_at",
+                    "count": "estimate",
+                    "facets": ["label.class", "tags"],
+                },
+            ),
+            OpenApiExample(
+                "The next page",
+                request_only=True,
+                value={
+                    "query": "label(class = 'vehicle/car')",
+                    "page_size": 50,
+                    "cursor": "<next_cursor of the page before>",
+                },
+            ),
+        ],
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="A bad query, with its line and column, or a query over a "
+                "size limit (extra.limit names its setting).",
+            ),
+            404: ErrorSerializer,
+            422: OpenApiResponse(
+                ErrorSerializer,
+                description="The search ran longer than SEARCH_STATEMENT_TIMEOUT_MS and was stopped: narrow the query.",
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="The tenant runs SEARCH_MAX_CONCURRENT_PER_TENANT searches "
+                "already, or a rate limit is reached: see Retry-After.",
+            ),
+        },
+    )
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
-        result = search_datarows(project=project, query_text=params["query"] or "",
-                                 dataset_id=params.get("dataset"), limit=params["page_size"],
-                                 sort=SortSpec.parse(params["sort"], model=params.get("sort_model"),
-                                                     class_name=params.get("sort_class")),
-                                 cursor=params.get("cursor"), count=params["count"],
-                                 facets=tuple(dict.fromkeys(params["facets"])))  # each facet counted once
+        result = search_datarows(
+            project=project,
+            query_text=params["query"] or "",
+            dataset_id=params.get("dataset"),
+            limit=params["page_size"],
+            sort=SortSpec.parse(params["sort"], model=params.get("sort_model"), class_name=params.get("sort_class")),
+            cursor=params.get("cursor"),
+            count=params["count"],
+            facets=tuple(dict.fromkeys(params["facets"])),
+        )  # each facet counted once
         return Response(self.OutputSerializer(result).data)
 
 
@@ -144,6 +200,7 @@ class ProjectSearchReindexApi(Api):
     @extend_schema(request=None, responses={202: JobOutputSerializer})
     def post(self, request, project_id: int):
         """202 with the reindex job (Elasticsearch engine): searches use the old index until the new one is ready."""
-        job = search_reindex_start(principal=request.user,
-                                   project=project_get(principal=request.user, project_id=project_id))
+        job = search_reindex_start(
+            principal=request.user, project=project_get(principal=request.user, project_id=project_id)
+        )
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)

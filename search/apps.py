@@ -9,10 +9,12 @@ class SearchConfig(AppConfig):
         from datasets import signals
         from search import indexing
 
-        for signal, handoff in ((signals.datarows_changed, indexing.datarows_changed),
-                                (signals.datarows_deleted, indexing.datarows_deleted),
-                                (signals.dataset_changed, indexing.dataset_changed),
-                                (signals.dataset_deleted, indexing.dataset_deleted)):
+        for signal, handoff in (
+            (signals.datarows_changed, indexing.datarows_changed),
+            (signals.datarows_deleted, indexing.datarows_deleted),
+            (signals.dataset_changed, indexing.dataset_changed),
+            (signals.dataset_deleted, indexing.dataset_deleted),
+        ):
             signal.connect(_forward(handoff), weak=False, dispatch_uid=f"search.indexing.{handoff.__name__}")
 
 

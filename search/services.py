@@ -53,8 +53,15 @@ def _check_tags(action: str, tags: list[str]) -> None:
         raise ApplicationError(f"Give the tags to {action}.", {"fields": {"tags": [f"At least one tag to {action}."]}})
 
 
-def search_bulk_action_start(*, principal: Principal, project: Project, query_text: str, action: str,
-                             tags: list[str], dataset_id: int | None = None) -> Job:
+def search_bulk_action_start(
+    *,
+    principal: Principal,
+    project: Project,
+    query_text: str,
+    action: str,
+    tags: list[str],
+    dataset_id: int | None = None,
+) -> Job:
     """Check the query, the action and the dataset now (a 400/404 for the caller), then queue the job."""
     if action not in BULK_ACTIONS:
         raise ApplicationError(f"Unknown action {action!r}.", {"fields": {"action": [f"One of {BULK_ACTIONS}."]}})
@@ -63,19 +70,37 @@ def search_bulk_action_start(*, principal: Principal, project: Project, query_te
         with referenced_by("dataset"):
             dataset_get(project=project, dataset_id=dataset_id)
     project_query_validate(project_id=project.pk, query_text=query_text, using=WRITER)
-    return job_create(principal=principal, kind=SEARCH_BULK_ACTION_JOB_KIND, params={
-        "project_id": project.pk, "query": query_text, "action": action, "tags": tags, "dataset_id": dataset_id})
+    return job_create(
+        principal=principal,
+        kind=SEARCH_BULK_ACTION_JOB_KIND,
+        params={
+            "project_id": project.pk,
+            "query": query_text,
+            "action": action,
+            "tags": tags,
+            "dataset_id": dataset_id,
+        },
+    )
 
 
 def _matching_batch(cursor: CursorWrapper, condition: CompiledQuery, after_id: int) -> list[tuple[int, int]]:
-    cursor.execute(f"SELECT d.id, d.dataset_id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
-                   f"ORDER BY d.id LIMIT %s", [*condition.params, after_id, BULK_BATCH_ROWS])
+    cursor.execute(
+        f"SELECT d.id, d.dataset_id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
+        f"ORDER BY d.id LIMIT %s",
+        [*condition.params, after_id, BULK_BATCH_ROWS],
+    )
     return cursor.fetchall()
 
 
-def search_bulk_action_run(*, project_id: int, query_text: str, action: str, tags: list[str],
-                           dataset_id: int | None,
-                           progress: Callable[[BulkActionCounters], None]) -> BulkActionCounters:
+def search_bulk_action_run(
+    *,
+    project_id: int,
+    query_text: str,
+    action: str,
+    tags: list[str],
+    dataset_id: int | None,
+    progress: Callable[[BulkActionCounters], None],
+) -> BulkActionCounters:
     """Apply `action` to every datarow of the project (or dataset) matching the query; `progress` after each batch
     (it may raise to stop: the batches written so far stay written)."""
     _check_tags(action, tags)
@@ -102,8 +127,9 @@ def search_bulk_action_run(*, project_id: int, query_text: str, action: str, tag
                     counters.predictions += deleted.predictions
                 else:
                     add, remove = (tags, []) if action == "tag" else ([], tags)
-                    counters.done += datarow_tags_update(dataset=dataset, datarow_ids=ids, add=add,
-                                                         remove=remove).updated
+                    counters.done += datarow_tags_update(
+                        dataset=dataset, datarow_ids=ids, add=add, remove=remove
+                    ).updated
             progress(counters)
     return counters
 
@@ -114,10 +140,17 @@ def search_reindex_start(*, principal: Principal, project: Project) -> Job:
         raise ApplicationError("Nothing to reindex: the PostgreSQL search engine reads the tables themselves.")
     with transaction.atomic():
         # One reindex per project at a time: two would each swap in their own index.
-        running = Job.objects.select_for_update().filter(
-            kind=SEARCH_REINDEX_JOB_KIND, params__project_id=project.pk,
-            status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).first()
+        running = (
+            Job.objects.select_for_update()
+            .filter(
+                kind=SEARCH_REINDEX_JOB_KIND,
+                params__project_id=project.pk,
+                status__in=[Job.Status.QUEUED, Job.Status.RUNNING],
+            )
+            .first()
+        )
         if running is not None:
-            raise Conflict(f"Project {project.pk} is already being reindexed by job {running.pk}.",
-                           {"job_id": str(running.pk)})
+            raise Conflict(
+                f"Project {project.pk} is already being reindexed by job {running.pk}.", {"job_id": str(running.pk)}
+            )
         return job_create(principal=principal, kind=SEARCH_REINDEX_JOB_KIND, params={"project_id": project.pk})

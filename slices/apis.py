@@ -42,8 +42,9 @@ class SliceOutputSerializer(serializers.Serializer):
     kind = serializers.CharField()
     query = serializers.CharField()
     dataset_id = serializers.IntegerField(allow_null=True)
-    status = serializers.SerializerMethodField(help_text="ready; freezing while a freeze job fills the slice; failed "
-                                                                "when that job ended without filling it.")
+    status = serializers.SerializerMethodField(
+        help_text="ready; freezing while a freeze job fills the slice; failed when that job ended without filling it."
+    )
     member_count = serializers.IntegerField(allow_null=True, help_text="Null for live slices in lists.")
     frozen_at = serializers.DateTimeField(allow_null=True)
     freeze_job_id = serializers.UUIDField(allow_null=True)
@@ -90,14 +91,19 @@ class SliceListCreateApi(Api):
     class CreateInputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
-        kind = serializers.ChoiceField(choices=Slice.Kind.values,
-                                       help_text="query: live; ids: the datarow_ids given; frozen: the query's "
-                                                 "matches now.")
-        query = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False,
-                                      help_text="query and frozen slices; empty: every datarow (of the dataset).")
+        kind = serializers.ChoiceField(
+            choices=Slice.Kind.values,
+            help_text="query: live; ids: the datarow_ids given; frozen: the query's matches now.",
+        )
+        query = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            trim_whitespace=False,
+            help_text="query and frozen slices; empty: every datarow (of the dataset).",
+        )
         dataset = ObjectIdField(required=False, help_text="Limit the query to one dataset.")
-        datarow_ids = serializers.ListField(child=ObjectIdField(), required=False,
-                                            max_length=MAX_DATAROW_IDS)
+        datarow_ids = serializers.ListField(child=ObjectIdField(), required=False, max_length=MAX_DATAROW_IDS)
 
         def validate(self, data):
             if data["kind"] == Slice.Kind.IDS:
@@ -120,13 +126,26 @@ class SliceListCreateApi(Api):
         project = project_get(principal=request.user, project_id=project_id)
         return self.page_response(slice_list(project=project), SliceOutputSerializer)
 
-    @extend_schema(request=CreateInputSerializer,
-                   responses={201: SliceDetailOutputSerializer, 202: FreezingOutputSerializer}, examples=[
-                       OpenApiExample("A live slice", request_only=True,
-                                      value={"name": "night cars", "kind": "query",
-                                             "query": "tags = 'night' AND label(class = 'vehicle/car')"}),
-                       OpenApiExample("A slice of given rows", request_only=True,
-                                      value={"name": "to review", "kind": "ids", "datarow_ids": [1, 2, 3]})])
+    @extend_schema(
+        request=CreateInputSerializer,
+        responses={201: SliceDetailOutputSerializer, 202: FreezingOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "A live slice",
+                request_only=True,
+                value={
+                    "name": "night cars",
+                    "kind": "query",
+                    "query": "tags = 'night' AND label(class = 'vehicle/car')",
+                },
+            ),
+            OpenApiExample(
+                "A slice of given rows",
+                request_only=True,
+                value={"name": "to review", "kind": "ids", "datarow_ids": [1, 2, 3]},
+            ),
+        ],
+    )
     def post(self, request, project_id: int):
         """201 with the slice; 202 with the slice and its job for a freeze too large for one request."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -139,11 +158,13 @@ class SliceListCreateApi(Api):
             with referenced_by("dataset"):
                 dataset_get(project=project, dataset_id=dataset_id)
         if params["kind"] == Slice.Kind.IDS:
-            created = slice_create_from_ids(**common, created_by=request.user.user_id,
-                                            datarow_ids=params["datarow_ids"])
+            created = slice_create_from_ids(
+                **common, created_by=request.user.user_id, datarow_ids=params["datarow_ids"]
+            )
         elif params["kind"] == Slice.Kind.QUERY:
-            created = slice_create_live(**common, created_by=request.user.user_id, query=params["query"],
-                                        dataset_id=dataset_id)
+            created = slice_create_live(
+                **common, created_by=request.user.user_id, query=params["query"], dataset_id=dataset_id
+            )
         else:
             frozen = slice_freeze_start(**common, principal=request.user, query=params["query"], dataset_id=dataset_id)
             if frozen.job is not None:
@@ -156,10 +177,12 @@ class SliceCombineApi(Api):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
-        operation = serializers.ChoiceField(choices=list(COMBINE_OPERATIONS),
-                                            help_text="Applied left to right over `slices`.")
-        slices = serializers.ListField(child=ObjectIdField(), min_length=2,
-                                       max_length=MAX_COMBINED_SLICES, help_text="Slice ids, in order.")
+        operation = serializers.ChoiceField(
+            choices=list(COMBINE_OPERATIONS), help_text="Applied left to right over `slices`."
+        )
+        slices = serializers.ListField(
+            child=ObjectIdField(), min_length=2, max_length=MAX_COMBINED_SLICES, help_text="Slice ids, in order."
+        )
 
     @extend_schema(request=InputSerializer, responses={201: SliceDetailOutputSerializer})
     def post(self, request, project_id: int):
@@ -169,8 +192,14 @@ class SliceCombineApi(Api):
         params = data.validated_data
         with referenced_by("slices"):
             operands = [slice_get(project=project, slice_id=slice_id) for slice_id in params["slices"]]
-        combined = slice_combine(project=project, name=params["name"], description=params["description"],
-                                 created_by=request.user.user_id, operation=params["operation"], slices=operands)
+        combined = slice_combine(
+            project=project,
+            name=params["name"],
+            description=params["description"],
+            created_by=request.user.user_id,
+            operation=params["operation"],
+            slices=operands,
+        )
         return Response(_detail(combined), status=status.HTTP_201_CREATED)
 
 
@@ -218,25 +247,36 @@ class SliceMemberListApi(Api):
         """Members by datarow id, with keyset pages: pass next_cursor back as cursor."""
         slice_ = _project_slice(request, project_id, slice_id)
         params = self.query
-        page = slice_member_page(slice=slice_, after_id=params.get("cursor"), limit=params["page_size"],
-                                 split=params.get("split"))
+        page = slice_member_page(
+            slice=slice_, after_id=params.get("cursor"), limit=params["page_size"], split=params.get("split")
+        )
         members = [{**DatarowOutputSerializer(row).data, "split": split} for row, split in page.results]
         count = slice_member_count(slice=slice_, split=params.get("split"))
-        return Response(self.OutputSerializer({"results": members, "next_cursor": page.next_after_id,
-                                               "count": count}).data)
+        return Response(
+            self.OutputSerializer({"results": members, "next_cursor": page.next_after_id, "count": count}).data
+        )
 
 
 class SliceSplitApi(Api):
     class InputSerializer(StrictSerializer):
-        seed = serializers.IntegerField(min_value=-(2 ** 63), max_value=2 ** 63 - 1)
-        fractions = serializers.DictField(child=serializers.FloatField(min_value=0, max_value=1),
-                                          help_text='e.g. {"train": 0.8, "validation": 0.1, "test": 0.1}; '
-                                                    'they add up to 1.')
+        seed = serializers.IntegerField(min_value=-(2**63), max_value=2**63 - 1)
+        fractions = serializers.DictField(
+            child=serializers.FloatField(min_value=0, max_value=1),
+            help_text='e.g. {"train": 0.8, "validation": 0.1, "test": 0.1}; they add up to 1.',
+        )
         stratified = serializers.BooleanField(default=False, help_text="Keep each class's share in every split.")
 
-    @extend_schema(request=InputSerializer, responses={200: SliceDetailOutputSerializer}, examples=[
-        OpenApiExample("80/10/10", request_only=True, value={
-            "seed": 7, "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "stratified": True})])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: SliceDetailOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "80/10/10",
+                request_only=True,
+                value={"seed": 7, "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "stratified": True},
+            )
+        ],
+    )
     def post(self, request, project_id: int, slice_id: int):
         slice_ = _project_slice(request, project_id, slice_id)
         data = self.InputSerializer(data=request.data)

@@ -56,10 +56,16 @@ class SliceMember(models.Model):
     # are only ever inserted from a SELECT of existing datarows, and statement-level triggers delete them with
     # their datarow or slice, whoever deletes it (slices/migrations/0003).
     # Indexed by the key (slice first) and slice_member_datarow, not by indexes of their own.
-    slice = models.ForeignKey(Slice, on_delete=models.CASCADE, related_name="members", db_constraint=False,
-                              db_index=False)
-    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="slice_memberships",
-                                db_constraint=False, db_index=False)
+    slice = models.ForeignKey(
+        Slice, on_delete=models.CASCADE, related_name="members", db_constraint=False, db_index=False
+    )
+    datarow = models.ForeignKey(
+        "datasets.DataRow",
+        on_delete=models.CASCADE,
+        related_name="slice_memberships",
+        db_constraint=False,
+        db_index=False,
+    )
     split = models.SmallIntegerField(choices=Split.choices, null=True)
 
     class Meta:

@@ -44,8 +44,13 @@ class ProjectSliceDefinitions(Mapping[str, SliceDefinition]):
         found = self._slices().filter(name=name).values("id", "kind", "query", "dataset_id").first()
         if found is None:
             raise KeyError(name)
-        return SliceDefinition(id=found["id"], name=name, live=found["kind"] == Slice.Kind.QUERY,
-                               query=found["query"], dataset_id=found["dataset_id"])
+        return SliceDefinition(
+            id=found["id"],
+            name=name,
+            live=found["kind"] == Slice.Kind.QUERY,
+            query=found["query"],
+            dataset_id=found["dataset_id"],
+        )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._slices().order_by("name").values_list("name", flat=True))
@@ -71,8 +76,10 @@ def _live_condition(slice_: Slice, using: str) -> CompiledQuery:
 
 def _check_split_filter(slice_: Slice, split: str | None) -> None:
     if split is not None and slice_.kind == Slice.Kind.QUERY:
-        raise ApplicationError(f"Slice '{slice_.name}' is live: it has no split. Freeze it first.",
-                               {"fields": {"split": ["Live slices have no split."]}})
+        raise ApplicationError(
+            f"Slice '{slice_.name}' is live: it has no split. Freeze it first.",
+            {"fields": {"split": ["Live slices have no split."]}},
+        )
 
 
 def slice_members_sql(*, slice: Slice, split: str | None = None, using: str = "default") -> CompiledQuery:
@@ -84,8 +91,10 @@ def slice_members_sql(*, slice: Slice, split: str | None = None, using: str = "d
         return CompiledQuery(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params)
     if split is None:
         return CompiledQuery("SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s", [slice.pk])
-    return CompiledQuery("SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s AND m.split = %s",
-                         [slice.pk, _split_value(split)])
+    return CompiledQuery(
+        "SELECT m.datarow_id FROM slices_slicemember AS m WHERE m.slice_id = %s AND m.split = %s",
+        [slice.pk, _split_value(split)],
+    )
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,9 @@ class SliceMemberPage:
     next_after_id: int | None
 
 
-def slice_member_page(*, slice: Slice, after_id: int | None = None, limit: int = 100,
-                      split: str | None = None) -> SliceMemberPage:
+def slice_member_page(
+    *, slice: Slice, after_id: int | None = None, limit: int = 100, split: str | None = None
+) -> SliceMemberPage:
     """Members in datarow id order after `after_id`: the stored members, or a live slice's current matches."""
     _check_split_filter(slice, split)
     using = router.db_for_read(SliceMember)
@@ -106,8 +116,10 @@ def slice_member_page(*, slice: Slice, after_id: int | None = None, limit: int =
         params = [*condition.params, after, limit + 1]
     else:
         split_filter, split_params = ("", []) if split is None else (" AND m.split = %s", [_split_value(split)])
-        sql = f"SELECT m.datarow_id, m.split FROM slices_slicemember AS m WHERE m.slice_id = %s{split_filter} " \
-              f"AND m.datarow_id > %s ORDER BY m.datarow_id LIMIT %s"
+        sql = (
+            f"SELECT m.datarow_id, m.split FROM slices_slicemember AS m WHERE m.slice_id = %s{split_filter} "
+            f"AND m.datarow_id > %s ORDER BY m.datarow_id LIMIT %s"
+        )
         params = [slice.pk, *split_params, after, limit + 1]
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
@@ -115,8 +127,11 @@ def slice_member_page(*, slice: Slice, after_id: int | None = None, limit: int =
     page = keys[:limit]
     by_id = DataRow.objects.using(using).in_bulk([row_id for row_id, _ in page])
     # A row deleted since the key was read is gone from its slices too (a trigger deletes its memberships): drop it.
-    results = [(by_id[row_id], None if split_value is None else Split(split_value).label)
-               for row_id, split_value in page if row_id in by_id]
+    results = [
+        (by_id[row_id], None if split_value is None else Split(split_value).label)
+        for row_id, split_value in page
+        if row_id in by_id
+    ]
     return SliceMemberPage(results, page[-1][0] if len(keys) > limit else None)
 
 

@@ -14,9 +14,13 @@ def slice_freeze(job: Job, *, slice_id: int) -> None:
     try:
         frozen = slice_freeze_members(slice=pending)
         # The one progress report, which also sees a cancel requested while the INSERT ran.
-        job_report_progress(job=job, done=frozen.member_count, total=frozen.member_count,
-                            counters={"slice_id": frozen.pk, "members": frozen.member_count},
-                            message=f"{frozen.member_count} datarows frozen into slice '{frozen.name}'")
+        job_report_progress(
+            job=job,
+            done=frozen.member_count,
+            total=frozen.member_count,
+            counters={"slice_id": frozen.pk, "members": frozen.member_count},
+            message=f"{frozen.member_count} datarows frozen into slice '{frozen.name}'",
+        )
     except Exception:
         slice_delete(slice=pending)
         raise

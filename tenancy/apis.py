@@ -1,10 +1,10 @@
 import hmac
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from drf_spectacular.utils import extend_schema
 
 from mlops.apis import Api
 from mlops.exceptions import NotAuthenticated

@@ -22,10 +22,14 @@ def bearer_token_from_header(header: str | None) -> str:
 def _principal_from_introspection(answer: dict, claims: dict) -> Principal:
     try:
         principal = Principal(
-            user_id=str(answer["user"]["id"]), email=str(answer["user"].get("email", "")),
-            tenant_schema=str(answer["tenant"]["schema"]), workspace_id=str(answer["workspace"]["id"]),
-            role=str(answer["workspace"]["role"]), database=str(answer["connection"]["database"]),
-            expires_at=int(claims["exp"]), scopes=tuple(str(answer.get("scope", "")).split()),
+            user_id=str(answer["user"]["id"]),
+            email=str(answer["user"].get("email", "")),
+            tenant_schema=str(answer["tenant"]["schema"]),
+            workspace_id=str(answer["workspace"]["id"]),
+            role=str(answer["workspace"]["role"]),
+            database=str(answer["connection"]["database"]),
+            expires_at=int(claims["exp"]),
+            scopes=tuple(str(answer.get("scope", "")).split()),
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise ServiceUnavailable("The platform's answer lacks user, tenant, workspace or connection info.") from error
@@ -46,12 +50,16 @@ def resolve_tenant(principal: Principal) -> Tenant:
     if tenant.status == Tenant.Status.SUSPENDED:
         raise AccessDenied(f"Tenant '{tenant.schema_name}' is suspended.")
     if principal.database != tenant.database:
-        raise AccessDenied("The platform's connection info does not match where this tenant's data lives.",
-                           {"platform_database": principal.database, "tenant_database": tenant.database})
+        raise AccessDenied(
+            "The platform's connection info does not match where this tenant's data lives.",
+            {"platform_database": principal.database, "tenant_database": tenant.database},
+        )
     if tenant.database != settings.DATABASE_CLUSTER:
         # Silo tenants (a database of their own) are not served yet: refuse rather than read the wrong place.
-        raise AccessDenied(f"Tenant '{tenant.schema_name}' lives on database '{tenant.database}', "
-                           f"which this deployment does not serve.")
+        raise AccessDenied(
+            f"Tenant '{tenant.schema_name}' lives on database '{tenant.database}', "
+            f"which this deployment does not serve."
+        )
     return tenant
 
 

@@ -31,8 +31,10 @@ class JwksKeySource:
             response.raise_for_status()
             key_set = jwt.PyJWKSet.from_dict(response.json())
         except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as error:
-            raise ServiceUnavailable("The token issuer's key set (JWKS) cannot be reached; try again shortly.",
-                                     {"jwks_url": self.url, "reason": str(error)}) from error
+            raise ServiceUnavailable(
+                "The token issuer's key set (JWKS) cannot be reached; try again shortly.",
+                {"jwks_url": self.url, "reason": str(error)},
+            ) from error
         self._keys = {key.key_id: key.key for key in key_set.keys if key.key_id}
         self._fetched_at = time.monotonic()
 
@@ -60,7 +62,9 @@ def key_source():
         return dev_key_source()
     with _key_source_lock:
         if _key_source is None or _key_source.url != settings.JWT_JWKS_URL:
-            _key_source = JwksKeySource(settings.JWT_JWKS_URL, settings.JWKS_CACHE_SECONDS, settings.PLATFORM_TIMEOUT_SECONDS)
+            _key_source = JwksKeySource(
+                settings.JWT_JWKS_URL, settings.JWKS_CACHE_SECONDS, settings.PLATFORM_TIMEOUT_SECONDS
+            )
         return _key_source
 
 
@@ -77,8 +81,13 @@ def verify_jwt(token: str) -> dict:
     key = key_source().key_for(header["kid"])
     try:
         return jwt.decode(
-            token, key, algorithms=ALGORITHMS, audience=settings.JWT_AUDIENCE, issuer=settings.JWT_ISSUER,
-            options={"require": ["exp", "iss", "aud", "sub"]}, leeway=5,
+            token,
+            key,
+            algorithms=ALGORITHMS,
+            audience=settings.JWT_AUDIENCE,
+            issuer=settings.JWT_ISSUER,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+            leeway=5,
         )
     except jwt.ExpiredSignatureError as error:
         raise NotAuthenticated("The token has expired.") from error

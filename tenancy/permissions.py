@@ -12,5 +12,6 @@ class HasWorkspaceRole(BasePermission):
             raise NotAuthenticated("Authentication required: send 'Authorization: Bearer <token>'.")
         if request.method in SAFE_METHODS or principal.can_write:
             return True
-        raise AccessDenied(f"Your role '{principal.role}' in this workspace is read-only; "
-                           "writing needs 'editor' or 'admin'.")
+        raise AccessDenied(
+            f"Your role '{principal.role}' in this workspace is read-only; writing needs 'editor' or 'admin'."
+        )

@@ -39,8 +39,9 @@ def _ask_platform(token: str) -> dict:
         response.raise_for_status()
         answer = response.json()
     except (httpx.HTTPError, ValueError) as error:
-        raise ServiceUnavailable("The platform service cannot be reached to validate the token; try again shortly.",
-                                 {"reason": str(error)}) from error
+        raise ServiceUnavailable(
+            "The platform service cannot be reached to validate the token; try again shortly.", {"reason": str(error)}
+        ) from error
     if not isinstance(answer, dict) or "active" not in answer:
         raise ServiceUnavailable("The platform service gave an answer without 'active'.")
     return answer

@@ -30,7 +30,8 @@ def tenant_provision(*, schema_name: str, name: str, database: str = "main", if_
         raise Conflict(f"Tenant '{schema_name}' already exists.")
     with transaction.atomic(using=WRITER):
         tenant, _ = Tenant.objects.using(WRITER).get_or_create(
-            schema_name=schema_name, defaults={"name": name, "database": database},
+            schema_name=schema_name,
+            defaults={"name": name, "database": database},
         )
     tenant.create_schema(check_if_exists=True, verbosity=0)
     Tenant.objects.using(WRITER).filter(pk=tenant.pk).update(status=Tenant.Status.ACTIVE)

@@ -43,10 +43,16 @@ class TokenAuthMiddleware:
         key = f"websockets:{tenant.schema_name}:{principal.user_id}"
         limit = settings.WEBSOCKET_MAX_CONNECTIONS_PER_USER
         token = await sync_to_async(slot_acquire, thread_sensitive=False)(
-            key=key, limit=limit, lease_seconds=settings.WEBSOCKET_SLOT_LEASE_SECONDS)
+            key=key, limit=limit, lease_seconds=settings.WEBSOCKET_SLOT_LEASE_SECONDS
+        )
         if token is None:
-            await self._refuse(receive, send, TooManyRequests(
-                f"At most {limit} open websockets per user (WEBSOCKET_MAX_CONNECTIONS_PER_USER).", retry_after=1))
+            await self._refuse(
+                receive,
+                send,
+                TooManyRequests(
+                    f"At most {limit} open websockets per user (WEBSOCKET_MAX_CONNECTIONS_PER_USER).", retry_after=1
+                ),
+            )
             return
         try:
             return await self.inner(scope, receive, send)
@@ -60,5 +66,6 @@ class TokenAuthMiddleware:
             return
         # Accept then close, so the client sees why (a rejected handshake carries no reason).
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": CLOSE_CODES.get(error.status_code, 4400),
-                    "reason": error.message[:120]})
+        await send(
+            {"type": "websocket.close", "code": CLOSE_CODES.get(error.status_code, 4400), "reason": error.message[:120]}
+        )

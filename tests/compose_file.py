@@ -37,8 +37,11 @@ def load_compose(shell_env: dict[str, str] | None = None) -> dict:
 
 def container_environment(service: dict, shell_env: dict[str, str]) -> dict[str, str]:
     """What the container sees: a variable listed without a value comes from the shell, or is left unset."""
-    return {name: shell_env[name] if value is None else str(value)
-            for name, value in service["environment"].items() if value is not None or name in shell_env}
+    return {
+        name: shell_env[name] if value is None else str(value)
+        for name, value in service["environment"].items()
+        if value is not None or name in shell_env
+    }
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -49,6 +52,10 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def dockerfile_environment() -> dict[str, str]:
     """The image's ENV, which every container of it starts with (the service's `environment` goes on top)."""
-    pairs = [word.split("=", 1) for instruction, args in dockerfile_instructions() if instruction == "ENV"
-             for word in shlex.split(args)]
+    pairs = [
+        word.split("=", 1)
+        for instruction, args in dockerfile_instructions()
+        if instruction == "ENV"
+        for word in shlex.split(args)
+    ]
     return dict(pairs)

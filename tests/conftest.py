@@ -57,10 +57,17 @@ def make_token(auth0, platform):
 
     from tests.factories import token_make
 
-    def make(tenant: str = TENANT_A, *, role: str = "editor", workspace: str = "ws-1", database: str = "main",
-             lifetime: int = 3600) -> str:
-        return token_make(auth0, platform, tenant=tenant, role=role, workspace=workspace, database=database,
-                          lifetime=lifetime)
+    def make(
+        tenant: str = TENANT_A,
+        *,
+        role: str = "editor",
+        workspace: str = "ws-1",
+        database: str = "main",
+        lifetime: int = 3600,
+    ) -> str:
+        return token_make(
+            auth0, platform, tenant=tenant, role=role, workspace=workspace, database=database, lifetime=lifetime
+        )
 
     return make
 
@@ -70,8 +77,13 @@ class ContractCheckedClient(APIClient):
 
     def request(self, **request):
         response = super().request(**request)
-        check_response(request["REQUEST_METHOD"], request["PATH_INFO"], response.status_code,
-                       response.get("Content-Type"), None if response.streaming else response.content)
+        check_response(
+            request["REQUEST_METHOD"],
+            request["PATH_INFO"],
+            response.status_code,
+            response.get("Content-Type"),
+            None if response.streaming else response.content,
+        )
         return response
 
 

@@ -25,8 +25,9 @@ class ContractViolation(AssertionError):
 def _schema() -> tuple[dict, list[tuple[re.Pattern, str]]]:
     """The document (loaded once per session) and a pattern for each of its paths."""
     schema = _null_beside_references(yaml.safe_load(SCHEMA_PATH.read_text()))
-    routes = [(re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(path)) + "$"), path)
-              for path in schema["paths"]]
+    routes = [
+        (re.compile("^" + re.sub(r"\\{\w+\\}", "[^/]+", re.escape(path)) + "$"), path) for path in schema["paths"]
+    ]
     return schema, routes
 
 
@@ -66,8 +67,11 @@ def check_response(method: str, path: str, status: int, content_type: str | None
     schema, routes = _schema()
     where = f"{method} {path} answered {status}"
     # a literal segment (/datarows/delete) wins over a parameter (/datarows/{datarow_id})
-    template = min((template for regex, template in routes if regex.match(path)),
-                   key=lambda template: template.count("{"), default=None)
+    template = min(
+        (template for regex, template in routes if regex.match(path)),
+        key=lambda template: template.count("{"),
+        default=None,
+    )
     if template is None:
         return  # no route of the API (a test's own view); that every route is in the schema is checked by generation
     operation = schema["paths"][template].get(method.lower())
@@ -78,8 +82,9 @@ def check_response(method: str, path: str, status: int, content_type: str | None
     responses = operation["responses"]
     code = str(status)
     if code not in responses:
-        raise ContractViolation(f"{where}, which {operation['operationId']} does not document "
-                                f"(it documents {sorted(responses)})")
+        raise ContractViolation(
+            f"{where}, which {operation['operationId']} does not document (it documents {sorted(responses)})"
+        )
     content = responses[code].get("content")
     if not content:
         if body:
@@ -94,8 +99,10 @@ def check_response(method: str, path: str, status: int, content_type: str | None
     validator = _validator(template, method.lower(), code, declared)
     errors = sorted(validator.iter_errors(orjson.loads(body)), key=lambda error: [str(part) for part in error.path])
     if errors:
-        details = "\n".join(f"  at {'/'.join(map(str, error.path)) or '(root)'}: {error.message[:300]}"
-                            for error in errors[:10])
-        raise ContractViolation(f"{where} ({operation['operationId']}) with a body the schema does not allow:\n"
-                                f"{details}\nbody: {body[:1000]!r}")
-
+        details = "\n".join(
+            f"  at {'/'.join(map(str, error.path)) or '(root)'}: {error.message[:300]}" for error in errors[:10]
+        )
+        raise ContractViolation(
+            f"{where} ({operation['operationId']}) with a body the schema does not allow:\n"
+            f"{details}\nbody: {body[:1000]!r}"
+        )

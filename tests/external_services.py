@@ -126,7 +126,10 @@ class FakePlatform(_JsonServer):
         if grant is None:
             return 200, {"active": False}
         return 200, {
-            "active": True, "sub": claims["sub"], "exp": claims["exp"], "scope": "read write",
+            "active": True,
+            "sub": claims["sub"],
+            "exp": claims["exp"],
+            "scope": "read write",
             "user": {"id": claims["sub"], "email": grant.email or f"{claims['sub']}@example.com"},
             "tenant": {"schema": grant.tenant},
             "workspace": {"id": grant.workspace, "role": grant.role},

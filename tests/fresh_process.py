@@ -15,6 +15,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def run_python(code: str, env: dict[str, str], *, timeout: float = 60) -> subprocess.CompletedProcess:
     """Nothing of this process's environment leaks in but PATH, so a stray SENTRY_DSN or MLOPS_ENV cannot."""
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "mlops.settings", **env},
     )

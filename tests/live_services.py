@@ -63,8 +63,14 @@ class LiveServer(LiveProcess):
         return f"ws://127.0.0.1:{self.port}"
 
 
-def wait_until(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.05,
-               logs_of: tuple[LiveProcess, ...] = ()):
+def wait_until(
+    condition: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    logs_of: tuple[LiveProcess, ...] = (),
+):
     """Poll until `condition()` is truthy and return it; on timeout fail with the subprocesses' logs."""
     deadline = time.monotonic() + timeout
     while True:
@@ -80,8 +86,10 @@ def wait_until(condition: Callable[[], object], *, timeout: float, what: str, in
 def _database_url(settings_dict: dict, host: str | None = None, port: str | None = None) -> str:
     user = quote(settings_dict["USER"] or "", safe="")
     password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict.get("PASSWORD") else ""
-    return (f"postgres://{user}{password}@{host or settings_dict['HOST']}:{port or settings_dict['PORT']}"
-            f"/{settings_dict['NAME']}")
+    return (
+        f"postgres://{user}{password}@{host or settings_dict['HOST']}:{port or settings_dict['PORT']}"
+        f"/{settings_dict['NAME']}"
+    )
 
 
 def live_environment(auth0, platform, **overrides: object) -> dict[str, str]:
@@ -116,17 +124,42 @@ def live_environment(auth0, platform, **overrides: object) -> dict[str, str]:
 def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen, Path]:
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return process, log_path
 
 
-def start_celery_worker(env: dict[str, str], log_dir: Path, *, name: str, beat: bool = False, concurrency: int = 1,
-                        queues: tuple[str, ...] = (), pool: str = "prefork", ready_timeout: float = 60) -> LiveProcess:
+def start_celery_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    name: str,
+    beat: bool = False,
+    concurrency: int = 1,
+    queues: tuple[str, ...] = (),
+    pool: str = "prefork",
+    ready_timeout: float = 60,
+) -> LiveProcess:
     """A worker (prefork unless told; with embedded beat if asked), ready to consume when returned; `queues`
     replaces the default queue (e.g. ("training",) for a training worker, which runs the solo pool)."""
-    command = [sys.executable, "-m", "celery", "-A", "mlops", "worker", "-l", "info", "--concurrency", str(concurrency),
-               "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "mlops",
+        "worker",
+        "-l",
+        "info",
+        "--concurrency",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     if queues:
         command += ["-Q", ",".join(queues)]
     if pool != "prefork":
@@ -136,8 +169,13 @@ def start_celery_worker(env: dict[str, str], log_dir: Path, *, name: str, beat: 
     process, log_path = _spawn(name, command, env, log_dir)
     worker = LiveProcess(name, process, log_path)
     try:
-        wait_until(lambda: process.poll() is not None or " ready." in worker.log(), timeout=ready_timeout,
-                   what=f"Celery worker {name} to be ready", interval=0.1, logs_of=(worker,))
+        wait_until(
+            lambda: process.poll() is not None or " ready." in worker.log(),
+            timeout=ready_timeout,
+            what=f"Celery worker {name} to be ready",
+            interval=0.1,
+            logs_of=(worker,),
+        )
         if process.poll() is not None:
             pytest.fail(f"Celery worker {name} exited with {process.returncode}:\n{worker.log()[-4000:]}")
     except BaseException:
@@ -153,13 +191,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_asgi_server(env: dict[str, str], log_dir: Path, *, command: Callable[[int], list[str]] | None = None,
-                      ready_timeout: float = 60) -> LiveServer:
+def start_asgi_server(
+    env: dict[str, str], log_dir: Path, *, command: Callable[[int], list[str]] | None = None, ready_timeout: float = 60
+) -> LiveServer:
     """uvicorn logging warnings only, or the server `command(port)` starts (as `make run` or production does)."""
     port = free_port()
-    command = command(port) if command else [
-        sys.executable, "-m", "uvicorn", "mlops.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning"]
+    command = (
+        command(port)
+        if command
+        else [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "mlops.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    )
     process, log_path = _spawn("asgi", command, env, log_dir)
     server = LiveServer("asgi", process, log_path, port=port)
 
@@ -172,8 +224,9 @@ def start_asgi_server(env: dict[str, str], log_dir: Path, *, command: Callable[[
             return False
 
     try:
-        wait_until(healthy, timeout=ready_timeout, what="the ASGI server to answer /healthz", interval=0.1,
-                   logs_of=(server,))
+        wait_until(
+            healthy, timeout=ready_timeout, what="the ASGI server to answer /healthz", interval=0.1, logs_of=(server,)
+        )
     except BaseException:
         server.stop()
         raise
@@ -204,7 +257,8 @@ def committed_tenants(transactional_db):
         tenant_provision(schema_name=schema, name=name, if_missing=True)
         with tenant_scope(schema):
             Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
-                status=Job.Status.CANCELLED, finished_at=timezone.now())
+                status=Job.Status.CANCELLED, finished_at=timezone.now()
+            )
 
 
 @pytest.fixture(scope="module")

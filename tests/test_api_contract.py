@@ -24,23 +24,30 @@ def test_the_schema_validates_without_a_warning(tmp_path):
 def test_the_committed_schema_is_the_codes(tmp_path):
     assert _generate(tmp_path) == COMMITTED.read_text(), (
         f"docs/openapi.yaml differs from the schema the code generates: the API contract changed. "
-        f"Regenerate it with `{REGENERATE}` and commit it, so the change shows in review.")
+        f"Regenerate it with `{REGENERATE}` and commit it, so the change shows in review."
+    )
 
 
 def test_every_operation_documents_its_bodies_errors_and_security(api_client):
     schema = api_client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
     assert schema["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     assert set(schema["components"]["schemas"]["Error"]["properties"]) == {"message", "extra"}
-    operations = [(path, method, operation) for path, item in schema["paths"].items()
-                  for method, operation in item.items()]
+    operations = [
+        (path, method, operation) for path, item in schema["paths"].items() for method, operation in item.items()
+    ]
     assert len({operation["operationId"] for _, _, operation in operations}) == len(operations)
     for path, method, operation in operations:
         responses = operation["responses"]
         success = [code for code in responses if code.startswith("2")]
         assert success, (path, method)
-        assert all(responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
-                   for code in ("400", "401", "403", "429")), (path, method)
+        assert all(
+            responses[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+            for code in ("400", "401", "403", "429")
+        ), (path, method)
         assert "404" in responses or "{" not in path
         if method in ("post", "patch") and not path.endswith(("/cancel", "/reindex")):
             assert "requestBody" in operation, (path, method)
@@ -68,12 +75,15 @@ def test_the_docs_load_only_this_servers_own_files(api_client, path):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("path", "query"), [
-    ("/api/v1/projects/", {"limit": 2}),
-    ("/api/v1/jobs/", {"pagesize": 2}),
-    ("/api/v1/projects/{project}/datasets/", {"offset": 10}),
-    ("/api/v1/projects/{project}", {"expand": "datasets"}),
-])
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/v1/projects/", {"limit": 2}),
+        ("/api/v1/jobs/", {"pagesize": 2}),
+        ("/api/v1/projects/{project}/datasets/", {"offset": 10}),
+        ("/api/v1/projects/{project}", {"expand": "datasets"}),
+    ],
+)
 def test_an_unknown_query_parameter_is_a_400_naming_it(make_token, api_client, path, query):
     client = api_client(make_token())
     project = client.post("/api/v1/projects/", {"name": "p"}).json()["id"]
@@ -92,9 +102,11 @@ def test_a_bad_query_parameter_is_a_400_and_a_list_pages_by_next_cursor(make_tok
     assert [p["name"] for p in first["results"] + second["results"]] == ["c", "b", "a"]
     assert second["next_cursor"] is None
     assert set(client.get("/api/v1/projects/", {"page_size": 0, "cursor": "x"}).json()["extra"]["fields"]) == {
-        "page_size"}
+        "page_size"
+    }
     assert client.get("/api/v1/projects/", {"cursor": "not-ours"}).json()["extra"]["fields"] == {
-        "cursor": ["Not a cursor from this API; pass next_cursor as it was given."]}
+        "cursor": ["Not a cursor from this API; pass next_cursor as it was given."]
+    }
 
 
 @pytest.mark.django_db
@@ -103,8 +115,10 @@ def test_unknown_body_keys_come_back_with_every_other_error_at_once(make_token, 
     # when: a misspelt key, a missing field and a bad value in one request
     response = client.post("/api/v1/projects/", {"descripton": "x", "name": ""})
     project = client.post("/api/v1/projects/", {"name": "p"}).json()["id"]
-    slice_ = client.post(f"/api/v1/projects/{project}/slices/",
-                         {"name": "s", "kind": "sideways", "querry": "tags = 'a'", "datarow_ids": ["x"]})
+    slice_ = client.post(
+        f"/api/v1/projects/{project}/slices/",
+        {"name": "s", "kind": "sideways", "querry": "tags = 'a'", "datarow_ids": ["x"]},
+    )
     dataset = client.patch(f"/api/v1/projects/{project}", {"name": "q", "owner": "me"})
     # then
     assert response.status_code == 400

@@ -34,13 +34,23 @@ from tests.conftest import TENANT_A
 from tests.contract import SCHEMA_PATH
 from tests.live_services import live_environment, purge_task_queues, start_asgi_server, start_celery_worker
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
-              pytest.mark.usefixtures("committed_tenants")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+    pytest.mark.usefixtures("committed_tenants"),
+]
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # A model the built-in classifier trains in a few seconds on the digits.
-TINY_HYPERPARAMETERS = {"architecture": "small-cnn", "image_size": 16, "epochs": 2, "batch_size": 8, "seed": 0,
-                        "device": "cpu", "num_workers": 0, "augment": False}
+TINY_HYPERPARAMETERS = {
+    "architecture": "small-cnn",
+    "image_size": 16,
+    "epochs": 2,
+    "batch_size": 8,
+    "seed": 0,
+    "device": "cpu",
+    "num_workers": 0,
+    "augment": False,
+}
 # Examples per operation: about 60 operations in 2 minutes on two loaded cores (the run may take up to 3).
 EXAMPLES_PER_OPERATION = 50
 
@@ -56,8 +66,14 @@ def live_folders(tmp_path_factory):
 def live_platform(django_db_setup, auth0, platform, live_log_dir, live_folders):
     tenant_folder, storage = live_folders
     # The property-based run sends thousands of requests as one user: no rate limit may answer for the server.
-    env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=tenant_folder.parent, MLOPS_STORAGE_ROOT=storage,
-                           API_RATE_PER_USER="1000000/min", API_RATE_PER_TENANT="1000000/min")
+    env = live_environment(
+        auth0,
+        platform,
+        MLOPS_LOCAL_READ_ROOT=tenant_folder.parent,
+        MLOPS_STORAGE_ROOT=storage,
+        API_RATE_PER_USER="1000000/min",
+        API_RATE_PER_TENANT="1000000/min",
+    )
     purge_task_queues()
     processes = []
     try:
@@ -74,8 +90,9 @@ class Rest:
     """Plain REST calls that build the objects the contract runs point at."""
 
     def __init__(self, base_url: str, token: str):
-        self.http = httpx.Client(base_url=f"{base_url}/api/v1/", headers={"Authorization": f"Bearer {token}"},
-                                 timeout=60)
+        self.http = httpx.Client(
+            base_url=f"{base_url}/api/v1/", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
 
     def call(self, method: str, path: str, **kwargs) -> dict:
         response = self.http.request(method, path, **kwargs)
@@ -103,31 +120,58 @@ def build_world(rest: Rest, folder, name: str, *, train: bool) -> dict[str, int 
     project = rest.call("POST", "projects/", json={"name": name})["id"]
     dataset = rest.call("POST", f"projects/{project}/datasets/", json={"name": "digits"})["id"]
     base = f"projects/{project}/datasets/{dataset}"
-    imported = rest.finish(rest.call("POST", f"{base}/imports", json={"uri": str(files.manifest),
-                                                                      "create_classes": True}))
-    rows = rest.get_when(f"{base}/datarows", lambda page: len(page["results"]) == files.rows,
-                         )["results"]
+    imported = rest.finish(
+        rest.call("POST", f"{base}/imports", json={"uri": str(files.manifest), "create_classes": True})
+    )
+    rows = rest.get_when(
+        f"{base}/datarows",
+        lambda page: len(page["results"]) == files.rows,
+    )["results"]
     ontology = rest.call("GET", f"projects/{project}/ontology")["results"]
     label = rest.call("POST", f"{base}/datarows/{rows[0]['id']}/labels", json={"class": ontology[0]["name"]})
-    slice_ = rest.call("POST", f"projects/{project}/slices/", json={
-        "name": "all", "kind": "frozen", "query": "tags IN ('seed', 'holdout')"})
-    rest.call("POST", f"projects/{project}/slices/{slice_['id']}/split",
-              json={"seed": 0, "fractions": {"train": 0.75, "validation": 0.25}})
+    slice_ = rest.call(
+        "POST",
+        f"projects/{project}/slices/",
+        json={"name": "all", "kind": "frozen", "query": "tags IN ('seed', 'holdout')"},
+    )
+    rest.call(
+        "POST",
+        f"projects/{project}/slices/{slice_['id']}/split",
+        json={"seed": 0, "fractions": {"train": 0.75, "validation": 0.25}},
+    )
     exported = rest.finish(rest.call("POST", f"{base}/exports", json={}))
-    world = {"project_id": project, "dataset_id": dataset, "datarow_id": rows[0]["id"], "label_id": label["id"],
-             "slice_id": slice_["id"], "import_job_id": imported["id"], "export_job_id": exported["id"]}
+    world = {
+        "project_id": project,
+        "dataset_id": dataset,
+        "datarow_id": rows[0]["id"],
+        "label_id": label["id"],
+        "slice_id": slice_["id"],
+        "import_job_id": imported["id"],
+        "export_job_id": exported["id"],
+    }
     if train:
-        model = rest.call("POST", f"projects/{project}/models", json={
-            "name": "digits", "trainer": "image-classifier", "hyperparameters": TINY_HYPERPARAMETERS})
+        model = rest.call(
+            "POST",
+            f"projects/{project}/models",
+            json={"name": "digits", "trainer": "image-classifier", "hyperparameters": TINY_HYPERPARAMETERS},
+        )
         run = rest.call("POST", f"projects/{project}/models/{model['id']}/runs", json={"slice_id": slice_["id"]})
         rest.finish(run["job"])
-        version = rest.get_when(f"projects/{project}/training-runs/{run['id']}",
-                                lambda body: body["model_version_id"] is not None)["model_version_id"]
-        predicted = rest.call("POST", f"projects/{project}/prediction-runs",
-                              json={"model_version_id": version, "slice_id": slice_["id"], "top_k": 2})
+        version = rest.get_when(
+            f"projects/{project}/training-runs/{run['id']}", lambda body: body["model_version_id"] is not None
+        )["model_version_id"]
+        predicted = rest.call(
+            "POST",
+            f"projects/{project}/prediction-runs",
+            json={"model_version_id": version, "slice_id": slice_["id"], "top_k": 2},
+        )
         rest.finish(predicted["job"])
-        world |= {"model_id": model["id"], "run_id": run["id"], "model_version_id": version,
-                  "prediction_run_id": predicted["id"]}
+        world |= {
+            "model_id": model["id"],
+            "run_id": run["id"],
+            "model_version_id": version,
+            "prediction_run_id": predicted["id"],
+        }
     return world
 
 
@@ -156,8 +200,13 @@ def test_every_operation_answers_as_its_schema_says(live_platform, live_folders,
     victim |= {name: world[name] for name in ("model_id", "run_id", "model_version_id", "prediction_run_id")}
     # the schema the server serves, which tests/test_api_contract.py holds equal to the committed one
     schema = schemathesis.openapi.from_url(f"{live_platform.url}/api/schema/?format=json")
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-              response_headers_conformance]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+        response_headers_conformance,
+    ]
     headers = {"Authorization": f"Bearer {token}"}
     failures, operations = [], 0
     started = time.monotonic()
@@ -165,11 +214,21 @@ def test_every_operation_answers_as_its_schema_says(live_platform, live_folders,
         operation = result.ok()
         operations += 1
         fixed = _path_parameters(operation.method.upper(), operation.path, world, victim)
-        strategy = st.one_of(*(operation.as_strategy(generation_mode=mode, path_parameters=fixed)
-                               for mode in schemathesis.GenerationMode))
+        strategy = st.one_of(
+            *(
+                operation.as_strategy(generation_mode=mode, path_parameters=fixed)
+                for mode in schemathesis.GenerationMode
+            )
+        )
 
-        @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def call(case):
             case.call_and_validate(base_url=live_platform.url, headers=headers, checks=checks, timeout=60)
@@ -185,9 +244,13 @@ def test_every_operation_answers_as_its_schema_says(live_platform, live_folders,
 
 
 # The binary downloads (an image, an error report) come back as bytes: the generator parses no such body by itself.
-CLIENT_CONFIG = {"package_name_override": "mlops_contract_client",
-                 "content_type_overrides": {"image/*": "application/octet-stream",
-                                            "application/x-ndjson": "application/octet-stream"}}
+CLIENT_CONFIG = {
+    "package_name_override": "mlops_contract_client",
+    "content_type_overrides": {
+        "image/*": "application/octet-stream",
+        "application/x-ndjson": "application/octet-stream",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -199,10 +262,25 @@ def generated_client(tmp_path_factory):
     config.write_text(json.dumps(CLIENT_CONFIG))
     venv_bin = Path(sys.executable).parent
     generated = subprocess.run(
-        [venv_bin / "openapi-python-client", "generate", "--path", SCHEMA_PATH, "--meta", "none", "--config", config,
-         "--output-path", out / "mlops_contract_client", "--fail-on-warning"],
-        check=False, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"})
+        [
+            venv_bin / "openapi-python-client",
+            "generate",
+            "--path",
+            SCHEMA_PATH,
+            "--meta",
+            "none",
+            "--config",
+            config,
+            "--output-path",
+            out / "mlops_contract_client",
+            "--fail-on-warning",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"},
+    )
     assert generated.returncode == 0, generated.stdout + generated.stderr
     sys.path.insert(0, str(out))
     try:
@@ -251,43 +329,96 @@ def test_a_client_generated_from_the_schema_runs_the_loop(generated_client, live
     models = api.models
     files = write_digits(live_folders[0] / "client-loop", limit=40, seed_per_class=3, holdout_fraction=0.25)
     # when
-    project = api("projects", "project_list_create_post",
-                  body=models.ProjectListCreateCreateInputRequest(name="generated client loop"))
-    dataset = api("datasets", "dataset_list_create_post", project_id=project.id,
-                  body=models.DatasetListCreateCreateInputRequest(name="digits"))
+    project = api(
+        "projects",
+        "project_list_create_post",
+        body=models.ProjectListCreateCreateInputRequest(name="generated client loop"),
+    )
+    dataset = api(
+        "datasets",
+        "dataset_list_create_post",
+        project_id=project.id,
+        body=models.DatasetListCreateCreateInputRequest(name="digits"),
+    )
     upload = models.DatasetImportStartUploadInputRequest(
         file=generated_client.types.File(payload=io.BytesIO(files.manifest.read_bytes()), file_name="manifest.jsonl"),
-        create_classes=True)
-    imported = api.finish(api("datasets", "dataset_import_start_post", project_id=project.id, dataset_id=dataset.id,
-                              body=upload).id)
+        create_classes=True,
+    )
+    imported = api.finish(
+        api("datasets", "dataset_import_start_post", project_id=project.id, dataset_id=dataset.id, body=upload).id
+    )
     labelled = "tags IN ('seed', 'holdout')"
-    found = api.get_when(lambda body: body.total.value == files.seed_rows + files.holdout_rows,
-                         "search", "project_search_post", project_id=project.id,
-                         body=models.SearchInputRequest(query=labelled, page_size=5, facets=["label.class"]))
-    created = api("slices", "slice_list_create_post", project_id=project.id,
-                  body=models.SliceListCreateCreateInputRequest(
-                      name="labelled", kind=models.SliceListCreateCreateInputKindEnum.FROZEN, query=labelled))
+    found = api.get_when(
+        lambda body: body.total.value == files.seed_rows + files.holdout_rows,
+        "search",
+        "project_search_post",
+        project_id=project.id,
+        body=models.SearchInputRequest(query=labelled, page_size=5, facets=["label.class"]),
+    )
+    created = api(
+        "slices",
+        "slice_list_create_post",
+        project_id=project.id,
+        body=models.SliceListCreateCreateInputRequest(
+            name="labelled", kind=models.SliceListCreateCreateInputKindEnum.FROZEN, query=labelled
+        ),
+    )
     slice_id = created.slice_.id if hasattr(created, "slice_") else created.id
-    api.get_when(lambda body: body.status.value == "ready", "slices", "slice_detail_get", project_id=project.id,
-                 slice_id=slice_id)
-    api("slices", "slice_split_post", project_id=project.id, slice_id=slice_id, body=models.SliceSplitInputRequest(
-        seed=0, fractions=models.SliceSplitInputRequestFractions.from_dict({"train": 0.75, "validation": 0.25})))
-    model = api("training", "model_definition_list_create_post", project_id=project.id,
-                body=models.ModelDefinitionListCreateInputRequest(
-                    name="digits", trainer="image-classifier",
-                    hyperparameters=models.ModelDefinitionListCreateInputRequestHyperparameters.from_dict(
-                        TINY_HYPERPARAMETERS)))
-    run = api("training", "training_run_list_start_post", project_id=project.id, model_id=model.id,
-              body=models.TrainingRunListStartInputRequest(slice_id=slice_id))
+    api.get_when(
+        lambda body: body.status.value == "ready",
+        "slices",
+        "slice_detail_get",
+        project_id=project.id,
+        slice_id=slice_id,
+    )
+    api(
+        "slices",
+        "slice_split_post",
+        project_id=project.id,
+        slice_id=slice_id,
+        body=models.SliceSplitInputRequest(
+            seed=0, fractions=models.SliceSplitInputRequestFractions.from_dict({"train": 0.75, "validation": 0.25})
+        ),
+    )
+    model = api(
+        "training",
+        "model_definition_list_create_post",
+        project_id=project.id,
+        body=models.ModelDefinitionListCreateInputRequest(
+            name="digits",
+            trainer="image-classifier",
+            hyperparameters=models.ModelDefinitionListCreateInputRequestHyperparameters.from_dict(TINY_HYPERPARAMETERS),
+        ),
+    )
+    run = api(
+        "training",
+        "training_run_list_start_post",
+        project_id=project.id,
+        model_id=model.id,
+        body=models.TrainingRunListStartInputRequest(slice_id=slice_id),
+    )
     trained = api.finish(run.job.id)
-    version_id = api.get_when(lambda body: body.model_version_id is not None, "training", "training_run_detail_get",
-                              project_id=project.id, run_id=run.id).model_version_id
-    predicted = api("predictions", "prediction_run_list_start_post", project_id=project.id,
-                    body=models.PredictionRunListStartInputRequest(model_version_id=version_id, slice_id=slice_id,
-                                                                    top_k=2))
+    version_id = api.get_when(
+        lambda body: body.model_version_id is not None,
+        "training",
+        "training_run_detail_get",
+        project_id=project.id,
+        run_id=run.id,
+    ).model_version_id
+    predicted = api(
+        "predictions",
+        "prediction_run_list_start_post",
+        project_id=project.id,
+        body=models.PredictionRunListStartInputRequest(model_version_id=version_id, slice_id=slice_id, top_k=2),
+    )
     api.finish(predicted.job.id)
-    metrics = api("predictions", "model_version_metrics_get", project_id=project.id, model_version_id=version_id,
-                  slice_id=slice_id)
+    metrics = api(
+        "predictions",
+        "model_version_metrics_get",
+        project_id=project.id,
+        model_version_id=version_id,
+        slice_id=slice_id,
+    )
     # then
     assert imported.counters["inserted"] == files.rows
     assert {facet.value for facet in found.facets["label.class"]} <= {f"digit/{digit}" for digit in range(10)}

@@ -15,8 +15,13 @@ APPS = ("mlops", "tenancy", "jobs", "projects", "datasets", "search", "slices", 
 def test_the_import_contracts_hold():
     # given the contracts in .importlinter (layers between apps, so no cycles; the libraries free of Django)
     # when lint-imports checks the code
-    result = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # then every contract is kept
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
@@ -40,10 +45,13 @@ def test_no_module_spells_another_apps_table_name():
     owners = {model._meta.db_table: model._meta.app_label for model in apps.get_models(include_auto_created=True)}
     spelled = re.compile(r"\b(" + "|".join(map(re.escape, sorted(owners, key=len, reverse=True))) + r")\b")
     # when every string of every production module is read
-    foreign = [f"{path.relative_to(ROOT)}:{line}: {match}"
-               for app, path in _production_modules()
-               for line, text in _strings(ast.parse(path.read_text(), filename=str(path)))
-               for match in spelled.findall(text) if owners[match] != app]
+    foreign = [
+        f"{path.relative_to(ROOT)}:{line}: {match}"
+        for app, path in _production_modules()
+        for line, text in _strings(ast.parse(path.read_text(), filename=str(path)))
+        for match in spelled.findall(text)
+        if owners[match] != app
+    ]
     # then none names another app's table: raw SQL takes those names from mlops.tables
     assert foreign == []
 

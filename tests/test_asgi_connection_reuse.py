@@ -14,8 +14,10 @@ from django.db import connections
 from tests.conftest import TENANT_A, TENANT_B
 from tests.live_services import live_environment, start_asgi_server
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
-              pytest.mark.usefixtures("committed_tenants")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+    pytest.mark.usefixtures("committed_tenants"),
+]
 
 REQUESTS = 20
 
@@ -51,16 +53,19 @@ def test_requests_reuse_database_and_redis_connections(auth0, platform, make_tok
     assert redis_opened < REQUESTS / 4, f"{redis_opened} Redis connections for {REQUESTS} requests"
 
 
-def test_a_pooled_connection_never_carries_one_tenants_schema_into_anothers_request(auth0, platform, make_token,
-                                                                                     live_log_dir):
+def test_a_pooled_connection_never_carries_one_tenants_schema_into_anothers_request(
+    auth0, platform, make_token, live_log_dir
+):
     # given: a project only tenant A has, made through the server, and a pool of at most two connections per alias
-    server = start_asgi_server(live_environment(auth0, platform, DATABASE_POOL_MIN_SIZE=1, DATABASE_POOL_MAX_SIZE=2),
-                               live_log_dir)
+    server = start_asgi_server(
+        live_environment(auth0, platform, DATABASE_POOL_MIN_SIZE=1, DATABASE_POOL_MAX_SIZE=2), live_log_dir
+    )
     token_a, token_b = make_token(TENANT_A), make_token(TENANT_B)
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:
-            created = client.post("/api/v1/projects/", json={"name": "only-in-acme"},
-                                  headers={"Authorization": f"Bearer {token_a}"})
+            created = client.post(
+                "/api/v1/projects/", json={"name": "only-in-acme"}, headers={"Authorization": f"Bearer {token_a}"}
+            )
             assert created.status_code == 201, created.text
             # when: the two tenants' requests alternate over the same few connections
             seen = {TENANT_A: [], TENANT_B: []}

@@ -5,9 +5,11 @@ import json
 
 from tests.fresh_process import run_python
 
-REPORT = ("import gc, json, sys; import mlops.asgi; "
-          "print(json.dumps({'view_loaded': 'search.apis' in sys.modules, 'frozen': gc.get_freeze_count(), "
-          "'tracked': len(gc.get_objects())}))")
+REPORT = (
+    "import gc, json, sys; import mlops.asgi; "
+    "print(json.dumps({'view_loaded': 'search.apis' in sys.modules, 'frozen': gc.get_freeze_count(), "
+    "'tracked': len(gc.get_objects())}))"
+)
 
 
 def test_loading_the_asgi_application_imports_the_views_and_freezes_them():

@@ -12,8 +12,9 @@ BIN = Path(sys.executable).parent
 def _run(*command: str) -> subprocess.CompletedProcess:
     # mypy's Django plugin imports the settings, which need MLOPS_ENV (test under `make test`).
     env = {**os.environ, "MLOPS_ENV": os.environ.get("MLOPS_ENV", "test")}
-    return subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def test_ruff_finds_nothing_to_report():

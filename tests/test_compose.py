@@ -36,6 +36,8 @@ OPTIONAL_SERVICES = {"elasticsearch"}
 # Defaults to REDIS_URL by design: one Redis is broker, cache and channel layer.
 FOLLOWS_ANOTHER_VARIABLE = {"CELERY_BROKER_URL"}
 POSTGRES_15_PGDATA = "/var/lib/postgresql/data"
+
+
 def passes_through(value, name: str) -> bool:
     return value is None or value.startswith("${" + name)
 
@@ -54,9 +56,13 @@ def settings_variables() -> set[str]:
     """Every environment variable mlops/settings.py reads through its env_* helpers."""
     tree = ast.parse((REPO_ROOT / "mlops" / "settings.py").read_text())
     return {
-        node.args[0].value for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("env_")
-        and node.args and isinstance(node.args[0], ast.Constant)
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id.startswith("env_")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
     }
 
 
@@ -99,7 +105,7 @@ def shell_words_of(script: str, program: str) -> list[str]:
     for line in script.replace("\\\n", " ").splitlines():
         words = shlex.split(line)
         if program in words:
-            return words[words.index(program):]
+            return words[words.index(program) :]
     raise AssertionError(f"{program} is not run by:\n{script}")
 
 
@@ -109,7 +115,8 @@ def test_every_service_the_app_needs_exists(services):
 
 @pytest.mark.parametrize("process", APP_PROCESSES)
 def test_app_processes_get_every_variable_production_requires_or_that_routes_a_service(
-        services, production_required, process):
+    services, production_required, process
+):
     # given
     environment = services[process]["environment"]
     routing = {name for name in settings_variables() if name.endswith("_URL")} - FOLLOWS_ANOTHER_VARIABLE
@@ -150,7 +157,10 @@ def test_database_urls_use_the_writers_credentials_and_database(services):
             url = urlsplit(services[process]["environment"][variable])
             # A physical replica has the writer's roles and databases, so both URLs name the same ones.
             assert (url.username, url.password, url.path, url.port) == (
-                writer_env["POSTGRES_USER"], writer_env["POSTGRES_PASSWORD"], f"/{writer_env['POSTGRES_DB']}", 5432,
+                writer_env["POSTGRES_USER"],
+                writer_env["POSTGRES_PASSWORD"],
+                f"/{writer_env['POSTGRES_DB']}",
+                5432,
             ), (process, variable)
 
 
@@ -178,8 +188,11 @@ def test_compose_environment_starts_the_settings_on_elasticsearch_when_the_deplo
     shell_env = {"SEARCH_ENGINE": "elasticsearch"}
     environment = container_environment(load_compose(shell_env)["services"]["web"], shell_env)
     # when
-    result = run_python("import django; django.setup(); from django.conf import settings as s; "
-                        "print(s.SEARCH_ENGINE, s.ELASTICSEARCH_URL)", environment)
+    result = run_python(
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.SEARCH_ENGINE, s.ELASTICSEARCH_URL)",
+        environment,
+    )
     # then
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["elasticsearch", "http://elasticsearch:9200"]
@@ -193,8 +206,9 @@ def test_depends_on_conditions_point_at_services_that_can_satisfy_them(services)
             assert target in services, f"{name} depends on a missing service {target}"
             # Compose refuses a required dependency on a service its profiles leave out.
             if rule.get("required", True):
-                assert set(services[target].get("profiles", [])) <= set(service.get("profiles", [])), \
+                assert set(services[target].get("profiles", [])) <= set(service.get("profiles", [])), (
                     f"{name} requires {target}, which runs only with the profile {services[target]['profiles']}"
+                )
             condition = rule["condition"]
             if condition == "service_healthy":
                 assert services[target].get("healthcheck", {}).get("test"), f"{target} has no healthcheck"
@@ -216,20 +230,32 @@ def test_local_compose_environment_starts_the_settings_with_dev_auth_and_both_da
     # then
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "env": "development", "dev_auth": True, "writer": "writer", "reader": "reader",
-        "redis": "redis://redis:6379/0", "search": "postgres", "elasticsearch": "http://elasticsearch:9200",
+        "env": "development",
+        "dev_auth": True,
+        "writer": "writer",
+        "reader": "reader",
+        "redis": "redis://redis:6379/0",
+        "search": "postgres",
+        "elasticsearch": "http://elasticsearch:9200",
     }
 
 
 def test_compose_environment_starts_the_settings_in_production_when_the_deployer_sets_the_variables(
-        production_required):
+    production_required,
+):
     # given: a deployer's shell with production mode and every variable production requires
-    shell_env = {"MLOPS_ENV": "production", "MLOPS_DEV_AUTH": "0",
-                 **dict.fromkeys(production_required, "https://set-by-the-deployer.example/")}
+    shell_env = {
+        "MLOPS_ENV": "production",
+        "MLOPS_DEV_AUTH": "0",
+        **dict.fromkeys(production_required, "https://set-by-the-deployer.example/"),
+    }
     environment = container_environment(load_compose(shell_env)["services"]["web"], shell_env)
     # when
-    result = run_python("import django; django.setup(); from django.conf import settings as s; "
-                        "assert s.IS_PRODUCTION and not s.DEV_AUTH", environment)
+    result = run_python(
+        "import django; django.setup(); from django.conf import settings as s; "
+        "assert s.IS_PRODUCTION and not s.DEV_AUTH",
+        environment,
+    )
     # then
     assert result.returncode == 0, result.stderr
 
@@ -263,8 +289,11 @@ def test_writer_accepts_replication_from_the_readers_role(compose, services):
     # given
     writer = services["writer"]
     init_targets = {config["target"]: config["source"] for config in writer["configs"]}
-    init_scripts = [compose["configs"][source]["content"] for target, source in init_targets.items()
-                    if target.startswith("/docker-entrypoint-initdb.d/") and target.endswith(".sh")]
+    init_scripts = [
+        compose["configs"][source]["content"]
+        for target, source in init_targets.items()
+        if target.startswith("/docker-entrypoint-initdb.d/") and target.endswith(".sh")
+    ]
     script = "\n".join(init_scripts)
     # then
     assert "wal_level=replica" in writer["command"]
@@ -289,8 +318,10 @@ def test_migrate_is_one_shot_and_migrates_shared_then_tenant_schemas(services):
     assert migrate["restart"] == "no"
     assert migrate["command"][:2] == ["sh", "-c"]
     steps = [shlex.split(step) for step in migrate["command"][2].split("&&")]
-    assert steps == [["python", "manage.py", "migrate_schemas", "--shared"],
-                     ["python", "manage.py", "migrate_schemas", "--tenant"]]
+    assert steps == [
+        ["python", "manage.py", "migrate_schemas", "--shared"],
+        ["python", "manage.py", "migrate_schemas", "--tenant"],
+    ]
     assert (REPO_ROOT / "manage.py").exists()
     assert "migrate_schemas" in get_commands()
 
@@ -365,8 +396,11 @@ def test_dockerfile_installs_requirements_before_copying_the_code():
     # the web's requirements unless the build asks for the training workers' (which add torch)
     assert ("ARG", "REQUIREMENTS=requirements.txt") in instructions
     copy_requirements = instructions.index(("COPY", "requirements.txt requirements-training.txt ./"))
-    install = next(index for index, (instruction, args) in enumerate(instructions)
-                   if instruction == "RUN" and re.search(r'pip install .*-r "\$REQUIREMENTS"', args))
+    install = next(
+        index
+        for index, (instruction, args) in enumerate(instructions)
+        if instruction == "RUN" and re.search(r'pip install .*-r "\$REQUIREMENTS"', args)
+    )
     copy_code = instructions.index(("COPY", ". ."))
     assert copy_requirements < install < copy_code
 
@@ -383,8 +417,10 @@ def test_image_runs_as_a_user_that_owns_the_shared_data_volume(services):
     data_dir = re.search(r"MLOPS_DATA_DIR=(\S+)", environment).group(1)
     user = next(args for instruction, args in instructions if instruction == "USER")
     assert user not in ("root", "0")
-    assert any(instruction == "RUN" and re.search(rf"chown {user} \S*MLOPS_DATA_DIR", args)
-               for instruction, args in instructions)
+    assert any(
+        instruction == "RUN" and re.search(rf"chown {user} \S*MLOPS_DATA_DIR", args)
+        for instruction, args in instructions
+    )
     for process in APP_PROCESSES:
         assert f"app-data:{data_dir}" in services[process]["volumes"], process
 

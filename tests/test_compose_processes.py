@@ -127,8 +127,9 @@ class Substitutions:
         host, port = self.hosts[parts.hostname]
         credentials = parts.netloc.rpartition("@")[0]
         path = f"/{self.database}" if parts.scheme == "postgres" else parts.path
-        return urlunsplit(parts._replace(netloc=f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}",
-                                         path=path))
+        return urlunsplit(
+            parts._replace(netloc=f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}", path=path)
+        )
 
     def mounts(self, service: dict) -> dict[str, Path]:
         """Container path -> host folder, for the service's volumes (named ones under volumes_root)."""
@@ -142,8 +143,9 @@ class Substitutions:
     def text(self, name: str, service: dict, value: str) -> str:
         """A word of a command, healthcheck or environment value, with the container's addresses and paths moved."""
         for container_port, host_port in self.ports.get(name, {}).items():
-            value = re.sub(rf"\b(?:0\.0\.0\.0|127\.0\.0\.1|localhost):{container_port}\b", f"127.0.0.1:{host_port}",
-                           value)
+            value = re.sub(
+                rf"\b(?:0\.0\.0\.0|127\.0\.0\.1|localhost):{container_port}\b", f"127.0.0.1:{host_port}", value
+            )
         for target, source in self.mounts(service).items():
             value = re.sub(rf"(?<![\w/]){re.escape(target)}(?=/|$)", str(source), value)
         return value
@@ -170,8 +172,7 @@ class ComposeRun:
     """`docker compose up` of the app services over the substituted infrastructure, and `docker compose stop`."""
 
     def __init__(self, compose: dict, shell_env: dict[str, str], substitutions: Substitutions, log_dir: Path):
-        self.services = {name: service for name, service in compose["services"].items()
-                         if not service.get("profiles")}
+        self.services = {name: service for name, service in compose["services"].items() if not service.get("profiles")}
         self.app = [name for name, service in self.services.items() if "build" in service]
         self.shell_env = shell_env
         self.substitutions = substitutions
@@ -180,8 +181,9 @@ class ComposeRun:
 
     def start(self, name: str) -> ComposeProcess:
         service = self.services[name]
-        self.substitutions.ports[name] = {int(mapping.split(":")[-1]): free_port()
-                                          for mapping in service.get("ports", [])}
+        self.substitutions.ports[name] = {
+            int(mapping.split(":")[-1]): free_port() for mapping in service.get("ports", [])
+        }
         env = self.substitutions.environment(name, service, self.shell_env)
         argv = [self.substitutions.text(name, service, word) for word in image_argv(service)]
         metrics_port = None
@@ -190,10 +192,12 @@ class ComposeRun:
             env[variable] = str(metrics_port)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        self.processes[name] = ComposeProcess(name, process, log_path, service=service, env=env,
-                                              metrics_port=metrics_port)
+            process = subprocess.Popen(
+                argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.processes[name] = ComposeProcess(
+            name, process, log_path, service=service, env=env, metrics_port=metrics_port
+        )
         return self.processes[name]
 
     def healthy(self, name: str) -> bool:
@@ -210,8 +214,10 @@ class ComposeRun:
         argv = ["sh", "-c", argv[0]] if test[0] == "CMD-SHELL" else argv
         timeout = seconds(service["healthcheck"].get("timeout"), 30)
         try:
-            return subprocess.run(argv, cwd=REPO_ROOT, env=process.env, capture_output=True,
-                                  timeout=timeout).returncode == 0
+            return (
+                subprocess.run(argv, cwd=REPO_ROOT, env=process.env, capture_output=True, timeout=timeout).returncode
+                == 0
+            )
         except subprocess.TimeoutExpired:
             return False
 
@@ -231,8 +237,10 @@ class ComposeRun:
             return False
         code = process.process.poll()
         if code not in (None, 0):
-            pytest.fail(f"{dependency} exited with {code}, so Compose starts nothing that waits for it:\n"
-                        f"{process.log()[-4000:]}")
+            pytest.fail(
+                f"{dependency} exited with {code}, so Compose starts nothing that waits for it:\n"
+                f"{process.log()[-4000:]}"
+            )
         return code == 0
 
     def up(self, timeout: float) -> None:
@@ -242,8 +250,11 @@ class ComposeRun:
         while waiting:
             for name in list(waiting):
                 depends_on = self.services[name].get("depends_on", {})
-                if all(self.condition_met(dependency, rule["condition"]) for dependency, rule in depends_on.items()
-                       if dependency in self.services or rule.get("required", True)):
+                if all(
+                    self.condition_met(dependency, rule["condition"])
+                    for dependency, rule in depends_on.items()
+                    if dependency in self.services or rule.get("required", True)
+                ):
                     self.start(name)
                     waiting.remove(name)
             self.assert_running(exclude={name for name in self.processes if self.restart_policy(name) == "no"})
@@ -261,8 +272,9 @@ class ComposeRun:
                 pytest.fail(f"{name} exited with {process.process.returncode}:\n{process.log()[-4000:]}")
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name} (last 3000 chars):\n{process.log()[-3000:]}"
-                         for name, process in self.processes.items())
+        return "\n".join(
+            f"--- {name} (last 3000 chars):\n{process.log()[-3000:]}" for name, process in self.processes.items()
+        )
 
     def stop(self) -> tuple[dict[str, int | None], dict[str, list[str]]]:
         """`docker compose stop`: SIGTERM to each container's main process, SIGKILL to what is left after its grace
@@ -335,26 +347,37 @@ def wait_for_job(client: httpx.Client, job_id: str, *, timeout: float, run: Comp
         job = client.get(f"/api/v1/jobs/{job_id}").raise_for_status().json()
         return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
-    job = wait_until(ended, timeout=timeout, what=f"job {job_id} to end", interval=0.3,
-                     logs_of=tuple(run.processes.values()))
+    job = wait_until(
+        ended, timeout=timeout, what=f"job {job_id} to end", interval=0.3, logs_of=tuple(run.processes.values())
+    )
     assert job["status"] == "succeeded", job
     return job
 
 
-def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly(auth0, platform, tmp_path,
-                                                                                   fresh_database):
+def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly(
+    auth0, platform, tmp_path, fresh_database
+):
     # given: a deployer's shell for production, and compose's file read as Compose reads it
     shell_env = {
-        "MLOPS_ENV": "production", "MLOPS_DEV_AUTH": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
-        "DJANGO_ALLOWED_HOSTS": ALLOWED_HOST, "PLATFORM_SERVICE_KEY": secrets.token_urlsafe(32),
-        "JWT_ISSUER": auth0.issuer, "JWT_AUDIENCE": auth0.audience, "JWT_JWKS_URL": auth0.jwks_url,
-        "PLATFORM_URL": platform.url, "MLOPS_LOCAL_READ_ROOT": "/var/lib/mlops/imports",
+        "MLOPS_ENV": "production",
+        "MLOPS_DEV_AUTH": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
+        "DJANGO_ALLOWED_HOSTS": ALLOWED_HOST,
+        "PLATFORM_SERVICE_KEY": secrets.token_urlsafe(32),
+        "JWT_ISSUER": auth0.issuer,
+        "JWT_AUDIENCE": auth0.audience,
+        "JWT_JWKS_URL": auth0.jwks_url,
+        "PLATFORM_URL": platform.url,
+        "MLOPS_LOCAL_READ_ROOT": "/var/lib/mlops/imports",
     }
     compose = load_compose(shell_env)
     substitutions = Substitutions(
         hosts={name: loopback(os.environ[variable]) for name, variable in INFRASTRUCTURE_URLS.items()},
-        database=fresh_database, volumes_root=tmp_path / "volumes", venv_bin=Path(sys.executable).parent,
-        home=tmp_path / "home")
+        database=fresh_database,
+        volumes_root=tmp_path / "volumes",
+        venv_bin=Path(sys.executable).parent,
+        home=tmp_path / "home",
+    )
     (tmp_path / "home").mkdir()
     run = ComposeRun(compose, shell_env, substitutions, tmp_path)
     assert {"migrate", "web", "worker", "training-worker", "beat"} <= set(run.app)
@@ -363,15 +386,22 @@ def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly
     try:
         # when: up, and the web healthy by its own healthcheck (what a load balancer waits for)
         run.up(timeout=90)
-        wait_until(lambda: run.assert_running(exclude={"migrate"}) or run.healthy("web"),
-                   timeout=run.healthcheck_window("web"), what="web's healthcheck", interval=0.2,
-                   logs_of=tuple(run.processes.values()))
+        wait_until(
+            lambda: run.assert_running(exclude={"migrate"}) or run.healthy("web"),
+            timeout=run.healthcheck_window("web"),
+            what="web's healthcheck",
+            interval=0.2,
+            logs_of=tuple(run.processes.values()),
+        )
         web = f"http://127.0.0.1:{substitutions.ports['web'][8000]}"
         balancer = {"Host": ALLOWED_HOST, "X-Forwarded-Proto": "https"}
         # the platform provisions the tenant, which makes its folder under MLOPS_LOCAL_READ_ROOT on the app volume
-        provisioned = httpx.post(f"{web}/api/v1/platform/tenants", json={"schema_name": TENANT, "name": "Acme"},
-                                 headers={**balancer, "Authorization": f"Bearer {shell_env['PLATFORM_SERVICE_KEY']}"},
-                                 timeout=120)
+        provisioned = httpx.post(
+            f"{web}/api/v1/platform/tenants",
+            json={"schema_name": TENANT, "name": "Acme"},
+            headers={**balancer, "Authorization": f"Bearer {shell_env['PLATFORM_SERVICE_KEY']}"},
+            timeout=120,
+        )
         assert provisioned.status_code == 201, provisioned.text
         tenant_folder = substitutions.volumes_root / "app-data" / "imports" / TENANT
         assert tenant_folder.is_dir()
@@ -383,33 +413,73 @@ def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly
         project = client.post("/api/v1/projects/", json={"name": "compose"}).raise_for_status().json()
         p = project["id"]
         dataset = client.post(f"/api/v1/projects/{p}/datasets/", json={"name": "digits"}).raise_for_status().json()
-        job = client.post(f"/api/v1/projects/{p}/datasets/{dataset['id']}/imports",
-                          json={"uri": str(digits.manifest), "format": "jsonl", "create_classes": True})
+        job = client.post(
+            f"/api/v1/projects/{p}/datasets/{dataset['id']}/imports",
+            json={"uri": str(digits.manifest), "format": "jsonl", "create_classes": True},
+        )
         assert job.status_code == 202, job.text
         imported = wait_for_job(client, job.json()["id"], timeout=60, run=run)
         found = wait_until(
-            lambda: (body := client.post(f"/api/v1/projects/{p}/search", json={"query": "tags = 'seed'"})
-                     .raise_for_status().json())["total"]["value"] == digits.seed_rows and body,
-            timeout=20, what="the search to see the import", logs_of=tuple(run.processes.values()))
-        train_slice = client.post(f"/api/v1/projects/{p}/slices/", json={
-            "name": "seed", "kind": "frozen", "query": "tags = 'seed'"}).raise_for_status().json()
-        wait_until(lambda: client.get(f"/api/v1/projects/{p}/slices/{train_slice['id']}").json()["status"] == "ready",
-                   timeout=20, what="the slice to be ready", logs_of=tuple(run.processes.values()))
-        client.post(f"/api/v1/projects/{p}/slices/{train_slice['id']}/split", json={
-            "seed": 1, "fractions": {"train": 0.8, "validation": 0.2}}).raise_for_status()
-        model = client.post(f"/api/v1/projects/{p}/models", json={
-            "name": "digits", "trainer": "image-classifier",
-            "hyperparameters": {"architecture": "small-cnn", "image_size": 16, "epochs": 1, "batch_size": 8,
-                                "seed": 1}}).raise_for_status().json()
-        training = client.post(f"/api/v1/projects/{p}/models/{model['id']}/runs",
-                               json={"slice_id": train_slice["id"]})
+            lambda: (
+                (
+                    body := client.post(f"/api/v1/projects/{p}/search", json={"query": "tags = 'seed'"})
+                    .raise_for_status()
+                    .json()
+                )["total"]["value"]
+                == digits.seed_rows
+                and body
+            ),
+            timeout=20,
+            what="the search to see the import",
+            logs_of=tuple(run.processes.values()),
+        )
+        train_slice = (
+            client.post(
+                f"/api/v1/projects/{p}/slices/", json={"name": "seed", "kind": "frozen", "query": "tags = 'seed'"}
+            )
+            .raise_for_status()
+            .json()
+        )
+        wait_until(
+            lambda: client.get(f"/api/v1/projects/{p}/slices/{train_slice['id']}").json()["status"] == "ready",
+            timeout=20,
+            what="the slice to be ready",
+            logs_of=tuple(run.processes.values()),
+        )
+        client.post(
+            f"/api/v1/projects/{p}/slices/{train_slice['id']}/split",
+            json={"seed": 1, "fractions": {"train": 0.8, "validation": 0.2}},
+        ).raise_for_status()
+        model = (
+            client.post(
+                f"/api/v1/projects/{p}/models",
+                json={
+                    "name": "digits",
+                    "trainer": "image-classifier",
+                    "hyperparameters": {
+                        "architecture": "small-cnn",
+                        "image_size": 16,
+                        "epochs": 1,
+                        "batch_size": 8,
+                        "seed": 1,
+                    },
+                },
+            )
+            .raise_for_status()
+            .json()
+        )
+        training = client.post(f"/api/v1/projects/{p}/models/{model['id']}/runs", json={"slice_id": train_slice["id"]})
         assert training.status_code == 202, training.text
         trained = wait_for_job(client, training.json()["job"]["id"], timeout=60, run=run)
         # and reads on connections of their own, at once, so that every gunicorn worker answers some
         reads = 24
         with ThreadPoolExecutor(8) as pool:
-            statuses = set(pool.map(lambda _: httpx.get(f"{web}/api/v1/projects/{p}", headers=client.headers,
-                                                        timeout=30).status_code, range(reads)))
+            statuses = set(
+                pool.map(
+                    lambda _: httpx.get(f"{web}/api/v1/projects/{p}", headers=client.headers, timeout=30).status_code,
+                    range(reads),
+                )
+            )
         assert statuses == {200}
 
         # then: the loop went through: the import on the worker, the training on the training worker
@@ -418,15 +488,39 @@ def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly
         web_samples = scrape(run.processes["web"].metrics_port)
         # gunicorn's master answers for all its workers
         assert run.processes["web"].log().count("Booting worker") == int(run.processes["web"].env["WEB_CONCURRENCY"])
-        assert total(web_samples, "mlops_http_requests_total", route="api/v1/projects/<int:project_id>",
-                     method="GET", status="200") == reads
-        assert total(web_samples, "mlops_http_requests_total", route="api/v1/projects/", method="POST",
-                     status="201") == 1
-        assert total(web_samples, "mlops_http_requests_total",
-                     route="api/v1/projects/<int:project_id>/datasets/<int:dataset_id>/imports", method="POST",
-                     status="202") == 1
-        assert total(web_samples, "mlops_http_requests_total", route="api/v1/projects/<int:project_id>/search",
-                     method="POST", status="200") >= 1
+        assert (
+            total(
+                web_samples,
+                "mlops_http_requests_total",
+                route="api/v1/projects/<int:project_id>",
+                method="GET",
+                status="200",
+            )
+            == reads
+        )
+        assert (
+            total(web_samples, "mlops_http_requests_total", route="api/v1/projects/", method="POST", status="201") == 1
+        )
+        assert (
+            total(
+                web_samples,
+                "mlops_http_requests_total",
+                route="api/v1/projects/<int:project_id>/datasets/<int:dataset_id>/imports",
+                method="POST",
+                status="202",
+            )
+            == 1
+        )
+        assert (
+            total(
+                web_samples,
+                "mlops_http_requests_total",
+                route="api/v1/projects/<int:project_id>/search",
+                method="POST",
+                status="200",
+            )
+            >= 1
+        )
         assert total(web_samples, "mlops_search_duration_seconds_count") >= 1
         for name, kind in (("worker", imported["kind"]), ("training-worker", trained["kind"])):
             samples = scrape(run.processes[name].metrics_port)
@@ -438,13 +532,21 @@ def test_compose_app_services_run_serve_the_loop_export_metrics_and_stop_cleanly
         assert total(scrape(run.processes["worker"].metrics_port), "mlops_import_rows_total") == digits.rows
         # and Prometheus' file scrapes exactly the processes that serve metrics, on their settings' default ports
         prometheus = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
-        targets = {target for job in prometheus["scrape_configs"] for config in job["static_configs"]
-                   for target in config["targets"]}
-        served = {f"{name}:{SETTINGS_METRICS_PORTS[variable]}" for name in run.app
-                  if (variable := metrics_port_variable(image_argv(run.services[name])))}
+        targets = {
+            target
+            for job in prometheus["scrape_configs"]
+            for config in job["static_configs"]
+            for target in config["targets"]
+        }
+        served = {
+            f"{name}:{SETTINGS_METRICS_PORTS[variable]}"
+            for name in run.app
+            if (variable := metrics_port_variable(image_argv(run.services[name])))
+        }
         assert targets == served
         assert {name for name, process in run.processes.items() if process.metrics_port} == {
-            target.split(":")[0] for target in served}
+            target.split(":")[0] for target in served
+        }
         # and beat keeps its schedule where the file says, on the app volume
         assert list((substitutions.volumes_root / "app-data").glob("celerybeat-schedule*"))
         run.assert_running(exclude={"migrate"})

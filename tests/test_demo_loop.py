@@ -14,8 +14,10 @@ from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.live_services import live_environment, purge_task_queues, start_asgi_server, start_celery_worker
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
-              pytest.mark.usefixtures("committed_tenants")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+    pytest.mark.usefixtures("committed_tenants"),
+]
 
 SETTINGS = LoopSettings(rounds=1, batch=12, epochs=3, image_size=16)
 
@@ -28,8 +30,9 @@ def digits(tmp_path):
 
 @pytest.fixture
 def platform_processes(django_db_setup, auth0, platform, live_log_dir, digits, tmp_path):
-    env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=tmp_path / "imports",
-                           MLOPS_STORAGE_ROOT=tmp_path / "storage")
+    env = live_environment(
+        auth0, platform, MLOPS_LOCAL_READ_ROOT=tmp_path / "imports", MLOPS_STORAGE_ROOT=tmp_path / "storage"
+    )
     purge_task_queues()
     processes = []
     try:
@@ -46,11 +49,16 @@ def test_the_loop_runs_over_rest_and_each_strategy_labels_what_it_picked(platfor
     lines: list[str] = []
     # when
     project_name = f"digits loop {uuid.uuid4().hex[:8]}"
-    outcome = run_loop(Platform(platform_processes.url, make_token(TENANT_A), say=lines.append), digits, SETTINGS,
-                       project_name=project_name)
+    outcome = run_loop(
+        Platform(platform_processes.url, make_token(TENANT_A), say=lines.append),
+        digits,
+        SETTINGS,
+        project_name=project_name,
+    )
     # then every model is scored on the held-out slice, and each round adds the batch to the labelled rows
     assert [(arm, round_, labelled) for arm, round_, labelled, _ in outcome.scores] == [
-        (arm, round_, digits.seed_rows + round_ * SETTINGS.batch) for arm in ARMS for round_ in (0, 1)]
+        (arm, round_, digits.seed_rows + round_ * SETTINGS.batch) for arm in ARMS for round_ in (0, 1)
+    ]
     assert all(0 <= accuracy <= 1 for *_, accuracy in outcome.scores)
     assert any("[train least_confidence round 0] epoch 3/3" in line and "images/s" in line for line in lines)
     oracle = json.loads(digits.oracle.read_text())
@@ -69,10 +77,14 @@ def test_the_loop_runs_over_rest_and_each_strategy_labels_what_it_picked(platfor
         seed_model = ModelVersion.objects.get(project__name=project_name, name="digits-least_confidence-0")
         best = {}
         for datarow_id, score in Prediction.objects.filter(
-                model_version=seed_model, datarow__slice_memberships__slice=pool).values_list("datarow_id", "score"):
+            model_version=seed_model, datarow__slice_memberships__slice=pool
+        ).values_list("datarow_id", "score"):
             best[datarow_id] = max(score, best.get(datarow_id, 0))
         assert len(best) == SliceMember.objects.filter(slice=pool).count()
-        picked_ids = set(SliceMember.objects.filter(slice=slices.get(name="least_confidence-picked-0"))
-                         .values_list("datarow_id", flat=True))
+        picked_ids = set(
+            SliceMember.objects.filter(slice=slices.get(name="least_confidence-picked-0")).values_list(
+                "datarow_id", flat=True
+            )
+        )
         least_confident = sorted(best, key=lambda datarow_id: (best[datarow_id], datarow_id))
-        assert max(best[i] for i in picked_ids) <= min(best[i] for i in least_confident[SETTINGS.batch:])
+        assert max(best[i] for i in picked_ids) <= min(best[i] for i in least_confident[SETTINGS.batch :])

@@ -13,8 +13,12 @@ def frontend_origin(settings):
 
 
 def preflight(client, path: str, origin: str):
-    return client.options(path, HTTP_ORIGIN=origin, HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
-                          HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type")
+    return client.options(
+        path,
+        HTTP_ORIGIN=origin,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type",
+    )
 
 
 @pytest.mark.usefixtures("frontend_origin")
@@ -31,12 +35,15 @@ def test_a_preflight_from_the_frontend_may_send_the_bearer_token():
 
 
 @pytest.mark.usefixtures("frontend_origin")
-@pytest.mark.parametrize(("path", "origin"), [
-    ("/api/v1/projects/", "https://evil.example"),
-    ("/api/v1/projects/", "http://app.example.com"),
-    # outside the API nothing is shared, not even with the frontend
-    ("/healthz", FRONTEND),
-])
+@pytest.mark.parametrize(
+    ("path", "origin"),
+    [
+        ("/api/v1/projects/", "https://evil.example"),
+        ("/api/v1/projects/", "http://app.example.com"),
+        # outside the API nothing is shared, not even with the frontend
+        ("/healthz", FRONTEND),
+    ],
+)
 def test_a_preflight_from_another_origin_or_outside_the_api_gets_no_cors_headers(path, origin):
     from django.test import Client
 

@@ -48,8 +48,12 @@ def test_requests_are_counted_by_route_pattern_method_and_status_never_by_path(m
         assert client.get(f"/api/v1/projects/{project_id}").status_code == 404
     # then
     assert REGISTRY.get_sample_value("mlops_http_requests_total", labels) == before + 2
-    assert REGISTRY.get_sample_value("mlops_http_request_duration_seconds_count",
-                                     {"route": PROJECT_ROUTE, "method": "GET"}) >= 2
+    assert (
+        REGISTRY.get_sample_value(
+            "mlops_http_request_duration_seconds_count", {"route": PROJECT_ROUTE, "method": "GET"}
+        )
+        >= 2
+    )
     paths = {sample.labels.get("route") for family in REGISTRY.collect() for sample in family.samples}
     assert not any("987654" in (route or "") for route in paths)
 
@@ -90,8 +94,9 @@ def test_gunicorns_master_serves_the_sum_of_its_workers_on_its_own_port(auth0, p
     try:
         # when: N requests, concurrently, so both workers answer some
         def get(_):
-            return httpx.get(f"{server.url}/api/v1/projects/", headers={"Authorization": f"Bearer {token}"},
-                             timeout=30).status_code
+            return httpx.get(
+                f"{server.url}/api/v1/projects/", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ).status_code
 
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(get, range(requests))) == {200}
@@ -113,12 +118,17 @@ def test_a_prefork_worker_serves_its_jobs_and_queues(auth0, platform, make_token
     # given: a prefork worker (the job runs in a child process) with its metrics on a port of its own
     metrics_port = free_port()
     purge_task_queues()
-    worker = start_celery_worker(live_environment(auth0, platform, METRICS_WORKER_PORT=metrics_port), tmp_path,
-                                 name=f"metrics-{uuid.uuid4().hex[:6]}", concurrency=2)
+    worker = start_celery_worker(
+        live_environment(auth0, platform, METRICS_WORKER_PORT=metrics_port),
+        tmp_path,
+        name=f"metrics-{uuid.uuid4().hex[:6]}",
+        concurrency=2,
+    )
     try:
         # when: a job runs to its end
-        response = api_client(make_token(TENANT_A)).post("/api/v1/jobs/", {"kind": "count", "steps": 2,
-                                                                             "delay_seconds": 0}, format="json")
+        response = api_client(make_token(TENANT_A)).post(
+            "/api/v1/jobs/", {"kind": "count", "steps": 2, "delay_seconds": 0}, format="json"
+        )
         assert response.status_code == 201, response.content
 
         def finished():

@@ -33,8 +33,24 @@ from tests.test_observability import production_web_command
 
 DEPLOY = REPO_ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "mlops.json"
-PROMQL_FUNCTIONS_AND_WORDS = {"sum", "max", "min", "avg", "by", "without", "rate", "increase", "histogram_quantile",
-                              "le", "or", "and", "unless", "on", "ignoring", "vector"}
+PROMQL_FUNCTIONS_AND_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "by",
+    "without",
+    "rate",
+    "increase",
+    "histogram_quantile",
+    "le",
+    "or",
+    "and",
+    "unless",
+    "on",
+    "ignoring",
+    "vector",
+}
 
 
 def require_tool(name: str) -> str:
@@ -55,8 +71,11 @@ def metric_names(expr: str) -> set[str]:
     """The series names a PromQL expression selects: identifiers that are not functions, keywords or labels."""
     without_labels = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", " ", expr)
     without_groupings = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", without_labels)
-    return {word for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_groupings)
-            if word not in PROMQL_FUNCTIONS_AND_WORDS}
+    return {
+        word
+        for word in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_groupings)
+        if word not in PROMQL_FUNCTIONS_AND_WORDS
+    }
 
 
 def defined_series() -> set[str]:
@@ -74,19 +93,27 @@ def defined_series() -> set[str]:
 
 def test_prometheus_configuration_and_alert_rules_pass_promtool():
     promtool = require_tool("promtool")
-    config = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=DEPLOY / "prometheus",
-                            capture_output=True, text=True)
+    config = subprocess.run(
+        [promtool, "check", "config", "prometheus.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True
+    )
     assert config.returncode == 0, config.stdout + config.stderr
-    rules = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus",
-                           capture_output=True, text=True)
+    rules = subprocess.run(
+        [promtool, "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus", capture_output=True, text=True
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
 
 
 def test_every_alert_rule_has_a_promtool_case():
-    rules = {rule["alert"] for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
-             for rule in group["rules"]}
-    tested = {case["alertname"] for test in yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())
-              ["tests"] for case in test["alert_rule_test"]}
+    rules = {
+        rule["alert"]
+        for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    tested = {
+        case["alertname"]
+        for test in yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())["tests"]
+        for case in test["alert_rule_test"]
+    }
     # Counted by increase() over a window, each fires on its first event like MlopsReaderDown's case shows.
     assert rules - tested <= {"MlopsSlowRequests", "MlopsStatementTimeouts", "MlopsLostWorkers"}
 
@@ -123,8 +150,11 @@ def fluent_bit_sections(path) -> list[tuple[str, dict[str, str]]]:
 
 def test_fluent_bit_parses_our_json_lines_from_every_container():
     config = fluent_bit_sections(DEPLOY / "fluent-bit" / "fluent-bit.conf")
-    parsers = {values["name"]: values for kind, values in fluent_bit_sections(DEPLOY / "fluent-bit" / "parsers.conf")
-               if kind == "PARSER"}
+    parsers = {
+        values["name"]: values
+        for kind, values in fluent_bit_sections(DEPLOY / "fluent-bit" / "parsers.conf")
+        if kind == "PARSER"
+    }
     kinds = [kind for kind, _ in config]
     assert kinds.count("SERVICE") == 1 and "INPUT" in kinds and "OUTPUT" in kinds
     named = [values["parser"] for _, values in config if "parser" in values]
@@ -132,8 +162,9 @@ def test_fluent_bit_parses_our_json_lines_from_every_container():
     [tail] = [values for kind, values in config if kind == "INPUT"]
     assert tail["name"] == "tail" and tail["path"] == "/var/lib/docker/containers/*/*.log"
     # our lines' time, as settings.LOGGING writes it, in the parser's format
-    from mlops.observability import json_log_formatter
     import logging
+
+    from mlops.observability import json_log_formatter
 
     line = json.loads(json_log_formatter().format(logging.LogRecord("x", logging.INFO, "p", 1, "m", None, None)))
     time.strptime(line["time"].split(",")[0], parsers["mlops_json"]["time_format"].split(",")[0])
@@ -159,28 +190,57 @@ def test_a_real_prometheus_finds_a_series_for_every_dashboard_panel(auth0, platf
     # given: the web as production runs it, a worker and a training worker, each serving metrics on a port of its own
     web_port, worker_port, training_port, prometheus_port = free_port(), free_port(), free_port(), free_port()
     digits = write_digits(tmp_path / "imports" / TENANT_A / "digits", limit=80, seed_per_class=2, holdout_fraction=0.25)
-    env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=tmp_path / "imports",
-                           MLOPS_STORAGE_ROOT=tmp_path / "storage", WEB_CONCURRENCY=2, METRICS_PORT=web_port,
-                           METRICS_WORKER_PORT=worker_port, XDG_RUNTIME_DIR=tmp_path)
+    env = live_environment(
+        auth0,
+        platform,
+        MLOPS_LOCAL_READ_ROOT=tmp_path / "imports",
+        MLOPS_STORAGE_ROOT=tmp_path / "storage",
+        WEB_CONCURRENCY=2,
+        METRICS_PORT=web_port,
+        METRICS_WORKER_PORT=worker_port,
+        XDG_RUNTIME_DIR=tmp_path,
+    )
     purge_task_queues()
     processes = []
     try:
         processes.append(start_celery_worker(env, tmp_path, name="worker"))
-        processes.append(start_celery_worker({**env, "METRICS_WORKER_PORT": str(training_port)}, tmp_path,
-                                             name="training", queues=("training",), pool="solo"))
+        processes.append(
+            start_celery_worker(
+                {**env, "METRICS_WORKER_PORT": str(training_port)},
+                tmp_path,
+                name="training",
+                queues=("training",),
+                pool="solo",
+            )
+        )
         web = start_asgi_server(env, tmp_path, command=production_web_command)
         processes.append(web)
         server = subprocess.Popen(
-            [prometheus, f"--config.file={prometheus_config(tmp_path, web_port, [worker_port, training_port])}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}"],
-            stdout=(tmp_path / "prometheus.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                prometheus,
+                f"--config.file={prometheus_config(tmp_path, web_port, [worker_port, training_port])}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            ],
+            stdout=(tmp_path / "prometheus.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             # when: the loop over REST (import, search, slice, train, predict) and an error
             token = make_token(TENANT_A)
-            run_loop(Platform(web.url, token, say=lambda line: None), digits,
-                     LoopSettings(rounds=0, batch=8, epochs=1, image_size=16), project_name=f"m {uuid.uuid4().hex[:8]}")
-            assert httpx.get(f"{web.url}/api/v1/projects/987654", headers={"Authorization": f"Bearer {token}"},
-                             timeout=10).status_code == 404
+            run_loop(
+                Platform(web.url, token, say=lambda line: None),
+                digits,
+                LoopSettings(rounds=0, batch=8, epochs=1, image_size=16),
+                project_name=f"m {uuid.uuid4().hex[:8]}",
+            )
+            assert (
+                httpx.get(
+                    f"{web.url}/api/v1/projects/987654", headers={"Authorization": f"Bearer {token}"}, timeout=10
+                ).status_code
+                == 404
+            )
             api = f"http://127.0.0.1:{prometheus_port}/api/v1"
 
             def missing() -> list:
@@ -195,8 +255,13 @@ def test_a_real_prometheus_finds_a_series_for_every_dashboard_panel(auth0, platf
                 return found
 
             # then: after a few scrapes, every panel's query has a series
-            wait_until(lambda: not missing(), timeout=60, what="a series for every dashboard panel", interval=1,
-                       logs_of=tuple(processes))
+            wait_until(
+                lambda: not missing(),
+                timeout=60,
+                what="a series for every dashboard panel",
+                interval=1,
+                logs_of=tuple(processes),
+            )
             targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
             assert {target["health"] for target in targets} == {"up"}, targets
         finally:

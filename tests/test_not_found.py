@@ -6,8 +6,9 @@ from tests.conftest import TENANT_A
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", ["/api/v1/no-such-thing/", "/api/v1/projects/1/no-such-thing", "/api/nope",
-                                  "/no-such-page"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/no-such-thing/", "/api/v1/projects/1/no-such-thing", "/api/nope", "/no-such-page"]
+)
 def test_an_unknown_path_is_a_json_404(make_token, api_client, path):
     # when
     response = api_client(make_token(TENANT_A)).get(path)

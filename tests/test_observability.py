@@ -26,7 +26,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from devstack.__main__ import web_server_command
-
 from mlops import urls as production_urls
 from mlops.observability import GunicornJsonLogger, bind_log_context, clear_log_context, redact_secrets
 from tests.conftest import TENANT_A
@@ -46,8 +45,9 @@ class UnexpectedErrorApi(APIView):
 urlpatterns = [
     path("api/v1/test-only/unexpected-error", UnexpectedErrorApi.as_view()),
     # Outside the tenant API, so a process without a database can reach it (the Sentry test).
-    path("api/test-only/unexpected-error",
-         UnexpectedErrorApi.as_view(authentication_classes=[], permission_classes=[])),
+    path(
+        "api/test-only/unexpected-error", UnexpectedErrorApi.as_view(authentication_classes=[], permission_classes=[])
+    ),
 ]
 # The production handler, or Django's HTML page if production has none: the 500 test then fails.
 handler500 = getattr(production_urls, "handler500", None)
@@ -81,8 +81,12 @@ def test_api_request_logs_a_json_line_with_request_id_tenant_and_user(make_token
     [finished] = [line for line in json_log_lines() if line["logger"] == "mlops.request"]
     assert finished["level"] == "INFO" and finished["time"]
     assert {key: finished[key] for key in ("request_id", "tenant", "user", "method", "path", "status")} == {
-        "request_id": "req-observability-1", "tenant": TENANT_A, "user": user_of(token),
-        "method": "GET", "path": "/api/v1/projects/", "status": 200,
+        "request_id": "req-observability-1",
+        "tenant": TENANT_A,
+        "user": user_of(token),
+        "method": "GET",
+        "path": "/api/v1/projects/",
+        "status": 200,
     }
 
 
@@ -231,8 +235,10 @@ def fake_sentry():
 
 @pytest.mark.parametrize("dsn_env", [{}, {"SENTRY_DSN": ""}], ids=["unset", "empty"])
 def test_sentry_is_off_without_a_dsn(dsn_env):
-    result = run_python("import django, sentry_sdk; django.setup(); print(sentry_sdk.get_client().is_active())",
-                        {"MLOPS_ENV": "test", **dsn_env})
+    result = run_python(
+        "import django, sentry_sdk; django.setup(); print(sentry_sdk.get_client().is_active())",
+        {"MLOPS_ENV": "test", **dsn_env},
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
@@ -259,15 +265,21 @@ def test_with_a_dsn_sentry_is_on_and_receives_an_unexpected_error_with_its_reque
     assert event["exception"]["values"][-1]["type"] == "RuntimeError"
 
 
-@pytest.mark.parametrize(("text", "redacted"), [
-    ("GET /ws/jobs/1/?token=abc.def-ghi&x=1", "GET /ws/jobs/1/?token=[redacted]&x=1"),
-    ("access_token=abc&refresh_token=def&page=2", "access_token=[redacted]&refresh_token=[redacted]&page=2"),
-    ("<ASGIRequest: GET '/api/v1/x?API_KEY=k1'>", "<ASGIRequest: GET '/api/v1/x?API_KEY=[redacted]'>"),
-    ("/b/k?X-Amz-Credential=AK%2F1&X-Amz-Signature=ff", "/b/k?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]"),
-    ("Authorization: Bearer abc.def", "Authorization: Bearer [redacted]"),
-    ("bad token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig here", "bad token [redacted] here"),
-    ("tokens=3&page=2&next=/x?q=token", "tokens=3&page=2&next=/x?q=token"),
-])
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("GET /ws/jobs/1/?token=abc.def-ghi&x=1", "GET /ws/jobs/1/?token=[redacted]&x=1"),
+        ("access_token=abc&refresh_token=def&page=2", "access_token=[redacted]&refresh_token=[redacted]&page=2"),
+        ("<ASGIRequest: GET '/api/v1/x?API_KEY=k1'>", "<ASGIRequest: GET '/api/v1/x?API_KEY=[redacted]'>"),
+        (
+            "/b/k?X-Amz-Credential=AK%2F1&X-Amz-Signature=ff",
+            "/b/k?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]",
+        ),
+        ("Authorization: Bearer abc.def", "Authorization: Bearer [redacted]"),
+        ("bad token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig here", "bad token [redacted] here"),
+        ("tokens=3&page=2&next=/x?q=token", "tokens=3&page=2&next=/x?q=token"),
+    ],
+)
 def test_credentials_in_urls_and_headers_are_redacted(text, redacted):
     assert redact_secrets(text) == redacted
 
@@ -276,12 +288,21 @@ def test_sentry_gets_no_token_from_the_query_string_or_the_authorization_header(
     # given: a request that carries its credentials in every place a client may put them
     token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZW50cnkifQ.c2lnbmF0dXJl"
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": "/api/test-only/unexpected-error", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/test-only/unexpected-error",
+        "root_path": "",
         "query_string": f"token={token}&access_token={token}&page=2".encode(),
-        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode()),
-                    (b"x-request-id", b"req-sentry-token")],
-        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"x-request-id", b"req-sentry-token"),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
     }
     # when: its view fails in a process started with SENTRY_DSN, served by Django's ASGI handler as in production
     result = run_python(
@@ -311,16 +332,24 @@ def production_web_command(port: int) -> list[str]:
     """docker-compose.yml's web command (the Dockerfile's CMD with recycling), bound to a free loopback port."""
     command = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["web"]["command"]
     assert command[0] == "gunicorn" and any(word.startswith("--bind") for word in command), command
-    return [sys.executable, "-m", "gunicorn",
-            *(f"--bind=127.0.0.1:{port}" if word.startswith("--bind") else word for word in command[1:])]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *(f"--bind=127.0.0.1:{port}" if word.startswith("--bind") else word for word in command[1:]),
+    ]
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "reader"])
 @pytest.mark.usefixtures("committed_tenants")
-@pytest.mark.parametrize("server_command", [lambda port: web_server_command(str(port)), production_web_command],
-                         ids=["make-run", "production"])
+@pytest.mark.parametrize(
+    "server_command",
+    [lambda port: web_server_command(str(port)), production_web_command],
+    ids=["make-run", "production"],
+)
 def test_a_websocket_token_reaches_neither_the_server_log_nor_sentry(
-        server_command, auth0, platform, make_token, fake_sentry, tmp_path):
+    server_command, auth0, platform, make_token, fake_sentry, tmp_path
+):
     # given: the web server as `make run` or production starts it, reporting to Sentry
     # gunicorn's control socket goes under XDG_RUNTIME_DIR, so a concurrent run elsewhere cannot clash with it.
     env = live_environment(auth0, platform, SENTRY_DSN=fake_sentry.dsn, WEB_CONCURRENCY=1, XDG_RUNTIME_DIR=tmp_path)
@@ -337,12 +366,14 @@ def test_a_websocket_token_reaches_neither_the_server_log_nor_sentry(
         with pytest.raises(InvalidStatus):
             connect(f"{server.ws_url}/ws/nowhere/?token={token}", open_timeout=10)
         # and an HTTP request carries the token in its query string too (an unknown parameter there: a 400 naming it)
-        response = httpx.get(f"{server.url}/api/v1/projects/?token={token}",
-                             headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        response = httpx.get(
+            f"{server.url}/api/v1/projects/?token={token}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
         assert response.status_code == 400, response.text
         assert token not in response.text
-        events = wait_until(fake_sentry.events, timeout=30, what="the failed handshake's Sentry event",
-                            logs_of=(server,))
+        events = wait_until(
+            fake_sentry.events, timeout=30, what="the failed handshake's Sentry event", logs_of=(server,)
+        )
     finally:
         server.stop()
     # then: the log shows each request, with the token redacted

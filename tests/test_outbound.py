@@ -21,33 +21,91 @@ def read(uri: str) -> bytes:
         return b"".join(chunks)
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "127.255.255.254", "0.0.0.0", "0.1.2.3", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-    "169.254.169.254", "169.254.0.1", "100.64.0.1", "100.100.100.200", "100.127.255.255", "192.0.0.1", "192.0.2.1",
-    "198.18.0.1", "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
-    "192.88.99.1",
-    "::", "::1", "::127.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "fc00::1",
-    "fd00:ec2::254", "fe80::1", "fec0::1", "ff02::1", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "64:ff9b:1::1",
-    "2002:7f00:1::", "2002:a9fe:a9fe::1", "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:db8::1",
-    "3fff::1", "100::1", "::ffff:0:7f00:1", "4000::1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.255.255.254",
+        "0.0.0.0",
+        "0.1.2.3",
+        "10.0.0.1",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.168.1.1",
+        "169.254.169.254",
+        "169.254.0.1",
+        "100.64.0.1",
+        "100.100.100.200",
+        "100.127.255.255",
+        "192.0.0.1",
+        "192.0.2.1",
+        "198.18.0.1",
+        "198.51.100.7",
+        "203.0.113.9",
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.88.99.1",
+        "::",
+        "::1",
+        "::127.0.0.1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:10.0.0.1",
+        "fc00::1",
+        "fd00:ec2::254",
+        "fe80::1",
+        "fec0::1",
+        "ff02::1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::7f00:1",
+        "64:ff9b:1::1",
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::1",
+        "2001::1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "2001:db8::1",
+        "3fff::1",
+        "100::1",
+        "::ffff:0:7f00:1",
+        "4000::1",
+    ],
+)
 def test_internal_and_reserved_addresses_are_denied(address):
     assert outbound.address_denied(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", [
-    "8.8.8.8", "1.1.1.1", "93.184.215.14", "100.63.255.255", "100.128.0.1", "172.32.0.1", "192.169.0.1",
-    "11.0.0.1", "223.255.255.254", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e", "::ffff:8.8.8.8",
-    "64:ff9b::808:808", "2002:808:808::1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "93.184.215.14",
+        "100.63.255.255",
+        "100.128.0.1",
+        "172.32.0.1",
+        "192.169.0.1",
+        "11.0.0.1",
+        "223.255.255.254",
+        "2606:4700:4700::1111",
+        "2a00:1450:4001:80b::200e",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "2002:808:808::1",
+    ],
+)
 def test_public_addresses_are_not(address):
     assert not outbound.address_denied(ipaddress.ip_address(address))
 
 
 def test_the_setting_allows_exactly_the_addresses_it_names(settings):
     settings.OUTBOUND_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.1.0.0/16")]
-    allowed = [a for a in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "10.1.2.3", "10.2.0.1", "8.8.8.8")
-               if outbound.address_allowed(ipaddress.ip_address(a))]
+    allowed = [
+        a
+        for a in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "10.1.2.3", "10.2.0.1", "8.8.8.8")
+        if outbound.address_allowed(ipaddress.ip_address(a))
+    ]
     assert allowed == ["127.0.0.1", "10.1.2.3", "8.8.8.8"]
 
 
@@ -72,8 +130,9 @@ def test_a_host_name_resolving_to_a_denied_address_is_refused(files_server):
     assert files_server.requests == []
 
 
-def test_a_redirect_to_a_denied_address_is_refused_before_it_is_followed(files_server, allow_files_server,
-                                                                        internal_server):
+def test_a_redirect_to_a_denied_address_is_refused_before_it_is_followed(
+    files_server, allow_files_server, internal_server
+):
     second = internal_server
     with pytest.raises(OutboundNotAllowed, match=re.escape(f"redirects to '{second.url}/file', which {NOT_ALLOWED}")):
         read(f"{files_server.url}/redirect?to={second.url}/file")

@@ -44,10 +44,17 @@ def _make(*, with_run: bool) -> Ids:
     run_id = 0
     if with_run:
         job = job_make(kind="prediction-run", status=Job.Status.SUCCEEDED, celery_task_id=str(uuid.uuid4()))
-        run_id = PredictionRun.objects.create(model_version=version, job=job, dataset=dataset, top_k=1, batch_size=1,
-                                              created_by="test").pk
-    return Ids(project=project.pk, dataset=dataset.pk, slice=slice_make(project=project).pk,
-               model=model_definition_make(project=project).pk, model_version=version.pk, prediction_run=run_id)
+        run_id = PredictionRun.objects.create(
+            model_version=version, job=job, dataset=dataset, top_k=1, batch_size=1, created_by="test"
+        ).pk
+    return Ids(
+        project=project.pk,
+        dataset=dataset.pk,
+        slice=slice_make(project=project).pk,
+        model=model_definition_make(project=project).pk,
+        model_version=version.pk,
+        prediction_run=run_id,
+    )
 
 
 @pytest.fixture
@@ -65,52 +72,107 @@ def client(make_token, api_client):
 # (method, path, body, the field holding the foreign id); `own` and `other` are the two projects' Ids.
 CASES = {
     "training run slice": lambda own, other: (
-        "post", f"models/{own.model}/runs", {"slice_id": other.slice}, "slice_id"),
+        "post",
+        f"models/{own.model}/runs",
+        {"slice_id": other.slice},
+        "slice_id",
+    ),
     "prediction run model version": lambda own, other: (
-        "post", "prediction-runs", {"model_version_id": other.model_version, "slice_id": own.slice},
-        "model_version_id"),
+        "post",
+        "prediction-runs",
+        {"model_version_id": other.model_version, "slice_id": own.slice},
+        "model_version_id",
+    ),
     "prediction run slice": lambda own, other: (
-        "post", "prediction-runs", {"model_version_id": own.model_version, "slice_id": other.slice}, "slice_id"),
+        "post",
+        "prediction-runs",
+        {"model_version_id": own.model_version, "slice_id": other.slice},
+        "slice_id",
+    ),
     "prediction run dataset": lambda own, other: (
-        "post", "prediction-runs", {"model_version_id": own.model_version, "dataset_id": other.dataset},
-        "dataset_id"),
+        "post",
+        "prediction-runs",
+        {"model_version_id": own.model_version, "dataset_id": other.dataset},
+        "dataset_id",
+    ),
     "compare baseline": lambda own, other: (
-        "post", "model-versions/compare", {"baseline_id": other.model_version, "candidate_id": own.model_version,
-                                           "disagreement_slice_name": "d"}, "baseline_id"),
+        "post",
+        "model-versions/compare",
+        {"baseline_id": other.model_version, "candidate_id": own.model_version, "disagreement_slice_name": "d"},
+        "baseline_id",
+    ),
     "compare candidate": lambda own, other: (
-        "post", "model-versions/compare", {"baseline_id": own.model_version, "candidate_id": other.model_version,
-                                           "disagreement_slice_name": "d"}, "candidate_id"),
+        "post",
+        "model-versions/compare",
+        {"baseline_id": own.model_version, "candidate_id": other.model_version, "disagreement_slice_name": "d"},
+        "candidate_id",
+    ),
     "compare slice": lambda own, other: (
-        "post", "model-versions/compare", {"baseline_id": own.model_version, "candidate_id": own.model_version,
-                                           "slice_id": other.slice, "disagreement_slice_name": "d"}, "slice_id"),
+        "post",
+        "model-versions/compare",
+        {
+            "baseline_id": own.model_version,
+            "candidate_id": own.model_version,
+            "slice_id": other.slice,
+            "disagreement_slice_name": "d",
+        },
+        "slice_id",
+    ),
     "metrics slice": lambda own, other: (
-        "get", f"model-versions/{own.model_version}/metrics?slice_id={other.slice}", None, "slice_id"),
+        "get",
+        f"model-versions/{own.model_version}/metrics?slice_id={other.slice}",
+        None,
+        "slice_id",
+    ),
     "detection metrics slice": lambda own, other: (
-        "get", f"model-versions/{own.model_version}/detection-metrics?slice_id={other.slice}", None, "slice_id"),
+        "get",
+        f"model-versions/{own.model_version}/detection-metrics?slice_id={other.slice}",
+        None,
+        "slice_id",
+    ),
     "selection pool slice": lambda own, other: (
-        "post", f"prediction-runs/{own.prediction_run}/selections",
-        {"name": "s", "strategy": "least_confidence", "k": 1, "pool_slice_id": other.slice}, "pool_slice_id"),
+        "post",
+        f"prediction-runs/{own.prediction_run}/selections",
+        {"name": "s", "strategy": "least_confidence", "k": 1, "pool_slice_id": other.slice},
+        "pool_slice_id",
+    ),
     "slice from a query in a dataset": lambda own, other: (
-        "post", "slices/", {"name": "s", "kind": "frozen", "query": "", "dataset": other.dataset}, "dataset"),
+        "post",
+        "slices/",
+        {"name": "s", "kind": "frozen", "query": "", "dataset": other.dataset},
+        "dataset",
+    ),
     "live slice in a dataset": lambda own, other: (
-        "post", "slices/", {"name": "s", "kind": "query", "query": "", "dataset": other.dataset}, "dataset"),
+        "post",
+        "slices/",
+        {"name": "s", "kind": "query", "query": "", "dataset": other.dataset},
+        "dataset",
+    ),
     "combined slices": lambda own, other: (
-        "post", "slices/combine", {"name": "s", "operation": "union", "slices": [own.slice, other.slice]}, "slices"),
-    "search in a dataset": lambda own, other: (
-        "post", "search", {"dataset": other.dataset}, "dataset"),
+        "post",
+        "slices/combine",
+        {"name": "s", "operation": "union", "slices": [own.slice, other.slice]},
+        "slices",
+    ),
+    "search in a dataset": lambda own, other: ("post", "search", {"dataset": other.dataset}, "dataset"),
     "bulk action in a dataset": lambda own, other: (
-        "post", "search/bulk", {"action": "delete", "dataset": other.dataset}, "dataset"),
+        "post",
+        "search/bulk",
+        {"action": "delete", "dataset": other.dataset},
+        "dataset",
+    ),
 }
 
 
 @pytest.mark.parametrize("missing", [False, True], ids=["another project's", "unknown"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_id_the_request_names_is_checked_up_front_and_a_bad_one_is_a_400_naming_its_field(
-        client, ids, case, missing):
+    client, ids, case, missing
+):
     # given: an id of another project of the workspace, or one that exists nowhere
     own, other = ids
     if missing:
-        other = Ids(**{name: MISSING for name in vars(other)})
+        other = Ids(**dict.fromkeys(vars(other), MISSING))
     method, path, body, field = CASES[case](own, other)
     with tenant_scope(TENANT_A):
         before = (Job.objects.count(), Slice.objects.count(), TrainingRun.objects.count())
@@ -120,7 +182,9 @@ def test_an_id_the_request_names_is_checked_up_front_and_a_bad_one_is_a_400_nami
     assert response.status_code == 400, response.content
     error = response.json()
     assert list(error["extra"]["fields"]) == [field]
-    assert str(other.slice if "slice" in field else other.dataset if "dataset" in field else other.model_version) \
+    assert (
+        str(other.slice if "slice" in field else other.dataset if "dataset" in field else other.model_version)
         in error["message"]
+    )
     with tenant_scope(TENANT_A):
         assert (Job.objects.count(), Slice.objects.count(), TrainingRun.objects.count()) == before

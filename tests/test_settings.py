@@ -20,8 +20,14 @@ PRODUCTION_ENV = {
     "PLATFORM_SERVICE_KEY": "a-platform-service-key",
     "DJANGO_ALLOWED_HOSTS": "api.example.com",
 }
-REQUIRED_IN_PRODUCTION = ["DJANGO_SECRET_KEY", "PLATFORM_URL", "JWT_ISSUER", "JWT_JWKS_URL", "PLATFORM_SERVICE_KEY",
-                          "DJANGO_ALLOWED_HOSTS"]
+REQUIRED_IN_PRODUCTION = [
+    "DJANGO_SECRET_KEY",
+    "PLATFORM_URL",
+    "JWT_ISSUER",
+    "JWT_JWKS_URL",
+    "PLATFORM_SERVICE_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+]
 
 
 def start_up_error(env: dict[str, str]) -> str:
@@ -46,8 +52,9 @@ def test_complete_production_env_starts_without_dev_auth():
 def test_production_refuses_dev_auth():
     error = start_up_error({**PRODUCTION_ENV, "MLOPS_DEV_AUTH": "1"})
 
-    assert error == ("django.core.exceptions.ImproperlyConfigured: "
-                     "MLOPS_DEV_AUTH cannot be enabled when MLOPS_ENV=production")
+    assert error == (
+        "django.core.exceptions.ImproperlyConfigured: MLOPS_DEV_AUTH cannot be enabled when MLOPS_ENV=production"
+    )
 
 
 def test_unset_mlops_env_means_production_and_refuses_dev_auth():
@@ -89,8 +96,9 @@ def test_development_with_dev_auth_needs_none_of_the_production_variables():
 
 
 def test_outbound_fetches_allow_no_internal_network_unless_configured_and_a_bad_network_is_named():
-    result = run_python(DJANGO_SETUP + "; from django.conf import settings as s; print(s.OUTBOUND_ALLOWED_NETWORKS)",
-                        PRODUCTION_ENV)
+    result = run_python(
+        DJANGO_SETUP + "; from django.conf import settings as s; print(s.OUTBOUND_ALLOWED_NETWORKS)", PRODUCTION_ENV
+    )
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
     error = start_up_error({**PRODUCTION_ENV, "OUTBOUND_ALLOWED_NETWORKS": "10.0.0.0/8, 10.0.0.0/33"})
     assert "OUTBOUND_ALLOWED_NETWORKS" in error and "10.0.0.0/33" in error
@@ -100,8 +108,11 @@ def test_production_passes_the_deploy_checks_without_a_warning():
     # given: production as deployed, with a secret key as random as Django asks for
     env = {**PRODUCTION_ENV, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
     # when
-    result = run_python("from django.core.management import execute_from_command_line; "
-                        "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])", env)
+    result = run_python(
+        "from django.core.management import execute_from_command_line; "
+        "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
+        env,
+    )
     # then
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
@@ -132,8 +143,11 @@ def test_production_redirects_to_https_sends_hsts_refuses_unknown_hosts_and_lets
     # then
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen["api over http"] == {"status": 301, "location": "https://api.example.com/api/v1/projects/?page=2",
-                                     "hsts": None}
+    assert seen["api over http"] == {
+        "status": 301,
+        "location": "https://api.example.com/api/v1/projects/?page=2",
+        "hsts": None,
+    }
     assert seen["api over https"] == {"status": 401, "location": None, "hsts": "max-age=31536000; includeSubDomains"}
     assert seen["unknown host"]["status"] == 400
     assert seen["healthz over http"] == {"status": 200, "location": None, "hsts": None}
@@ -154,12 +168,15 @@ def test_development_serves_plain_http_on_loopback_with_any_host():
     assert result.stdout.strip() == "200"
 
 
-@pytest.mark.parametrize(("plugins", "reason"), [
-    ("{not json", "TRAINER_PLUGINS must be a JSON object"),
-    ('["x"]', "TRAINER_PLUGINS: Trainer plugins must be a mapping of names to paths, not list."),
-    ('{"image-classifier": "pkg.mod:Other"}', "would replace the built-in trainer of that name"),
-    ('{"x": "os.system"}', "TRAINER_PLUGINS: Trainer plugin 'x': 'os.system' is not a name and a"),
-])
+@pytest.mark.parametrize(
+    ("plugins", "reason"),
+    [
+        ("{not json", "TRAINER_PLUGINS must be a JSON object"),
+        ('["x"]', "TRAINER_PLUGINS: Trainer plugins must be a mapping of names to paths, not list."),
+        ('{"image-classifier": "pkg.mod:Other"}', "would replace the built-in trainer of that name"),
+        ('{"x": "os.system"}', "TRAINER_PLUGINS: Trainer plugin 'x': 'os.system' is not a name and a"),
+    ],
+)
 def test_a_malformed_trainer_plugins_setting_stops_start_up_saying_why(plugins, reason):
     error = start_up_error({**PRODUCTION_ENV, "TRAINER_PLUGINS": plugins})
 
@@ -167,9 +184,11 @@ def test_a_malformed_trainer_plugins_setting_stops_start_up_saying_why(plugins, 
 
 
 def test_trainer_plugins_registers_names_without_importing_them_at_start_up():
-    result = run_python(DJANGO_SETUP + "; import sys; from django.conf import settings as s; "
-                        "print(s.TRAINER_PLUGINS, 'tests.training.exiting_plugin' in sys.modules)",
-                        {**PRODUCTION_ENV, "TRAINER_PLUGINS": '{"exiting": "tests.training.exiting_plugin:Trainer"}'})
+    result = run_python(
+        DJANGO_SETUP + "; import sys; from django.conf import settings as s; "
+        "print(s.TRAINER_PLUGINS, 'tests.training.exiting_plugin' in sys.modules)",
+        {**PRODUCTION_ENV, "TRAINER_PLUGINS": '{"exiting": "tests.training.exiting_plugin:Trainer"}'},
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "{'exiting': 'tests.training.exiting_plugin:Trainer'} False"

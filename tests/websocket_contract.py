@@ -17,5 +17,6 @@ def job_message(frame: str | bytes) -> dict:
     message = json.loads(frame)
     errors = sorted(_validator.iter_errors(message), key=lambda error: list(error.absolute_path))
     assert not errors, f"a websocket message breaks {SCHEMA_PATH.name}: " + "; ".join(
-        f"{'/'.join(map(str, error.absolute_path)) or '(message)'}: {error.message}" for error in errors)
+        f"{'/'.join(map(str, error.absolute_path)) or '(message)'}: {error.message}" for error in errors
+    )
     return message

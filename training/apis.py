@@ -60,8 +60,11 @@ class TrainingRunLogsOutputSerializer(serializers.Serializer):
 class ModelDefinitionListCreateApi(Api):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
-        task = serializers.ChoiceField(choices=ModelDefinition.Task.choices, required=False,
-                                       help_text="Defaults to the trainer's task (a detector's is detection).")
+        task = serializers.ChoiceField(
+            choices=ModelDefinition.Task.choices,
+            required=False,
+            help_text="Defaults to the trainer's task (a detector's is detection).",
+        )
         trainer = serializers.CharField(max_length=300, default="image-classifier")
         hyperparameters = serializers.DictField(default=dict)
 
@@ -72,10 +75,22 @@ class ModelDefinitionListCreateApi(Api):
         project = project_get(principal=request.user, project_id=project_id)
         return self.page_response(model_definition_list(project=project), ModelDefinitionOutputSerializer)
 
-    @extend_schema(request=InputSerializer, responses={201: ModelDefinitionOutputSerializer}, examples=[
-        OpenApiExample("An image classifier", request_only=True, value={
-            "name": "digits", "task": "classification", "trainer": "image-classifier",
-            "hyperparameters": {"epochs": 5, "batch_size": 32, "learning_rate": 0.001, "image_size": 64}})])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: ModelDefinitionOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "An image classifier",
+                request_only=True,
+                value={
+                    "name": "digits",
+                    "task": "classification",
+                    "trainer": "image-classifier",
+                    "hyperparameters": {"epochs": 5, "batch_size": 32, "learning_rate": 0.001, "image_size": 64},
+                },
+            )
+        ],
+    )
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.InputSerializer(data=request.data)
@@ -94,24 +109,39 @@ class ModelDefinitionDetailApi(Api):
 class TrainingRunListStartApi(Api):
     class InputSerializer(StrictSerializer):
         slice_id = serializers.IntegerField()
-        train_splits = serializers.ListField(child=serializers.ChoiceField(choices=list(SPLIT_NAMES)),
-                                             default=["train"], allow_empty=False)
-        validation_splits = serializers.ListField(child=serializers.ChoiceField(choices=list(SPLIT_NAMES)),
-                                                  default=["validation"])
+        train_splits = serializers.ListField(
+            child=serializers.ChoiceField(choices=list(SPLIT_NAMES)), default=["train"], allow_empty=False
+        )
+        validation_splits = serializers.ListField(
+            child=serializers.ChoiceField(choices=list(SPLIT_NAMES)), default=["validation"]
+        )
         config = serializers.DictField(default=dict)
 
     query_serializers = {"get": CursorPageQuerySerializer}
 
     @extend_schema(responses={200: page_of(TrainingRunOutputSerializer)})
     def get(self, request, project_id: int, model_id: int):
-        model = model_definition_get(project=project_get(principal=request.user, project_id=project_id),
-                                     model_id=model_id)
+        model = model_definition_get(
+            project=project_get(principal=request.user, project_id=project_id), model_id=model_id
+        )
         return self.page_response(training_run_list(model=model), TrainingRunOutputSerializer)
 
-    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer}, examples=[
-        OpenApiExample("Train on a split slice", request_only=True, value={
-            "slice_id": 12, "train_splits": ["train"], "validation_splits": ["validation"],
-            "config": {"epochs": 10, "learning_rate": 0.0005}})])
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: TrainingRunOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Train on a split slice",
+                request_only=True,
+                value={
+                    "slice_id": 12,
+                    "train_splits": ["train"],
+                    "validation_splits": ["validation"],
+                    "config": {"epochs": 10, "learning_rate": 0.0005},
+                },
+            )
+        ],
+    )
     def post(self, request, project_id: int, model_id: int):
         """202 with the queued run: follow its job on ws/jobs/<job id>/, cancel it with POST jobs/<id>/cancel."""
         project = project_get(principal=request.user, project_id=project_id)
@@ -121,9 +151,14 @@ class TrainingRunListStartApi(Api):
         options = data.validated_data
         with referenced_by("slice_id"):
             slice = slice_get(project=project, slice_id=options["slice_id"])
-        run = training_run_start(principal=request.user, model=model, slice=slice,
-                                 train_splits=options["train_splits"], validation_splits=options["validation_splits"],
-                                 config_overrides=options["config"])
+        run = training_run_start(
+            principal=request.user,
+            model=model,
+            slice=slice,
+            train_splits=options["train_splits"],
+            validation_splits=options["validation_splits"],
+            config_overrides=options["config"],
+        )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -67,13 +67,13 @@ class TrainingExample(models.Model):
     """A labelled datarow as the run saw it when it started: later label edits or re-imports leave it alone."""
 
     pk = models.CompositePrimaryKey("run_id", "datarow_id")
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="examples",
-                            db_index=False)  # the key leads with it
+    run = models.ForeignKey(
+        TrainingRun, on_delete=models.CASCADE, related_name="examples", db_index=False
+    )  # the key leads with it
     datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="training_examples")
     split = models.SmallIntegerField()  # slices.models.Split
     # The class of a classification run's example; null for a detection run's image (its boxes are TrainingBoxes).
-    ontology_class = models.ForeignKey("datasets.OntologyClass", null=True, on_delete=models.PROTECT,
-                                       related_name="+")
+    ontology_class = models.ForeignKey("datasets.OntologyClass", null=True, on_delete=models.PROTECT, related_name="+")
 
 
 class TrainingBox(models.Model):
@@ -90,5 +90,7 @@ class TrainingBox(models.Model):
 
     class Meta:
         # The trainer reads a run's boxes by datarow; deleting a datarow finds its boxes by the second index.
-        indexes = [models.Index(fields=["run", "datarow"], name="training_box_run_datarow"),
-                   models.Index(fields=["datarow"], name="training_box_datarow")]
+        indexes = [
+            models.Index(fields=["run", "datarow"], name="training_box_run_datarow"),
+            models.Index(fields=["datarow"], name="training_box_datarow"),
+        ]

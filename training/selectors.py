@@ -26,8 +26,11 @@ def training_run_list(*, model: ModelDefinition) -> QuerySet[TrainingRun]:
 
 
 def training_run_get(*, project: Project, run_id: int) -> TrainingRun:
-    run = (TrainingRun.objects.filter(model__project=project, pk=run_id)
-           .select_related("job", "model", "model_version").first())
+    run = (
+        TrainingRun.objects.filter(model__project=project, pk=run_id)
+        .select_related("job", "model", "model_version")
+        .first()
+    )
     if run is None:
         raise NotFound(f"Training run {run_id} does not exist in project {project.pk}.")
     return run
@@ -41,15 +44,22 @@ def training_examples(*, run: TrainingRun) -> tuple[list[Example], list[Example]
     # From the writer: the snapshot was committed just before the job was queued.
     with connections[WRITER].cursor() as cursor:
         # A detection run's boxes come with each image, (class id, x, y, w, h) in label order.
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             SELECT e.datarow_id, d.uri, e.ontology_class_id, e.split, b.boxes
             FROM training_trainingexample e JOIN {tables.DATAROW} d ON d.id = e.datarow_id
             LEFT JOIN LATERAL (
                 SELECT array_agg(ARRAY[b.ontology_class_id, b.x, b.y, b.w, b.h] ORDER BY b.id) AS boxes
                 FROM training_trainingbox b WHERE b.run_id = e.run_id AND b.datarow_id = e.datarow_id) b ON TRUE
-            WHERE e.run_id = %s ORDER BY e.datarow_id""", [run.pk])
+            WHERE e.run_id = %s ORDER BY e.datarow_id""",
+            [run.pk],
+        )
         for datarow_id, uri, class_id, split, boxes in cursor:
-            example = Example(key=datarow_id, uri=uri, target=-1 if class_id is None else class_index[class_id],
-                              boxes=tuple((class_index[int(box[0])], *box[1:]) for box in boxes or ()))
+            example = Example(
+                key=datarow_id,
+                uri=uri,
+                target=-1 if class_id is None else class_index[class_id],
+                boxes=tuple((class_index[int(box[0])], *box[1:]) for box in boxes or ()),
+            )
             (validation if split in validation_splits else train).append(example)
     return train, validation

@@ -51,9 +51,11 @@ def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyp
     if not problems and valid.get("init_weights"):
         _init_weights_check(valid["init_weights"], field=f"{field}.init_weights")
     if problems:
-        raise ApplicationError(f"Invalid {field}: " + "; ".join(
-            f"{key}: {message}" for key, messages in problems.items() for message in messages),
-            {"fields": {f"{field}.{key}": messages for key, messages in problems.items()}})
+        raise ApplicationError(
+            f"Invalid {field}: "
+            + "; ".join(f"{key}: {message}" for key, messages in problems.items() for message in messages),
+            {"fields": {f"{field}.{key}": messages for key, messages in problems.items()}},
+        )
     return valid
 
 
@@ -65,8 +67,10 @@ def _init_weights_check(uri: str, *, field: str) -> None:
     """What can be checked without torch: the URI is in the tenant's storage, readable, and a safetensors file or a
     torch zip checkpoint (no bare pickle). Whether the tensors fit the architecture is checked when the run starts."""
     if urlsplit(uri).scheme not in WEIGHTS_SCHEMES:
-        raise ApplicationError(f"Invalid {field}: use a path or file:// URI in the tenant's folder, or s3://.",
-                               {"fields": {field: ["Only the tenant's own storage: a path, file:// or s3://."]}})
+        raise ApplicationError(
+            f"Invalid {field}: use a path or file:// URI in the tenant's folder, or s3://.",
+            {"fields": {field: ["Only the tenant's own storage: a path, file:// or s3://."]}},
+        )
     try:
         with open_uri(uri) as stream:
             sniff_weights(stream)
@@ -76,30 +80,39 @@ def _init_weights_check(uri: str, *, field: str) -> None:
         raise ApplicationError(f"Invalid {field}: {error.message}", {"fields": {field: [error.message]}}) from error
 
 
-def model_definition_create(*, principal: Principal, project: Project, name: str, trainer: str,
-                            hyperparameters: dict, task: str | None = None) -> ModelDefinition:
+def model_definition_create(
+    *, principal: Principal, project: Project, name: str, trainer: str, hyperparameters: dict, task: str | None = None
+) -> ModelDefinition:
     """`task` defaults to the trainer's (a detector's is detection); one that is not the trainer's is a 400."""
     resolved = trainer_resolve(name=trainer)
     if task is not None and task != trainer_task(resolved):
-        raise ApplicationError(f"Trainer '{trainer}' is a {trainer_task(resolved)} trainer, not {task}.",
-                               {"fields": {"task": [f"Use {trainer_task(resolved)} with this trainer."]}})
+        raise ApplicationError(
+            f"Trainer '{trainer}' is a {trainer_task(resolved)} trainer, not {task}.",
+            {"fields": {"task": [f"Use {trainer_task(resolved)} with this trainer."]}},
+        )
     task = trainer_task(resolved)
     config = trainer_config_validate(trainer=resolved, config=hyperparameters)
     if ModelDefinition.objects.filter(project=project, name=name).exists():
-        raise Conflict(f"A model named '{name}' already exists in project {project.pk}.",
-                       {"fields": {"name": ["Taken."]}})
+        raise Conflict(
+            f"A model named '{name}' already exists in project {project.pk}.", {"fields": {"name": ["Taken."]}}
+        )
     # Its runs register versions under this name: it must not be one that imported predictions use.
     if model_version_exists(project=project, name=name):
-        raise Conflict(f"Model versions named '{name}' were imported into project {project.pk}; choose another name.",
-                       {"fields": {"name": ["Used by imported model versions."]}})
-    return ModelDefinition.objects.create(project=project, name=name, task=task, trainer=trainer,
-                                          hyperparameters=config, created_by=principal.user_id)
+        raise Conflict(
+            f"Model versions named '{name}' were imported into project {project.pk}; choose another name.",
+            {"fields": {"name": ["Used by imported model versions."]}},
+        )
+    return ModelDefinition.objects.create(
+        project=project, name=name, task=task, trainer=trainer, hyperparameters=config, created_by=principal.user_id
+    )
 
 
 def _split_values(names: list[str], field: str) -> list[int]:
     unknown = [name for name in names if name not in SPLIT_NAMES]
     if unknown:
-        raise ApplicationError(f"Unknown split {unknown[0]!r}.", {"fields": {field: [f"Use {', '.join(SPLIT_NAMES)}."]}})
+        raise ApplicationError(
+            f"Unknown split {unknown[0]!r}.", {"fields": {field: [f"Use {', '.join(SPLIT_NAMES)}."]}}
+        )
     return [SPLIT_NAMES[name] for name in names]
 
 
@@ -107,21 +120,25 @@ def _snapshot_examples(*, run: TrainingRun, splits: list[int]) -> None:
     """The labelled members of the run's splits, with their classes as of now, in one INSERT ... SELECT."""
     truth = classification_truth_sql(
         f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} sm "
-        f"WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)")
+        f"WHERE sm.slice_id = %(slice)s AND sm.datarow_id = l.datarow_id)"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
             SELECT %(run)s, m.datarow_id, m.split, t.ontology_class_id
             FROM {tables.SLICE_MEMBER} m JOIN ({truth}) t ON t.datarow_id = m.datarow_id
             WHERE m.slice_id = %(slice)s AND m.split = ANY(%(splits)s)""",
-                       {"run": run.pk, "slice": run.slice_id, "splits": splits})
+            {"run": run.pk, "slice": run.slice_id, "splits": splits},
+        )
 
 
 def _snapshot_boxes(*, run: TrainingRun, splits: list[int]) -> None:
     """A detection run's images: the members of its splits with at least one box label, and every such box as of
     now (a box of a class deleted since cannot exist: classes are protected)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             WITH boxes AS (
                 INSERT INTO training_trainingbox (run_id, datarow_id, ontology_class_id, x, y, w, h)
                 SELECT %(run)s, l.datarow_id, l.ontology_class_id, l.x, l.y, l.w, l.h
@@ -132,59 +149,93 @@ def _snapshot_boxes(*, run: TrainingRun, splits: list[int]) -> None:
             INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
             SELECT %(run)s, m.datarow_id, m.split, NULL FROM {tables.SLICE_MEMBER} m
             WHERE m.slice_id = %(slice)s AND m.datarow_id IN (SELECT datarow_id FROM boxes)""",
-                       {"run": run.pk, "slice": run.slice_id, "splits": splits})
+            {"run": run.pk, "slice": run.slice_id, "splits": splits},
+        )
 
 
 def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[list, int, int]:
     with connection.cursor() as cursor:
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             SELECT o.id, o.name FROM {tables.ONTOLOGY_CLASS} o
             WHERE o.id IN (SELECT DISTINCT ontology_class_id FROM training_trainingexample WHERE run_id = %(run)s
                            UNION SELECT DISTINCT ontology_class_id FROM training_trainingbox WHERE run_id = %(run)s)
-            ORDER BY o.name""", {"run": run.pk})
+            ORDER BY o.name""",
+            {"run": run.pk},
+        )
         classes = [list(row) for row in cursor.fetchall()]
-        cursor.execute("""
+        cursor.execute(
+            """
             SELECT count(*) FILTER (WHERE NOT split = ANY(%s)), count(*) FILTER (WHERE split = ANY(%s))
-            FROM training_trainingexample WHERE run_id = %s""", [validation, validation, run.pk])
+            FROM training_trainingexample WHERE run_id = %s""",
+            [validation, validation, run.pk],
+        )
         train_count, validation_count = cursor.fetchone()
     return classes, train_count, validation_count
 
 
-def training_run_start(*, principal: Principal, model: ModelDefinition, slice: Slice, train_splits: list[str],
-                       validation_splits: list[str], config_overrides: dict | None = None) -> TrainingRun:
+def training_run_start(
+    *,
+    principal: Principal,
+    model: ModelDefinition,
+    slice: Slice,
+    train_splits: list[str],
+    validation_splits: list[str],
+    config_overrides: dict | None = None,
+) -> TrainingRun:
     """A queued run on `slice` (its stored members and split), with the labels it will train on snapshotted now."""
     if slice.project_id != model.project_id:
-        raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {"slice_id": ["Not found."]}})
+        raise ApplicationError(
+            f"Slice {slice.pk} belongs to another project.", {"fields": {"slice_id": ["Not found."]}}
+        )
     if slice.kind == Slice.Kind.QUERY:
-        raise ApplicationError(f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) to train on it.",
-                               {"fields": {"slice_id": ["Needs stored members."]}})
+        raise ApplicationError(
+            f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) to train on it.",
+            {"fields": {"slice_id": ["Needs stored members."]}},
+        )
     if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
         raise Conflict(f"Slice '{slice.name}' is still being frozen; train on it once its job has finished.")
     train = _split_values(train_splits, "train_splits")
     validation = _split_values(validation_splits, "validation_splits")
     if set(train) & set(validation):
-        raise ApplicationError("A split cannot be used both to train and to validate.",
-                               {"fields": {"validation_splits": ["Overlaps train_splits."]}})
-    config = trainer_config_validate(trainer=trainer_resolve(name=model.trainer),
-                                     config={**model.hyperparameters, **(config_overrides or {})}, field="config")
+        raise ApplicationError(
+            "A split cannot be used both to train and to validate.",
+            {"fields": {"validation_splits": ["Overlaps train_splits."]}},
+        )
+    config = trainer_config_validate(
+        trainer=trainer_resolve(name=model.trainer),
+        config={**model.hyperparameters, **(config_overrides or {})},
+        field="config",
+    )
     with transaction.atomic(using=WRITER):
         # Numbers runs one after another, even when two start at once.
         ModelDefinition.objects.select_for_update().filter(pk=model.pk).first()
         number = (model.runs.aggregate(last=Max("number"))["last"] or 0) + 1
         if model_version_exists(project=model.project, name=model.name, version=str(number)):
-            raise Conflict(f"Model version {model.name}@{number}, which this run would register, was imported "
-                           f"meanwhile; rename the model or remove those predictions.")
+            raise Conflict(
+                f"Model version {model.name}@{number}, which this run would register, was imported "
+                f"meanwhile; rename the model or remove those predictions."
+            )
         job = job_create(principal=principal, kind=TRAINING_RUN_JOB_KIND)
-        run = TrainingRun.objects.create(model=model, number=number, job=job, slice=slice, train_splits=train_splits,
-                                         validation_splits=validation_splits, config=config,
-                                         created_by=principal.user_id)
+        run = TrainingRun.objects.create(
+            model=model,
+            number=number,
+            job=job,
+            slice=slice,
+            train_splits=train_splits,
+            validation_splits=validation_splits,
+            config=config,
+            created_by=principal.user_id,
+        )
         detection = model.task == ModelDefinition.Task.DETECTION
         (_snapshot_boxes if detection else _snapshot_examples)(run=run, splits=train + validation)
         run.classes, run.train_examples, run.validation_examples = _classes_and_counts(run=run, validation=validation)
         if not run.train_examples:
-            raise ApplicationError(f"Slice '{slice.name}' has no member with a {'box' if detection else 'classification'} "
-                                   f"label in {', '.join(train_splits)}.",
-                                   {"fields": {"slice_id": ["Nothing to train on."]}})
+            raise ApplicationError(
+                f"Slice '{slice.name}' has no member with a {'box' if detection else 'classification'} "
+                f"label in {', '.join(train_splits)}.",
+                {"fields": {"slice_id": ["Nothing to train on."]}},
+            )
         run.save(update_fields=["classes", "train_examples", "validation_examples"])
         # The message goes out on commit and carries only the job id; the job's params name the run.
         Job.objects.filter(pk=job.pk).update(params={"training_run_id": run.pk})
@@ -207,9 +258,17 @@ class RunLog:
 
 
 def _progress_counters(progress: StepProgress) -> dict:
-    return {"epoch": progress.epoch, "epochs": progress.epochs, "step": progress.step, "steps": progress.steps,
-            "loss": progress.loss, "accuracy": progress.accuracy, "images_per_second": progress.images_per_second,
-            "eta_seconds": progress.eta_seconds, "loss_parts": progress.loss_parts}
+    return {
+        "epoch": progress.epoch,
+        "epochs": progress.epochs,
+        "step": progress.step,
+        "steps": progress.steps,
+        "loss": progress.loss,
+        "accuracy": progress.accuracy,
+        "images_per_second": progress.images_per_second,
+        "eta_seconds": progress.eta_seconds,
+        "loss_parts": progress.loss_parts,
+    }
 
 
 def training_run_execute(*, run: TrainingRun, job: Job) -> TrainingRun:
@@ -223,10 +282,14 @@ def training_run_execute(*, run: TrainingRun, job: Job) -> TrainingRun:
 
     def on_step(progress: StepProgress) -> None:
         done = (progress.epoch - 1) * progress.steps + progress.step
-        job_report_progress(job=job, done=done, total=progress.epochs * progress.steps,
-                            counters=_progress_counters(progress),
-                            message=f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
-                                    f"loss {progress.loss:.4f}")
+        job_report_progress(
+            job=job,
+            done=done,
+            total=progress.epochs * progress.steps,
+            counters=_progress_counters(progress),
+            message=f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
+            f"loss {progress.loss:.4f}",
+        )
         training_step(images_per_second=progress.images_per_second, loss=progress.loss)
 
     def on_epoch(metrics: EpochMetrics) -> None:
@@ -237,11 +300,21 @@ def training_run_execute(*, run: TrainingRun, job: Job) -> TrainingRun:
     try:
         trainer = trainer_resolve(name=run.model.trainer)
         train, validation = training_examples(run=run)
-        log(f"training {run.model.name} run {run.number} with {run.model.trainer}: {len(train)} training and "
-            f"{len(validation)} validation examples, {len(run.classes)} classes")
-        result = trainer.train(train=train, validation=validation, classes=[name for _, name in run.classes],
-                               config=_config_with_cache(run), opener=open_uri, output_dir=output_dir, on_step=on_step,
-                               on_epoch=on_epoch, log=log)
+        log(
+            f"training {run.model.name} run {run.number} with {run.model.trainer}: {len(train)} training and "
+            f"{len(validation)} validation examples, {len(run.classes)} classes"
+        )
+        result = trainer.train(
+            train=train,
+            validation=validation,
+            classes=[name for _, name in run.classes],
+            config=_config_with_cache(run),
+            opener=open_uri,
+            output_dir=output_dir,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            log=log,
+        )
     except JobCancelled:
         log("cancelled on request")
         _end(run, log)

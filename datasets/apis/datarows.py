@@ -49,8 +49,11 @@ class DatarowListApi(Api):
         media_type = serializers.ChoiceField(choices=DataRow.MediaType.choices, required=False)
         created_after = serializers.DateTimeField(required=False, help_text="Created at or after (inclusive).")
         created_before = serializers.DateTimeField(required=False, help_text="Created before (exclusive).")
-        tag = serializers.ListField(child=serializers.CharField(trim_whitespace=False), required=False,
-                                    help_text="Repeat for several: rows having every one of them.")
+        tag = serializers.ListField(
+            child=serializers.CharField(trim_whitespace=False),
+            required=False,
+            help_text="Repeat for several: rows having every one of them.",
+        )
 
     query_serializers = {"get": FilterSerializer}
 
@@ -64,8 +67,9 @@ class DatarowListApi(Api):
         params = dict(self.query)
         after_id, size = params.pop("cursor", None), params.pop("page_size")
         filters = DatarowFilters(tags=tuple(params.pop("tag", ())), **params)
-        rows, next_after_id = datarow_page(datarows=datarow_list(dataset=dataset, filters=filters),
-                                           after_id=after_id, size=size)
+        rows, next_after_id = datarow_page(
+            datarows=datarow_list(dataset=dataset, filters=filters), after_id=after_id, size=size
+        )
         return Response(self.OutputSerializer({"results": rows, "next_cursor": next_after_id}).data)
 
 
@@ -86,8 +90,9 @@ class DatarowDetailApi(Api):
 
         datarow = DatarowOutputSerializer()
         image_url = serializers.CharField(allow_null=True, source="image.url")
-        image_url_error = serializers.CharField(allow_null=True, source="image.error",
-                                                help_text="Why there is no image_url, when there is none.")
+        image_url_error = serializers.CharField(
+            allow_null=True, source="image.error", help_text="Why there is no image_url, when there is none."
+        )
         labels = LabelOutputSerializer(many=True)
         predictions = ModelVersionPredictionsSerializer(many=True)
 
@@ -95,22 +100,33 @@ class DatarowDetailApi(Api):
     def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         datarow = datarow_get(dataset=dataset, datarow_id=datarow_id)
-        served_url = request.build_absolute_uri(reverse("datarow-image", kwargs={
-            "project_id": project_id, "dataset_id": dataset_id, "datarow_id": datarow_id}))
-        return Response(self.OutputSerializer({
-            "datarow": datarow,
-            "image": datarow_image_link(datarow=datarow, served_url=served_url),
-            "labels": datarow_labels(datarow=datarow),
-            "predictions": datarow_predictions_by_model_version(datarow=datarow),
-        }).data)
+        served_url = request.build_absolute_uri(
+            reverse(
+                "datarow-image", kwargs={"project_id": project_id, "dataset_id": dataset_id, "datarow_id": datarow_id}
+            )
+        )
+        return Response(
+            self.OutputSerializer(
+                {
+                    "datarow": datarow,
+                    "image": datarow_image_link(datarow=datarow, served_url=served_url),
+                    "labels": datarow_labels(datarow=datarow),
+                    "predictions": datarow_predictions_by_model_version(datarow=datarow),
+                }
+            ).data
+        )
 
 
 class DatarowImageApi(Api):
     """The image of a datarow whose URI is a local file, for the frontend; never a path from the caller. 404 when
     the file is not the tenant's to serve, 415 when it is not an image."""
 
-    @extend_schema(responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The image file."),
-                              415: ErrorSerializer})
+    @extend_schema(
+        responses={
+            (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The image file."),
+            415: ErrorSerializer,
+        }
+    )
     def get(self, request, project_id: int, dataset_id: int, datarow_id: int):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         image = datarow_image(datarow=datarow_get(dataset=dataset, datarow_id=datarow_id))
@@ -122,17 +138,18 @@ class DatarowImageApi(Api):
 
 
 class DatarowIdsSerializer(StrictSerializer):
-    datarow_ids = serializers.ListField(child=ObjectIdField(), min_length=1,
-                                        max_length=MAX_DATAROW_IDS)
+    datarow_ids = serializers.ListField(child=ObjectIdField(), min_length=1, max_length=MAX_DATAROW_IDS)
 
 
 class DatarowTagsUpdateApi(Api):
     class InputSerializer(DatarowIdsSerializer):
         # Tags as imports take them (datasets/importers/records.py): non-empty, kept verbatim, no NUL.
-        add = serializers.ListField(child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False),
-                                    default=list, max_length=MAX_TAGS)
-        remove = serializers.ListField(child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False),
-                                       default=list, max_length=MAX_TAGS)
+        add = serializers.ListField(
+            child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False), default=list, max_length=MAX_TAGS
+        )
+        remove = serializers.ListField(
+            child=serializers.CharField(max_length=MAX_STRING, trim_whitespace=False), default=list, max_length=MAX_TAGS
+        )
 
     class OutputSerializer(serializers.Serializer):
         updated = serializers.IntegerField()

@@ -92,17 +92,25 @@ class DatasetImportStartApi(Api):
     parser_classes = [JSONParser, MultiPartParser]
 
     class InputSerializer(StrictSerializer):
-        uri = serializers.CharField(max_length=2000, required=False,
-                                    help_text="s3://, http(s):// or a file under the tenant's folder; or send `file`.")
+        uri = serializers.CharField(
+            max_length=2000,
+            required=False,
+            help_text="s3://, http(s):// or a file under the tenant's folder; or send `file`.",
+        )
         format = serializers.ChoiceField(choices=list(FORMATS), default="jsonl")
         mode = serializers.ChoiceField(choices=list(MODES), default="upsert")
         on_error = serializers.ChoiceField(choices=list(ON_ERROR), default="skip")
         create_classes = serializers.BooleanField(default=False)
         model_name = serializers.CharField(max_length=200, required=False)
         model_version = serializers.CharField(max_length=100, required=False)
-        images_uri = serializers.CharField(max_length=2000, required=False, help_text=(
-            "coco/yolo: the folder or s3:// prefix the images are in (COCO default: the annotation file's folder; "
-            "required for an uploaded COCO file)."))
+        images_uri = serializers.CharField(
+            max_length=2000,
+            required=False,
+            help_text=(
+                "coco/yolo: the folder or s3:// prefix the images are in (COCO default: the annotation file's folder; "
+                "required for an uploaded COCO file)."
+            ),
+        )
         check_images = serializers.BooleanField(default=False, help_text="coco: report every image that is missing.")
 
     class UploadInputSerializer(InputSerializer):
@@ -111,29 +119,57 @@ class DatasetImportStartApi(Api):
 
         file = serializers.FileField(required=False, help_text="The manifest or archive.")
         keep_upload = serializers.BooleanField(
-            default=False, help_text="Keep the uploaded `file` after the import job ends; by default it is deleted "
-                                     "when the job succeeds, fails or is cancelled.")
+            default=False,
+            help_text="Keep the uploaded `file` after the import job ends; by default it is deleted "
+            "when the job succeeds, fails or is cancelled.",
+        )
 
-    @extend_schema(request={"application/json": InputSerializer, "multipart/form-data": UploadInputSerializer},
-                   responses={202: JobOutputSerializer,
-                              409: OpenApiResponse(ErrorSerializer, description="An import or a delete of the "
-                                                                                "dataset is running."),
-                              413: OpenApiResponse(ErrorSerializer, description="The upload is over the size limit.")},
-                   examples=[
-                       OpenApiExample("Import a JSON Lines manifest from S3", request_only=True,
-                                      media_type="application/json",
-                                      value={"uri": "s3://bucket/manifest.jsonl", "format": "jsonl", "mode": "upsert",
-                                             "on_error": "skip", "create_classes": True}),
-                       OpenApiExample("A manifest line (jsonl)", request_only=True, media_type="application/json",
-                                      description="One line of the manifest the uri or file holds.",
-                                      value={"external_id": "img-0001", "uri": "s3://bucket/img-0001.jpg",
-                                             "width": 640, "height": 480, "metadata": {"weather": "rain"},
-                                             "tags": ["night"],
-                                             "labels": [{"class": "vehicle/car", "box": [100, 50, 200, 100]}],
-                                             "predictions": [{"model": "detector", "version": "3",
-                                                              "class": "vehicle/car", "score": 0.91,
-                                                              "box": [98, 52, 204, 97]}]}),
-                   ])
+    @extend_schema(
+        request={"application/json": InputSerializer, "multipart/form-data": UploadInputSerializer},
+        responses={
+            202: JobOutputSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="An import or a delete of the dataset is running."),
+            413: OpenApiResponse(ErrorSerializer, description="The upload is over the size limit."),
+        },
+        examples=[
+            OpenApiExample(
+                "Import a JSON Lines manifest from S3",
+                request_only=True,
+                media_type="application/json",
+                value={
+                    "uri": "s3://bucket/manifest.jsonl",
+                    "format": "jsonl",
+                    "mode": "upsert",
+                    "on_error": "skip",
+                    "create_classes": True,
+                },
+            ),
+            OpenApiExample(
+                "A manifest line (jsonl)",
+                request_only=True,
+                media_type="application/json",
+                description="One line of the manifest the uri or file holds.",
+                value={
+                    "external_id": "img-0001",
+                    "uri": "s3://bucket/img-0001.jpg",
+                    "width": 640,
+                    "height": 480,
+                    "metadata": {"weather": "rain"},
+                    "tags": ["night"],
+                    "labels": [{"class": "vehicle/car", "box": [100, 50, 200, 100]}],
+                    "predictions": [
+                        {
+                            "model": "detector",
+                            "version": "3",
+                            "class": "vehicle/car",
+                            "score": 0.91,
+                            "box": [98, 52, 204, 97],
+                        }
+                    ],
+                },
+            ),
+        ],
+    )
     def post(self, request, project_id: int, dataset_id: int):
         dataset = dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
         data = self.UploadInputSerializer(data=request.data)
@@ -141,13 +177,20 @@ class DatasetImportStartApi(Api):
         options = dict(data.validated_data)
         uploaded, uri, keep_upload = options.pop("file", None), options.pop("uri", None), options.pop("keep_upload")
         if bool(uploaded) == bool(uri):
-            raise ApplicationError("Give either a 'uri' or an uploaded 'file'.",
-                                   {"fields": {"uri": ["Exactly one of uri and file is required."]}})
+            raise ApplicationError(
+                "Give either a 'uri' or an uploaded 'file'.",
+                {"fields": {"uri": ["Exactly one of uri and file is required."]}},
+            )
         if uploaded:
             uri = save_upload(uploaded)
         try:
-            job = dataset_import_start(principal=request.user, dataset=dataset, uri=uri,
-                                       options=ImportOptions(**options), owns_upload=bool(uploaded) and not keep_upload)
+            job = dataset_import_start(
+                principal=request.user,
+                dataset=dataset,
+                uri=uri,
+                options=ImportOptions(**options),
+                owns_upload=bool(uploaded) and not keep_upload,
+            )
         except BaseException:
             if uploaded:  # no job was made to own it
                 delete_upload(uri)
@@ -156,10 +199,19 @@ class DatasetImportStartApi(Api):
 
 
 class DatasetImportErrorReportApi(Api):
-    @extend_schema(responses={(200, "application/x-ndjson"): OpenApiResponse(
-        OpenApiTypes.BINARY, description="One JSON line per rejected record: its line, field and reason.")})
+    @extend_schema(
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="One JSON line per rejected record: its line, field and reason."
+            )
+        }
+    )
     def get(self, request, project_id: int, dataset_id: int, job_id: str):
         dataset = dataset_get(project=project_get(principal=request.user, project_id=project_id), dataset_id=dataset_id)
         path = dataset_import_error_report(principal=request.user, dataset=dataset, job_id=job_id)
-        return FileResponse(open(path, "rb"), content_type="application/x-ndjson", as_attachment=True,
-                            filename=f"import-{job_id}-errors.jsonl")
+        return FileResponse(
+            open(path, "rb"),
+            content_type="application/x-ndjson",
+            as_attachment=True,
+            filename=f"import-{job_id}-errors.jsonl",
+        )

@@ -1,8 +1,8 @@
 from django.http import FileResponse
-from rest_framework import serializers, status
-from rest_framework.response import Response
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
 
 from datasets.exporters.formats import EXPORT_FORMATS
 from datasets.selectors import dataset_export_file, dataset_get_for_caller
@@ -28,13 +28,24 @@ class DatasetExportStartApi(Api):
 
 
 class DatasetExportDownloadApi(Api):
-    @extend_schema(responses={
-        **{(200, export_format.content_type): OpenApiResponse(
-            OpenApiTypes.OBJECT if export_format.content_type == "application/json" else OpenApiTypes.BINARY,
-            description=f"The export file of a {name} export.") for name, export_format in EXPORT_FORMATS.items()},
-        409: OpenApiResponse(ErrorSerializer, description="The export job has not succeeded (yet).")})
+    @extend_schema(
+        responses={
+            **{
+                (200, export_format.content_type): OpenApiResponse(
+                    OpenApiTypes.OBJECT if export_format.content_type == "application/json" else OpenApiTypes.BINARY,
+                    description=f"The export file of a {name} export.",
+                )
+                for name, export_format in EXPORT_FORMATS.items()
+            },
+            409: OpenApiResponse(ErrorSerializer, description="The export job has not succeeded (yet)."),
+        }
+    )
     def get(self, request, project_id: int, dataset_id: int, job_id):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         path, export_format = dataset_export_file(principal=request.user, dataset=dataset, job_id=job_id)
-        return FileResponse(open(path, "rb"), content_type=EXPORT_FORMATS[export_format].content_type,
-                            as_attachment=True, filename=f"dataset-{dataset.pk}-{path.name}")
+        return FileResponse(
+            open(path, "rb"),
+            content_type=EXPORT_FORMATS[export_format].content_type,
+            as_attachment=True,
+            filename=f"dataset-{dataset.pk}-{path.name}",
+        )

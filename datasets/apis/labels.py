@@ -7,8 +7,11 @@ from datasets.serializers import LabelInputSerializer, LabelOutputSerializer
 from datasets.services.labels import label_create, label_delete, label_update
 from mlops.apis import Api
 
-LABEL_EXAMPLE = OpenApiExample("A box", value={"class": "vehicle/car", "box": [100, 50, 200, 100],
-                                               "attributes": {"occluded": False}}, request_only=True)
+LABEL_EXAMPLE = OpenApiExample(
+    "A box",
+    value={"class": "vehicle/car", "box": [100, 50, 200, 100], "attributes": {"occluded": False}},
+    request_only=True,
+)
 
 
 class LabelCreateApi(Api):
@@ -34,18 +37,31 @@ class LabelDetailApi(Api):
         dataset = dataset_get_for_caller(principal=request.user, project_id=project_id, dataset_id=dataset_id)
         return label_get(datarow=datarow_get(dataset=dataset, datarow_id=datarow_id), label_id=label_id)
 
-    @extend_schema(request=UpdateInputSerializer, responses={200: LabelOutputSerializer}, examples=[
-        OpenApiExample("Reclassify as a classification", value={"class": "daytime", "box": None}, request_only=True)])
+    @extend_schema(
+        request=UpdateInputSerializer,
+        responses={200: LabelOutputSerializer},
+        examples=[
+            OpenApiExample("Reclassify as a classification", value={"class": "daytime", "box": None}, request_only=True)
+        ],
+    )
     def patch(self, request, project_id: int, dataset_id: int, datarow_id: int, label_id: int):
         """Sending `box` or `polygon` replaces the label's geometry with what is sent."""
         label = self._label(request, project_id, dataset_id, datarow_id, label_id)
         data = self.UpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         changes = data.validated_data
-        geometry_input = ({"box": changes.get("box"), "polygon": changes.get("polygon")}
-                          if "box" in changes or "polygon" in changes else None)
-        label = label_update(principal=request.user, label=label, class_name=changes.get("class"),
-                             geometry_input=geometry_input, attributes=changes.get("attributes"))
+        geometry_input = (
+            {"box": changes.get("box"), "polygon": changes.get("polygon")}
+            if "box" in changes or "polygon" in changes
+            else None
+        )
+        label = label_update(
+            principal=request.user,
+            label=label,
+            class_name=changes.get("class"),
+            geometry_input=geometry_input,
+            attributes=changes.get("attributes"),
+        )
         return Response(LabelOutputSerializer(label).data)
 
     @extend_schema(responses={204: None})

@@ -29,20 +29,26 @@ class OntologyClassOutputSerializer(serializers.Serializer):
 
 class OntologyClassListCreateApi(Api):
     class CreateInputSerializer(StrictSerializer):
-        name = serializers.CharField(max_length=500,
-                                     help_text="A path like 'vehicle/car/sedan'; missing parents are added too.")
+        name = serializers.CharField(
+            max_length=500, help_text="A path like 'vehicle/car/sedan'; missing parents are added too."
+        )
 
     query_serializers = {"get": CursorPageQuerySerializer}
 
     @extend_schema(responses={200: page_of(OntologyClassOutputSerializer)})
     def get(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
-        return self.page_response(ontology_class_list(project=project), OntologyClassOutputSerializer,
-                                  pagination=OntologyClassPagination)
+        return self.page_response(
+            ontology_class_list(project=project), OntologyClassOutputSerializer, pagination=OntologyClassPagination
+        )
 
-    @extend_schema(request=CreateInputSerializer, responses={
-        201: OntologyClassOutputSerializer,
-        409: OpenApiResponse(ErrorSerializer, description="The project has a class of that name already.")})
+    @extend_schema(
+        request=CreateInputSerializer,
+        responses={
+            201: OntologyClassOutputSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="The project has a class of that name already."),
+        },
+    )
     def post(self, request, project_id: int):
         project = project_get(principal=request.user, project_id=project_id)
         data = self.CreateInputSerializer(data=request.data)

@@ -64,11 +64,24 @@ def export_batches(datarows: QuerySet[DataRow], batch_rows: int = BATCH_ROWS) ->
         if not rows:
             return
         ids = [row["id"] for row in rows]
-        labels = (Label.objects.using(WRITER).filter(datarow_id__in=ids).order_by("datarow_id", "id")
-                  .values("datarow_id", "id", "ontology_class_id", "ontology_class__name", *GEOMETRY_FIELDS))
-        predictions = (Prediction.objects.using(WRITER).filter(datarow_id__in=ids)
-                       .order_by("datarow_id", "model_version_id", "id")
-                       .values("datarow_id", "model_version__name", "model_version__version", "ontology_class__name",
-                               "score", *GEOMETRY_FIELDS))
+        labels = (
+            Label.objects.using(WRITER)
+            .filter(datarow_id__in=ids)
+            .order_by("datarow_id", "id")
+            .values("datarow_id", "id", "ontology_class_id", "ontology_class__name", *GEOMETRY_FIELDS)
+        )
+        predictions = (
+            Prediction.objects.using(WRITER)
+            .filter(datarow_id__in=ids)
+            .order_by("datarow_id", "model_version_id", "id")
+            .values(
+                "datarow_id",
+                "model_version__name",
+                "model_version__version",
+                "ontology_class__name",
+                "score",
+                *GEOMETRY_FIELDS,
+            )
+        )
         yield ExportBatch(datarows=rows, labels=_by_datarow(labels), predictions=_by_datarow(predictions))
         after_id = ids[-1]

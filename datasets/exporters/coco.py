@@ -21,21 +21,33 @@ _COPY_CHUNK = 1024 * 1024
 
 
 def _image(datarow: dict) -> dict:
-    return {"id": datarow["id"], "file_name": datarow["external_id"], "coco_url": datarow["uri"],
-            "width": datarow["width"], "height": datarow["height"]}
+    return {
+        "id": datarow["id"],
+        "file_name": datarow["external_id"],
+        "coco_url": datarow["uri"],
+        "width": datarow["width"],
+        "height": datarow["height"],
+    }
 
 
 def _annotation(datarow_id: int, label: dict) -> dict:
     polygon = label["polygon"] if label["kind"] == AnnotationKind.POLYGON else None
     # Attributes are the annotation's extra keys, as COCO imports read them; COCO's own keys come last and win.
-    return {**label["attributes"], "iscrowd": label["attributes"].get("iscrowd", 0), "id": label["id"],
-            "image_id": datarow_id, "category_id": label["ontology_class_id"],
-            "bbox": [label["x"], label["y"], label["w"], label["h"]], "area": label["area"],
-            "segmentation": [[coordinate for point in polygon for coordinate in point]] if polygon else []}
+    return {
+        **label["attributes"],
+        "iscrowd": label["attributes"].get("iscrowd", 0),
+        "id": label["id"],
+        "image_id": datarow_id,
+        "category_id": label["ontology_class_id"],
+        "bbox": [label["x"], label["y"], label["w"], label["h"]],
+        "area": label["area"],
+        "segmentation": [[coordinate for point in polygon for coordinate in point]] if polygon else [],
+    }
 
 
-def write(out: BinaryIO, batches: Iterator[ExportBatch], categories: Iterable[Category],
-          counters: ExportCounters) -> None:
+def write(
+    out: BinaryIO, batches: Iterator[ExportBatch], categories: Iterable[Category], counters: ExportCounters
+) -> None:
     out.write(b'{"info":{"description":"mlops dataset export"},"categories":')
     out.write(orjson.dumps([{"id": c.id, "name": c.name, "supercategory": c.parent_name or ""} for c in categories]))
     out.write(b',"images":[')

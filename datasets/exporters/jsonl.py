@@ -21,20 +21,35 @@ def _geometry(item: dict) -> dict:
 
 def manifest_record(datarow: dict, labels: list[dict], predictions: list[dict]) -> dict:
     return {
-        "external_id": datarow["external_id"], "uri": datarow["uri"], "media_type": datarow["media_type"],
-        "width": datarow["width"], "height": datarow["height"], "metadata": datarow["metadata"],
+        "external_id": datarow["external_id"],
+        "uri": datarow["uri"],
+        "media_type": datarow["media_type"],
+        "width": datarow["width"],
+        "height": datarow["height"],
+        "metadata": datarow["metadata"],
         "tags": datarow["tags"],
         # Always present, even empty: re-importing the line replaces the datarow's labels and predictions.
-        "labels": [{"class": label["ontology_class__name"], **_geometry(label), "attributes": label["attributes"]}
-                   for label in labels],
-        "predictions": [{"model": p["model_version__name"], "version": p["model_version__version"],
-                         "class": p["ontology_class__name"], "score": p["score"], **_geometry(p),
-                         "attributes": p["attributes"]} for p in predictions],
+        "labels": [
+            {"class": label["ontology_class__name"], **_geometry(label), "attributes": label["attributes"]}
+            for label in labels
+        ],
+        "predictions": [
+            {
+                "model": p["model_version__name"],
+                "version": p["model_version__version"],
+                "class": p["ontology_class__name"],
+                "score": p["score"],
+                **_geometry(p),
+                "attributes": p["attributes"],
+            }
+            for p in predictions
+        ],
     }
 
 
-def write(out: BinaryIO, batches: Iterator[ExportBatch], categories: Iterable[Category],
-          counters: ExportCounters) -> None:
+def write(
+    out: BinaryIO, batches: Iterator[ExportBatch], categories: Iterable[Category], counters: ExportCounters
+) -> None:
     for batch in batches:
         for datarow in batch.datarows:
             labels = batch.labels.get(datarow["id"], [])

@@ -21,6 +21,7 @@ from datasets.importers.image_paths import ImageRoot, image_root
 from datasets.importers.json_depth import JsonDepth, too_deep_message
 from datasets.importers.records import (
     BOX_TOLERANCE,
+    OUTSIDE_TENANT_FOLDER,
     BadRecord,
     BatchBuffers,
     Box,
@@ -28,7 +29,6 @@ from datasets.importers.records import (
     Geometry,
     LabelRecord,
     LineError,
-    OUTSIDE_TENANT_FOLDER,
     NonEmpty,
     Pixels,
     RecordWriter,
@@ -82,8 +82,10 @@ IMAGE_COLUMNS = "ordinal, id, file_name, uri, width, height, field, problem"
 SHAPE_COLUMNS = "kind, x, y, w, h, area, polygon, attributes, field, problem"
 ANNOTATION_COLUMNS = f"ordinal, image_id, category_id, {SHAPE_COLUMNS}"
 DETECTION_COLUMNS = f"ordinal, image_id, category_id, score, {SHAPE_COLUMNS}"
-SHAPE_TYPES = ("kind text, x float8, y float8, w float8, h float8, area float8, polygon jsonb, attributes jsonb, "
-               "field text, problem text")
+SHAPE_TYPES = (
+    "kind text, x float8, y float8, w float8, h float8, area float8, polygon jsonb, attributes jsonb, "
+    "field text, problem text"
+)
 
 # `ordinal` is the element's 0-based index in its array; `field`/`problem` are set when it is bad.
 CREATE_COCO_TABLES = f"""
@@ -130,10 +132,13 @@ def _flag_outside_image(chunk: str, images: str, join: str, path: str) -> str:
         WHERE {join} AND a.problem IS NULL AND ({past_right} OR {past_bottom})"""
 
 
-CHECK_CATEGORIES = (_flag_later_duplicates("coco_categories", "categories", "id")
-                    + _flag_later_duplicates("coco_categories", "categories", "name"))
-CHECK_IMAGES = ("CREATE INDEX ON coco_images (id); CREATE INDEX ON coco_images (ordinal); ANALYZE coco_images;"
-                + _flag_later_duplicates("coco_images", "images", "id"))
+CHECK_CATEGORIES = _flag_later_duplicates("coco_categories", "categories", "id") + _flag_later_duplicates(
+    "coco_categories", "categories", "name"
+)
+CHECK_IMAGES = (
+    "CREATE INDEX ON coco_images (id); CREATE INDEX ON coco_images (ordinal); ANALYZE coco_images;"
+    + _flag_later_duplicates("coco_images", "images", "id")
+)
 CHECK_ANNOTATION_CHUNK = (
     # An annotation of an unknown image belongs to no image: it is detached (image_id NULL), reported on line 0.
     # A probe of the images' id index per annotation (the LIMIT keeps it one): an anti-join would hash every
@@ -145,8 +150,9 @@ CHECK_ANNOTATION_CHUNK = (
                                         problem = format('category id %s is not in categories', a.category_id)
        WHERE a.problem IS NULL
          AND NOT EXISTS (SELECT 1 FROM coco_categories c WHERE c.id = a.category_id AND c.problem IS NULL)""",
-    _flag_outside_image("coco_annotation_chunk", "coco_images", "m.id = a.image_id AND m.problem IS NULL",
-                        "annotations[%s]"),
+    _flag_outside_image(
+        "coco_annotation_chunk", "coco_images", "m.id = a.image_id AND m.problem IS NULL", "annotations[%s]"
+    ),
 )
 MOVE_ANNOTATION_CHUNK = """
     INSERT INTO coco_annotations SELECT * FROM coco_annotation_chunk WHERE image_id IS NOT NULL;
@@ -216,8 +222,10 @@ GROUP_DETECTIONS = """
     INSERT INTO coco_result_images (image_id, line_no, batch)
     SELECT image_id, min(ordinal) + 1, div(sum(count(*)) OVER (ORDER BY min(ordinal)) - count(*), %(batch_lines)s)
     FROM coco_results GROUP BY image_id"""
-INDEX_DETECTIONS = ("CREATE INDEX ON coco_results (image_id); CREATE INDEX ON coco_result_images (batch); "
-                    "ANALYZE coco_results, coco_result_images")
+INDEX_DETECTIONS = (
+    "CREATE INDEX ON coco_results (image_id); CREATE INDEX ON coco_result_images (batch); "
+    "ANALYZE coco_results, coco_result_images"
+)
 FILL_DETECTION_ROWS = """
     INSERT INTO import_rows (line_no, external_id, uri, media_type, width, height, metadata, tags, has_labels,
                              has_predictions)
@@ -291,9 +299,16 @@ def _syntax_error(error: Exception, reader: _TrackedReader) -> LineError:
     return LineError(0, "(file)", f"is not valid JSON: {reason}, {where}" + (f" near `{excerpt}`" if excerpt else ""))
 
 
-def _load(path: Path, prefix: str, table: str, columns: str, to_line: Callable[[int, object], str], batch_lines: int,
-          check: Stage | None = None, finish: Callable[[int, list[str]], None] | None = None,
-          ) -> Generator[BatchBuffers, None, tuple[int, LineError | None]]:
+def _load(
+    path: Path,
+    prefix: str,
+    table: str,
+    columns: str,
+    to_line: Callable[[int, object], str],
+    batch_lines: int,
+    check: Stage | None = None,
+    finish: Callable[[int, list[str]], None] | None = None,
+) -> Generator[BatchBuffers, None, tuple[int, LineError | None]]:
     """Stream the array at `prefix` into `table`, batch_lines elements per batch, each COPied (then checked) by
     its batch; return the element count and the syntax error that stopped the stream, if any. `finish(start,
     lines)` may still rewrite a chunk's lines (its first element's ordinal `start`) before they are copied."""
@@ -302,6 +317,7 @@ def _load(path: Path, prefix: str, table: str, columns: str, to_line: Callable[[
     def copy_batch(chunk: list[str]) -> BatchBuffers:
         if finish:
             finish(count - len(chunk), chunk)
+
         def stage(conn: psycopg.Connection, batch: BatchBuffers) -> None:
             staging.copy_into(conn, table, columns, chunk)
             if check:
@@ -366,7 +382,7 @@ def _shape(element: Annotation | Detection, path: str) -> Geometry:
         flat = element.segmentation[0]
         if len(flat) % 2 or len(flat) < 6:
             raise BadRecord(f"{path}.segmentation[0]", "must be a flat list of at least 3 x, y pairs")
-        polygon = [flat[i:i + 2] for i in range(0, len(flat), 2)]
+        polygon = [flat[i : i + 2] for i in range(0, len(flat), 2)]
     # The class is not known here (it is joined in SQL); the category id stands in for it.
     shape = LabelRecord(class_name=str(element.category_id), box=element.bbox, polygon=polygon)
     return _at(f"{path}.{'segmentation' if polygon else 'bbox'}", lambda: geometry(shape, path, None, None))
@@ -375,8 +391,18 @@ def _shape(element: Annotation | Detection, path: str) -> Geometry:
 def _shape_columns(raw: dict, shape: Geometry, keys: frozenset[str], path: str) -> tuple[str, ...]:
     attributes = _json_text({key: value for key, value in raw.items() if key not in keys}, f"{path}.attributes")
     polygon = _json_text(shape.polygon, f"{path}.segmentation") if shape.polygon else cf.NULL
-    return (shape.kind, cf.number(shape.x), cf.number(shape.y), cf.number(shape.w), cf.number(shape.h),
-            cf.number(shape.area), polygon, attributes, cf.NULL, cf.NULL)
+    return (
+        shape.kind,
+        cf.number(shape.x),
+        cf.number(shape.y),
+        cf.number(shape.w),
+        cf.number(shape.h),
+        cf.number(shape.area),
+        polygon,
+        attributes,
+        cf.NULL,
+        cf.NULL,
+    )
 
 
 def _category_line(ordinal: int, raw: object) -> str:
@@ -414,8 +440,16 @@ class _ImageLines:
             return _problem_line(ordinal, _whole_number(raw, "id"), IMAGE_COLUMNS, bad)
         if self.root.looks_up_objects and not by_url:
             self.lookups.append((ordinal, image.id, uri))
-        return _line(str(ordinal), str(image.id), cf.text(image.file_name), cf.text(uri),
-                     cf.number(image.width), cf.number(image.height), cf.NULL, cf.NULL)
+        return _line(
+            str(ordinal),
+            str(image.id),
+            cf.text(image.file_name),
+            cf.text(uri),
+            cf.number(image.width),
+            cf.number(image.height),
+            cf.NULL,
+            cf.NULL,
+        )
 
     def finish(self, start: int, lines: list[str]) -> None:
         if not self.lookups:
@@ -482,8 +516,9 @@ def _missing(array: str) -> LineError:
     return LineError(0, array, f"is missing or empty: a COCO file lists its {array}")
 
 
-def coco_batches(uri: str, writer: RecordWriter, batch_lines: int,
-                 options: FormatOptions = FormatOptions()) -> Iterator[BatchBuffers]:
+def coco_batches(
+    uri: str, writer: RecordWriter, batch_lines: int, options: FormatOptions = FormatOptions()
+) -> Iterator[BatchBuffers]:
     known = writer.catalog_types.setdefault(IMAGE_ID_PATH, "number")
     if known != "number":
         message = f"is number here but {known} in the project's field catalog"
@@ -503,19 +538,26 @@ def coco_batches(uri: str, writer: RecordWriter, batch_lines: int,
             yield BatchBuffers(errors=[error or _missing("categories")])
             return
         yield _sql_batch(_report_categories)
-        images, error = yield from load("images.item", "coco_images", IMAGE_COLUMNS, image_lines.line,
-                                        finish=image_lines.finish)
+        images, error = yield from load(
+            "images.item", "coco_images", IMAGE_COLUMNS, image_lines.line, finish=image_lines.finish
+        )
         if error or not images:
             yield BatchBuffers(errors=[error or _missing("images")])
             return
         yield _sql_batch(_execute(CHECK_IMAGES))
-        annotations, error = yield from load("annotations.item", "coco_annotation_chunk", ANNOTATION_COLUMNS,
-                                             _annotation_line, check=_check_annotation_chunk)
+        annotations, error = yield from load(
+            "annotations.item",
+            "coco_annotation_chunk",
+            ANNOTATION_COLUMNS,
+            _annotation_line,
+            check=_check_annotation_chunk,
+        )
         if error:
             yield BatchBuffers(errors=[error])
             return
-    yield _sql_batch(_execute(INDEX_ANNOTATIONS, CATEGORY_CLASSES if options.create_classes
-                              else FLAG_UNKNOWN_CATEGORIES))
+    yield _sql_batch(
+        _execute(INDEX_ANNOTATIONS, CATEGORY_CLASSES if options.create_classes else FLAG_UNKNOWN_CATEGORIES)
+    )
     for start in range(0, images, batch_lines):
         yield _sql_batch(partial(_stage_images, start=start, end=start + batch_lines, has_labels=annotations > 0))
     # The last batch may have created classes (create_classes): they get their ids too.
@@ -526,8 +568,9 @@ def _report_bad_detections(conn: psycopg.Connection, batch: BatchBuffers) -> Non
     with conn.cursor() as cursor:
         for statement in CHECK_DETECTION_CHUNK:
             cursor.execute(statement)
-        cursor.execute("SELECT ordinal + 1, field, problem FROM coco_result_chunk WHERE problem IS NOT NULL "
-                       "ORDER BY ordinal")
+        cursor.execute(
+            "SELECT ordinal + 1, field, problem FROM coco_result_chunk WHERE problem IS NOT NULL ORDER BY ordinal"
+        )
         batch.errors.extend(LineError(*row) for row in cursor.fetchall())
         cursor.execute(MOVE_DETECTION_CHUNK)
 
@@ -545,16 +588,27 @@ def _stage_detections(conn: psycopg.Connection, batch: BatchBuffers, *, number: 
         cursor.execute(FILL_DETECTION_PREDICTIONS, {"batch": number, "model_name": model[0], "model_version": model[1]})
 
 
-def coco_results_batches(uri: str, writer: RecordWriter, batch_lines: int,
-                         options: FormatOptions = FormatOptions()) -> Iterator[BatchBuffers]:
+def coco_results_batches(
+    uri: str, writer: RecordWriter, batch_lines: int, options: FormatOptions = FormatOptions()
+) -> Iterator[BatchBuffers]:
     """Needs the import's default model (FORMATS_NEEDING_MODEL): a results file names none."""
     with local_copy(uri) as path:
         yield _sql_batch(_execute(CREATE_RESULT_TABLES))
-        detections, error = yield from _load(path, "item", "coco_result_chunk", DETECTION_COLUMNS, _detection_line,
-                                             batch_lines, check=_report_bad_detections)
+        detections, error = yield from _load(
+            path,
+            "item",
+            "coco_result_chunk",
+            DETECTION_COLUMNS,
+            _detection_line,
+            batch_lines,
+            check=_report_bad_detections,
+        )
     if error or not detections:
-        no_detections = LineError(0, "(file)", "has no detections: a COCO results file is a JSON array of "
-                                               "{image_id, category_id, bbox, score}")
+        no_detections = LineError(
+            0,
+            "(file)",
+            "has no detections: a COCO results file is a JSON array of {image_id, category_id, bbox, score}",
+        )
         yield BatchBuffers(errors=[error or no_detections])
         return
     yield _sql_batch(partial(_group_detections, batch_lines=batch_lines))

@@ -53,8 +53,9 @@ class ImageRoot:
         if not segments:
             raise BadRecord(field, "names no file")
         if self.kind is None:
-            raise BadRecord(field, f"is a relative path and there is no images folder to resolve it against: "
-                                   f"{self.no_root}")
+            raise BadRecord(
+                field, f"is a relative path and there is no images folder to resolve it against: {self.no_root}"
+            )
         relative = "/".join(segments)
         if self.kind == "local":
             path = os.path.join(self.base, relative)
@@ -101,8 +102,9 @@ def images_uri_check(images_uri: str) -> None:
     try:
         source_check(images_uri)
     except StorageError as error:
-        raise StorageError(error.message, {"fields": {"images_uri": error.extra.get("fields", {}).get(
-            "uri", [error.message])}}) from None
+        raise StorageError(
+            error.message, {"fields": {"images_uri": error.extra.get("fields", {}).get("uri", [error.message])}}
+        ) from None
 
 
 def image_root(source_uri: str, source_path: Path, *, images_uri: str | None, check: bool) -> ImageRoot:

@@ -30,7 +30,7 @@ class JsonDepth:
             data = data[:-1]
         # Escapes only occur in strings; without them every quote opens or closes one.
         parts = data.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
-        outside = b"".join(parts[1 if self._in_string else 0::2])
+        outside = b"".join(parts[1 if self._in_string else 0 :: 2])
         self._in_string ^= (len(parts) - 1) % 2 == 1
         steps = outside.translate(_STEPS, _NOT_BRACKETS)
         if steps:

@@ -85,8 +85,16 @@ class BadRecord(Exception):
         self.message = message
 
 
-_TYPE_WORDS = {"`array`": "a list", "`object`": "an object", "`str`": "a string", "`int`": "a whole number",
-               "`float`": "a number", "`bool`": "true or false", "`null`": "null", " of length": " with a length"}
+_TYPE_WORDS = {
+    "`array`": "a list",
+    "`object`": "an object",
+    "`str`": "a string",
+    "`int`": "a whole number",
+    "`float`": "a number",
+    "`bool`": "true or false",
+    "`null`": "null",
+    " of length": " with a length",
+}
 
 
 def _in_words(text: str) -> str:
@@ -137,7 +145,9 @@ def metadata_leaves(tree: dict, prefix: str = "") -> dict[str, str]:
     leaves: dict[str, str] = {}
     for key, value in tree.items():
         if not key or "." in key or key[0] == "$":
-            raise BadRecord(f"metadata.{prefix}{key}", "metadata keys must be non-empty and contain no '.' or leading '$'")
+            raise BadRecord(
+                f"metadata.{prefix}{key}", "metadata keys must be non-empty and contain no '.' or leading '$'"
+            )
         path = prefix + key
         for item in value if type(value) is list else (value,):
             kind = type(item)
@@ -175,8 +185,17 @@ class Geometry(NamedTuple):
             return f"box\t{self.x!r}\t{self.y!r}\t{self.w!r}\t{self.h!r}\t{self.area!r}\t\\N"
         if self.kind == "classification":
             return _CLASSIFICATION_COLUMNS
-        return "\t".join((self.kind, cf.number(self.x), cf.number(self.y), cf.number(self.w), cf.number(self.h),
-                          cf.number(self.area), _json_text(self.polygon, f"{name}.polygon")))
+        return "\t".join(
+            (
+                self.kind,
+                cf.number(self.x),
+                cf.number(self.y),
+                cf.number(self.w),
+                cf.number(self.h),
+                cf.number(self.area),
+                _json_text(self.polygon, f"{name}.polygon"),
+            )
+        )
 
 
 CLASSIFICATION = Geometry("classification")
@@ -189,7 +208,9 @@ def geometry(item: LabelRecord, name: str, width: int | None, height: int | None
         points = item.polygon
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         x, y = min(xs), min(ys)
-        area = abs(sum(points[i][0] * points[i - 1][1] - points[i - 1][0] * points[i][1] for i in range(len(points)))) / 2
+        area = (
+            abs(sum(points[i][0] * points[i - 1][1] - points[i - 1][0] * points[i][1] for i in range(len(points)))) / 2
+        )
         shape = Geometry("polygon", x, y, max(xs) - x, max(ys) - y, area, points)
         where = f"{name}.polygon"
         if x < 0 or y < 0:
@@ -296,13 +317,27 @@ class RecordWriter:
         line, external = str(line_no), cf.text(record.external_id)
         width, height = record.width, record.height
         labels = [self._label_row(line, i, external, item, width, height) for i, item in enumerate(record.labels or ())]
-        predictions = [self._prediction_row(line, i, external, item, width, height)
-                       for i, item in enumerate(record.predictions or ())]
-        row = "\t".join((
-            line, external, cf.text(record.uri), "image", cf.number(width), cf.number(height),
-            _json_text(record.metadata, "metadata"), cf.text_array(tags),
-            "f" if record.labels is None else "t", "f" if record.predictions is None else "t",
-        )) + "\n"
+        predictions = [
+            self._prediction_row(line, i, external, item, width, height)
+            for i, item in enumerate(record.predictions or ())
+        ]
+        row = (
+            "\t".join(
+                (
+                    line,
+                    external,
+                    cf.text(record.uri),
+                    "image",
+                    cf.number(width),
+                    cf.number(height),
+                    _json_text(record.metadata, "metadata"),
+                    cf.text_array(tags),
+                    "f" if record.labels is None else "t",
+                    "f" if record.predictions is None else "t",
+                )
+            )
+            + "\n"
+        )
         return row, labels, predictions, leaves
 
     @staticmethod

@@ -120,11 +120,21 @@ def csv_records(stream: BinaryIO) -> Iterator[tuple[int, object]]:
         header = next(reader)
     except StopIteration:
         return
-    unknown = [c for c in header if c not in (*CSV_JSON_COLUMNS, *CSV_PLAIN_COLUMNS, *CSV_INT_COLUMNS, "tags")
-               and not c.startswith("metadata.")]
+    unknown = [
+        c
+        for c in header
+        if c not in (*CSV_JSON_COLUMNS, *CSV_PLAIN_COLUMNS, *CSV_INT_COLUMNS, "tags") and not c.startswith("metadata.")
+    ]
     if unknown or "external_id" not in header or "uri" not in header:
-        yield 1, LineError(1, "(header)", "needs external_id and uri; other columns are width, height, media_type, "
-                                          f"tags, metadata, labels, predictions or metadata.<path> (unknown: {unknown})")
+        yield (
+            1,
+            LineError(
+                1,
+                "(header)",
+                "needs external_id and uri; other columns are width, height, media_type, "
+                f"tags, metadata, labels, predictions or metadata.<path> (unknown: {unknown})",
+            ),
+        )
         return
     # `metadata.a.b` nests a row, its metadata, then one level per part but the last.
     deep = [c for c in header if c.startswith("metadata.") and c.count(".") + 1 > max_depth]
@@ -141,4 +151,7 @@ def csv_records(stream: BinaryIO) -> Iterator[tuple[int, object]]:
             continue
         if cells:
             record = _csv_record(header, cells, reader.line_num, max_depth)
-            yield reader.line_num, record if isinstance(record, LineError) else record_from_dict(reader.line_num, record)
+            yield (
+                reader.line_num,
+                record if isinstance(record, LineError) else record_from_dict(reader.line_num, record),
+            )

@@ -16,8 +16,10 @@ from mlops.db_routing import WRITER
 
 ROW_COLUMNS = "line_no, external_id, uri, media_type, width, height, metadata, tags, has_labels, has_predictions"
 LABEL_COLUMNS = "line_no, item_no, external_id, class_name, kind, x, y, w, h, area, polygon, attributes"
-PREDICTION_COLUMNS = ("line_no, item_no, external_id, model_name, model_version, score, class_name, kind, "
-                      "x, y, w, h, area, polygon, attributes")
+PREDICTION_COLUMNS = (
+    "line_no, item_no, external_id, model_name, model_version, score, class_name, kind, "
+    "x, y, w, h, area, polygon, attributes"
+)
 
 CREATE_STAGING = """
 CREATE TEMP TABLE import_rows (line_no bigint, external_id text, uri text, media_type text, width int, height int,
@@ -31,8 +33,9 @@ CREATE TEMP TABLE import_seen (external_id text PRIMARY KEY, line_no bigint);
 CREATE TEMP TABLE import_ids (datarow_id bigint, external_id text, inserted bool);
 CREATE TEMP TABLE import_classes (name text);
 """
-DROP_STAGING = ("DROP TABLE IF EXISTS import_rows, import_labels, import_predictions, import_seen, import_ids, "
-                "import_classes")
+DROP_STAGING = (
+    "DROP TABLE IF EXISTS import_rows, import_labels, import_predictions, import_seen, import_ids, import_classes"
+)
 TRUNCATE_STAGING = "TRUNCATE import_rows, import_labels, import_predictions, import_ids, import_classes"
 
 
@@ -138,18 +141,24 @@ def check_batch(conn: psycopg.Connection, options: MergeOptions) -> BatchResult:
             LEFT JOIN import_seen s USING (external_id)
             WHERE s.line_no IS NOT NULL OR r.line_no <> r.first_line
             ORDER BY r.line_no""")
-        _reject(cursor, result, cursor.fetchall(),
-                lambda row: f"duplicate external_id '{row[2]}' (first seen on line {row[3]})")
+        _reject(
+            cursor,
+            result,
+            cursor.fetchall(),
+            lambda row: f"duplicate external_id '{row[2]}' (first seen on line {row[3]})",
+        )
         cursor.execute("INSERT INTO import_seen SELECT external_id, line_no FROM import_rows")
         # Each class path of the batch and its ancestors (`vehicle`, `vehicle/car` for `vehicle/car/sedan`),
         # once: classes are created from it and locked by it (see _lock_referenced_rows).
-        cursor.execute(class_paths_sql("SELECT class_name FROM import_labels UNION "
-                                       "SELECT class_name FROM import_predictions"))
+        cursor.execute(
+            class_paths_sql("SELECT class_name FROM import_labels UNION SELECT class_name FROM import_predictions")
+        )
 
         if options.create_classes:
             _create_missing_classes(cursor, options.project_id)
         else:
-            cursor.execute("""
+            cursor.execute(
+                """
                 SELECT DISTINCT ON (u.line_no) u.line_no, u.field, u.class_name FROM (
                     SELECT line_no, format('labels[%%s].class', item_no) AS field, class_name FROM import_labels
                     UNION ALL
@@ -157,15 +166,19 @@ def check_batch(conn: psycopg.Connection, options: MergeOptions) -> BatchResult:
                 ) u
                 LEFT JOIN datasets_ontologyclass o ON o.project_id = %s AND o.name = u.class_name
                 WHERE o.id IS NULL
-                ORDER BY u.line_no, u.field""", [options.project_id])
-            _reject(cursor, result, cursor.fetchall(),
-                    lambda row: f"class '{row[2]}' is not in the project's ontology")
+                ORDER BY u.line_no, u.field""",
+                [options.project_id],
+            )
+            _reject(cursor, result, cursor.fetchall(), lambda row: f"class '{row[2]}' is not in the project's ontology")
 
         if options.mode != "upsert":
-            cursor.execute("""
+            cursor.execute(
+                """
                 SELECT r.line_no, 'external_id', r.external_id FROM import_rows r
                 JOIN datasets_datarow d ON d.dataset_id = %s AND d.external_id = r.external_id
-                ORDER BY r.line_no""", [options.dataset_id])
+                ORDER BY r.line_no""",
+                [options.dataset_id],
+            )
             existing = cursor.fetchall()
             if options.mode == "fail_on_existing":
                 _reject(cursor, result, existing, lambda row: f"external_id '{row[2]}' already exists in the dataset")
@@ -186,27 +199,37 @@ def class_paths_sql(class_names: str) -> str:
 
 
 def _create_missing_classes(cursor, project_id: int) -> None:
-    cursor.execute("""
+    cursor.execute(
+        """
         INSERT INTO datasets_ontologyclass (project_id, name, created_at)
         SELECT %s, name, now() FROM import_classes
-        ON CONFLICT (project_id, name) DO NOTHING""", [project_id])
-    cursor.execute("""
+        ON CONFLICT (project_id, name) DO NOTHING""",
+        [project_id],
+    )
+    cursor.execute(
+        """
         UPDATE datasets_ontologyclass child SET parent_id = parent.id
         FROM datasets_ontologyclass parent
         WHERE child.project_id = %s AND parent.project_id = %s AND child.parent_id IS NULL
           AND position('/' in child.name) > 0
-          AND parent.name = regexp_replace(child.name, '/[^/]*$', '')""", [project_id, project_id])
+          AND parent.name = regexp_replace(child.name, '/[^/]*$', '')""",
+        [project_id, project_id],
+    )
 
 
 def merge_batch(conn: psycopg.Connection, options: MergeOptions, result: BatchResult) -> None:
     """Upsert datarows, then replace the labels and predictions of every line that carries them."""
     with conn.cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO predictions_modelversion (project_id, name, version, created_at)
             SELECT DISTINCT %s, model_name, model_version, now() FROM import_predictions
-            ON CONFLICT (project_id, name, version) DO NOTHING""", [options.project_id])
+            ON CONFLICT (project_id, name, version) DO NOTHING""",
+            [options.project_id],
+        )
         _lock_referenced_rows(cursor, options.project_id)
-        cursor.execute("""
+        cursor.execute(
+            """
             WITH upserted AS (
                 INSERT INTO datasets_datarow (dataset_id, external_id, uri, media_type, width, height, metadata, tags,
                                               created_at, updated_at)
@@ -216,7 +239,9 @@ def merge_batch(conn: psycopg.Connection, options: MergeOptions, result: BatchRe
                     height = EXCLUDED.height, metadata = EXCLUDED.metadata, tags = EXCLUDED.tags,
                     updated_at = EXCLUDED.updated_at
                 RETURNING id, external_id, (xmax = 0) AS inserted)
-            INSERT INTO import_ids SELECT id, external_id, inserted FROM upserted""", [options.dataset_id])
+            INSERT INTO import_ids SELECT id, external_id, inserted FROM upserted""",
+            [options.dataset_id],
+        )
         cursor.execute("SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM import_ids")
         result.inserted, result.updated = cursor.fetchone()
 
@@ -224,25 +249,31 @@ def merge_batch(conn: psycopg.Connection, options: MergeOptions, result: BatchRe
             DELETE FROM datasets_label l USING import_ids i JOIN import_rows r USING (external_id)
             WHERE l.datarow_id = i.datarow_id AND NOT i.inserted AND r.has_labels""")
         result.labels_removed = cursor.rowcount
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO datasets_label (datarow_id, ontology_class_id, kind, x, y, w, h, area, polygon, attributes,
                                         source, created_at, updated_at, updated_by)
             SELECT i.datarow_id, o.id, l.kind, l.x, l.y, l.w, l.h, l.area, l.polygon, l.attributes, %s, now(), now(), %s
             FROM import_labels l
             JOIN import_ids i USING (external_id)
             JOIN datasets_ontologyclass o ON o.project_id = %s AND o.name = l.class_name""",
-                       [options.source, options.user, options.project_id])
+            [options.source, options.user, options.project_id],
+        )
         result.labels_added = cursor.rowcount
 
-        cursor.execute("""
+        cursor.execute(
+            """
             DELETE FROM predictions_prediction p
             USING import_ids i, predictions_modelversion m,
                   (SELECT DISTINCT external_id, model_name, model_version FROM import_predictions) s
             WHERE NOT i.inserted AND i.external_id = s.external_id AND p.datarow_id = i.datarow_id
               AND m.project_id = %s AND m.name = s.model_name AND m.version = s.model_version
-              AND p.model_version_id = m.id""", [options.project_id])
+              AND p.model_version_id = m.id""",
+            [options.project_id],
+        )
         result.predictions_removed = cursor.rowcount
-        cursor.execute("""
+        cursor.execute(
+            """
             INSERT INTO predictions_prediction (datarow_id, model_version_id, ontology_class_id, kind, score,
                                                 x, y, w, h, area, polygon, attributes, created_at)
             SELECT i.datarow_id, m.id, o.id, p.kind, p.score, p.x, p.y, p.w, p.h, p.area, p.polygon, p.attributes, now()
@@ -250,14 +281,22 @@ def merge_batch(conn: psycopg.Connection, options: MergeOptions, result: BatchRe
             JOIN import_ids i USING (external_id)
             JOIN predictions_modelversion m ON m.project_id = %s AND m.name = p.model_name AND m.version = p.model_version
             JOIN datasets_ontologyclass o ON o.project_id = %s AND o.name = p.class_name""",
-                       [options.project_id, options.project_id])
+            [options.project_id, options.project_id],
+        )
         result.predictions_added = cursor.rowcount
 
-        cursor.execute("""
+        cursor.execute(
+            """
             UPDATE datasets_dataset SET datarow_count = datarow_count + %s, label_count = label_count + %s,
                    prediction_count = prediction_count + %s, updated_at = now()
-            WHERE id = %s""", [result.inserted, result.labels_added - result.labels_removed,
-                               result.predictions_added - result.predictions_removed, options.dataset_id])
+            WHERE id = %s""",
+            [
+                result.inserted,
+                result.labels_added - result.labels_removed,
+                result.predictions_added - result.predictions_removed,
+                options.dataset_id,
+            ],
+        )
         cursor.execute("SELECT r.line_no FROM import_ids i JOIN import_rows r USING (external_id) WHERE i.inserted")
         result.inserted_lines = [line_no for (line_no,) in cursor.fetchall()]
 
@@ -267,10 +306,16 @@ def _lock_referenced_rows(cursor, project_id: int) -> None:
     and model versions the batch refers to, FOR KEY SHARE until commit, so that a concurrent delete waits
     for the import instead of leaving labels or predictions pointing at nothing. The datarows they refer to
     are locked by the upsert, the dataset row by the count update and the dataset's advisory lock."""
-    cursor.execute("""
+    cursor.execute(
+        """
         SELECT 1 FROM datasets_ontologyclass WHERE project_id = %s AND name IN (SELECT name FROM import_classes)
-        ORDER BY id FOR KEY SHARE""", [project_id])
-    cursor.execute("""
+        ORDER BY id FOR KEY SHARE""",
+        [project_id],
+    )
+    cursor.execute(
+        """
         SELECT 1 FROM predictions_modelversion
         WHERE project_id = %s AND (name, version) IN (SELECT model_name, model_version FROM import_predictions)
-        ORDER BY id FOR KEY SHARE""", [project_id])
+        ORDER BY id FOR KEY SHARE""",
+        [project_id],
+    )

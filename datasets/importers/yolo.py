@@ -62,13 +62,18 @@ def _class_names(root: Path) -> tuple[dict[int, str], Path] | LineError:
             return LineError(0, name, "is not a readable class list")
         if isinstance(names, list):
             names = dict(enumerate(names))
-        if not (isinstance(names, dict) and names
-                and all(isinstance(i, int) and isinstance(n, str) and n.strip() for i, n in names.items())):
-            return LineError(0, name, "must name at least one class: `names` as a list or {index: name}, "
-                                      "or one per line")
+        if not (
+            isinstance(names, dict)
+            and names
+            and all(isinstance(i, int) and isinstance(n, str) and n.strip() for i, n in names.items())
+        ):
+            return LineError(
+                0, name, "must name at least one class: `names` as a list or {index: name}, or one per line"
+            )
         return names, path
-    return LineError(0, "data.yaml", "is missing, and so is classes.txt: a YOLO folder names its classes "
-                                     "in one of them")
+    return LineError(
+        0, "data.yaml", "is missing, and so is classes.txt: a YOLO folder names its classes in one of them"
+    )
 
 
 def _label(line: str, classes: dict[int, str], width: int, height: int) -> dict:
@@ -117,8 +122,9 @@ def _image_record(line_no: int, image: Path, external_id: str, label_file: Path,
                 labels.append(_label(line, classes, *size))
             except _BadLabel as bad:
                 return LineError(line_no, f"{where}:{number}", str(bad))
-    return record_from_dict(line_no, {"external_id": external_id, "uri": str(image), "width": size[0],
-                                      "height": size[1], "labels": labels})
+    return record_from_dict(
+        line_no, {"external_id": external_id, "uri": str(image), "width": size[0], "height": size[1], "labels": labels}
+    )
 
 
 def yolo_records(uri: str, *, images_uri: str | None = None) -> Iterator[tuple[int, object]]:
@@ -153,6 +159,7 @@ def yolo_records(uri: str, *, images_uri: str | None = None) -> Iterator[tuple[i
         return
     for label_file in files_under(labels, lambda name: name.endswith(".txt")):
         relative = label_file.relative_to(labels)
-        if label_file != class_file and not any((images / relative.with_suffix(suffix)).is_file()
-                                                for suffix in IMAGE_SUFFIX_SPELLINGS):
+        if label_file != class_file and not any(
+            (images / relative.with_suffix(suffix)).is_file() for suffix in IMAGE_SUFFIX_SPELLINGS
+        ):
             yield 0, LineError(0, f"labels/{relative.as_posix()}", "has no image in images/ at the same path")

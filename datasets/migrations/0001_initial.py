@@ -7,117 +7,185 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Dataset',
+            name="Dataset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('status', models.CharField(choices=[('ready', 'Ready'), ('importing', 'Importing'), ('deleting', 'Deleting')], default='ready', max_length=20)),
-                ('datarow_count', models.BigIntegerField(default=0)),
-                ('label_count', models.BigIntegerField(default=0)),
-                ('prediction_count', models.BigIntegerField(default=0)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='datasets', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("ready", "Ready"), ("importing", "Importing"), ("deleting", "Deleting")],
+                        default="ready",
+                        max_length=20,
+                    ),
+                ),
+                ("datarow_count", models.BigIntegerField(default=0)),
+                ("label_count", models.BigIntegerField(default=0)),
+                ("prediction_count", models.BigIntegerField(default=0)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="datasets", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DataRow',
+            name="DataRow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.TextField()),
-                ('uri', models.TextField()),
-                ('media_type', models.CharField(choices=[('image', 'Image')], default='image', max_length=20)),
-                ('width', models.IntegerField(null=True)),
-                ('height', models.IntegerField(null=True)),
-                ('metadata', models.JSONField(default=dict)),
-                ('tags', django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), default=list, size=None)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='datarows', to='datasets.dataset')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("external_id", models.TextField()),
+                ("uri", models.TextField()),
+                ("media_type", models.CharField(choices=[("image", "Image")], default="image", max_length=20)),
+                ("width", models.IntegerField(null=True)),
+                ("height", models.IntegerField(null=True)),
+                ("metadata", models.JSONField(default=dict)),
+                (
+                    "tags",
+                    django.contrib.postgres.fields.ArrayField(base_field=models.TextField(), default=list, size=None),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="datarows", to="datasets.dataset"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='FieldCatalogEntry',
+            name="FieldCatalogEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(max_length=500)),
-                ('field_type', models.CharField(choices=[('string', 'String'), ('number', 'Number'), ('boolean', 'Boolean'), ('datetime', 'Datetime')], max_length=20)),
-                ('row_count', models.BigIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='field_catalog', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("path", models.CharField(max_length=500)),
+                (
+                    "field_type",
+                    models.CharField(
+                        choices=[
+                            ("string", "String"),
+                            ("number", "Number"),
+                            ("boolean", "Boolean"),
+                            ("datetime", "Datetime"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("row_count", models.BigIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="field_catalog", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='OntologyClass',
+            name="OntologyClass",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('parent', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='children', to='datasets.ontologyclass')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ontology', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="children",
+                        to="datasets.ontologyclass",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="ontology", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Label',
+            name="Label",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('classification', 'Classification'), ('box', 'Box'), ('polygon', 'Polygon')], max_length=20)),
-                ('x', models.FloatField(null=True)),
-                ('y', models.FloatField(null=True)),
-                ('w', models.FloatField(null=True)),
-                ('h', models.FloatField(null=True)),
-                ('area', models.FloatField(null=True)),
-                ('polygon', models.JSONField(null=True)),
-                ('attributes', models.JSONField(default=dict)),
-                ('source', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.CharField(max_length=200)),
-                ('datarow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='labels', to='datasets.datarow')),
-                ('ontology_class', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='labels', to='datasets.ontologyclass')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("classification", "Classification"), ("box", "Box"), ("polygon", "Polygon")],
+                        max_length=20,
+                    ),
+                ),
+                ("x", models.FloatField(null=True)),
+                ("y", models.FloatField(null=True)),
+                ("w", models.FloatField(null=True)),
+                ("h", models.FloatField(null=True)),
+                ("area", models.FloatField(null=True)),
+                ("polygon", models.JSONField(null=True)),
+                ("attributes", models.JSONField(default=dict)),
+                ("source", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("updated_by", models.CharField(max_length=200)),
+                (
+                    "datarow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="labels", to="datasets.datarow"
+                    ),
+                ),
+                (
+                    "ontology_class",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="labels", to="datasets.ontologyclass"
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='dataset',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='dataset_name_unique_in_project'),
+            model_name="dataset",
+            constraint=models.UniqueConstraint(fields=("project", "name"), name="dataset_name_unique_in_project"),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['tags'], name='datarow_tags_gin'),
+            model_name="datarow",
+            index=django.contrib.postgres.indexes.GinIndex(fields=["tags"], name="datarow_tags_gin"),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=django.contrib.postgres.indexes.GinIndex(fields=['metadata'], name='datarow_metadata_gin', opclasses=['jsonb_path_ops']),
+            model_name="datarow",
+            index=django.contrib.postgres.indexes.GinIndex(
+                fields=["metadata"], name="datarow_metadata_gin", opclasses=["jsonb_path_ops"]
+            ),
         ),
         migrations.AddConstraint(
-            model_name='datarow',
-            constraint=models.UniqueConstraint(fields=('dataset', 'external_id'), name='datarow_external_id_unique_in_dataset'),
+            model_name="datarow",
+            constraint=models.UniqueConstraint(
+                fields=("dataset", "external_id"), name="datarow_external_id_unique_in_dataset"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='fieldcatalogentry',
-            constraint=models.UniqueConstraint(fields=('project', 'path'), name='field_path_unique_in_project'),
+            model_name="fieldcatalogentry",
+            constraint=models.UniqueConstraint(fields=("project", "path"), name="field_path_unique_in_project"),
         ),
         migrations.AddConstraint(
-            model_name='ontologyclass',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='ontology_class_unique_in_project'),
+            model_name="ontologyclass",
+            constraint=models.UniqueConstraint(fields=("project", "name"), name="ontology_class_unique_in_project"),
         ),
         migrations.AddIndex(
-            model_name='label',
-            index=models.Index(fields=['datarow'], name='label_datarow'),
+            model_name="label",
+            index=models.Index(fields=["datarow"], name="label_datarow"),
         ),
         migrations.AddIndex(
-            model_name='label',
-            index=models.Index(fields=['ontology_class', 'datarow'], name='label_class_datarow'),
+            model_name="label",
+            index=models.Index(fields=["ontology_class", "datarow"], name="label_class_datarow"),
         ),
     ]

@@ -6,34 +6,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0001_initial'),
+        ("datasets", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='datarow',
-            index=models.Index(fields=['dataset', 'id'], name='datarow_dataset_id'),
+            model_name="datarow",
+            index=models.Index(fields=["dataset", "id"], name="datarow_dataset_id"),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=models.Index(fields=['dataset', 'external_id'], name='datarow_external_id_prefix', opclasses=['int8_ops', 'text_pattern_ops']),
+            model_name="datarow",
+            index=models.Index(
+                fields=["dataset", "external_id"],
+                name="datarow_external_id_prefix",
+                opclasses=["int8_ops", "text_pattern_ops"],
+            ),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=models.Index(models.F('dataset'), django.contrib.postgres.indexes.OpClass(django.db.models.functions.text.Left('uri', 512), name='text_pattern_ops'), name='datarow_uri_prefix'),
+            model_name="datarow",
+            index=models.Index(
+                models.F("dataset"),
+                django.contrib.postgres.indexes.OpClass(
+                    django.db.models.functions.text.Left("uri", 512), name="text_pattern_ops"
+                ),
+                name="datarow_uri_prefix",
+            ),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=models.Index(fields=['dataset', 'width'], name='datarow_dataset_width'),
+            model_name="datarow",
+            index=models.Index(fields=["dataset", "width"], name="datarow_dataset_width"),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=models.Index(fields=['dataset', 'height'], name='datarow_dataset_height'),
+            model_name="datarow",
+            index=models.Index(fields=["dataset", "height"], name="datarow_dataset_height"),
         ),
         migrations.AddIndex(
-            model_name='datarow',
-            index=models.Index(fields=['dataset', 'created_at'], name='datarow_dataset_created'),
+            model_name="datarow",
+            index=models.Index(fields=["dataset", "created_at"], name="datarow_dataset_created"),
         ),
     ]

@@ -4,20 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0002_datarow_api_indexes'),
-        ('projects', '0001_initial'),
+        ("datasets", "0002_datarow_api_indexes"),
+        ("projects", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='ontologyclass',
-            name='coco_category_id',
+            model_name="ontologyclass",
+            name="coco_category_id",
             field=models.BigIntegerField(null=True),
         ),
         migrations.AddConstraint(
-            model_name='ontologyclass',
-            constraint=models.UniqueConstraint(fields=('project', 'coco_category_id'), name='ontology_coco_category_unique_in_project'),
+            model_name="ontologyclass",
+            constraint=models.UniqueConstraint(
+                fields=("project", "coco_category_id"), name="ontology_coco_category_unique_in_project"
+            ),
         ),
     ]

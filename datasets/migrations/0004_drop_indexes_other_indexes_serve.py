@@ -5,25 +5,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0003_ontologyclass_coco_category_id'),
+        ("datasets", "0003_ontologyclass_coco_category_id"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='datarow',
-            name='dataset',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='datarows', to='datasets.dataset'),
+            model_name="datarow",
+            name="dataset",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="datarows",
+                to="datasets.dataset",
+            ),
         ),
         migrations.AlterField(
-            model_name='label',
-            name='datarow',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='labels', to='datasets.datarow'),
+            model_name="label",
+            name="datarow",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="labels",
+                to="datasets.datarow",
+            ),
         ),
         migrations.AlterField(
-            model_name='label',
-            name='ontology_class',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='labels', to='datasets.ontologyclass'),
+            model_name="label",
+            name="ontology_class",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="labels",
+                to="datasets.ontologyclass",
+            ),
         ),
     ]

@@ -10,9 +10,8 @@ CREATE_OLD = "CREATE INDEX IF NOT EXISTS label_datarow ON datasets_label (dataro
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0004_drop_indexes_other_indexes_serve'),
+        ("datasets", "0004_drop_indexes_other_indexes_serve"),
     ]
 
     operations = [
@@ -23,12 +22,12 @@ class Migration(migrations.Migration):
             ],
             state_operations=[
                 migrations.AddIndex(
-                    model_name='label',
-                    index=models.Index(fields=['datarow', 'ontology_class'], name='label_datarow_class'),
+                    model_name="label",
+                    index=models.Index(fields=["datarow", "ontology_class"], name="label_datarow_class"),
                 ),
                 migrations.RemoveIndex(
-                    model_name='label',
-                    name='label_datarow',
+                    model_name="label",
+                    name="label_datarow",
                 ),
             ],
         ),

@@ -7,17 +7,19 @@
 import django.contrib.postgres.indexes
 from django.db import migrations
 
-CREATE = ("CREATE INDEX IF NOT EXISTS datarow_tags_metadata_gin ON datasets_datarow "
-          "USING gin (tags array_ops, metadata jsonb_path_ops)")
+CREATE = (
+    "CREATE INDEX IF NOT EXISTS datarow_tags_metadata_gin ON datasets_datarow "
+    "USING gin (tags array_ops, metadata jsonb_path_ops)"
+)
 CREATE_OLD_TAGS = "CREATE INDEX IF NOT EXISTS datarow_tags_gin ON datasets_datarow USING gin (tags)"
-CREATE_OLD_METADATA = ("CREATE INDEX IF NOT EXISTS datarow_metadata_gin ON datasets_datarow "
-                       "USING gin (metadata jsonb_path_ops)")
+CREATE_OLD_METADATA = (
+    "CREATE INDEX IF NOT EXISTS datarow_metadata_gin ON datasets_datarow USING gin (metadata jsonb_path_ops)"
+)
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0005_label_datarow_class'),
+        ("datasets", "0005_label_datarow_class"),
     ]
 
     operations = [
@@ -28,13 +30,15 @@ class Migration(migrations.Migration):
                 migrations.RunSQL("DROP INDEX IF EXISTS datarow_metadata_gin", CREATE_OLD_METADATA),
             ],
             state_operations=[
-                migrations.RemoveIndex(model_name='datarow', name='datarow_tags_gin'),
-                migrations.RemoveIndex(model_name='datarow', name='datarow_metadata_gin'),
+                migrations.RemoveIndex(model_name="datarow", name="datarow_tags_gin"),
+                migrations.RemoveIndex(model_name="datarow", name="datarow_metadata_gin"),
                 migrations.AddIndex(
-                    model_name='datarow',
-                    index=django.contrib.postgres.indexes.GinIndex(fields=['tags', 'metadata'],
-                                                                   name='datarow_tags_metadata_gin',
-                                                                   opclasses=['array_ops', 'jsonb_path_ops']),
+                    model_name="datarow",
+                    index=django.contrib.postgres.indexes.GinIndex(
+                        fields=["tags", "metadata"],
+                        name="datarow_tags_metadata_gin",
+                        opclasses=["array_ops", "jsonb_path_ops"],
+                    ),
                 ),
             ],
         ),

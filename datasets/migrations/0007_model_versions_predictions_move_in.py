@@ -8,12 +8,11 @@ from django.db import migrations, models
 # with. Their tables stay as they are (db_table keeps the old names): only Django's state changes, so nothing is
 # copied and a tenant's rows stay where they are.
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0006_datarow_tags_metadata_gin'),
-        ('predictions', '0005_prediction_run_splits'),
-        ('projects', '0001_initial'),
-        ('training', '0002_drop_indexes_other_indexes_serve'),
+        ("datasets", "0006_datarow_tags_metadata_gin"),
+        ("predictions", "0005_prediction_run_splits"),
+        ("projects", "0001_initial"),
+        ("training", "0002_drop_indexes_other_indexes_serve"),
     ]
 
     operations = [
@@ -21,61 +20,134 @@ class Migration(migrations.Migration):
             database_operations=[],
             state_operations=[
                 migrations.CreateModel(
-                    name='ModelVersion',
+                    name="ModelVersion",
                     fields=[
-                        ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                        ('name', models.CharField(max_length=200)),
-                        ('version', models.CharField(max_length=100)),
-                        ('created_at', models.DateTimeField(auto_now_add=True)),
-                        ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='projects.project')),
-                        ('training_run', models.OneToOneField(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='model_version', to='training.trainingrun')),
+                        (
+                            "id",
+                            models.BigAutoField(
+                                auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                            ),
+                        ),
+                        ("name", models.CharField(max_length=200)),
+                        ("version", models.CharField(max_length=100)),
+                        ("created_at", models.DateTimeField(auto_now_add=True)),
+                        (
+                            "project",
+                            models.ForeignKey(
+                                on_delete=django.db.models.deletion.CASCADE,
+                                related_name="model_versions",
+                                to="projects.project",
+                            ),
+                        ),
+                        (
+                            "training_run",
+                            models.OneToOneField(
+                                null=True,
+                                on_delete=django.db.models.deletion.SET_NULL,
+                                related_name="model_version",
+                                to="training.trainingrun",
+                            ),
+                        ),
                     ],
                     options={
-                        'db_table': 'predictions_modelversion',
+                        "db_table": "predictions_modelversion",
                     },
                 ),
                 migrations.CreateModel(
-                    name='Prediction',
+                    name="Prediction",
                     fields=[
-                        ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                        ('kind', models.CharField(choices=[('classification', 'Classification'), ('box', 'Box'), ('polygon', 'Polygon')], max_length=20)),
-                        ('x', models.FloatField(null=True)),
-                        ('y', models.FloatField(null=True)),
-                        ('w', models.FloatField(null=True)),
-                        ('h', models.FloatField(null=True)),
-                        ('area', models.FloatField(null=True)),
-                        ('polygon', models.JSONField(null=True)),
-                        ('attributes', models.JSONField(default=dict)),
-                        ('score', models.FloatField()),
-                        ('created_at', models.DateTimeField(auto_now_add=True)),
-                        ('datarow', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='datasets.datarow')),
-                        ('model_version', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='datasets.modelversion')),
-                        ('ontology_class', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='predictions', to='datasets.ontologyclass')),
-                        ('run', models.ForeignKey(db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='predictions', to='predictions.predictionrun')),
+                        (
+                            "id",
+                            models.BigAutoField(
+                                auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                            ),
+                        ),
+                        (
+                            "kind",
+                            models.CharField(
+                                choices=[("classification", "Classification"), ("box", "Box"), ("polygon", "Polygon")],
+                                max_length=20,
+                            ),
+                        ),
+                        ("x", models.FloatField(null=True)),
+                        ("y", models.FloatField(null=True)),
+                        ("w", models.FloatField(null=True)),
+                        ("h", models.FloatField(null=True)),
+                        ("area", models.FloatField(null=True)),
+                        ("polygon", models.JSONField(null=True)),
+                        ("attributes", models.JSONField(default=dict)),
+                        ("score", models.FloatField()),
+                        ("created_at", models.DateTimeField(auto_now_add=True)),
+                        (
+                            "datarow",
+                            models.ForeignKey(
+                                db_index=False,
+                                on_delete=django.db.models.deletion.CASCADE,
+                                related_name="predictions",
+                                to="datasets.datarow",
+                            ),
+                        ),
+                        (
+                            "model_version",
+                            models.ForeignKey(
+                                db_index=False,
+                                on_delete=django.db.models.deletion.CASCADE,
+                                related_name="predictions",
+                                to="datasets.modelversion",
+                            ),
+                        ),
+                        (
+                            "ontology_class",
+                            models.ForeignKey(
+                                on_delete=django.db.models.deletion.PROTECT,
+                                related_name="predictions",
+                                to="datasets.ontologyclass",
+                            ),
+                        ),
+                        (
+                            "run",
+                            models.ForeignKey(
+                                db_index=False,
+                                null=True,
+                                on_delete=django.db.models.deletion.SET_NULL,
+                                related_name="predictions",
+                                to="predictions.predictionrun",
+                            ),
+                        ),
                     ],
                     options={
-                        'db_table': 'predictions_prediction',
+                        "db_table": "predictions_prediction",
                     },
                 ),
                 migrations.AddConstraint(
-                    model_name='modelversion',
-                    constraint=models.UniqueConstraint(fields=('project', 'name', 'version'), name='model_version_unique_in_project'),
+                    model_name="modelversion",
+                    constraint=models.UniqueConstraint(
+                        fields=("project", "name", "version"), name="model_version_unique_in_project"
+                    ),
                 ),
                 migrations.AddIndex(
-                    model_name='prediction',
-                    index=models.Index(fields=['datarow'], name='prediction_datarow'),
+                    model_name="prediction",
+                    index=models.Index(fields=["datarow"], name="prediction_datarow"),
                 ),
                 migrations.AddIndex(
-                    model_name='prediction',
-                    index=models.Index(condition=models.Q(('run__isnull', False)), fields=['run', 'datarow'], name='prediction_run_datarow'),
+                    model_name="prediction",
+                    index=models.Index(
+                        condition=models.Q(("run__isnull", False)),
+                        fields=["run", "datarow"],
+                        name="prediction_run_datarow",
+                    ),
                 ),
                 migrations.AddIndex(
-                    model_name='prediction',
-                    index=models.Index(fields=['model_version', 'ontology_class', 'datarow'], include=('score',), name='prediction_model_class_datarow'),
+                    model_name="prediction",
+                    index=models.Index(
+                        fields=["model_version", "ontology_class", "datarow"],
+                        include=("score",),
+                        name="prediction_model_class_datarow",
+                    ),
                 ),
                 migrations.AddIndex(
-                    model_name='prediction',
-                    index=models.Index(fields=['model_version', 'datarow'], name='prediction_model_datarow'),
+                    model_name="prediction",
+                    index=models.Index(fields=["model_version", "datarow"], name="prediction_model_datarow"),
                 ),
             ],
         ),

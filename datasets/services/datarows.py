@@ -31,19 +31,24 @@ class DatarowDeleteResult:
     not_found_ids: list[int]
 
 
-def datarow_tags_update(*, dataset: Dataset, datarow_ids: list[int], add: list[str],
-                        remove: list[str]) -> DatarowTagsResult:
+def datarow_tags_update(
+    *, dataset: Dataset, datarow_ids: list[int], add: list[str], remove: list[str]
+) -> DatarowTagsResult:
     """Add and remove tags on the datarows in one UPDATE; tags stay unique and sorted by code point, as imports
     store them (COLLATE "C" orders UTF-8 as Python's sorted() does)."""
     if not add and not remove:
-        raise ApplicationError("Nothing to change: give tags to add or to remove.",
-                               {"fields": {"add": ["Give at least one tag to add or to remove."]}})
+        raise ApplicationError(
+            "Nothing to change: give tags to add or to remove.",
+            {"fields": {"add": ["Give at least one tag to add or to remove."]}},
+        )
     both = sorted(set(add) & set(remove))
     if both:
-        raise ApplicationError("A tag cannot be both added and removed.",
-                               {"fields": {"remove": [f"Also in 'add': {', '.join(both)}."]}})
+        raise ApplicationError(
+            "A tag cannot be both added and removed.", {"fields": {"remove": [f"Also in 'add': {', '.join(both)}."]}}
+        )
     with transaction.atomic(using=WRITER), connections[WRITER].cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(
+            """
             WITH wanted AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS id),
                  changed AS (
                      UPDATE datasets_datarow d
@@ -55,11 +60,13 @@ def datarow_tags_update(*, dataset: Dataset, datarow_ids: list[int], add: list[s
             SELECT count(changed.id), coalesce(array_agg(wanted.id ORDER BY wanted.id)
                                                FILTER (WHERE changed.id IS NULL), '{}')
             FROM wanted LEFT JOIN changed USING (id)""",
-                       {"ids": datarow_ids, "add": add, "remove": remove, "dataset_id": dataset.pk})
+            {"ids": datarow_ids, "add": add, "remove": remove, "dataset_id": dataset.pk},
+        )
         updated, not_found_ids = cursor.fetchone()
     missing = set(not_found_ids)
-    datarows_changed.send(sender=None, project_id=dataset.project_id,
-                          datarow_ids=(i for i in datarow_ids if i not in missing))
+    datarows_changed.send(
+        sender=None, project_id=dataset.project_id, datarow_ids=(i for i in datarow_ids if i not in missing)
+    )
     return DatarowTagsResult(updated=updated, not_found_ids=not_found_ids)
 
 
@@ -74,12 +81,16 @@ def datarow_bulk_delete(*, dataset: Dataset, datarow_ids: list[int]) -> DatarowD
         dataset_lock_take(cursor, dataset.pk)
         try:
             with transaction.atomic(using=WRITER):
-                cursor.execute("""
+                cursor.execute(
+                    """
                     SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM (
                         SELECT id FROM datasets_datarow WHERE dataset_id = %s AND id = ANY(%s) ORDER BY id FOR UPDATE
-                    ) locked""", [dataset.pk, datarow_ids])
+                    ) locked""",
+                    [dataset.pk, datarow_ids],
+                )
                 (found,) = cursor.fetchone()
-                cursor.execute("""
+                cursor.execute(
+                    """
                     WITH gone_predictions AS (DELETE FROM predictions_prediction WHERE datarow_id = ANY(%(ids)s)
                                               RETURNING 1),
                          gone_labels AS (DELETE FROM datasets_label WHERE datarow_id = ANY(%(ids)s) RETURNING 1),
@@ -91,11 +102,17 @@ def datarow_bulk_delete(*, dataset: Dataset, datarow_ids: list[int]) -> DatarowD
                            label_count = label_count - gone.labels,
                            prediction_count = prediction_count - gone.predictions, updated_at = now()
                     FROM gone WHERE datasets_dataset.id = %(dataset_id)s
-                    RETURNING gone.datarows, gone.labels, gone.predictions""", {"ids": found, "dataset_id": dataset.pk})
+                    RETURNING gone.datarows, gone.labels, gone.predictions""",
+                    {"ids": found, "dataset_id": dataset.pk},
+                )
                 datarows, labels, predictions = cursor.fetchone()
         finally:
             dataset_lock_release(cursor, dataset.pk)
     datarows_deleted.send(sender=None, project_id=dataset.project_id, datarow_ids=found)
     found_ids = set(found)
-    return DatarowDeleteResult(datarows=datarows, labels=labels, predictions=predictions,
-                               not_found_ids=sorted({i for i in datarow_ids if i not in found_ids}))
+    return DatarowDeleteResult(
+        datarows=datarows,
+        labels=labels,
+        predictions=predictions,
+        not_found_ids=sorted({i for i in datarow_ids if i not in found_ids}),
+    )

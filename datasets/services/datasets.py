@@ -2,8 +2,8 @@ from collections.abc import Callable
 
 from django.db import IntegrityError, connections, transaction
 
-from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.job_kinds import DATASET_DELETE_JOB_KIND
+from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
 from datasets.signals import dataset_deleted
 from jobs.models import Job
@@ -17,15 +17,18 @@ DELETE_BATCH_ROWS = 50_000
 
 
 def _name_taken(name: str) -> Conflict:
-    return Conflict(f"A dataset named '{name}' already exists in this project.",
-                    {"fields": {"name": ["This name is already taken in this project."]}})
+    return Conflict(
+        f"A dataset named '{name}' already exists in this project.",
+        {"fields": {"name": ["This name is already taken in this project."]}},
+    )
 
 
 def dataset_create(*, principal: Principal, project: Project, name: str, description: str = "") -> Dataset:
     try:
         with transaction.atomic():
-            return Dataset.objects.create(project=project, name=name, description=description,
-                                          created_by=principal.user_id)
+            return Dataset.objects.create(
+                project=project, name=name, description=description, created_by=principal.user_id
+            )
     except IntegrityError as error:
         raise _name_taken(name) from error
 
@@ -46,8 +49,11 @@ def dataset_update(*, dataset: Dataset, name: str | None = None, description: st
 def dataset_delete_start(*, principal: Principal, dataset: Dataset) -> Job:
     """Hide the dataset at once and queue the job that deletes its rows (millions are no request's work)."""
     with transaction.atomic():
-        updated = Dataset.objects.filter(pk=dataset.pk).exclude(status=Dataset.Status.DELETING).update(
-            status=Dataset.Status.DELETING)
+        updated = (
+            Dataset.objects.filter(pk=dataset.pk)
+            .exclude(status=Dataset.Status.DELETING)
+            .update(status=Dataset.Status.DELETING)
+        )
         if not updated:
             raise Conflict(f"Dataset {dataset.pk} is already being deleted.")
         return job_create(principal=principal, kind=DATASET_DELETE_JOB_KIND, params={"dataset_id": dataset.pk})
@@ -65,11 +71,14 @@ def dataset_delete_rows(*, dataset_id: int, progress: Callable[[int], None]) -> 
         try:
             while True:
                 with transaction.atomic(using=WRITER):
-                    cursor.execute("""
+                    cursor.execute(
+                        """
                         WITH batch AS (SELECT id FROM datasets_datarow WHERE dataset_id = %s ORDER BY id LIMIT %s),
                              gone_predictions AS (DELETE FROM predictions_prediction p USING batch WHERE p.datarow_id = batch.id),
                              gone_labels AS (DELETE FROM datasets_label l USING batch WHERE l.datarow_id = batch.id)
-                        SELECT array_agg(id) FROM batch""", [dataset_id, DELETE_BATCH_ROWS])
+                        SELECT array_agg(id) FROM batch""",
+                        [dataset_id, DELETE_BATCH_ROWS],
+                    )
                     (ids,) = cursor.fetchone()
                     if not ids:
                         cursor.execute("DELETE FROM datasets_dataset WHERE id = %s", [dataset_id])

@@ -1,8 +1,8 @@
 """Exports: a job writes the datarows to a file in the tenant's storage, batch by batch, and reports progress."""
 
 import os
-from uuid import UUID
 from collections.abc import Callable, Iterator
+from uuid import UUID
 
 from django.db.models import QuerySet
 
@@ -20,16 +20,25 @@ from tenancy.principal import Principal
 
 def dataset_export_start(*, principal: Principal, dataset: Dataset, export_format: str) -> Job:
     if export_format not in EXPORT_FORMATS:
-        raise ApplicationError(f"Unknown export format '{export_format}'.",
-                               {"fields": {"format": [f"Must be one of {', '.join(EXPORT_FORMATS)}."]}})
-    return job_create(principal=principal, kind=DATASET_EXPORT_JOB_KIND,
-                      params={"dataset_id": dataset.pk, "export_format": export_format})
+        raise ApplicationError(
+            f"Unknown export format '{export_format}'.",
+            {"fields": {"format": [f"Must be one of {', '.join(EXPORT_FORMATS)}."]}},
+        )
+    return job_create(
+        principal=principal,
+        kind=DATASET_EXPORT_JOB_KIND,
+        params={"dataset_id": dataset.pk, "export_format": export_format},
+    )
 
 
 def _categories(project_id: int) -> list[Category]:
-    return [Category(id=class_id, name=name, parent_name=parent_name) for class_id, name, parent_name in
-            OntologyClass.objects.using(WRITER).filter(project_id=project_id).order_by("id")
-            .values_list("id", "name", "parent__name")]
+    return [
+        Category(id=class_id, name=name, parent_name=parent_name)
+        for class_id, name, parent_name in OntologyClass.objects.using(WRITER)
+        .filter(project_id=project_id)
+        .order_by("id")
+        .values_list("id", "name", "parent__name")
+    ]
 
 
 def _snapshot_contents(datarows: QuerySet[DataRow], project_id: int) -> Iterator[list[Category] | ExportBatch]:
@@ -38,16 +47,23 @@ def _snapshot_contents(datarows: QuerySet[DataRow], project_id: int) -> Iterator
     yield from export_batches(datarows)
 
 
-def _reporting(batches: Iterator[ExportBatch], counters: ExportCounters,
-               progress: Callable[[ExportCounters], None]) -> Iterator[ExportBatch]:
+def _reporting(
+    batches: Iterator[ExportBatch], counters: ExportCounters, progress: Callable[[ExportCounters], None]
+) -> Iterator[ExportBatch]:
     """The batches, with `progress` called each time the format asks for the next one (it wrote the last)."""
     for batch in batches:
         yield batch
         progress(counters)
 
 
-def datarows_export(*, datarows: QuerySet[DataRow], project_id: int, export_format: str, job_id: UUID | str,
-                    progress: Callable[[ExportCounters], None]) -> ExportCounters:
+def datarows_export(
+    *,
+    datarows: QuerySet[DataRow],
+    project_id: int,
+    export_format: str,
+    job_id: UUID | str,
+    progress: Callable[[ExportCounters], None],
+) -> ExportCounters:
     """Write `datarows` (a dataset's, a slice's, an id range: any queryset) to the job's export file, as they were
     when the export began (datasets/exporters/snapshot.py).
 

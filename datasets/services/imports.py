@@ -7,19 +7,20 @@ a failure or a killed worker leaves the dataset exactly as it was.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
 import psycopg
 from django.conf import settings
+
 from datasets.importers import staging
+from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
 from datasets.importers.image_paths import images_uri_check
 from datasets.importers.records import BatchBuffers, FormatOptions, LineError, RecordWriter
-from datasets.importers.formats import FORMATS, FORMATS_NEEDING_MODEL, FORMATS_WITH_IMAGES
 from datasets.job_kinds import DATASET_IMPORT_JOB_KIND
 from datasets.locks import dataset_lock_release, dataset_lock_take
 from datasets.models import Dataset
@@ -47,9 +48,11 @@ class ImportFailed(ApplicationError):
     @classmethod
     def of(cls, counters: "ImportCounters", first_error: dict) -> "ImportFailed":
         where = f"line {first_error['line']}, " if first_error["line"] else ""
-        return cls(f"Nothing was imported: every line had errors ({counters.errors} errors on {counters.error_lines} "
-                   f"lines). First: {where}{first_error['field']} {first_error['message']}. All errors are in the "
-                   f"import's error report.")
+        return cls(
+            f"Nothing was imported: every line had errors ({counters.errors} errors on {counters.error_lines} "
+            f"lines). First: {where}{first_error['field']} {first_error['message']}. All errors are in the "
+            f"import's error report."
+        )
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class ImportCounters:
     def every_line_failed(self) -> bool:
         """Errors, and not one line kept (inserted, updated, or left as it was by skip_existing)."""
         return bool(self.error_lines) and not (
-            self.inserted or self.updated or self.skipped or self.labels or self.predictions)
+            self.inserted or self.updated or self.skipped or self.labels or self.predictions
+        )
 
     def add(self, batch: BatchBuffers, result: staging.BatchResult, errors: list[LineError]) -> None:
         self.lines = max([self.lines, *batch.line_paths, *(e.line for e in errors)])
@@ -111,12 +115,14 @@ def _add_to_catalog(conn: psycopg.Connection, project_id: int, types: dict[str, 
     if not path_counts:
         return
     with conn.cursor() as cursor:
-        cursor.executemany("""
+        cursor.executemany(
+            """
             INSERT INTO datasets_fieldcatalogentry (project_id, path, field_type, row_count, updated_at)
             VALUES (%s, %s, %s, %s, now())
             ON CONFLICT (project_id, path) DO UPDATE
             SET row_count = datasets_fieldcatalogentry.row_count + EXCLUDED.row_count, updated_at = now()""",
-            [(project_id, path, types[path], count) for path, count in path_counts.items()])
+            [(project_id, path, types[path], count) for path, count in path_counts.items()],
+        )
 
 
 def validate_import_options(options: ImportOptions) -> None:
@@ -139,8 +145,9 @@ def validate_import_options(options: ImportOptions) -> None:
         raise ApplicationError("Invalid import options.", {"fields": fields})
 
 
-def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, source: str, user: str,
-                       progress: ProgressCallback) -> ImportCounters:
+def dataset_import_run(
+    *, dataset: Dataset, uri: str, options: ImportOptions, source: str, user: str, progress: ProgressCallback
+) -> ImportCounters:
     """Run one import to the end, or to an abort. `progress` is called after every batch and may raise to stop
     (a cancel): in skip mode the batches before it stay committed, in abort mode nothing does.
 
@@ -149,12 +156,19 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
     """
     validate_import_options(options)
     default_model = (options.model_name, options.model_version) if options.model_name else None
-    format_options = FormatOptions(images_uri=options.images_uri, check_images=options.check_images,
-                                   create_classes=options.create_classes)
+    format_options = FormatOptions(
+        images_uri=options.images_uri, check_images=options.check_images, create_classes=options.create_classes
+    )
     # From the writer: the catalog this import extends, as the last import left it.
     writer = RecordWriter(field_catalog_types(project_id=dataset.project_id, using=WRITER), default_model=default_model)
-    merge = staging.MergeOptions(dataset_id=dataset.pk, project_id=dataset.project_id, mode=options.mode,
-                                 create_classes=options.create_classes, source=source, user=user)
+    merge = staging.MergeOptions(
+        dataset_id=dataset.pk,
+        project_id=dataset.project_id,
+        mode=options.mode,
+        create_classes=options.create_classes,
+        source=source,
+        user=user,
+    )
     abort_on_error = options.on_error == "abort"
     counters = ImportCounters()
     conn = staging.open_import_connection()
@@ -177,7 +191,8 @@ def dataset_import_run(*, dataset: Dataset, uri: str, options: ImportOptions, so
                     first = errors[0]
                     raise ImportAborted(
                         f"Import aborted: line {first.line}, {first.field} {first.message}. Nothing was imported.",
-                        {"errors": [e.as_dict() for e in errors[:ERRORS_KEPT_ON_JOB]], "error_count": len(errors)})
+                        {"errors": [e.as_dict() for e in errors[:ERRORS_KEPT_ON_JOB]], "error_count": len(errors)},
+                    )
                 progress(counters, errors)
 
             in_flight: tuple[BatchBuffers, Future] | None = None
@@ -208,8 +223,13 @@ def _release_and_close(conn: psycopg.Connection, dataset_id: int) -> None:
     conn.close()
 
 
-def _stage_check_merge(conn: psycopg.Connection, merge: staging.MergeOptions, batch: BatchBuffers, writer: RecordWriter,
-                       abort_on_error: bool) -> staging.BatchResult:
+def _stage_check_merge(
+    conn: psycopg.Connection,
+    merge: staging.MergeOptions,
+    batch: BatchBuffers,
+    writer: RecordWriter,
+    abort_on_error: bool,
+) -> staging.BatchResult:
     """The SQL of one batch, in the import thread. In skip mode each batch commits on its own."""
     staging.stage_batch(conn, batch)
     result = staging.check_batch(conn, merge)
@@ -225,8 +245,9 @@ def _stage_check_merge(conn: psycopg.Connection, merge: staging.MergeOptions, ba
     return result
 
 
-def dataset_import_start(*, principal: Principal, dataset: Dataset, uri: str, options: ImportOptions,
-                         owns_upload: bool = False) -> Job:
+def dataset_import_start(
+    *, principal: Principal, dataset: Dataset, uri: str, options: ImportOptions, owns_upload: bool = False
+) -> Job:
     """Queue an import job; options, and whether this tenant may read the source at all, are checked now so a
     typo or another tenant's folder or bucket is a 400, not a failed job. With `owns_upload`, the job deletes its
     upload:// source when it ends."""
@@ -236,8 +257,10 @@ def dataset_import_start(*, principal: Principal, dataset: Dataset, uri: str, op
         images_uri_check(options.images_uri)
     elif options.format == "coco" and uri.startswith(f"{UPLOAD_SCHEME}://"):
         # An uploaded file has no folder of its own: its relative file_names would resolve nowhere.
-        raise ApplicationError("An uploaded COCO file needs images_uri, the folder or prefix its file_names are in.",
-                               {"fields": {"images_uri": ["Required when the COCO file is uploaded."]}})
+        raise ApplicationError(
+            "An uploaded COCO file needs images_uri, the folder or prefix its file_names are in.",
+            {"fields": {"images_uri": ["Required when the COCO file is uploaded."]}},
+        )
     if dataset.status == Dataset.Status.DELETING:
         raise ApplicationError(f"Dataset {dataset.pk} is being deleted.")
     params = {"dataset_id": dataset.pk, "uri": uri, "options": asdict(options)}

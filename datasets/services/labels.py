@@ -24,8 +24,10 @@ def _invalid(field_name: str, message: str) -> ApplicationError:
 def _ontology_class(*, project_id: int, class_name: str) -> OntologyClass:
     ontology_class = OntologyClass.objects.filter(project_id=project_id, name=class_name).first()
     if ontology_class is None:
-        raise ApplicationError(f"Class '{class_name}' is not in the project's ontology.",
-                               {"fields": {"class": ["Not in the project's ontology; add it there first."]}})
+        raise ApplicationError(
+            f"Class '{class_name}' is not in the project's ontology.",
+            {"fields": {"class": ["Not in the project's ontology; add it there first."]}},
+        )
     return ontology_class
 
 
@@ -69,12 +71,24 @@ def _set_geometry(label: Label, shape: Geometry) -> None:
     label.area, label.polygon = shape.area, shape.polygon
 
 
-def label_create(*, principal: Principal, datarow: DataRow, class_name: str, box: object = None, polygon: object = None,
-                 attributes: dict | None = None) -> Label:
+def label_create(
+    *,
+    principal: Principal,
+    datarow: DataRow,
+    class_name: str,
+    box: object = None,
+    polygon: object = None,
+    attributes: dict | None = None,
+) -> Label:
     """An object (box or polygon; a polygon wins, as in imports) or, with neither, a classification."""
     ontology_class = _ontology_class(project_id=datarow.dataset.project_id, class_name=class_name)
-    label = Label(datarow=datarow, ontology_class=ontology_class, attributes=_checked_attributes(attributes or {}),
-                  source=principal.user_id, updated_by=principal.user_id)
+    label = Label(
+        datarow=datarow,
+        ontology_class=ontology_class,
+        attributes=_checked_attributes(attributes or {}),
+        source=principal.user_id,
+        updated_by=principal.user_id,
+    )
     _set_geometry(label, _checked_geometry(datarow, box=box, polygon=polygon))
     with transaction.atomic():
         _lock_datarow(datarow)
@@ -84,20 +98,33 @@ def label_create(*, principal: Principal, datarow: DataRow, class_name: str, box
     return label
 
 
-def label_update(*, principal: Principal, label: Label, class_name: str | None = None,
-                 geometry_input: dict | None = None, attributes: dict | None = None) -> Label:
+def label_update(
+    *,
+    principal: Principal,
+    label: Label,
+    class_name: str | None = None,
+    geometry_input: dict | None = None,
+    attributes: dict | None = None,
+) -> Label:
     """Change what is given: the class; the geometry (`{"box": ..., "polygon": ...}` replaces the old one, both
     null make it a classification); the attributes (replaced whole)."""
     datarow = label.datarow
-    ontology_class = (_ontology_class(project_id=datarow.dataset.project_id, class_name=class_name)
-                      if class_name is not None else None)
+    ontology_class = (
+        _ontology_class(project_id=datarow.dataset.project_id, class_name=class_name)
+        if class_name is not None
+        else None
+    )
     shape = _checked_geometry(datarow, **geometry_input) if geometry_input is not None else None
     if attributes is not None:
         _checked_attributes(attributes)
     with transaction.atomic():
         _lock_datarow(datarow)
-        label = (Label.objects.select_for_update(of=("self",)).filter(pk=label.pk)
-                 .select_related("ontology_class", "datarow__dataset").first())
+        label = (
+            Label.objects.select_for_update(of=("self",))
+            .filter(pk=label.pk)
+            .select_related("ontology_class", "datarow__dataset")
+            .first()
+        )
         if label is None:
             raise NotFound("The label no longer exists.")
         if ontology_class is not None:

@@ -19,9 +19,11 @@ def ontology_class_create(*, project: Project, name: str) -> OntologyClass:
     with transaction.atomic():
         parent = None
         for depth in range(1, len(parts) + 1):
-            parent, created = OntologyClass.objects.get_or_create(project=project, name="/".join(parts[:depth]),
-                                                                  defaults={"parent": parent})
+            parent, created = OntologyClass.objects.get_or_create(
+                project=project, name="/".join(parts[:depth]), defaults={"parent": parent}
+            )
         if not created:
-            raise Conflict(f"Class '{name}' already exists in this project.",
-                           {"fields": {"name": ["This class already exists."]}})
+            raise Conflict(
+                f"Class '{name}' already exists in this project.", {"fields": {"name": ["This class already exists."]}}
+            )
     return parent

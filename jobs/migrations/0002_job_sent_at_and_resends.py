@@ -4,26 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0001_initial'),
+        ("jobs", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='resends',
+            model_name="job",
+            name="resends",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='job',
-            name='sent_at',
+            model_name="job",
+            name="sent_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         # Jobs created before were sent at their creation: a queued one among them is re-sent like any other.
         migrations.RunSQL("UPDATE jobs_job SET sent_at = created_at", migrations.RunSQL.noop),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['sent_at'], name='job_queued_sent'),
+            model_name="job",
+            index=models.Index(condition=models.Q(("status", "queued")), fields=["sent_at"], name="job_queued_sent"),
         ),
     ]

@@ -5,54 +5,89 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('datasets', '0001_initial'),
-        ('projects', '0001_initial'),
+        ("datasets", "0001_initial"),
+        ("projects", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('version', models.CharField(max_length=100)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("version", models.CharField(max_length=100)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_versions",
+                        to="projects.project",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Prediction',
+            name="Prediction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('classification', 'Classification'), ('box', 'Box'), ('polygon', 'Polygon')], max_length=20)),
-                ('score', models.FloatField()),
-                ('x', models.FloatField(null=True)),
-                ('y', models.FloatField(null=True)),
-                ('w', models.FloatField(null=True)),
-                ('h', models.FloatField(null=True)),
-                ('area', models.FloatField(null=True)),
-                ('polygon', models.JSONField(null=True)),
-                ('attributes', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('datarow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='datasets.datarow')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='predictions.modelversion')),
-                ('ontology_class', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='predictions', to='datasets.ontologyclass')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("classification", "Classification"), ("box", "Box"), ("polygon", "Polygon")],
+                        max_length=20,
+                    ),
+                ),
+                ("score", models.FloatField()),
+                ("x", models.FloatField(null=True)),
+                ("y", models.FloatField(null=True)),
+                ("w", models.FloatField(null=True)),
+                ("h", models.FloatField(null=True)),
+                ("area", models.FloatField(null=True)),
+                ("polygon", models.JSONField(null=True)),
+                ("attributes", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "datarow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="predictions", to="datasets.datarow"
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="predictions",
+                        to="predictions.modelversion",
+                    ),
+                ),
+                (
+                    "ontology_class",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="predictions",
+                        to="datasets.ontologyclass",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'name', 'version'), name='model_version_unique_in_project'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name", "version"), name="model_version_unique_in_project"
+            ),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['datarow'], name='prediction_datarow'),
+            model_name="prediction",
+            index=models.Index(fields=["datarow"], name="prediction_datarow"),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['model_version', 'ontology_class', 'score'], name='prediction_model_class_score'),
+            model_name="prediction",
+            index=models.Index(
+                fields=["model_version", "ontology_class", "score"], name="prediction_model_class_score"
+            ),
         ),
     ]

@@ -5,52 +5,93 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0003_ontologyclass_coco_category_id'),
-        ('jobs', '0001_initial'),
-        ('predictions', '0001_initial'),
-        ('slices', '0002_freeze_job_and_database_cascades'),
-        ('training', '0001_initial'),
+        ("datasets", "0003_ontologyclass_coco_category_id"),
+        ("jobs", "0001_initial"),
+        ("predictions", "0001_initial"),
+        ("slices", "0002_freeze_job_and_database_cascades"),
+        ("training", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelversion',
-            name='training_run',
-            field=models.OneToOneField(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='model_version', to='training.trainingrun'),
+            model_name="modelversion",
+            name="training_run",
+            field=models.OneToOneField(
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="model_version",
+                to="training.trainingrun",
+            ),
         ),
         migrations.CreateModel(
-            name='PredictionRun',
+            name="PredictionRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('top_k', models.PositiveSmallIntegerField()),
-                ('batch_size', models.PositiveIntegerField()),
-                ('datarow_count', models.BigIntegerField(default=0)),
-                ('prediction_count', models.BigIntegerField(default=0)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('dataset', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='prediction_runs', to='datasets.dataset')),
-                ('job', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='prediction_run', to='jobs.job')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='predictions.modelversion')),
-                ('slice', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='prediction_runs', to='slices.slice')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("top_k", models.PositiveSmallIntegerField()),
+                ("batch_size", models.PositiveIntegerField()),
+                ("datarow_count", models.BigIntegerField(default=0)),
+                ("prediction_count", models.BigIntegerField(default=0)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="prediction_runs",
+                        to="datasets.dataset",
+                    ),
+                ),
+                (
+                    "job",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="prediction_run", to="jobs.job"
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="predictions.modelversion"
+                    ),
+                ),
+                (
+                    "slice",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="prediction_runs",
+                        to="slices.slice",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='prediction',
-            name='run',
-            field=models.ForeignKey(db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='predictions', to='predictions.predictionrun'),
+            model_name="prediction",
+            name="run",
+            field=models.ForeignKey(
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="predictions",
+                to="predictions.predictionrun",
+            ),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(condition=models.Q(('run__isnull', False)), fields=['run', 'datarow'], name='prediction_run_datarow'),
+            model_name="prediction",
+            index=models.Index(
+                condition=models.Q(("run__isnull", False)), fields=["run", "datarow"], name="prediction_run_datarow"
+            ),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['model_version', 'datarow'], name='prediction_model_datarow'),
+            model_name="prediction",
+            index=models.Index(fields=["model_version", "datarow"], name="prediction_model_datarow"),
         ),
         migrations.AddConstraint(
-            model_name='predictionrun',
-            constraint=models.CheckConstraint(condition=models.Q(('slice__isnull', True), ('dataset__isnull', True), _connector='OR'), name='prediction_run_slice_or_dataset'),
+            model_name="predictionrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("slice__isnull", True), ("dataset__isnull", True), _connector="OR"),
+                name="prediction_run_slice_or_dataset",
+            ),
         ),
     ]

@@ -5,21 +5,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0004_drop_indexes_other_indexes_serve'),
-        ('predictions', '0002_prediction_runs'),
+        ("datasets", "0004_drop_indexes_other_indexes_serve"),
+        ("predictions", "0002_prediction_runs"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='prediction',
-            name='datarow',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='datasets.datarow'),
+            model_name="prediction",
+            name="datarow",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="predictions",
+                to="datasets.datarow",
+            ),
         ),
         migrations.AlterField(
-            model_name='prediction',
-            name='model_version',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='predictions.modelversion'),
+            model_name="prediction",
+            name="model_version",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="predictions",
+                to="predictions.modelversion",
+            ),
         ),
     ]

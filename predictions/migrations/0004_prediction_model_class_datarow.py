@@ -7,17 +7,20 @@
 
 from django.db import migrations, models
 
-CREATE = ("CREATE INDEX IF NOT EXISTS prediction_model_class_datarow ON predictions_prediction "
-          "(model_version_id, ontology_class_id, datarow_id) INCLUDE (score)")
-CREATE_OLD = ("CREATE INDEX IF NOT EXISTS prediction_model_class_score ON predictions_prediction "
-              "(model_version_id, ontology_class_id, score)")
+CREATE = (
+    "CREATE INDEX IF NOT EXISTS prediction_model_class_datarow ON predictions_prediction "
+    "(model_version_id, ontology_class_id, datarow_id) INCLUDE (score)"
+)
+CREATE_OLD = (
+    "CREATE INDEX IF NOT EXISTS prediction_model_class_score ON predictions_prediction "
+    "(model_version_id, ontology_class_id, score)"
+)
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0004_drop_indexes_other_indexes_serve'),
-        ('predictions', '0003_drop_indexes_other_indexes_serve'),
+        ("datasets", "0004_drop_indexes_other_indexes_serve"),
+        ("predictions", "0003_drop_indexes_other_indexes_serve"),
     ]
 
     operations = [
@@ -28,13 +31,16 @@ class Migration(migrations.Migration):
             ],
             state_operations=[
                 migrations.AddIndex(
-                    model_name='prediction',
-                    index=models.Index(fields=['model_version', 'ontology_class', 'datarow'], include=('score',),
-                                       name='prediction_model_class_datarow'),
+                    model_name="prediction",
+                    index=models.Index(
+                        fields=["model_version", "ontology_class", "datarow"],
+                        include=("score",),
+                        name="prediction_model_class_datarow",
+                    ),
                 ),
                 migrations.RemoveIndex(
-                    model_name='prediction',
-                    name='prediction_model_class_score',
+                    model_name="prediction",
+                    name="prediction_model_class_score",
                 ),
             ],
         ),

@@ -5,15 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('predictions', '0004_prediction_model_class_datarow'),
+        ("predictions", "0004_prediction_model_class_datarow"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='predictionrun',
-            name='splits',
-            field=django.contrib.postgres.fields.ArrayField(base_field=models.SmallIntegerField(), blank=True, default=list, size=None),
+            model_name="predictionrun",
+            name="splits",
+            field=django.contrib.postgres.fields.ArrayField(
+                base_field=models.SmallIntegerField(), blank=True, default=list, size=None
+            ),
         ),
     ]

@@ -6,10 +6,9 @@ from django.db import migrations, models
 
 # The other half of datasets/migrations/0007: the models leave this app's state; their tables are untouched.
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0007_model_versions_predictions_move_in'),
-        ('predictions', '0005_prediction_run_splits'),
+        ("datasets", "0007_model_versions_predictions_move_in"),
+        ("predictions", "0005_prediction_run_splits"),
     ]
 
     operations = [
@@ -17,31 +16,33 @@ class Migration(migrations.Migration):
             database_operations=[],
             state_operations=[
                 migrations.RemoveField(
-                    model_name='prediction',
-                    name='model_version',
+                    model_name="prediction",
+                    name="model_version",
                 ),
                 migrations.AlterField(
-                    model_name='predictionrun',
-                    name='model_version',
-                    field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='datasets.modelversion'),
+                    model_name="predictionrun",
+                    name="model_version",
+                    field=models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="datasets.modelversion"
+                    ),
                 ),
                 migrations.RemoveField(
-                    model_name='prediction',
-                    name='datarow',
+                    model_name="prediction",
+                    name="datarow",
                 ),
                 migrations.RemoveField(
-                    model_name='prediction',
-                    name='ontology_class',
+                    model_name="prediction",
+                    name="ontology_class",
                 ),
                 migrations.RemoveField(
-                    model_name='prediction',
-                    name='run',
+                    model_name="prediction",
+                    name="run",
                 ),
                 migrations.DeleteModel(
-                    name='ModelVersion',
+                    name="ModelVersion",
                 ),
                 migrations.DeleteModel(
-                    name='Prediction',
+                    name="Prediction",
                 ),
             ],
         ),

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('predictions', '0006_model_versions_predictions_move_out'),
+        ("predictions", "0006_model_versions_predictions_move_out"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='predictionrun',
-            name='score_threshold',
+            model_name="predictionrun",
+            name="score_threshold",
             field=models.FloatField(default=0.0),
         ),
     ]

@@ -4,27 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workspace_id', models.CharField(db_index=True, max_length=100)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("workspace_id", models.CharField(db_index=True, max_length=100)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['workspace_id', '-created_at', '-id'], name='project_workspace_recent')],
-                'constraints': [models.UniqueConstraint(fields=('workspace_id', 'name'), name='project_name_unique_in_workspace')],
+                "indexes": [
+                    models.Index(fields=["workspace_id", "-created_at", "-id"], name="project_workspace_recent")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("workspace_id", "name"), name="project_name_unique_in_workspace")
+                ],
             },
         ),
     ]

@@ -66,9 +66,11 @@ def facet_metadata_path(facet: str, catalog: dict[str, str]) -> str | None:
         return None
     path = facet.removeprefix("metadata.")
     if not facet.startswith("metadata.") or catalog.get(path) not in FACET_METADATA_TYPES:
-        raise ApplicationError(f"Cannot facet on {facet!r}: use label.class, prediction.class, tags or a string, "
-                               f"boolean or number metadata path of the project.",
-                               {"fields": {"facets": [f"{facet!r} is not a facet field"]}})
+        raise ApplicationError(
+            f"Cannot facet on {facet!r}: use label.class, prediction.class, tags or a string, "
+            f"boolean or number metadata path of the project.",
+            {"fields": {"facets": [f"{facet!r} is not a facet field"]}},
+        )
     return path
 
 
@@ -118,8 +120,16 @@ class SearchEngine(Protocol):
     def search(self, request: SearchRequest, *, using: str) -> EnginePage:
         """One page of matching datarow ids in the request's order after `request.after`, the total and facets."""
 
-    def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
-                          dataset_id: int | None = None, batch_size: int = 1000, using: str) -> Iterator[list[int]]:
+    def iter_matching_ids(
+        self,
+        *,
+        tenant_schema: str,
+        project_id: int,
+        query: ValidQuery | None,
+        dataset_id: int | None = None,
+        batch_size: int = 1000,
+        using: str,
+    ) -> Iterator[list[int]]:
         """Every matching datarow id, in id order, in batches (slice freezing, bulk actions)."""
 
 

@@ -59,8 +59,9 @@ def _at_least(kind: str, condition: dsl.query.Query, count: int) -> dsl.query.Qu
     query sums them per row and function_score keeps the rows whose sum reaches `count`."""
     if count <= 0:
         return _match_all()
-    nested = dsl.query.Nested(path=OBJECT_PATHS[kind], score_mode="sum",
-                              query=dsl.query.ConstantScore(filter=condition, boost=1))
+    nested = dsl.query.Nested(
+        path=OBJECT_PATHS[kind], score_mode="sum", query=dsl.query.ConstantScore(filter=condition, boost=1)
+    )
     return dsl.query.FunctionScore(query=nested, min_score=count)
 
 
@@ -123,21 +124,26 @@ class _Compiler:
             return dsl.query.Range(**{field: {_RANGE_OPERATORS[node.op]: value}})
         if isinstance(node, ast.InList):
             return dsl.query.Terms(**{field: [self.value(spec, value, value_type) for value in node.values]})
-        return dsl.query.Range(**{field: {"gte": self.value(spec, node.low, value_type),
-                                          "lte": self.value(spec, node.high, value_type)}})
+        return dsl.query.Range(
+            **{field: {"gte": self.value(spec, node.low, value_type), "lte": self.value(spec, node.high, value_type)}}
+        )
 
     def field(self, node: ast.Predicate, spec: FieldSpec, scope: str) -> tuple[str, str | None]:
         """The document field the predicate reads, and the type its values compare in."""
-        value = getattr(node, "value", None) or getattr(node, "low", None) or \
-            (node.values[0] if isinstance(node, ast.InList) else None)
+        value = (
+            getattr(node, "value", None)
+            or getattr(node, "low", None)
+            or (node.values[0] if isinstance(node, ast.InList) else None)
+        )
         value_type = field_type(spec, value) if value is not None else spec.type
         prefix = "" if scope == ROW else f"{OBJECT_PATHS[scope]}."
         if spec.kind == "metadata":
             return metadata_field(spec.path), value_type
         if spec.kind == "attributes":
             # LIKE reads strings; EXISTS reads the presence list, whatever the type.
-            return attribute_field(scope, "string" if isinstance(node, ast.Like) else value_type or "string",
-                                   spec.path), value_type
+            return attribute_field(
+                scope, "string" if isinstance(node, ast.Like) else value_type or "string", spec.path
+            ), value_type
         if spec.kind == "tags":
             return "tags", value_type
         if spec.kind in ("class", "model"):
@@ -167,8 +173,11 @@ class _Compiler:
         if not words:
             return _match_none()
         rules = [{"match": {"query": word}} for word in words]
-        rule = rules[0] if len(rules) == 1 else {"all_of": {"intervals": rules, "ordered": False,
-                                                            "max_gaps": TEXT_VALUE_GAP - 1}}
+        rule = (
+            rules[0]
+            if len(rules) == 1
+            else {"all_of": {"intervals": rules, "ordered": False, "max_gaps": TEXT_VALUE_GAP - 1}}
+        )
         return dsl.query.Intervals(**{field: rule})
 
 

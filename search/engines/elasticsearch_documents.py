@@ -33,8 +33,10 @@ INDEX_SETTINGS = {
 
 _KEYWORD = {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}
 _CATALOG_MAPPINGS = {
-    "string": {**_KEYWORD, "fields": {"text": {"type": "text", "analyzer": WORD_ANALYZER,
-                                               "position_increment_gap": TEXT_VALUE_GAP}}},
+    "string": {
+        **_KEYWORD,
+        "fields": {"text": {"type": "text", "analyzer": WORD_ANALYZER, "position_increment_gap": TEXT_VALUE_GAP}},
+    },
     "number": {"type": "double"},
     "boolean": {"type": "boolean"},
     "datetime": {"type": "date"},
@@ -72,9 +74,13 @@ def attribute_field(kind: str, value_type: str, path: tuple[str, ...]) -> str:
 def _object_mapping(kind: str) -> dict:
     attributes = {value_type: {"type": "object", "dynamic": True} for value_type in ATTRIBUTE_TYPES}
     attributes["present"] = {"type": "keyword"}
-    properties = {"class": {"type": "keyword"}, "class_ancestors": {"type": "keyword"}, "kind": {"type": "keyword"},
-                  **{name: {"type": "double"} for name in ("x", "y", "w", "h", "area")},
-                  "attributes": {"type": "object", "properties": attributes}}
+    properties = {
+        "class": {"type": "keyword"},
+        "class_ancestors": {"type": "keyword"},
+        "kind": {"type": "keyword"},
+        **{name: {"type": "double"} for name in ("x", "y", "w", "h", "area")},
+        "attributes": {"type": "object", "properties": attributes},
+    }
     if kind == "prediction":
         properties.update(score={"type": "double"}, model={"type": "keyword"})
     return {"type": "nested", "properties": properties}
@@ -87,9 +93,16 @@ def metadata_properties(catalog: dict[str, str]) -> dict:
 
 def index_mapping(catalog: dict[str, str]) -> dict:
     # Attribute fields are typed by their values (no catalog): dynamic templates map each typed object's children.
-    templates = [{f"{object_path}_{value_type}": {"path_match": f"{object_path}.attributes.{value_type}.*",
-                                                  "mapping": _ATTRIBUTE_MAPPINGS[value_type]}}
-                 for object_path in OBJECT_PATHS.values() for value_type in ATTRIBUTE_TYPES]
+    templates = [
+        {
+            f"{object_path}_{value_type}": {
+                "path_match": f"{object_path}.attributes.{value_type}.*",
+                "mapping": _ATTRIBUTE_MAPPINGS[value_type],
+            }
+        }
+        for object_path in OBJECT_PATHS.values()
+        for value_type in ATTRIBUTE_TYPES
+    ]
     return {
         "dynamic": "strict",
         "dynamic_templates": templates,
@@ -122,7 +135,7 @@ def tree_values(tree) -> dict[tuple[str, ...], list]:
     def visit(node: dict, path: tuple[str, ...]) -> None:
         for key, value in node.items():
             here = (*path, key)
-            for element in (value if isinstance(value, list) else [value]):
+            for element in value if isinstance(value, list) else [value]:
                 if element is None:
                     continue
                 found.setdefault(here, []).append(element)
@@ -191,11 +204,17 @@ def datarow_document(row: dict, catalog: dict[str, str]) -> dict:
         if typed:
             metadata[field] = typed
     return {
-        "id": row["id"], "dataset_id": row["dataset_id"], "external_id": row["external_id"], "uri": row["uri"],
+        "id": row["id"],
+        "dataset_id": row["dataset_id"],
+        "external_id": row["external_id"],
+        "uri": row["uri"],
         **{name: row[name] for name in ("width", "height") if row[name] is not None},
-        "created_at": date_text(row["created_at"]), "updated_at": date_text(row["updated_at"]),
-        "tags": list(row["tags"]), "slice_ids": list(row.get("slice_ids", ())),
-        "metadata": metadata, "metadata_present": present,
+        "created_at": date_text(row["created_at"]),
+        "updated_at": date_text(row["updated_at"]),
+        "tags": list(row["tags"]),
+        "slice_ids": list(row.get("slice_ids", ())),
+        "metadata": metadata,
+        "metadata_present": present,
         "labels": [_object_document("label", item) for item in row["labels"]],
         "predictions": [_object_document("prediction", item) for item in row["predictions"]],
     }

@@ -61,15 +61,32 @@ def sort_clauses(sort: SortSpec, catalog: dict[str, str]) -> list[dict]:
     path = sort.metadata_path()
     if path is not None:
         # The minimum of a list, in both directions, as on PostgreSQL.
-        return [{metadata_field(tuple(path.split("."))): {"order": order, "mode": "min", "missing": "_last",
-                                                          "unmapped_type": _MAPPING_TYPES[value_type]}}, tie]
+        return [
+            {
+                metadata_field(tuple(path.split("."))): {
+                    "order": order,
+                    "mode": "min",
+                    "missing": "_last",
+                    "unmapped_type": _MAPPING_TYPES[value_type],
+                }
+            },
+            tie,
+        ]
     predictions = OBJECT_PATHS["prediction"]
     which = [dsl.query.Term(**{f"{predictions}.model": sort.model})]
     if sort.class_name is not None:
         which.append(dsl.query.Term(**{f"{predictions}.class": sort.class_name}))
-    return [{f"{predictions}.score": {"order": order, "mode": "max", "missing": "_last",
-                                      "nested": {"path": predictions,
-                                                 "filter": dsl.query.Bool(filter=which).to_dict()}}}, tie]
+    return [
+        {
+            f"{predictions}.score": {
+                "order": order,
+                "mode": "max",
+                "missing": "_last",
+                "nested": {"path": predictions, "filter": dsl.query.Bool(filter=which).to_dict()},
+            }
+        },
+        tie,
+    ]
 
 
 def facet_aggregation(facet: str, catalog: dict[str, str]) -> dict:
@@ -78,18 +95,28 @@ def facet_aggregation(facet: str, catalog: dict[str, str]) -> dict:
     if facet in FACET_OBJECT_FIELDS:
         objects = OBJECT_PATHS[facet.split(".")[0]]
         # Rows, not objects: reverse_nested counts the datarows holding each class.
-        return {"nested": {"path": objects},
-                "aggs": {"values": {"terms": {"field": f"{objects}.class", "size": FACET_SIZE,
-                                              "order": [{"rows": "desc"}, {"_key": "asc"}]},
-                                    "aggs": {"rows": {"reverse_nested": {}}}}}}
+        return {
+            "nested": {"path": objects},
+            "aggs": {
+                "values": {
+                    "terms": {
+                        "field": f"{objects}.class",
+                        "size": FACET_SIZE,
+                        "order": [{"rows": "desc"}, {"_key": "asc"}],
+                    },
+                    "aggs": {"rows": {"reverse_nested": {}}},
+                }
+            },
+        }
     field = "tags" if path is None else f"metadata.{encode_path(tuple(path.split('.')))}"
     return {"terms": {"field": field, "size": FACET_SIZE, "order": order}}
 
 
 def _facet_values(facet: str, catalog: dict[str, str], answer: dict) -> list[dict]:
     if facet in FACET_OBJECT_FIELDS:
-        return [{"value": bucket["key"], "count": bucket["rows"]["doc_count"]}
-                for bucket in answer["values"]["buckets"]]
+        return [
+            {"value": bucket["key"], "count": bucket["rows"]["doc_count"]} for bucket in answer["values"]["buckets"]
+        ]
     path = facet_metadata_path(facet, catalog)
     kind = catalog[path] if path is not None else "string"
     values = []
@@ -116,8 +143,11 @@ class ElasticsearchEngine:
     def search(self, request: SearchRequest, *, using: str) -> EnginePage:
         sort = sort_clauses(request.sort, request.catalog)
         search = dsl.Search().query(compile_query(request.query, dataset_id=request.dataset_id)).sort(*sort)
-        search = search.extra(size=request.limit + 1, _source=False,
-                              track_total_hits=True if request.count == "exact" else request.estimate_cap)
+        search = search.extra(
+            size=request.limit + 1,
+            _source=False,
+            track_total_hits=True if request.count == "exact" else request.estimate_cap,
+        )
         if request.after is not None:
             value, after_id = request.after
             if len(sort) == 1:
@@ -128,10 +158,12 @@ class ElasticsearchEngine:
                 raise cursor_error("Not a cursor from this API; pass next_cursor as it was given.")
         body = search.to_dict()
         if request.facets:
-            body["aggs"] = {f"facet_{i}": facet_aggregation(facet, request.catalog)
-                            for i, facet in enumerate(request.facets)}
+            body["aggs"] = {
+                f"facet_{i}": facet_aggregation(facet, request.catalog) for i, facet in enumerate(request.facets)
+            }
         answer = client_for_tenant(request.tenant_schema).search(
-            index=alias_name(request.tenant_schema, request.project_id), body=body, ignore_unavailable=True)
+            index=alias_name(request.tenant_schema, request.project_id), body=body, ignore_unavailable=True
+        )
         answer = answer.body if hasattr(answer, "body") else answer
         hits = answer["hits"]["hits"]
         page = hits[: request.limit]
@@ -142,13 +174,26 @@ class ElasticsearchEngine:
         total = answer["hits"]["total"]
         # No index yet (nothing indexed) answers no hits and no aggregations.
         aggregations = answer.get("aggregations", {})
-        facets = {facet: _facet_values(facet, request.catalog, aggregations[f"facet_{i}"])
-                  if f"facet_{i}" in aggregations else [] for i, facet in enumerate(request.facets)}
-        return EnginePage([int(hit["_id"]) for hit in page], next_after,
-                          SearchTotal(total["value"], total["relation"]), facets)
+        facets = {
+            facet: _facet_values(facet, request.catalog, aggregations[f"facet_{i}"])
+            if f"facet_{i}" in aggregations
+            else []
+            for i, facet in enumerate(request.facets)
+        }
+        return EnginePage(
+            [int(hit["_id"]) for hit in page], next_after, SearchTotal(total["value"], total["relation"]), facets
+        )
 
-    def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
-                          dataset_id: int | None = None, batch_size: int = 1000, using: str) -> Iterator[list[int]]:
+    def iter_matching_ids(
+        self,
+        *,
+        tenant_schema: str,
+        project_id: int,
+        query: ValidQuery | None,
+        dataset_id: int | None = None,
+        batch_size: int = 1000,
+        using: str,
+    ) -> Iterator[list[int]]:
         """search_after on id: every document that matches throughout the walk comes exactly once, in id order."""
         client = client_for_tenant(tenant_schema)
         base = dsl.Search().query(compile_query(query, dataset_id=dataset_id)).sort({"id": {"order": "asc"}})
@@ -156,8 +201,9 @@ class ElasticsearchEngine:
         after = None
         while True:
             search = base.extra(search_after=[after]) if after is not None else base
-            answer = client.search(index=alias_name(tenant_schema, project_id), body=search.to_dict(),
-                                   ignore_unavailable=True)
+            answer = client.search(
+                index=alias_name(tenant_schema, project_id), body=search.to_dict(), ignore_unavailable=True
+            )
             ids = [int(hit["_id"]) for hit in answer["hits"]["hits"]]
             if not ids:
                 return

@@ -25,8 +25,14 @@ from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, type
 
 # Names in mlops.tables, read when a query compiles.
 OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
-_COUNT_OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
-                    ">=": operator.ge}
+_COUNT_OPERATORS = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 _JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 # The expression of the index datarow_metadata_text (search/migrations/0001), written the same way so the planner
 # matches it.
@@ -68,14 +74,18 @@ class _Compiler:
         if isinstance(node, ast.Not):
             return f"(NOT {self.expr(node.item, scope, alias)})"
         if isinstance(node, ast.ObjectMatch):
-            return f"EXISTS (SELECT 1 FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o " \
-                   f"WHERE o.datarow_id = {alias}.id AND {self.expr(node.condition, node.kind, 'o')})"
+            return (
+                f"EXISTS (SELECT 1 FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o "
+                f"WHERE o.datarow_id = {alias}.id AND {self.expr(node.condition, node.kind, 'o')})"
+            )
         if isinstance(node, ast.ObjectCount):
             return self.object_count(node, alias)
         if isinstance(node, ast.SliceMembership):
             # The member table's key is (slice, datarow): one index probe per row, or a join the planner picks.
-            return f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS sm " \
-                   f"WHERE sm.slice_id = {self.bind(node.slice_id)} AND sm.datarow_id = {alias}.id)"
+            return (
+                f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS sm "
+                f"WHERE sm.slice_id = {self.bind(node.slice_id)} AND sm.datarow_id = {alias}.id)"
+            )
         if isinstance(node, ast.Compare) and node.op == "!=":
             return f"(NOT {self.expr(ast.Compare(node.field, '=', node.value, node.pos), scope, alias)})"
         spec = resolve_field(node.field, scope, self.query.catalog)
@@ -88,16 +98,20 @@ class _Compiler:
         the size of the project, not of the tenant."""
         if self.using is None:
             project = self.bind(self.project_id)
-            scope = f"JOIN {tables.DATAROW} AS r ON r.id = o.datarow_id " \
-                    f"JOIN {tables.DATASET} AS s ON s.id = r.dataset_id WHERE s.project_id = {project}"
+            scope = (
+                f"JOIN {tables.DATAROW} AS r ON r.id = o.datarow_id "
+                f"JOIN {tables.DATASET} AS s ON s.id = r.dataset_id WHERE s.project_id = {project}"
+            )
         else:
             # Classes belong to one project, so its class ids scope the objects to its datarows without a join.
             ids = self.lookup_ids(tables.ONTOLOGY_CLASS, "true", [])
             scope = f"WHERE o.ontology_class_id IN {self.bind_list(ids)}" if ids else "WHERE false"
         condition = self.expr(node.condition, node.kind, "o") if node.condition is not None else "true"
         count = self.bind(node.count.value)
-        grouped = f"SELECT o.datarow_id FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o " \
-                  f"{scope} AND {condition} GROUP BY o.datarow_id"
+        grouped = (
+            f"SELECT o.datarow_id FROM {getattr(tables, OBJECT_TABLES[node.kind])} AS o "
+            f"{scope} AND {condition} GROUP BY o.datarow_id"
+        )
         if _COUNT_OPERATORS[node.op](0, node.count.value):
             return f"({alias}.id NOT IN ({grouped} HAVING NOT (count(*) {node.op} {count})))"
         return f"({alias}.id IN ({grouped} HAVING count(*) {node.op} {count}))"
@@ -114,8 +128,10 @@ class _Compiler:
         elif isinstance(node, ast.InList):
             sql = f"{column} IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
         elif isinstance(node, ast.Between):
-            sql = f"{ordered} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
-                  f"{self.bind(typed_value(spec, node.high))}"
+            sql = (
+                f"{ordered} BETWEEN {self.bind(typed_value(spec, node.low))} AND "
+                f"{self.bind(typed_value(spec, node.high))}"
+            )
         else:
             sql = f"{column} LIKE {self.bind(node.pattern.value)}"
         return f"coalesce({sql}, false)" if spec.nullable else f"({sql})"
@@ -147,8 +163,10 @@ class _Compiler:
             condition = f"{name} IN ({', '.join('%s' for _ in node.values)})"
             values = [value.value for value in node.values]
         elif isinstance(node, ast.Under):
-            condition, values = f"({name} = %s OR {name} LIKE %s)", [node.value.value,
-                                                                     escape_like(node.value.value) + "/%"]
+            condition, values = (
+                f"({name} = %s OR {name} LIKE %s)",
+                [node.value.value, escape_like(node.value.value) + "/%"],
+            )
         else:
             condition, values = f"{name} LIKE %s", [node.pattern.value]
         if self.using is not None:
@@ -161,8 +179,9 @@ class _Compiler:
     def lookup_ids(self, table: str, condition: str, values: list) -> list[int]:
         """The ids of the project's rows of a small table (datasets, classes, model versions) meeting condition."""
         with connections[self.using].cursor() as cursor:
-            cursor.execute(f"SELECT id FROM {table} WHERE project_id = %s AND {condition} ORDER BY id",
-                           [self.project_id, *values])
+            cursor.execute(
+                f"SELECT id FROM {table} WHERE project_id = %s AND {condition} ORDER BY id", [self.project_id, *values]
+            )
             return [row[0] for row in cursor.fetchall()]
 
     def _metadata(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
@@ -180,8 +199,12 @@ class _Compiler:
             return f"({column} @? {self.bind(values + _NOT_NULL)}::jsonpath)"
         if spec.type == "datetime" and column.endswith(".metadata") and not isinstance(node, (ast.Like, ast.Match)):
             return self._metadata_datetime(node, spec, column, values)
-        if isinstance(node, ast.Match) and column.endswith(".metadata") and self.using is not None \
-                and self._path_indexes("match", spec.path)[0]:
+        if (
+            isinstance(node, ast.Match)
+            and column.endswith(".metadata")
+            and self.using is not None
+            and self._path_indexes("match", spec.path)[0]
+        ):
             return self._metadata_match(node, spec, column, values)
         if isinstance(node, (ast.Like, ast.Match)) or spec.type == "datetime":
             return self._json_each(node, spec, column, values)
@@ -222,9 +245,11 @@ class _Compiler:
         is matched by that index alone, with no per-row recheck (to_tsvector of each candidate's text was most of
         the cost); the expression is never NULL, so the condition stays two-valued. Rows holding the path's strings
         in lists take every value, found by the lists index; that branch is left out when the index shows none."""
-        words = f"to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, coalesce(search_metadata_string({column}, " \
-                f"{self.bind(jsonpath_direct(spec.path))}::jsonpath), '')) @@ " \
-                f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+        words = (
+            f"to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, coalesce(search_metadata_string({column}, "
+            f"{self.bind(jsonpath_direct(spec.path))}::jsonpath), '')) @@ "
+            f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+        )
         if not self._path_indexes("match", spec.path)[1]:
             return f"({words})"
         lists = self._embed(lists_predicate("match", spec.path, column))
@@ -251,9 +276,12 @@ class _Compiler:
         candidates = ""
         if isinstance(node, ast.Match) and column.endswith(".metadata"):
             # Rows whose metadata strings hold every word, from the GIN index datarow_metadata_text.
-            candidates = f"{METADATA_WORDS.format(column=column)} @@ " \
-                         f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)}) AND "
+            candidates = (
+                f"{METADATA_WORDS.format(column=column)} @@ "
+                f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)}) AND "
+            )
         if isinstance(node, (ast.Like, ast.Match)):
+
             def direct() -> str:  # binds the path each time it is written
                 path = self.bind(jsonpath_direct(spec.path))
                 return f"jsonb_path_query_first({column}, {path}::jsonpath, '{{}}', true)"
@@ -261,15 +289,19 @@ class _Compiler:
             direct_type = f"jsonb_typeof({direct()})"
             held = self._string_test(node, spec, f"({direct()} #>> '{{}}')")
             every = self._every_value(node, spec, column, values)
-            return f"({candidates}CASE {direct_type} WHEN 'string' THEN {held} WHEN 'number' THEN false " \
-                   f"WHEN 'boolean' THEN false WHEN 'null' THEN false ELSE {every} END)"
+            return (
+                f"({candidates}CASE {direct_type} WHEN 'string' THEN {held} WHEN 'number' THEN false "
+                f"WHEN 'boolean' THEN false WHEN 'null' THEN false ELSE {every} END)"
+            )
         return f"({candidates}{self._every_value(node, spec, column, values)})"
 
     def _every_value(self, node: ast.Predicate, spec: FieldSpec, column: str, values: str) -> str:
         path = self.bind(values)
         test = self._string_test(node, spec, "(v.value #>> '{}')")
-        return f"EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) " \
-               f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
+        return (
+            f"EXISTS (SELECT 1 FROM jsonb_path_query({column}, {path}::jsonpath) AS v(value) "
+            f"WHERE jsonb_typeof(v.value) = 'string' AND {test})"
+        )
 
     def _string_test(self, node: ast.Predicate, spec: FieldSpec, text: str) -> str:
         """The test of one string value `text` (SQL text) for LIKE, MATCH or a datetime comparison (which repeats
@@ -277,18 +309,21 @@ class _Compiler:
         if isinstance(node, ast.Like):
             return f"{text} LIKE {self.bind(node.pattern.value)}"
         if isinstance(node, ast.Match):
-            return f"to_tsvector('{TEXT_SEARCH_CONFIG}', {text}) @@ " \
-                   f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+            return (
+                f"to_tsvector('{TEXT_SEARCH_CONFIG}', {text}) @@ "
+                f"plainto_tsquery('{TEXT_SEARCH_CONFIG}', {self.bind(node.text.value)})"
+            )
         moment = f"{text}::timestamptz"
         if isinstance(node, ast.Compare):
             comparison = f"{moment} {node.op} {self.bind(typed_value(spec, node.value))}"
         elif isinstance(node, ast.InList):
             comparison = f"{moment} IN {self.bind_list(typed_value(spec, value) for value in node.values)}"
         else:
-            comparison = f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND " \
-                         f"{self.bind(typed_value(spec, node.high))}"
+            comparison = (
+                f"{moment} BETWEEN {self.bind(typed_value(spec, node.low))} AND "
+                f"{self.bind(typed_value(spec, node.high))}"
+            )
         return f"CASE WHEN pg_input_is_valid({text}, 'timestamptz') THEN {comparison} ELSE false END"
-
 
 
 # The object fields the object tables' indexes hold (docs/design/search-postgres.md, "Indexes used"): a condition on
@@ -313,8 +348,9 @@ def reads_object_rows(query: ValidQuery | None) -> bool:
     return query is not None and reads(query.root, None)
 
 
-def compile_filter(query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None,
-                   using: str | None = None) -> CompiledQuery:
+def compile_filter(
+    query: ValidQuery | None, *, project_id: int, dataset_id: int | None = None, using: str | None = None
+) -> CompiledQuery:
     """The WHERE condition, over the datarows `AS d`, of the project's datarows (or one dataset's) that match;
     no query matches them all. For statements other than the id list: pages, counts, facets. With `using`, the
     ids of the datasets, classes and model versions named are read there first and bound as values."""

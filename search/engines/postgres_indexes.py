@@ -13,9 +13,11 @@ _STRING = ' ? (@.type() == "string")'
 # Per-path indexes that `manage.py search_metadata_indexes` builds, by the kind of condition they serve: the
 # function giving the value held directly at the path (search/migrations/0002, 0003) and the index over it.
 _DIRECT_VALUE = {"datetime": "search_metadata_datetime", "match": "search_metadata_string"}
-_DIRECT_INDEX = {"datetime": "btree ((search_metadata_datetime(metadata, %s::jsonpath)))",
-                 "match": f"gin ((to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, "
-                          f"coalesce(search_metadata_string(metadata, %s::jsonpath), ''))))"}
+_DIRECT_INDEX = {
+    "datetime": "btree ((search_metadata_datetime(metadata, %s::jsonpath)))",
+    "match": f"gin ((to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, "
+    f"coalesce(search_metadata_string(metadata, %s::jsonpath), ''))))",
+}
 
 
 def _path_index_name(kind: str, path: tuple[str, ...], *, lists: bool = False) -> str:
@@ -27,8 +29,10 @@ def lists_predicate(kind: str, path: tuple[str, ...], column: str = "metadata") 
     """The rows whose values at the path must be read from lists (no direct value, but strings reached through
     lists): the lists index's predicate, and the condition that selects its rows (written alike, so the planner
     proves the one from the other)."""
-    return CompiledQuery(f"{_DIRECT_VALUE[kind]}({column}, %s::jsonpath) IS NULL AND {column} @? %s::jsonpath",
-                         [jsonpath_direct(path), jsonpath_values(path) + _STRING])
+    return CompiledQuery(
+        f"{_DIRECT_VALUE[kind]}({column}, %s::jsonpath) IS NULL AND {column} @? %s::jsonpath",
+        [jsonpath_direct(path), jsonpath_values(path) + _STRING],
+    )
 
 
 def metadata_path_indexes(kind: str, path: tuple[str, ...]) -> list[CompiledQuery]:
@@ -36,10 +40,18 @@ def metadata_path_indexes(kind: str, path: tuple[str, ...]) -> list[CompiledQuer
     the value held directly at the path, and the (few) rows whose values must be read from lists. Named after the
     path, created if missing, without blocking writes."""
     lists = lists_predicate(kind, path)
-    return [CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path)} "
-                          f"ON {tables.DATAROW} USING {_DIRECT_INDEX[kind]}", [jsonpath_direct(path)]),
-            CompiledQuery(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path, lists=True)} "
-                          f"ON {tables.DATAROW} (id) WHERE {lists.sql}", lists.params)]
+    return [
+        CompiledQuery(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path)} "
+            f"ON {tables.DATAROW} USING {_DIRECT_INDEX[kind]}",
+            [jsonpath_direct(path)],
+        ),
+        CompiledQuery(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_path_index_name(kind, path, lists=True)} "
+            f"ON {tables.DATAROW} (id) WHERE {lists.sql}",
+            lists.params,
+        ),
+    ]
 
 
 def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool, bool]:
@@ -47,10 +59,14 @@ def path_index_state(kind: str, path: tuple[str, ...], using: str) -> tuple[bool
     path's values in lists: answered from the (small) lists index when it exists and is valid; without it, assumed,
     since the answer would cost a scan of the table."""
     lists = lists_predicate(kind, path)
-    valid = ("EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid WHERE c.relname = %s "
-             "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid)")
+    valid = (
+        "EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid WHERE c.relname = %s "
+        "AND c.relnamespace = current_schema()::regnamespace AND i.indisvalid)"
+    )
     with connections[using].cursor() as cursor:
-        cursor.execute(f"SELECT {valid}, CASE WHEN {valid} THEN EXISTS (SELECT 1 FROM {tables.DATAROW} "
-                       f"WHERE {lists.sql}) ELSE true END",
-                       [_path_index_name(kind, path), _path_index_name(kind, path, lists=True), *lists.params])
+        cursor.execute(
+            f"SELECT {valid}, CASE WHEN {valid} THEN EXISTS (SELECT 1 FROM {tables.DATAROW} "
+            f"WHERE {lists.sql}) ELSE true END",
+            [_path_index_name(kind, path), _path_index_name(kind, path, lists=True), *lists.params],
+        )
         return cursor.fetchone()

@@ -40,8 +40,11 @@ _METADATA_KEYS = {
     "number": ("({v} #>> '{{}}')::float8", "jsonb_typeof({v}) = 'number'", "min"),
     "string": ("({v} #>> '{{}}') COLLATE \"C\"", "jsonb_typeof({v}) = 'string'", "min"),
     "boolean": ("({v} #>> '{{}}')::boolean", "jsonb_typeof({v}) = 'boolean'", "bool_and"),
-    "datetime": ("({v} #>> '{{}}')::timestamptz",
-                 "jsonb_typeof({v}) = 'string' AND pg_input_is_valid({v} #>> '{{}}', 'timestamptz')", "min"),
+    "datetime": (
+        "({v} #>> '{{}}')::timestamptz",
+        "jsonb_typeof({v}) = 'string' AND pg_input_is_valid({v} #>> '{{}}', 'timestamptz')",
+        "min",
+    ),
 }
 
 
@@ -65,14 +68,17 @@ def _facet_values(facet: str, catalog: dict[str, str]) -> CompiledQuery:
     keys = tuple(path.split("."))
     scalar = "('string', 'number', 'boolean')"
     direct = "jsonb_path_query_first(d.metadata, %s::jsonpath, '{}', true)"
-    return CompiledQuery(f"CASE WHEN jsonb_typeof({direct}) IN {scalar} THEN ARRAY[{direct}] "
-                         f"ELSE ARRAY(SELECT DISTINCT v FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v "
-                         f"WHERE jsonb_typeof(v) IN {scalar}) END",
-                         [jsonpath_direct(keys), jsonpath_direct(keys), jsonpath_values(keys)])
+    return CompiledQuery(
+        f"CASE WHEN jsonb_typeof({direct}) IN {scalar} THEN ARRAY[{direct}] "
+        f"ELSE ARRAY(SELECT DISTINCT v FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v "
+        f"WHERE jsonb_typeof(v) IN {scalar}) END",
+        [jsonpath_direct(keys), jsonpath_direct(keys), jsonpath_values(keys)],
+    )
 
 
-def facets_statements(facets: tuple[str, ...], catalog: dict[str, str], condition: CompiledQuery,
-                      cap: int | None, *, split: bool) -> list[CompiledQuery]:
+def facets_statements(
+    facets: tuple[str, ...], catalog: dict[str, str], condition: CompiledQuery, cap: int | None, *, split: bool
+) -> list[CompiledQuery]:
     """The total and every facet in one statement, so the condition is evaluated once: the matches (with the facet
     values each holds) are materialised, counted, and grouped per facet (top FACET_SIZE values, a row counted once per
     value). With `cap`, only the first cap + 1 matches by id are read: the count says whether there are more than cap,
@@ -84,12 +90,15 @@ def facets_statements(facets: tuple[str, ...], catalog: dict[str, str], conditio
     if not split or not objects:
         return [_facets_statement(facets, range(len(facets)), catalog, condition, cap, total=True)]
     rest = [index for index in range(len(facets)) if index not in objects]
-    return [_facets_statement(facets, rest, catalog, condition, cap, total=True),
-            *(_facets_statement(facets, [index], catalog, condition, cap, total=False) for index in objects)]
+    return [
+        _facets_statement(facets, rest, catalog, condition, cap, total=True),
+        *(_facets_statement(facets, [index], catalog, condition, cap, total=False) for index in objects),
+    ]
 
 
-def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str], condition: CompiledQuery,
-                      cap: int | None, *, total: bool) -> CompiledQuery:
+def _facets_statement(
+    facets: tuple[str, ...], indexes, catalog: dict[str, str], condition: CompiledQuery, cap: int | None, *, total: bool
+) -> CompiledQuery:
     """The statement for the facets at `indexes`, and the total when asked."""
     columns, params = ["d.id"], []
     for index in indexes:
@@ -107,21 +116,29 @@ def _facets_statement(facets: tuple[str, ...], indexes, catalog: dict[str, str],
             # Each match's distinct classes, read by a probe of its own objects, counted per class id, then named.
             # A probe per match keeps the cost in step with the matches, where the planner would merge-join the
             # (datarow, class) index whole.
-            parts.append(f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM s "
-                         f"CROSS JOIN LATERAL (SELECT DISTINCT o.ontology_class_id AS class_id FROM "
-                         f"{getattr(tables, FACET_OBJECT_TABLES[facet])} AS o WHERE o.datarow_id = s.id) AS p "
-                         f"GROUP BY p.class_id) AS x JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = x.class_id {top})")
+            parts.append(
+                f"(SELECT {index}, c.name, x.rows FROM (SELECT p.class_id, count(*) AS rows FROM s "
+                f"CROSS JOIN LATERAL (SELECT DISTINCT o.ontology_class_id AS class_id FROM "
+                f"{getattr(tables, FACET_OBJECT_TABLES[facet])} AS o WHERE o.datarow_id = s.id) AS p "
+                f"GROUP BY p.class_id) AS x JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = x.class_id {top})"
+            )
         elif facet == "tags":
             # unnest in the select list (ProjectSet) rather than a lateral join: no nested loop per matching row.
-            parts.append(f"(SELECT {index}, t.tag, count(*) FROM (SELECT unnest(s.f{index}) AS tag FROM s) AS t "
-                         f"GROUP BY t.tag {top})")
+            parts.append(
+                f"(SELECT {index}, t.tag, count(*) FROM (SELECT unnest(s.f{index}) AS tag FROM s) AS t "
+                f"GROUP BY t.tag {top})"
+            )
         else:
             # Grouped and ordered as jsonb (numbers by value), handed back as JSON text.
-            parts.append(f"(SELECT {index}, t.v::text, count(*) FROM (SELECT unnest(s.f{index}) AS v FROM s) AS t "
-                         f"GROUP BY t.v ORDER BY 3 DESC, t.v LIMIT {FACET_SIZE})")
-    return CompiledQuery(f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM {tables.DATAROW} AS d "
-                         f"WHERE {condition.sql}{limit}), s AS ({sample}) " + " UNION ALL ".join(parts),
-                         [*params, *condition.params])
+            parts.append(
+                f"(SELECT {index}, t.v::text, count(*) FROM (SELECT unnest(s.f{index}) AS v FROM s) AS t "
+                f"GROUP BY t.v ORDER BY 3 DESC, t.v LIMIT {FACET_SIZE})"
+            )
+    return CompiledQuery(
+        f"WITH m AS MATERIALIZED (SELECT {', '.join(columns)} FROM {tables.DATAROW} AS d "
+        f"WHERE {condition.sql}{limit}), s AS ({sample}) " + " UNION ALL ".join(parts),
+        [*params, *condition.params],
+    )
 
 
 def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKey | None:
@@ -133,10 +150,15 @@ def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKe
         # A path through objects to a scalar has that one value (most rows): read it directly. Otherwise (lists, or
         # no such path) take every value at the path as jsonpath's lax mode finds them.
         direct = "(d.metadata #> %s::text[])"
-        parts = [f"CASE WHEN jsonb_typeof({direct}) IN ('string', 'number', 'boolean', 'null') THEN CASE WHEN ",
-                 test.format(v=direct), " THEN ", value.format(v=direct), " END ELSE ",
-                 f"(SELECT {aggregate}({value.format(v='v.value')}) FROM jsonb_path_query(d.metadata, %s::jsonpath) "
-                 f"AS v(value) WHERE {test.format(v='v.value')}) END"]
+        parts = [
+            f"CASE WHEN jsonb_typeof({direct}) IN ('string', 'number', 'boolean', 'null') THEN CASE WHEN ",
+            test.format(v=direct),
+            " THEN ",
+            value.format(v=direct),
+            " END ELSE ",
+            f"(SELECT {aggregate}({value.format(v='v.value')}) FROM jsonb_path_query(d.metadata, %s::jsonpath) "
+            f"AS v(value) WHERE {test.format(v='v.value')}) END",
+        ]
         expression = "".join(parts)
         params = [list(keys)] * (expression.count("%s") - 1) + [jsonpath_values(keys)]
         return SortKey("", expression, params)
@@ -144,15 +166,21 @@ def sort_key(sort: SortSpec, catalog: dict[str, str], project_id: int) -> SortKe
         return SortKey("", "d.created_at", [])
     if sort.field == "prediction.score":
         # One grouped pass over the model's predictions (the (model version, class, datarow) index), joined.
-        condition = f"p.model_version_id IN (SELECT id FROM {tables.MODEL_VERSION} " \
-                    "WHERE project_id = %s AND name || '@' || version = %s)"
+        condition = (
+            f"p.model_version_id IN (SELECT id FROM {tables.MODEL_VERSION} "
+            "WHERE project_id = %s AND name || '@' || version = %s)"
+        )
         params = [project_id, sort.model]
         if sort.class_name is not None:
-            condition += f" AND p.ontology_class_id IN (SELECT id FROM {tables.ONTOLOGY_CLASS} WHERE project_id = %s " \
-                         "AND name = %s)"
+            condition += (
+                f" AND p.ontology_class_id IN (SELECT id FROM {tables.ONTOLOGY_CLASS} WHERE project_id = %s "
+                "AND name = %s)"
+            )
             params += [project_id, sort.class_name]
-        join = f"LEFT JOIN (SELECT p.datarow_id, max(p.score) AS score FROM {tables.PREDICTION} AS p " \
-               f"WHERE {condition} GROUP BY p.datarow_id) AS scored ON scored.datarow_id = d.id"
+        join = (
+            f"LEFT JOIN (SELECT p.datarow_id, max(p.score) AS score FROM {tables.PREDICTION} AS p "
+            f"WHERE {condition} GROUP BY p.datarow_id) AS scored ON scored.datarow_id = d.id"
+        )
         return SortKey(join, "scored.score", params)
     return None
 
@@ -203,8 +231,10 @@ def _statement_cursor(using: str, *, capped: bool) -> Iterator:
             yield db
         return
     with transaction.atomic(using=using), connections[using].cursor() as db:
-        db.execute("SELECT set_config('work_mem', %s, true), set_config('random_page_cost', %s, true)",
-                   [settings.SEARCH_ESTIMATE_WORK_MEM, str(settings.SEARCH_ESTIMATE_RANDOM_PAGE_COST)])
+        db.execute(
+            "SELECT set_config('work_mem', %s, true), set_config('random_page_cost', %s, true)",
+            [settings.SEARCH_ESTIMATE_WORK_MEM, str(settings.SEARCH_ESTIMATE_RANDOM_PAGE_COST)],
+        )
         yield db
 
 
@@ -212,8 +242,9 @@ class PostgresEngine:
     name = "postgres"
 
     def search(self, request: SearchRequest, *, using: str) -> EnginePage:
-        condition = compile_filter(request.query, project_id=request.project_id, dataset_id=request.dataset_id,
-                                   using=using)
+        condition = compile_filter(
+            request.query, project_id=request.project_id, dataset_id=request.dataset_id, using=using
+        )
         for facet in request.facets:  # a 400 before any statement runs
             facet_metadata_path(facet, request.catalog)
         value_type = request.sort.value_type(request.catalog)
@@ -224,9 +255,11 @@ class PostgresEngine:
         order = f"s.k {direction} NULLS LAST, s.id {direction}" if key.expression != "NULL" else f"s.id {direction}"
         facets, sampled = {}, False
         with connections[using].cursor() as db:
-            db.execute(f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM {tables.DATAROW} AS d "
-                       f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
-                       [*key.params, *condition.params, *keyset.params, request.limit + 1])
+            db.execute(
+                f"SELECT s.id, s.k FROM (SELECT d.id, {key.expression} AS k FROM {tables.DATAROW} AS d "
+                f"{key.join} WHERE {condition.sql}) AS s WHERE {keyset.sql} ORDER BY {order} LIMIT %s",
+                [*key.params, *condition.params, *keyset.params, request.limit + 1],
+            )
             keys = db.fetchall()
         if request.facets:
             total, facets, sampled = self._total_and_facets(using, request, condition)
@@ -239,13 +272,18 @@ class PostgresEngine:
         return EnginePage([row_id for row_id, _ in page], next_after, total, facets, sampled)
 
     @staticmethod
-    def _total_and_facets(using: str, request: SearchRequest,
-                          condition: CompiledQuery) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
+    def _total_and_facets(
+        using: str, request: SearchRequest, condition: CompiledQuery
+    ) -> tuple[SearchTotal, dict[str, list[dict]], bool]:
         cap = request.estimate_cap if request.count == "estimate" else None
         # Capped statements read at most cap + 1 matches: not worth a second session. Nor is a condition that reads
         # object rows: each session would scan the object table, which costs more than the class facet saves.
-        split = (cap is None and settings.SEARCH_PARALLEL_FACETS and can_share_snapshot(using)
-                 and not reads_object_rows(request.query))
+        split = (
+            cap is None
+            and settings.SEARCH_PARALLEL_FACETS
+            and can_share_snapshot(using)
+            and not reads_object_rows(request.query)
+        )
         statements = facets_statements(request.facets, request.catalog, condition, cap, split=split)
         if len(statements) > 1:
             answer = [row for rows in fetch_all_in_one_snapshot(using, statements) for row in rows]
@@ -260,8 +298,9 @@ class PostgresEngine:
                 counted = rows
                 continue
             facet = request.facets[index]
-            facets[facet].append({"value": orjson.loads(value) if facet.startswith("metadata.") else value,
-                                  "count": rows})
+            facets[facet].append(
+                {"value": orjson.loads(value) if facet.startswith("metadata.") else value, "count": rows}
+            )
         if cap is not None and counted > cap:
             return SearchTotal(cap, "gte"), facets, True
         return SearchTotal(counted, "eq"), facets, False
@@ -270,22 +309,36 @@ class PostgresEngine:
     def _total(using: str, request: SearchRequest, condition: CompiledQuery) -> SearchTotal:
         if request.count == "estimate":
             with _statement_cursor(using, capped=True) as db:
-                db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables.DATAROW} AS d WHERE {condition.sql} "
-                           f"LIMIT %s) AS capped", [*condition.params, request.estimate_cap + 1])
+                db.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM {tables.DATAROW} AS d WHERE {condition.sql} "
+                    f"LIMIT %s) AS capped",
+                    [*condition.params, request.estimate_cap + 1],
+                )
                 counted = db.fetchone()[0]
             return SearchTotal(min(counted, request.estimate_cap), "gte" if counted > request.estimate_cap else "eq")
         with connections[using].cursor() as db:
             db.execute(f"SELECT count(*) FROM {tables.DATAROW} AS d WHERE {condition.sql}", condition.params)
             return SearchTotal(db.fetchone()[0], "eq")
 
-    def iter_matching_ids(self, *, tenant_schema: str, project_id: int, query: ValidQuery | None,
-                          dataset_id: int | None = None, batch_size: int = 1000, using: str) -> Iterator[list[int]]:
+    def iter_matching_ids(
+        self,
+        *,
+        tenant_schema: str,
+        project_id: int,
+        query: ValidQuery | None,
+        dataset_id: int | None = None,
+        batch_size: int = 1000,
+        using: str,
+    ) -> Iterator[list[int]]:
         condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id, using=using)
         after = 0
         while True:
             with connections[using].cursor() as db:
-                db.execute(f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
-                           f"ORDER BY d.id LIMIT %s", [*condition.params, after, batch_size])
+                db.execute(
+                    f"SELECT d.id FROM {tables.DATAROW} AS d WHERE {condition.sql} AND d.id > %s "
+                    f"ORDER BY d.id LIMIT %s",
+                    [*condition.params, after, batch_size],
+                )
                 ids = [row[0] for row in db.fetchall()]
             if not ids:
                 return

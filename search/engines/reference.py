@@ -14,8 +14,14 @@ from collections.abc import Iterable
 from search.ql import ast
 from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, parse_datetime, resolve_field, typed_value
 
-OPERATORS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
-             ">=": operator.ge}
+OPERATORS = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -47,8 +53,12 @@ def json_values(tree, path: tuple[str, ...]) -> list:
     """The non-null values at a path, stepping into lists on the way and at the end (jsonpath lax mode)."""
     current = [tree]
     for key in path:
-        current = [element[key] for item in current for element in (item if isinstance(item, list) else [item])
-                   if isinstance(element, dict) and key in element]
+        current = [
+            element[key]
+            for item in current
+            for element in (item if isinstance(item, list) else [item])
+            if isinstance(element, dict) and key in element
+        ]
     values = [element for item in current for element in (item if isinstance(item, list) else [item])]
     return [value for value in values if value is not None]
 
@@ -75,8 +85,11 @@ class _Evaluator:
         if isinstance(node, ast.ObjectMatch):
             return any(self.holds(node.condition, node.kind, obj) for obj in item[f"{node.kind}s"])
         if isinstance(node, ast.ObjectCount):
-            count = sum(1 for obj in item[f"{node.kind}s"]
-                        if node.condition is None or self.holds(node.condition, node.kind, obj))
+            count = sum(
+                1
+                for obj in item[f"{node.kind}s"]
+                if node.condition is None or self.holds(node.condition, node.kind, obj)
+            )
             return OPERATORS[node.op](count, node.count.value)
         if isinstance(node, ast.SliceMembership):
             return node.slice_id in item.get("slice_ids", ())

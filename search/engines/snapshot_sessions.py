@@ -38,9 +38,12 @@ def fetch_all_in_one_snapshot(using: str, statements: list[CompiledQuery]) -> li
         db.execute("SELECT pg_export_snapshot(), current_setting('statement_timeout')")
         snapshot, timeout = db.fetchone()
         with ThreadPoolExecutor(max_workers=max(len(statements) - 1, 1), thread_name_prefix="search-snapshot") as pool:
-            others = [pool.submit(contextvars.copy_context().run, _fetch_all_in_snapshot, using, tenant, snapshot,
-                                  timeout, statement)
-                      for statement in statements[1:]]
+            others = [
+                pool.submit(
+                    contextvars.copy_context().run, _fetch_all_in_snapshot, using, tenant, snapshot, timeout, statement
+                )
+                for statement in statements[1:]
+            ]
             db.execute(statements[0].sql, statements[0].params)
             first = db.fetchall()
             return [first, *(other.result() for other in others)]

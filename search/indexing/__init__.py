@@ -28,7 +28,7 @@ def datarows_changed(*, project_id: int, datarow_ids: Iterable[int]) -> None:
     from search.tasks import index_datarows
 
     ids, size = sorted(set(datarow_ids)), settings.SEARCH_INDEX_BATCH
-    batches = [ids[start:start + size] for start in range(0, len(ids), size)]
+    batches = [ids[start : start + size] for start in range(0, len(ids), size)]
     _after_commit(lambda: [index_datarows.delay(project_id=project_id, datarow_ids=batch) for batch in batches])
 
 
@@ -43,8 +43,11 @@ def dataset_changed(*, project_id: int, dataset_id: int, since: datetime | None 
         return
     from search.tasks import index_dataset
 
-    _after_commit(lambda: index_dataset.delay(project_id=project_id, dataset_id=dataset_id,
-                                              since=since.isoformat() if since is not None else None))
+    _after_commit(
+        lambda: index_dataset.delay(
+            project_id=project_id, dataset_id=dataset_id, since=since.isoformat() if since is not None else None
+        )
+    )
 
 
 def slice_members_changed(*, project_id: int, slice_id: int) -> None:

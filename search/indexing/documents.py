@@ -9,8 +9,21 @@ from django.db import connections
 from mlops import tables
 
 _OBJECT = "'kind', o.kind, 'x', o.x, 'y', o.y, 'w', o.w, 'h', o.h, 'area', o.area, 'attributes', o.attributes"
-_COLUMNS = ("id", "dataset_id", "external_id", "uri", "width", "height", "created_at", "updated_at", "metadata", "tags",
-            "labels", "predictions", "slice_ids")
+_COLUMNS = (
+    "id",
+    "dataset_id",
+    "external_id",
+    "uri",
+    "width",
+    "height",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "tags",
+    "labels",
+    "predictions",
+    "slice_ids",
+)
 
 
 def _datarows_sql(condition: str) -> str:
@@ -54,8 +67,15 @@ def datarows_by_id(*, project_id: int, datarow_ids: list[int], using: str) -> li
         return [_decode(values) for values in cursor.fetchall()]
 
 
-def datarow_batches(*, project_id: int, using: str, dataset_id: int | None = None, since=None,
-                    slice_id: int | None = None, batch_size: int = 1000) -> Iterator[list[dict]]:
+def datarow_batches(
+    *,
+    project_id: int,
+    using: str,
+    dataset_id: int | None = None,
+    since=None,
+    slice_id: int | None = None,
+    batch_size: int = 1000,
+) -> Iterator[list[dict]]:
     """The project's (or one dataset's, or one stored slice's) datarows, updated at or after `since` if given, in
     id-keyset batches."""
     after = 0
@@ -66,8 +86,11 @@ def datarow_batches(*, project_id: int, using: str, dataset_id: int | None = Non
         if since is not None:
             condition, params = condition + " AND d.updated_at >= %s", [*params, since]
         if slice_id is not None:
-            condition, params = condition + f" AND EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS m " \
-                "WHERE m.slice_id = %s AND m.datarow_id = d.id)", [*params, slice_id]
+            condition, params = (
+                condition + f" AND EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} AS m "
+                "WHERE m.slice_id = %s AND m.datarow_id = d.id)",
+                [*params, slice_id],
+            )
         with connections[using].cursor() as cursor:
             cursor.execute(_datarows_sql(condition) + " LIMIT %s", [project_id, *params, batch_size])
             batch = [_decode(values) for values in cursor.fetchall()]

@@ -71,8 +71,11 @@ def _aliased_indices(client: Elasticsearch, name: str) -> list[str]:
 
 
 def create_index(client: Elasticsearch, *, index: str, catalog: dict[str, str], aliases: dict) -> str:
-    _call(lambda: client.indices.create(index=index, settings=INDEX_SETTINGS, mappings=index_mapping(catalog),
-                                        aliases=aliases))
+    _call(
+        lambda: client.indices.create(
+            index=index, settings=INDEX_SETTINGS, mappings=index_mapping(catalog), aliases=aliases
+        )
+    )
     return index
 
 
@@ -87,8 +90,9 @@ def _first_index(client: Elasticsearch, *, alias: str, catalog: dict[str, str]) 
     return _aliased_indices(client, alias)
 
 
-def index_targets(client: Elasticsearch, *, tenant_schema: str, project_id: int,
-                  catalog: dict[str, str]) -> IndexTargets:
+def index_targets(
+    client: Elasticsearch, *, tenant_schema: str, project_id: int, catalog: dict[str, str]
+) -> IndexTargets:
     """The indices a change goes to, creating the project's first index if there is none, with the catalog's
     metadata fields added to their mappings (new paths from an import; existing fields never change)."""
     alias = alias_name(tenant_schema, project_id)
@@ -97,8 +101,11 @@ def index_targets(client: Elasticsearch, *, tenant_schema: str, project_id: int,
         indices = _first_index(client, alias=alias, catalog=catalog)
     else:
         for index in indices:
-            _call(lambda index=index: client.indices.put_mapping(
-                index=index, properties={"metadata": {"type": "object", "properties": metadata_properties(catalog)}}))
+            _call(
+                lambda index=index: client.indices.put_mapping(
+                    index=index, properties={"metadata": {"type": "object", "properties": metadata_properties(catalog)}}
+                )
+            )
     building = [index for index in _aliased_indices(client, building_alias_name(alias)) if index not in indices]
     return IndexTargets(alias, indices + building)
 
@@ -111,7 +118,7 @@ def bulk_write(client: Elasticsearch, operations: list[dict], *, ignore_statuses
     answer = _call(lambda: client.bulk(operations=operations, refresh=False))
     ignored, retry, failed, written = set(ignore_statuses), [], [], 0
     for item in answer["items"]:
-        (action, result), = item.items()
+        ((action, result),) = item.items()
         status = result.get("status", 200)
         if status < 300 or (action == "delete" and status == 404):
             written += 1
@@ -153,11 +160,11 @@ def index_datarows(*, tenant_schema: str, project_id: int, datarow_ids: list[int
     return {"indexed": len(documents), "deleted": len(gone)}
 
 
-def index_dataset(*, tenant_schema: str, project_id: int, dataset_id: int, since: datetime | None,
-                  using: str) -> int:
+def index_dataset(*, tenant_schema: str, project_id: int, dataset_id: int, since: datetime | None, using: str) -> int:
     """Index the dataset's datarows updated at or after `since` (all without it), batch by batch."""
-    return _index_batches(tenant_schema=tenant_schema, project_id=project_id, using=using, dataset_id=dataset_id,
-                          since=since)
+    return _index_batches(
+        tenant_schema=tenant_schema, project_id=project_id, using=using, dataset_id=dataset_id, since=since
+    )
 
 
 def index_slice_members(*, tenant_schema: str, project_id: int, slice_id: int, using: str) -> int:
@@ -170,8 +177,7 @@ def _index_batches(*, tenant_schema: str, project_id: int, using: str, **filters
     catalog = field_catalog_types(project_id=project_id, using=using)
     targets = index_targets(client, tenant_schema=tenant_schema, project_id=project_id, catalog=catalog)
     indexed = 0
-    for rows in datarow_batches(project_id=project_id, using=using, batch_size=settings.SEARCH_INDEX_BATCH,
-                                **filters):
+    for rows in datarow_batches(project_id=project_id, using=using, batch_size=settings.SEARCH_INDEX_BATCH, **filters):
         indexed += len(rows)
         bulk_write(client, _index_operations(targets.indices, [datarow_document(row, catalog) for row in rows]))
     return indexed
@@ -183,14 +189,18 @@ def delete_dataset_documents(*, tenant_schema: str, project_id: int, dataset_id:
     indices = _aliased_indices(client, alias) + _aliased_indices(client, building_alias_name(alias))
     deleted = 0
     for index in dict.fromkeys(indices):
-        answer = _call(lambda index=index: client.delete_by_query(
-            index=index, query={"term": {"dataset_id": dataset_id}}, conflicts="proceed", refresh=True))
+        answer = _call(
+            lambda index=index: client.delete_by_query(
+                index=index, query={"term": {"dataset_id": dataset_id}}, conflicts="proceed", refresh=True
+            )
+        )
         deleted += answer.get("deleted", 0)
     return deleted
 
 
-def reindex_project(*, tenant_schema: str, project_id: int, using: str,
-                    progress: Callable[[int], None] = lambda indexed: None) -> dict:
+def reindex_project(
+    *, tenant_schema: str, project_id: int, using: str, progress: Callable[[int], None] = lambda indexed: None
+) -> dict:
     """Build a new index of every datarow of the project, then point the alias at it in one atomic alias update
     and drop the old index. Searches keep using the old index until the swap; changes made meanwhile reach both."""
     client = client_for_tenant(tenant_schema)
@@ -199,13 +209,20 @@ def reindex_project(*, tenant_schema: str, project_id: int, using: str,
     for leftover in _aliased_indices(client, building):  # a reindex that died half-way
         _call(lambda leftover=leftover: client.indices.delete(index=leftover))
     catalog = field_catalog_types(project_id=project_id, using=using)
-    index = create_index(client, index=f"{alias}-{datetime.now().strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
-                         catalog=catalog, aliases={building: {}})
+    index = create_index(
+        client,
+        index=f"{alias}-{datetime.now().strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        catalog=catalog,
+        aliases={building: {}},
+    )
     indexed = 0
     for rows in datarow_batches(project_id=project_id, using=using, batch_size=settings.SEARCH_INDEX_BATCH):
         # create, not index: a change written meanwhile is newer than this read; keep it (409 is that case).
-        bulk_write(client, _index_operations([index], [datarow_document(row, catalog) for row in rows], "create"),
-                   ignore_statuses=(409,))
+        bulk_write(
+            client,
+            _index_operations([index], [datarow_document(row, catalog) for row in rows], "create"),
+            ignore_statuses=(409,),
+        )
         # A datarow deleted since this batch was read may have had its delete written before the create above put
         # its document back; one deleted from now on has its delete written after, which finds the document.
         ids = [row["id"] for row in rows]

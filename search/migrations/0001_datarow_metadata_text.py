@@ -11,6 +11,8 @@ class Migration(migrations.Migration):
     dependencies = [("datasets", "0003_ontologyclass_coco_category_id")]
 
     operations = [
-        migrations.RunSQL(f"CREATE INDEX datarow_metadata_text ON datasets_datarow USING gin (({METADATA_TEXT}))",
-                          "DROP INDEX datarow_metadata_text"),
+        migrations.RunSQL(
+            f"CREATE INDEX datarow_metadata_text ON datasets_datarow USING gin (({METADATA_TEXT}))",
+            "DROP INDEX datarow_metadata_text",
+        ),
     ]

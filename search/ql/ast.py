@@ -129,8 +129,9 @@ class Not:
     pos: Pos
 
 
-Predicate = (Compare | InList | Between | Like | Exists | Under | Match | InSlice | SliceMembership | ObjectMatch
-             | ObjectCount)
+Predicate = (
+    Compare | InList | Between | Like | Exists | Under | Match | InSlice | SliceMembership | ObjectMatch | ObjectCount
+)
 Expr = And | Or | Not | Predicate
 
 

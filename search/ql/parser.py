@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.tree import Meta
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.tree import Meta
 
 from search.ql import ast
 from search.ql.errors import QueryError
@@ -19,8 +19,15 @@ MAX_OBJECT_CONDITIONS = 20
 # Tree nodes that add a level of nesting; parentheses alone do not.
 _NESTING_RULES = {"or_expr", "and_expr", "negation", "object_match", "object_count"}
 _TERMINAL_WORDS = {
-    "COMPARISON": "a comparison (=, !=, <, <=, >, >=)", "NAME": "a field name", "QUOTED_NAME": 'a "quoted" name',
-    "STRING": "a 'string'", "NUMBER": "a number", "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "DOT": "'.'",
+    "COMPARISON": "a comparison (=, !=, <, <=, >, >=)",
+    "NAME": "a field name",
+    "QUOTED_NAME": 'a "quoted" name',
+    "STRING": "a 'string'",
+    "NUMBER": "a number",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "DOT": "'.'",
     "$END": "the end of the query",
 }
 
@@ -123,8 +130,12 @@ class _ToAst(Transformer):
         field = children[0]
         values = tuple(_value(c) for c in children[1:] if c.type not in ("NOT", "IN"))
         if len(values) > self.limits.max_in_values:
-            raise _over(self.limits, "max_in_values", "an IN list may hold at most {} values",
-                        values[self.limits.max_in_values].pos)
+            raise _over(
+                self.limits,
+                "max_in_values",
+                "an IN list may hold at most {} values",
+                values[self.limits.max_in_values].pos,
+            )
         return self._negated(children, ast.InList(field, values, field.pos))
 
     def between(self, meta: Meta, children: list[Any]) -> Any:
@@ -136,8 +147,12 @@ class _ToAst(Transformer):
         field = children[0]
         pattern = self._pattern(children[-1])
         if like_wildcards(str(pattern.value)) > self.limits.max_pattern_wildcards:
-            raise _over(self.limits, "max_pattern_wildcards", "a LIKE pattern may hold at most {} wildcards (% and _)",
-                        pattern.pos)
+            raise _over(
+                self.limits,
+                "max_pattern_wildcards",
+                "a LIKE pattern may hold at most {} wildcards (% and _)",
+                pattern.pos,
+            )
         return self._negated(children, ast.Like(field, pattern, field.pos))
 
     def is_null(self, meta: Meta, children: list[Any]) -> Any:
@@ -167,16 +182,21 @@ class _ToAst(Transformer):
         count = _number(children[-1])
         if not isinstance(count.value, int) or count.value < 0:
             raise _Limit("COUNT compares to a whole number >= 0", count.pos)
-        return ast.ObjectCount(str(kind).lower(), condition, str(children[-2]).replace("<>", "!="), count,
-                               _pos(children[0]))
+        return ast.ObjectCount(
+            str(kind).lower(), condition, str(children[-2]).replace("<>", "!="), count, _pos(children[0])
+        )
 
     def _pattern(self, token: Token) -> ast.Value:
         """A LIKE pattern or MATCH text: its cost grows with its length."""
         pattern = _string(token)
         assert isinstance(pattern.value, str)
         if len(pattern.value) > self.limits.max_pattern_length:
-            raise _over(self.limits, "max_pattern_length", "a LIKE pattern or MATCH text may be at most {} characters",
-                        pattern.pos)
+            raise _over(
+                self.limits,
+                "max_pattern_length",
+                "a LIKE pattern or MATCH text may be at most {} characters",
+                pattern.pos,
+            )
         return pattern
 
     @staticmethod
@@ -193,8 +213,9 @@ def _check_shape(tree: Tree, limits: QueryLimits) -> None:
         if node.data in ("object_match", "object_count"):
             objects += 1
             if objects > MAX_OBJECT_CONDITIONS:
-                raise _Limit(f"a query may hold at most {MAX_OBJECT_CONDITIONS} label/prediction conditions",
-                             _pos(node))
+                raise _Limit(
+                    f"a query may hold at most {MAX_OBJECT_CONDITIONS} label/prediction conditions", _pos(node)
+                )
         depth += node.data in _NESTING_RULES
         if depth > limits.max_depth:
             raise _over(limits, "max_depth", "the query is nested deeper than {} levels", _pos(node))
@@ -209,16 +230,18 @@ def _check_encodable(text: str) -> None:
         before = text[: error.start]
         line = before.count("\n") + 1
         column = error.start - (before.rfind("\n") + 1) + 1
-        raise QueryError("the query holds a character that is not valid Unicode", query=text, line=line,
-                         column=column) from None
+        raise QueryError(
+            "the query holds a character that is not valid Unicode", query=text, line=line, column=column
+        ) from None
 
 
 def parse(text: str, limits: QueryLimits = DEFAULT_LIMITS) -> ast.Expr:
     """Parse query text into the typed tree within `limits`; raises QueryError with the line and column of the first
     problem."""
     if len(text) > limits.max_query_chars:
-        raise _limit_error(text[:200], _over(limits, "max_query_chars", "the query is longer than {} characters",
-                                             ast.Pos(1, 1)))
+        raise _limit_error(
+            text[:200], _over(limits, "max_query_chars", "the query is longer than {} characters", ast.Pos(1, 1))
+        )
     if not text.strip():
         raise QueryError("the query is empty", query=text, line=1, column=1)
     _check_encodable(text)
@@ -245,9 +268,14 @@ def _syntax_error(text: str, error: UnexpectedInput) -> QueryError:
             message += f"; expected {_words(error.allowed)}"
         return QueryError(message, query=text, line=error.line, column=error.column)
     if isinstance(error, UnexpectedToken) and error.token.type != "$END":
-        return QueryError(f"unexpected {str(error.token)!r}; expected {_words(error.expected)}", query=text,
-                          line=error.line, column=error.column)
+        return QueryError(
+            f"unexpected {str(error.token)!r}; expected {_words(error.expected)}",
+            query=text,
+            line=error.line,
+            column=error.column,
+        )
     expected = error.expected if isinstance(error, (UnexpectedToken, UnexpectedEOF)) else ()
     end = _end_pos(text)
-    return QueryError(f"the query ends too early; expected {_words(expected)}", query=text, line=end.line,
-                      column=end.column)
+    return QueryError(
+        f"the query ends too early; expected {_words(expected)}", query=text, line=end.line, column=end.column
+    )

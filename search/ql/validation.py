@@ -48,8 +48,11 @@ _OBJECT_FIELDS = {
 }
 OBJECT_FIELDS = {
     "label": _OBJECT_FIELDS,
-    "prediction": {**_OBJECT_FIELDS, "score": FieldSpec("column", "number", "score"),
-                   "model": FieldSpec("model", "model")},
+    "prediction": {
+        **_OBJECT_FIELDS,
+        "score": FieldSpec("column", "number", "score"),
+        "model": FieldSpec("model", "model"),
+    },
 }
 
 
@@ -76,11 +79,14 @@ def _error(query: str, message: str, pos: ast.Pos) -> QueryError:
     return QueryError(message, query=query, line=pos.line, column=pos.column)
 
 
-def _unknown_field(query: str, what: str, name: str, candidates: Iterable[str], pos: ast.Pos, hint: str = "",
-                   prefix: str = "") -> QueryError:
+def _unknown_field(
+    query: str, what: str, name: str, candidates: Iterable[str], pos: ast.Pos, hint: str = "", prefix: str = ""
+) -> QueryError:
     """`unknown field 'x'; did you mean ...?`, with the closest names also in `extra.suggestions`.
     Names under a common `prefix` are compared without it, which would otherwise make every one look close."""
-    close = [prefix + c for c in difflib.get_close_matches(name.removeprefix(prefix), list(candidates), n=3, cutoff=0.6)]
+    close = [
+        prefix + c for c in difflib.get_close_matches(name.removeprefix(prefix), list(candidates), n=3, cutoff=0.6)
+    ]
     suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else hint
     error = _error(query, f"{what} {name!r}{suggestion}", pos)
     if close:
@@ -102,10 +108,14 @@ def resolve_field(field: ast.Field, scope: str, catalog: dict[str, str], query: 
         if not rest and head in ROW_FIELDS:
             return ROW_FIELDS[head]
         if not rest and head in OBJECT_FIELDS["prediction"]:
-            raise _error(query, f"{name!r} is a field of labels and predictions: write label({name} ...) "
-                                f"or prediction({name} ...)", field.pos)
-        raise _unknown_field(query, "unknown field", name, [*ROW_FIELDS, *(f"metadata.{p}" for p in catalog)],
-                             field.pos)
+            raise _error(
+                query,
+                f"{name!r} is a field of labels and predictions: write label({name} ...) or prediction({name} ...)",
+                field.pos,
+            )
+        raise _unknown_field(
+            query, "unknown field", name, [*ROW_FIELDS, *(f"metadata.{p}" for p in catalog)], field.pos
+        )
     fields = OBJECT_FIELDS[scope]
     if head == "attributes":
         if not rest:
@@ -146,8 +156,15 @@ def typed_value(spec: FieldSpec, value: ast.Value) -> str | int | float | bool |
 
 
 class _Validator:
-    def __init__(self, query: str, catalog: dict[str, str], slices: Mapping[str, SliceDefinition] | None,
-                 limits: QueryLimits, within: tuple[str, ...] = (), model_versions: Set[str] | None = None):
+    def __init__(
+        self,
+        query: str,
+        catalog: dict[str, str],
+        slices: Mapping[str, SliceDefinition] | None,
+        limits: QueryLimits,
+        within: tuple[str, ...] = (),
+        model_versions: Set[str] | None = None,
+    ):
         self.query = query
         self.catalog = catalog
         self.slices = slices
@@ -194,26 +211,35 @@ class _Validator:
         if not definition.live:
             return ast.SliceMembership(definition.id, node.pos)
         if name in self.within:
-            chain = " -> ".join(repr(n) for n in (*self.within[self.within.index(name):], name))
+            chain = " -> ".join(repr(n) for n in (*self.within[self.within.index(name) :], name))
             raise self.error(f"slice {name!r} refers to itself: {chain}", node.name.pos)
         if len(self.within) >= MAX_SLICE_DEPTH:
-            raise self.error(f"live slices nest more than {MAX_SLICE_DEPTH} deep here; freeze one of them",
-                             node.name.pos)
-        inner = _Validator(definition.query, self.catalog, self.slices, self.limits, (*self.within, name),
-                           self.model_versions)
+            raise self.error(
+                f"live slices nest more than {MAX_SLICE_DEPTH} deep here; freeze one of them", node.name.pos
+            )
+        inner = _Validator(
+            definition.query, self.catalog, self.slices, self.limits, (*self.within, name), self.model_versions
+        )
         try:
             # An empty query selects every datarow: created_at is never null.
-            root = inner.check(parse(definition.query, self.limits), ROW) if definition.query.strip() else \
-                ast.Exists(ast.Field(("created_at",), node.pos), node.pos)
+            root = (
+                inner.check(parse(definition.query, self.limits), ROW)
+                if definition.query.strip()
+                else ast.Exists(ast.Field(("created_at",), node.pos), node.pos)
+            )
         except QueryError as error:
-            failure = self.error(f"the query of live slice {name!r} fails at its line {error.line}, column "
-                                 f"{error.column}: {error.message}", node.name.pos)
+            failure = self.error(
+                f"the query of live slice {name!r} fails at its line {error.line}, column "
+                f"{error.column}: {error.message}",
+                node.name.pos,
+            )
             failure.extra["slice"] = {"name": name, **{k: v for k, v in error.extra.items() if k != "caret"}}
             raise failure from error
         if definition.dataset_id is None:
             return root
-        in_dataset = ast.Compare(ast.Field(("dataset",), node.pos), "=", ast.Value(definition.dataset_id, node.pos),
-                                 node.pos)
+        in_dataset = ast.Compare(
+            ast.Field(("dataset",), node.pos), "=", ast.Value(definition.dataset_id, node.pos), node.pos
+        )
         return ast.And((root, in_dataset), node.pos)
 
     def check_predicate(self, node: ast.Predicate, scope: str) -> None:
@@ -234,12 +260,18 @@ class _Validator:
                 self.check_model_version(spec, value)
         elif isinstance(node, ast.Between):
             if literal_type(node.low) != literal_type(node.high):
-                raise self.error(f"BETWEEN needs two values of one type, not a {literal_type(node.low)} and a "
-                                 f"{literal_type(node.high)}", node.high.pos)
+                raise self.error(
+                    f"BETWEEN needs two values of one type, not a {literal_type(node.low)} and a "
+                    f"{literal_type(node.high)}",
+                    node.high.pos,
+                )
             for value in (node.low, node.high):
                 if field_type(spec, value) not in ORDERED_TYPES:
-                    raise self.error(f"{name} is a {field_type(spec, value)} field: BETWEEN needs a string, "
-                                     f"number or datetime field", node.pos)
+                    raise self.error(
+                        f"{name} is a {field_type(spec, value)} field: BETWEEN needs a string, "
+                        f"number or datetime field",
+                        node.pos,
+                    )
                 self.check_value(name, spec, value)
         elif isinstance(node, ast.Like):
             if (spec.type or "string") not in TEXT_TYPES:
@@ -247,8 +279,9 @@ class _Validator:
             self.check_value(name, spec, node.pattern)
             assert isinstance(node.pattern.value, str), "the grammar takes a 'string' after LIKE"
             if (len(node.pattern.value) - len(node.pattern.value.rstrip("\\"))) % 2:
-                raise self.error("a LIKE pattern cannot end with a lone backslash (\\ escapes the next character)",
-                                 node.pattern.pos)
+                raise self.error(
+                    "a LIKE pattern cannot end with a lone backslash (\\ escapes the next character)", node.pattern.pos
+                )
         elif isinstance(node, ast.Under):
             if spec.kind != "class":
                 raise self.error(f"UNDER works on class only, not on {name}", node.pos)
@@ -269,12 +302,14 @@ class _Validator:
             return
         if expected == "datetime" and isinstance(value.value, str):
             if parse_datetime(value.value) is None:
-                raise self.error(f"{name} is a datetime field: {value.value!r} is not an ISO 8601 date "
-                                 f"(e.g. '2024-05-01' or '2024-05-01T10:00:00Z')", value.pos)
+                raise self.error(
+                    f"{name} is a datetime field: {value.value!r} is not an ISO 8601 date "
+                    f"(e.g. '2024-05-01' or '2024-05-01T10:00:00Z')",
+                    value.pos,
+                )
             return
         shown = "string" if expected in ("tags", "class", "model") else expected
         raise self.error(f"type mismatch: {name} is a {shown} field but {_shown(value)} is a {given}", value.pos)
-
 
     def check_model_version(self, spec: FieldSpec, value: ast.Value) -> None:
         """`model = ...` names one version, 'name@version', that exists: anything else would silently match nothing."""
@@ -283,8 +318,9 @@ class _Validator:
         assert isinstance(value.value, str), "check_value lets only strings through to the model field"
         name, at, version = value.value.rpartition("@")
         if not (at and name and version):
-            raise self.error(f"model takes 'name@version', e.g. 'yolo@8.1': {value.value!r} names no version",
-                             value.pos)
+            raise self.error(
+                f"model takes 'name@version', e.g. 'yolo@8.1': {value.value!r} names no version", value.pos
+            )
         if self.model_versions is not None and value.value not in self.model_versions:
             raise _unknown_field(self.query, "unknown model version", value.value, self.model_versions, value.pos)
 
@@ -295,9 +331,15 @@ def _shown(value: ast.Value) -> str:
     return repr(value.value)
 
 
-def validate(root: ast.Expr, *, catalog: dict[str, str], text: str,
-             slices: Mapping[str, SliceDefinition] | None = None, limits: QueryLimits = DEFAULT_LIMITS,
-             model_versions: Set[str] | None = None) -> ValidQuery:
+def validate(
+    root: ast.Expr,
+    *,
+    catalog: dict[str, str],
+    text: str,
+    slices: Mapping[str, SliceDefinition] | None = None,
+    limits: QueryLimits = DEFAULT_LIMITS,
+    model_versions: Set[str] | None = None,
+) -> ValidQuery:
     """Check the tree against the catalog (metadata path -> type) and resolve `IN SLICE` names with `slices` (name
     -> definition; without it every slice name is unknown), parsing live slices' queries within `limits`; with
     `model_versions` ('name@version' of the project's), a model a query names must be one of them. Raises

@@ -5,54 +5,86 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('datasets', '0003_ontologyclass_coco_category_id'),
-        ('projects', '0001_initial'),
+        ("datasets", "0003_ontologyclass_coco_category_id"),
+        ("projects", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Slice',
+            name="Slice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True, default='')),
-                ('kind', models.CharField(choices=[('query', 'Query'), ('ids', 'Ids'), ('frozen', 'Frozen')], max_length=20)),
-                ('query', models.TextField(blank=True, default='')),
-                ('member_count', models.BigIntegerField(null=True)),
-                ('frozen_at', models.DateTimeField(null=True)),
-                ('split_seed', models.BigIntegerField(null=True)),
-                ('split_fractions', models.JSONField(null=True)),
-                ('split_stratified', models.BooleanField(default=False)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('dataset', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='slices', to='datasets.dataset')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='slices', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True, default="")),
+                (
+                    "kind",
+                    models.CharField(choices=[("query", "Query"), ("ids", "Ids"), ("frozen", "Frozen")], max_length=20),
+                ),
+                ("query", models.TextField(blank=True, default="")),
+                ("member_count", models.BigIntegerField(null=True)),
+                ("frozen_at", models.DateTimeField(null=True)),
+                ("split_seed", models.BigIntegerField(null=True)),
+                ("split_fractions", models.JSONField(null=True)),
+                ("split_stratified", models.BooleanField(default=False)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="slices",
+                        to="datasets.dataset",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="slices", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SliceMember',
+            name="SliceMember",
             fields=[
-                ('pk', models.CompositePrimaryKey('slice_id', 'datarow_id', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('split', models.SmallIntegerField(choices=[(0, 'train'), (1, 'validation'), (2, 'test')], null=True)),
-                ('datarow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='slice_memberships', to='datasets.datarow')),
-                ('slice', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='members', to='slices.slice')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "slice_id", "datarow_id", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("split", models.SmallIntegerField(choices=[(0, "train"), (1, "validation"), (2, "test")], null=True)),
+                (
+                    "datarow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="slice_memberships",
+                        to="datasets.datarow",
+                    ),
+                ),
+                (
+                    "slice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="members", to="slices.slice"
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='slice',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='slice_name_unique_in_project'),
+            model_name="slice",
+            constraint=models.UniqueConstraint(fields=("project", "name"), name="slice_name_unique_in_project"),
         ),
         migrations.AddIndex(
-            model_name='slicemember',
-            index=models.Index(fields=['slice', 'split', 'datarow'], name='slice_member_split'),
+            model_name="slicemember",
+            index=models.Index(fields=["slice", "split", "datarow"], name="slice_member_split"),
         ),
         migrations.AddIndex(
-            model_name='slicemember',
-            index=models.Index(fields=['datarow'], name='slice_member_datarow'),
+            model_name="slicemember",
+            index=models.Index(fields=["datarow"], name="slice_member_datarow"),
         ),
     ]

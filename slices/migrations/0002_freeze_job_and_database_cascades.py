@@ -45,20 +45,25 @@ _DROP_COUNT_TRIGGER = """
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0001_initial'),
-        ('slices', '0001_initial'),
+        ("jobs", "0001_initial"),
+        ("slices", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='slice',
-            name='freeze_job',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='jobs.job'),
+            model_name="slice",
+            name="freeze_job",
+            field=models.ForeignKey(
+                null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to="jobs.job"
+            ),
         ),
-        *[migrations.RunSQL(_foreign_key_sql(table, column, target, "ON DELETE CASCADE"),
-                            _foreign_key_sql(table, column, target, ""))
-          for table, column, target in _CASCADES],
+        *[
+            migrations.RunSQL(
+                _foreign_key_sql(table, column, target, "ON DELETE CASCADE"),
+                _foreign_key_sql(table, column, target, ""),
+            )
+            for table, column, target in _CASCADES
+        ],
         migrations.RunSQL(_COUNT_TRIGGER, _DROP_COUNT_TRIGGER),
     ]

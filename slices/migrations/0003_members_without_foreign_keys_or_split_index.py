@@ -35,27 +35,37 @@ _DROP_MEMBER_CLEANUP = """
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0003_ontologyclass_coco_category_id'),
-        ('slices', '0002_freeze_job_and_database_cascades'),
+        ("datasets", "0003_ontologyclass_coco_category_id"),
+        ("slices", "0002_freeze_job_and_database_cascades"),
     ]
 
     operations = [
         migrations.RunSQL(_MEMBER_CLEANUP, _DROP_MEMBER_CLEANUP),
         # Splitting a slice updates every member's split: with room on the page and no index on split, each
         # update is HOT (a new tuple on the same page, no index entries).
-        migrations.RemoveIndex(model_name='slicemember', name='slice_member_split'),
-        migrations.RunSQL("ALTER TABLE slices_slicemember SET (fillfactor = 50)",
-                          "ALTER TABLE slices_slicemember RESET (fillfactor)"),
-        migrations.AlterField(
-            model_name='slicemember',
-            name='datarow',
-            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, related_name='slice_memberships', to='datasets.datarow'),
+        migrations.RemoveIndex(model_name="slicemember", name="slice_member_split"),
+        migrations.RunSQL(
+            "ALTER TABLE slices_slicemember SET (fillfactor = 50)", "ALTER TABLE slices_slicemember RESET (fillfactor)"
         ),
         migrations.AlterField(
-            model_name='slicemember',
-            name='slice',
-            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, related_name='members', to='slices.slice'),
+            model_name="slicemember",
+            name="datarow",
+            field=models.ForeignKey(
+                db_constraint=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="slice_memberships",
+                to="datasets.datarow",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="slicemember",
+            name="slice",
+            field=models.ForeignKey(
+                db_constraint=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="members",
+                to="slices.slice",
+            ),
         ),
     ]

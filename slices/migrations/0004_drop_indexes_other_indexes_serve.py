@@ -5,21 +5,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0004_drop_indexes_other_indexes_serve'),
-        ('slices', '0003_members_without_foreign_keys_or_split_index'),
+        ("datasets", "0004_drop_indexes_other_indexes_serve"),
+        ("slices", "0003_members_without_foreign_keys_or_split_index"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='slicemember',
-            name='datarow',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='slice_memberships', to='datasets.datarow'),
+            model_name="slicemember",
+            name="datarow",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="slice_memberships",
+                to="datasets.datarow",
+            ),
         ),
         migrations.AlterField(
-            model_name='slicemember',
-            name='slice',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='members', to='slices.slice'),
+            model_name="slicemember",
+            name="slice",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="members",
+                to="slices.slice",
+            ),
         ),
     ]

@@ -24,10 +24,9 @@ _DROP = """
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0006_datarow_tags_metadata_gin'),
-        ('slices', '0004_drop_indexes_other_indexes_serve'),
+        ("datasets", "0006_datarow_tags_metadata_gin"),
+        ("slices", "0004_drop_indexes_other_indexes_serve"),
     ]
 
     operations = [

@@ -35,8 +35,11 @@ def s3_server():
 @pytest.fixture
 def s3_endpoint(s3_server, settings, monkeypatch) -> str:
     """The loopback S3, with the credentials and endpoint the storage layer uses."""
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     settings.AWS_S3_ENDPOINT_URL = s3_server
     return s3_server
@@ -94,10 +97,14 @@ def import_records(tenant_dataset, write_jsonl):
 
     def run(records, dataset=None):
         with tenant_scope(TENANT_A):
-            counters = dataset_import_run(dataset=dataset or tenant_dataset,
-                                          uri=write_jsonl(records, f"{uuid.uuid4()}.jsonl"),
-                                          options=ImportOptions(create_classes=True), source="import:seed",
-                                          user="seeder", progress=lambda counters, errors: None)
+            counters = dataset_import_run(
+                dataset=dataset or tenant_dataset,
+                uri=write_jsonl(records, f"{uuid.uuid4()}.jsonl"),
+                options=ImportOptions(create_classes=True),
+                source="import:seed",
+                user="seeder",
+                progress=lambda counters, errors: None,
+            )
         wait_for_reader()
         return counters
 
@@ -111,9 +118,14 @@ def run_import(tenant_dataset):
 
     def run(uri: str, **options):
         errors = []
-        counters = dataset_import_run(dataset=tenant_dataset, uri=uri, options=ImportOptions(**options),
-                                      source=f"import:{uuid.uuid4().hex}", user="tester",
-                                      progress=lambda counters, batch_errors: errors.extend(batch_errors))
+        counters = dataset_import_run(
+            dataset=tenant_dataset,
+            uri=uri,
+            options=ImportOptions(**options),
+            source=f"import:{uuid.uuid4().hex}",
+            user="tester",
+            progress=lambda counters, batch_errors: errors.extend(batch_errors),
+        )
         return counters, errors
 
     return run

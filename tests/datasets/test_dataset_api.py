@@ -37,8 +37,9 @@ def test_unknown_project_or_dataset_is_404(datasets_url):
     assert client.get(f"{url}999999").status_code == 404
 
 
-def test_delete_hides_the_dataset_at_once_and_a_job_removes_its_rows(datasets_url, celery_eager,
-                                                                     django_capture_on_commit_callbacks):
+def test_delete_hides_the_dataset_at_once_and_a_job_removes_its_rows(
+    datasets_url, celery_eager, django_capture_on_commit_callbacks
+):
     client, url = datasets_url
     dataset = client.post(url, {"name": "doomed"}, format="json").json()
     with tenant_scope(TENANT_A):
@@ -81,8 +82,9 @@ def test_an_import_from_an_address_the_outbound_policy_refuses_is_a_400_when_pos
     client, url = datasets_url
     dataset = client.post(url, {"name": "ssrf"}, format="json").json()
 
-    response = client.post(f"{url}{dataset['id']}/imports", {"uri": f"{files_server.url}/manifest.jsonl"},
-                           format="json")
+    response = client.post(
+        f"{url}{dataset['id']}/imports", {"uri": f"{files_server.url}/manifest.jsonl"}, format="json"
+    )
 
     assert response.status_code == 400, response.content
     assert "is not allowed: its address is not one this deployment may fetch from" in response.json()["message"]
@@ -92,9 +94,9 @@ def test_an_import_from_an_address_the_outbound_policy_refuses_is_a_400_when_pos
         assert not Job.objects.filter(kind="dataset-import").exists()
 
 
-def test_an_import_redirected_to_a_refused_address_fails_its_job(datasets_url, files_server, allow_files_server,
-                                                                 internal_server, celery_eager,
-                                                                 django_capture_on_commit_callbacks):
+def test_an_import_redirected_to_a_refused_address_fails_its_job(
+    datasets_url, files_server, allow_files_server, internal_server, celery_eager, django_capture_on_commit_callbacks
+):
     # given an allowed server whose manifest redirects to an internal one
     client, url = datasets_url
     dataset = client.post(url, {"name": "ssrf-redirect"}, format="json").json()

@@ -24,15 +24,37 @@ COCO = {
         {"id": 30, "file_name": "c.jpg", "width": 100, "height": 100},
     ],
     "annotations": [
-        {"id": 1, "image_id": 10, "category_id": 1, "bbox": [10, 20, 100, 50], "area": 5000, "iscrowd": 0,
-         "segmentation": []},
-        {"id": 2, "image_id": 10, "category_id": 2, "bbox": [0, 0, 10, 10], "area": 50, "iscrowd": 0,
-         "segmentation": [[0, 0, 10, 0, 10, 10]]},
-        {"id": 3, "image_id": 20, "category_id": 1, "bbox": [5.5, 5, 20, 20], "iscrowd": 1,
-         "segmentation": {"counts": [1, 2], "size": [240, 320]}},
+        {
+            "id": 1,
+            "image_id": 10,
+            "category_id": 1,
+            "bbox": [10, 20, 100, 50],
+            "area": 5000,
+            "iscrowd": 0,
+            "segmentation": [],
+        },
+        {
+            "id": 2,
+            "image_id": 10,
+            "category_id": 2,
+            "bbox": [0, 0, 10, 10],
+            "area": 50,
+            "iscrowd": 0,
+            "segmentation": [[0, 0, 10, 0, 10, 10]],
+        },
+        {
+            "id": 3,
+            "image_id": 20,
+            "category_id": 1,
+            "bbox": [5.5, 5, 20, 20],
+            "iscrowd": 1,
+            "segmentation": {"counts": [1, 2], "size": [240, 320]},
+        },
     ],
-    "categories": [{"id": 1, "name": "person", "supercategory": "person"},
-                   {"id": 2, "name": "dog", "supercategory": "animal"}],
+    "categories": [
+        {"id": 1, "name": "person", "supercategory": "person"},
+        {"id": 2, "name": "dog", "supercategory": "animal"},
+    ],
 }
 
 
@@ -47,12 +69,16 @@ def write_json(import_root):
 
 
 def _labels(dataset):
-    return sorted(Label.objects.filter(datarow__dataset=dataset).values_list(
-        "datarow__external_id", "ontology_class__name", "kind", "x", "y", "w", "h", "area", "polygon", "attributes"))
+    return sorted(
+        Label.objects.filter(datarow__dataset=dataset).values_list(
+            "datarow__external_id", "ontology_class__name", "kind", "x", "y", "w", "h", "area", "polygon", "attributes"
+        )
+    )
 
 
-def test_coco_file_becomes_datarows_with_box_polygon_and_crowd_labels(tenant_dataset, write_json, run_import, settings,
-                                                                       import_root):
+def test_coco_file_becomes_datarows_with_box_polygon_and_crowd_labels(
+    tenant_dataset, write_json, run_import, settings, import_root
+):
     settings.IMPORT_BATCH_LINES = 2  # every array and the image batches span more than one batch
     folder = os.path.realpath(import_root)  # the file's own folder: where its file_names are
 
@@ -60,11 +86,14 @@ def test_coco_file_becomes_datarows_with_box_polygon_and_crowd_labels(tenant_dat
 
     assert errors == []
     assert (counters.inserted, counters.labels, counters.errors) == (3, 3, 0)
-    rows = sorted(DataRow.objects.filter(dataset=tenant_dataset).values_list("external_id", "uri", "width", "height",
-                                                                             "metadata"))
-    assert rows == [("a.jpg", f"{folder}/a.jpg", 640, 480, {"coco": {"image_id": 10}}),
-                    ("b.jpg", "http://images.example/b.jpg", 320, 240, {"coco": {"image_id": 20}}),
-                    ("c.jpg", f"{folder}/c.jpg", 100, 100, {"coco": {"image_id": 30}})]
+    rows = sorted(
+        DataRow.objects.filter(dataset=tenant_dataset).values_list("external_id", "uri", "width", "height", "metadata")
+    )
+    assert rows == [
+        ("a.jpg", f"{folder}/a.jpg", 640, 480, {"coco": {"image_id": 10}}),
+        ("b.jpg", "http://images.example/b.jpg", 320, 240, {"coco": {"image_id": 20}}),
+        ("c.jpg", f"{folder}/c.jpg", 100, 100, {"coco": {"image_id": 30}}),
+    ]
     assert _labels(tenant_dataset) == [
         ("a.jpg", "dog", "polygon", 0, 0, 10, 10, 50, [[0, 0], [10, 0], [10, 10]], {"iscrowd": 0}),
         ("a.jpg", "person", "box", 10, 20, 100, 50, 5000, None, {"iscrowd": 0}),
@@ -77,8 +106,9 @@ def test_coco_file_becomes_datarows_with_box_polygon_and_crowd_labels(tenant_dat
     assert (entry.field_type, entry.row_count) == ("number", 3)
 
 
-def test_a_file_with_annotations_replaces_labels_and_an_image_info_file_keeps_them(tenant_dataset, write_json,
-                                                                                   run_import):
+def test_a_file_with_annotations_replaces_labels_and_an_image_info_file_keeps_them(
+    tenant_dataset, write_json, run_import
+):
     run_import(write_json(COCO), format="coco", create_classes=True)
     fewer = copy.deepcopy(COCO)
     del fewer["annotations"][0]
@@ -108,42 +138,87 @@ def _set(array: str, index: int, key: str, value):
     return patch
 
 
-@pytest.mark.parametrize("patch, expected, imported", [
-    pytest.param(_with("annotations", {"id": 4, "image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1]}),
-                 [LineError(0, "annotations[3].image_id", "image id 99 is not in images")],
-                 ["a.jpg", "b.jpg", "c.jpg"], id="annotation of an unknown image"),
-    pytest.param(_with("annotations", {"id": 4, "image_id": 30, "category_id": 7, "bbox": [0, 0, 1, 1]}),
-                 [LineError(3, "annotations[3].category_id", "category id 7 is not in categories")],
-                 ["a.jpg", "b.jpg"], id="unknown category"),
-    pytest.param(_with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": [90, 0, 20.5, 10]}),
-                 [LineError(3, "annotations[3].bbox", "extends past the image's right edge (x + width = 110.5 > 100)")],
-                 ["a.jpg", "b.jpg"], id="bbox outside the image"),
-    pytest.param(_with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": [0, 0, 10, 10],
-                                       "segmentation": [[0, 0, 10, 0, 10, 200]]}),
-                 [LineError(3, "annotations[3].segmentation",
-                            "extends past the image's bottom edge (y + height = 200 > 100)")],
-                 ["a.jpg", "b.jpg"], id="polygon outside the image"),
-    pytest.param(_with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": ["1", 0, 1, 1]}),
-                 [LineError(3, "annotations[3].bbox[0]", "Expected a number, got a string")],
-                 ["a.jpg", "b.jpg"], id="non-numeric bbox"),
-    pytest.param(_with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": [0, 0, 1]}),
-                 [LineError(3, "annotations[3].bbox", "Expected a list with a length >= 4")],
-                 ["a.jpg", "b.jpg"], id="bbox of three numbers"),
-    pytest.param(_with("images", {"id": 40, "file_name": "a.jpg", "width": 10, "height": 10}),
-                 [LineError(4, "external_id", "duplicate external_id 'a.jpg' (first seen on line 1)")],
-                 ["a.jpg", "b.jpg", "c.jpg"], id="duplicate file_name"),
-    pytest.param(_with("images", {"id": 30, "file_name": "d.jpg"}),
-                 [LineError(4, "images[3].id", "duplicates images[2].id")],
-                 ["a.jpg", "b.jpg", "c.jpg"], id="duplicate image id"),
-    pytest.param(_set("images", 2, "width", "wide"),
-                 [LineError(3, "images[2].width", "Expected `int | null`, got a string")],
-                 ["a.jpg", "b.jpg"], id="non-numeric width"),
-    pytest.param(_with("categories", {"id": 2, "name": "cat"}),
-                 [LineError(0, "categories[2].id", "duplicates categories[1].id")],
-                 ["a.jpg", "b.jpg", "c.jpg"], id="duplicate category id"),
-])
-def test_each_bad_coco_element_is_reported_at_its_json_path(tenant_dataset, write_json, run_import, settings, patch,
-                                                            expected, imported):
+@pytest.mark.parametrize(
+    ("patch", "expected", "imported"),
+    [
+        pytest.param(
+            _with("annotations", {"id": 4, "image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1]}),
+            [LineError(0, "annotations[3].image_id", "image id 99 is not in images")],
+            ["a.jpg", "b.jpg", "c.jpg"],
+            id="annotation of an unknown image",
+        ),
+        pytest.param(
+            _with("annotations", {"id": 4, "image_id": 30, "category_id": 7, "bbox": [0, 0, 1, 1]}),
+            [LineError(3, "annotations[3].category_id", "category id 7 is not in categories")],
+            ["a.jpg", "b.jpg"],
+            id="unknown category",
+        ),
+        pytest.param(
+            _with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": [90, 0, 20.5, 10]}),
+            [LineError(3, "annotations[3].bbox", "extends past the image's right edge (x + width = 110.5 > 100)")],
+            ["a.jpg", "b.jpg"],
+            id="bbox outside the image",
+        ),
+        pytest.param(
+            _with(
+                "annotations",
+                {
+                    "id": 4,
+                    "image_id": 30,
+                    "category_id": 1,
+                    "bbox": [0, 0, 10, 10],
+                    "segmentation": [[0, 0, 10, 0, 10, 200]],
+                },
+            ),
+            [
+                LineError(
+                    3, "annotations[3].segmentation", "extends past the image's bottom edge (y + height = 200 > 100)"
+                )
+            ],
+            ["a.jpg", "b.jpg"],
+            id="polygon outside the image",
+        ),
+        pytest.param(
+            _with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": ["1", 0, 1, 1]}),
+            [LineError(3, "annotations[3].bbox[0]", "Expected a number, got a string")],
+            ["a.jpg", "b.jpg"],
+            id="non-numeric bbox",
+        ),
+        pytest.param(
+            _with("annotations", {"id": 4, "image_id": 30, "category_id": 1, "bbox": [0, 0, 1]}),
+            [LineError(3, "annotations[3].bbox", "Expected a list with a length >= 4")],
+            ["a.jpg", "b.jpg"],
+            id="bbox of three numbers",
+        ),
+        pytest.param(
+            _with("images", {"id": 40, "file_name": "a.jpg", "width": 10, "height": 10}),
+            [LineError(4, "external_id", "duplicate external_id 'a.jpg' (first seen on line 1)")],
+            ["a.jpg", "b.jpg", "c.jpg"],
+            id="duplicate file_name",
+        ),
+        pytest.param(
+            _with("images", {"id": 30, "file_name": "d.jpg"}),
+            [LineError(4, "images[3].id", "duplicates images[2].id")],
+            ["a.jpg", "b.jpg", "c.jpg"],
+            id="duplicate image id",
+        ),
+        pytest.param(
+            _set("images", 2, "width", "wide"),
+            [LineError(3, "images[2].width", "Expected `int | null`, got a string")],
+            ["a.jpg", "b.jpg"],
+            id="non-numeric width",
+        ),
+        pytest.param(
+            _with("categories", {"id": 2, "name": "cat"}),
+            [LineError(0, "categories[2].id", "duplicates categories[1].id")],
+            ["a.jpg", "b.jpg", "c.jpg"],
+            id="duplicate category id",
+        ),
+    ],
+)
+def test_each_bad_coco_element_is_reported_at_its_json_path(
+    tenant_dataset, write_json, run_import, settings, patch, expected, imported
+):
     settings.IMPORT_BATCH_LINES = 2
     document = copy.deepcopy(COCO)
     patch(document)
@@ -159,15 +234,18 @@ def test_without_create_classes_an_unknown_category_is_named_at_its_annotation(t
     counters, errors = run_import(write_json(COCO), format="coco")
 
     advice = "is not a class of the project's ontology; import with create_classes=true to add the file's categories"
-    assert errors == [LineError(1, "annotations[0].category_id", f"category 'person' (id 1) {advice}"),
-                      LineError(1, "annotations[1].category_id", f"category 'dog' (id 2) {advice}"),
-                      LineError(2, "annotations[2].category_id", f"category 'person' (id 1) {advice}")]
+    assert errors == [
+        LineError(1, "annotations[0].category_id", f"category 'person' (id 1) {advice}"),
+        LineError(1, "annotations[1].category_id", f"category 'dog' (id 2) {advice}"),
+        LineError(2, "annotations[2].category_id", f"category 'person' (id 1) {advice}"),
+    ]
     assert counters.inserted == 1  # c.jpg, which has no annotations
     assert not OntologyClass.objects.filter(project=tenant_dataset.project).exists()
 
 
-def test_malformed_json_is_one_error_that_says_where_and_nothing_is_imported(tenant_dataset, write_json, run_import,
-                                                                             monkeypatch):
+def test_malformed_json_is_one_error_that_says_where_and_nothing_is_imported(
+    tenant_dataset, write_json, run_import, monkeypatch
+):
     monkeypatch.setattr(coco, "READ_BYTES", 16)
     document = b'{"categories": [{"id": 1, "name": "person"}], "images": [{"id": 1,, "file_name": "a.jpg"}]}'
     start = document.index(b",,") // 16 * 16
@@ -175,8 +253,9 @@ def test_malformed_json_is_one_error_that_says_where_and_nothing_is_imported(ten
     counters, errors = run_import(write_json(document), format="coco")
 
     assert [(e.line, e.field) for e in errors] == [(0, "(file)")]
-    assert errors[0].message.startswith("is not valid JSON: parse error: invalid object key (must be a string), "
-                                        f"in bytes {start}-{start + 16} near `")
+    assert errors[0].message.startswith(
+        f"is not valid JSON: parse error: invalid object key (must be a string), in bytes {start}-{start + 16} near `"
+    )
     assert counters.inserted == 0 == DataRow.objects.filter(dataset=tenant_dataset).count()
 
 
@@ -198,14 +277,16 @@ def test_a_missing_array_is_reported_and_nothing_is_imported(tenant_dataset, wri
     assert counters.inserted == 0
 
 
-def test_an_image_id_typed_otherwise_in_the_catalog_stops_the_import(tenant_dataset, write_json, write_jsonl,
-                                                                     run_import):
+def test_an_image_id_typed_otherwise_in_the_catalog_stops_the_import(
+    tenant_dataset, write_json, write_jsonl, run_import
+):
     run_import(write_jsonl([{"external_id": "x", "uri": "x.jpg", "metadata": {"coco": {"image_id": "ten"}}}]))
 
     counters, errors = run_import(write_json(COCO), format="coco", create_classes=True)
 
     assert errors == [
-        LineError(0, "metadata.coco.image_id", "is number here but string in the project's field catalog")]
+        LineError(0, "metadata.coco.image_id", "is number here but string in the project's field catalog")
+    ]
     assert counters.inserted == 0
 
 
@@ -219,8 +300,9 @@ def test_abort_mode_stops_at_an_annotation_of_an_unknown_image(tenant_dataset, w
     assert not OntologyClass.objects.filter(project=tenant_dataset.project).exists()
 
 
-def test_parsing_holds_one_chunk_in_memory_however_large_the_file(write_json, monkeypatch, committed_tenants,
-                                                                  in_tenant_a):
+def test_parsing_holds_one_chunk_in_memory_however_large_the_file(
+    write_json, monkeypatch, committed_tenants, in_tenant_a
+):
     """What the format itself keeps (ijson's read, one chunk of COPY lines) does not grow with the file; the
     joins happen in PostgreSQL."""
     monkeypatch.setattr(coco, "READ_BYTES", 16 * 1024)
@@ -228,8 +310,16 @@ def test_parsing_holds_one_chunk_in_memory_however_large_the_file(write_json, mo
     for images in (500, 2000):
         document = {
             "images": [{"id": i, "file_name": f"{i:06d}.jpg", "width": 640, "height": 480} for i in range(images)],
-            "annotations": [{"id": j, "image_id": j // 3, "category_id": 1, "bbox": [1, 2, 30, 40],
-                             "segmentation": [[1, 2, 30, 2, 30, 40]]} for j in range(3 * images)],
+            "annotations": [
+                {
+                    "id": j,
+                    "image_id": j // 3,
+                    "category_id": 1,
+                    "bbox": [1, 2, 30, 40],
+                    "segmentation": [[1, 2, 30, 2, 30, 40]],
+                }
+                for j in range(3 * images)
+            ],
             "categories": [{"id": 1, "name": "person"}],
         }
         uri = write_json(document, f"{images}.json")
@@ -259,19 +349,31 @@ def test_coco_results_become_predictions_of_the_named_model(tenant_dataset, writ
     run_import(write_json(COCO), format="coco", create_classes=True)
     settings.IMPORT_BATCH_LINES = 2  # a.jpg's detections (1st and 3rd) must still land in one batch
 
-    counters, errors = run_import(write_json(RESULTS, "results.json"), format="coco_results", model_name="detr",
-                                  model_version="r50")
+    counters, errors = run_import(
+        write_json(RESULTS, "results.json"), format="coco_results", model_name="detr", model_version="r50"
+    )
 
     assert errors == [
         LineError(4, "[3].image_id", "image id 99 is on no datarow of this dataset (import its COCO file first)"),
-        LineError(5, "[4].category_id",
-                  "category id 5 is on no class of the project's ontology (import its COCO file first)"),
+        LineError(
+            5, "[4].category_id", "category id 5 is on no class of the project's ontology (import its COCO file first)"
+        ),
         LineError(6, "[5].bbox", "extends past the image's right edge (x + width = 700 > 640)"),
         LineError(7, "[6].score", "Expected a number <= 1.0"),
     ]
     predictions = Prediction.objects.filter(datarow__dataset=tenant_dataset)
-    assert sorted(predictions.values_list("datarow__external_id", "model_version__name", "model_version__version",
-                                          "ontology_class__name", "kind", "score", "x", "polygon")) == [
+    assert sorted(
+        predictions.values_list(
+            "datarow__external_id",
+            "model_version__name",
+            "model_version__version",
+            "ontology_class__name",
+            "kind",
+            "score",
+            "x",
+            "polygon",
+        )
+    ) == [
         ("a.jpg", "detr", "r50", "dog", "box", 0.3, 0, None),
         ("a.jpg", "detr", "r50", "person", "box", 0.9, 10, None),
         ("b.jpg", "detr", "r50", "dog", "polygon", 0.4, 1, [[1, 1], [6, 1], [6, 6]]),
@@ -279,8 +381,9 @@ def test_coco_results_become_predictions_of_the_named_model(tenant_dataset, writ
     assert (counters.predictions, counters.inserted) == (3, 0)
     assert len(_labels(tenant_dataset)) == 3  # ground truth untouched
 
-    again, _ = run_import(write_json(RESULTS[:1], "again.json"), format="coco_results", model_name="detr",
-                          model_version="r50")
+    again, _ = run_import(
+        write_json(RESULTS[:1], "again.json"), format="coco_results", model_name="detr", model_version="r50"
+    )
     assert again.predictions == 1
     # a.jpg's predictions of detr@r50 were replaced; b.jpg, absent from the file, kept its own
     assert sorted(predictions.values_list("datarow__external_id", "score")) == [("a.jpg", 0.9), ("b.jpg", 0.4)]
@@ -319,8 +422,10 @@ def _digits(file_names: list[str]) -> dict:
     '0' to '2' with ids 0 to 2, the last one without annotations."""
     return {
         "images": [{"id": i + 1, "file_name": name, "width": 8, "height": 8} for i, name in enumerate(file_names)],
-        "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": i % 2, "bbox": [0, 0, 8, 8], "area": 64,
-                         "iscrowd": 0} for i in range(len(file_names))],
+        "annotations": [
+            {"id": i + 1, "image_id": i + 1, "category_id": i % 2, "bbox": [0, 0, 8, 8], "area": 64, "iscrowd": 0}
+            for i in range(len(file_names))
+        ],
         "categories": [{"id": i, "name": str(i), "supercategory": "digit"} for i in range(3)],
     }
 
@@ -350,7 +455,8 @@ def _uris(dataset) -> list[str]:
 
 @pytest.mark.django_db(transaction=True, databases=["default", "reader"])
 def test_file_names_are_in_the_annotation_files_folder_by_default_and_their_images_are_served(
-        tenant_dataset, import_root, write_json, run_import, make_token, api_client):
+    tenant_dataset, import_root, write_json, run_import, make_token, api_client
+):
     # given a COCO file next to its images, away from the tenant folder's top
     folder = _images(import_root / "digits", "train/0.png", "train/1.png")
     uri = write_json(_digits(["train/0.png", "train/1.png"]), "digits/instances.json")
@@ -360,13 +466,16 @@ def test_file_names_are_in_the_annotation_files_folder_by_default_and_their_imag
     assert errors == [] and counters.inserted == 2
     real = os.path.realpath(folder)
     assert _uris(tenant_dataset) == [f"{real}/train/0.png", f"{real}/train/1.png"]
-    assert _served(api_client, make_token, tenant_dataset) == [("train/0.png", 200, png_bytes(8, 8)),
-                                                               ("train/1.png", 200, png_bytes(8, 8))]
+    assert _served(api_client, make_token, tenant_dataset) == [
+        ("train/0.png", 200, png_bytes(8, 8)),
+        ("train/1.png", 200, png_bytes(8, 8)),
+    ]
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "reader"])
 def test_images_uri_says_where_the_file_names_are_and_categories_become_classes(
-        tenant_dataset, import_root, write_json, run_import, make_token, api_client):
+    tenant_dataset, import_root, write_json, run_import, make_token, api_client
+):
     # given annotations in one folder, images in another
     images = _images(import_root / "datasets" / "digits", "0.png", "sub/1.png")
     uri = write_json(_digits(["0.png", "./sub//1.png"]), "instances.json")
@@ -379,14 +488,18 @@ def test_images_uri_says_where_the_file_names_are_and_categories_become_classes(
     # every category is a class with its id, the one no annotation uses included
     classes = OntologyClass.objects.filter(project=tenant_dataset.project)
     assert sorted(classes.values_list("name", "coco_category_id")) == [("0", 0), ("1", 1), ("2", 2)]
-    assert sorted(Label.objects.filter(datarow__dataset=tenant_dataset).values_list(
-        "datarow__external_id", "ontology_class__name")) == [("./sub//1.png", "1"), ("0.png", "0")]
+    assert sorted(
+        Label.objects.filter(datarow__dataset=tenant_dataset).values_list(
+            "datarow__external_id", "ontology_class__name"
+        )
+    ) == [("./sub//1.png", "1"), ("0.png", "0")]
     # (last: a request leaves this thread's connection out of the tenant)
     assert [status for _, status, _ in _served(api_client, make_token, tenant_dataset)] == [200, 200]
 
 
-def test_a_file_name_that_leaves_the_images_folder_is_refused_on_its_line(tenant_dataset, import_root, write_json,
-                                                                          run_import):
+def test_a_file_name_that_leaves_the_images_folder_is_refused_on_its_line(
+    tenant_dataset, import_root, write_json, run_import
+):
     images = _images(import_root / "images", "ok.png")
     other_tenant = import_root.parent / TENANT_B / "theirs.png"
     other_tenant.write_bytes(png_bytes(8, 8))
@@ -397,10 +510,13 @@ def test_a_file_name_that_leaves_the_images_folder_is_refused_on_its_line(tenant
 
     absolute = "is an absolute path or URI; with images_uri, names are relative to it"
     dot_dot = "leaves the images folder ('..' is not allowed in an image path)"
-    assert errors == [LineError(2, "images[1].file_name", dot_dot), LineError(3, "images[2].file_name", absolute),
-                      LineError(4, "images[3].file_name", absolute),
-                      LineError(5, "images[4].file_name", "is a link out of this tenant's folder"),
-                      LineError(6, "images[5].file_name", dot_dot)]
+    assert errors == [
+        LineError(2, "images[1].file_name", dot_dot),
+        LineError(3, "images[2].file_name", absolute),
+        LineError(4, "images[3].file_name", absolute),
+        LineError(5, "images[4].file_name", "is a link out of this tenant's folder"),
+        LineError(6, "images[5].file_name", dot_dot),
+    ]
     assert _uris(tenant_dataset) == [f"{os.path.realpath(images)}/ok.png"]
     assert counters.inserted == 1
 
@@ -409,8 +525,13 @@ def test_an_escape_in_abort_mode_leaves_nothing_behind(tenant_dataset, import_ro
     images = _images(import_root / "images", "0.png")
 
     with pytest.raises(ImportAborted, match=r"line 2, images\[1\].file_name leaves the images folder"):
-        run_import(write_json(_digits(["0.png", "../1.png"])), format="coco", images_uri=str(images),
-                   create_classes=True, on_error="abort")
+        run_import(
+            write_json(_digits(["0.png", "../1.png"])),
+            format="coco",
+            images_uri=str(images),
+            create_classes=True,
+            on_error="abort",
+        )
     assert not DataRow.objects.filter(dataset=tenant_dataset).exists()
     assert not OntologyClass.objects.filter(project=tenant_dataset.project).exists()
 
@@ -429,7 +550,8 @@ def test_check_images_reports_each_missing_image(tenant_dataset, import_root, wr
 
 
 def test_s3_file_names_resolve_against_the_files_prefix_or_images_uri_and_are_checked(
-        tenant_dataset, import_root, write_json, run_import, s3_endpoint, settings):
+    tenant_dataset, import_root, write_json, run_import, s3_endpoint, settings
+):
     import boto3
 
     settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://acme-coco/set/"]}
@@ -462,8 +584,10 @@ def test_an_uploaded_file_resolves_relative_names_only_against_images_uri(tenant
 
     counters, errors = run_import(uri, format="coco", create_classes=True)
     assert [(e.line, e.field) for e in errors] == [(1, "images[0].file_name"), (2, "images[1].file_name")]
-    assert errors[0].message == ("is a relative path and there is no images folder to resolve it against: an uploaded "
-                                 "annotation file has no folder of its own: give images_uri")
+    assert errors[0].message == (
+        "is a relative path and there is no images folder to resolve it against: an uploaded "
+        "annotation file has no folder of its own: give images_uri"
+    )
     assert counters.inserted == 0
 
     counters, errors = run_import(uri, format="coco", images_uri=str(images), create_classes=True)
@@ -471,17 +595,21 @@ def test_an_uploaded_file_resolves_relative_names_only_against_images_uri(tenant
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "reader"])
-@pytest.mark.parametrize("body, field", [
-    ({"file": "upload"}, "images_uri"),  # an uploaded COCO file without images_uri
-    ({"images_uri": "OTHER_TENANT"}, "images_uri"),
-    ({"images_uri": "/etc"}, "images_uri"),
-    ({"images_uri": "s3://someone-else/images/"}, "images_uri"),
-    ({"images_uri": "upload://abc/x"}, "images_uri"),
-    ({"images_uri": "IMAGES", "format": "jsonl"}, "images_uri"),
-    ({"check_images": True, "format": "yolo"}, "check_images"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"file": "upload"}, "images_uri"),  # an uploaded COCO file without images_uri
+        ({"images_uri": "OTHER_TENANT"}, "images_uri"),
+        ({"images_uri": "/etc"}, "images_uri"),
+        ({"images_uri": "s3://someone-else/images/"}, "images_uri"),
+        ({"images_uri": "upload://abc/x"}, "images_uri"),
+        ({"images_uri": "IMAGES", "format": "jsonl"}, "images_uri"),
+        ({"check_images": True, "format": "yolo"}, "check_images"),
+    ],
+)
 def test_an_import_whose_images_cannot_be_found_is_400_naming_the_option(
-        tenant_dataset, import_root, write_json, make_token, api_client, settings, body, field):
+    tenant_dataset, import_root, write_json, make_token, api_client, settings, body, field
+):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://acme-coco/"]}

@@ -28,16 +28,21 @@ def test_local_folder_gives_one_datarow_per_image_sized_from_its_header(tenant_d
     counters, errors = run_import(str(photo_folder), format="images")
 
     assert (errors, counters.inserted) == ([], 3)
-    assert _rows(tenant_dataset) == [("a.png", str(photo_folder / "a.png"), 30, 20),
-                                     ("sub/C.JPEG", str(photo_folder / "sub/C.JPEG"), 8, 6),
-                                     ("sub/b.jpg", str(photo_folder / "sub/b.jpg"), 640, 480)]
+    assert _rows(tenant_dataset) == [
+        ("a.png", str(photo_folder / "a.png"), 30, 20),
+        ("sub/C.JPEG", str(photo_folder / "sub/C.JPEG"), 8, 6),
+        ("sub/b.jpg", str(photo_folder / "sub/b.jpg"), 640, 480),
+    ]
 
 
-def test_reimporting_a_folder_refreshes_rows_and_keeps_their_labels(tenant_dataset, photo_folder, run_import,
-                                                                    write_jsonl):
+def test_reimporting_a_folder_refreshes_rows_and_keeps_their_labels(
+    tenant_dataset, photo_folder, run_import, write_jsonl
+):
     run_import(str(photo_folder), format="images")
-    run_import(write_jsonl([{"external_id": "a.png", "uri": "elsewhere.png", "labels": [{"class": "cat"}]}]),
-               create_classes=True)
+    run_import(
+        write_jsonl([{"external_id": "a.png", "uri": "elsewhere.png", "labels": [{"class": "cat"}]}]),
+        create_classes=True,
+    )
     (photo_folder / "a.png").write_bytes(png_bytes(40, 10))
 
     counters, _ = run_import(str(photo_folder), format="images")
@@ -53,7 +58,8 @@ def test_a_file_named_like_an_image_that_is_not_one_is_reported(tenant_dataset, 
     counters, errors = run_import(str(photo_folder), format="images")
 
     assert [(e.field, e.message) for e in errors] == [
-        ("sub/broken.png", "is not an image whose width and height can be read from its header")]
+        ("sub/broken.png", "is not an image whose width and height can be read from its header")
+    ]
     assert counters.inserted == 3
 
 
@@ -82,8 +88,10 @@ def s3_bucket(s3_endpoint, settings):
 def test_s3_prefix_gives_one_datarow_per_image_sized_by_a_ranged_read(tenant_dataset, s3_bucket, run_import):
     counters, errors = run_import("s3://photos/set1", format="images")
 
-    assert _rows(tenant_dataset) == [("a.png", "s3://photos/set1/a.png", 30, 20),
-                                     ("deep/b.jpg", "s3://photos/set1/deep/b.jpg", 640, 480)]
+    assert _rows(tenant_dataset) == [
+        ("a.png", "s3://photos/set1/a.png", 30, 20),
+        ("deep/b.jpg", "s3://photos/set1/deep/b.jpg", 640, 480),
+    ]
     unreadable = "has no width and height that can be read from its first 64 KiB"
     assert sorted((e.field, e.message) for e in errors) == [("empty.png", unreadable), ("late.jpg", unreadable)]
     assert all(isinstance(e, LineError) and e.line > 0 for e in errors)

@@ -35,8 +35,9 @@ def storage_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def live_env(auth0, platform, read_root, storage_root):
-    return live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=read_root, MLOPS_STORAGE_ROOT=storage_root,
-                            UPLOAD_MAX_BYTES=UPLOAD_LIMIT)
+    return live_environment(
+        auth0, platform, MLOPS_LOCAL_READ_ROOT=read_root, MLOPS_STORAGE_ROOT=storage_root, UPLOAD_MAX_BYTES=UPLOAD_LIMIT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,9 @@ def _uploads(storage_root) -> list:
     return list((storage_root / TENANT_A / "uploads").rglob("*.jsonl"))
 
 
-def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_websocket(server, worker, make_token,
-                                                                                     tmp_path, storage_root):
+def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_websocket(
+    server, worker, make_token, tmp_path, storage_root
+):
     token = make_token(TENANT_A)
     project = httpx.post(f"{server.url}/api/v1/projects/", headers=_bearer(token), json={"name": "live-import"}).json()
     datasets_url = f"{server.url}/api/v1/projects/{project['id']}/datasets/"
@@ -72,8 +74,13 @@ def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_webso
 
     # when the manifest is uploaded with the request that starts the import
     with open(manifest, "rb") as upload:
-        response = httpx.post(f"{datasets_url}{dataset['id']}/imports", headers=_bearer(token), timeout=30,
-                              data={"create_classes": "true"}, files={"file": ("upload.jsonl", upload)})
+        response = httpx.post(
+            f"{datasets_url}{dataset['id']}/imports",
+            headers=_bearer(token),
+            timeout=30,
+            data={"create_classes": "true"},
+            files={"file": ("upload.jsonl", upload)},
+        )
     assert response.status_code == 202, response.text
     job = response.json()
     with connect(f"{server.ws_url}/ws/jobs/{job['id']}/?token={token}", open_timeout=10) as websocket:
@@ -96,8 +103,9 @@ def test_an_uploaded_manifest_is_imported_by_a_worker_with_progress_on_the_webso
     assert _uploads(storage_root) == []
 
 
-def test_an_upload_over_the_limit_is_refused_before_or_while_its_body_is_read(server, make_token, tmp_path,
-                                                                              storage_root):
+def test_an_upload_over_the_limit_is_refused_before_or_while_its_body_is_read(
+    server, make_token, tmp_path, storage_root
+):
     token = make_token(TENANT_A)
     project = httpx.post(f"{server.url}/api/v1/projects/", headers=_bearer(token), json={"name": "big-upload"}).json()
     datasets_url = f"{server.url}/api/v1/projects/{project['id']}/datasets/"

@@ -34,8 +34,10 @@ def test_an_import_whose_every_line_failed_ends_failed_with_the_error_summary(st
     job = start_import(BAD * 3)
     # then the job failed, saying so and why, with the counters and the first errors kept
     assert job["status"] == "failed", job
-    assert job["error"] == ("ImportFailed: Nothing was imported: every line had errors (3 errors on 3 lines). First: "
-                            "line 1, uri is required. All errors are in the import's error report.")
+    assert job["error"] == (
+        "ImportFailed: Nothing was imported: every line had errors (3 errors on 3 lines). First: "
+        "line 1, uri is required. All errors are in the import's error report."
+    )
     counters = job["counters"]
     assert (counters["lines"], counters["errors"], counters["error_lines"], counters["committed_rows"]) == (3, 3, 3, 0)
     assert counters["first_errors"][0] == {"line": 1, "field": "uri", "message": "is required"}
@@ -47,8 +49,9 @@ def test_an_import_with_some_lines_left_out_succeeds_as_partial(start_import):
     assert job["status"] == "succeeded", job
     assert job["counters"]["partial"] is True
     assert (job["counters"]["error_lines"], job["counters"]["committed_rows"]) == (1, 1)
-    assert job["message"] == ("2 lines read, 1 datarows committed, 1 lines left out for errors (first_errors, and "
-                              "the error report)")
+    assert job["message"] == (
+        "2 lines read, 1 datarows committed, 1 lines left out for errors (first_errors, and the error report)"
+    )
 
 
 def test_an_import_without_errors_is_not_partial(start_import):

@@ -49,8 +49,9 @@ def test_an_upload_over_the_limit_is_413_and_nothing_is_kept(imports_url, settin
         assert not Job.objects.filter(kind="dataset-import").exists()
 
 
-def test_an_upload_is_deleted_when_its_job_ends_unless_kept(imports_url, settings, celery_eager,
-                                                            django_capture_on_commit_callbacks):
+def test_an_upload_is_deleted_when_its_job_ends_unless_kept(
+    imports_url, settings, celery_eager, django_capture_on_commit_callbacks
+):
     client, url = imports_url
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -59,26 +60,41 @@ def test_an_upload_is_deleted_when_its_job_ends_unless_kept(imports_url, setting
     assert _uploads(settings) == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        kept = client.post(url, {"file": SimpleUploadedFile("m.jsonl", MANIFEST), "keep_upload": "true"},
-                           format="multipart")
+        kept = client.post(
+            url, {"file": SimpleUploadedFile("m.jsonl", MANIFEST), "keep_upload": "true"}, format="multipart"
+        )
     assert kept.status_code == 202, kept.content
     assert [path.name for path in _uploads(settings) if path.suffix] == ["m.jsonl"]
     with tenant_scope(TENANT_A):
         # both jobs read their file whole before it went
         assert [(job.status, job.counters["lines"]) for job in Job.objects.filter(kind="dataset-import")] == [
-            ("succeeded", 2), ("succeeded", 2)]
+            ("succeeded", 2),
+            ("succeeded", 2),
+        ]
 
 
 @pytest.mark.parametrize("end", ["cancelled while queued", "reaped as lost"])
-def test_an_upload_is_deleted_when_its_job_ends_without_running(imports_url, settings, end,
-                                                                django_capture_on_commit_callbacks):
+def test_an_upload_is_deleted_when_its_job_ends_without_running(
+    imports_url, settings, end, django_capture_on_commit_callbacks
+):
     with tenant_scope(TENANT_A):
         dataset = Dataset.objects.get(name="up")
         uri = save_upload(SimpleUploadedFile("m.jsonl", MANIFEST))
-        job = dataset_import_start(principal=Principal(user_id="u", email="u@x", tenant_schema=TENANT_A,
-                                                       workspace_id="ws-1", role="editor", database="main",
-                                                       expires_at=0),
-                                   dataset=dataset, uri=uri, options=ImportOptions(), owns_upload=True)
+        job = dataset_import_start(
+            principal=Principal(
+                user_id="u",
+                email="u@x",
+                tenant_schema=TENANT_A,
+                workspace_id="ws-1",
+                role="editor",
+                database="main",
+                expires_at=0,
+            ),
+            dataset=dataset,
+            uri=uri,
+            options=ImportOptions(),
+            owns_upload=True,
+        )
         assert len(_uploads(settings)) == 2  # the folder and its file
 
         with django_capture_on_commit_callbacks(execute=True):

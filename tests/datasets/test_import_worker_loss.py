@@ -49,14 +49,20 @@ def test_a_worker_killed_mid_import_in_abort_mode_leaves_the_dataset_as_it_was(a
     read_root = settings.LOCAL_READ_ROOT / TENANT_A
     read_root.mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
-    live_env = live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=settings.LOCAL_READ_ROOT,
-                                MLOPS_STORAGE_ROOT=tmp_path / "storage")
+    live_env = live_environment(
+        auth0, platform, MLOPS_LOCAL_READ_ROOT=settings.LOCAL_READ_ROOT, MLOPS_STORAGE_ROOT=tmp_path / "storage"
+    )
     # given a dataset that already holds rows
     with tenant_scope(TENANT_A):
         dataset = dataset_make(project=project_make(), name="d")
-        dataset_import_run(dataset=dataset, uri=write_manifest(read_root / "seed.jsonl", manifest_rows(0, 10)),
-                           options=ImportOptions(create_classes=True), source="import:seed", user="t",
-                           progress=lambda counters, errors: None)
+        dataset_import_run(
+            dataset=dataset,
+            uri=write_manifest(read_root / "seed.jsonl", manifest_rows(0, 10)),
+            options=ImportOptions(create_classes=True),
+            source="import:seed",
+            user="t",
+            progress=lambda counters, errors: None,
+        )
     before = _snapshot(dataset.pk)
     # a worker with small batches, so an all-or-nothing import spends a while merging uncommitted batches
     purge_task_queues()
@@ -64,8 +70,12 @@ def test_a_worker_killed_mid_import_in_abort_mode_leaves_the_dataset_as_it_was(a
     manifest = write_manifest(read_root / "big.jsonl", manifest_rows(10, 100_000))
     with tenant_scope(TENANT_A):
         editor = principal_make(tenant=TENANT_A)
-        job = dataset_import_start(principal=editor, dataset=dataset, uri=manifest,
-                                   options=ImportOptions(on_error="abort", create_classes=True))
+        job = dataset_import_start(
+            principal=editor,
+            dataset=dataset,
+            uri=manifest,
+            options=ImportOptions(on_error="abort", create_classes=True),
+        )
 
     def merged_some() -> Job | None:
         with tenant_scope(TENANT_A):
@@ -81,8 +91,12 @@ def test_a_worker_killed_mid_import_in_abort_mode_leaves_the_dataset_as_it_was(a
     wait_until(lambda: _lock_is_free(dataset.pk), timeout=30, what="the dead import's lock to go")
     assert _snapshot(dataset.pk) == before
     with tenant_scope(TENANT_A):
-        again = dataset_import_run(dataset=Dataset.objects.using(WRITER).get(pk=dataset.pk),
-                                   uri=write_manifest(read_root / "after.jsonl", manifest_rows(50_000, 3)),
-                                   options=ImportOptions(create_classes=True), source="import:after", user="t",
-                                   progress=lambda counters, errors: None)
+        again = dataset_import_run(
+            dataset=Dataset.objects.using(WRITER).get(pk=dataset.pk),
+            uri=write_manifest(read_root / "after.jsonl", manifest_rows(50_000, 3)),
+            options=ImportOptions(create_classes=True),
+            source="import:after",
+            user="t",
+            progress=lambda counters, errors: None,
+        )
     assert again.inserted == 3

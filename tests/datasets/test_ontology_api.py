@@ -13,8 +13,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def project_id(make_token, api_client) -> int:
-    created = api_client(make_token(TENANT_A)).post("/api/v1/projects/", {"name": f"p-{uuid.uuid4().hex[:8]}"},
-                                                    format="json")
+    created = api_client(make_token(TENANT_A)).post(
+        "/api/v1/projects/", {"name": f"p-{uuid.uuid4().hex[:8]}"}, format="json"
+    )
     return created.json()["id"]
 
 
@@ -33,19 +34,25 @@ def test_creating_a_class_creates_its_missing_parents_linked_in_a_tree(project_i
     assert created.status_code == 201, created.content
     assert (created.json()["name"], created.json()["parent_name"]) == ("vehicle/car/sedan", "vehicle/car")
     assert [(c["name"], c["parent_name"]) for c in listed] == [
-        ("vehicle", None), ("vehicle/car", "vehicle"), ("vehicle/car/sedan", "vehicle/car")]
+        ("vehicle", None),
+        ("vehicle/car", "vehicle"),
+        ("vehicle/car/sedan", "vehicle/car"),
+    ]
     with tenant_scope(TENANT_A):
         sedan = OntologyClass.objects.get(project_id=project_id, name="vehicle/car/sedan")
         assert sedan.parent.parent.name == "vehicle"
 
 
-@pytest.mark.parametrize("name, status, reason", [
-    ("vehicle", 409, "already exists"),
-    ("/vehicle", 400, "vehicle/car/sedan"),
-    ("vehicle//car", 400, "vehicle/car/sedan"),
-    ("", 400, "blank"),
-    ("x" * 501, 400, "500 characters"),
-])
+@pytest.mark.parametrize(
+    ("name", "status", "reason"),
+    [
+        ("vehicle", 409, "already exists"),
+        ("/vehicle", 400, "vehicle/car/sedan"),
+        ("vehicle//car", 400, "vehicle/car/sedan"),
+        ("", 400, "blank"),
+        ("x" * 501, 400, "500 characters"),
+    ],
+)
 def test_bad_or_existing_class_names_name_the_field(project_id, make_token, api_client, name, status, reason):
     client = api_client(make_token(TENANT_A))
     client.post(_url(project_id), {"name": "vehicle"}, format="json")
@@ -71,8 +78,10 @@ def test_viewer_lists_but_cannot_add_and_other_tenants_see_nothing(project_id, m
     assert viewer.post(_url(project_id), {"name": "dog"}, format="json").status_code == 403
     other_tenant = api_client(make_token(TENANT_B, workspace="ws-globex"))
     missing = {"message": f"Project {project_id} does not exist.", "extra": {}}
-    for response in (other_tenant.get(_url(project_id)),
-                     other_tenant.post(_url(project_id), {"name": "dog"}, format="json")):
+    for response in (
+        other_tenant.get(_url(project_id)),
+        other_tenant.post(_url(project_id), {"name": "dog"}, format="json"),
+    ):
         assert (response.status_code, response.json()) == (404, missing)
     with tenant_scope(TENANT_A):
         assert list(OntologyClass.objects.filter(project_id=project_id).values_list("name", flat=True)) == ["cat"]

@@ -32,10 +32,15 @@ def test_a_tenant_migrated_across_the_move_keeps_its_predictions():
         datarow = DataRow.objects.create(dataset=dataset, external_id="a", uri="file:///a.png")
         cat = OntologyClass.objects.create(project=project, name="cat")
         old_version = old.get_model("predictions", "ModelVersion").objects.create(
-            project_id=project.pk, name="resnet", version="1")
+            project_id=project.pk, name="resnet", version="1"
+        )
         old.get_model("predictions", "Prediction").objects.create(
-            kind="classification", datarow_id=datarow.pk, model_version_id=old_version.pk,
-            ontology_class_id=cat.pk, score=0.75)
+            kind="classification",
+            datarow_id=datarow.pk,
+            model_version_id=old_version.pk,
+            ontology_class_id=cat.pk,
+            score=0.75,
+        )
         with connection.cursor() as cursor:
             # The test's transaction holds the rows' deferred key checks; a migration's CREATE INDEX needs them done.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -17,8 +17,10 @@ from tests.datasets.image_files import png_bytes
 from tests.factories import dataset_make, project_make
 
 # Committed data, and GETs that the router sends to the reader.
-pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
-              pytest.mark.usefixtures("committed_tenants")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+    pytest.mark.usefixtures("committed_tenants"),
+]
 
 
 @pytest.fixture
@@ -44,14 +46,21 @@ def _import(schema: str, dataset: Dataset, uri: str, **options):
 
     errors = []
     with tenant_scope(schema):
-        counters = dataset_import_run(dataset=dataset, uri=uri, options=ImportOptions(**options), source="import:t",
-                                      user="tester", progress=lambda counters, batch: errors.extend(batch))
+        counters = dataset_import_run(
+            dataset=dataset,
+            uri=uri,
+            options=ImportOptions(**options),
+            source="import:t",
+            user="tester",
+            progress=lambda counters, batch: errors.extend(batch),
+        )
     return counters, errors
 
 
 def _post_import(api_client, make_token, schema: str, dataset: Dataset, **body):
     return api_client(make_token(schema)).post(
-        f"/api/v1/projects/{dataset.project_id}/datasets/{dataset.pk}/imports", body, format="json")
+        f"/api/v1/projects/{dataset.project_id}/datasets/{dataset.pk}/imports", body, format="json"
+    )
 
 
 def _datarow(schema: str, dataset: Dataset, uri: str) -> int:
@@ -64,14 +73,16 @@ def _datarow(schema: str, dataset: Dataset, uri: str) -> int:
 
 def _detail(api_client, make_token, schema: str, dataset: Dataset, datarow_id: int, suffix: str = ""):
     return api_client(make_token(schema)).get(
-        f"/api/v1/projects/{dataset.project_id}/datasets/{dataset.pk}/datarows/{datarow_id}{suffix}")
+        f"/api/v1/projects/{dataset.project_id}/datasets/{dataset.pk}/datarows/{datarow_id}{suffix}"
+    )
 
 
 # --- local files
 
 
-@pytest.mark.parametrize("source", [
-    "{a}/photos", "file://{a}/photos", "../acme/photos", "{b}/../acme/photos", "/etc", "{a}/secret.txt"])
+@pytest.mark.parametrize(
+    "source", ["{a}/photos", "file://{a}/photos", "../acme/photos", "{b}/../acme/photos", "/etc", "{a}/secret.txt"]
+)
 def test_tenant_b_cannot_import_from_tenant_a_folder_or_anywhere_else(folders, api_client, make_token, source):
     a, b = folders
     dataset = _dataset(TENANT_B)
@@ -87,8 +98,15 @@ def test_a_manifest_row_naming_another_tenants_file_is_a_line_error(folders, imp
     # given B's own manifest, whose rows name A's files every way a path can be spelled
     a, b = folders
     manifest = b / "rows.jsonl"
-    uris = [str(a / "secret.txt"), f"file://{a}/photos/cat.png", "../acme/secret.txt", f"{b}/../acme/secret.txt",
-            "/etc/hostname", "own.png", str(b / "own.png")]
+    uris = [
+        str(a / "secret.txt"),
+        f"file://{a}/photos/cat.png",
+        "../acme/secret.txt",
+        f"{b}/../acme/secret.txt",
+        "/etc/hostname",
+        "own.png",
+        str(b / "own.png"),
+    ]
     manifest.write_text("".join(f'{{"external_id": "r{i}", "uri": "{uri}"}}\n' for i, uri in enumerate(uris)))
     dataset = _dataset(TENANT_B)
     # when
@@ -106,7 +124,8 @@ def test_a_coco_image_outside_the_tenant_folder_is_a_line_error(folders):
         '{"categories": [{"id": 1, "name": "cat"}], "images": ['
         f'{{"id": 1, "file_name": "own.png", "width": 5, "height": 5}}, '
         f'{{"id": 2, "file_name": "x.png", "coco_url": "{a}/photos/cat.png", "width": 30, "height": 20}}, '
-        '{"id": 3, "file_name": "../acme/secret.txt", "width": 1, "height": 1}]}')
+        '{"id": 3, "file_name": "../acme/secret.txt", "width": 1, "height": 1}]}'
+    )
     dataset = _dataset(TENANT_B)
 
     counters, errors = _import(TENANT_B, dataset, str(b / "coco.json"), format="coco", create_classes=True)
@@ -119,8 +138,10 @@ def test_tenant_b_cannot_read_tenant_a_file_through_the_image_endpoint(folders, 
     # given rows of B that name A's text file (written to B's schema directly: imports refuse them)
     a, _ = folders
     dataset = _dataset(TENANT_B)
-    rows = [_datarow(TENANT_B, dataset, uri) for uri in (str(a / "secret.txt"), "../acme/secret.txt",
-                                                         f"file://{a}/secret.txt")]
+    rows = [
+        _datarow(TENANT_B, dataset, uri)
+        for uri in (str(a / "secret.txt"), "../acme/secret.txt", f"file://{a}/secret.txt")
+    ]
     for row in rows:
         # when
         image = _detail(api_client, make_token, TENANT_B, dataset, row, "/image")
@@ -144,8 +165,10 @@ def test_links_out_of_the_tenant_folder_are_refused(folders, api_client, make_to
     folder_link = _post_import(api_client, make_token, TENANT_A, dataset, uri=str(a / "b-folder"), format="images")
     row = _datarow(TENANT_A, dataset, str(a / "photos" / "b.png"))
     # then every link out is refused: as a bad line, a 400, a 404 and a refused read
-    assert sorted((e.field, e.message) for e in errors) == [("b.png", "is a link out of this tenant's folder"),
-                                                            ("etc.png", "is a link out of this tenant's folder")]
+    assert sorted((e.field, e.message) for e in errors) == [
+        ("b.png", "is a link out of this tenant's folder"),
+        ("etc.png", "is a link out of this tenant's folder"),
+    ]
     assert counters.inserted == 2  # cat.png, and inside.png whose link stays in A's folder
     assert folder_link.status_code == 400
     assert _detail(api_client, make_token, TENANT_A, dataset, row, "/image").status_code == 404
@@ -201,10 +224,13 @@ def buckets(s3_endpoint, settings, import_root):
     """A's bucket (A may read set1/ only) and B's bucket (B may read all of it), on the loopback S3."""
     settings.TENANT_S3_PREFIXES = {TENANT_A: ["s3://acme-data/set1/"], TENANT_B: ["s3://globex-data/"]}
     client = boto3.client("s3", endpoint_url=s3_endpoint)
-    objects = {("acme-data", "set1/a.png"): png_bytes(30, 20), ("acme-data", "set1-other/c.png"): png_bytes(5, 5),
-               ("acme-data", "set1/./dot.png"): png_bytes(6, 6),
-               ("globex-data", "manifest.jsonl"): b'{"external_id": "g", "uri": "s3://globex-data/g.png"}\n',
-               ("globex-data", "g.png"): png_bytes(7, 7)}
+    objects = {
+        ("acme-data", "set1/a.png"): png_bytes(30, 20),
+        ("acme-data", "set1-other/c.png"): png_bytes(5, 5),
+        ("acme-data", "set1/./dot.png"): png_bytes(6, 6),
+        ("globex-data", "manifest.jsonl"): b'{"external_id": "g", "uri": "s3://globex-data/g.png"}\n',
+        ("globex-data", "g.png"): png_bytes(7, 7),
+    }
     for bucket in ("acme-data", "globex-data"):
         client.create_bucket(Bucket=bucket)
     for (bucket, key), body in objects.items():
@@ -216,20 +242,23 @@ def buckets(s3_endpoint, settings, import_root):
         client.delete_bucket(Bucket=bucket)
 
 
-@pytest.mark.parametrize(("uri", "allowed"), [
-    ("s3://acme-data/set1/a.png", True),
-    ("s3://acme-data/set1", True),
-    ("s3://acme-data/set1/", True),
-    ("s3://acme-data//set1/a.png", True),  # the key the read uses is set1/a.png
-    ("s3://acme-data/set1-other/c.png", False),  # not a whole segment
-    ("s3://acme-data/set10/a.png", False),
-    ("s3://acme-data/set1/../set1-other/c.png", False),
-    ("s3://acme-data/set1/./a.png", False),
-    ("s3://acme-data/", False),
-    ("s3://globex-data/g.png", False),
-    ("s3://acme-data.evil/set1/a.png", False),
-    ("s3://user@acme-data/set1/a.png", False),
-])
+@pytest.mark.parametrize(
+    ("uri", "allowed"),
+    [
+        ("s3://acme-data/set1/a.png", True),
+        ("s3://acme-data/set1", True),
+        ("s3://acme-data/set1/", True),
+        ("s3://acme-data//set1/a.png", True),  # the key the read uses is set1/a.png
+        ("s3://acme-data/set1-other/c.png", False),  # not a whole segment
+        ("s3://acme-data/set10/a.png", False),
+        ("s3://acme-data/set1/../set1-other/c.png", False),
+        ("s3://acme-data/set1/./a.png", False),
+        ("s3://acme-data/", False),
+        ("s3://globex-data/g.png", False),
+        ("s3://acme-data.evil/set1/a.png", False),
+        ("s3://user@acme-data/set1/a.png", False),
+    ],
+)
 def test_s3_prefixes_match_whole_segments(settings, in_tenant_a, uri, allowed):
     from mlops.storage import s3_location
 
@@ -249,10 +278,17 @@ def test_no_tenant_reads_s3_unless_configured(settings, in_tenant_a):
         s3_location("s3://acme-data/set1/a.png")
 
 
-@pytest.mark.parametrize(("import_format", "uri"), [
-    ("jsonl", "s3://globex-data/manifest.jsonl"), ("images", "s3://globex-data/"), ("images", "s3://globex-data"),
-    ("images", "s3://acme-data/set1-other"), ("images", "s3://acme-data/set1/../set1-other"), ("coco", "s3://x/c.json"),
-])
+@pytest.mark.parametrize(
+    ("import_format", "uri"),
+    [
+        ("jsonl", "s3://globex-data/manifest.jsonl"),
+        ("images", "s3://globex-data/"),
+        ("images", "s3://globex-data"),
+        ("images", "s3://acme-data/set1-other"),
+        ("images", "s3://acme-data/set1/../set1-other"),
+        ("coco", "s3://x/c.json"),
+    ],
+)
 def test_tenant_a_cannot_import_from_another_bucket_or_prefix(buckets, api_client, make_token, import_format, uri):
     dataset = _dataset(TENANT_A)
 
@@ -269,9 +305,8 @@ def test_reads_of_another_bucket_are_refused_where_they_happen(buckets):
         _import(TENANT_A, dataset, "s3://globex-data/", format="images")
     with pytest.raises(StorageError, match="may read"):
         _import(TENANT_A, dataset, "s3://globex-data/manifest.jsonl")
-    with tenant_scope(TENANT_A), pytest.raises(StorageError, match="may read"):
-        with open_uri("s3://globex-data/g.png"):
-            pass
+    with tenant_scope(TENANT_A), pytest.raises(StorageError, match="may read"), open_uri("s3://globex-data/g.png"):
+        pass
     # while B reads its own
     counters, errors = _import(TENANT_B, _dataset(TENANT_B), "s3://globex-data/manifest.jsonl")
     assert (counters.inserted, errors) == (1, [])
@@ -291,8 +326,10 @@ def test_an_s3_folder_import_reads_only_the_tenant_prefix(buckets):
 def test_image_urls_are_presigned_for_the_tenant_prefix_only(buckets, api_client, make_token):
     # given A's rows naming its prefix, a sibling prefix and B's bucket (imports take s3 rows: reads are checked)
     dataset = _dataset(TENANT_A)
-    rows = [_datarow(TENANT_A, dataset, uri) for uri in (
-        "s3://acme-data/set1/a.png", "s3://acme-data/set1-other/c.png", "s3://globex-data/g.png")]
+    rows = [
+        _datarow(TENANT_A, dataset, uri)
+        for uri in ("s3://acme-data/set1/a.png", "s3://acme-data/set1-other/c.png", "s3://globex-data/g.png")
+    ]
     # when
     own, sibling, other = (_detail(api_client, make_token, TENANT_A, dataset, row).json() for row in rows)
     # then only the tenant's own object is signed, and the signed URL opens it

@@ -15,8 +15,10 @@ from devstack.postgres import free_port, port_is_open
 from tests.fresh_process import REPO_ROOT
 
 # Run by `devstack run`: both services answer while the command runs.
-CHECK_SERVICES = ("import os, psycopg, redis; psycopg.connect(os.environ['DATABASE_URL']).close(); "
-                  "assert redis.Redis.from_url(os.environ['REDIS_URL']).ping(); print('both answered')")
+CHECK_SERVICES = (
+    "import os, psycopg, redis; psycopg.connect(os.environ['DATABASE_URL']).close(); "
+    "assert redis.Redis.from_url(os.environ['REDIS_URL']).ping(); print('both answered')"
+)
 
 
 def _port_pair() -> int:
@@ -31,17 +33,25 @@ def embedded_env():
     # Straight under /tmp: when the tests run as root, PostgreSQL runs as a user pytest's root-owned folders shut out.
     data = Path(tempfile.mkdtemp(prefix="mlops-devstack-run-"))
     pg_port = _port_pair()
-    env = {**{name: value for name, value in os.environ.items()
-              if name not in ("DATABASE_URL", "DATABASE_READER_URL", "REDIS_URL", "CELERY_BROKER_URL")},
-           "MLOPS_DATA_DIR": str(data), "DEVSTACK_PG_PORT": str(pg_port), "DEVSTACK_REDIS_PORT": str(free_port())}
+    env = {
+        **{
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("DATABASE_URL", "DATABASE_READER_URL", "REDIS_URL", "CELERY_BROKER_URL")
+        },
+        "MLOPS_DATA_DIR": str(data),
+        "DEVSTACK_PG_PORT": str(pg_port),
+        "DEVSTACK_REDIS_PORT": str(free_port()),
+    }
     yield env
     devstack(env, "down")
     shutil.rmtree(data, ignore_errors=True)
 
 
 def devstack(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "devstack", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
 
 
 def ports(env: dict[str, str]) -> list[int]:

@@ -56,25 +56,40 @@ def own_redis():
 def serve(own_database, own_redis, tmp_path):
     port = free_port()
     env = {
-        **{name: value for name, value in os.environ.items()
-           if not name.startswith(("MLOPS_", "DATABASE_", "CELERY_"))},
-        "MLOPS_ENV": "development", "PYTHONUNBUFFERED": "1", "PORT": str(port),
+        **{
+            name: value for name, value in os.environ.items() if not name.startswith(("MLOPS_", "DATABASE_", "CELERY_"))
+        },
+        "MLOPS_ENV": "development",
+        "PYTHONUNBUFFERED": "1",
+        "PORT": str(port),
         "MLOPS_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": own_database, "DATABASE_READER_URL": own_database, "REDIS_URL": own_redis,
+        "DATABASE_URL": own_database,
+        "DATABASE_READER_URL": own_database,
+        "REDIS_URL": own_redis,
         # Never the suite's own embedded services, were the configured ones missed.
-        "DEVSTACK_PG_PORT": str(free_port()), "DEVSTACK_REDIS_PORT": str(free_port()),
+        "DEVSTACK_PG_PORT": str(free_port()),
+        "DEVSTACK_REDIS_PORT": str(free_port()),
     }
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "devstack", "serve"], cwd=REPO_ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "serve"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = LiveProcess("devstack serve", process, log_path)
     server.env, server.url = env, f"http://127.0.0.1:{port}"
     try:
         yield server
     finally:
-        leftovers = [server_process := psutil.Process(process.pid), *server_process.children(recursive=True)] \
-            if process.poll() is None else []
+        leftovers = (
+            [server_process := psutil.Process(process.pid), *server_process.children(recursive=True)]
+            if process.poll() is None
+            else []
+        )
         for leftover in leftovers:
             leftover.kill()
         process.wait(timeout=10)
@@ -100,33 +115,62 @@ def healthy(server: LiveProcess) -> bool:
 
 def workers_answering(server: LiveProcess) -> set[str]:
     """The Celery workers that answer `celery inspect ping`, by node name."""
-    result = subprocess.run([sys.executable, "-m", "celery", "-A", "mlops", "inspect", "ping", "--timeout", "3"],
-                            cwd=REPO_ROOT, env=server.env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "mlops", "inspect", "ping", "--timeout", "3"],
+        cwd=REPO_ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return set(re.findall(r"^->\s+(\S+)@\S+: OK", result.stdout, re.M))
 
 
 def test_a_killed_worker_is_restarted_while_the_web_stays_up_and_ctrl_c_stops_every_process(serve):
     # given: the platform serving, its worker ready with its pool and beat
-    wait_until(lambda: healthy(serve), timeout=180, what="devstack serve to answer /healthz", interval=0.5,
-               logs_of=(serve,))
+    wait_until(
+        lambda: healthy(serve), timeout=180, what="devstack serve to answer /healthz", interval=0.5, logs_of=(serve,)
+    )
     wait_until(lambda: len(children_by_name(serve)) == 3, timeout=30, what="three children", logs_of=(serve,))
     web, worker = children_by_name(serve)["web"], children_by_name(serve)["worker"]
     # beat and two pool processes
-    forked = wait_until(lambda: len(worker.children()) >= 3 and worker.children(), timeout=60,
-                        what="the worker's beat and pool", interval=0.2, logs_of=(serve,))
-    wait_until(lambda: {"celery", "training"} <= workers_answering(serve), timeout=60, what="both workers to answer",
-               interval=0.5, logs_of=(serve,))
+    forked = wait_until(
+        lambda: len(worker.children()) >= 3 and worker.children(),
+        timeout=60,
+        what="the worker's beat and pool",
+        interval=0.2,
+        logs_of=(serve,),
+    )
+    wait_until(
+        lambda: {"celery", "training"} <= workers_answering(serve),
+        timeout=60,
+        what="both workers to answer",
+        interval=0.5,
+        logs_of=(serve,),
+    )
 
     # when: the worker's main process dies as an OOM kill would
     worker.kill()
 
     # then: what it forked dies with it, and a new worker answers while the web kept serving
     assert wait_until_gone(forked, timeout=10) == [], "beat or pool processes outlived the killed worker"
-    restarted = wait_until(lambda: next((child for name, child in children_by_name(serve).items()
-                                         if name == "worker" and child.pid != worker.pid), None),
-                           timeout=30, what="a new worker", interval=0.2, logs_of=(serve,))
-    wait_until(lambda: "celery" in workers_answering(serve), timeout=60, what="the new worker to answer", interval=0.5,
-               logs_of=(serve,))
+    restarted = wait_until(
+        lambda: next(
+            (child for name, child in children_by_name(serve).items() if name == "worker" and child.pid != worker.pid),
+            None,
+        ),
+        timeout=30,
+        what="a new worker",
+        interval=0.2,
+        logs_of=(serve,),
+    )
+    wait_until(
+        lambda: "celery" in workers_answering(serve),
+        timeout=60,
+        what="the new worker to answer",
+        interval=0.5,
+        logs_of=(serve,),
+    )
     assert alive(restarted)
     assert children_by_name(serve)["web"].pid == web.pid
     assert healthy(serve)

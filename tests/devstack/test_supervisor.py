@@ -69,8 +69,12 @@ def test_a_child_killed_with_sigkill_is_restarted_and_what_it_forked_dies_with_i
 
 def test_restarts_back_off_exponentially_up_to_a_cap():
     # given: a child that dies at once, every time
-    supervisor, said = supervisor_of({"broken": [sys.executable, "-c", "raise SystemExit(3)"]},
-                                     backoff_initial=0.05, backoff_max=0.2, stable_after=60)
+    supervisor, said = supervisor_of(
+        {"broken": [sys.executable, "-c", "raise SystemExit(3)"]},
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        stable_after=60,
+    )
     supervisor.start()
     try:
         # when
@@ -84,8 +88,12 @@ def test_restarts_back_off_exponentially_up_to_a_cap():
 
 def test_the_back_off_starts_over_after_a_child_stayed_up():
     # given: a child that stays up longer than stable_after each time before it dies
-    supervisor, said = supervisor_of({"flaky": [sys.executable, "-c", "import time; time.sleep(0.4)"]},
-                                     backoff_initial=0.05, backoff_max=5, stable_after=0.2)
+    supervisor, said = supervisor_of(
+        {"flaky": [sys.executable, "-c", "import time; time.sleep(0.4)"]},
+        backoff_initial=0.05,
+        backoff_max=5,
+        stable_after=0.2,
+    )
     supervisor.start()
     try:
         # when
@@ -98,8 +106,12 @@ def test_the_back_off_starts_over_after_a_child_stayed_up():
 
 def test_stop_ends_every_group_within_its_grace_even_a_child_that_ignores_sigterm():
     # given: a child that ignores SIGTERM, and one that forked
-    stubborn = [sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                                      "print('ready', flush=True)\ntime.sleep(600)"]
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(600)",
+    ]
     supervisor, _ = supervisor_of({"stubborn": stubborn, "forking": FORKING_CHILD}, stop_grace=1)
     supervisor.start()
     pids = supervisor.pids()

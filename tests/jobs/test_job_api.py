@@ -17,7 +17,8 @@ def _job_in(schema: str, principal, **changes) -> Job:
 
 
 def test_editor_starts_the_count_job_and_reads_it_finished(
-        make_token, api_client, celery_eager, django_capture_on_commit_callbacks):
+    make_token, api_client, celery_eager, django_capture_on_commit_callbacks
+):
     # given
     client = api_client(make_token(TENANT_A))
     # when
@@ -46,7 +47,8 @@ def test_the_count_demo_job_is_a_400_where_demo_jobs_are_off(make_token, api_cli
     # then
     assert response.status_code == 400
     assert response.json()["extra"]["fields"] == {
-        "kind": ["The 'count' demo job runs only where MLOPS_ENV is development or test."]}
+        "kind": ["The 'count' demo job runs only where MLOPS_ENV is development or test."]
+    }
     with tenant_scope(TENANT_A):
         assert not Job.objects.filter(kind="count").exists()
 

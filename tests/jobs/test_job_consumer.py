@@ -1,6 +1,5 @@
 """The consumer through the whole ASGI application (token middleware, routing) on the in-memory channel layer."""
 
-
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
@@ -25,8 +24,16 @@ class WebsocketClient(ApplicationCommunicator):
     """The part of channels' WebsocketCommunicator these tests use (channels.testing imports daphne, not installed)."""
 
     def __init__(self, path: str, *, query: str = "", subprotocols: tuple[str, ...] = ()):
-        super().__init__(application, {"type": "websocket", "path": path, "query_string": query.encode(),
-                                       "headers": [], "subprotocols": list(subprotocols)})
+        super().__init__(
+            application,
+            {
+                "type": "websocket",
+                "path": path,
+                "query_string": query.encode(),
+                "headers": [],
+                "subprotocols": list(subprotocols),
+            },
+        )
 
     async def connect(self) -> dict:
         await self.send_input({"type": "websocket.connect"})

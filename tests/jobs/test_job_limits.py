@@ -37,8 +37,10 @@ def test_every_job_task_carries_its_kinds_soft_and_hard_time_limit(settings):
     grace = settings.JOB_HARD_TIME_LIMIT_GRACE_SECONDS
     assert set(job_tasks) <= set(settings.JOB_TIME_LIMITS)
     for kind, task in job_tasks.items():
-        assert (task.soft_time_limit, task.time_limit) == (settings.JOB_TIME_LIMITS[kind],
-                                                          settings.JOB_TIME_LIMITS[kind] + grace)
+        assert (task.soft_time_limit, task.time_limit) == (
+            settings.JOB_TIME_LIMITS[kind],
+            settings.JOB_TIME_LIMITS[kind] + grace,
+        )
     assert count_to.soft_time_limit == 600
 
 
@@ -54,11 +56,14 @@ def test_a_job_stopped_at_its_soft_time_limit_fails_naming_the_limit_and_its_set
     # then
     failed = Job.objects.get(pk=job.pk)
     assert failed.status == Job.Status.FAILED and failed.finished_at
-    assert failed.error == 'The job ran past its time limit of 600 s (setting JOB_TIME_LIMITS["count"]) and was stopped.'
+    assert (
+        failed.error == 'The job ran past its time limit of 600 s (setting JOB_TIME_LIMITS["count"]) and was stopped.'
+    )
 
 
 def test_a_job_that_reports_progress_past_its_time_limit_fails_even_if_the_soft_limit_was_swallowed(
-        in_tenant_a, principal, settings):
+    in_tenant_a, principal, settings
+):
     # given a count limit of 0.05 s, and work whose `except Exception` swallowed Celery's SoftTimeLimitExceeded
     settings.JOB_TIME_LIMITS = {**settings.JOB_TIME_LIMITS, "count": 0.05}
     job = _queued_job(principal)
@@ -72,7 +77,9 @@ def test_a_job_that_reports_progress_past_its_time_limit_fails_even_if_the_soft_
     # then
     failed = Job.objects.get(pk=job.pk)
     assert failed.status == Job.Status.FAILED
-    assert failed.error == 'The job ran past its time limit of 0.05 s (setting JOB_TIME_LIMITS["count"]) and was stopped.'
+    assert (
+        failed.error == 'The job ran past its time limit of 0.05 s (setting JOB_TIME_LIMITS["count"]) and was stopped.'
+    )
 
 
 def test_the_reaper_says_a_job_past_its_hard_time_limit_was_killed(in_tenant_a, principal, settings):
@@ -80,14 +87,19 @@ def test_the_reaper_says_a_job_past_its_hard_time_limit_was_killed(in_tenant_a, 
     settings.JOB_STALE_AFTER_SECONDS = 60
     now = timezone.now()
     killed, lost = (job_start(job_id=_queued_job(principal).pk) for _ in range(2))
-    Job.objects.filter(pk=killed.pk).update(started_at=now - timedelta(seconds=700), heartbeat_at=now - timedelta(seconds=640))
-    Job.objects.filter(pk=lost.pk).update(started_at=now - timedelta(seconds=100), heartbeat_at=now - timedelta(seconds=90))
+    Job.objects.filter(pk=killed.pk).update(
+        started_at=now - timedelta(seconds=700), heartbeat_at=now - timedelta(seconds=640)
+    )
+    Job.objects.filter(pk=lost.pk).update(
+        started_at=now - timedelta(seconds=100), heartbeat_at=now - timedelta(seconds=90)
+    )
     # when
     job_fail_stale(now=now)
     # then
     assert Job.objects.get(pk=killed.pk).error == (
         'The job ran past its time limit of 600 s (setting JOB_TIME_LIMITS["count"]) and did not stop; its worker '
-        'process was killed 60 s later (setting JOB_HARD_TIME_LIMIT_GRACE_SECONDS).')
+        "process was killed 60 s later (setting JOB_HARD_TIME_LIMIT_GRACE_SECONDS)."
+    )
     assert Job.objects.get(pk=lost.pk).error.startswith("The worker running this job was lost")
 
 
@@ -96,8 +108,9 @@ def test_a_count_job_that_cannot_finish_within_its_time_limit_is_refused(make_to
     response = client.post("/api/v1/jobs/", {"kind": "count", "steps": 100_000, "delay_seconds": 60}, format="json")
     assert response.status_code == 400, response.content
     assert response.json()["extra"]["fields"]["delay_seconds"] == [
-        'steps × delay_seconds is 6e+06 s, more than the count job\'s time limit of 600 s '
-        '(setting JOB_TIME_LIMITS["count"]).']
+        "steps × delay_seconds is 6e+06 s, more than the count job's time limit of 600 s "
+        '(setting JOB_TIME_LIMITS["count"]).'
+    ]
     with tenant_scope(TENANT_A):
         assert not Job.objects.exists()
     within = client.post("/api/v1/jobs/", {"kind": "count", "steps": 600, "delay_seconds": 1}, format="json")
@@ -126,8 +139,9 @@ def test_a_tenant_runs_at_most_its_share_of_jobs_on_a_queue_and_other_tenants_ar
         assert job_start(job_id=_queued_job(principal).pk, queue="celery").status == Job.Status.RUNNING
 
 
-def test_only_the_latest_message_of_a_waiting_job_sends_it_again(in_tenant_a, principal, settings,
-                                                                 django_capture_on_commit_callbacks):
+def test_only_the_latest_message_of_a_waiting_job_sends_it_again(
+    in_tenant_a, principal, settings, django_capture_on_commit_callbacks
+):
     # given a queued job whose message was sent at `sent_at`
     settings.JOB_WAIT_TURN_SECONDS = 5
     job = _queued_job(principal)

@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def test_a_fresh_process_knows_every_job_kinds_task_once_django_is_set_up():
     # given a process that imports no tasks module itself (a web server, a websocket server, a command)
-    code = ("import django; django.setup(); from jobs.registry import job_tasks; "
-            "print(' '.join(sorted(job_tasks())))")
+    code = "import django; django.setup(); from jobs.registry import job_tasks; print(' '.join(sorted(job_tasks())))"
     # when Django is set up
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=120
+    )
     # then every kind that has a time limit has its task, so job_create finds it by name
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == set(settings.JOB_TIME_LIMITS)

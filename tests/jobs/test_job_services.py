@@ -33,7 +33,8 @@ def _running_job(principal) -> Job:
 
 
 def test_job_create_enqueues_once_committed_and_the_task_runs_the_job(
-        in_tenant_a, principal, celery_eager, django_capture_on_commit_callbacks):
+    in_tenant_a, principal, celery_eager, django_capture_on_commit_callbacks
+):
     # given
     with django_capture_on_commit_callbacks() as enqueues:
         job = _queued_job(principal)
@@ -69,7 +70,8 @@ def test_a_redelivered_message_does_not_run_the_job_again(in_tenant_a, principal
 
 
 def test_progress_is_throttled_and_the_final_report_is_always_written(
-        in_tenant_a, principal, settings, job_events, django_capture_on_commit_callbacks):
+    in_tenant_a, principal, settings, job_events, django_capture_on_commit_callbacks
+):
     # given
     settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS = 60
     with django_capture_on_commit_callbacks(execute=True):
@@ -88,7 +90,8 @@ def test_progress_is_throttled_and_the_final_report_is_always_written(
 
 
 def test_every_write_reaches_the_tenant_job_group_in_revision_order(
-        in_tenant_a, principal, settings, job_events, django_capture_on_commit_callbacks):
+    in_tenant_a, principal, settings, job_events, django_capture_on_commit_callbacks
+):
     # given
     settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS = 0
     job = _queued_job(principal)
@@ -233,8 +236,9 @@ def test_a_queued_job_is_sent_again_after_the_wait_and_each_wait_after_doubles(i
     assert Job.objects.get(pk=queued.pk).status == Job.Status.QUEUED
 
 
-def test_a_resent_message_runs_the_job_once(in_tenant_a, principal, settings, celery_eager,
-                                            django_capture_on_commit_callbacks):
+def test_a_resent_message_runs_the_job_once(
+    in_tenant_a, principal, settings, celery_eager, django_capture_on_commit_callbacks
+):
     # given: a job whose first message was lost (its send captured and never run)
     settings.JOB_RESEND_AFTER_SECONDS = 300
     with django_capture_on_commit_callbacks():

@@ -19,8 +19,10 @@ def _random_classifications(world, version, rows, rng):
     """Labels and top-3 predictions on most rows; returns {datarow id: (true class, predicted top-1)}."""
     pairs = {}
     for datarow_id in rows:
-        truth, scores = rng.choice(CLASSES), dict(zip(rng.sample(CLASSES, 3), sorted(rng.sample(range(1, 99), 3),
-                                                                                     reverse=True)))
+        truth, scores = (
+            rng.choice(CLASSES),
+            dict(zip(rng.sample(CLASSES, 3), sorted(rng.sample(range(1, 99), 3), reverse=True))),
+        )
         labelled, predicted = rng.random() < 0.85, rng.random() < 0.9
         if labelled:
             if rng.random() < 0.1:  # relabelled: the later label is the truth
@@ -44,15 +46,17 @@ def test_classification_metrics_match_sklearn(world, seed):
     # when
     metrics = classification_metrics(model_version=version)
     # then
-    precision, recall, f1, support = precision_recall_fscore_support(truths, predictions, labels=labels,
-                                                                     zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truths, predictions, labels=labels, zero_division=0
+    )
     assert metrics["datarows"] == len(pairs)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(truths, predictions))
     assert metrics["confusion_matrix"]["classes"] == labels
     assert metrics["confusion_matrix"]["counts"] == confusion_matrix(truths, predictions, labels=labels).tolist()
     for index, name in enumerate(labels):
         assert metrics["per_class"][name] == pytest.approx(
-            {"precision": precision[index], "recall": recall[index], "f1": f1[index], "support": support[index]})
+            {"precision": precision[index], "recall": recall[index], "f1": f1[index], "support": support[index]}
+        )
 
 
 def test_metrics_scoped_to_a_slice_split_count_only_its_members(world):
@@ -62,14 +66,17 @@ def test_metrics_scoped_to_a_slice_split_count_only_its_members(world):
     rows = world.rows(80)
     pairs = _random_classifications(world, version, rows, rng)
     test_rows = set(rows[::3])
-    held_out = world.ids_slice("held-out", rows, splits={r: Split.TEST if r in test_rows else Split.TRAIN for r in rows})
+    held_out = world.ids_slice(
+        "held-out", rows, splits={r: Split.TEST if r in test_rows else Split.TRAIN for r in rows}
+    )
     scoped = {r: pair for r, pair in pairs.items() if r in test_rows}
     # when
     metrics = classification_metrics(model_version=version, scope=Scope(slice_id=held_out.pk, splits=(Split.TEST,)))
     # then
     assert metrics["datarows"] == len(scoped)
-    assert metrics["accuracy"] == pytest.approx(accuracy_score([t for t, _ in scoped.values()],
-                                                               [p for _, p in scoped.values()]))
+    assert metrics["accuracy"] == pytest.approx(
+        accuracy_score([t for t, _ in scoped.values()], [p for _, p in scoped.values()])
+    )
 
 
 def test_metrics_without_ground_truth_are_empty_not_an_error(world):
@@ -99,14 +106,16 @@ def test_comparing_two_versions_gives_per_class_deltas_and_a_slice_where_top1_di
     top_a, top_b = top1(baseline), top1(candidate)
     expected_disagreements = {r for r in top_a.keys() & top_b.keys() if top_a[r] != top_b[r]}
     # when
-    comparison, disagreements = model_versions_compare(principal=principal, baseline=baseline, candidate=candidate,
-                                                       disagreement_slice_name="a-vs-b")
+    comparison, disagreements = model_versions_compare(
+        principal=principal, baseline=baseline, candidate=candidate, disagreement_slice_name="a-vs-b"
+    )
     # then
     before, after = (classification_metrics(model_version=v) for v in (baseline, candidate))
     for name, delta in comparison["per_class_deltas"].items():
         for key in ("precision", "recall", "f1"):
-            assert delta[key] == pytest.approx(after["per_class"].get(name, {key: 0})[key]
-                                               - before["per_class"].get(name, {key: 0})[key])
+            assert delta[key] == pytest.approx(
+                after["per_class"].get(name, {key: 0})[key] - before["per_class"].get(name, {key: 0})[key]
+            )
     assert comparison["accuracy_delta"] == pytest.approx(after["accuracy"] - before["accuracy"])
     assert comparison == classification_comparison(baseline=baseline, candidate=candidate)
     members = set(SliceMember.objects.filter(slice=disagreements).values_list("datarow_id", flat=True))
@@ -115,9 +124,15 @@ def test_comparing_two_versions_gives_per_class_deltas_and_a_slice_where_top1_di
 
 
 def _random_boxes(rng: np.random.Generator, count: int) -> list[tuple[float, float, float, float]]:
-    return [(float(x), float(y), float(w), float(h))
-            for x, y, w, h in zip(rng.uniform(0, 200, count), rng.uniform(0, 200, count),
-                                  rng.uniform(10, 80, count), rng.uniform(10, 80, count))]
+    return [
+        (float(x), float(y), float(w), float(h))
+        for x, y, w, h in zip(
+            rng.uniform(0, 200, count),
+            rng.uniform(0, 200, count),
+            rng.uniform(10, 80, count),
+            rng.uniform(10, 80, count),
+        )
+    ]
 
 
 def test_detection_map_matches_a_direct_pycocotools_evaluation(world):
@@ -148,12 +163,15 @@ def test_detection_map_matches_a_direct_pycocotools_evaluation(world):
     ground_truth.dataset = {
         "images": [{"id": i} for i in sorted({t[0] for t in truths} | {r[0] for r in results})],
         "categories": [{"id": i, "name": n} for n, i in category.items()],
-        "annotations": [{"id": n, "image_id": i, "category_id": category[c], "bbox": list(b), "area": b[2] * b[3],
-                         "iscrowd": 0} for n, (i, c, b) in enumerate(truths, 1)],
+        "annotations": [
+            {"id": n, "image_id": i, "category_id": category[c], "bbox": list(b), "area": b[2] * b[3], "iscrowd": 0}
+            for n, (i, c, b) in enumerate(truths, 1)
+        ],
     }
     ground_truth.createIndex()
-    detections = ground_truth.loadRes([{"image_id": i, "category_id": category[c], "bbox": list(b), "score": s}
-                                       for i, c, b, s in results])
+    detections = ground_truth.loadRes(
+        [{"image_id": i, "category_id": category[c], "bbox": list(b), "score": s} for i, c, b, s in results]
+    )
     evaluation = COCOeval(ground_truth, detections, "bbox")
     evaluation.evaluate()
     evaluation.accumulate()

@@ -52,8 +52,11 @@ def _python_ranking(strategy: str, scores: dict, labels: dict, seed: int = 0) ->
             return -top1
         return hashlib.md5(f"{seed}:{datarow_id}".encode()).hexdigest()
 
-    candidates = [r for r in scores if strategy != "disagreement"
-                  or (r in labels and labels[r] != max(scores[r], key=scores[r].get))]
+    candidates = [
+        r
+        for r in scores
+        if strategy != "disagreement" or (r in labels and labels[r] != max(scores[r], key=scores[r].get))
+    ]
     return sorted(candidates, key=lambda r: (key(r), r))
 
 
@@ -67,8 +70,12 @@ def test_each_strategy_picks_the_k_rows_a_python_computation_ranks_first(world, 
     run, _, scores, labels = scored
     expected = _python_ranking(strategy, scores, labels, seed=42)[:7]
     # when
-    selected = selection_create(principal=principal, prediction_run=run, name=f"next-{strategy}",
-                                selection=Selection(strategy=strategy, k=7, seed=42))
+    selected = selection_create(
+        principal=principal,
+        prediction_run=run,
+        name=f"next-{strategy}",
+        selection=Selection(strategy=strategy, k=7, seed=42),
+    )
     # then
     assert len(expected) == 7
     assert _members(selected) == set(expected)
@@ -77,9 +84,17 @@ def test_each_strategy_picks_the_k_rows_a_python_computation_ranks_first(world, 
 
 def test_random_is_reproducible_for_a_seed_and_differs_between_seeds(world, principal, scored):
     run = scored[0]
-    picks = [_members(selection_create(principal=principal, prediction_run=run, name=f"random-{n}",
-                                       selection=Selection(strategy="random", k=10, seed=seed)))
-             for n, seed in enumerate([1, 1, 2])]
+    picks = [
+        _members(
+            selection_create(
+                principal=principal,
+                prediction_run=run,
+                name=f"random-{n}",
+                selection=Selection(strategy="random", k=10, seed=seed),
+            )
+        )
+        for n, seed in enumerate([1, 1, 2])
+    ]
     assert picks[0] == picks[1] != picks[2]
 
 
@@ -90,29 +105,37 @@ def test_pool_and_unlabeled_only_restrict_the_candidates(world, principal, score
     pool = world.ids_slice("pool", pool_rows)
     allowed = {r: scores[r] for r in pool_rows if r not in labels}
     # when
-    selected = selection_create(principal=principal, prediction_run=run, name="next", pool_slice=pool,
-                                selection=Selection(strategy="least_confidence", k=5, pool_slice_id=pool.pk,
-                                                    unlabeled_only=True))
+    selected = selection_create(
+        principal=principal,
+        prediction_run=run,
+        name="next",
+        pool_slice=pool,
+        selection=Selection(strategy="least_confidence", k=5, pool_slice_id=pool.pk, unlabeled_only=True),
+    )
     # then
     assert _members(selected) == set(_python_ranking("least_confidence", allowed, {})[:5])
 
 
 def test_k_larger_than_the_candidates_takes_them_all(world, principal, scored):
     run, _, scores, labels = scored
-    selected = selection_create(principal=principal, prediction_run=run, name="all-wrong",
-                                selection=Selection(strategy="disagreement", k=1000))
+    selected = selection_create(
+        principal=principal, prediction_run=run, name="all-wrong", selection=Selection(strategy="disagreement", k=1000)
+    )
     assert _members(selected) == set(_python_ranking("disagreement", scores, labels))
 
 
 def test_a_run_that_has_not_succeeded_cannot_be_selected_from(world, principal):
     run = world.prediction_run(world.model_version(), status="running")
     with pytest.raises(Conflict, match="has not succeeded"):
-        selection_create(principal=principal, prediction_run=run, name="x",
-                         selection=Selection(strategy="margin", k=3))
+        selection_create(principal=principal, prediction_run=run, name="x", selection=Selection(strategy="margin", k=3))
 
 
 def test_disagreement_with_unlabeled_only_is_refused(world, principal, scored):
     with pytest.raises(ApplicationError) as refused:
-        selection_create(principal=principal, prediction_run=scored[0], name="x",
-                         selection=Selection(strategy="disagreement", k=3, unlabeled_only=True))
+        selection_create(
+            principal=principal,
+            prediction_run=scored[0],
+            name="x",
+            selection=Selection(strategy="disagreement", k=3, unlabeled_only=True),
+        )
     assert "unlabeled_only" in refused.value.extra["fields"]

@@ -20,8 +20,9 @@ def test_create_then_get_project_in_own_tenant(make_token, api_client):
 def test_project_crud_round_trip(make_token, api_client):
     client = api_client(make_token())
     project = client.post("/api/v1/projects/", {"name": "Drones"}, format="json").json()
-    renamed = client.patch(f"/api/v1/projects/{project['id']}", {"name": "Drones v2", "description": "aerial"},
-                           format="json")
+    renamed = client.patch(
+        f"/api/v1/projects/{project['id']}", {"name": "Drones v2", "description": "aerial"}, format="json"
+    )
     assert renamed.status_code == 200
     assert renamed.json()["name"] == "Drones v2"
     assert renamed.json()["description"] == "aerial"

@@ -34,7 +34,8 @@ class ServerLog:
         connection = context["connection"]
         # The raw psycopg connection, so that this question is neither logged nor routed.
         in_recovery, search_path = connection.connection.execute(
-            "SELECT pg_is_in_recovery(), current_setting('search_path')").fetchone()
+            "SELECT pg_is_in_recovery(), current_setting('search_path')"
+        ).fetchone()
         self.queries.append(AnsweredQuery(connection.alias, in_recovery, search_path, str(sql)))
         return result
 

@@ -38,7 +38,8 @@ def test_plain_read_goes_to_the_replica(make_token, api_client, replica_pair, se
 
 
 def test_a_users_write_pins_their_next_requests_to_the_writer_and_nobody_elses(
-        make_token, api_client, replica_pair, server_log, settings):
+    make_token, api_client, replica_pair, server_log, settings
+):
     settings.READ_YOUR_WRITES_SECONDS = 2
     author = api_client(make_token(TENANT_A, workspace="ws-1"))
     colleague = api_client(make_token(TENANT_A, workspace="ws-1"))
@@ -88,12 +89,15 @@ def _explicit_writer_write():
 
 def _raw_sql_write():
     with connections[WRITER].cursor() as cursor:
-        cursor.execute("INSERT INTO projects_project (workspace_id, name, description, created_by, created_at, "
-                       "updated_at) VALUES ('ws-1', 'raw', '', 'test', now(), now())")
+        cursor.execute(
+            "INSERT INTO projects_project (workspace_id, name, description, created_by, created_at, "
+            "updated_at) VALUES ('ws-1', 'raw', '', 'test', now(), now())"
+        )
 
 
-@pytest.mark.parametrize("write", [_orm_write, _explicit_writer_write, _raw_sql_write],
-                         ids=["orm", "using-writer", "raw-sql"])
+@pytest.mark.parametrize(
+    "write", [_orm_write, _explicit_writer_write, _raw_sql_write], ids=["orm", "using-writer", "raw-sql"]
+)
 def test_every_read_after_a_write_in_the_same_request_goes_to_the_writer(write, replica_pair, server_log):
     replica_pair.wait_for_replay()
     with db_routing.reader_allowed(), tenant_scope(TENANT_A):
@@ -134,10 +138,9 @@ def test_the_reader_reads_the_callers_tenant_schema(make_token, api_client, repl
 
 @pytest.mark.parametrize("enter_tenant", [tenant_scope, schema_context], ids=["set_tenant", "set_schema"])
 def test_the_reader_connection_follows_the_writers_tenant(enter_tenant, replica_pair):
-    with enter_tenant(TENANT_B):
-        with connections[READER].cursor() as cursor:
-            cursor.execute("SELECT pg_is_in_recovery(), current_schema()")
-            assert cursor.fetchone() == (True, TENANT_B)
+    with enter_tenant(TENANT_B), connections[READER].cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery(), current_schema()")
+        assert cursor.fetchone() == (True, TENANT_B)
     with connections[READER].cursor() as cursor:
         cursor.execute("SELECT current_schema()")
         assert cursor.fetchone() == ("public",)

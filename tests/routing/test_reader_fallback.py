@@ -75,7 +75,8 @@ def _seed_project(replica_pair, name: str) -> Project:
 
 
 def test_a_stopped_replica_is_marked_down_then_read_again_once_back(
-        make_token, replica_pair, server_log, live_server_url, settings, capsys):
+    make_token, replica_pair, server_log, live_server_url, settings, capsys
+):
     settings.READER_DOWN_SECONDS = 2
     project = _seed_project(replica_pair, "Survives a stopped replica")
     detail = f"/api/v1/projects/{project.pk}"
@@ -123,12 +124,15 @@ def test_a_stopped_replica_is_marked_down_then_read_again_once_back(
     assert ready["degraded"] is False
     assert ready["checks"]["reader"] == {"ok": True, "in_recovery": True, "reads_from": READER}
     with capsys.disabled():
-        print(f"\n[routing] first read after the replica stopped: {first_failure_seconds * 1000:.0f} ms "
-              f"(whole request, reader fallback included)")
+        print(
+            f"\n[routing] first read after the replica stopped: {first_failure_seconds * 1000:.0f} ms "
+            f"(whole request, reader fallback included)"
+        )
 
 
-def test_a_hung_reader_costs_at_most_its_connect_timeout(make_token, api_client, replica_pair, server_log,
-                                                         monkeypatch, capsys):
+def test_a_hung_reader_costs_at_most_its_connect_timeout(
+    make_token, api_client, replica_pair, server_log, monkeypatch, capsys
+):
     project = _seed_project(replica_pair, "Survives a hung replica")
     client = api_client(make_token(TENANT_A))
     connect_timeout = django_settings.DATABASES[READER]["OPTIONS"]["connect_timeout"]
@@ -149,15 +153,19 @@ def test_a_hung_reader_costs_at_most_its_connect_timeout(make_token, api_client,
     assert connect_timeout <= first_failure_seconds < connect_timeout + 0.8
     assert second_seconds < 0.5
     with capsys.disabled():
-        print(f"\n[routing] first read with a hung reader: {first_failure_seconds * 1000:.0f} ms; "
-              f"next: {second_seconds * 1000:.0f} ms")
+        print(
+            f"\n[routing] first read with a hung reader: {first_failure_seconds * 1000:.0f} ms; "
+            f"next: {second_seconds * 1000:.0f} ms"
+        )
 
 
-def test_redis_down_pins_reads_to_the_writer_instead_of_failing(make_token, api_client, replica_pair, server_log,
-                                                                 monkeypatch):
+def test_redis_down_pins_reads_to_the_writer_instead_of_failing(
+    make_token, api_client, replica_pair, server_log, monkeypatch
+):
     # Only the read-your-writes store is down here: authentication keeps its own (working) cache.
-    dead_redis = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5,
-                                      socket_timeout=0.5)
+    dead_redis = redis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5, socket_timeout=0.5
+    )
     monkeypatch.setattr(db_routing, "redis_client", lambda: dead_redis)
     author = api_client(make_token(TENANT_A))
 

@@ -23,8 +23,11 @@ def reader_pool_of_one(replica_pair, monkeypatch) -> Iterator[None]:
     reader = connections[READER]
     reader.close()
     monkeypatch.setitem(reader.settings_dict, "CONN_MAX_AGE", 0)
-    monkeypatch.setitem(reader.settings_dict, "OPTIONS",
-                        {**reader.settings_dict["OPTIONS"], "pool": {"min_size": 1, "max_size": 1, "timeout": 0.5}})
+    monkeypatch.setitem(
+        reader.settings_dict,
+        "OPTIONS",
+        {**reader.settings_dict["OPTIONS"], "pool": {"min_size": 1, "max_size": 1, "timeout": 0.5}},
+    )
     yield
     connections[READER].close()
     connections[READER].close_pool()
@@ -53,7 +56,8 @@ def holding_the_only_reader_connection() -> Iterator[None]:
 
 
 def test_a_full_reader_pool_sheds_the_read_without_marking_the_reader_down(
-        make_token, api_client, replica_pair, server_log, reader_pool_of_one):
+    make_token, api_client, replica_pair, server_log, reader_pool_of_one
+):
     with tenant_scope(TENANT_A):
         project = project_make(name="Read while busy")
     replica_pair.wait_for_replay()
@@ -67,8 +71,10 @@ def test_a_full_reader_pool_sheds_the_read_without_marking_the_reader_down(
     # then the read is shed with the error shape and a Retry-After, not moved to the writer, and the reader stays up
     assert busy.status_code == 503, busy.content
     assert busy["Retry-After"] == "1"
-    assert busy.json() == {"message": "The database is busy (couldn't get a connection after 0.50 sec); retry in 1 s.",
-                           "extra": {"retry_after": 1}}
+    assert busy.json() == {
+        "message": "The database is busy (couldn't get a connection after 0.50 sec); retry in 1 s.",
+        "extra": {"retry_after": 1},
+    }
     assert server_log.touching(PROJECTS) == []
     assert db_routing.reader_outage() is None
 

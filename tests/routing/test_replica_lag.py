@@ -35,8 +35,10 @@ def _replica_replayed(replica, position) -> bool:
 @pytest.fixture
 def lagging_replica(replica_pair):
     """The replica applies each commit APPLY_DELAY after the primary made it, for this test only."""
-    with psycopg.connect(replica_pair.replica.url(), autocommit=True) as replica, \
-            psycopg.connect(replica_pair.primary.url(), autocommit=True) as primary:
+    with (
+        psycopg.connect(replica_pair.replica.url(), autocommit=True) as replica,
+        psycopg.connect(replica_pair.primary.url(), autocommit=True) as primary,
+    ):
         replica.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{APPLY_DELAY}'")
         replica.execute("SELECT pg_reload_conf()")
         # The reload reaches the replaying process asynchronously: lagging once a fresh commit stays unapplied.
@@ -85,7 +87,8 @@ def _watch_job_and_read_it(*, author, reader, token: str, steps: int) -> list[tu
 
 
 def test_a_job_that_ended_on_the_socket_reads_ended_for_another_user(
-        lagging_replica, job_worker, make_token, api_client, settings):
+    lagging_replica, job_worker, make_token, api_client, settings
+):
     # given
     settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS = 0
     token = make_token(TENANT_A)
@@ -100,21 +103,26 @@ def test_a_job_that_ended_on_the_socket_reads_ended_for_another_user(
     assert read.json()["revision"] == seen[-1][0]["revision"]
 
 
-def test_no_websocket_message_is_ahead_of_the_next_rest_read(lagging_replica, job_worker, make_token, api_client,
-                                                             settings):
+def test_no_websocket_message_is_ahead_of_the_next_rest_read(
+    lagging_replica, job_worker, make_token, api_client, settings
+):
     settings.JOB_PROGRESS_MIN_INTERVAL_SECONDS = 0
     token = make_token(TENANT_A)
     colleague = api_client(make_token(TENANT_A))
     seen = _watch_job_and_read_it(author=api_client(token), reader=colleague, token=token, steps=4)
     # snapshot, start or progress revisions, and the end: each REST read shows that revision or a later one
     assert len(seen) >= 3 and seen[-1][0]["status"] in TERMINAL_STATUSES
-    behind = [(sent["revision"], read.get("revision", read)) for sent, read in seen
-              if read.get("revision", -1) < sent["revision"]]
+    behind = [
+        (sent["revision"], read.get("revision", read))
+        for sent, read in seen
+        if read.get("revision", -1) < sent["revision"]
+    ]
     assert behind == []
 
 
 def test_a_new_tenant_answers_its_first_request_before_the_replica_has_its_schema(
-        lagging_replica, make_token, api_client):
+    lagging_replica, make_token, api_client
+):
     # given a tenant provisioned on the writer a moment ago (the replica has not replayed its schema)
     schema = f"lag_{uuid.uuid4().hex[:8]}"
     tenant_provision(schema_name=schema, name="Lagging")
@@ -126,8 +134,9 @@ def test_a_new_tenant_answers_its_first_request_before_the_replica_has_its_schem
     assert client.get("/api/v1/jobs/").status_code == 200
 
 
-def test_a_replayed_tenant_position_costs_no_query_and_no_round_trip(make_token, api_client, replica_pair,
-                                                                      server_log, capsys):
+def test_a_replayed_tenant_position_costs_no_query_and_no_round_trip(
+    make_token, api_client, replica_pair, server_log, capsys
+):
     # given a project, replayed, and tenant A's recorded position replayed as well
     with tenant_scope(TENANT_A):
         project = project_make(name="Timed")
@@ -157,5 +166,7 @@ def test_a_replayed_tenant_position_costs_no_query_and_no_round_trip(make_token,
     assert first == 1 and server_log.touching("pg_last_wal_replay_lsn") == []
     assert server_log.answered_by_replica("projects_project") == {True}
     with capsys.disabled():
-        print(f"\n[routing] GET project, median of 60: {without:.2f} ms without a tenant position, "
-              f"{with_position:.2f} ms with one the replica has replayed")
+        print(
+            f"\n[routing] GET project, median of 60: {without:.2f} ms without a tenant position, "
+            f"{with_position:.2f} ms with one the replica has replayed"
+        )

@@ -23,8 +23,12 @@ answers: queue.Queue = queue.Queue()
 @app.task(name="tests.routing.report_project_server", ignore_result=True)
 def report_project_server(project_id: int) -> None:
     """Reports whether the server that answered has the row and is the replica (None: the row is not there)."""
-    answers.put(Project.objects.filter(pk=project_id).annotate(in_recovery=RawSQL("pg_is_in_recovery()", ()))
-                .values_list("in_recovery", flat=True).first())
+    answers.put(
+        Project.objects.filter(pk=project_id)
+        .annotate(in_recovery=RawSQL("pg_is_in_recovery()", ()))
+        .values_list("in_recovery", flat=True)
+        .first()
+    )
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,25 @@ def _reference_rows(dataset_ids: list[int]) -> list[dict]:
     from datasets.models import DataRow, Label, Prediction
     from slices.models import SliceMember
 
-    rows = {row["id"]: {**row, "labels": [], "predictions": []} for row in DataRow.objects.filter(
-        dataset_id__in=dataset_ids).values("id", "external_id", "uri", "width", "height", "created_at", "updated_at",
-                                           "dataset_id", "metadata", "tags")}
+    rows = {
+        row["id"]: {**row, "labels": [], "predictions": []}
+        for row in DataRow.objects.filter(dataset_id__in=dataset_ids).values(
+            "id", "external_id", "uri", "width", "height", "created_at", "updated_at", "dataset_id", "metadata", "tags"
+        )
+    }
     object_fields = ("datarow_id", "kind", "x", "y", "w", "h", "area", "attributes")
     for label in Label.objects.filter(datarow_id__in=rows).values(*object_fields, "ontology_class__name"):
         rows[label["datarow_id"]]["labels"].append({**label, "class": label["ontology_class__name"]})
     for prediction in Prediction.objects.filter(datarow_id__in=rows).values(
-            *object_fields, "score", "ontology_class__name", "model_version__name", "model_version__version"):
-        rows[prediction["datarow_id"]]["predictions"].append({
-            **prediction, "class": prediction["ontology_class__name"],
-            "model": f"{prediction['model_version__name']}@{prediction['model_version__version']}"})
+        *object_fields, "score", "ontology_class__name", "model_version__name", "model_version__version"
+    ):
+        rows[prediction["datarow_id"]]["predictions"].append(
+            {
+                **prediction,
+                "class": prediction["ontology_class__name"],
+                "model": f"{prediction['model_version__name']}@{prediction['model_version__version']}",
+            }
+        )
     for datarow_id, slice_id in SliceMember.objects.filter(datarow_id__in=rows).values_list("datarow_id", "slice_id"):
         rows[datarow_id].setdefault("slice_ids", []).append(slice_id)
     return list(rows.values())
@@ -52,14 +60,19 @@ def _slices(project, datarow_ids: list[int]) -> dict:
 
     creator = principal_make(tenant=TENANT_A, user_id="tester")
     rainy = "metadata.weather IN ('rain', 'fog') OR tags = 'rain'"
-    slice_create_from_ids(project=project, name="picked", created_by="tester",
-                          datarow_ids=random.Random(5).sample(datarow_ids, len(datarow_ids) // 3))
+    slice_create_from_ids(
+        project=project,
+        name="picked",
+        created_by="tester",
+        datarow_ids=random.Random(5).sample(datarow_ids, len(datarow_ids) // 3),
+    )
     slice_freeze_start(principal=creator, project=project, name="rainy frozen", query=rainy)
     slice_create_live(project=project, name="rainy live", created_by="tester", query=rainy)
     first = project.datasets.order_by("id").first()
     slice_create_live(project=project, name="first live", created_by="tester", query="", dataset_id=first.pk)
-    slice_create_live(project=project, name="picked or rainy", created_by="tester",
-                      query="IN SLICE 'picked' OR IN SLICE 'rainy live'")
+    slice_create_live(
+        project=project, name="picked or rainy", created_by="tester", query="IN SLICE 'picked' OR IN SLICE 'rainy live'"
+    )
     definitions = slice_definitions(project_id=project.pk, using="default")
     return {name: definitions[name] for name in SLICE_NAMES}
 
@@ -86,17 +99,23 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
         with tenant_scope(TENANT_A):
             project = project_make()
             datasets = [dataset_make(project=project, name=name) for name in ("first", "second")]
-            for dataset, part in zip(datasets, (records[: DATAROWS // 2], records[DATAROWS // 2:]), strict=True):
+            for dataset, part in zip(datasets, (records[: DATAROWS // 2], records[DATAROWS // 2 :]), strict=True):
                 path = root / TENANT_A / f"{dataset.name}.jsonl"
                 path.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in part))
-                counters = dataset_import_run(dataset=dataset, uri=str(path),
-                                              options=ImportOptions(create_classes=True), source="import:search",
-                                              user="tester", progress=lambda counters, errors: None)
+                counters = dataset_import_run(
+                    dataset=dataset,
+                    uri=str(path),
+                    options=ImportOptions(create_classes=True),
+                    source="import:search",
+                    user="tester",
+                    progress=lambda counters, errors: None,
+                )
                 assert counters.errors == 0
             dataset_ids = [dataset.pk for dataset in datasets]
             catalog = dict(FieldCatalogEntry.objects.filter(project=project).values_list("path", "field_type"))
-            slices = _slices(project, sorted(DataRow.objects.filter(dataset_id__in=dataset_ids)
-                                             .values_list("id", flat=True)))
+            slices = _slices(
+                project, sorted(DataRow.objects.filter(dataset_id__in=dataset_ids).values_list("id", flat=True))
+            )
             rows = _reference_rows(dataset_ids)
     yield SearchData(project.pk, dataset_ids, rows, catalog, slices)
     # Committed data outlives the module: remove it so later tests in tenant A start from what they expect.
@@ -109,8 +128,8 @@ def search_data(django_db_setup, django_db_blocker, tmp_path_factory):
 @pytest.fixture(scope="module")
 def postgres_ids(django_db_blocker):
     """`postgres_ids(query, project_id, dataset_id=None)`: the PostgreSQL engine's answer, read in tenant A."""
-    from tests.search.postgres_queries import datarow_ids
     from tenancy.context import tenant_scope
+    from tests.search.postgres_queries import datarow_ids
 
     def run(query, project_id: int, dataset_id: int | None = None) -> list[int]:
         with django_db_blocker.unblock(), tenant_scope(TENANT_A):

@@ -7,8 +7,13 @@ MODELS = [("yolo", "1"), ("yolo", "2"), ("detr", "1")]
 WEATHER = ["rain", "sun", "fog", "Snow", "état", "rain_x", "50%"]
 TAGS = ["night", "city", "highway", "rain", "n_1", "N%"]
 WORDS = ["red", "car", "blue", "bus", "night", "Red", "truck"]
-TIMES = ["2024-05-01T10:00:00Z", "2024-05-01T12:00:00+02:00", "2024-05-02", "2023-12-31T23:59:59Z",
-         "2024-05-01 10:00:00"]
+TIMES = [
+    "2024-05-01T10:00:00Z",
+    "2024-05-01T12:00:00+02:00",
+    "2024-05-02",
+    "2023-12-31T23:59:59Z",
+    "2024-05-01 10:00:00",
+]
 COLORS = ["red", "blue", "green", "Red"]
 SIZES = [(640, 480), (320, 240), (1024, 768), (None, None)]
 DIRS = ["a", "b", "c_d"]
@@ -55,8 +60,9 @@ def _metadata(rng: random.Random) -> dict:
     if rng.random() < 0.4:
         metadata["objects_seen"] = rng.sample(WORDS, rng.randint(0, 3))
     if rng.random() < 0.3:
-        metadata["people"] = [{"name": rng.choice(["ann", "bob"]), "age": rng.randint(1, 90)}
-                              for _ in range(rng.randint(1, 2))]
+        metadata["people"] = [
+            {"name": rng.choice(["ann", "bob"]), "age": rng.randint(1, 90)} for _ in range(rng.randint(1, 2))
+        ]
     if rng.random() < 0.3:
         metadata[ODD_KEY] = rng.choice(WEATHER)
     return metadata
@@ -67,8 +73,12 @@ def random_records(seed: int, count: int) -> list[dict]:
     records = []
     for i in range(count):
         width, height = rng.choice(SIZES)
-        record = {"external_id": f"img-{i:03d}", "uri": f"s3://bucket/{rng.choice(DIRS)}/{i}.jpg",
-                  "metadata": _metadata(rng), "tags": rng.sample(TAGS, rng.randint(0, 3))}
+        record = {
+            "external_id": f"img-{i:03d}",
+            "uri": f"s3://bucket/{rng.choice(DIRS)}/{i}.jpg",
+            "metadata": _metadata(rng),
+            "tags": rng.sample(TAGS, rng.randint(0, 3)),
+        }
         if width:
             record.update(width=width, height=height)
         labels = []
@@ -81,9 +91,16 @@ def random_records(seed: int, count: int) -> list[dict]:
         predictions = []
         for _ in range(rng.choice([0, 1, 2, 3])):
             name, version = rng.choice(MODELS)
-            predictions.append({"model": name, "version": version, "class": rng.choice(CLASSES),
-                                "score": round(rng.random(), 2), "box": _box(rng, width, height),
-                                "attributes": _attributes(rng)})
+            predictions.append(
+                {
+                    "model": name,
+                    "version": version,
+                    "class": rng.choice(CLASSES),
+                    "score": round(rng.random(), 2),
+                    "box": _box(rng, width, height),
+                    "attributes": _attributes(rng),
+                }
+            )
         record["predictions"] = predictions
         records.append(record)
     return records

@@ -27,8 +27,10 @@ class Mapping:
     def __init__(self, mapping: dict):
         self.types: dict[str, str] = {}
         self._walk(mapping["properties"], "")
-        self.templates = [(next(iter(t.values()))["path_match"], next(iter(t.values()))["mapping"]["type"])
-                          for t in mapping.get("dynamic_templates", [])]
+        self.templates = [
+            (next(iter(t.values()))["path_match"], next(iter(t.values()))["mapping"]["type"])
+            for t in mapping.get("dynamic_templates", [])
+        ]
 
     def _walk(self, properties: dict, prefix: str) -> None:
         for name, spec in properties.items():
@@ -102,7 +104,7 @@ class Evaluator:
 
     def score(self, query: dict, document: dict) -> float | None:
         """None when the document does not match, else its score (1 outside scoring queries)."""
-        (kind, body), = query.items()
+        ((kind, body),) = query.items()
         if kind == "match_all":
             return 1.0
         if kind == "match_none":
@@ -117,12 +119,15 @@ class Evaluator:
         if kind == "nested":
             assert body.get("score_mode", "avg") in ("sum", "avg")
             children = document.get(body["path"].rsplit(".", 1)[-1], [])
-            scores = [s for s in (self.score(body["query"], self._child(body["path"], child)) for child in children)
-                      if s is not None]
+            scores = [
+                s
+                for s in (self.score(body["query"], self._child(body["path"], child)) for child in children)
+                if s is not None
+            ]
             if not scores:
                 return None
             return sum(scores) if body.get("score_mode") == "sum" else sum(scores) / len(scores)
-        (field, argument), = body.items()
+        ((field, argument),) = body.items()
         return 1.0 if self._leaf(kind, field, argument, document) else None
 
     @staticmethod
@@ -159,12 +164,21 @@ class Evaluator:
             return any(value == w and type(value) is type(w) for value in values for w in wanted)
         if kind == "range":
             bounds = {op: self.literal(field, bound) for op, bound in argument.items()}
-            tests = {"gt": lambda v, b: v > b, "gte": lambda v, b: v >= b, "lt": lambda v, b: v < b,
-                     "lte": lambda v, b: v <= b}
-            return any(all(type(value) is type(bound) and tests[op](value, bound) for op, bound in bounds.items())
-                       for value in values)
+            tests = {
+                "gt": lambda v, b: v > b,
+                "gte": lambda v, b: v >= b,
+                "lt": lambda v, b: v < b,
+                "lte": lambda v, b: v <= b,
+            }
+            return any(
+                all(type(value) is type(bound) and tests[op](value, bound) for op, bound in bounds.items())
+                for value in values
+            )
         if kind == "wildcard":
-            return any(isinstance(value, str) and like_regex(argument["value"], any_run="*", one="?").fullmatch(value) for value in values)
+            return any(
+                isinstance(value, str) and like_regex(argument["value"], any_run="*", one="?").fullmatch(value)
+                for value in values
+            )
         if kind == "intervals":
             return any(_intervals(argument, words) for words in values)
         raise AssertionError(f"the evaluator does not know {kind}")
@@ -173,14 +187,16 @@ class Evaluator:
 
     def sort_key(self, document: dict, spec: dict):
         """(missing, value) for one sort clause, with the sort's mode; a missing value sorts last either way."""
-        (field, options), = spec.items()
+        ((field, options),) = spec.items()
         if isinstance(options, str):
             options = {"order": options}
         if "nested" in options:
             nested = options["nested"]
-            children = [self._child(nested["path"], child)
-                        for child in document.get(nested["path"], [])
-                        if "filter" not in nested or self.matches(nested["filter"], self._child(nested["path"], child))]
+            children = [
+                self._child(nested["path"], child)
+                for child in document.get(nested["path"], [])
+                if "filter" not in nested or self.matches(nested["filter"], self._child(nested["path"], child))
+            ]
             values = [value for child in children for value in self.values(child, field)]
         else:
             values = self.values(document, field)
@@ -199,8 +215,10 @@ class Evaluator:
         if after is not None:
             start = _ordering(_decode_after(after), sorts)
             keyed = [item for item in keyed if _ordering(item[0], sorts) > start]
-        hits = [{"_id": str(document["id"]), "_source": {"id": document["id"]}, "sort": _encode_sort(values)}
-                for values, document in keyed[: body.get("size", 10)]]
+        hits = [
+            {"_id": str(document["id"]), "_source": {"id": document["id"]}, "sort": _encode_sort(values)}
+            for values, document in keyed[: body.get("size", 10)]
+        ]
         track = body.get("track_total_hits", 10_000)
         total = {"value": len(matching), "relation": "eq"}
         if track is not True and len(matching) > track:
@@ -216,12 +234,15 @@ class Evaluator:
     def _aggregation(self, spec: dict, documents: list[dict]) -> dict:
         if "nested" in spec:
             path = spec["nested"]["path"]
-            (name, inner), = spec["aggs"].items()
+            ((name, inner),) = spec["aggs"].items()
             terms = inner["terms"]
             counts: dict = {}
             for document in documents:
-                seen = {value for child in document.get(path, [])
-                        for value in self.values(self._child(path, child), terms["field"])}
+                seen = {
+                    value
+                    for child in document.get(path, [])
+                    for value in self.values(self._child(path, child), terms["field"])
+                }
                 for value in seen:
                     counts[value] = counts.get(value, 0) + 1
             buckets = [{"key": key, "doc_count": count, "rows": {"doc_count": count}} for key, count in counts.items()]
@@ -249,7 +270,7 @@ def _ordering(values: list, sorts: list[dict]) -> tuple:
     """A tuple that orders like the sort: missing values last in either direction."""
     key = []
     for value, spec in zip(values, sorts, strict=True):
-        (_, options), = spec.items()
+        ((_, options),) = spec.items()
         order = options if isinstance(options, str) else options.get("order", "asc")
         if value is None:
             key.append((1, 0))
@@ -280,8 +301,14 @@ def _encode_sort(values: list) -> list:
 
 
 def _decode_after(after: list) -> list:
-    return [None if value is None else float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
-            else value for value in after]
+    return [
+        None
+        if value is None
+        else float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else value
+        for value in after
+    ]
 
 
 def _intervals(rule: dict, words: list[str]) -> bool:

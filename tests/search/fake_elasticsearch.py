@@ -93,8 +93,12 @@ class FakeElasticsearch:
     def handle(self, method: str, path: str, query: dict, body) -> tuple[int, object]:
         parts = [unquote(part) for part in path.strip("/").split("/") if part]
         if not parts:
-            return 200, {"name": "fake", "cluster_name": "fake", "version": {"number": "9.0.0"},
-                         "tagline": "You Know, for Search"}
+            return 200, {
+                "name": "fake",
+                "cluster_name": "fake",
+                "version": {"number": "9.0.0"},
+                "tagline": "You Know, for Search",
+            }
         if parts[0] == "_bulk":
             return self.bulk(body)
         if parts[0] == "_aliases":
@@ -131,8 +135,10 @@ class FakeElasticsearch:
 
     def create_index(self, name: str, body: dict) -> tuple[int, dict]:
         if name in self.indices:
-            return 400, {"error": {"type": "resource_already_exists_exception", "reason": f"index [{name}] exists"},
-                         "status": 400}
+            return 400, {
+                "error": {"type": "resource_already_exists_exception", "reason": f"index [{name}] exists"},
+                "status": 400,
+            }
         self.indices[name] = FakeIndex(json.loads(json.dumps(body.get("mappings", {}))), body.get("settings", {}))
         for alias in body.get("aliases", {}):
             self.aliases.setdefault(alias, set()).add(name)
@@ -148,7 +154,7 @@ class FakeElasticsearch:
         # All or nothing, as Elasticsearch applies one _aliases request.
         staged = {alias: set(members) for alias, members in self.aliases.items()}
         for action in actions:
-            (kind, spec), = action.items()
+            ((kind, spec),) = action.items()
             if spec["index"] not in self.indices:
                 return 404, {"error": {"type": "index_not_found_exception"}, "status": 404}
             if kind == "add":
@@ -164,21 +170,35 @@ class FakeElasticsearch:
             return status, {"error": {"type": "fake_unavailable"}, "status": status}
         items, position = [], 0
         while position < len(lines):
-            (action, meta), = lines[position].items()
+            ((action, meta),) = lines[position].items()
             index = self.indices.get(meta["_index"])
             position += 1
             if action == "delete":
                 found = index is not None and index.documents.pop(meta["_id"], None) is not None
-                items.append({"delete": {"_id": meta["_id"], "status": 200 if found else 404,
-                                         "result": "deleted" if found else "not_found"}})
+                items.append(
+                    {
+                        "delete": {
+                            "_id": meta["_id"],
+                            "status": 200 if found else 404,
+                            "result": "deleted" if found else "not_found",
+                        }
+                    }
+                )
                 continue
             document = lines[position]
             position += 1
             if index is None:
                 items.append({action: {"_id": meta["_id"], "status": 404}})
             elif action == "create" and meta["_id"] in index.documents:
-                items.append({action: {"_id": meta["_id"], "status": 409,
-                                       "error": {"type": "version_conflict_engine_exception"}}})
+                items.append(
+                    {
+                        action: {
+                            "_id": meta["_id"],
+                            "status": 409,
+                            "error": {"type": "version_conflict_engine_exception"},
+                        }
+                    }
+                )
             else:
                 index.documents[meta["_id"]] = document
                 items.append({action: {"_id": meta["_id"], "status": 201, "result": "created"}})

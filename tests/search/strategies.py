@@ -13,25 +13,55 @@ SIZES = [0, 240, 320, 479.5, 480, 640, 768, 1024]
 BOX_NUMBERS = [0, 10, 50.5, 100, 300, 1000, 5000, 20000, 50000]
 SCORES = [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1]
 DATETIMES = [*TIMES, "2024-05-01", "2024-05-01T10:00:00+00:00", "2100-01-01", "2000-01-01T00:00:00Z"]
-PATTERNS = ["r%", "%a%", "_un", "%", "rain\\_x", "50\\%", "R%", "%x", "s3://bucket/a/%", "img-0%", "img-01_",
-            "vehicle/%", "n\\_%", "%car%", "N\\%", "%e%", "b%"]
+PATTERNS = [
+    "r%",
+    "%a%",
+    "_un",
+    "%",
+    "rain\\_x",
+    "50\\%",
+    "R%",
+    "%x",
+    "s3://bucket/a/%",
+    "img-0%",
+    "img-01_",
+    "vehicle/%",
+    "n\\_%",
+    "%car%",
+    "N\\%",
+    "%e%",
+    "b%",
+]
 CLASS_NAMES = [*CLASSES, "vehicle/car/", "car"]
 MODEL_NAMES = [f"{n}@{v}" for n, v in MODELS] + ["nope@1"]
 # field path, kind, the values drawn for it
 ROW_FIELDS = [
-    (("external_id",), "string", IDS), (("uri",), "string", URIS), (("width",), "number", SIZES),
-    (("height",), "number", SIZES), (("created_at",), "datetime", DATETIMES), (("tags",), "tags", TAGS),
-    (("metadata", "weather"), "string", WEATHER), (("metadata", "capture", "gps", "lat"), "number", NUMBERS),
-    (("metadata", "capture", "time"), "datetime", DATETIMES), (("metadata", "night"), "boolean", [True, False]),
-    (("metadata", "caption"), "string", [*WORDS, "red car", "blue"]), (("metadata", "objects_seen"), "string", WORDS),
+    (("external_id",), "string", IDS),
+    (("uri",), "string", URIS),
+    (("width",), "number", SIZES),
+    (("height",), "number", SIZES),
+    (("created_at",), "datetime", DATETIMES),
+    (("tags",), "tags", TAGS),
+    (("metadata", "weather"), "string", WEATHER),
+    (("metadata", "capture", "gps", "lat"), "number", NUMBERS),
+    (("metadata", "capture", "time"), "datetime", DATETIMES),
+    (("metadata", "night"), "boolean", [True, False]),
+    (("metadata", "caption"), "string", [*WORDS, "red car", "blue"]),
+    (("metadata", "objects_seen"), "string", WORDS),
     (("metadata", "people", "name"), "string", ["ann", "bob", "b", "carl"]),
-    (("metadata", "people", "age"), "number", [1, 18, 30, 45, 65, 90]), (("metadata", ODD_KEY), "string", WEATHER),
+    (("metadata", "people", "age"), "number", [1, 18, 30, 45, 65, 90]),
+    (("metadata", ODD_KEY), "string", WEATHER),
 ]
 OBJECT_FIELDS = [
-    (("class",), "class", CLASS_NAMES), (("kind",), "string", ["box", "classification", "polygon"]),
-    (("x",), "number", BOX_NUMBERS), (("w",), "number", BOX_NUMBERS), (("area",), "number", BOX_NUMBERS),
-    (("attributes", "occluded"), "boolean", [True, False]), (("attributes", "color"), "string", COLORS),
-    (("attributes", "parts"), "string", COLORS), (("attributes", "truncation"), "number", [0, 0.25, 0.5, 1]),
+    (("class",), "class", CLASS_NAMES),
+    (("kind",), "string", ["box", "classification", "polygon"]),
+    (("x",), "number", BOX_NUMBERS),
+    (("w",), "number", BOX_NUMBERS),
+    (("area",), "number", BOX_NUMBERS),
+    (("attributes", "occluded"), "boolean", [True, False]),
+    (("attributes", "color"), "string", COLORS),
+    (("attributes", "parts"), "string", COLORS),
+    (("attributes", "truncation"), "number", [0, 0.25, 0.5, 1]),
 ]
 PREDICTION_FIELDS = [(("score",), "number", SCORES), (("model",), "model", MODEL_NAMES)]
 OPERATORS = list(ast.COMPARISON_OPERATORS)
@@ -51,8 +81,9 @@ def predicates(path: tuple[str, ...], kind: str, pool: list):
     if ordered:
         forms.append(st.builds(ast.Between, st.just(field), values, values, st.just(AT)))
     if kind in ("string", "tags", "class", "model"):
-        forms.append(st.builds(ast.Like, st.just(field), st.sampled_from(PATTERNS).map(lambda p: ast.Value(p, AT)),
-                               st.just(AT)))
+        forms.append(
+            st.builds(ast.Like, st.just(field), st.sampled_from(PATTERNS).map(lambda p: ast.Value(p, AT)), st.just(AT))
+        )
     if kind == "class":
         forms.append(st.builds(ast.Under, st.just(field), values, st.just(AT)))
     return st.one_of(forms)
@@ -61,9 +92,14 @@ def predicates(path: tuple[str, ...], kind: str, pool: list):
 def row_predicates(dataset_ids: list[int]):
     forms = [predicates(path, kind, pool) for path, kind, pool in ROW_FIELDS]
     forms.append(predicates(("dataset",), "number", dataset_ids))
-    forms.append(st.builds(ast.Match, st.just(ast.Field(("metadata", "caption"), AT)),
-                           st.lists(st.sampled_from(WORDS), min_size=1, max_size=2).map(
-                               lambda words: ast.Value(" ".join(words), AT)), st.just(AT)))
+    forms.append(
+        st.builds(
+            ast.Match,
+            st.just(ast.Field(("metadata", "caption"), AT)),
+            st.lists(st.sampled_from(WORDS), min_size=1, max_size=2).map(lambda words: ast.Value(" ".join(words), AT)),
+            st.just(AT),
+        )
+    )
     return st.one_of(forms)
 
 
@@ -85,8 +121,14 @@ def object_conditions():
         condition = st.recursive(object_predicates(kind), _combine, max_leaves=4)
         return st.one_of(
             st.builds(ast.ObjectMatch, st.just(kind), condition, st.just(AT)),
-            st.builds(ast.ObjectCount, st.just(kind), st.none() | condition, st.sampled_from(OPERATORS),
-                      st.integers(0, 4).map(lambda n: ast.Value(n, AT)), st.just(AT)),
+            st.builds(
+                ast.ObjectCount,
+                st.just(kind),
+                st.none() | condition,
+                st.sampled_from(OPERATORS),
+                st.integers(0, 4).map(lambda n: ast.Value(n, AT)),
+                st.just(AT),
+            ),
         )
 
     return for_kind("label") | for_kind("prediction")

@@ -28,16 +28,22 @@ def _url(project_id: int) -> str:
 
 
 @pytest.fixture
-def two_datasets(tenant_dataset, import_records):  # noqa: F811
+def two_datasets(tenant_dataset, import_records):
     """Rows 0-9 in the first dataset, 10-19 in a second one of the same project; even rows have a car (and a
     prediction), every third row the tag 'old'."""
     with tenant_scope(TENANT_A):
         second = dataset_make(project=tenant_dataset.project_id, name="second")
 
     def rows(numbers):
-        return [_row(i, tags=["old"] if i % 3 == 0 else [],
-                     labels=[{"class": "car" if i % 2 == 0 else "person"}],
-                     predictions=[PREDICTION] if i % 2 == 0 else []) for i in numbers]
+        return [
+            _row(
+                i,
+                tags=["old"] if i % 3 == 0 else [],
+                labels=[{"class": "car" if i % 2 == 0 else "person"}],
+                predictions=[PREDICTION] if i % 2 == 0 else [],
+            )
+            for i in numbers
+        ]
 
     import_records(rows(range(10)))
     import_records(rows(range(10, 20)), dataset=second)
@@ -53,10 +59,14 @@ def _counts(dataset) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(the dataset's counters, the rows actually there)."""
     with tenant_scope(TENANT_A):
         dataset = Dataset.objects.get(pk=dataset.pk)
-        return ((dataset.datarow_count, dataset.label_count, dataset.prediction_count),
-                (DataRow.objects.filter(dataset=dataset).count(),
-                 Label.objects.filter(datarow__dataset=dataset).count(),
-                 Prediction.objects.filter(datarow__dataset=dataset).count()))
+        return (
+            (dataset.datarow_count, dataset.label_count, dataset.prediction_count),
+            (
+                DataRow.objects.filter(dataset=dataset).count(),
+                Label.objects.filter(datarow__dataset=dataset).count(),
+                Prediction.objects.filter(datarow__dataset=dataset).count(),
+            ),
+        )
 
 
 def _post(client, project_id: int, body: dict, django_capture_on_commit_callbacks) -> tuple[int, dict]:
@@ -70,15 +80,19 @@ def _job(job_id: str) -> Job:
         return Job.objects.get(pk=job_id)
 
 
-def test_tag_by_query_tags_every_match_in_every_dataset_in_batches(two_datasets, make_token, api_client, celery_eager,
-                                                                   django_capture_on_commit_callbacks, monkeypatch):
+def test_tag_by_query_tags_every_match_in_every_dataset_in_batches(
+    two_datasets, make_token, api_client, celery_eager, django_capture_on_commit_callbacks, monkeypatch
+):
     # given batches of 3 ids, so the 10 matches take four
     monkeypatch.setattr(services, "BULK_BATCH_ROWS", 3)
     first, _ = two_datasets
     # when
-    status, job = _post(api_client(make_token(TENANT_A)), first.project_id,
-                        {"query": "label(class = 'car')", "action": "tag", "tags": ["has-car", "a"]},
-                        django_capture_on_commit_callbacks)
+    status, job = _post(
+        api_client(make_token(TENANT_A)),
+        first.project_id,
+        {"query": "label(class = 'car')", "action": "tag", "tags": ["has-car", "a"]},
+        django_capture_on_commit_callbacks,
+    )
     # then
     assert status == 202 and job["kind"] == "search-bulk-action"
     job = _job(job["id"])
@@ -91,12 +105,16 @@ def test_tag_by_query_tags_every_match_in_every_dataset_in_batches(two_datasets,
         assert tags[f"img-{i:03d}"] == (sorted(["a", "has-car", *old]) if i % 2 == 0 else old)
 
 
-def test_untag_by_query_in_one_dataset_leaves_the_other_alone(two_datasets, make_token, api_client, celery_eager,
-                                                              django_capture_on_commit_callbacks):
+def test_untag_by_query_in_one_dataset_leaves_the_other_alone(
+    two_datasets, make_token, api_client, celery_eager, django_capture_on_commit_callbacks
+):
     first, second = two_datasets
-    status, job = _post(api_client(make_token(TENANT_A)), first.project_id,
-                        {"query": "", "action": "untag", "tags": ["old"], "dataset": second.pk},
-                        django_capture_on_commit_callbacks)
+    status, job = _post(
+        api_client(make_token(TENANT_A)),
+        first.project_id,
+        {"query": "", "action": "untag", "tags": ["old"], "dataset": second.pk},
+        django_capture_on_commit_callbacks,
+    )
     assert status == 202
     assert _job(job["id"]).status == Job.Status.SUCCEEDED
     tags = _tags_by_external_id(first.project_id)
@@ -104,12 +122,16 @@ def test_untag_by_query_in_one_dataset_leaves_the_other_alone(two_datasets, make
 
 
 def test_delete_by_query_removes_rows_labels_and_predictions_and_keeps_counts_exact(
-        two_datasets, make_token, api_client, celery_eager, django_capture_on_commit_callbacks, monkeypatch):
+    two_datasets, make_token, api_client, celery_eager, django_capture_on_commit_callbacks, monkeypatch
+):
     monkeypatch.setattr(services, "BULK_BATCH_ROWS", 4)
     first, second = two_datasets
-    status, job = _post(api_client(make_token(TENANT_A)), first.project_id,
-                        {"query": "prediction(model = 'yolo@1') AND tags = 'old'", "action": "delete"},
-                        django_capture_on_commit_callbacks)
+    status, job = _post(
+        api_client(make_token(TENANT_A)),
+        first.project_id,
+        {"query": "prediction(model = 'yolo@1') AND tags = 'old'", "action": "delete"},
+        django_capture_on_commit_callbacks,
+    )
     assert status == 202
     job = _job(job["id"])
     assert job.status == Job.Status.SUCCEEDED, job.error
@@ -134,8 +156,9 @@ def test_a_cancel_seen_between_batches_keeps_the_batches_done_and_stops(two_data
 
     # when
     with tenant_scope(TENANT_A), pytest.raises(JobCancelled):
-        search_bulk_action_run(project_id=first.project_id, query_text="", action="tag", tags=["seen"],
-                               dataset_id=None, progress=progress)
+        search_bulk_action_run(
+            project_id=first.project_id, query_text="", action="tag", tags=["seen"], dataset_id=None, progress=progress
+        )
     # then only the first four rows (in id order) were tagged
     assert reports == [0, 4]
     tags = _tags_by_external_id(first.project_id)
@@ -145,24 +168,29 @@ def test_a_cancel_seen_between_batches_keeps_the_batches_done_and_stops(two_data
 def test_a_viewer_cannot_start_a_bulk_action(two_datasets, make_token, api_client):
     first, _ = two_datasets
     response = api_client(make_token(TENANT_A, role="viewer")).post(
-        _url(first.project_id), {"query": "", "action": "delete"}, format="json")
+        _url(first.project_id), {"query": "", "action": "delete"}, format="json"
+    )
     assert response.status_code == 403 and "read-only" in response.json()["message"]
     with tenant_scope(TENANT_A):
         assert not Job.objects.filter(kind="search-bulk-action", params__project_id=first.project_id).exists()
         assert DataRow.objects.filter(dataset__project_id=first.project_id).count() == 20
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [
-    ({"query": "label(class = 'car'", "action": "tag", "tags": ["x"]}, 400, None),
-    ({"query": "metadata.nope = 1", "action": "delete"}, 400, None),
-    ({"query": "", "action": "tag"}, 400, "tags"),
-    ({"query": "", "action": "delete", "tags": ["x"]}, 400, "tags"),
-    ({"query": "", "action": "rename", "tags": ["x"]}, 400, "action"),
-    ({"query": "", "action": "tag", "tags": [""]}, 400, "tags"),
-    ({"query": "", "action": "delete", "dataset": 999_999_999}, 400, "dataset"),
-])
-def test_bad_bulk_requests_say_what_is_wrong_and_start_nothing(two_datasets, make_token, api_client, body, status,
-                                                               field):
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"query": "label(class = 'car'", "action": "tag", "tags": ["x"]}, 400, None),
+        ({"query": "metadata.nope = 1", "action": "delete"}, 400, None),
+        ({"query": "", "action": "tag"}, 400, "tags"),
+        ({"query": "", "action": "delete", "tags": ["x"]}, 400, "tags"),
+        ({"query": "", "action": "rename", "tags": ["x"]}, 400, "action"),
+        ({"query": "", "action": "tag", "tags": [""]}, 400, "tags"),
+        ({"query": "", "action": "delete", "dataset": 999_999_999}, 400, "dataset"),
+    ],
+)
+def test_bad_bulk_requests_say_what_is_wrong_and_start_nothing(
+    two_datasets, make_token, api_client, body, status, field
+):
     first, _ = two_datasets
     response = api_client(make_token(TENANT_A)).post(_url(first.project_id), body, format="json")
     assert response.status_code == status, response.content

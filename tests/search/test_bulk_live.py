@@ -19,16 +19,19 @@ from tests.live_services import (  # noqa: F401 (live_log_dir is a fixture)
     wait_until,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
-              pytest.mark.usefixtures("committed_tenants")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+    pytest.mark.usefixtures("committed_tenants"),
+]
 
 
 @pytest.fixture(scope="module")
-def live_worker(django_db_setup, auth0, platform, live_log_dir):  # noqa: F811
+def live_worker(django_db_setup, auth0, platform, live_log_dir):
     """A worker that writes every progress report, so a cancel is seen right after the batch it interrupts."""
     purge_task_queues()
-    worker = start_celery_worker(live_environment(auth0, platform, JOB_PROGRESS_MIN_INTERVAL_SECONDS=0),
-                                 live_log_dir, name="worker")
+    worker = start_celery_worker(
+        live_environment(auth0, platform, JOB_PROGRESS_MIN_INTERVAL_SECONDS=0), live_log_dir, name="worker"
+    )
     yield worker
     worker.stop()
 
@@ -48,15 +51,21 @@ def _job(job_id: str) -> Job:
         return Job.objects.using("default").get(pk=job_id)
 
 
-def test_a_worker_deletes_the_matches_and_the_dataset_counts_follow(live_worker, tenant_dataset,  # noqa: F811
-                                                                    import_records, make_token,  # noqa: F811
-                                                                    api_client):
+def test_a_worker_deletes_the_matches_and_the_dataset_counts_follow(
+    live_worker,
+    tenant_dataset,
+    import_records,
+    make_token,
+    api_client,
+):
     # given 30 rows, every third with two cats
-    import_records([_row(i, labels=[{"class": "cat"}] * 2 if i % 3 == 0 else [{"class": "dog"}])
-                    for i in range(30)])
+    import_records([_row(i, labels=[{"class": "cat"}] * 2 if i % 3 == 0 else [{"class": "dog"}]) for i in range(30)])
     # when
-    job = _start(api_client(make_token(TENANT_A)), tenant_dataset.project_id,
-                 {"query": "COUNT(label WHERE class = 'cat') >= 2", "action": "delete"})
+    job = _start(
+        api_client(make_token(TENANT_A)),
+        tenant_dataset.project_id,
+        {"query": "COUNT(label WHERE class = 'cat') >= 2", "action": "delete"},
+    )
     wait_until(lambda: _job(job["id"]).is_finished, timeout=60, what="the bulk delete to end", logs_of=(live_worker,))
     # then
     finished = _job(job["id"])
@@ -66,12 +75,18 @@ def test_a_worker_deletes_the_matches_and_the_dataset_counts_follow(live_worker,
         dataset = Dataset.objects.get(pk=tenant_dataset.pk)
         assert (dataset.datarow_count, dataset.label_count) == (20, 20)
         assert DataRow.objects.filter(dataset=dataset).count() == 20
-        assert set(Label.objects.filter(datarow__dataset=dataset).values_list("ontology_class__name", flat=True)) \
-            == {"dog"}
+        assert set(Label.objects.filter(datarow__dataset=dataset).values_list("ontology_class__name", flat=True)) == {
+            "dog"
+        }
 
 
-def test_a_cancel_stops_the_worker_after_the_batch_it_is_writing(live_worker, tenant_dataset,  # noqa: F811
-                                                                  import_records, make_token, api_client):  # noqa: F811
+def test_a_cancel_stops_the_worker_after_the_batch_it_is_writing(
+    live_worker,
+    tenant_dataset,
+    import_records,
+    make_token,
+    api_client,
+):
     # given one batch and a bit more, and another session holding a row of the first batch locked
     import_records([_row(i) for i in range(BULK_BATCH_ROWS + 100)])
     with tenant_scope(TENANT_A):
@@ -84,8 +99,12 @@ def test_a_cancel_stops_the_worker_after_the_batch_it_is_writing(live_worker, te
         # when the job has counted the matches (its first progress write) and cannot finish its first batch
         # before that row is free, a cancel comes in
         job = _start(client, tenant_dataset.project_id, {"query": "", "action": "tag", "tags": ["seen"]})
-        wait_until(lambda: _job(job["id"]).progress_total is not None, timeout=60, what="the job to count",
-                   logs_of=(live_worker,))
+        wait_until(
+            lambda: _job(job["id"]).progress_total is not None,
+            timeout=60,
+            what="the job to count",
+            logs_of=(live_worker,),
+        )
         assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
         blocker.rollback()
     wait_until(lambda: _job(job["id"]).is_finished, timeout=60, what="the job to end", logs_of=(live_worker,))

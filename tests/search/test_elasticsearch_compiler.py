@@ -42,8 +42,10 @@ def _golden(name: str, actual) -> None:
 
 
 def test_compiled_queries_match_the_golden_file():
-    compiled = {text: compile_query(validate(parse(text), catalog=CATALOG, text=text), dataset_id=3).to_dict()
-                for text in GOLDEN_QUERIES}
+    compiled = {
+        text: compile_query(validate(parse(text), catalog=CATALOG, text=text), dataset_id=3).to_dict()
+        for text in GOLDEN_QUERIES
+    }
     _golden("elasticsearch_queries.json", compiled)
 
 
@@ -61,16 +63,27 @@ def test_slice_membership_is_a_term_on_slice_ids():
     assert evaluator.matches(compiled, {"slice_ids": [3]}) and evaluator.matches(compiled, {})
 
 
-@pytest.mark.parametrize(("pattern", "wildcard"), [("r%", "r*"), ("_un", "?un"), ("rain\\_x", "rain_x"),
-                                                   ("50\\%", "50%"), ("a*b?", "a\\*b\\?"), ("x\\\\%", "x\\\\*")])
+@pytest.mark.parametrize(
+    ("pattern", "wildcard"),
+    [
+        ("r%", "r*"),
+        ("_un", "?un"),
+        ("rain\\_x", "rain_x"),
+        ("50\\%", "50%"),
+        ("a*b?", "a\\*b\\?"),
+        ("x\\\\%", "x\\\\*"),
+    ],
+)
 def test_like_patterns_become_wildcards(pattern, wildcard):
     assert like_wildcard(pattern) == wildcard
 
 
 def test_paths_and_ancestors():
     assert class_ancestors("vehicle/car/sedan") == ["vehicle", "vehicle/car", "vehicle/car/sedan"]
-    assert tree_values({"a": [{"b": 1}, {"b": None}, [{"b": 2}]], "c": None, "d": []}) == \
-        {("a",): [{"b": 1}, {"b": None}, [{"b": 2}]], ("a", "b"): [1]}
+    assert tree_values({"a": [{"b": 1}, {"b": None}, [{"b": 2}]], "c": None, "d": []}) == {
+        ("a",): [{"b": 1}, {"b": None}, [{"b": 2}]],
+        ("a", "b"): [1],
+    }
 
 
 # --- against the reference, over the documents the indexer builds from the stored datarows
@@ -82,22 +95,38 @@ def documents(search_data, django_db_blocker):
     from tenancy.context import tenant_scope
 
     with django_db_blocker.unblock(), tenant_scope(TENANT_A):
-        rows = datarows_by_id(project_id=search_data.project_id, datarow_ids=[row["id"] for row in search_data.rows],
-                              using="default")
+        rows = datarows_by_id(
+            project_id=search_data.project_id, datarow_ids=[row["id"] for row in search_data.rows], using="default"
+        )
     return [datarow_document(row, search_data.catalog) for row in rows], rows
 
 
 def _canonical(item: dict, keys: tuple) -> str:
     # jsonb writes the float 341.0 as 341: the same number
-    return json.dumps({k: float(item[k]) if k in ("x", "y", "w", "h", "area", "score") and item[k] is not None
-                       else item[k] for k in keys}, sort_keys=True)
+    return json.dumps(
+        {
+            k: float(item[k]) if k in ("x", "y", "w", "h", "area", "score") and item[k] is not None else item[k]
+            for k in keys
+        },
+        sort_keys=True,
+    )
 
 
 @pytest.mark.django_db
 def test_the_indexer_reads_the_rows_the_reference_sees(search_data, documents):
     _, rows = documents
-    fields = ("id", "dataset_id", "external_id", "uri", "width", "height", "created_at", "updated_at", "metadata",
-              "tags")
+    fields = (
+        "id",
+        "dataset_id",
+        "external_id",
+        "uri",
+        "width",
+        "height",
+        "created_at",
+        "updated_at",
+        "metadata",
+        "tags",
+    )
     by_id = {row["id"]: row for row in search_data.rows}
     assert len(rows) == len(search_data.rows)
     for row in rows:
@@ -105,10 +134,12 @@ def test_the_indexer_reads_the_rows_the_reference_sees(search_data, documents):
         assert {name: row[name] for name in fields} == {name: expected[name] for name in fields}
         assert sorted(row["slice_ids"]) == sorted(expected.get("slice_ids", []))
         for kind in ("labels", "predictions"):
-            keys = ("class", "kind", "x", "y", "w", "h", "area", "attributes") + (("score", "model") if
-                                                                                   kind == "predictions" else ())
-            assert sorted(_canonical(item, keys) for item in row[kind]) == \
-                sorted(_canonical(item, keys) for item in expected[kind])
+            keys = ("class", "kind", "x", "y", "w", "h", "area", "attributes") + (
+                ("score", "model") if kind == "predictions" else ()
+            )
+            assert sorted(_canonical(item, keys) for item in row[kind]) == sorted(
+                _canonical(item, keys) for item in expected[kind]
+            )
 
 
 def _es_ids(evaluator: Evaluator, documents: list[dict], query, dataset_id=None) -> list[int]:
@@ -126,7 +157,8 @@ def test_issue_examples_select_the_reference_rows(search_data, documents):
     first = search_data.dataset_ids[0]
     query = validate(parse("tags IS NULL OR NOT label(class UNDER 'vehicle')"), catalog=search_data.catalog, text="")
     assert _es_ids(evaluator, docs, query, first) == reference.datarow_ids(
-        query, [row for row in search_data.rows if row["dataset_id"] == first])
+        query, [row for row in search_data.rows if row["dataset_id"] == first]
+    )
 
 
 @pytest.mark.django_db
@@ -135,8 +167,13 @@ def test_random_queries_select_the_reference_rows(search_data, documents):
     evaluator = Evaluator(index_mapping(search_data.catalog))
     selected = []
 
-    @settings(max_examples=400, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=400,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(queries(search_data.dataset_ids))
     def agree(tree):
         text = to_text(tree)

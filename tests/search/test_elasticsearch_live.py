@@ -23,8 +23,11 @@ from tests.search.test_elasticsearch_compiler import GOLDEN_QUERIES
 from tests.search.test_postgres_engine import ISSUE_EXAMPLES
 
 ELASTICSEARCH_URL = os.environ.get("ELASTICSEARCH_URL")
-pytestmark = [pytest.mark.elasticsearch, pytest.mark.django_db(databases=["default", "reader"]),
-              pytest.mark.skipif(not ELASTICSEARCH_URL, reason="ELASTICSEARCH_URL is not set: no live server")]
+pytestmark = [
+    pytest.mark.elasticsearch,
+    pytest.mark.django_db(databases=["default", "reader"]),
+    pytest.mark.skipif(not ELASTICSEARCH_URL, reason="ELASTICSEARCH_URL is not set: no live server"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,9 @@ def live(search_data, django_db_blocker):
     index = f"mlops-live-test-{uuid.uuid4().hex[:8]}"
     client.indices.create(index=index, settings=INDEX_SETTINGS, mappings=index_mapping(search_data.catalog))
     with django_db_blocker.unblock(), tenant_scope(TENANT_A):
-        rows = datarows_by_id(project_id=search_data.project_id, datarow_ids=[r["id"] for r in search_data.rows],
-                              using="default")
+        rows = datarows_by_id(
+            project_id=search_data.project_id, datarow_ids=[r["id"] for r in search_data.rows], using="default"
+        )
     operations = []
     for row in rows:
         operations += [{"index": {"_index": index, "_id": str(row["id"])}}, datarow_document(row, search_data.catalog)]
@@ -47,8 +51,13 @@ def live(search_data, django_db_blocker):
 
 def _live_ids(live, query, dataset_id=None) -> list[int]:
     client, index = live
-    answer = client.search(index=index, query=compile_query(query, dataset_id=dataset_id).to_dict(), size=10_000,
-                           source=False, sort=[{"id": "asc"}])
+    answer = client.search(
+        index=index,
+        query=compile_query(query, dataset_id=dataset_id).to_dict(),
+        size=10_000,
+        source=False,
+        sort=[{"id": "asc"}],
+    )
     return [int(hit["_id"]) for hit in answer["hits"]["hits"]]
 
 
@@ -59,8 +68,13 @@ def test_examples_select_the_reference_rows_on_a_live_server(search_data, live):
 
 
 def test_random_queries_select_the_reference_rows_on_a_live_server(search_data, live):
-    @settings(max_examples=300, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=300,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(queries(search_data.dataset_ids))
     def agree(tree):
         text = to_text(tree)
@@ -93,8 +107,9 @@ def test_rest_search_on_a_live_server_answers_as_on_postgres(search_data, make_t
             on_postgres = _walk(client, search_data.project_id, body)
             settings.SEARCH_ENGINE = "elasticsearch"
             on_elasticsearch = _walk(client, search_data.project_id, body)
-            assert [[r["id"] for r in page["results"]] for page in on_elasticsearch] == \
-                   [[r["id"] for r in page["results"]] for page in on_postgres], body
+            assert [[r["id"] for r in page["results"]] for page in on_elasticsearch] == [
+                [r["id"] for r in page["results"]] for page in on_postgres
+            ], body
             assert on_elasticsearch[0]["total"] == on_postgres[0]["total"]
             assert on_elasticsearch[0]["facets"] == on_postgres[0]["facets"]
     finally:

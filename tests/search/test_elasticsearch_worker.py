@@ -16,8 +16,13 @@ pytestmark = pytest.mark.usefixtures("committed_tenants")
 def worker(django_db_setup, auth0, platform, fake_elasticsearch_server, tmp_path):
     fake_elasticsearch_server.reset()
     purge_task_queues()
-    env = live_environment(auth0, platform, SEARCH_ENGINE="elasticsearch",
-                           ELASTICSEARCH_URL=fake_elasticsearch_server.url, MLOPS_LOCAL_READ_ROOT=tmp_path)
+    env = live_environment(
+        auth0,
+        platform,
+        SEARCH_ENGINE="elasticsearch",
+        ELASTICSEARCH_URL=fake_elasticsearch_server.url,
+        MLOPS_LOCAL_READ_ROOT=tmp_path,
+    )
     worker = start_celery_worker(env, tmp_path, name="search-worker")
     yield worker
     worker.stop()
@@ -36,16 +41,22 @@ def weather_rows(committed_tenants):
         dataset = dataset_make(project=project, name="cams")
         FieldCatalogEntry.objects.create(project=project, path="weather", field_type="string", row_count=3)
         weather = ["rain", "sun", "fog"]
-        rows = datarows_make(dataset=dataset, count=len(weather), uri=lambda i: f"/img/{i}.jpg",
-                             metadata=lambda i: {"weather": weather[i]}, tags=["t"])
+        rows = datarows_make(
+            dataset=dataset,
+            count=len(weather),
+            uri=lambda i: f"/img/{i}.jpg",
+            metadata=lambda i: {"weather": weather[i]},
+            tags=["t"],
+        )
     yield project, dataset, [row.pk for row in rows]
     with tenant_scope(TENANT_A):
         dataset_delete_rows(dataset_id=dataset.pk, progress=lambda deleted: None)
         project_delete(project=project)
 
 
-def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable(worker, weather_rows,
-                                                                                 fake_elasticsearch_server, settings):
+def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable(
+    worker, weather_rows, fake_elasticsearch_server, settings
+):
     from search.indexing import datarows_changed
     from tenancy.context import tenant_scope
 
@@ -58,8 +69,9 @@ def test_a_worker_indexes_changes_and_retries_while_elasticsearch_is_unavailable
     with tenant_scope(TENANT_A):
         datarows_changed(project_id=project.pk, datarow_ids=ids)
     # then: two 503s, then the retry that indexes them
-    documents = wait_until(lambda: fake_elasticsearch_server.documents(alias), timeout=90,
-                           what="the rows indexed", logs_of=(worker,))
+    documents = wait_until(
+        lambda: fake_elasticsearch_server.documents(alias), timeout=90, what="the rows indexed", logs_of=(worker,)
+    )
     assert sorted(int(i) for i in documents) == ids
     assert {d["metadata"]["weather"][0] for d in documents.values()} == {"rain", "sun", "fog"}
     assert len(fake_elasticsearch_server.requests_to("PUT", "/_bulk")) == 3
@@ -89,8 +101,9 @@ def test_a_worker_runs_the_reindex_job_to_the_alias_swap(worker, weather_rows, f
     assert sorted(int(i) for i in fake_elasticsearch_server.documents(alias)) == ids
 
 
-def test_an_import_run_by_the_worker_is_handed_to_the_indexer(worker, weather_rows, fake_elasticsearch_server,
-                                                              settings, tmp_path):
+def test_an_import_run_by_the_worker_is_handed_to_the_indexer(
+    worker, weather_rows, fake_elasticsearch_server, settings, tmp_path
+):
     from datasets.services.imports import ImportOptions, dataset_import_start
     from jobs.models import Job
     from tenancy.context import tenant_scope
@@ -103,11 +116,16 @@ def test_an_import_run_by_the_worker_is_handed_to_the_indexer(worker, weather_ro
     editor = principal_make(tenant=TENANT_A)
     # when: an import job runs in the worker
     with tenant_scope(TENANT_A):
-        job = dataset_import_start(principal=editor, dataset=dataset, uri=manifest,
-                                   options=ImportOptions(create_classes=True))
+        job = dataset_import_start(
+            principal=editor, dataset=dataset, uri=manifest, options=ImportOptions(create_classes=True)
+        )
     # then: the rows it wrote are indexed (not the dataset's older, untouched rows: only what changed since it began)
-    documents = wait_until(lambda: fake_elasticsearch_server.documents(alias), timeout=90,
-                           what="the imported rows indexed", logs_of=(worker,))
+    documents = wait_until(
+        lambda: fake_elasticsearch_server.documents(alias),
+        timeout=90,
+        what="the imported rows indexed",
+        logs_of=(worker,),
+    )
     with tenant_scope(TENANT_A):
         assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCEEDED
     assert sorted(d["external_id"] for d in documents.values()) == [f"img-{i}" for i in range(5)]

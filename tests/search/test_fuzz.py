@@ -3,20 +3,92 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.search.postgres_queries import compile_query
 from search.ql import QueryError, parse, validate
 from search.ql.render import to_text
+from tests.search.postgres_queries import compile_query
 from tests.search.strategies import queries
 
-CATALOG = {"weather": "string", "capture.gps.lat": "number", "capture.time": "datetime", "night": "boolean",
-           "caption": "string", "objects_seen": "string", "people.name": "string", "people.age": "number"}
-TOKENS = ["(", ")", ",", ".", "=", "!=", "<>", "<", "<=", ">", ">=", "AND", "OR", "NOT", "IN", "BETWEEN", "LIKE", "IS",
-          "NULL", "UNDER", "EXISTS", "MATCH", "SLICE", "COUNT", "WHERE", "TRUE", "false", "label", "prediction",
-          "width", "uri", "tags", "dataset", "created_at", "metadata", "weather", "capture", "gps", "lat", "time",
-          "night", "class", "area", "score", "model", "attributes", "occluded", "'car'", "'2024-05-01'", "'a%'",
-          "'\\'", "''", "'", '"', '"k"', "1", "-2.5", "1e999", "0.5", "3", "\n", "$", "@", "\x00", "é", "😀"]
-FUZZ = settings(max_examples=1500, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+CATALOG = {
+    "weather": "string",
+    "capture.gps.lat": "number",
+    "capture.time": "datetime",
+    "night": "boolean",
+    "caption": "string",
+    "objects_seen": "string",
+    "people.name": "string",
+    "people.age": "number",
+}
+TOKENS = [
+    "(",
+    ")",
+    ",",
+    ".",
+    "=",
+    "!=",
+    "<>",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "BETWEEN",
+    "LIKE",
+    "IS",
+    "NULL",
+    "UNDER",
+    "EXISTS",
+    "MATCH",
+    "SLICE",
+    "COUNT",
+    "WHERE",
+    "TRUE",
+    "false",
+    "label",
+    "prediction",
+    "width",
+    "uri",
+    "tags",
+    "dataset",
+    "created_at",
+    "metadata",
+    "weather",
+    "capture",
+    "gps",
+    "lat",
+    "time",
+    "night",
+    "class",
+    "area",
+    "score",
+    "model",
+    "attributes",
+    "occluded",
+    "'car'",
+    "'2024-05-01'",
+    "'a%'",
+    "'\\'",
+    "''",
+    "'",
+    '"',
+    '"k"',
+    "1",
+    "-2.5",
+    "1e999",
+    "0.5",
+    "3",
+    "\n",
+    "$",
+    "@",
+    "\x00",
+    "é",
+    "😀",
+]
+FUZZ = settings(
+    max_examples=1500, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _run(text: str) -> None:
@@ -46,4 +118,4 @@ def test_mutated_valid_queries(tree, data):
     position = data.draw(st.integers(0, len(text)))
     cut = data.draw(st.integers(0, 3))
     insert = data.draw(st.sampled_from(TOKENS) | st.text(max_size=2))
-    _run(text[:position] + insert + text[position + cut:])
+    _run(text[:position] + insert + text[position + cut :])

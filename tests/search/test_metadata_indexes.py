@@ -33,8 +33,10 @@ def _built_indexes(django_db_blocker, kind: str, **options) -> Iterator[list[str
     with django_db_blocker.unblock():
         call_command("search_metadata_indexes", schema=[TENANT_A], **options)
         with tenant_scope(TENANT_A), connection.cursor() as cursor:
-            cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname LIKE %s "
-                           "ORDER BY indexname", [TENANT_A, f"datarow_metadata_{kind}%"])
+            cursor.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND indexname LIKE %s ORDER BY indexname",
+                [TENANT_A, f"datarow_metadata_{kind}%"],
+            )
             names = [row[0] for row in cursor.fetchall()]
     yield names
     with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
@@ -46,8 +48,11 @@ def _compiled(search_data, text, django_db_blocker):
     from tenancy.context import tenant_scope
 
     with django_db_blocker.unblock(), tenant_scope(TENANT_A):
-        return compile_filter(validate(parse(text), catalog=search_data.catalog, text=text),
-                              project_id=search_data.project_id, using="default")
+        return compile_filter(
+            validate(parse(text), catalog=search_data.catalog, text=text),
+            project_id=search_data.project_id,
+            using="default",
+        )
 
 
 def _plan(condition, django_db_blocker) -> str:
@@ -89,8 +94,9 @@ def test_a_datetime_range_can_be_answered_from_the_indexes(search_data, datetime
         assert name in plan, plan
 
 
-def test_with_no_lists_left_the_index_alone_answers_datetime_conditions(search_data, datetime_indexes, postgres_ids,
-                                                                        django_db_blocker):
+def test_with_no_lists_left_the_index_alone_answers_datetime_conditions(
+    search_data, datetime_indexes, postgres_ids, django_db_blocker
+):
     from psycopg.types.json import Jsonb
 
     from tenancy.context import tenant_scope
@@ -102,8 +108,9 @@ def test_with_no_lists_left_the_index_alone_answers_datetime_conditions(search_d
             capture = row["metadata"].get("capture") or {}
             if isinstance(capture.get("time"), list):
                 capture["time"] = capture["time"][0]
-                cursor.execute("UPDATE datasets_datarow SET metadata = %s WHERE id = %s",
-                               [Jsonb(row["metadata"]), row["id"]])
+                cursor.execute(
+                    "UPDATE datasets_datarow SET metadata = %s WHERE id = %s", [Jsonb(row["metadata"]), row["id"]]
+                )
     for text in DATETIME_QUERIES:
         query = validate(parse(text), catalog=search_data.catalog, text=text)
         # when
@@ -113,8 +120,9 @@ def test_with_no_lists_left_the_index_alone_answers_datetime_conditions(search_d
         assert postgres_ids(query, search_data.project_id) == reference.datarow_ids(query, rows), text
 
 
-def test_several_conditions_on_one_datetime_path_probe_its_lists_index_once(search_data, datetime_indexes,
-                                                                           django_db_blocker):
+def test_several_conditions_on_one_datetime_path_probe_its_lists_index_once(
+    search_data, datetime_indexes, django_db_blocker
+):
     from django.test.utils import CaptureQueriesContext
 
     from tenancy.context import tenant_scope
@@ -154,12 +162,12 @@ def test_match_conditions_agree_with_the_reference_with_the_indexes(search_data,
         query = validate(parse(text), catalog=search_data.catalog, text=text)
         ids = postgres_ids(query, search_data.project_id)
         assert ids == reference.datarow_ids(query, search_data.rows), text
-    assert postgres_ids(validate(parse(MATCH_QUERIES[0]), catalog=search_data.catalog, text=MATCH_QUERIES[0]),
-                        search_data.project_id)  # the data has matches to find
+    assert postgres_ids(
+        validate(parse(MATCH_QUERIES[0]), catalog=search_data.catalog, text=MATCH_QUERIES[0]), search_data.project_id
+    )  # the data has matches to find
 
 
-def test_match_on_a_path_holding_only_strings_is_answered_by_its_index(search_data, match_indexes,
-                                                                       django_db_blocker):
+def test_match_on_a_path_holding_only_strings_is_answered_by_its_index(search_data, match_indexes, django_db_blocker):
     caption = _compiled(search_data, MATCH_QUERIES[0], django_db_blocker)
     # No per-candidate tokenizing and no per-value subquery: the index expression alone.
     assert "jsonb_path_query" not in caption.sql and "search_metadata_string" in caption.sql

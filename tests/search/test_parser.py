@@ -12,8 +12,15 @@ MAX_IN_VALUES = DEFAULT_LIMITS.max_in_values
 from search.ql.render import to_text
 from search.ql.validation import SliceDefinition
 
-CATALOG = {"weather": "string", "capture.gps.lat": "number", "capture.time": "datetime", "night": "boolean",
-           "caption": "string", "weird key": "string", "and": "number"}
+CATALOG = {
+    "weather": "string",
+    "capture.gps.lat": "number",
+    "capture.time": "datetime",
+    "night": "boolean",
+    "caption": "string",
+    "weird key": "string",
+    "and": "number",
+}
 
 
 def check(text: str) -> ast.Expr:
@@ -28,39 +35,54 @@ def error_of(text: str) -> QueryError:
 
 def test_comparisons_build_typed_nodes_with_positions():
     tree = check("metadata.capture.gps.lat >= 40.5")
-    assert tree == ast.Compare(ast.Field(("metadata", "capture", "gps", "lat"), ast.Pos(1, 1)), ">=",
-                               ast.Value(40.5, ast.Pos(1, 29)), ast.Pos(1, 1))
+    assert tree == ast.Compare(
+        ast.Field(("metadata", "capture", "gps", "lat"), ast.Pos(1, 1)),
+        ">=",
+        ast.Value(40.5, ast.Pos(1, 29)),
+        ast.Pos(1, 1),
+    )
 
 
-@pytest.mark.parametrize("text, canonical", [
-    ("width = 640", "width = 640"),
-    ("width <> 640", "width != 640"),
-    ("external_id < 'b'", "external_id < 'b'"),
-    ("uri like 's3://%'", "uri LIKE 's3://%'"),
-    ("uri NOT LIKE 's3://%'", "NOT (uri LIKE 's3://%')"),
-    ("height IN (1, 2.5)", "height IN (1, 2.5)"),
-    ("height NOT IN (1)", "NOT (height IN (1))"),
-    ("created_at BETWEEN '2024-01-01' AND '2024-02-01'", "created_at BETWEEN '2024-01-01' AND '2024-02-01'"),
-    ("created_at NOT BETWEEN '2024-01-01' AND '2024-02-01'",
-     "NOT (created_at BETWEEN '2024-01-01' AND '2024-02-01')"),
-    ("width IS NULL", "NOT (width IS NOT NULL)"),
-    ("EXISTS(metadata.weather)", "metadata.weather IS NOT NULL"),
-    ("dataset = 3", "dataset = 3"),
-    ("tags = 'night'", "tags = 'night'"),
-    ("metadata.night = TRUE", "metadata.night = true"),
-    ("metadata.\"weird key\" = 'it''s'", "metadata.\"weird key\" = 'it''s'"),
-    ("metadata.and > 1", "metadata.and > 1"),
-    ("MATCH(metadata.caption, 'red car')", "MATCH(metadata.caption, 'red car')"),
-    ("label(class = 'car')", "label(class = 'car')"),
-    ("LABEL(class UNDER 'vehicle' AND area > 1000 AND attributes.occluded = true)",
-     "label(class UNDER 'vehicle' AND area > 1000 AND attributes.occluded = true)"),
-    ("COUNT(label WHERE class = 'car') >= 3", "COUNT(label WHERE class = 'car') >= 3"),
-    ("count(prediction) = 0", "COUNT(prediction) = 0"),
-    ("prediction(model = 'yolo@8.1' AND class = 'car' AND score >= 0.5)",
-     "prediction(model = 'yolo@8.1' AND class = 'car' AND score >= 0.5)"),
-    ("label(class='car') AND NOT prediction(model='X@1' AND class='car')",
-     "label(class = 'car') AND NOT (prediction(model = 'X@1' AND class = 'car'))"),
-])
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("width = 640", "width = 640"),
+        ("width <> 640", "width != 640"),
+        ("external_id < 'b'", "external_id < 'b'"),
+        ("uri like 's3://%'", "uri LIKE 's3://%'"),
+        ("uri NOT LIKE 's3://%'", "NOT (uri LIKE 's3://%')"),
+        ("height IN (1, 2.5)", "height IN (1, 2.5)"),
+        ("height NOT IN (1)", "NOT (height IN (1))"),
+        ("created_at BETWEEN '2024-01-01' AND '2024-02-01'", "created_at BETWEEN '2024-01-01' AND '2024-02-01'"),
+        (
+            "created_at NOT BETWEEN '2024-01-01' AND '2024-02-01'",
+            "NOT (created_at BETWEEN '2024-01-01' AND '2024-02-01')",
+        ),
+        ("width IS NULL", "NOT (width IS NOT NULL)"),
+        ("EXISTS(metadata.weather)", "metadata.weather IS NOT NULL"),
+        ("dataset = 3", "dataset = 3"),
+        ("tags = 'night'", "tags = 'night'"),
+        ("metadata.night = TRUE", "metadata.night = true"),
+        ("metadata.\"weird key\" = 'it''s'", "metadata.\"weird key\" = 'it''s'"),
+        ("metadata.and > 1", "metadata.and > 1"),
+        ("MATCH(metadata.caption, 'red car')", "MATCH(metadata.caption, 'red car')"),
+        ("label(class = 'car')", "label(class = 'car')"),
+        (
+            "LABEL(class UNDER 'vehicle' AND area > 1000 AND attributes.occluded = true)",
+            "label(class UNDER 'vehicle' AND area > 1000 AND attributes.occluded = true)",
+        ),
+        ("COUNT(label WHERE class = 'car') >= 3", "COUNT(label WHERE class = 'car') >= 3"),
+        ("count(prediction) = 0", "COUNT(prediction) = 0"),
+        (
+            "prediction(model = 'yolo@8.1' AND class = 'car' AND score >= 0.5)",
+            "prediction(model = 'yolo@8.1' AND class = 'car' AND score >= 0.5)",
+        ),
+        (
+            "label(class='car') AND NOT prediction(model='X@1' AND class='car')",
+            "label(class = 'car') AND NOT (prediction(model = 'X@1' AND class = 'car'))",
+        ),
+    ],
+)
 def test_every_construct_parses_to_its_canonical_text(text, canonical):
     assert to_text(check(text)) == canonical
     assert to_text(check(canonical)) == canonical
@@ -87,31 +109,37 @@ def test_error_has_line_column_and_caret():
     assert error.extra == {"line": 2, "column": 12, "caret": error.caret()}
 
 
-@pytest.mark.parametrize("text, column, message", [
-    ("width = ", 9, "the query ends too early"),
-    ("width = 'open", 9, "unexpected character"),
-    ("width = 1 height", 11, "unexpected 'height'"),
-    ("width ~ 1", 7, "unexpected character '~'"),
-    ("label(class = 'car'", 20, "the query ends too early"),
-    ("", 1, "the query is empty"),
-])
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("width = ", 9, "the query ends too early"),
+        ("width = 'open", 9, "unexpected character"),
+        ("width = 1 height", 11, "unexpected 'height'"),
+        ("width ~ 1", 7, "unexpected character '~'"),
+        ("label(class = 'car'", 20, "the query ends too early"),
+        ("", 1, "the query is empty"),
+    ],
+)
 def test_syntax_errors_point_at_the_spot(text, column, message):
     error = error_of(text)
     assert error.column == column
     assert message in error.message
 
 
-@pytest.mark.parametrize("text, message", [
-    ("metadata.wether = 'rain'", "unknown field 'metadata.wether'; did you mean 'metadata.weather'?"),
-    ("widht > 3", "unknown field 'widht'; did you mean 'width'?"),
-    ("label(clas = 'car')", "unknown label field 'clas'; did you mean 'class'?"),
-    ("prediction(scor > 0.5)", "unknown prediction field 'scor'; did you mean 'score'?"),
-    ("label(score > 0.5)", "unknown label field 'score'"),
-    ("class = 'car'", "'class' is a field of labels and predictions: write label(class ...)"),
-    ("label(width > 3)", "row fields go outside label(...)"),
-    ("metadata = 1", "name a metadata path"),
-    ("label(attributes = 1)", "name an attribute"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metadata.wether = 'rain'", "unknown field 'metadata.wether'; did you mean 'metadata.weather'?"),
+        ("widht > 3", "unknown field 'widht'; did you mean 'width'?"),
+        ("label(clas = 'car')", "unknown label field 'clas'; did you mean 'class'?"),
+        ("prediction(scor > 0.5)", "unknown prediction field 'scor'; did you mean 'score'?"),
+        ("label(score > 0.5)", "unknown label field 'score'"),
+        ("class = 'car'", "'class' is a field of labels and predictions: write label(class ...)"),
+        ("label(width > 3)", "row fields go outside label(...)"),
+        ("metadata = 1", "name a metadata path"),
+        ("label(attributes = 1)", "name an attribute"),
+    ],
+)
 def test_unknown_fields_name_the_closest_known_ones(text, message):
     assert message in error_of(text).message
 
@@ -121,26 +149,32 @@ def test_suggestions_are_also_given_as_data():
     assert "suggestions" not in error_of("label(score > 0.5)").extra
 
 
-@pytest.mark.parametrize("text, column, message", [
-    ("metadata.capture.gps.lat > 'north'", 28,
-     "type mismatch: metadata.capture.gps.lat is a number field but 'north' is a string"),
-    ("metadata.weather = 3", 20, "type mismatch: metadata.weather is a string field but 3 is a number"),
-    ("metadata.night = 'yes'", 18, "type mismatch: metadata.night is a boolean field but 'yes' is a string"),
-    ("width IN (1, 'two')", 14, "type mismatch: width is a number field but 'two' is a string"),
-    ("created_at > 'yesterday'", 14, "created_at is a datetime field: 'yesterday' is not an ISO 8601 date"),
-    ("metadata.night < true", 1, "metadata.night is a boolean field: it takes = and !=, not <"),
-    ("tags > 'a'", 1, "tags is a tags field: it takes = and !=, not >"),
-    ("width LIKE 'a%'", 1, "width is a number field: LIKE needs a string field"),
-    ("metadata.night BETWEEN true AND false", 1, "BETWEEN needs a string, number or datetime field"),
-    ("label(attributes.size BETWEEN 1 AND 'z')", 37, "BETWEEN needs two values of one type"),
-    ("uri UNDER 'a'", 1, "UNDER works on class only"),
-    ("MATCH(metadata.capture.gps.lat, 'x')", 1, "MATCH needs a string metadata field"),
-    ("label(MATCH(attributes.color, 'x'))", 7, "MATCH needs a string metadata field, not attributes.color"),
-    ("uri LIKE 'a\\'", 10, "cannot end with a lone backslash"),
-    ("label(label(class = 'x'))", 7, "label(...) cannot be nested inside label(...)"),
-    ("COUNT(label) >= 1.5", 17, "COUNT compares to a whole number"),
-    ("width > 1e999", 9, "out of range"),
-])
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        (
+            "metadata.capture.gps.lat > 'north'",
+            28,
+            "type mismatch: metadata.capture.gps.lat is a number field but 'north' is a string",
+        ),
+        ("metadata.weather = 3", 20, "type mismatch: metadata.weather is a string field but 3 is a number"),
+        ("metadata.night = 'yes'", 18, "type mismatch: metadata.night is a boolean field but 'yes' is a string"),
+        ("width IN (1, 'two')", 14, "type mismatch: width is a number field but 'two' is a string"),
+        ("created_at > 'yesterday'", 14, "created_at is a datetime field: 'yesterday' is not an ISO 8601 date"),
+        ("metadata.night < true", 1, "metadata.night is a boolean field: it takes = and !=, not <"),
+        ("tags > 'a'", 1, "tags is a tags field: it takes = and !=, not >"),
+        ("width LIKE 'a%'", 1, "width is a number field: LIKE needs a string field"),
+        ("metadata.night BETWEEN true AND false", 1, "BETWEEN needs a string, number or datetime field"),
+        ("label(attributes.size BETWEEN 1 AND 'z')", 37, "BETWEEN needs two values of one type"),
+        ("uri UNDER 'a'", 1, "UNDER works on class only"),
+        ("MATCH(metadata.capture.gps.lat, 'x')", 1, "MATCH needs a string metadata field"),
+        ("label(MATCH(attributes.color, 'x'))", 7, "MATCH needs a string metadata field, not attributes.color"),
+        ("uri LIKE 'a\\'", 10, "cannot end with a lone backslash"),
+        ("label(label(class = 'x'))", 7, "label(...) cannot be nested inside label(...)"),
+        ("COUNT(label) >= 1.5", 17, "COUNT compares to a whole number"),
+        ("width > 1e999", 9, "out of range"),
+    ],
+)
 def test_type_and_operator_errors_are_named(text, column, message):
     error = error_of(text)
     assert message in error.message
@@ -155,8 +189,10 @@ SLICES = {
     "loop a": SliceDefinition(id=11, name="loop a", live=True, query="width > 1 OR IN SLICE 'loop b'"),
     "loop b": SliceDefinition(id=12, name="loop b", live=True, query="IN SLICE 'loop a'"),
     "broken": SliceDefinition(id=13, name="broken", live=True, query="metadata.wether = 'rain'"),
-    **{f"level {i}": SliceDefinition(id=100 + i, name=f"level {i}", live=True, query=f"IN SLICE 'level {i + 1}'")
-       for i in range(12)},
+    **{
+        f"level {i}": SliceDefinition(id=100 + i, name=f"level {i}", live=True, query=f"IN SLICE 'level {i + 1}'")
+        for i in range(12)
+    },
 }
 
 
@@ -187,13 +223,18 @@ def test_unknown_slices_get_the_closest_names():
         check("IN SLICE 'hard cases'")  # no slices given: none is known
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("IN SLICE 'loop a'", "slice 'loop a' refers to itself: 'loop a' -> 'loop b' -> 'loop a'"),
-    ("IN SLICE 'level 0'", "live slices nest more than 8 deep"),
-    ("IN SLICE 'broken'", "the query of live slice 'broken' fails at its line 1, column 1: unknown field "
-                          "'metadata.wether'"),
-    ("label(IN SLICE 'hard cases')", "IN SLICE selects datarows: it cannot be used inside label(...)"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("IN SLICE 'loop a'", "slice 'loop a' refers to itself: 'loop a' -> 'loop b' -> 'loop a'"),
+        ("IN SLICE 'level 0'", "live slices nest more than 8 deep"),
+        (
+            "IN SLICE 'broken'",
+            "the query of live slice 'broken' fails at its line 1, column 1: unknown field 'metadata.wether'",
+        ),
+        ("label(IN SLICE 'hard cases')", "IN SLICE selects datarows: it cannot be used inside label(...)"),
+    ],
+)
 def test_slice_cycles_depth_and_broken_live_queries_are_errors(text, message):
     with pytest.raises(QueryError) as raised:
         check_slices(text)
@@ -201,8 +242,10 @@ def test_slice_cycles_depth_and_broken_live_queries_are_errors(text, message):
 
 
 def test_keywords_are_case_insensitive_and_usable_as_metadata_keys():
-    assert to_text(check("metadata.and > 1 and not metadata.weather is null")) == \
-        "metadata.and > 1 AND NOT (NOT (metadata.weather IS NOT NULL))"
+    assert (
+        to_text(check("metadata.and > 1 and not metadata.weather is null"))
+        == "metadata.and > 1 AND NOT (NOT (metadata.weather IS NOT NULL))"
+    )
 
 
 def test_query_length_limit():
@@ -234,7 +277,7 @@ def test_object_condition_limit():
 
 def test_strings_and_names_with_nul_are_refused():
     assert "NUL" in error_of("uri = 'a\x00b'").message
-    assert "NUL" in error_of("label(attributes.\"a\x00b\" = 1)").message
+    assert "NUL" in error_of('label(attributes."a\x00b" = 1)').message
 
 
 def test_lone_surrogates_are_refused_at_their_position():

@@ -31,7 +31,7 @@ ISSUE_EXAMPLES = [
     "metadata.weather IS NULL OR width IS NULL",
     "metadata.objects_seen = 'car' AND metadata.people.age BETWEEN 18 AND 65",
     "external_id LIKE 'img-0_5' OR uri LIKE 's3://bucket/c\\_d/%'",
-    "metadata.\"odd \"\"key\"\" x\" LIKE 'r%'",
+    'metadata."odd ""key"" x" LIKE \'r%\'',
     "(width >= 640 OR height < 300) AND metadata.night = false",
 ]
 
@@ -63,13 +63,14 @@ def test_in_slice_agrees_with_the_reference(search_data, postgres_ids):
         assert expected, text
         assert postgres_ids(query, search_data.project_id) == expected, text
     # the frozen and the live slice of one query hold the same rows while the data does not change
-    frozen, live = (validate(parse(f"IN SLICE '{name}'"), catalog=search_data.catalog, text="x",
-                             slices=search_data.slices) for name in ("rainy frozen", "rainy live"))
+    frozen, live = (
+        validate(parse(f"IN SLICE '{name}'"), catalog=search_data.catalog, text="x", slices=search_data.slices)
+        for name in ("rainy frozen", "rainy live")
+    )
     assert postgres_ids(frozen, search_data.project_id) == postgres_ids(live, search_data.project_id)
 
 
-def test_compiled_without_a_connection_the_lookups_are_subqueries_with_the_same_answers(search_data,
-                                                                                        django_db_blocker):
+def test_compiled_without_a_connection_the_lookups_are_subqueries_with_the_same_answers(search_data, django_db_blocker):
     """datarow_ids binds the ids it reads first; compile_query alone leaves them to subqueries: same rows."""
     from django.db import connection
 
@@ -82,8 +83,9 @@ def test_compiled_without_a_connection_the_lookups_are_subqueries_with_the_same_
             cursor.execute(compiled.sql, compiled.params)
             assert [row[0] for row in cursor.fetchall()] == reference.datarow_ids(query, search_data.rows), text
     text = "label(class = 'vehicle/car')"
-    compiled = compile_query(validate(parse(text), catalog=search_data.catalog, text=text),
-                             project_id=search_data.project_id)
+    compiled = compile_query(
+        validate(parse(text), catalog=search_data.catalog, text=text), project_id=search_data.project_id
+    )
     assert "SELECT id FROM datasets_ontologyclass" in compiled.sql
 
 
@@ -96,15 +98,21 @@ def test_dataset_scope_keeps_to_one_dataset(search_data, postgres_ids):
 
 def test_values_are_bound_parameters_never_sql_text(search_data):
     text = "metadata.weather = 'x''; DROP TABLE datasets_datarow; --' AND label(attributes.\"a'b\" = 'c')"
-    compiled = compile_query(validate(parse(text), catalog=search_data.catalog, text=text),
-                             project_id=search_data.project_id)
+    compiled = compile_query(
+        validate(parse(text), catalog=search_data.catalog, text=text), project_id=search_data.project_id
+    )
     assert "DROP" not in compiled.sql and "a'b" not in compiled.sql
     assert any("DROP TABLE" in str(param) for param in compiled.params)
 
 
 def test_random_queries_agree_with_the_reference(search_data, postgres_ids):
-    @settings(max_examples=400, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=400,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(queries(search_data.dataset_ids, tuple(search_data.slices)))
     def agree(tree):
         text = to_text(tree)
@@ -121,29 +129,35 @@ def test_examples_render_back_to_an_equivalent_query(text, search_data):
     assert to_text(parse(to_text(tree))) == to_text(tree)
 
 
-@pytest.mark.parametrize("text", [
-    "label(attributes.\"😀 \"\"k\"\" \\ \n\" = 'v\\''\"\n😀 é \t')",
-    "label(attributes.color IN ('\\\\', '\"', 'a\\u0041', '$', '@', '$.x ? (@ == 1)'))",
-    "label(attributes.truncation BETWEEN -1e-300 AND 1e300 OR attributes.truncation = 0.1)",
-    "metadata.weather > '😀' OR metadata.weather LIKE '%\\_%' OR MATCH(metadata.caption, '!!! & | <-> :*')",
-    "metadata.\"odd \"\"key\"\" x\" IN ('it''s', '\\')",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'label(attributes."😀 ""k"" \\ \n" = \'v\\\'\'"\n😀 é \t\')',
+        "label(attributes.color IN ('\\\\', '\"', 'a\\u0041', '$', '@', '$.x ? (@ == 1)'))",
+        "label(attributes.truncation BETWEEN -1e-300 AND 1e300 OR attributes.truncation = 0.1)",
+        "metadata.weather > '😀' OR metadata.weather LIKE '%\\_%' OR MATCH(metadata.caption, '!!! & | <-> :*')",
+        "metadata.\"odd \"\"key\"\" x\" IN ('it''s', '\\')",
+    ],
+)
 def test_awkward_keys_and_values_run_and_agree(text, search_data, postgres_ids):
     query = validate(parse(text), catalog=search_data.catalog, text=text)
     assert postgres_ids(query, search_data.project_id) == reference.datarow_ids(query, search_data.rows)
 
 
-@pytest.mark.parametrize(("text", "reads"), [
-    ("label(class = 'vehicle/car')", False),
-    ("label(class UNDER 'vehicle') AND tags = 'night'", False),
-    ("prediction(model = 'yolo@1' AND class = 'vehicle/car' AND score >= 0.5)", False),
-    ("COUNT(label WHERE class = 'person') >= 3", False),
-    ("COUNT(label) >= 3", False),
-    ("metadata.weather = 'rain' AND width > 100", False),
-    ("label(class UNDER 'vehicle' AND area > 1000)", True),
-    ("NOT label(attributes.occluded = true)", True),
-    ("tags = 'night' OR COUNT(prediction WHERE w > 10) >= 1", True),
-    ("prediction(kind = 'box')", True),
-])
+@pytest.mark.parametrize(
+    ("text", "reads"),
+    [
+        ("label(class = 'vehicle/car')", False),
+        ("label(class UNDER 'vehicle') AND tags = 'night'", False),
+        ("prediction(model = 'yolo@1' AND class = 'vehicle/car' AND score >= 0.5)", False),
+        ("COUNT(label WHERE class = 'person') >= 3", False),
+        ("COUNT(label) >= 3", False),
+        ("metadata.weather = 'rain' AND width > 100", False),
+        ("label(class UNDER 'vehicle' AND area > 1000)", True),
+        ("NOT label(attributes.occluded = true)", True),
+        ("tags = 'night' OR COUNT(prediction WHERE w > 10) >= 1", True),
+        ("prediction(kind = 'box')", True),
+    ],
+)
 def test_a_condition_on_an_object_field_no_index_holds_reads_object_rows(text, reads, search_data):
     assert reads_object_rows(validate(parse(text), catalog=search_data.catalog, text=text)) is reads

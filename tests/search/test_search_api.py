@@ -34,8 +34,16 @@ QUERIES = [
     "prediction(model = 'yolo@1') OR MATCH(metadata.caption, 'red car')",
     "metadata.weather != 'rain'",
 ]
-FACETS = ["label.class", "prediction.class", "tags", "metadata.weather", "metadata.night", "metadata.capture.gps.lat",
-          "metadata.objects_seen", "metadata.people.name"]
+FACETS = [
+    "label.class",
+    "prediction.class",
+    "tags",
+    "metadata.weather",
+    "metadata.night",
+    "metadata.capture.gps.lat",
+    "metadata.objects_seen",
+    "metadata.people.name",
+]
 
 
 def _url(project_id: int) -> str:
@@ -75,21 +83,35 @@ def test_results_are_the_engines_ids(text, search_data, postgres_ids, client):
     expected = _expected_ids(search_data, text)
     assert [row["id"] for row in rows] == expected
     if text:
-        assert postgres_ids(validate(parse(text), catalog=search_data.catalog, text=text),
-                            search_data.project_id) == expected
+        assert (
+            postgres_ids(validate(parse(text), catalog=search_data.catalog, text=text), search_data.project_id)
+            == expected
+        )
 
 
 def test_dataset_narrows_the_search_and_rows_have_the_datarow_list_shape(search_data, client):
     second = search_data.dataset_ids[1]
-    body = client.post(_url(search_data.project_id), {"query": "uri LIKE 's3://%'", "dataset": second, "page_size": 500},
-                       format="json").json()
+    body = client.post(
+        _url(search_data.project_id), {"query": "uri LIKE 's3://%'", "dataset": second, "page_size": 500}, format="json"
+    ).json()
     assert [row["id"] for row in body["results"]] == _expected_ids(search_data, "", second)
-    assert set(body["results"][0]) == {"id", "external_id", "uri", "media_type", "width", "height", "metadata", "tags",
-                                       "created_at", "updated_at"}
+    assert set(body["results"][0]) == {
+        "id",
+        "external_id",
+        "uri",
+        "media_type",
+        "width",
+        "height",
+        "metadata",
+        "tags",
+        "created_at",
+        "updated_at",
+    }
     assert body["total"] == {"value": len(body["results"]), "relation": "eq"}
     assert body["facets"] == {} and isinstance(body["took_ms"], int)
-    no_query = client.post(_url(search_data.project_id), {"query": None, "dataset": second, "page_size": 500},
-                           format="json").json()
+    no_query = client.post(
+        _url(search_data.project_id), {"query": None, "dataset": second, "page_size": 500}, format="json"
+    ).json()
     assert no_query["results"] == body["results"]
 
 
@@ -100,20 +122,30 @@ def test_keyset_pages_walk_every_match_once_in_sort_order(sort, search_data, cli
     rows, pages = _walk(client, search_data.project_id, {"query": text, "sort": sort, "page_size": 7})
     # then
     by_id = {row["id"]: row for row in search_data.rows}
-    expected = sorted(_expected_ids(search_data, text),
-                      key=lambda i: (by_id[i]["created_at"], i) if sort.endswith("created_at") else i,
-                      reverse=sort.startswith("-"))
+    expected = sorted(
+        _expected_ids(search_data, text),
+        key=lambda i: (by_id[i]["created_at"], i) if sort.endswith("created_at") else i,
+        reverse=sort.startswith("-"),
+    )
     assert [row["id"] for row in rows] == expected
     assert pages == -(-len(expected) // 7) and len(expected) > 7
 
 
 def test_a_cursor_of_another_sort_or_not_from_the_api_is_a_400(search_data, client):
     first = client.post(_url(search_data.project_id), {"sort": "created_at", "page_size": 3}, format="json").json()
-    other_sort = client.post(_url(search_data.project_id), {"sort": "id", "cursor": first["next_cursor"]},
-                             format="json")
+    other_sort = client.post(
+        _url(search_data.project_id), {"sort": "id", "cursor": first["next_cursor"]}, format="json"
+    )
     assert other_sort.status_code == 400 and other_sort.json()["extra"]["fields"]["cursor"]
-    for forged in ["not-a-cursor", ["created_at", 5, 1], ["id", None, -1], ["id", None, 2 ** 63], ["up", None, 1],
-                   ["created_at", "yesterday", 1], {"id": 1}]:
+    for forged in [
+        "not-a-cursor",
+        ["created_at", 5, 1],
+        ["id", None, -1],
+        ["id", None, 2**63],
+        ["up", None, 1],
+        ["created_at", "yesterday", 1],
+        {"id": 1},
+    ]:
         text = forged if isinstance(forged, str) else base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
         response = client.post(_url(search_data.project_id), {"sort": "created_at", "cursor": text}, format="json")
         assert response.status_code == 400 and response.json()["extra"]["fields"]["cursor"], forged
@@ -125,8 +157,9 @@ def test_a_cursor_of_another_sort_or_not_from_the_api_is_a_400(search_data, clie
 
 def test_estimate_is_exact_up_to_the_cap_and_a_lower_bound_past_it(search_data, client, monkeypatch):
     def total(text: str, count: str) -> dict:
-        return client.post(_url(search_data.project_id), {"query": text, "count": count, "page_size": 1},
-                           format="json").json()["total"]
+        return client.post(
+            _url(search_data.project_id), {"query": text, "count": count, "page_size": 1}, format="json"
+        ).json()["total"]
 
     few, many = "external_id IN ('img-001', 'img-002', 'img-003')", "metadata.weather != 'rain'"
     assert total(many, "estimate") == {"value": len(_expected_ids(search_data, many)), "relation": "eq"}
@@ -163,8 +196,9 @@ def _recount(rows: list[dict], facet: str) -> dict:
 @pytest.mark.parametrize("text", ["", "label(class UNDER 'vehicle') OR metadata.night = true"])
 def test_facets_count_matching_rows_per_value(text, search_data, client):
     # when
-    body = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "page_size": 1},
-                       format="json").json()
+    body = client.post(
+        _url(search_data.project_id), {"query": text, "facets": FACETS, "page_size": 1}, format="json"
+    ).json()
     # then
     matching = set(_expected_ids(search_data, text))
     rows = [row for row in search_data.rows if row["id"] in matching]
@@ -173,8 +207,9 @@ def test_facets_count_matching_rows_per_value(text, search_data, client):
         assert len(expected) <= 20, facet  # the data has fewer values than one facet shows
         buckets = body["facets"][facet]
         # booleans first: True == 1 as a dict key, so the type goes into the key
-        assert {(type(b["value"]) is bool, b["value"]): b["count"] for b in buckets} == \
-               {(type(value) is bool, value): count for value, count in expected.items()}, facet
+        assert {(type(b["value"]) is bool, b["value"]): b["count"] for b in buckets} == {
+            (type(value) is bool, value): count for value, count in expected.items()
+        }, facet
         assert [b["count"] for b in buckets] == sorted((b["count"] for b in buckets), reverse=True)
 
 
@@ -182,8 +217,9 @@ def _assert_facets(body: dict, rows: list[dict]) -> None:
     for facet in FACETS:
         expected = _recount(rows, facet)
         # booleans first: True == 1 as a dict key, so the type goes into the key
-        assert {(type(b["value"]) is bool, b["value"]): b["count"] for b in body["facets"][facet]} == \
-               {(type(value) is bool, value): count for value, count in expected.items()}, facet
+        assert {(type(b["value"]) is bool, b["value"]): b["count"] for b in body["facets"][facet]} == {
+            (type(value) is bool, value): count for value, count in expected.items()
+        }, facet
 
 
 def test_estimate_past_the_cap_counts_facets_over_the_first_matches_and_says_so(search_data, client, monkeypatch):
@@ -194,8 +230,11 @@ def test_estimate_past_the_cap_counts_facets_over_the_first_matches_and_says_so(
     assert len(matching) > 10
 
     def search(count: str) -> dict:
-        return client.post(_url(search_data.project_id), {"query": text, "count": count, "facets": FACETS,
-                                                          "page_size": 1}, format="json").json()
+        return client.post(
+            _url(search_data.project_id),
+            {"query": text, "count": count, "facets": FACETS, "page_size": 1},
+            format="json",
+        ).json()
 
     # when
     estimated, exact = search("estimate"), search("exact")
@@ -214,13 +253,18 @@ def test_facets_outside_the_facet_fields_are_a_400(facet, search_data, client):
 
 
 def test_a_bad_query_is_a_400_that_points_at_it(search_data, client):
-    response = client.post(_url(search_data.project_id), {"query": "tags = 'x' AND\nmetadata.wether = 'rain'"},
-                           format="json")
+    response = client.post(
+        _url(search_data.project_id), {"query": "tags = 'x' AND\nmetadata.wether = 'rain'"}, format="json"
+    )
     assert response.status_code == 400
     body = response.json()
     assert "metadata.weather" in body["message"]
-    assert body["extra"] == {"line": 2, "column": 1, "caret": "metadata.wether = 'rain'\n^",
-                             "suggestions": ["metadata.weather"]}
+    assert body["extra"] == {
+        "line": 2,
+        "column": 1,
+        "caret": "metadata.wether = 'rain'\n^",
+        "suggestions": ["metadata.weather"],
+    }
 
 
 def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_data, make_token, api_client):
@@ -234,20 +278,23 @@ def test_another_tenant_sees_none_of_the_rows_even_with_their_dataset_id(search_
     # when
     own = client_b.post(_url(project_b.pk), {}, format="json")
     with_a_dataset = client_b.post(_url(project_b.pk), {"dataset": search_data.dataset_ids[0]}, format="json")
-    at_a_project = client_b.post(_url(search_data.project_id), {"dataset": search_data.dataset_ids[0]},
-                                 format="json")
+    at_a_project = client_b.post(_url(search_data.project_id), {"dataset": search_data.dataset_ids[0]}, format="json")
     # then
     assert own.status_code == 200 and own.json()["results"] == [] and own.json()["total"]["value"] == 0
     no_dataset = f"Dataset {search_data.dataset_ids[0]} does not exist in project {project_b.pk}."
     assert (with_a_dataset.status_code, with_a_dataset.json()) == (
-        400, {"message": no_dataset, "extra": {"fields": {"dataset": [no_dataset]}}})
+        400,
+        {"message": no_dataset, "extra": {"fields": {"dataset": [no_dataset]}}},
+    )
     # A's project id is no project of B's (a 404 of the URL), or (the ids are per schema) B's own project, which
     # lacks A's dataset (a 400 on the body's field)
     if project_b.pk == search_data.project_id:
         assert (at_a_project.status_code, at_a_project.json()["message"]) == (400, no_dataset)
     else:
         assert (at_a_project.status_code, at_a_project.json()) == (
-            404, {"message": f"Project {search_data.project_id} does not exist.", "extra": {}})
+            404,
+            {"message": f"Project {search_data.project_id} does not exist.", "extra": {}},
+        )
 
 
 def test_a_viewer_can_search_and_no_token_cannot(search_data, make_token, api_client):
@@ -262,7 +309,7 @@ def _mutated(mutation) -> str:
     """A valid query with one character replaced by a token of the language (or appended past its end)."""
     tree, position, token = mutation
     text = to_text(tree)
-    return text[:position] + token + text[position + 1:]
+    return text[:position] + token + text[position + 1 :]
 
 
 def test_junk_requests_are_answered_200_or_400_never_500(search_data, client):
@@ -272,15 +319,30 @@ def test_junk_requests_are_answered_200_or_400_never_500(search_data, client):
         st.lists(st.sampled_from(TOKENS), max_size=20).map(" ".join),
         st.tuples(queries(search_data.dataset_ids), st.integers(0, 200), st.sampled_from(TOKENS)).map(_mutated),
     )
-    junk_values = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70), st.text(max_size=10),
-                            st.lists(st.text(max_size=5), max_size=3))
+    junk_values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.text(max_size=10),
+        st.lists(st.text(max_size=5), max_size=3),
+    )
 
     statuses = Counter()
 
-    @settings(max_examples=300, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(junk_text, st.just({}) | st.dictionaries(st.sampled_from(["page_size", "sort", "cursor", "count", "facets"]),
-                                                    junk_values, min_size=1, max_size=2))
+    @settings(
+        max_examples=300,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        junk_text,
+        st.just({})
+        | st.dictionaries(
+            st.sampled_from(["page_size", "sort", "cursor", "count", "facets"]), junk_values, min_size=1, max_size=2
+        ),
+    )
     def answered(text, extra):
         response = client.post(_url(search_data.project_id), {"query": text, **extra}, format="json")
         assert response.status_code in (200, 400), (text, extra, response.content)
@@ -324,12 +386,14 @@ def test_a_search_reads_from_the_reader(search_data, make_token, api_client):
     client = api_client(make_token(TENANT_A))
 
     def search() -> dict:
-        with CaptureQueriesContext(connections["reader"]) as on_reader, \
-                CaptureQueriesContext(connections["default"]) as on_writer:
-            response = client.post(_url(search_data.project_id), {"query": "tags = 'night'", "facets": ["tags"]},
-                                   format="json")
-        return {"response": response, "reader": [q["sql"] for q in on_reader],
-                "writer": [q["sql"] for q in on_writer]}
+        with (
+            CaptureQueriesContext(connections["reader"]) as on_reader,
+            CaptureQueriesContext(connections["default"]) as on_writer,
+        ):
+            response = client.post(
+                _url(search_data.project_id), {"query": "tags = 'night'", "facets": ["tags"]}, format="json"
+            )
+        return {"response": response, "reader": [q["sql"] for q in on_reader], "writer": [q["sql"] for q in on_writer]}
 
     answered = _outside_the_test_transaction(search)
     assert answered["response"].status_code == 200
@@ -339,7 +403,8 @@ def test_a_search_reads_from_the_reader(search_data, make_token, api_client):
 
 
 def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connection_as_it_was(
-        search_data, make_token, api_client, settings):
+    search_data, make_token, api_client, settings
+):
     # given: outside the test's transaction (another thread), as in production
     settings.SEARCH_ESTIMATE_WORK_MEM = "7MB"
     settings.SEARCH_ESTIMATE_RANDOM_PAGE_COST = 1.7
@@ -360,17 +425,21 @@ def test_the_capped_count_runs_with_the_search_settings_and_leaves_the_connectio
     def search():
         seen["before"] = show_settings()
         with connections["reader"].execute_wrapper(note_settings):
-            seen["response"] = client.post(_url(search_data.project_id),
-                                           {"query": "tags = 'night'", "count": "estimate", "page_size": 1},
-                                           format="json")
+            seen["response"] = client.post(
+                _url(search_data.project_id),
+                {"query": "tags = 'night'", "count": "estimate", "page_size": 1},
+                format="json",
+            )
         seen["after"] = show_settings()
 
     # when
     _outside_the_test_transaction(search)
     # then
     assert seen["response"].status_code == 200
-    assert seen["response"].json()["total"] == {"value": len(_expected_ids(search_data, "tags = 'night'")),
-                                                "relation": "eq"}
+    assert seen["response"].json()["total"] == {
+        "value": len(_expected_ids(search_data, "tags = 'night'")),
+        "relation": "eq",
+    }
     assert seen["during"] == ("7MB", "1.7")
     assert seen["after"] == seen["before"] and seen["before"] != seen["during"]
 
@@ -383,13 +452,17 @@ BROAD_CLASS_QUERY = "label(class UNDER 'vehicle') OR metadata.night = true"
 ATTRIBUTE_QUERY = "label(class UNDER 'vehicle' AND attributes.occluded = true)"
 
 
-@pytest.mark.parametrize(("parallel", "text", "sessions_of_their_own"), [
-    (True, BROAD_CLASS_QUERY, True),
-    (False, BROAD_CLASS_QUERY, False),
-    (True, ATTRIBUTE_QUERY, False),
-])
+@pytest.mark.parametrize(
+    ("parallel", "text", "sessions_of_their_own"),
+    [
+        (True, BROAD_CLASS_QUERY, True),
+        (False, BROAD_CLASS_QUERY, False),
+        (True, ATTRIBUTE_QUERY, False),
+    ],
+)
 def test_exact_object_facets_run_on_sessions_of_their_own_unless_the_condition_reads_object_rows(
-        parallel, text, sessions_of_their_own, search_data, make_token, api_client, settings):
+    parallel, text, sessions_of_their_own, search_data, make_token, api_client, settings
+):
     # given
     settings.SEARCH_PARALLEL_FACETS = parallel
     wait_for_reader()
@@ -397,8 +470,9 @@ def test_exact_object_facets_run_on_sessions_of_their_own_unless_the_condition_r
 
     def search():
         with CaptureQueriesContext(connections["reader"]) as on_reader:
-            response = client.post(_url(search_data.project_id), {"query": text, "facets": FACETS, "page_size": 1},
-                                   format="json")
+            response = client.post(
+                _url(search_data.project_id), {"query": text, "facets": FACETS, "page_size": 1}, format="json"
+            )
         return response, [query["sql"] for query in on_reader]
 
     # when
@@ -415,7 +489,8 @@ def test_exact_object_facets_run_on_sessions_of_their_own_unless_the_condition_r
 
 
 def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_write(
-        search_data, make_token, api_client, monkeypatch):
+    search_data, make_token, api_client, monkeypatch
+):
     # given: a label of a new class is committed (and replayed on the reader) after the request's session has
     # exported its snapshot and before the class facet's session starts its statement
     from datasets.models import Label, OntologyClass
@@ -429,8 +504,13 @@ def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_wr
     def write_then_fetch(*args):
         with tenant_scope(TENANT_A):
             intruder = OntologyClass.objects.create(project_id=search_data.project_id, name="intruder")
-            Label.objects.create(datarow_id=search_data.rows[0]["id"], ontology_class=intruder, kind="classification",
-                                 source="test", updated_by="test")
+            Label.objects.create(
+                datarow_id=search_data.rows[0]["id"],
+                ontology_class=intruder,
+                kind="classification",
+                source="test",
+                updated_by="test",
+            )
             wait_for_reader()
         connections["default"].close()
         return fetch_in_snapshot(*args)
@@ -438,8 +518,11 @@ def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_wr
     monkeypatch.setattr(snapshot_sessions, "_fetch_all_in_snapshot", write_then_fetch)
     try:
         # when
-        response = _outside_the_test_transaction(lambda: client.post(
-            _url(search_data.project_id), {"facets": ["label.class", "tags"], "page_size": 1}, format="json"))
+        response = _outside_the_test_transaction(
+            lambda: client.post(
+                _url(search_data.project_id), {"facets": ["label.class", "tags"], "page_size": 1}, format="json"
+            )
+        )
         # then: the class facet counts the classes as they were when the total was counted
         assert response.status_code == 200
         assert response.json()["total"] == {"value": len(search_data.rows), "relation": "eq"}
@@ -447,6 +530,7 @@ def test_the_object_facet_sessions_read_the_snapshot_of_the_total_not_a_later_wr
         assert classes == _recount(search_data.rows, "label.class")
         assert "intruder" not in classes
     finally:
+
         def remove_intruder():
             with tenant_scope(TENANT_A):
                 Label.objects.filter(ontology_class__name="intruder").delete()
@@ -464,10 +548,13 @@ def test_page_size_sizes_a_search_page_and_limit_is_refused_by_name(search_data,
     assert set(old_name.json()["extra"]["fields"]) == {"limit", "cursr"}
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ("prediction(model = 'yolo')", "model takes 'name@version', e.g. 'yolo@8.1': 'yolo' names no version"),
-    ("prediction(model IN ('yolo@1', 'yolo@99'))", "unknown model version 'yolo@99'"),
-])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("prediction(model = 'yolo')", "model takes 'name@version', e.g. 'yolo@8.1': 'yolo' names no version"),
+        ("prediction(model IN ('yolo@1', 'yolo@99'))", "unknown model version 'yolo@99'"),
+    ],
+)
 def test_a_model_version_the_project_lacks_is_a_400_naming_it(search_data, client, query, message):
     # a query that would otherwise silently match nothing
     response = client.post(_url(search_data.project_id), {"query": query}, format="json")

@@ -46,15 +46,17 @@ def datarows_locked():
         blocker.rollback()
 
 
-def test_a_search_that_reaches_the_statement_timeout_is_a_422_that_says_to_narrow_the_query(search_data, client,
-                                                                                             settings):
+def test_a_search_that_reaches_the_statement_timeout_is_a_422_that_says_to_narrow_the_query(
+    search_data, client, settings
+):
     # given
     settings.SEARCH_STATEMENT_TIMEOUT_MS = 200
     # when
     with datarows_locked():
         started = time.monotonic()
-        response = client.post(_url(search_data.project_id), {"query": "tags = 'night'", "facets": ["tags"]},
-                               format="json")
+        response = client.post(
+            _url(search_data.project_id), {"query": "tags = 'night'", "facets": ["tags"]}, format="json"
+        )
         took = time.monotonic() - started
     # then
     assert response.status_code == 422, response.content
@@ -64,16 +66,20 @@ def test_a_search_that_reaches_the_statement_timeout_is_a_422_that_says_to_narro
     assert took < 3
 
 
-@pytest.mark.parametrize(("setting", "value", "query", "where"), [
-    ("SEARCH_MAX_IN_VALUES", 3, "metadata.weather IN ('a', 'b', 'c', 'd')", (1, 37)),
-    ("SEARCH_MAX_PATTERN_LENGTH", 5, "external_id LIKE 'img-00%'", (1, 18)),
-    ("SEARCH_MAX_PATTERN_LENGTH", 5, "MATCH(metadata.caption, 'red car')", (1, 25)),
-    ("SEARCH_MAX_PATTERN_WILDCARDS", 2, "uri LIKE '%a_b%'", (1, 10)),
-    ("SEARCH_MAX_DEPTH", 2, "NOT (tags = 'a' OR NOT tags = 'b')", None),
-    ("SEARCH_MAX_QUERY_CHARS", 20, "tags = 'night' AND tags = 'day'", (1, 1)),
-])
-def test_a_query_over_a_size_limit_is_a_400_naming_the_limit_its_setting_and_where(setting, value, query, where,
-                                                                                   search_data, client, settings):
+@pytest.mark.parametrize(
+    ("setting", "value", "query", "where"),
+    [
+        ("SEARCH_MAX_IN_VALUES", 3, "metadata.weather IN ('a', 'b', 'c', 'd')", (1, 37)),
+        ("SEARCH_MAX_PATTERN_LENGTH", 5, "external_id LIKE 'img-00%'", (1, 18)),
+        ("SEARCH_MAX_PATTERN_LENGTH", 5, "MATCH(metadata.caption, 'red car')", (1, 25)),
+        ("SEARCH_MAX_PATTERN_WILDCARDS", 2, "uri LIKE '%a_b%'", (1, 10)),
+        ("SEARCH_MAX_DEPTH", 2, "NOT (tags = 'a' OR NOT tags = 'b')", None),
+        ("SEARCH_MAX_QUERY_CHARS", 20, "tags = 'night' AND tags = 'day'", (1, 1)),
+    ],
+)
+def test_a_query_over_a_size_limit_is_a_400_naming_the_limit_its_setting_and_where(
+    setting, value, query, where, search_data, client, settings
+):
     # given
     setattr(settings, setting, value)
     # when
@@ -95,8 +101,9 @@ def test_escaped_wildcards_are_not_counted(search_data, client, settings):
 
 def test_more_facets_than_the_limit_is_a_400_naming_it(search_data, client, settings):
     settings.SEARCH_MAX_FACETS = 2
-    response = client.post(_url(search_data.project_id), {"facets": ["tags", "label.class", "metadata.weather"]},
-                           format="json")
+    response = client.post(
+        _url(search_data.project_id), {"facets": ["tags", "label.class", "metadata.weather"]}, format="json"
+    )
     assert response.status_code == 400, response.content
     assert response.json()["extra"]["limit"] == "SEARCH_MAX_FACETS"
     assert "SEARCH_MAX_FACETS" in response.json()["extra"]["fields"]["facets"][0]
@@ -133,8 +140,9 @@ def test_a_slot_whose_holder_died_is_free_when_its_lease_ends(search_data, clien
     assert client.post(_url(search_data.project_id), {}, format="json").status_code == 200
 
 
-def test_a_user_past_its_rate_gets_a_429_with_retry_after_and_others_do_not(search_data, make_token, api_client,
-                                                                            settings, throttle_counts_cleared):
+def test_a_user_past_its_rate_gets_a_429_with_retry_after_and_others_do_not(
+    search_data, make_token, api_client, settings, throttle_counts_cleared
+):
     # given
     settings.API_RATE_PER_USER = "3/min"
     greedy, other = api_client(make_token(TENANT_A)), api_client(make_token(TENANT_A))
@@ -145,13 +153,17 @@ def test_a_user_past_its_rate_gets_a_429_with_retry_after_and_others_do_not(sear
     assert answers == [200, 200, 200]
     assert refused.status_code == 429, refused.content
     assert 1 <= int(refused["Retry-After"]) <= 61
-    assert refused.json()["extra"] == {"limit": "API_RATE_PER_USER", "rate": "3/min",
-                                       "retry_after": int(refused["Retry-After"])}
+    assert refused.json()["extra"] == {
+        "limit": "API_RATE_PER_USER",
+        "rate": "3/min",
+        "retry_after": int(refused["Retry-After"]),
+    }
     assert other.get("/api/v1/projects/").status_code == 200
 
 
-def test_a_tenant_past_its_rate_gets_a_429_and_other_tenants_do_not(search_data, make_token, api_client, settings,
-                                                                   throttle_counts_cleared):
+def test_a_tenant_past_its_rate_gets_a_429_and_other_tenants_do_not(
+    search_data, make_token, api_client, settings, throttle_counts_cleared
+):
     # given
     settings.API_RATE_PER_TENANT = "4/min"
     users = [api_client(make_token(TENANT_A)) for _ in range(4)]

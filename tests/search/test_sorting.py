@@ -12,8 +12,13 @@ from tests.conftest import TENANT_A
 pytestmark = pytest.mark.django_db(databases=["default", "reader"])
 
 SORTS = [
-    {"sort": "id"}, {"sort": "created_at"}, {"sort": "metadata.capture.time"}, {"sort": "metadata.capture.gps.lat"},
-    {"sort": "metadata.weather"}, {"sort": "metadata.night"}, {"sort": "metadata.people.age"},
+    {"sort": "id"},
+    {"sort": "created_at"},
+    {"sort": "metadata.capture.time"},
+    {"sort": "metadata.capture.gps.lat"},
+    {"sort": "metadata.weather"},
+    {"sort": "metadata.night"},
+    {"sort": "metadata.people.age"},
     {"sort": "prediction.score", "sort_model": "yolo@1"},
     {"sort": "prediction.score", "sort_model": "detr@1", "sort_class": "vehicle/car"},
 ]
@@ -28,8 +33,11 @@ def sort_value(row: dict, body: dict, catalog: dict[str, str]):
     if field == "created_at":
         return row["created_at"]
     if field == "prediction.score":
-        scores = [p["score"] for p in row["predictions"] if p["model"] == body["sort_model"]
-                  and body.get("sort_class") in (None, p["class"])]
+        scores = [
+            p["score"]
+            for p in row["predictions"]
+            if p["model"] == body["sort_model"] and body.get("sort_class") in (None, p["class"])
+        ]
         return max(scores, default=None)
     path = field.removeprefix("metadata.")
     kind = catalog[path]
@@ -52,8 +60,9 @@ def reference_order(rows: list[dict], body: dict, catalog: dict[str, str]) -> li
 def walk(client, project_id: int, body: dict) -> list[int]:
     ids, cursor = [], None
     while True:
-        response = client.post(f"/api/v1/projects/{project_id}/search",
-                               {**body, **({"cursor": cursor} if cursor else {})}, format="json")
+        response = client.post(
+            f"/api/v1/projects/{project_id}/search", {**body, **({"cursor": cursor} if cursor else {})}, format="json"
+        )
         assert response.status_code == 200, response.content
         ids += [row["id"] for row in response.json()["results"]]
         cursor = response.json()["next_cursor"]
@@ -92,11 +101,16 @@ def test_sorts_have_rows_without_a_value_and_ties(search_data):
     assert with_ties >= len(SORTS[2:]) - 1
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"sort": "metadata.nope"}, "sort"), ({"sort": "width"}, "sort"), ({"sort": "prediction.score"}, "sort"),
-    ({"sort": "id", "sort_model": "yolo@1"}, "sort"),
-    ({"sort": "metadata.capture.time", "cursor": "WyJpZCIsbnVsbCwxXQ"}, "cursor"),  # a cursor of the id sort
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"sort": "metadata.nope"}, "sort"),
+        ({"sort": "width"}, "sort"),
+        ({"sort": "prediction.score"}, "sort"),
+        ({"sort": "id", "sort_model": "yolo@1"}, "sort"),
+        ({"sort": "metadata.capture.time", "cursor": "WyJpZCIsbnVsbCwxXQ"}, "cursor"),  # a cursor of the id sort
+    ],
+)
 def test_bad_sorts_are_a_400_naming_the_field(body, field, search_data, client):
     response = client.post(f"/api/v1/projects/{search_data.project_id}/search", body, format="json")
     assert response.status_code == 400 and response.json()["extra"]["fields"][field], response.content
@@ -106,8 +120,12 @@ def test_a_cursor_value_of_the_wrong_type_is_a_400(search_data, client):
     import base64
     import json
 
-    for forged in [["metadata.capture.gps.lat", "north", 3], ["metadata.capture.time", 5, 3],
-                   ["prediction.score", True, 3, "yolo@1", None], ["created_at", None, 3]]:
+    for forged in [
+        ["metadata.capture.gps.lat", "north", 3],
+        ["metadata.capture.time", 5, 3],
+        ["prediction.score", True, 3, "yolo@1", None],
+        ["created_at", None, 3],
+    ]:
         body = {"sort": forged[0], "cursor": base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()}
         if len(forged) > 3:
             body["sort_model"] = forged[3]

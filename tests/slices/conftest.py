@@ -15,9 +15,14 @@ def make_rows(project):
         if dataset not in datasets:
             datasets[dataset] = dataset_make(project=project, name=dataset)
         rows = datarows_make(
-            dataset=datasets[dataset], count=count, start=DataRow.objects.filter(dataset=datasets[dataset]).count(),
-            external_id=lambda i: f"{dataset}-{i}", uri=lambda i: f"s3://b/{dataset}/{i}.jpg",
-            metadata=lambda i: {"i": i, "parity": "even" if i % 2 == 0 else "odd"}, tags=lambda i: list(tags))
+            dataset=datasets[dataset],
+            count=count,
+            start=DataRow.objects.filter(dataset=datasets[dataset]).count(),
+            external_id=lambda i: f"{dataset}-{i}",
+            uri=lambda i: f"s3://b/{dataset}/{i}.jpg",
+            metadata=lambda i: {"i": i, "parity": "even" if i % 2 == 0 else "odd"},
+            tags=lambda i: list(tags),
+        )
         return [row.pk for row in rows]
 
     make.datasets = datasets

@@ -45,6 +45,7 @@ def _freeze_with_the_worker(live_worker, principal, project, rows):
     frozen = Slice.objects.get(pk=started.slice.pk)
     assert (job.status, job.counters["members"], frozen.member_count) == ("succeeded", 200, 200)
     assert frozen.frozen_at is not None
-    assert sorted(SliceMember.objects.filter(slice=frozen).values_list("datarow_id", flat=True)) == \
-        [row.pk for i, row in enumerate(rows) if i % 3]
+    assert sorted(SliceMember.objects.filter(slice=frozen).values_list("datarow_id", flat=True)) == [
+        row.pk for i, row in enumerate(rows) if i % 3
+    ]
     return job

@@ -108,8 +108,10 @@ def test_a_freeze_waits_for_a_datarow_delete_in_flight_and_leaves_out_its_row(ro
     # when: a freeze of every row starts meanwhile; it waits for the delete, which then commits
     waited = _second_waits_for_first(
         lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]),
-        lambda: frozen.update(result=slice_freeze_start(principal=principal, project=project, name="kept",
-                                                        query="tags = 'keep'")))
+        lambda: frozen.update(
+            result=slice_freeze_start(principal=principal, project=project, name="kept", query="tags = 'keep'")
+        ),
+    )
     # then
     assert _members(frozen["result"].slice.pk) == ids[1:] and frozen["result"].slice.member_count == 5
     assert waited
@@ -126,9 +128,11 @@ def test_a_datarow_delete_waits_for_a_member_insert_in_flight_and_takes_its_memb
     # given: an ids slice of every row, not committed yet
     # when: a delete of one row starts meanwhile; it waits for the insert, which then commits
     waited = _second_waits_for_first(
-        lambda: created.update(slice=slice_create_from_ids(project=project, name="picked", created_by="t",
-                                                           datarow_ids=ids)),
-        lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]))
+        lambda: created.update(
+            slice=slice_create_from_ids(project=project, name="picked", created_by="t", datarow_ids=ids)
+        ),
+        lambda: datarow_bulk_delete(dataset=dataset, datarow_ids=[ids[0]]),
+    )
     # then: the delete took the member with its row, and the count with it
     assert _members(created["slice"].pk) == ids[1:]
     with tenant_scope(TENANT_A):

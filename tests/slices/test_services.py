@@ -44,13 +44,24 @@ def all_member_ids(slice_: Slice, **filters) -> list[int]:
 def test_create_from_select_writes_the_selected_ids_of_the_project_only(project, make_rows):
     ids = make_rows(6)
     other = project_make(name="other")
-    created = slice_create_from_select(project=other, name="leak", created_by="t",
-                                       select_sql="SELECT id FROM datasets_datarow WHERE id = ANY(%s)", params=[ids])
+    created = slice_create_from_select(
+        project=other,
+        name="leak",
+        created_by="t",
+        select_sql="SELECT id FROM datasets_datarow WHERE id = ANY(%s)",
+        params=[ids],
+    )
     assert (created.kind, created.member_count, members(created)) == ("ids", 0, [])
 
     # repeats in the statement's output count once
-    mine = slice_create_from_select(project=project, name="mine", created_by="t", description="d",
-                                    select_sql="SELECT unnest(%s::bigint[])", params=[ids[:3] + ids[:2]])
+    mine = slice_create_from_select(
+        project=project,
+        name="mine",
+        created_by="t",
+        description="d",
+        select_sql="SELECT unnest(%s::bigint[])",
+        params=[ids[:3] + ids[:2]],
+    )
     assert (mine.member_count, members(mine), mine.description) == (3, ids[:3], "d")
 
 
@@ -79,8 +90,7 @@ def test_names_are_unique_in_a_project(project, make_rows):
 def test_live_slice_follows_the_data_and_a_frozen_one_does_not(project, make_rows, catalog, principal):
     ids = make_rows(6)
     live = slice_create_live(project=project, name="even", created_by="t", query="metadata.parity = 'even'")
-    frozen = slice_freeze_start(principal=principal, project=project, name="even now",
-                                query="metadata.parity = 'even'")
+    frozen = slice_freeze_start(principal=principal, project=project, name="even now", query="metadata.parity = 'even'")
     assert frozen.job is None and frozen.slice.frozen_at is not None
     assert all_member_ids(live) == members(frozen.slice) == ids[0::2]
 
@@ -108,8 +118,9 @@ def test_bad_queries_are_refused_before_a_slice_is_made(project, make_rows, prin
     assert not Slice.objects.filter(project=project).exists()
 
 
-def test_a_large_freeze_runs_as_a_job(project, make_rows, principal, celery_eager, monkeypatch,
-                                      django_capture_on_commit_callbacks):
+def test_a_large_freeze_runs_as_a_job(
+    project, make_rows, principal, celery_eager, monkeypatch, django_capture_on_commit_callbacks
+):
     from jobs.models import Job
 
     monkeypatch.setattr("slices.services.FREEZE_IN_REQUEST_MAX", 3)
@@ -142,28 +153,45 @@ def test_combinations_are_the_set_algebra(project, make_rows, catalog):
 
     ids = make_rows(20)  # metadata.i of ids[i] is i
 
-    @settings(max_examples=40, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(operands=st.lists(st.sets(st.integers(0, 19)), min_size=2, max_size=4),
-           operation=st.sampled_from(["union", "intersection", "difference"]), live_first=st.booleans())
+    @settings(
+        max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    @given(
+        operands=st.lists(st.sets(st.integers(0, 19)), min_size=2, max_size=4),
+        operation=st.sampled_from(["union", "intersection", "difference"]),
+        live_first=st.booleans(),
+    )
     def check(operands, operation, live_first):
         with transaction.atomic():
             parts = []
             for number, chosen in enumerate(operands):
                 if number == 0 and live_first:
                     values = ", ".join(str(i) for i in sorted(chosen)) or "-1"
-                    parts.append(slice_create_live(project=project, name=f"part {number}", created_by="t",
-                                                   query=f"metadata.i IN ({values})"))
+                    parts.append(
+                        slice_create_live(
+                            project=project, name=f"part {number}", created_by="t", query=f"metadata.i IN ({values})"
+                        )
+                    )
                 else:
-                    parts.append(slice_create_from_select(project=project, name=f"part {number}", created_by="t",
-                                                          select_sql="SELECT unnest(%s::bigint[])",
-                                                          params=[[ids[i] for i in chosen]]))
-            combined = slice_combine(project=project, name="combined", created_by="t", operation=operation,
-                                     slices=parts)
+                    parts.append(
+                        slice_create_from_select(
+                            project=project,
+                            name=f"part {number}",
+                            created_by="t",
+                            select_sql="SELECT unnest(%s::bigint[])",
+                            params=[[ids[i] for i in chosen]],
+                        )
+                    )
+            combined = slice_combine(
+                project=project, name="combined", created_by="t", operation=operation, slices=parts
+            )
             expected = set(operands[0])
             for chosen in operands[1:]:
-                expected = {"union": expected | chosen, "intersection": expected & chosen,
-                            "difference": expected - chosen}[operation]
+                expected = {
+                    "union": expected | chosen,
+                    "intersection": expected & chosen,
+                    "difference": expected - chosen,
+                }[operation]
             assert combined.kind == "frozen" and combined.member_count == len(expected)
             assert members(combined) == sorted(ids[i] for i in expected)
             transaction.set_rollback(True)
@@ -191,8 +219,11 @@ def _labelled_rows(project, make_rows, classes: list[str | tuple[str, ...]]) -> 
         for name in (names,) if isinstance(names, str) else names:
             if name not in known:
                 known[name] = OntologyClass.objects.create(project=project, name=name)
-            labels.append(Label(datarow_id=datarow_id, ontology_class=known[name], kind="classification",
-                                source="t", updated_by="t"))
+            labels.append(
+                Label(
+                    datarow_id=datarow_id, ontology_class=known[name], kind="classification", source="t", updated_by="t"
+                )
+            )
     Label.objects.bulk_create(labels)
     return ids
 
@@ -210,8 +241,11 @@ def test_split_is_deterministic_for_a_seed_and_follows_the_fractions(project, ma
     assert assignment(42) == first
     assert slice_split_counts(slice=picked) == {"train": 700, "validation": 200, "test": 100}
     picked.refresh_from_db()
-    assert (picked.split_seed, picked.split_fractions, picked.split_stratified) == \
-        (42, {"train": 0.7, "validation": 0.2, "test": 0.1}, False)
+    assert (picked.split_seed, picked.split_fractions, picked.split_stratified) == (
+        42,
+        {"train": 0.7, "validation": 0.2, "test": 0.1},
+        False,
+    )
     # the split does not follow id order: each split takes rows from all over
     validation = sorted(row for row, split in first.items() if split == 1)
     assert validation[0] < ids[100] and validation[-1] > ids[900]
@@ -225,8 +259,9 @@ def test_a_copy_of_the_members_gets_the_same_split(project, make_rows):
     fractions = {"train": 0.5, "validation": 0.25, "test": 0.25}
     for each in (one, two):
         slice_split(slice=each, seed=3, fractions=fractions)
-    assert dict(SliceMember.objects.filter(slice=one).values_list("datarow_id", "split")) == \
-        dict(SliceMember.objects.filter(slice=two).values_list("datarow_id", "split"))
+    assert dict(SliceMember.objects.filter(slice=one).values_list("datarow_id", "split")) == dict(
+        SliceMember.objects.filter(slice=two).values_list("datarow_id", "split")
+    )
 
 
 def test_stratified_split_keeps_each_class_share_in_every_split(project, make_rows):
@@ -244,12 +279,15 @@ def test_stratified_split_keeps_each_class_share_in_every_split(project, make_ro
     assert {name: tuple(counted[(name, split)] for split in (0, 1, 2)) for name in expected} == expected
 
 
-@pytest.mark.parametrize(("fractions", "message"), [
-    ({"train": 0.8, "validation": 0.1}, "add up to 1"),
-    ({"train": 1.2, "validation": -0.2, "test": 0}, "from 0 to 1"),
-    ({"train": 0.5, "holdout": 0.5}, "Unknown splits"),
-    ({"train": "half", "test": 0.5}, "from 0 to 1"),
-])
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [
+        ({"train": 0.8, "validation": 0.1}, "add up to 1"),
+        ({"train": 1.2, "validation": -0.2, "test": 0}, "from 0 to 1"),
+        ({"train": 0.5, "holdout": 0.5}, "Unknown splits"),
+        ({"train": "half", "test": 0.5}, "from 0 to 1"),
+    ],
+)
 def test_split_fractions_are_checked(project, make_rows, fractions, message):
     picked = slice_create_from_ids(project=project, name="p", created_by="t", datarow_ids=make_rows(3))
     with pytest.raises(ApplicationError, match=message):
@@ -283,8 +321,9 @@ def test_dataset_delete_removes_memberships_and_the_slices_limited_to_it(project
     kept = make_rows(3, dataset="kept")
     doomed = make_rows(4, dataset="doomed")
     mixed = slice_create_from_ids(project=project, name="mixed", created_by="t", datarow_ids=kept + doomed)
-    limited = slice_freeze_start(principal=principal, project=project, name="doomed only", query="",
-                                 dataset_id=make_rows.datasets["doomed"].pk).slice
+    limited = slice_freeze_start(
+        principal=principal, project=project, name="doomed only", query="", dataset_id=make_rows.datasets["doomed"].pk
+    ).slice
     dataset_delete_rows(dataset_id=make_rows.datasets["doomed"].pk, progress=lambda deleted: None)
     mixed.refresh_from_db()
     assert (mixed.member_count, members(mixed)) == (3, kept)
@@ -314,8 +353,9 @@ def test_members_sql_selects_the_members_of_every_kind(project, make_rows, catal
             assert sorted(row for (row,) in cursor.fetchall()) == expected
 
 
-def test_a_failed_freeze_leaves_no_slice_behind(project, make_rows, principal, celery_eager,
-                                                django_capture_on_commit_callbacks):
+def test_a_failed_freeze_leaves_no_slice_behind(
+    project, make_rows, principal, celery_eager, django_capture_on_commit_callbacks
+):
     """A frozen slice whose query no longer holds when the job runs (here: a field no catalog knows)."""
     from jobs.models import Job
     from jobs.services import job_create
@@ -331,9 +371,9 @@ def test_a_failed_freeze_leaves_no_slice_behind(project, make_rows, principal, c
     assert not Slice.objects.filter(pk=doomed.pk).exists()
 
 
-def test_a_freeze_cancelled_while_it_ran_leaves_no_slice_behind(project, make_rows, principal,
-                                                                celery_eager, monkeypatch,
-                                                                django_capture_on_commit_callbacks):
+def test_a_freeze_cancelled_while_it_ran_leaves_no_slice_behind(
+    project, make_rows, principal, celery_eager, monkeypatch, django_capture_on_commit_callbacks
+):
     from django.utils import timezone
 
     from jobs.models import Job

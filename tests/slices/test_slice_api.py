@@ -43,8 +43,9 @@ def test_create_list_get_rename_delete(api):
     assert (live.json()["kind"], live.json()["member_count"], live.json()["status"]) == ("query", 3, "ready")
     picked = client.post(url, {"name": "picked", "kind": "ids", "datarow_ids": [ids[0], ids[4]]}, format="json")
     assert (picked.status_code, picked.json()["member_count"]) == (201, 2)
-    frozen = client.post(url, {"name": "small", "kind": "frozen", "query": "metadata.i < 2", "dataset": dataset_id},
-                         format="json")
+    frozen = client.post(
+        url, {"name": "small", "kind": "frozen", "query": "metadata.i < 2", "dataset": dataset_id}, format="json"
+    )
     assert frozen.status_code == 201, frozen.content
     assert (frozen.json()["member_count"], frozen.json()["dataset_id"]) == (2, dataset_id)
     assert frozen.json()["frozen_at"] is not None
@@ -69,56 +70,73 @@ def test_members_are_paged_by_id_and_counted(api):
     assert counts == [5, 5, 5] and results[0]["split"] is None and results[0]["external_id"] == "r0"
 
     picked = client.post(url, {"name": "p", "kind": "ids", "datarow_ids": ids}, format="json").json()
-    split = client.post(f"{url}{picked['id']}/split",
-                        {"seed": 5, "fractions": {"train": 0.5, "validation": 0.5}}, format="json")
+    split = client.post(
+        f"{url}{picked['id']}/split", {"seed": 5, "fractions": {"train": 0.5, "validation": 0.5}}, format="json"
+    )
     assert split.status_code == 200, split.content
-    assert split.json()["split"] == {"seed": 5, "fractions": {"train": 0.5, "validation": 0.5, "test": 0.0},
-                                     "stratified": False, "counts": {"train": 3, "validation": 3, "test": 0}}
+    assert split.json()["split"] == {
+        "seed": 5,
+        "fractions": {"train": 0.5, "validation": 0.5, "test": 0.0},
+        "stratified": False,
+        "counts": {"train": 3, "validation": 3, "test": 0},
+    }
     train, counts = walk(client, f"{url}{picked['id']}/members", split="train")
     assert len(train) == 3 and counts == [3, 3] and {r["split"] for r in train} == {"train"}
-    assert client.get(f"{url}{picked['id']}/members", {"split": "test"}).json() == \
-        {"results": [], "next_cursor": None, "count": 0}
+    assert client.get(f"{url}{picked['id']}/members", {"split": "test"}).json() == {
+        "results": [],
+        "next_cursor": None,
+        "count": 0,
+    }
 
 
 def test_combine(api):
     client, url, ids, _ = api
     low = client.post(url, {"name": "low", "kind": "query", "query": "metadata.i < 4"}, format="json").json()
     picked = client.post(url, {"name": "p", "kind": "ids", "datarow_ids": [ids[1], ids[5]]}, format="json").json()
-    combined = client.post(f"{url}combine", {"name": "low but not picked", "operation": "difference",
-                                             "slices": [low["id"], picked["id"]]}, format="json")
+    combined = client.post(
+        f"{url}combine",
+        {"name": "low but not picked", "operation": "difference", "slices": [low["id"], picked["id"]]},
+        format="json",
+    )
     assert combined.status_code == 201, combined.content
     assert (combined.json()["kind"], combined.json()["member_count"]) == ("frozen", 3)
     assert combined.json()["description"] == "difference of 'low', 'p'"
     results, _ = walk(client, f"{url}{combined.json()['id']}/members")
     assert [r["id"] for r in results] == [ids[0], ids[2], ids[3]]
-    missing = client.post(f"{url}combine", {"name": "x", "operation": "union", "slices": [low["id"], 999999]},
-                          format="json")
+    missing = client.post(
+        f"{url}combine", {"name": "x", "operation": "union", "slices": [low["id"], 999999]}, format="json"
+    )
     assert missing.status_code == 400 and "999999" in missing.json()["extra"]["fields"]["slices"][0]
-    past_bigint = client.post(f"{url}combine", {"name": "x", "operation": "union", "slices": [low["id"], 2 ** 63]},
-                              format="json")
+    past_bigint = client.post(
+        f"{url}combine", {"name": "x", "operation": "union", "slices": [low["id"], 2**63]}, format="json"
+    )
     assert past_bigint.status_code == 400 and "slices" in past_bigint.json()["extra"]["fields"]
 
 
 def test_in_slice_through_a_slice_query(api):
     client, url, ids, _ = api
     client.post(url, {"name": "p", "kind": "ids", "datarow_ids": [ids[0], ids[3]]}, format="json")
-    live = client.post(url, {"name": "p or high", "kind": "query", "query": "IN SLICE 'p' OR metadata.i = 5"},
-                       format="json")
+    live = client.post(
+        url, {"name": "p or high", "kind": "query", "query": "IN SLICE 'p' OR metadata.i = 5"}, format="json"
+    )
     assert live.status_code == 201, live.content
     results, _ = walk(client, f"{url}{live.json()['id']}/members")
     assert [r["id"] for r in results] == [ids[0], ids[3], ids[5]]
 
 
-@pytest.mark.parametrize(("body", "status", "where"), [
-    ({"name": "x", "kind": "ids"}, 400, "datarow_ids"),
-    ({"name": "x", "kind": "ids", "datarow_ids": [1], "query": "width > 1"}, 400, "query"),
-    ({"name": "x", "kind": "query", "datarow_ids": [1]}, 400, "datarow_ids"),
-    ({"name": "x", "kind": "weird"}, 400, "kind"),
-    # ids past bigint: 400s naming the field, not errors from SQL
-    ({"name": "x", "kind": "ids", "datarow_ids": [2 ** 63]}, 400, "datarow_ids"),
-    ({"name": "x", "kind": "frozen", "query": "", "dataset": 2 ** 63}, 400, "dataset"),
-    ({"name": "x", "kind": "frozen", "query": "metadata.i = 1", "dataset": 999999}, 400, "dataset"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "where"),
+    [
+        ({"name": "x", "kind": "ids"}, 400, "datarow_ids"),
+        ({"name": "x", "kind": "ids", "datarow_ids": [1], "query": "width > 1"}, 400, "query"),
+        ({"name": "x", "kind": "query", "datarow_ids": [1]}, 400, "datarow_ids"),
+        ({"name": "x", "kind": "weird"}, 400, "kind"),
+        # ids past bigint: 400s naming the field, not errors from SQL
+        ({"name": "x", "kind": "ids", "datarow_ids": [2**63]}, 400, "datarow_ids"),
+        ({"name": "x", "kind": "frozen", "query": "", "dataset": 2**63}, 400, "dataset"),
+        ({"name": "x", "kind": "frozen", "query": "metadata.i = 1", "dataset": 999999}, 400, "dataset"),
+    ],
+)
 def test_bad_creations_say_what_and_where(api, body, status, where):
     client, url, _, _ = api
     response = client.post(url, body, format="json")
@@ -163,8 +181,10 @@ def test_viewers_read_but_cannot_change(api, make_token, api_client):
     assert viewer.post(url, {"name": "v", "kind": "query"}, format="json").status_code == 403
     assert viewer.patch(f"{url}{picked['id']}", {"name": "v"}, format="json").status_code == 403
     assert viewer.delete(f"{url}{picked['id']}").status_code == 403
-    assert viewer.post(f"{url}{picked['id']}/split", {"seed": 1, "fractions": {"train": 1}},
-                       format="json").status_code == 403
+    assert (
+        viewer.post(f"{url}{picked['id']}/split", {"seed": 1, "fractions": {"train": 1}}, format="json").status_code
+        == 403
+    )
 
 
 def test_other_workspaces_and_tenants_see_nothing(api, make_token, api_client):
@@ -176,8 +196,9 @@ def test_other_workspaces_and_tenants_see_nothing(api, make_token, api_client):
         assert (response.status_code, response.json()) == (404, missing)
 
 
-def test_a_large_freeze_answers_202_with_the_slice_and_its_job(api, monkeypatch, celery_eager,
-                                                                django_capture_on_commit_callbacks):
+def test_a_large_freeze_answers_202_with_the_slice_and_its_job(
+    api, monkeypatch, celery_eager, django_capture_on_commit_callbacks
+):
     client, url, ids, _ = api
     monkeypatch.setattr("slices.services.FREEZE_IN_REQUEST_MAX", 2)
     with django_capture_on_commit_callbacks(execute=True):

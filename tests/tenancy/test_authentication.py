@@ -19,12 +19,15 @@ def _error(response) -> str:
     return body["message"]
 
 
-@pytest.mark.parametrize("header, expected", [
-    (None, "Authentication required"),
-    ("Token abc", "must be 'Bearer <token>'"),
-    ("Bearer ", "must be 'Bearer <token>'"),
-    ("Bearer not-a-jwt", "not a well-formed JWT"),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, "Authentication required"),
+        ("Token abc", "must be 'Bearer <token>'"),
+        ("Bearer ", "must be 'Bearer <token>'"),
+        ("Bearer not-a-jwt", "not a well-formed JWT"),
+    ],
+)
 def test_missing_or_malformed_token_is_401(api_client, header, expected):
     client = api_client()
     if header is not None:
@@ -41,10 +44,13 @@ def test_expired_token_is_401(make_token, api_client):
     assert "expired" in _error(response)
 
 
-@pytest.mark.parametrize("claim, value, expected", [
-    ("aud", "another-api", "wrong audience"),
-    ("iss", "https://evil.example/", "trusted issuer"),
-])
+@pytest.mark.parametrize(
+    ("claim", "value", "expected"),
+    [
+        ("aud", "another-api", "wrong audience"),
+        ("iss", "https://evil.example/", "trusted issuer"),
+    ],
+)
 def test_token_for_another_audience_or_issuer_is_401(auth0, platform, api_client, claim, value, expected):
     platform.grant("auth0|aud-iss", tenant=TENANT_A, workspace="ws-1", role="admin")
     token = auth0.issue("auth0|aud-iss", **{claim: value})
@@ -211,9 +217,13 @@ def test_another_workspace_project_is_404_as_a_missing_one(make_token, api_clien
 
 def test_redis_down_does_not_stop_authentication(make_token, api_client, platform, settings):
     # given a cache on a port where nothing listens
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:9/0",
-                                   "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
     client = api_client(make_token())
     asked_before = platform.introspections()
     # when the same token is used twice, then the platform is asked each time instead of failing

@@ -35,15 +35,17 @@ def test_provisioning_needs_the_service_key(api_client, make_token):
 
 @pytest.mark.parametrize("schema_name", ["Upper", "pg_catalog", "public", "a;drop", "1abc", "x"])
 def test_invalid_schema_names_are_400_naming_the_field(api_client, settings, schema_name):
-    response = api_client(settings.PLATFORM_SERVICE_KEY).post(PROVISION, {"schema_name": schema_name, "name": "X"},
-                                                              format="json")
+    response = api_client(settings.PLATFORM_SERVICE_KEY).post(
+        PROVISION, {"schema_name": schema_name, "name": "X"}, format="json"
+    )
     assert response.status_code == 400
     assert "schema_name" in response.json()["extra"]["fields"]
 
 
 def test_provisioning_an_existing_tenant_is_409(api_client, settings):
-    response = api_client(settings.PLATFORM_SERVICE_KEY).post(PROVISION, {"schema_name": "acme", "name": "Acme"},
-                                                              format="json")
+    response = api_client(settings.PLATFORM_SERVICE_KEY).post(
+        PROVISION, {"schema_name": "acme", "name": "Acme"}, format="json"
+    )
     assert response.status_code == 409
 
 

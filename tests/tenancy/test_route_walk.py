@@ -31,9 +31,9 @@ METHODS = ("get", *WRITE_METHODS)
 # Views that let every role POST, and why; any other view without HasWorkspaceRole fails the walk.
 READS_SENT_AS_POST = {ProjectSearchApi: "a search is a read sent as POST (the query may be long)"}
 # Tenant B's ids start here, so none of them is also an id in tenant A (ids are per schema).
-TENANT_B_FIRST_ID = 10 ** 9
+TENANT_B_FIRST_ID = 10**9
 # An id no object has: per kwarg, so each can be told apart in a message.
-MISSING_ID_BASE = 9 * 10 ** 15
+MISSING_ID_BASE = 9 * 10**15
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class Route:
         return list(self.converters)
 
     def url(self, values: dict) -> str:
-        return "/" + re.sub(r"<(?:\w+:)?(\w+)>",
-                            lambda match: self.converters[match[1]].to_url(values[match[1]]), self.template)
+        return "/" + re.sub(
+            r"<(?:\w+:)?(\w+)>", lambda match: self.converters[match[1]].to_url(values[match[1]]), self.template
+        )
 
     def methods(self) -> list[str]:
         return [method for method in METHODS if hasattr(self.view, method)]
@@ -91,8 +92,15 @@ class Place:
 def _principal(tenant: str, workspace: str):
     from tenancy.principal import Principal
 
-    return Principal(user_id=f"auth0|walk-{workspace}", email="walker@example.com", tenant_schema=tenant,
-                     workspace_id=workspace, role="editor", database="main", expires_at=int(time.time()) + 3600)
+    return Principal(
+        user_id=f"auth0|walk-{workspace}",
+        email="walker@example.com",
+        tenant_schema=tenant,
+        workspace_id=workspace,
+        role="editor",
+        database="main",
+        expires_at=int(time.time()) + 3600,
+    )
 
 
 def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
@@ -123,37 +131,53 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
         # Datarows arrive by import, which stages on a connection of its own: it cannot see this test's transaction.
         datarow = DataRow.objects.create(dataset=dataset, external_id="r1", uri=str(image))
         label = label_create(principal=principal, datarow=datarow, class_name="cat")
-        members = slice_create_from_ids(project=project, name="all", created_by=principal.user_id,
-                                        datarow_ids=[datarow.pk])
+        members = slice_create_from_ids(
+            project=project, name="all", created_by=principal.user_id, datarow_ids=[datarow.pk]
+        )
         SliceMember.objects.filter(slice=members).update(split=Split.TRAIN)
-        model = model_definition_create(principal=principal, project=project, name="clf", trainer="image-classifier",
-                                        hyperparameters=TINY_CONFIG)
-        run = training_run_start(principal=principal, model=model, slice=members, train_splits=["train"],
-                                 validation_splits=["validation"])
+        model = model_definition_create(
+            principal=principal, project=project, name="clf", trainer="image-classifier", hyperparameters=TINY_CONFIG
+        )
+        run = training_run_start(
+            principal=principal, model=model, slice=members, train_splits=["train"], validation_splits=["validation"]
+        )
         run.artifact_files = ["model.pt"]
         run.save(update_fields=["artifact_files"])
         model_version = model_version_register(run=run)
-        prediction_run = prediction_run_start(principal=principal, model_version=model_version, dataset=dataset,
-                                              top_k=1)
-        import_job = dataset_import_start(principal=principal, dataset=dataset, uri=str(image),
-                                          options=ImportOptions())
+        prediction_run = prediction_run_start(
+            principal=principal, model_version=model_version, dataset=dataset, top_k=1
+        )
+        import_job = dataset_import_start(principal=principal, dataset=dataset, uri=str(image), options=ImportOptions())
         error_report_path(f"import:{import_job.pk}").write_bytes(b'{"line": 1, "message": "bad"}\n')
         export_job = dataset_export_start(principal=principal, dataset=dataset, export_format="jsonl")
         export_path(job_id=export_job.pk, export_format="jsonl").write_bytes(b"{}\n")
         for job in (import_job, export_job):
             job_finish(job=job_start(job_id=job.pk))
-    return Place(ids={"project_id": project.pk, "dataset_id": dataset.pk, "datarow_id": datarow.pk,
-                      "label_id": label.pk, "slice_id": members.pk, "model_id": model.pk, "run_id": run.pk,
-                      "model_version_id": model_version.pk, "prediction_run_id": prediction_run.pk,
-                      "job_id": import_job.pk},
-                 by_route={"dataset-export-file": {"job_id": export_job.pk}})
+    return Place(
+        ids={
+            "project_id": project.pk,
+            "dataset_id": dataset.pk,
+            "datarow_id": datarow.pk,
+            "label_id": label.pk,
+            "slice_id": members.pk,
+            "model_id": model.pk,
+            "run_id": run.pk,
+            "model_version_id": model_version.pk,
+            "prediction_run_id": prediction_run.pk,
+            "job_id": import_job.pk,
+        },
+        by_route={"dataset-export-file": {"job_id": export_job.pk}},
+    )
 
 
 def _start_tenant_b_ids_high() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("""
+        cursor.execute(
+            """
             SELECT setval(format('%%I.%%I', schemaname, sequencename)::regclass, GREATEST(%s, last_value))
-            FROM pg_sequences WHERE schemaname = %s""", [TENANT_B_FIRST_ID, TENANT_B])
+            FROM pg_sequences WHERE schemaname = %s""",
+            [TENANT_B_FIRST_ID, TENANT_B],
+        )
 
 
 @pytest.fixture
@@ -164,9 +188,11 @@ def places(tmp_path, settings) -> dict[str, Place]:
         (settings.LOCAL_READ_ROOT / tenant).mkdir(parents=True)
     settings.STORAGE_ROOT = tmp_path / "storage"
     _start_tenant_b_ids_high()
-    return {"own": build_place(tenant=TENANT_A, workspace="ws-1", read_root=settings.LOCAL_READ_ROOT),
-            "other workspace": build_place(tenant=TENANT_A, workspace="ws-2", read_root=settings.LOCAL_READ_ROOT),
-            "other tenant": build_place(tenant=TENANT_B, workspace="ws-1", read_root=settings.LOCAL_READ_ROOT)}
+    return {
+        "own": build_place(tenant=TENANT_A, workspace="ws-1", read_root=settings.LOCAL_READ_ROOT),
+        "other workspace": build_place(tenant=TENANT_A, workspace="ws-2", read_root=settings.LOCAL_READ_ROOT),
+        "other tenant": build_place(tenant=TENANT_B, workspace="ws-1", read_root=settings.LOCAL_READ_ROOT),
+    }
 
 
 def _missing_value(route: Route, kwarg: str):
@@ -186,7 +212,9 @@ def _shown(response) -> str:
 def test_every_id_kwarg_of_the_urlconf_has_an_object_in_the_fixture(places):
     kwargs = {kwarg for route in object_routes() for kwarg in route.kwargs}
     for name, place in places.items():
-        assert not kwargs - place.ids.keys(), f"{name}: no object for {kwargs - place.ids.keys()}: add it to build_place"
+        assert not kwargs - place.ids.keys(), (
+            f"{name}: no object for {kwargs - place.ids.keys()}: add it to build_place"
+        )
 
 
 def test_own_objects_are_found_on_every_get_route(places, make_token, api_client):
@@ -218,10 +246,14 @@ def test_an_object_that_is_not_yours_answers_as_a_missing_one(elsewhere, places,
                 message = expected.json().get("message", "") if expected.status_code == 404 else ""
                 for kwarg in swapped:
                     message = message.replace(str(missing[kwarg]), str(foreign[kwarg]))
-                if not (answered.status_code == expected.status_code == 404
-                        and answered.json() == {**expected.json(), "message": message}):
-                    failures.append(f"{method.upper()} {route.template} with {elsewhere}'s {', '.join(swapped)}: "
-                                    f"{_shown(answered)}; a missing id: {_shown(expected)}")
+                if not (
+                    answered.status_code == expected.status_code == 404
+                    and answered.json() == {**expected.json(), "message": message}
+                ):
+                    failures.append(
+                        f"{method.upper()} {route.template} with {elsewhere}'s {', '.join(swapped)}: "
+                        f"{_shown(answered)}; a missing id: {_shown(expected)}"
+                    )
     assert walked > 100 and not failures, "\n".join(failures)
 
 
@@ -241,9 +273,10 @@ def test_a_viewer_may_not_write_on_any_route(places, make_token, api_client):
 
 # Regressions, each named after what it used to answer.
 
+
 def test_another_workspaces_import_error_report_is_not_served(places, make_token, api_client):
     own, theirs = places["own"].ids, places["other workspace"].ids
-    url = (f"/api/v1/projects/{own['project_id']}/datasets/{own['dataset_id']}/imports/{theirs['job_id']}/errors")
+    url = f"/api/v1/projects/{own['project_id']}/datasets/{own['dataset_id']}/imports/{theirs['job_id']}/errors"
     response = api_client(make_token(TENANT_A, workspace="ws-1")).get(url)
     assert response.status_code == 404  # was 200, with ws-2's report
     assert response.json() == {"message": f"Job {theirs['job_id']} does not exist.", "extra": {}}
@@ -259,8 +292,9 @@ def test_another_workspaces_project_and_job_are_404_as_missing_ones(places, make
     assert job.json() == {"message": f"Job {theirs['job_id']} does not exist.", "extra": {}}
 
 
-def test_reading_a_report_or_an_export_that_is_not_there_writes_nothing_to_disk(places, make_token, api_client,
-                                                                                settings):
+def test_reading_a_report_or_an_export_that_is_not_there_writes_nothing_to_disk(
+    places, make_token, api_client, settings
+):
     from datasets.models import Dataset
     from datasets.services.imports import ImportOptions, dataset_import_start
     from tenancy.context import tenant_scope
@@ -268,9 +302,12 @@ def test_reading_a_report_or_an_export_that_is_not_there_writes_nothing_to_disk(
     # given an import of the caller's that has not run yet (no report), and an id no job has
     own = places["own"].ids
     with tenant_scope(TENANT_A):
-        queued = dataset_import_start(principal=_principal(TENANT_A, "ws-1"),
-                                      dataset=Dataset.objects.get(pk=own["dataset_id"]), uri="nowhere.jsonl",
-                                      options=ImportOptions())
+        queued = dataset_import_start(
+            principal=_principal(TENANT_A, "ws-1"),
+            dataset=Dataset.objects.get(pk=own["dataset_id"]),
+            uri="nowhere.jsonl",
+            options=ImportOptions(),
+        )
     client = api_client(make_token(TENANT_A, workspace="ws-1"))
     dataset_url = f"/api/v1/projects/{own['project_id']}/datasets/{own['dataset_id']}"
     before = sorted(Path(settings.STORAGE_ROOT).rglob("*"))

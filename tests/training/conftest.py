@@ -9,11 +9,27 @@ from PIL import Image
 from tests.conftest import TENANT_A
 
 # A config the built-in classifier trains in well under a second on tiny images.
-TINY_CONFIG = {"architecture": "small-cnn", "image_size": 16, "epochs": 2, "batch_size": 4, "learning_rate": 0.01,
-               "seed": 0, "device": "cpu", "num_workers": 0, "augment": False}
+TINY_CONFIG = {
+    "architecture": "small-cnn",
+    "image_size": 16,
+    "epochs": 2,
+    "batch_size": 4,
+    "learning_rate": 0.01,
+    "seed": 0,
+    "device": "cpu",
+    "num_workers": 0,
+    "augment": False,
+}
 # A detector's: one epoch on a few shapes at 48 px in a few seconds (it learns little; the demo test scores one).
-TINY_DETECTOR_CONFIG = {"min_size": 48, "max_size": 96, "fpn_channels": 32, "epochs": 1, "batch_size": 4,
-                        "device": "cpu", "augment": False}
+TINY_DETECTOR_CONFIG = {
+    "min_size": 48,
+    "max_size": 96,
+    "fpn_channels": 32,
+    "epochs": 1,
+    "batch_size": 4,
+    "device": "cpu",
+    "augment": False,
+}
 
 
 def png_of_colour(colour: tuple[int, int, int], seed: int, size: int = 12) -> bytes:
@@ -57,15 +73,23 @@ def make_image_data(root: Path, *, count: int = 16, unreadable: int = 0, name: s
         rows.append(DataRow(dataset=dataset, external_id=str(i), uri=str(path)))
         names[i] = colour
     rows = DataRow.objects.bulk_create(rows)
-    Label.objects.bulk_create(Label(datarow=row, ontology_class=ontology[names[i]], kind="classification",
-                                    source="test", updated_by="test") for i, row in enumerate(rows))
+    Label.objects.bulk_create(
+        Label(datarow=row, ontology_class=ontology[names[i]], kind="classification", source="test", updated_by="test")
+        for i, row in enumerate(rows)
+    )
     ids = [row.pk for row in rows]
     sliced = slice_create_from_ids(project=project, name="all", created_by="tester", datarow_ids=ids)
     for i, datarow_id in enumerate(ids):
         SliceMember.objects.filter(slice=sliced, datarow_id=datarow_id).update(
-            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN)
-    return ImageData(project=project, dataset=dataset, slice=sliced, datarow_ids=ids,
-                     classes={datarow_id: names[i] for i, datarow_id in enumerate(ids)})
+            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN
+        )
+    return ImageData(
+        project=project,
+        dataset=dataset,
+        slice=sliced,
+        datarow_ids=ids,
+        classes={datarow_id: names[i] for i, datarow_id in enumerate(ids)},
+    )
 
 
 @pytest.fixture
@@ -104,15 +128,42 @@ def make_box_data(root: Path, *, count: int = 8, name: str | None = None) -> Box
     images = write_shapes(folder, count, seed=5)
     ontology = [OntologyClass.objects.create(project=project, name=name) for name in CLASSES]
     rows = DataRow.objects.bulk_create(
-        DataRow(dataset=dataset, external_id=str(i), uri=str(folder / image.file_name), width=image.width,
-                height=image.height) for i, image in enumerate(images))
+        DataRow(
+            dataset=dataset,
+            external_id=str(i),
+            uri=str(folder / image.file_name),
+            width=image.width,
+            height=image.height,
+        )
+        for i, image in enumerate(images)
+    )
     Label.objects.bulk_create(
-        Label(datarow=row, ontology_class=ontology[label], kind="box", x=x, y=y, w=w, h=h, area=w * h, source="test",
-              updated_by="test") for row, image in zip(rows, images) for label, x, y, w, h in image.boxes)
+        Label(
+            datarow=row,
+            ontology_class=ontology[label],
+            kind="box",
+            x=x,
+            y=y,
+            w=w,
+            h=h,
+            area=w * h,
+            source="test",
+            updated_by="test",
+        )
+        for row, image in zip(rows, images)
+        for label, x, y, w, h in image.boxes
+    )
     ids = [row.pk for row in rows]
     sliced = slice_create_from_ids(project=project, name="all", created_by="tester", datarow_ids=ids)
     for i, datarow_id in enumerate(ids):
         SliceMember.objects.filter(slice=sliced, datarow_id=datarow_id).update(
-            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN)
-    return BoxData(project=project, dataset=dataset, slice=sliced, datarow_ids=ids, classes=sorted(CLASSES),
-                   box_count=sum(len(image.boxes) for image in images))
+            split=Split.VALIDATION if i % 4 == 3 else Split.TRAIN
+        )
+    return BoxData(
+        project=project,
+        dataset=dataset,
+        slice=sliced,
+        datarow_ids=ids,
+        classes=sorted(CLASSES),
+        box_count=sum(len(image.boxes) for image in images),
+    )

@@ -17,8 +17,9 @@ COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 CLASSES = list(COLOURS)
 
 
-def write_colour_images(folder: Path, per_class: int, *, size: int = 20, seed: int = 0,
-                        start_key: int = 1) -> list[Example]:
+def write_colour_images(
+    folder: Path, per_class: int, *, size: int = 20, seed: int = 0, start_key: int = 1
+) -> list[Example]:
     """JPEG files of noisy solid colours, `per_class` of each class in turn; returns them as Examples."""
     folder.mkdir(parents=True, exist_ok=True)
     noise = random.Random(seed)
@@ -26,8 +27,9 @@ def write_colour_images(folder: Path, per_class: int, *, size: int = 20, seed: i
     for number in range(per_class * len(CLASSES)):
         target = number % len(CLASSES)
         base = COLOURS[CLASSES[target]]
-        pixels = bytes(max(0, min(255, channel + noise.randint(-40, 40)))
-                       for _ in range(size * size) for channel in base)
+        pixels = bytes(
+            max(0, min(255, channel + noise.randint(-40, 40))) for _ in range(size * size) for channel in base
+        )
         path = folder / f"{start_key + number}.jpg"
         Image.frombytes("RGB", (size, size), pixels).save(path, quality=90)
         examples.append(Example(key=start_key + number, uri=str(path), target=target))

@@ -15,23 +15,34 @@ from training.core.registry import get_trainer
 from training.core.weights import WeightsError
 
 TINY = {"min_size": 48, "max_size": 96, "fpn_channels": 32, "epochs": 1, "batch_size": 4, "device": "cpu"}
-LOSS_PARTS = {"detector-fcos": {"classification", "bbox_regression", "bbox_ctrness"},
-              "detector-faster-rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}}
+LOSS_PARTS = {
+    "detector-fcos": {"classification", "bbox_regression", "bbox_ctrness"},
+    "detector-faster-rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"},
+}
 
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shapes")
-    return [Example(key=100 + number, uri=str(folder / image.file_name), target=-1, boxes=image.boxes)
-            for number, image in enumerate(write_shapes(folder, 8, seed=3))]
+    return [
+        Example(key=100 + number, uri=str(folder / image.file_name), target=-1, boxes=image.boxes)
+        for number, image in enumerate(write_shapes(folder, 8, seed=3))
+    ]
 
 
 def _train(name, shapes, output_dir, *, on_step=lambda progress: None, **config):
     trainer = get_trainer(name)
-    return trainer, trainer.train(train=shapes[:6], validation=shapes[6:], classes=list(CLASSES),
-                                  config=trainer.validate_config({**TINY, **config}), opener=open_uri,
-                                  output_dir=output_dir, on_step=on_step, on_epoch=lambda metrics: None,
-                                  log=lambda line: None)
+    return trainer, trainer.train(
+        train=shapes[:6],
+        validation=shapes[6:],
+        classes=list(CLASSES),
+        config=trainer.validate_config({**TINY, **config}),
+        opener=open_uri,
+        output_dir=output_dir,
+        on_step=on_step,
+        on_epoch=lambda metrics: None,
+        log=lambda line: None,
+    )
 
 
 @pytest.mark.parametrize("name", ["detector-fcos", "detector-faster-rcnn"])
@@ -47,8 +58,17 @@ def test_a_detector_trains_reports_each_loss_part_and_predicts_boxes(name, shape
     assert sorted(result.artifact_files) == ["classes.json", "config.json", "metrics.json", "model.safetensors"]
     assert json.loads((tmp_path / "classes.json").read_text()) == list(CLASSES)
     # when
-    batches = list(trainer.predict(artifact_dir=tmp_path, items=shapes, opener=open_uri, batch_size=3, top_k=5,
-                                   device="cpu", score_threshold=0.0))
+    batches = list(
+        trainer.predict(
+            artifact_dir=tmp_path,
+            items=shapes,
+            opener=open_uri,
+            batch_size=3,
+            top_k=5,
+            device="cpu",
+            score_threshold=0.0,
+        )
+    )
     # then one entry per item in order, at most top_k boxes each, inside the image, best first
     assert [len(batch) for batch in batches] == [3, 3, 2]
     predictions = [prediction for batch in batches for prediction in batch]
@@ -76,8 +96,14 @@ def test_a_detector_starts_from_given_weights(shapes, tmp_path):
     _train("detector-fcos", shapes, tmp_path / "first", seed=1)
     first = load_file(tmp_path / "first" / "model.safetensors")
     # when a run with another seed starts from the first run's weights, learning (almost) nothing
-    _train("detector-fcos", shapes, tmp_path / "second", seed=2, learning_rate=1e-9,
-           init_weights=f"file://{tmp_path / 'first' / 'model.safetensors'}")
+    _train(
+        "detector-fcos",
+        shapes,
+        tmp_path / "second",
+        seed=2,
+        learning_rate=1e-9,
+        init_weights=f"file://{tmp_path / 'first' / 'model.safetensors'}",
+    )
     second = load_file(tmp_path / "second" / "model.safetensors")
     _train("detector-fcos", shapes, tmp_path / "fresh", seed=2, learning_rate=1e-9)
     fresh = load_file(tmp_path / "fresh" / "model.safetensors")
@@ -94,12 +120,23 @@ def test_the_classifier_starts_from_given_weights_too(tmp_path):
     images = write_colour_images(tmp_path / "images", 4)
     trainer = get_trainer("image-classifier")
     config = {"image_size": 16, "epochs": 1, "batch_size": 6, "device": "cpu"}
-    kwargs = dict(train=images, validation=[], classes=COLOURS, opener=open_uri, on_step=lambda progress: None,
-                  on_epoch=lambda metrics: None, log=lambda line: None)
+    kwargs = dict(
+        train=images,
+        validation=[],
+        classes=COLOURS,
+        opener=open_uri,
+        on_step=lambda progress: None,
+        on_epoch=lambda metrics: None,
+        log=lambda line: None,
+    )
     trainer.train(config=trainer.validate_config({**config, "seed": 1}), output_dir=tmp_path / "first", **kwargs)
-    trainer.train(config=trainer.validate_config({**config, "seed": 2, "learning_rate": 1e-9,
-                                                  "init_weights": str(tmp_path / "first" / "model.pt")}),
-                  output_dir=tmp_path / "second", **kwargs)
+    trainer.train(
+        config=trainer.validate_config(
+            {**config, "seed": 2, "learning_rate": 1e-9, "init_weights": str(tmp_path / "first" / "model.pt")}
+        ),
+        output_dir=tmp_path / "second",
+        **kwargs,
+    )
     first, second = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("first", "second"))
     assert torch.allclose(second["classifier.weight"], first["classifier.weight"], atol=1e-6)
 
@@ -122,14 +159,26 @@ def test_weights_of_another_architecture_or_class_count_are_a_clear_error(shapes
     with pytest.raises(WeightsError, match=r"does not fit .*missing \d+: .*unexpected \d+: "):
         _train("detector-faster-rcnn", shapes, tmp_path / "rcnn", init_weights=str(fcos))
     # the same architecture for another class count: the class head's shape
-    with pytest.raises(WeightsError, match=r"shape mismatch 2: head.classification_head.cls_logits.weight "
-                                           r"\(4, 32, 3, 3\) \(the model.s is \(3, 32, 3, 3\)\)"):
+    with pytest.raises(
+        WeightsError,
+        match=r"shape mismatch 2: head.classification_head.cls_logits.weight "
+        r"\(4, 32, 3, 3\) \(the model.s is \(3, 32, 3, 3\)\)",
+    ):
         trainer = get_trainer("detector-fcos")
-        two_classes = [Example(key=e.key, uri=e.uri, target=-1, boxes=tuple(b for b in e.boxes if b[0] < 2))
-                       for e in shapes[:4]]
-        trainer.train(train=two_classes, validation=[], classes=["square", "disc"], opener=open_uri,
-                      config=trainer.validate_config({**TINY, "init_weights": str(fcos)}), output_dir=tmp_path / "two",
-                      on_step=lambda progress: None, on_epoch=lambda metrics: None, log=lambda line: None)
+        two_classes = [
+            Example(key=e.key, uri=e.uri, target=-1, boxes=tuple(b for b in e.boxes if b[0] < 2)) for e in shapes[:4]
+        ]
+        trainer.train(
+            train=two_classes,
+            validation=[],
+            classes=["square", "disc"],
+            opener=open_uri,
+            config=trainer.validate_config({**TINY, "init_weights": str(fcos)}),
+            output_dir=tmp_path / "two",
+            on_step=lambda progress: None,
+            on_epoch=lambda metrics: None,
+            log=lambda line: None,
+        )
     # a file that is neither safetensors nor a torch zip checkpoint (a bare pickle, say)
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x80\x04K\x01." + b"\0" * 32)
@@ -142,8 +191,15 @@ def test_weights_of_another_architecture_or_class_count_are_a_clear_error(shapes
         _train("detector-fcos", shapes, tmp_path / "extra", init_weights=str(extra))
 
 
-@pytest.mark.parametrize(("config", "key"), [({"init_weights": 3}, "init_weights"), ({"max_size": 32}, "max_size"),
-                                             ({"anchors": 1}, "anchors"), ({"fpn_channels": 48}, "fpn_channels")])
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"init_weights": 3}, "init_weights"),
+        ({"max_size": 32}, "max_size"),
+        ({"anchors": 1}, "anchors"),
+        ({"fpn_channels": 48}, "fpn_channels"),
+    ],
+)
 def test_bad_detector_configs_name_the_key(config, key):
     from training.core.interface import ConfigError
 

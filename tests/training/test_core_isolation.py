@@ -13,8 +13,14 @@ def imported_top_level_packages(code: str) -> set[str]:
     """Top-level packages in sys.modules after `code` runs in a fresh interpreter (this test process has
     Django loaded already), without DJANGO_SETTINGS_MODULE or anything else of this environment."""
     script = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{name.split('.')[0] for name in sys.modules}})))"
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=120, env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     return set(json.loads(result.stdout.splitlines()[-1]))
 
@@ -23,7 +29,8 @@ def test_importing_the_whole_training_core_imports_neither_django_nor_celery():
     modules = imported_top_level_packages(
         "import training.core.cli, training.core.classifier_training, training.core.image_classifier\n"
         "import training.core.images, training.core.interface, training.core.networks, training.core.opener\n"
-        "import training.core.registry")
+        "import training.core.registry"
+    )
 
     assert "torch" in modules  # the check is not vacuous: the heavy modules were imported
     assert modules.isdisjoint({"django", "celery", "rest_framework", "kombu"})
@@ -32,7 +39,8 @@ def test_importing_the_whole_training_core_imports_neither_django_nor_celery():
 def test_validating_an_image_classifier_config_imports_no_torch():
     modules = imported_top_level_packages(
         "from training.core.registry import get_trainer\n"
-        "print(get_trainer('image-classifier').validate_config({'architecture': 'resnet18'}))")
+        "print(get_trainer('image-classifier').validate_config({'architecture': 'resnet18'}))"
+    )
 
     assert "training" in modules
     assert modules.isdisjoint({"torch", "numpy", "PIL", "django", "celery"})

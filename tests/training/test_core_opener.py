@@ -41,8 +41,12 @@ def test_s3_objects_are_read_through_boto3_from_the_configured_endpoint(monkeypa
     server.start()
     try:
         host, port = server.get_host_and_port()
-        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                            ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", f"http://{host}:{port}")):
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", f"http://{host}:{port}"),
+        ):
             monkeypatch.setenv(name, value)
         client = boto3.client("s3")
         client.create_bucket(Bucket="images")

@@ -19,15 +19,24 @@ FAST = {"image_size": 16, "batch_size": 8, "learning_rate": 0.01, "epochs": 3}
 @pytest.fixture(scope="module")
 def colour_images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("colours")
-    return write_colour_images(folder / "train", 12), write_colour_images(folder / "validation", 4, seed=1, start_key=1000)
+    return write_colour_images(folder / "train", 12), write_colour_images(
+        folder / "validation", 4, seed=1, start_key=1000
+    )
 
 
 def train(examples, output_dir, config, *, on_step=None, on_epoch=None, logs=None):
     train_examples, validation_examples = examples
     return ImageClassifierTrainer().train(
-        train=train_examples, validation=validation_examples, classes=CLASSES, config={**FAST, **config},
-        opener=open_uri, output_dir=output_dir, on_step=on_step or (lambda progress: None),
-        on_epoch=on_epoch or (lambda metrics: None), log=(logs.append if logs is not None else lambda message: None))
+        train=train_examples,
+        validation=validation_examples,
+        classes=CLASSES,
+        config={**FAST, **config},
+        opener=open_uri,
+        output_dir=output_dir,
+        on_step=on_step or (lambda progress: None),
+        on_epoch=on_epoch or (lambda metrics: None),
+        log=(logs.append if logs is not None else lambda message: None),
+    )
 
 
 def test_training_reduces_the_loss_and_reports_every_step_and_epoch(colour_images, tmp_path):
@@ -36,7 +45,9 @@ def test_training_reduces_the_loss_and_reports_every_step_and_epoch(colour_image
     result = train(colour_images, tmp_path, {"device": "auto"}, on_step=steps.append, on_epoch=epochs.append)
 
     assert result.device == "cpu"
-    assert [(s.epoch, s.step, s.steps, s.epochs) for s in steps] == [(e, s, 5, 3) for e in (1, 2, 3) for s in range(1, 6)]
+    assert [(s.epoch, s.step, s.steps, s.epochs) for s in steps] == [
+        (e, s, 5, 3) for e in (1, 2, 3) for s in range(1, 6)
+    ]
     assert all(s.images_per_second > 0 and s.eta_seconds >= 0 and 0 <= s.accuracy <= 1 for s in steps)
     assert steps[-1].eta_seconds == 0
     assert epochs == result.epochs and [e.epoch for e in epochs] == [1, 2, 3]
@@ -84,11 +95,18 @@ def test_the_decoded_cache_feeds_the_same_pixels_as_decoding_and_is_reused_by_th
     logs = []
 
     plain = train(colour_images, tmp_path / "plain", {"seed": 3, "augment": True})
-    cached = train(colour_images, tmp_path / "cached", {"seed": 3, "augment": True, "cache": "decoded",
-                                                        "cache_dir": str(cache_dir)})
+    cached = train(
+        colour_images,
+        tmp_path / "cached",
+        {"seed": 3, "augment": True, "cache": "decoded", "cache_dir": str(cache_dir)},
+    )
     files = sorted(path.name for path in cache_dir.iterdir())
-    reused = train(colour_images, tmp_path / "reused", {"seed": 3, "augment": True, "cache": "decoded",
-                                                        "cache_dir": str(cache_dir)}, logs=logs)
+    reused = train(
+        colour_images,
+        tmp_path / "reused",
+        {"seed": 3, "augment": True, "cache": "decoded", "cache_dir": str(cache_dir)},
+        logs=logs,
+    )
 
     assert len(files) == 2 and all(name.endswith(".npy") for name in files)  # train and validation, no partials
     assert sorted(path.name for path in cache_dir.iterdir()) == files
@@ -124,8 +142,13 @@ def test_an_exception_from_on_step_stops_training_at_once_and_propagates_unchang
             raise cancel
 
     with pytest.raises(Cancelled) as raised:
-        train(colour_images, tmp_path / "run", {"cache": cache, "cache_dir": str(tmp_path / "cache")},
-              on_step=on_step, on_epoch=epochs.append)
+        train(
+            colour_images,
+            tmp_path / "run",
+            {"cache": cache, "cache_dir": str(tmp_path / "cache")},
+            on_step=on_step,
+            on_epoch=epochs.append,
+        )
 
     assert raised.value is cancel
     assert [s.step for s in steps] == [1, 2] and epochs == []
@@ -137,10 +160,16 @@ def test_predict_yields_top_k_per_batch_best_first_in_item_order(colour_images, 
     train(colour_images, tmp_path, {"epochs": 3})
     items = colour_images[1]  # the validation images: 4 of each class in turn
 
-    batches = list(ImageClassifierTrainer().predict(artifact_dir=tmp_path, items=items, opener=open_uri,
-                                                    batch_size=5, top_k=2))
-    everything = [p for batch in ImageClassifierTrainer().predict(
-        artifact_dir=tmp_path, items=items, opener=open_uri, batch_size=64, top_k=10) for p in batch]
+    batches = list(
+        ImageClassifierTrainer().predict(artifact_dir=tmp_path, items=items, opener=open_uri, batch_size=5, top_k=2)
+    )
+    everything = [
+        p
+        for batch in ImageClassifierTrainer().predict(
+            artifact_dir=tmp_path, items=items, opener=open_uri, batch_size=64, top_k=10
+        )
+        for p in batch
+    ]
 
     assert [len(batch) for batch in batches] == [5, 5, 2]
     predictions = [p for batch in batches for p in batch]
@@ -168,11 +197,15 @@ def test_weights_that_carry_code_are_refused_and_their_payload_never_runs(colour
     marker.unlink()
     # when
     with pytest.raises(ValueError) as raised:
-        list(ImageClassifierTrainer().predict(artifact_dir=artifacts, items=colour_images[1], opener=open_uri,
-                                              batch_size=4, top_k=1))
+        list(
+            ImageClassifierTrainer().predict(
+                artifact_dir=artifacts, items=colour_images[1], opener=open_uri, batch_size=4, top_k=1
+            )
+        )
     # then
-    assert str(raised.value) == ("Refusing to load model.pt: it holds more than tensors (a pickled object that could "
-                                 "run code).")
+    assert str(raised.value) == (
+        "Refusing to load model.pt: it holds more than tensors (a pickled object that could run code)."
+    )
     assert not marker.exists()
 
 
@@ -181,8 +214,16 @@ def test_targets_outside_the_classes_are_refused_before_training(colour_images, 
 
     with pytest.raises(ValueError, match="target 3, outside the 3 classes"):
         ImageClassifierTrainer().train(
-            train=train_examples, validation=[Example(key=9, uri="x", target=3)],
-            classes=CLASSES, config=FAST, opener=open_uri, output_dir=tmp_path, on_step=print, on_epoch=print, log=print)
+            train=train_examples,
+            validation=[Example(key=9, uri="x", target=3)],
+            classes=CLASSES,
+            config=FAST,
+            opener=open_uri,
+            output_dir=tmp_path,
+            on_step=print,
+            on_epoch=print,
+            log=print,
+        )
 
 
 def test_images_are_read_through_the_opener_from_a_real_http_server(colour_images, tmp_path):
@@ -191,10 +232,16 @@ def test_images_are_read_through_the_opener_from_a_real_http_server(colour_image
     steps = []
 
     with serving(folder) as base_url:
+
         def over_http(example):
             return replace(example, uri=f"{base_url}/{Path(example.uri).parent.name}/{Path(example.uri).name}")
-        result = train(([over_http(e) for e in train_examples], [over_http(e) for e in validation_examples]),
-                       tmp_path, {"epochs": 2}, on_step=steps.append)
+
+        result = train(
+            ([over_http(e) for e in train_examples], [over_http(e) for e in validation_examples]),
+            tmp_path,
+            {"epochs": 2},
+            on_step=steps.append,
+        )
 
     assert len(steps) == 10
     assert result.epochs[-1].validation_accuracy == 1.0

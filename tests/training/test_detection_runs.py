@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from jobs.models import Job
 from datasets.models import Prediction
+from jobs.models import Job
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.training.conftest import TINY_DETECTOR_CONFIG, make_box_data
@@ -36,9 +36,11 @@ def data(storage):
 
 
 def _model(client, data, **hyperparameters) -> dict:
-    response = client.post(f"/api/v1/projects/{data.project.pk}/models",
-                           {"name": "shapes", "trainer": "detector-fcos",
-                            "hyperparameters": {**TINY_DETECTOR_CONFIG, **hyperparameters}}, format="json")
+    response = client.post(
+        f"/api/v1/projects/{data.project.pk}/models",
+        {"name": "shapes", "trainer": "detector-fcos", "hyperparameters": {**TINY_DETECTOR_CONFIG, **hyperparameters}},
+        format="json",
+    )
     assert response.status_code == 201, response.content
     return response.json()
 
@@ -46,14 +48,16 @@ def _model(client, data, **hyperparameters) -> dict:
 def _train(client, data, django_capture_on_commit_callbacks, **hyperparameters) -> dict:
     model = _model(client, data, **hyperparameters)
     with django_capture_on_commit_callbacks(execute=True):
-        started = client.post(f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs",
-                              {"slice_id": data.slice.pk}, format="json")
+        started = client.post(
+            f"/api/v1/projects/{data.project.pk}/models/{model['id']}/runs", {"slice_id": data.slice.pk}, format="json"
+        )
     assert started.status_code == 202, started.content
     return client.get(f"/api/v1/projects/{data.project.pk}/training-runs/{started.json()['id']}").json()
 
 
 def test_a_detector_run_trains_on_the_box_labels_and_its_version_predicts_searchable_boxes(
-        client, data, celery_eager, django_capture_on_commit_callbacks):
+    client, data, celery_eager, django_capture_on_commit_callbacks
+):
     # when
     run = _train(client, data, django_capture_on_commit_callbacks)
     # then the run trained on the snapshot of every box, and reported each loss part per step
@@ -73,17 +77,27 @@ def test_a_detector_run_trains_on_the_box_labels_and_its_version_predicts_search
     # when: its version predicts the dataset, keeping every box however low its score
     base = f"/api/v1/projects/{data.project.pk}"
     with django_capture_on_commit_callbacks(execute=True):
-        started = client.post(f"{base}/prediction-runs", {"model_version_id": run["model_version_id"],
-                                                          "dataset_id": data.dataset.pk, "top_k": 3,
-                                                          "score_threshold": 0.0}, format="json")
+        started = client.post(
+            f"{base}/prediction-runs",
+            {
+                "model_version_id": run["model_version_id"],
+                "dataset_id": data.dataset.pk,
+                "top_k": 3,
+                "score_threshold": 0.0,
+            },
+            format="json",
+        )
     assert started.status_code == 202, started.content
     predicted = client.get(f"{base}/prediction-runs/{started.json()['id']}").json()
     # then every image has its boxes, at most top_k each, inside the image
     assert predicted["status"] == "succeeded", predicted["job"]["error"]
     assert (predicted["datarow_count"], predicted["score_threshold"]) == (8, 0.0)
     with tenant_scope(TENANT_A):
-        boxes = list(Prediction.objects.filter(model_version_id=run["model_version_id"])
-                     .values("datarow_id", "kind", "ontology_class__name", "x", "y", "w", "h", "area"))
+        boxes = list(
+            Prediction.objects.filter(model_version_id=run["model_version_id"]).values(
+                "datarow_id", "kind", "ontology_class__name", "x", "y", "w", "h", "area"
+            )
+        )
     assert len(boxes) == predicted["prediction_count"] > 0
     per_row = {}
     for box in boxes:
@@ -101,8 +115,9 @@ def test_a_detector_run_trains_on_the_box_labels_and_its_version_predicts_search
     expected = {box["datarow_id"] for box in boxes if box["ontology_class__name"] == name and box["w"] > 0}
     assert {row["id"] for row in found.json()["results"]} == expected
     wide = max(box["w"] for box in boxes)
-    narrowed = client.post(f"{base}/search", {"query": f"prediction(model = 'shapes@1' AND w >= {wide})"},
-                           format="json").json()["results"]
+    narrowed = client.post(
+        f"{base}/search", {"query": f"prediction(model = 'shapes@1' AND w >= {wide})"}, format="json"
+    ).json()["results"]
     assert {row["id"] for row in narrowed} == {box["datarow_id"] for box in boxes if box["w"] >= wide}
 
 
@@ -131,12 +146,17 @@ def test_bad_init_weights_are_a_400_on_the_field_before_anything_is_queued(clien
     with tenant_scope(TENANT_A):
         jobs_before = Job.objects.count()
     # when: on the model's hyperparameters, and on a run's config override
-    model = client.post(f"/api/v1/projects/{data.project.pk}/models",
-                        {"name": "bad", "trainer": "detector-fcos", "hyperparameters": {"init_weights": init_weights}},
-                        format="json")
+    model = client.post(
+        f"/api/v1/projects/{data.project.pk}/models",
+        {"name": "bad", "trainer": "detector-fcos", "hyperparameters": {"init_weights": init_weights}},
+        format="json",
+    )
     good = _model(client, data)
-    run = client.post(f"/api/v1/projects/{data.project.pk}/models/{good['id']}/runs",
-                      {"slice_id": data.slice.pk, "config": {"init_weights": init_weights}}, format="json")
+    run = client.post(
+        f"/api/v1/projects/{data.project.pk}/models/{good['id']}/runs",
+        {"slice_id": data.slice.pk, "config": {"init_weights": init_weights}},
+        format="json",
+    )
     # then
     assert model.status_code == 400, model.content
     assert list(model.json()["extra"]["fields"]) == ["hyperparameters.init_weights"]
@@ -148,7 +168,8 @@ def test_bad_init_weights_are_a_400_on_the_field_before_anything_is_queued(clien
 
 
 def test_weights_of_another_class_count_fail_the_run_naming_the_tensors_that_do_not_fit(
-        client, data, storage, celery_eager, django_capture_on_commit_callbacks):
+    client, data, storage, celery_eager, django_capture_on_commit_callbacks
+):
     # given: an FCOS state_dict of this architecture but five classes, not three
     config = validate_config(TINY_DETECTOR_CONFIG)
     five = build_detector("fcos", 5, config).state_dict()
@@ -165,7 +186,8 @@ def test_weights_of_another_class_count_fail_the_run_naming_the_tensors_that_do_
 
 
 def test_a_torch_checkpoint_holding_more_than_tensors_fails_the_run_without_running_it(
-        client, data, storage, celery_eager, django_capture_on_commit_callbacks, capsys):
+    client, data, storage, celery_eager, django_capture_on_commit_callbacks, capsys
+):
     # given: a zip checkpoint (it passes the sniffing at validation) whose pickle calls print when loaded
     buffer = io.BytesIO()
     torch.save({"weight": torch.zeros(1), "hook": _Callable()}, buffer)

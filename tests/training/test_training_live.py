@@ -23,8 +23,10 @@ from tests.training.conftest import TINY_CONFIG, TINY_DETECTOR_CONFIG, make_box_
 from tests.websocket_contract import job_message
 from training.models import TrainingRun
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
-              pytest.mark.usefixtures("committed_tenants")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases=["default", "reader"]),
+    pytest.mark.usefixtures("committed_tenants"),
+]
 
 TERMINAL = {Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED}
 # The worker's deployment registers "plugin" as a trainer whose import exits (the test process, as a web host whose
@@ -44,10 +46,19 @@ def training_worker(django_db_setup, auth0, platform, live_log_dir, live_folders
     images, storage = live_folders
     purge_task_queues()
     worker = start_celery_worker(
-        live_environment(auth0, platform, MLOPS_LOCAL_READ_ROOT=images.parent.parent, MLOPS_STORAGE_ROOT=storage,
-                         JOB_PROGRESS_MIN_INTERVAL_SECONDS=0,
-                         TRAINER_PLUGINS=json.dumps(WORKER_TRAINER_PLUGINS)),
-        live_log_dir, name="training", queues=("training",), pool="solo")
+        live_environment(
+            auth0,
+            platform,
+            MLOPS_LOCAL_READ_ROOT=images.parent.parent,
+            MLOPS_STORAGE_ROOT=storage,
+            JOB_PROGRESS_MIN_INTERVAL_SECONDS=0,
+            TRAINER_PLUGINS=json.dumps(WORKER_TRAINER_PLUGINS),
+        ),
+        live_log_dir,
+        name="training",
+        queues=("training",),
+        pool="solo",
+    )
     yield worker
     worker.stop()
 
@@ -70,8 +81,11 @@ def _run(run_id) -> TrainingRun:
 def _start_training(client, data, trainer: str = "image-classifier", **hyperparameters) -> dict:
     wait_for_reader()  # the request may read from the replica: let it replay the data written here first
     base = f"/api/v1/projects/{data.project.pk}"
-    model = client.post(f"{base}/models", {"name": "colours", "trainer": trainer,
-                                           "hyperparameters": {**TINY_CONFIG, **hyperparameters}}, format="json")
+    model = client.post(
+        f"{base}/models",
+        {"name": "colours", "trainer": trainer, "hyperparameters": {**TINY_CONFIG, **hyperparameters}},
+        format="json",
+    )
     assert model.status_code == 201, model.content
     started = client.post(f"{base}/models/{model.json()['id']}/runs", {"slice_id": data.slice.pk}, format="json")
     assert started.status_code == 202, started.content
@@ -79,12 +93,16 @@ def _start_training(client, data, trainer: str = "image-classifier", **hyperpara
 
 
 def _wait_for_end(job_id, worker, timeout: float = 180) -> Job:
-    return wait_until(lambda: (job := _job(job_id)).status in TERMINAL and job, timeout=timeout,
-                      what=f"job {job_id} to end", interval=0.2, logs_of=(worker,))
+    return wait_until(
+        lambda: (job := _job(job_id)).status in TERMINAL and job,
+        timeout=timeout,
+        what=f"job {job_id} to end",
+        interval=0.2,
+        logs_of=(worker,),
+    )
 
 
-def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(
-        client, training_worker, live_folders):
+def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(client, training_worker, live_folders):
     # given
     with tenant_scope(TENANT_A):
         data = make_image_data(live_folders[0])
@@ -104,8 +122,11 @@ def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(
 
     # when: the version predicts the whole dataset on the same worker
     wait_for_reader()  # the version was written by the worker; the request may read from the replica
-    predicted = client.post(f"/api/v1/projects/{data.project.pk}/prediction-runs",
-                            {"model_version_id": version.pk, "dataset_id": data.dataset.pk, "top_k": 2}, format="json")
+    predicted = client.post(
+        f"/api/v1/projects/{data.project.pk}/prediction-runs",
+        {"model_version_id": version.pk, "dataset_id": data.dataset.pk, "top_k": 2},
+        format="json",
+    )
     assert predicted.status_code == 202, predicted.content
     prediction_job = _wait_for_end(predicted.json()["job"]["id"], training_worker)
     # then
@@ -118,14 +139,18 @@ def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(
 
 
 def test_a_detector_run_succeeds_on_the_training_worker_and_its_version_predicts_boxes(
-        client, training_worker, live_folders):
+    client, training_worker, live_folders
+):
     # given
     with tenant_scope(TENANT_A):
         data = make_box_data(live_folders[0])
     wait_for_reader()
     base = f"/api/v1/projects/{data.project.pk}"
-    model = client.post(f"{base}/models", {"name": "shapes", "trainer": "detector-fcos",
-                                           "hyperparameters": TINY_DETECTOR_CONFIG}, format="json")
+    model = client.post(
+        f"{base}/models",
+        {"name": "shapes", "trainer": "detector-fcos", "hyperparameters": TINY_DETECTOR_CONFIG},
+        format="json",
+    )
     assert model.status_code == 201, model.content
     # when
     started = client.post(f"{base}/models/{model.json()['id']}/runs", {"slice_id": data.slice.pk}, format="json")
@@ -141,8 +166,11 @@ def test_a_detector_run_succeeds_on_the_training_worker_and_its_version_predicts
 
     # when: the version predicts the dataset's boxes on the same worker
     wait_for_reader()
-    predicted = client.post(f"{base}/prediction-runs", {"model_version_id": version.pk, "dataset_id": data.dataset.pk,
-                                                         "top_k": 2, "score_threshold": 0.0}, format="json")
+    predicted = client.post(
+        f"{base}/prediction-runs",
+        {"model_version_id": version.pk, "dataset_id": data.dataset.pk, "top_k": 2, "score_threshold": 0.0},
+        format="json",
+    )
     assert predicted.status_code == 202, predicted.content
     prediction_job = _wait_for_end(predicted.json()["job"]["id"], training_worker)
     # then
@@ -155,14 +183,16 @@ def test_a_detector_run_succeeds_on_the_training_worker_and_its_version_predicts
 
 
 def test_progress_streams_per_step_and_a_cancel_stops_the_run_within_one_step(
-        client, make_token, training_worker, live_asgi_server, live_folders):
+    client, make_token, training_worker, live_asgi_server, live_folders
+):
     # given: a run of 1,500 steps, followed on its job's websocket
     with tenant_scope(TENANT_A):
         data = make_image_data(live_folders[0])
     started = _start_training(client, data, epochs=500)
     token = make_token(TENANT_A)
-    with connect(f"{live_asgi_server.ws_url}/ws/jobs/{started['job']['id']}/", subprotocols=["bearer", token],
-                 open_timeout=10) as websocket:
+    with connect(
+        f"{live_asgi_server.ws_url}/ws/jobs/{started['job']['id']}/", subprotocols=["bearer", token], open_timeout=10
+    ) as websocket:
         running = []
         while len(running) < 3:
             state = job_message(websocket.recv(timeout=120))["job"]
@@ -212,7 +242,8 @@ def test_a_run_that_cannot_read_an_image_fails_with_its_error_and_logs_kept(clie
 
 
 def test_a_plugin_that_exits_on_import_in_the_worker_fails_the_run_and_the_worker_goes_on(
-        client, settings, training_worker, live_folders):
+    client, settings, training_worker, live_folders
+):
     # given: a model on "plugin", which loads here but exits on import in the worker
     settings.TRAINER_PLUGINS = {"plugin": "tests.training.test_core_registry:ConstantTrainer"}
     with tenant_scope(TENANT_A):
@@ -229,15 +260,20 @@ def test_a_plugin_that_exits_on_import_in_the_worker_fails_the_run_and_the_worke
 
 @pytest.mark.parametrize("trainer", ["sys:exit", "this:x", ".x:Y", "os:system"])
 def test_a_trainer_path_sent_to_the_live_server_is_a_400_and_the_server_goes_on(
-        make_token, live_asgi_server, live_folders, trainer):
+    make_token, live_asgi_server, live_folders, trainer
+):
     # given
     with tenant_scope(TENANT_A):
         data = make_image_data(live_folders[0])
     wait_for_reader()
     headers = {"Authorization": f"Bearer {make_token(TENANT_A)}"}
     # when
-    response = httpx.post(f"{live_asgi_server.url}/api/v1/projects/{data.project.pk}/models",
-                          json={"name": "bad", "trainer": trainer}, headers=headers, timeout=30)
+    response = httpx.post(
+        f"{live_asgi_server.url}/api/v1/projects/{data.project.pk}/models",
+        json={"name": "bad", "trainer": trainer},
+        headers=headers,
+        timeout=30,
+    )
     # then: a 400 on the trainer field; the server still serves, and never imported `this` (it prints the Zen)
     assert response.status_code == 400, response.text
     message = f"Unknown trainer {trainer!r}: use one of detector-faster-rcnn, detector-fcos, image-classifier."

@@ -52,7 +52,9 @@ def test_the_web_process_serves_the_training_api_and_checks_configs_without_impo
         "get_resolver().url_patterns; "
         "from training.services import trainer_config_validate, trainer_resolve; "
         "trainer_config_validate(trainer=trainer_resolve(name='image-classifier'), config={'epochs': 2}); "
-        "print('torch' in sys.modules)", {"MLOPS_ENV": "test"})
+        "print('torch' in sys.modules)",
+        {"MLOPS_ENV": "test"},
+    )
     # then: torch belongs to the training workers only
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

@@ -5,8 +5,7 @@ import math
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -19,9 +18,9 @@ from torch.utils.data import DataLoader
 
 from training.core.image_classifier import CLASSES_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, validate_config
 from training.core.images import (
+    Batch,
     DecodedCache,
     DecodedImages,
-    Batch,
     DeviceImages,
     ShuffledBatches,
     cached_batches,
@@ -48,9 +47,18 @@ def mixed_precision(device: torch.device) -> AbstractContextManager[Any]:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def train_classifier(*, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
-                     config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
-                     on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
+def train_classifier(
+    *,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    classes: Sequence[str],
+    config: dict,
+    opener: Opener,
+    output_dir: Path,
+    on_step: Callable[[StepProgress], None],
+    on_epoch: Callable[[EpochMetrics], None],
+    log: Callable[[str], None],
+) -> TrainResult:
     """Train on a validated config (ImageClassifierTrainer.train's contract)."""
     device = resolve_device(config["device"])
     if not train:
@@ -60,8 +68,10 @@ def train_classifier(*, train: Sequence[Example], validation: Sequence[Example],
     output_dir.mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-    log(f"Training {config['architecture']} at {config['image_size']} px on {_describe(device)}: "
-        f"{len(train)} training and {len(validation)} validation images, {len(classes)} classes.")
+    log(
+        f"Training {config['architecture']} at {config['image_size']} px on {_describe(device)}: "
+        f"{len(train)} training and {len(validation)} validation images, {len(classes)} classes."
+    )
 
     with torch.random.fork_rng(devices=[]):  # the seed decides the initial weights without leaking globally
         torch.manual_seed(config["seed"])
@@ -81,15 +91,25 @@ def train_classifier(*, train: Sequence[Example], validation: Sequence[Example],
     torch.save({name: tensor.cpu() for name, tensor in network.state_dict().items()}, output_dir / WEIGHTS_FILE)
     (output_dir / CLASSES_FILE).write_text(json.dumps(list(classes)))
     (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (output_dir / METRICS_FILE).write_text(json.dumps({
-        "device": str(device), "train_examples": len(train), "validation_examples": len(validation),
-        "epochs": [asdict(epoch) for epoch in epochs]}, indent=2))
-    return TrainResult(epochs=epochs, device=str(device),
-                       artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE])
+    (output_dir / METRICS_FILE).write_text(
+        json.dumps(
+            {
+                "device": str(device),
+                "train_examples": len(train),
+                "validation_examples": len(validation),
+                "epochs": [asdict(epoch) for epoch in epochs],
+            },
+            indent=2,
+        )
+    )
+    return TrainResult(
+        epochs=epochs, device=str(device), artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE]
+    )
 
 
-def predict_classifier(*, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
-                       top_k: int, device: str) -> Iterator[list[Prediction]]:
+def predict_classifier(
+    *, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int, top_k: int, device: str
+) -> Iterator[list[Prediction]]:
     """Predictions of the model in artifact_dir (ImageClassifierTrainer.predict's contract)."""
     if batch_size < 1 or top_k < 1:
         raise ValueError(f"batch_size and top_k must be at least 1, not {batch_size} and {top_k}.")
@@ -101,16 +121,21 @@ def predict_classifier(*, artifact_dir: Path, items: Sequence[Example], opener: 
     network = network.to(target, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     to_input = DeviceImages(target, augment_seed=None)
     top_k = max(1, min(top_k, len(classes)))
-    loader = decoding_loader(DecodedImages(items, opener, config["image_size"]),
-                             ShuffledBatches(len(items), batch_size),
-                             num_workers=config["num_workers"], pin_memory=target.type == "cuda")
+    loader = decoding_loader(
+        DecodedImages(items, opener, config["image_size"]),
+        ShuffledBatches(len(items), batch_size),
+        num_workers=config["num_workers"],
+        pin_memory=target.type == "cuda",
+    )
     with torch.inference_mode():
         for indices, images, _ in loader:
             with mixed_precision(target):
                 logits = network(to_input(images, augment=False))
             probabilities, class_indices = F.softmax(logits.float(), dim=1).topk(top_k, dim=1)
-            yield [(items[index].key, list(zip(best, scores)))
-                   for index, best, scores in zip(indices.tolist(), class_indices.tolist(), probabilities.tolist())]
+            yield [
+                (items[index].key, list(zip(best, scores)))
+                for index, best, scores in zip(indices.tolist(), class_indices.tolist(), probabilities.tolist())
+            ]
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -119,23 +144,33 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"Refusing to load {path.name}: it holds more than tensors (a pickled object that could "
-                         f"run code).") from error
+        raise ValueError(
+            f"Refusing to load {path.name}: it holds more than tensors (a pickled object that could run code)."
+        ) from error
 
 
-def make_optimizer(network: torch.nn.Module, config: dict,
-                   total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(
+    network: torch.nn.Module, config: dict, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with a short linear warm-up, then a cosine decay to zero over the run."""
     optimizer = torch.optim.AdamW(network.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
     warmup = max(1, int(total_steps * WARMUP_FRACTION))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-        (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, step / total_steps))))
+    )
     return optimizer, schedule
 
 
-def train_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               schedule: torch.optim.lr_scheduler.LRScheduler, to_input: DeviceImages, images: torch.Tensor,
-               targets: torch.Tensor, *, augment: bool) -> tuple[float, int]:
+def train_step(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    to_input: DeviceImages,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    augment: bool,
+) -> tuple[float, int]:
     """One optimiser step on a uint8 (B, S, S, 3) batch: the batch's mean loss and how many it got right."""
     targets = targets.to(to_input.device, non_blocking=True)
     with mixed_precision(to_input.device):
@@ -146,14 +181,24 @@ def train_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     optimizer.step()
     schedule.step()
     loss_value, correct = torch.stack(  # one device sync per step, for both numbers
-        [loss.detach().float(), (logits.argmax(1) == targets).sum().float()]).tolist()
+        [loss.detach().float(), (logits.argmax(1) == targets).sum().float()]
+    ).tolist()
     return loss_value, int(correct)
 
 
 class _TrainingLoop:
-    def __init__(self, network: torch.nn.Module, device: torch.device, config: dict, train: Sequence[Example],
-                 validation: Sequence[Example], opener: Opener, on_step: Callable[[StepProgress], None],
-                 on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        device: torch.device,
+        config: dict,
+        train: Sequence[Example],
+        validation: Sequence[Example],
+        opener: Opener,
+        on_step: Callable[[StepProgress], None],
+        on_epoch: Callable[[EpochMetrics], None],
+        log: Callable[[str], None],
+    ) -> None:
         self.network, self.device, self.config = network, device, config
         self.train_examples, self.validation_examples = train, validation
         self.opener, self.on_step, self.on_epoch, self.log = opener, on_step, on_epoch, log
@@ -174,8 +219,10 @@ class _TrainingLoop:
                 if examples:
                     self.caches[split] = cache = DecodedCache(cache_dir, examples, self.config["image_size"])
                     size_gib = np.prod(cache.shape) / 2**30
-                    self.log(f"Decoded-image cache for {split}: {cache.path}, {size_gib:.2f} GiB "
-                             f"({'reused' if cache.complete else 'filled during the first epoch'}).")
+                    self.log(
+                        f"Decoded-image cache for {split}: {cache.path}, {size_gib:.2f} GiB "
+                        f"({'reused' if cache.complete else 'filled during the first epoch'})."
+                    )
         self.started = time.perf_counter()
         metrics = []
         try:
@@ -192,21 +239,42 @@ class _TrainingLoop:
         loss_sum, correct, seen = 0.0, 0, 0
         with closing(self._batches("train", epoch=epoch)) as batches:
             for step, (_, images, targets) in enumerate(batches, start=1):
-                batch_loss, batch_correct = train_step(self.network, self.optimizer, self.schedule, self.to_input,
-                                                       images, targets, augment=self.config["augment"])
+                batch_loss, batch_correct = train_step(
+                    self.network,
+                    self.optimizer,
+                    self.schedule,
+                    self.to_input,
+                    images,
+                    targets,
+                    augment=self.config["augment"],
+                )
                 loss_sum, correct = loss_sum + batch_loss * len(targets), correct + batch_correct
                 seen += len(targets)
                 self.steps_done += 1
                 now = time.perf_counter()
-                self.on_step(StepProgress(
-                    epoch=epoch, epochs=self.config["epochs"], step=step, steps=self.steps_per_epoch,
-                    loss=loss_sum / seen, accuracy=correct / seen, images_per_second=seen / (now - started),
-                    eta_seconds=(now - self.started) / self.steps_done * (self.total_steps - self.steps_done)))
+                self.on_step(
+                    StepProgress(
+                        epoch=epoch,
+                        epochs=self.config["epochs"],
+                        step=step,
+                        steps=self.steps_per_epoch,
+                        loss=loss_sum / seen,
+                        accuracy=correct / seen,
+                        images_per_second=seen / (now - started),
+                        eta_seconds=(now - self.started) / self.steps_done * (self.total_steps - self.steps_done),
+                    )
+                )
         train_seconds = time.perf_counter() - started
         validation_loss, validation_accuracy = self._validate()
-        return EpochMetrics(epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen,
-                            validation_loss=validation_loss, validation_accuracy=validation_accuracy,
-                            seconds=time.perf_counter() - started, images_per_second=seen / train_seconds)
+        return EpochMetrics(
+            epoch=epoch,
+            train_loss=loss_sum / seen,
+            train_accuracy=correct / seen,
+            validation_loss=validation_loss,
+            validation_accuracy=validation_accuracy,
+            seconds=time.perf_counter() - started,
+            images_per_second=seen / train_seconds,
+        )
 
     def _validate(self) -> tuple[float | None, float | None]:
         if not self.validation_examples:
@@ -218,9 +286,12 @@ class _TrainingLoop:
                 targets = targets.to(self.device, non_blocking=True)
                 with mixed_precision(self.device):
                     logits = self.network(self.to_input(images, augment=False))
-                batch_loss, batch_correct = torch.stack([
-                    F.cross_entropy(logits.float(), targets, reduction="sum"),
-                    (logits.argmax(1) == targets).sum().float()]).tolist()
+                batch_loss, batch_correct = torch.stack(
+                    [
+                        F.cross_entropy(logits.float(), targets, reduction="sum"),
+                        (logits.argmax(1) == targets).sum().float(),
+                    ]
+                ).tolist()
                 loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
         count = len(self.validation_examples)
         return loss_sum / count, correct / count
@@ -234,13 +305,20 @@ class _TrainingLoop:
         if cache is not None and cache.complete:
             self.loaders.pop(split, None)
             targets = torch.tensor([example.target for example in examples], dtype=torch.long)
-            return cached_batches(cache, targets, epoch_batches(len(examples), self.config["batch_size"], order_seed),
-                                  pin_memory=self.pin_memory, threads=self.cache_readers)
+            return cached_batches(
+                cache,
+                targets,
+                epoch_batches(len(examples), self.config["batch_size"], order_seed),
+                pin_memory=self.pin_memory,
+                threads=self.cache_readers,
+            )
         if split not in self.loaders:
             self.loaders[split] = decoding_loader(
                 DecodedImages(examples, self.opener, self.config["image_size"]),
                 ShuffledBatches(len(examples), self.config["batch_size"]),
-                num_workers=self.config["num_workers"], pin_memory=self.pin_memory)
+                num_workers=self.config["num_workers"],
+                pin_memory=self.pin_memory,
+            )
         loader = self.loaders[split]
         assert isinstance(loader.batch_sampler, ShuffledBatches)
         loader.batch_sampler.shuffle_seed = order_seed
@@ -255,8 +333,10 @@ def _closable(batches: Iterator[Batch]) -> Generator[Batch]:
 def _check_targets(examples: Sequence[Example], class_count: int, split: str) -> None:
     for example in examples:
         if not 0 <= example.target < class_count:
-            raise ValueError(f"{split} example {example.key} has target {example.target}, "
-                             f"outside the {class_count} classes (0..{class_count - 1}).")
+            raise ValueError(
+                f"{split} example {example.key} has target {example.target}, "
+                f"outside the {class_count} classes (0..{class_count - 1})."
+            )
 
 
 def _describe(device: torch.device) -> str:

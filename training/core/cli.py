@@ -68,17 +68,33 @@ def train(arguments: argparse.Namespace) -> None:
             last_print[0] = now
             parts = "".join(f" {name} {value:.4f}" for name, value in progress.loss_parts.items())
             accuracy = "" if progress.accuracy is None else f" accuracy {progress.accuracy:.3f}"
-            print(f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
-                  f"loss {progress.loss:.4f}{parts}{accuracy} "
-                  f"{progress.images_per_second:.1f} images/s eta {progress.eta_seconds:.0f} s", file=sys.stderr)
+            print(
+                f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
+                f"loss {progress.loss:.4f}{parts}{accuracy} "
+                f"{progress.images_per_second:.1f} images/s eta {progress.eta_seconds:.0f} s",
+                file=sys.stderr,
+            )
 
     result = trainer.train(
-        train=splits["train"], validation=splits["validation"], classes=classes, config=config,
-        opener=open_uri, output_dir=arguments.out, on_step=on_step,
+        train=splits["train"],
+        validation=splits["validation"],
+        classes=classes,
+        config=config,
+        opener=open_uri,
+        output_dir=arguments.out,
+        on_step=on_step,
         on_epoch=lambda metrics: print(f"epoch done: {metrics}", file=sys.stderr),
-        log=lambda message: print(message, file=sys.stderr))
-    print(json.dumps({"device": result.device, "artifacts": [str(arguments.out / name) for name in result.artifact_files],
-                      "final_epoch": result.epochs[-1].__dict__}))
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(
+        json.dumps(
+            {
+                "device": result.device,
+                "artifacts": [str(arguments.out / name) for name in result.artifact_files],
+                "final_epoch": result.epochs[-1].__dict__,
+            }
+        )
+    )
 
 
 def predict(arguments: argparse.Namespace) -> None:
@@ -87,11 +103,24 @@ def predict(arguments: argparse.Namespace) -> None:
     items = [Example(key=row["key"], uri=row["uri"], target=-1) for row in rows]
     uris = {row["key"]: row["uri"] for row in rows}
     trainer = trainer_get(arguments.trainer)
-    for batch in trainer.predict(artifact_dir=arguments.artifacts, items=items, opener=open_uri,
-                                 batch_size=arguments.batch_size, top_k=arguments.top_k, device=arguments.device):
+    for batch in trainer.predict(
+        artifact_dir=arguments.artifacts,
+        items=items,
+        opener=open_uri,
+        batch_size=arguments.batch_size,
+        top_k=arguments.top_k,
+        device=arguments.device,
+    ):
         for key, best in batch:
-            print(json.dumps({"key": key, "uri": uris[key],
-                              "top": [{"class": classes[index], "probability": round(p, 6)} for index, p in best]}))
+            print(
+                json.dumps(
+                    {
+                        "key": key,
+                        "uri": uris[key],
+                        "top": [{"class": classes[index], "probability": round(p, 6)} for index, p in best],
+                    }
+                )
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train")
     train_parser.add_argument("--manifest", type=Path, required=True)
-    train_parser.add_argument("--classes", nargs="+", help="class names in index order (default: the manifest's, sorted)")
+    train_parser.add_argument(
+        "--classes", nargs="+", help="class names in index order (default: the manifest's, sorted)"
+    )
     train_parser.add_argument("--out", type=Path, required=True)
     train_parser.add_argument("--config", default="{}", help="the trainer config as a JSON object")
     predict_parser = commands.add_parser("predict")

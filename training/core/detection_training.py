@@ -79,14 +79,19 @@ class DetectionImages(Dataset):
         height, width = image.shape[-2:]
         boxes = tv_tensors.BoundingBoxes(
             torch.tensor([[x, y, x + w, y + h] for _, x, y, w, h in example.boxes], dtype=torch.float32).reshape(-1, 4),
-            format="XYXY", canvas_size=(height, width))
+            format="XYXY",
+            canvas_size=(height, width),
+        )
         labels = torch.tensor([label + 1 for label, *_ in example.boxes], dtype=torch.int64)
         if self.flip is not None:
             image, boxes = self.flip(tv_tensors.Image(image), boxes)
         boxes = v2.functional.clamp_bounding_boxes(boxes)
         keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
-        return index, image.as_subclass(torch.Tensor).float() / 255, {
-            "boxes": boxes.as_subclass(torch.Tensor)[keep], "labels": labels[keep]}
+        return (
+            index,
+            image.as_subclass(torch.Tensor).float() / 255,
+            {"boxes": boxes.as_subclass(torch.Tensor)[keep], "labels": labels[keep]},
+        )
 
 
 def _collate(items: list) -> tuple:
@@ -95,22 +100,34 @@ def _collate(items: list) -> tuple:
 
 def _loader(dataset: Dataset, batch_size: int, *, shuffle_seed: int | None) -> DataLoader:
     generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=generator,
-                      collate_fn=_collate)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=generator, collate_fn=_collate
+    )
 
 
 def _check_boxes(examples: Sequence[Example], class_count: int, split: str) -> None:
     for example in examples:
         for label, *_ in example.boxes:
             if not 0 <= label < class_count:
-                raise ValueError(f"{split} example {example.key} has a box of class {label}, outside the "
-                                 f"{class_count} classes (0..{class_count - 1}).")
+                raise ValueError(
+                    f"{split} example {example.key} has a box of class {label}, outside the "
+                    f"{class_count} classes (0..{class_count - 1})."
+                )
 
 
-def train_detector(*, architecture: str, train: Sequence[Example], validation: Sequence[Example],
-                   classes: Sequence[str], config: dict, opener: Opener, output_dir: Path,
-                   on_step: Callable[[StepProgress], None], on_epoch: Callable[[EpochMetrics], None],
-                   log: Callable[[str], None]) -> TrainResult:
+def train_detector(
+    *,
+    architecture: str,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    classes: Sequence[str],
+    config: dict,
+    opener: Opener,
+    output_dir: Path,
+    on_step: Callable[[StepProgress], None],
+    on_epoch: Callable[[EpochMetrics], None],
+    log: Callable[[str], None],
+) -> TrainResult:
     """Train on a validated config (the detector trainers' train contract)."""
     device = resolve_device(config["device"])
     if not train:
@@ -118,8 +135,10 @@ def train_detector(*, architecture: str, train: Sequence[Example], validation: S
     _check_boxes(train, len(classes), "train")
     _check_boxes(validation, len(classes), "validation")
     output_dir.mkdir(parents=True, exist_ok=True)
-    log(f"Training {architecture} (ResNet-18 FPN) at {config['min_size']} px on {device.type}: {len(train)} training "
-        f"and {len(validation)} validation images, {len(classes)} classes.")
+    log(
+        f"Training {architecture} (ResNet-18 FPN) at {config['min_size']} px on {device.type}: {len(train)} training "
+        f"and {len(validation)} validation images, {len(classes)} classes."
+    )
     # The seed decides the initial weights, the augmentation and the jitter, without leaking into the caller's RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
@@ -130,15 +149,26 @@ def train_detector(*, architecture: str, train: Sequence[Example], validation: S
         model.to(device)
         epochs = _TrainingLoop(model, device, config, train, validation, opener, on_step, log).run(on_epoch)
 
-    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()},
-              output_dir / WEIGHTS_FILE)
+    save_file(
+        {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()},
+        output_dir / WEIGHTS_FILE,
+    )
     (output_dir / CLASSES_FILE).write_text(json.dumps(list(classes)))
     (output_dir / CONFIG_FILE).write_text(json.dumps({**config, "architecture": architecture}, indent=2))
-    (output_dir / METRICS_FILE).write_text(json.dumps({
-        "device": str(device), "train_examples": len(train), "validation_examples": len(validation),
-        "epochs": [asdict(epoch) for epoch in epochs]}, indent=2))
-    return TrainResult(epochs=epochs, device=str(device),
-                       artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE])
+    (output_dir / METRICS_FILE).write_text(
+        json.dumps(
+            {
+                "device": str(device),
+                "train_examples": len(train),
+                "validation_examples": len(validation),
+                "epochs": [asdict(epoch) for epoch in epochs],
+            },
+            indent=2,
+        )
+    )
+    return TrainResult(
+        epochs=epochs, device=str(device), artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE]
+    )
 
 
 class _TrainingLoop:
@@ -169,8 +199,7 @@ class _TrainingLoop:
         self.model.transform.min_size = self.jitter_sizes  # torchvision draws one per image while training
         started = time.perf_counter()
         seen, loss_sum, part_sums = 0, 0.0, {}
-        order = _loader(self.train_images, self.config["batch_size"],
-                        shuffle_seed=self.config["seed"] * 10_007 + epoch)
+        order = _loader(self.train_images, self.config["batch_size"], shuffle_seed=self.config["seed"] * 10_007 + epoch)
         for step, (_, images, targets) in enumerate(order, start=1):
             images = [image.to(self.device, non_blocking=True) for image in images]
             targets = [{key: value.to(self.device) for key, value in target.items()} for target in targets]
@@ -189,16 +218,30 @@ class _TrainingLoop:
                 part_sums[name] = part_sums.get(name, 0.0) + value * count
             self.steps_done += 1
             now = time.perf_counter()
-            self.on_step(StepProgress(
-                epoch=epoch, epochs=self.config["epochs"], step=step, steps=self.steps_per_epoch,
-                loss=loss_sum / seen, accuracy=None, images_per_second=seen / (now - started),
-                eta_seconds=(now - self.started) / self.steps_done * (self.total_steps - self.steps_done),
-                loss_parts={name: total / seen for name, total in part_sums.items()}))
+            self.on_step(
+                StepProgress(
+                    epoch=epoch,
+                    epochs=self.config["epochs"],
+                    step=step,
+                    steps=self.steps_per_epoch,
+                    loss=loss_sum / seen,
+                    accuracy=None,
+                    images_per_second=seen / (now - started),
+                    eta_seconds=(now - self.started) / self.steps_done * (self.total_steps - self.steps_done),
+                    loss_parts={name: total / seen for name, total in part_sums.items()},
+                )
+            )
         train_seconds = time.perf_counter() - started
         self.model.transform.min_size = self.sizes
-        return EpochMetrics(epoch=epoch, train_loss=loss_sum / seen, train_accuracy=None,
-                            validation_loss=self._validation_loss(), validation_accuracy=None,
-                            seconds=time.perf_counter() - started, images_per_second=seen / train_seconds)
+        return EpochMetrics(
+            epoch=epoch,
+            train_loss=loss_sum / seen,
+            train_accuracy=None,
+            validation_loss=self._validation_loss(),
+            validation_accuracy=None,
+            seconds=time.perf_counter() - started,
+            images_per_second=seen / train_seconds,
+        )
 
     def _validation_loss(self) -> float | None:
         """The held-out loss: torchvision's detectors return losses only in training mode, so batch norm is
@@ -219,12 +262,23 @@ class _TrainingLoop:
         return loss_sum / len(self.validation_images)
 
 
-def predict_detector(*, architecture: str, artifact_dir: Path, items: Sequence[Example], opener: Opener,
-                     batch_size: int, top_k: int, device: str, score_threshold: float) -> Iterator[list[BoxPrediction]]:
+def predict_detector(
+    *,
+    architecture: str,
+    artifact_dir: Path,
+    items: Sequence[Example],
+    opener: Opener,
+    batch_size: int,
+    top_k: int,
+    device: str,
+    score_threshold: float,
+) -> Iterator[list[BoxPrediction]]:
     """Boxes of the model in artifact_dir (the detector trainers' predict contract), at most top_k per image."""
     if batch_size < 1 or top_k < 1 or not 0 <= score_threshold <= 1:
-        raise ValueError(f"batch_size and top_k must be at least 1 and score_threshold within [0, 1], not "
-                         f"{batch_size}, {top_k} and {score_threshold}.")
+        raise ValueError(
+            f"batch_size and top_k must be at least 1 and score_threshold within [0, 1], not "
+            f"{batch_size}, {top_k} and {score_threshold}."
+        )
     saved = json.loads((artifact_dir / CONFIG_FILE).read_text())
     if saved.pop("architecture", None) != architecture:
         raise ValueError(f"The artifacts in {artifact_dir} are not a {architecture} detector's.")
@@ -245,7 +299,15 @@ def predict_detector(*, architecture: str, artifact_dir: Path, items: Sequence[E
             for index, output in zip(indices, outputs):
                 boxes = output["boxes"].float().cpu()
                 boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
-                predictions.append((items[index].key, [
-                    (label - 1, score, tuple(box)) for label, score, box in
-                    zip(output["labels"].tolist(), output["scores"].float().tolist(), boxes.tolist())]))
+                predictions.append(
+                    (
+                        items[index].key,
+                        [
+                            (label - 1, score, tuple(box))
+                            for label, score, box in zip(
+                                output["labels"].tolist(), output["scores"].float().tolist(), boxes.tolist()
+                            )
+                        ],
+                    )
+                )
             yield predictions

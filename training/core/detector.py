@@ -37,8 +37,14 @@ DEFAULTS = {
     "init_weights": None,  # a URI of a safetensors file or a torch state_dict of this architecture
 }
 CHOICES = {"device": ("auto", "cpu", "cuda")}
-INTEGER_RANGES = {"min_size": (32, 2048), "max_size": (32, 4096), "fpn_channels": (32, 512), "epochs": (1, 10_000),
-                  "batch_size": (1, 1024), "seed": (0, 2**63 - 1)}
+INTEGER_RANGES = {
+    "min_size": (32, 2048),
+    "max_size": (32, 4096),
+    "fpn_channels": (32, 512),
+    "epochs": (1, 10_000),
+    "batch_size": (1, 1024),
+    "seed": (0, 2**63 - 1),
+}
 FLOAT_RANGES = {"learning_rate": (0.0, 10.0), "weight_decay": (0.0, 1.0)}
 
 
@@ -80,23 +86,58 @@ class _Detector:
     def validate_config(self, config: dict) -> dict:
         return validate_config(config)
 
-    def train(self, *, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
-              config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
-              on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
+    def train(
+        self,
+        *,
+        train: Sequence[Example],
+        validation: Sequence[Example],
+        classes: Sequence[str],
+        config: dict,
+        opener: Opener,
+        output_dir: Path,
+        on_step: Callable[[StepProgress], None],
+        on_epoch: Callable[[EpochMetrics], None],
+        log: Callable[[str], None],
+    ) -> TrainResult:
         from training.core.detection_training import train_detector
 
-        return train_detector(architecture=self.architecture, train=train, validation=validation, classes=classes,
-                              config=validate_config(config), opener=opener, output_dir=Path(output_dir),
-                              on_step=on_step, on_epoch=on_epoch, log=log)
+        return train_detector(
+            architecture=self.architecture,
+            train=train,
+            validation=validation,
+            classes=classes,
+            config=validate_config(config),
+            opener=opener,
+            output_dir=Path(output_dir),
+            on_step=on_step,
+            on_epoch=on_epoch,
+            log=log,
+        )
 
-    def predict(self, *, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
-                top_k: int, device: str = "auto", score_threshold: float = 0.05) -> Iterator[list[BoxPrediction]]:
+    def predict(
+        self,
+        *,
+        artifact_dir: Path,
+        items: Sequence[Example],
+        opener: Opener,
+        batch_size: int,
+        top_k: int,
+        device: str = "auto",
+        score_threshold: float = 0.05,
+    ) -> Iterator[list[BoxPrediction]]:
         """top_k: the most boxes kept per image (best first), of those scoring at least score_threshold."""
         from training.core.detection_training import predict_detector
 
-        return predict_detector(architecture=self.architecture, artifact_dir=Path(artifact_dir), items=items,
-                                opener=opener, batch_size=batch_size, top_k=top_k, device=device,
-                                score_threshold=score_threshold)
+        return predict_detector(
+            architecture=self.architecture,
+            artifact_dir=Path(artifact_dir),
+            items=items,
+            opener=opener,
+            batch_size=batch_size,
+            top_k=top_k,
+            device=device,
+            score_threshold=score_threshold,
+        )
 
 
 class FCOSDetector(_Detector):

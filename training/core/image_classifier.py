@@ -47,8 +47,13 @@ DEFAULTS = {
     "init_weights": None,
 }
 CHOICES = {"architecture": ARCHITECTURES, "device": ("auto", "cpu", "cuda"), "cache": ("none", "decoded")}
-INTEGER_RANGES = {"image_size": (16, 1024), "epochs": (1, 10_000), "batch_size": (1, 8192), "seed": (0, 2**63 - 1),
-                  "num_workers": (0, 256)}
+INTEGER_RANGES = {
+    "image_size": (16, 1024),
+    "epochs": (1, 10_000),
+    "batch_size": (1, 8192),
+    "seed": (0, 2**63 - 1),
+    "num_workers": (0, 256),
+}
 FLOAT_RANGES = {"learning_rate": (0.0, 10.0), "weight_decay": (0.0, 1.0)}
 
 
@@ -95,17 +100,50 @@ class ImageClassifierTrainer:
     def validate_config(self, config: dict) -> dict:
         return validate_config(config)
 
-    def train(self, *, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
-              config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
-              on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
+    def train(
+        self,
+        *,
+        train: Sequence[Example],
+        validation: Sequence[Example],
+        classes: Sequence[str],
+        config: dict,
+        opener: Opener,
+        output_dir: Path,
+        on_step: Callable[[StepProgress], None],
+        on_epoch: Callable[[EpochMetrics], None],
+        log: Callable[[str], None],
+    ) -> TrainResult:
         from training.core.classifier_training import train_classifier
 
-        return train_classifier(train=train, validation=validation, classes=classes, config=validate_config(config),
-                                opener=opener, output_dir=Path(output_dir), on_step=on_step, on_epoch=on_epoch, log=log)
+        return train_classifier(
+            train=train,
+            validation=validation,
+            classes=classes,
+            config=validate_config(config),
+            opener=opener,
+            output_dir=Path(output_dir),
+            on_step=on_step,
+            on_epoch=on_epoch,
+            log=log,
+        )
 
-    def predict(self, *, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
-                top_k: int, device: str = "auto") -> Iterator[list[Prediction]]:
+    def predict(
+        self,
+        *,
+        artifact_dir: Path,
+        items: Sequence[Example],
+        opener: Opener,
+        batch_size: int,
+        top_k: int,
+        device: str = "auto",
+    ) -> Iterator[list[Prediction]]:
         from training.core.classifier_training import predict_classifier
 
-        return predict_classifier(artifact_dir=Path(artifact_dir), items=items, opener=opener, batch_size=batch_size,
-                                  top_k=top_k, device=device)
+        return predict_classifier(
+            artifact_dir=Path(artifact_dir),
+            items=items,
+            opener=opener,
+            batch_size=batch_size,
+            top_k=top_k,
+            device=device,
+        )

@@ -67,7 +67,7 @@ def epoch_batches(count: int, batch_size: int, shuffle_seed: int | None) -> list
         order = list(range(count))
     else:
         order = torch.randperm(count, generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
-    batches = [sorted(order[start:start + batch_size]) for start in range(0, count, batch_size)]
+    batches = [sorted(order[start : start + batch_size]) for start in range(0, count, batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
         last = batches.pop()  # popped first: `batches[-2] += batches.pop()` would store into the wrong batch
         batches[-1] += last
@@ -96,11 +96,18 @@ class ShuffledBatches:
         return iter(epoch_batches(self.count, self.batch_size, self.shuffle_seed))
 
 
-def decoding_loader(dataset: DecodedImages, batches: ShuffledBatches, *, num_workers: int,
-                    pin_memory: bool) -> DataLoader:
+def decoding_loader(
+    dataset: DecodedImages, batches: ShuffledBatches, *, num_workers: int, pin_memory: bool
+) -> DataLoader:
     # torch's default of two batches ahead per worker: they travel through /dev/shm, often small in containers.
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
 
 
 class DecodedCache:
@@ -170,8 +177,9 @@ def filling_cache(batches: Iterator[Batch], cache: DecodedCache) -> Generator[Ba
             cache.discard()
 
 
-def cached_batches(cache: DecodedCache, targets: torch.Tensor, batches: list[list[int]], *,
-                   pin_memory: bool, threads: int) -> Generator[Batch]:
+def cached_batches(
+    cache: DecodedCache, targets: torch.Tensor, batches: list[list[int]], *, pin_memory: bool, threads: int
+) -> Generator[Batch]:
     """Batches gathered from the memory-mapped cache by a few threads, a few batches ahead of the consumer,
     straight into (pinned) tensors ready for a non-blocking copy to the GPU."""
     array = cache.array

@@ -94,12 +94,30 @@ class Trainer(Protocol):
     def validate_config(self, config: dict) -> dict:
         """The config with defaults filled in; raises ConfigError naming every bad key."""
 
-    def train(self, *, train: Sequence[Example], validation: Sequence[Example], classes: Sequence[str],
-              config: dict, opener: Opener, output_dir: Path, on_step: Callable[[StepProgress], None],
-              on_epoch: Callable[[EpochMetrics], None], log: Callable[[str], None]) -> TrainResult:
+    def train(
+        self,
+        *,
+        train: Sequence[Example],
+        validation: Sequence[Example],
+        classes: Sequence[str],
+        config: dict,
+        opener: Opener,
+        output_dir: Path,
+        on_step: Callable[[StepProgress], None],
+        on_epoch: Callable[[EpochMetrics], None],
+        log: Callable[[str], None],
+    ) -> TrainResult:
         """Train and write the artifacts into output_dir. on_step runs after every optimiser step; an
         exception it raises (a cancelled job) stops training at once and propagates unchanged."""
 
-    def predict(self, *, artifact_dir: Path, items: Sequence[Example], opener: Opener, batch_size: int,
-                top_k: int, device: str = "auto") -> Iterator[list[Prediction]]:
+    def predict(
+        self,
+        *,
+        artifact_dir: Path,
+        items: Sequence[Example],
+        opener: Opener,
+        batch_size: int,
+        top_k: int,
+        device: str = "auto",
+    ) -> Iterator[list[Prediction]]:
         """One list per batch, in the order of `items`: (key, top_k (class index, probability), best first)."""

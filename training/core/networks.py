@@ -28,11 +28,15 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(
-            _conv_bn_relu(3, 32, stride=2), nn.MaxPool2d(2),
-            _conv_bn_relu(32, 64), nn.MaxPool2d(2),
-            _conv_bn_relu(64, 128), nn.MaxPool2d(2),
+            _conv_bn_relu(3, 32, stride=2),
+            nn.MaxPool2d(2),
+            _conv_bn_relu(32, 64),
+            nn.MaxPool2d(2),
+            _conv_bn_relu(64, 128),
+            nn.MaxPool2d(2),
             _conv_bn_relu(128, 256),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.classifier = nn.Linear(256, num_classes)
         _initialise(self)
@@ -52,7 +56,8 @@ class BasicBlock(nn.Module):
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -67,7 +72,9 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
         stages, in_channels = [], 64

@@ -36,4 +36,6 @@ def open_uri(uri: str) -> Iterator[BinaryIO]:
         with open(uri, "rb") as stream:
             yield stream
     else:
-        raise ValueError(f"Unsupported URI scheme '{parts.scheme}' in '{uri}': use a path, file://, http(s):// or s3://.")
+        raise ValueError(
+            f"Unsupported URI scheme '{parts.scheme}' in '{uri}': use a path, file://, http(s):// or s3://."
+        )

@@ -60,8 +60,9 @@ def get_trainer(name: str, plugins: Mapping[str, str] | None = None) -> Trainer:
         trainer_class = getattr(importlib.import_module(module_name), class_name)
     except BaseException as error:
         raise _load_error(name, path, error) from error
-    if not isinstance(trainer_class, type) or not all(callable(getattr(trainer_class, method, None))
-                                                      for method in TRAINER_METHODS):
+    if not isinstance(trainer_class, type) or not all(
+        callable(getattr(trainer_class, method, None)) for method in TRAINER_METHODS
+    ):
         raise TrainerLoadError(name, f"Trainer {name!r} ({path}) is not a class with {', '.join(TRAINER_METHODS)}.")
     try:
         trainer = trainer_class()

@@ -43,8 +43,10 @@ def sniff_weights(stream: BinaryIO) -> str:
                 header = None
             if isinstance(header, dict):
                 return "safetensors"
-    raise WeightsError("not a safetensors file or a torch zip checkpoint of tensors (pickled objects, which could "
-                       "run code, are refused)")
+    raise WeightsError(
+        "not a safetensors file or a torch zip checkpoint of tensors (pickled objects, which could "
+        "run code, are refused)"
+    )
 
 
 def load_weights(uri: str, opener: Opener) -> dict:
@@ -82,11 +84,16 @@ def load_into(network, uri: str, opener: Opener) -> None:
     expected = network.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
-    mismatched = [f"{name} {tuple(state[name].shape)} (the model's is {tuple(tensor.shape)})"
-                  for name, tensor in expected.items() if name in state and state[name].shape != tensor.shape]
-    problems = [f"{label} {len(names)}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-                for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-                if names]
+    mismatched = [
+        f"{name} {tuple(state[name].shape)} (the model's is {tuple(tensor.shape)})"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    problems = [
+        f"{label} {len(names)}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+        if names
+    ]
     if problems:
         raise WeightsError(f"init_weights {uri} does not fit this architecture and class count: {'; '.join(problems)}")
     network.load_state_dict(state)

@@ -5,72 +5,123 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('datasets', '0003_ontologyclass_coco_category_id'),
-        ('jobs', '0001_initial'),
-        ('projects', '0001_initial'),
-        ('slices', '0001_initial'),
+        ("datasets", "0003_ontologyclass_coco_category_id"),
+        ("jobs", "0001_initial"),
+        ("projects", "0001_initial"),
+        ("slices", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelDefinition',
+            name="ModelDefinition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('task', models.CharField(choices=[('classification', 'Classification')], default='classification', max_length=40)),
-                ('trainer', models.CharField(max_length=300)),
-                ('hyperparameters', models.JSONField(default=dict)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_definitions', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "task",
+                    models.CharField(
+                        choices=[("classification", "Classification")], default="classification", max_length=40
+                    ),
+                ),
+                ("trainer", models.CharField(max_length=300)),
+                ("hyperparameters", models.JSONField(default=dict)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_definitions",
+                        to="projects.project",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('train_splits', models.JSONField()),
-                ('validation_splits', models.JSONField(default=list)),
-                ('config', models.JSONField()),
-                ('classes', models.JSONField(default=list)),
-                ('train_examples', models.IntegerField(default=0)),
-                ('validation_examples', models.IntegerField(default=0)),
-                ('epochs', models.JSONField(default=list)),
-                ('logs', models.TextField(blank=True, default='')),
-                ('device', models.CharField(blank=True, default='', max_length=40)),
-                ('artifact_uri', models.CharField(blank=True, default='', max_length=1000)),
-                ('artifact_files', models.JSONField(default=list)),
-                ('error', models.TextField(blank=True, default='')),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(null=True)),
-                ('finished_at', models.DateTimeField(null=True)),
-                ('job', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='training_run', to='jobs.job')),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='training.modeldefinition')),
-                ('slice', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='training_runs', to='slices.slice')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("train_splits", models.JSONField()),
+                ("validation_splits", models.JSONField(default=list)),
+                ("config", models.JSONField()),
+                ("classes", models.JSONField(default=list)),
+                ("train_examples", models.IntegerField(default=0)),
+                ("validation_examples", models.IntegerField(default=0)),
+                ("epochs", models.JSONField(default=list)),
+                ("logs", models.TextField(blank=True, default="")),
+                ("device", models.CharField(blank=True, default="", max_length=40)),
+                ("artifact_uri", models.CharField(blank=True, default="", max_length=1000)),
+                ("artifact_files", models.JSONField(default=list)),
+                ("error", models.TextField(blank=True, default="")),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(null=True)),
+                ("finished_at", models.DateTimeField(null=True)),
+                (
+                    "job",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="training_run", to="jobs.job"
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="training.modeldefinition"
+                    ),
+                ),
+                (
+                    "slice",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="training_runs",
+                        to="slices.slice",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TrainingExample',
+            name="TrainingExample",
             fields=[
-                ('pk', models.CompositePrimaryKey('run_id', 'datarow_id', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('split', models.SmallIntegerField()),
-                ('datarow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='training_examples', to='datasets.datarow')),
-                ('ontology_class', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='datasets.ontologyclass')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='examples', to='training.trainingrun')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "run_id", "datarow_id", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("split", models.SmallIntegerField()),
+                (
+                    "datarow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="training_examples",
+                        to="datasets.datarow",
+                    ),
+                ),
+                (
+                    "ontology_class",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="datasets.ontologyclass"
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="examples", to="training.trainingrun"
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='modeldefinition',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='model_definition_unique_in_project'),
+            model_name="modeldefinition",
+            constraint=models.UniqueConstraint(fields=("project", "name"), name="model_definition_unique_in_project"),
         ),
         migrations.AddConstraint(
-            model_name='trainingrun',
-            constraint=models.UniqueConstraint(fields=('model', 'number'), name='training_run_number_unique'),
+            model_name="trainingrun",
+            constraint=models.UniqueConstraint(fields=("model", "number"), name="training_run_number_unique"),
         ),
     ]

@@ -5,37 +5,66 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('datasets', '0006_datarow_tags_metadata_gin'),
-        ('training', '0002_drop_indexes_other_indexes_serve'),
+        ("datasets", "0006_datarow_tags_metadata_gin"),
+        ("training", "0002_drop_indexes_other_indexes_serve"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='modeldefinition',
-            name='task',
-            field=models.CharField(choices=[('classification', 'Classification'), ('detection', 'Detection')], default='classification', max_length=40),
+            model_name="modeldefinition",
+            name="task",
+            field=models.CharField(
+                choices=[("classification", "Classification"), ("detection", "Detection")],
+                default="classification",
+                max_length=40,
+            ),
         ),
         migrations.AlterField(
-            model_name='trainingexample',
-            name='ontology_class',
-            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='datasets.ontologyclass'),
+            model_name="trainingexample",
+            name="ontology_class",
+            field=models.ForeignKey(
+                null=True, on_delete=django.db.models.deletion.PROTECT, related_name="+", to="datasets.ontologyclass"
+            ),
         ),
         migrations.CreateModel(
-            name='TrainingBox',
+            name="TrainingBox",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('x', models.FloatField()),
-                ('y', models.FloatField()),
-                ('w', models.FloatField()),
-                ('h', models.FloatField()),
-                ('datarow', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='datasets.datarow')),
-                ('ontology_class', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='datasets.ontologyclass')),
-                ('run', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='boxes', to='training.trainingrun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("x", models.FloatField()),
+                ("y", models.FloatField()),
+                ("w", models.FloatField()),
+                ("h", models.FloatField()),
+                (
+                    "datarow",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="datasets.datarow",
+                    ),
+                ),
+                (
+                    "ontology_class",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="datasets.ontologyclass"
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="boxes",
+                        to="training.trainingrun",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['run', 'datarow'], name='training_box_run_datarow'), models.Index(fields=['datarow'], name='training_box_datarow')],
+                "indexes": [
+                    models.Index(fields=["run", "datarow"], name="training_box_run_datarow"),
+                    models.Index(fields=["datarow"], name="training_box_datarow"),
+                ],
             },
         ),
     ]

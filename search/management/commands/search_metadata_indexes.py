@@ -18,14 +18,21 @@ from tenancy.models import Tenant
 
 
 class Command(BaseCommand):
-    help = ("Index every datetime metadata path of the tenants' field catalogs (search_metadata_datetime), and the "
-            "string paths named by --text for MATCH (search_metadata_string).")
+    help = (
+        "Index every datetime metadata path of the tenants' field catalogs (search_metadata_datetime), and the "
+        "string paths named by --text for MATCH (search_metadata_string)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--schema", action="append", help="only this tenant (repeatable); default: every one")
-        parser.add_argument("--text", action="append", default=[], metavar="PATH",
-                            help="a string metadata path (without 'metadata.') to index for MATCH (repeatable); "
-                                 "a tenant whose catalog does not hold it as a string is left alone")
+        parser.add_argument(
+            "--text",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="a string metadata path (without 'metadata.') to index for MATCH (repeatable); "
+            "a tenant whose catalog does not hold it as a string is left alone",
+        )
 
     def handle(self, *args, schema, text, **options):
         tenants = Tenant.objects.filter(status=Tenant.Status.ACTIVE).exclude(schema_name="public")
@@ -34,10 +41,16 @@ class Command(BaseCommand):
         for tenant in tenants.order_by("schema_name"):
             with tenant_scope(tenant.schema_name):
                 catalog = FieldCatalogEntry.objects.using(WRITER)
-                datetime_paths = sorted(set(catalog.filter(field_type=FieldCatalogEntry.FieldType.DATETIME)
-                                            .values_list("path", flat=True)))
-                text_paths = sorted(set(catalog.filter(field_type=FieldCatalogEntry.FieldType.STRING, path__in=text)
-                                        .values_list("path", flat=True)))
+                datetime_paths = sorted(
+                    set(catalog.filter(field_type=FieldCatalogEntry.FieldType.DATETIME).values_list("path", flat=True))
+                )
+                text_paths = sorted(
+                    set(
+                        catalog.filter(field_type=FieldCatalogEntry.FieldType.STRING, path__in=text).values_list(
+                            "path", flat=True
+                        )
+                    )
+                )
                 kinds = [("datetime", path) for path in datetime_paths] + [("match", path) for path in text_paths]
                 with connections[WRITER].cursor() as cursor:
                     for kind, path in kinds:
@@ -45,5 +58,6 @@ class Command(BaseCommand):
                             cursor.execute(statement.sql, statement.params)
                     if kinds:  # statistics on the new expressions, for the planner's row estimates
                         cursor.execute(f"ANALYZE {tables.DATAROW}")
-            self.stdout.write(f"{tenant.schema_name}: {len(datetime_paths)} datetime path(s), "
-                              f"{len(text_paths)} text path(s) indexed")
+            self.stdout.write(
+                f"{tenant.schema_name}: {len(datetime_paths)} datetime path(s), {len(text_paths)} text path(s) indexed"
+            )

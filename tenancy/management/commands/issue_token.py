@@ -18,5 +18,6 @@ class Command(BaseCommand):
     def handle(self, *args, tenant, user, role, workspace, hours, **options):
         if not settings.DEV_AUTH:
             raise CommandError("issue_token needs the development issuer: set MLOPS_DEV_AUTH=1 (never in production).")
-        self.stdout.write(issue_dev_token(tenant=tenant, user=user, role=role, workspace=workspace,
-                                          lifetime_seconds=hours * 3600))
+        self.stdout.write(
+            issue_dev_token(tenant=tenant, user=user, role=role, workspace=workspace, lifetime_seconds=hours * 3600)
+        )
