@@ -6,6 +6,8 @@
                 (only where torchvision imports beside this torch)
   (d) cache     the real trainer with config cache="decoded": the first (cold) epoch decodes with PIL and fills
                 a memory-mapped uint8 file; warm epochs read that file, normalise and augment on the device
+  (e) detectors the real detector trainers (FCOS and Faster R-CNN on a ResNet-18 FPN) on demo.shapes PNGs at
+                --detector-size px, one epoch after a warm-up one: images/s beside the classifier's, no target
 
 Target (issue 5): warm epochs of (d) at no less than half of (a), and its cold epoch no slower than (b).
 Standalone apart from training.core (torch, numpy, Pillow), for a lent GPU machine with no network; try it
@@ -38,6 +40,7 @@ from training.core.images import DeviceImages  # noqa: E402
 from training.core.interface import Example  # noqa: E402
 from training.core.networks import build_network  # noqa: E402
 from training.core.opener import open_uri  # noqa: E402
+from training.core.registry import get_trainer  # noqa: E402
 
 CLASSES = [f"class-{number}" for number in range(10)]
 
@@ -133,6 +136,36 @@ def measure_gpu_decode(examples: list[Example], device: torch.device, batch: int
         return steps * batch / (time.perf_counter() - started)
 
 
+def measure_detectors(folder: Path, device: torch.device, count: int, size: int, batch: int) -> list[tuple[str, float]]:
+    """(e) images/s of each detector's second epoch (the first warms up) through its real trainer."""
+    from demo.shapes import CLASSES, write_shapes
+
+    shapes = write_shapes(folder / "shapes", count, seed=0, sides=(size // 2, size))
+    examples = [
+        Example(key=number, uri=str(folder / "shapes" / image.file_name), target=-1, boxes=image.boxes)
+        for number, image in enumerate(shapes)
+    ]
+    measured = []
+    for name in ("detector-fcos", "detector-faster-rcnn"):
+        trainer = get_trainer(name)
+        config = trainer.validate_config(
+            {"min_size": size, "max_size": size * 2, "epochs": 2, "batch_size": batch, "device": device.type}
+        )
+        result = trainer.train(
+            train=examples,
+            validation=[],
+            classes=list(CLASSES),
+            config=config,
+            opener=open_uri,
+            output_dir=folder / f"run-{name}",
+            on_step=lambda progress: None,
+            on_epoch=lambda metrics: print(f"  {metrics}", file=sys.stderr),
+            log=lambda message: print(f"  {message}", file=sys.stderr),
+        )
+        measured.append((name, result.epochs[-1].images_per_second))
+    return measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cuda", "cpu"))
@@ -143,6 +176,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2), help="PIL DataLoader workers")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of (d): one cold, the rest warm")
     parser.add_argument("--ceiling-steps", type=int, help="timed steps of (a) (default: 30 on CUDA, 3 on the CPU)")
+    parser.add_argument("--detector-images", type=int, help="shapes for (e) (default: 2,048 on CUDA, 32 on the CPU)")
+    parser.add_argument("--detector-size", type=int, default=512, help="(e): the detectors' shorter side")
+    parser.add_argument("--detector-batch", type=int, default=16)
     parser.add_argument("--folder", type=Path, help="where the JPEGs and the cache go (default: a temporary folder)")
     arguments = parser.parse_args()
     device = torch.device(arguments.device)
@@ -183,6 +219,16 @@ def main() -> None:
             {**config, "epochs": arguments.epochs, "cache": "decoded", "cache_dir": str(folder / "cache")},
             folder / "run-cache",
         )
+        try:  # a detector failing here must not cost the classifier's figures
+            detectors = measure_detectors(
+                folder,
+                device,
+                arguments.detector_images or (2048 if device.type == "cuda" else 32),
+                arguments.detector_size,
+                arguments.detector_batch,
+            )
+        except Exception as error:  # noqa: BLE001
+            detectors = [("detectors", f"failed: {type(error).__name__}: {str(error)[:80]}")]
 
     def row(name: str, images_per_second: float | str) -> list[str]:
         if isinstance(images_per_second, str):
@@ -197,6 +243,14 @@ def main() -> None:
         row("(d) decoded cache: cold epoch 1", cached[0]),
     ]
     rows += [row(f"(d) decoded cache: warm epoch {number}", value) for number, value in enumerate(cached[1:], start=2)]
+    rows += [
+        [
+            f"(e) {name}, {arguments.detector_size} px, batch {arguments.detector_batch}",
+            value if isinstance(value, str) else f"{value:,.1f}",
+            "-",
+        ]
+        for name, value in detectors
+    ]
     warm = min(cached[1:]) if len(cached) > 1 else float("nan")
     gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     precision = "bf16 autocast" if device.type == "cuda" else "float32"

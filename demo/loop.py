@@ -103,10 +103,13 @@ class Platform:
 def _training_figures(counters: dict) -> str:
     if "images_per_second" not in counters:
         return ""
-    return (
-        f", accuracy {counters['accuracy']:.3f}, {counters['images_per_second']:.0f} images/s, "
-        f"ETA {counters['eta_seconds']:.0f} s"
+    # A detector has no accuracy: its loss parts instead.
+    quality = (
+        f", accuracy {counters['accuracy']:.3f}"
+        if counters.get("accuracy") is not None
+        else "".join(f", {name} {value:.3f}" for name, value in counters.get("loss_parts", {}).items())
     )
+    return f"{quality}, {counters['images_per_second']:.1f} images/s, ETA {counters['eta_seconds']:.0f} s"
 
 
 def run_loop(

@@ -113,7 +113,14 @@ class PredictionRunListStartApi(Api):
 
         model_version_id = serializers.IntegerField()
         dataset_id = serializers.IntegerField(required=False, min_value=1)
-        top_k = serializers.IntegerField(min_value=1, default=5)
+        top_k = serializers.IntegerField(
+            min_value=1,
+            default=5,
+            help_text="A classifier's best classes per datarow; a detector's most boxes per image.",
+        )
+        score_threshold = serializers.FloatField(
+            min_value=0, max_value=1, default=0.0, help_text="A detector keeps the boxes scoring at least this."
+        )
         batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
 
     @extend_schema(responses={200: page_of(PredictionRunOutputSerializer)})
@@ -154,6 +161,7 @@ class PredictionRunListStartApi(Api):
             dataset=dataset,
             top_k=options["top_k"],
             batch_size=options["batch_size"],
+            score_threshold=options["score_threshold"],
         )
         return Response(PredictionRunOutputSerializer(prediction_run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -15,7 +15,8 @@ class PredictionRun(models.Model):
     )
     # Only the slice's members in these splits (slices.models.Split values); empty: all its members.
     splits = ArrayField(models.SmallIntegerField(), default=list, blank=True)
-    top_k = models.PositiveSmallIntegerField()
+    top_k = models.PositiveSmallIntegerField()  # a detector's: the most boxes kept per image
+    score_threshold = models.FloatField(default=0.0)  # a detector keeps boxes scoring at least this
     batch_size = models.PositiveIntegerField()
     datarow_count = models.BigIntegerField(default=0)
     prediction_count = models.BigIntegerField(default=0)

@@ -44,6 +44,7 @@ class PredictionRunOutputSerializer(RunOutputSerializer):
     splits = serializers.SerializerMethodField(help_text="The slice's splits predicted; empty: all its members.")
     dataset_id = serializers.IntegerField(allow_null=True)
     top_k = serializers.IntegerField()
+    score_threshold = serializers.FloatField()
     batch_size = serializers.IntegerField()
     datarow_count = serializers.IntegerField()
     prediction_count = serializers.IntegerField()

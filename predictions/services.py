@@ -25,6 +25,9 @@ from tenancy.principal import Principal
 # chunks keeps memory flat on million-row datasets while loading the weights once per chunk only.
 PREDICTION_RUN_JOB_KIND = "prediction-run"
 PREDICTION_CHUNK_ROWS = 8192
+# A detector's top_k bound: COCO scores at most 100 boxes per image; a few times that leaves room for crowded scenes
+# while one prediction run stays bounded (rows written = datarows x top_k at most).
+MAX_BOXES_PER_IMAGE = 300
 
 
 def model_version_register(*, run: Any) -> ModelVersion:
@@ -44,7 +47,10 @@ def prediction_run_start(
     dataset: Dataset | None = None,
     top_k: int = 5,
     batch_size: int = 64,
+    score_threshold: float = 0.0,
 ) -> PredictionRun:
+    """top_k: a classifier's best classes per datarow, or a detector's most boxes per image (those scoring at least
+    score_threshold)."""
     if (slice is None) == (dataset is None):
         raise ApplicationError(
             "Give either a slice or a dataset to predict on.",
@@ -72,10 +78,15 @@ def prediction_run_start(
         raise ApplicationError(
             f"Dataset {dataset.pk} belongs to another project.", {"fields": {"dataset_id": ["Not found."]}}
         )
-    if not 1 <= top_k <= len(run.classes):
+    detection = run.model.task == "detection"
+    most, what = (MAX_BOXES_PER_IMAGE, "boxes per image") if detection else (len(run.classes), "the model's classes")
+    if not 1 <= top_k <= most:
         raise ApplicationError(
-            f"top_k must be between 1 and the model's {len(run.classes)} classes.",
-            {"fields": {"top_k": [f"At most {len(run.classes)}."]}},
+            f"top_k must be between 1 and {most} ({what}).", {"fields": {"top_k": [f"At most {most}."]}}
+        )
+    if not 0 <= score_threshold <= 1:
+        raise ApplicationError(
+            "score_threshold must be between 0 and 1.", {"fields": {"score_threshold": ["Between 0 and 1."]}}
         )
     with transaction.atomic(using=WRITER):
         job = job_create(principal=principal, kind=PREDICTION_RUN_JOB_KIND)
@@ -87,6 +98,7 @@ def prediction_run_start(
             dataset=dataset,
             top_k=top_k,
             batch_size=batch_size,
+            score_threshold=score_threshold,
             created_by=principal.user_id,
         )
         Job.objects.filter(pk=job.pk).update(params={"prediction_run_id": prediction_run.pk})
@@ -123,12 +135,16 @@ def _target_count(prediction_run: PredictionRun) -> int:
 
 
 def predictions_write(
-    *, prediction_run: PredictionRun, batch: list[tuple[int, list[tuple[int, float]]]], class_ids: list[int]
+    *, prediction_run: PredictionRun, batch: list[tuple[int, list[tuple]]], class_ids: list[int]
 ) -> tuple[int, int]:
-    """Replace the version's predictions on the batch's datarows with the batch's top-k, in one statement that
-    also keeps the datasets' prediction counts; return (predictions written, predictions replaced)."""
+    """Replace the version's predictions on the batch's datarows with the batch's, in one statement that also keeps
+    the datasets' prediction counts; return (predictions written, predictions replaced). Each datarow's list holds
+    a classifier's (class index, score) or a detector's (class index, score, (x, y, w, h)): a box prediction."""
     datarow_ids = [key for key, _ in batch]
-    rows = [(key, class_ids[index], score) for key, top in batch for index, score in top]
+    rows = []
+    for key, top in batch:
+        for index, score, *box in top:
+            rows.append((key, class_ids[index], score, *(box[0] if box else (None,) * 4)))
     with connections[WRITER].cursor() as cursor:
         cursor.execute(
             f"""
@@ -138,10 +154,13 @@ def predictions_write(
                 RETURNING p.datarow_id),
             added AS (
                 INSERT INTO {tables.PREDICTION} (datarow_id, model_version_id, run_id, ontology_class_id, kind,
-                                                    score, attributes, created_at)
-                SELECT r.datarow_id, %(version)s, %(run)s, r.class_id, 'classification', r.score, '{{}}', now()
-                FROM unnest(%(row_datarows)s::bigint[], %(row_classes)s::bigint[], %(row_scores)s::float8[])
-                     AS r(datarow_id, class_id, score)
+                                                     score, x, y, w, h, area, attributes, created_at)
+                SELECT r.datarow_id, %(version)s, %(run)s, r.class_id,
+                       CASE WHEN r.x IS NULL THEN 'classification' ELSE 'box' END, r.score, r.x, r.y, r.w, r.h,
+                       r.w * r.h, '{{}}', now()
+                FROM unnest(%(row_datarows)s::bigint[], %(row_classes)s::bigint[], %(row_scores)s::float8[],
+                            %(row_x)s::float8[], %(row_y)s::float8[], %(row_w)s::float8[], %(row_h)s::float8[])
+                     AS r(datarow_id, class_id, score, x, y, w, h)
                 RETURNING datarow_id),
             delta AS (
                 SELECT d.dataset_id, sum(c.change) AS change
@@ -160,6 +179,10 @@ def predictions_write(
                 "row_datarows": [row[0] for row in rows],
                 "row_classes": [row[1] for row in rows],
                 "row_scores": [row[2] for row in rows],
+                "row_x": [row[3] for row in rows],
+                "row_y": [row[4] for row in rows],
+                "row_w": [row[5] for row in rows],
+                "row_h": [row[6] for row in rows],
             },
         )
         added, replaced, _ = cursor.fetchone()
@@ -179,12 +202,17 @@ def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> Predic
     total = _target_count(prediction_run)
     for chunk in _target_chunks(prediction_run):
         items = [Example(key=datarow_id, uri=uri, target=-1) for datarow_id, uri in chunk]
+        # A detector also takes the score threshold (a classifier's predict has no such parameter).
+        detector_options = (
+            {"score_threshold": prediction_run.score_threshold} if training_run.model.task == "detection" else {}
+        )
         batches = trainer.predict(
             artifact_dir=Path(training_run.artifact_uri),
             items=items,
             opener=open_uri,
             batch_size=prediction_run.batch_size,
             top_k=prediction_run.top_k,
+            **detector_options,
         )
         pending = {datarow_id for datarow_id, _ in chunk}
         for batch in batches:

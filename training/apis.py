@@ -61,7 +61,9 @@ class ModelDefinitionListCreateApi(Api):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
         task = serializers.ChoiceField(
-            choices=ModelDefinition.Task.choices, default=ModelDefinition.Task.CLASSIFICATION
+            choices=ModelDefinition.Task.choices,
+            required=False,
+            help_text="Defaults to the trainer's task (a detector's is detection).",
         )
         trainer = serializers.CharField(max_length=300, default="image-classifier")
         hyperparameters = serializers.DictField(default=dict)

@@ -12,6 +12,7 @@ class ModelDefinition(models.Model):
 
     class Task(models.TextChoices):
         CLASSIFICATION = "classification"
+        DETECTION = "detection"
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="model_definitions")
     name = models.CharField(max_length=200)
@@ -71,4 +72,25 @@ class TrainingExample(models.Model):
     )  # the key leads with it
     datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="training_examples")
     split = models.SmallIntegerField()  # slices.models.Split
+    # The class of a classification run's example; null for a detection run's image (its boxes are TrainingBoxes).
+    ontology_class = models.ForeignKey("datasets.OntologyClass", null=True, on_delete=models.PROTECT, related_name="+")
+
+
+class TrainingBox(models.Model):
+    """A detection run's box label as the run saw it when it started (a TrainingExample row per image holds its
+    split); later label edits or re-imports leave it alone."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="boxes", db_index=False)
+    datarow = models.ForeignKey("datasets.DataRow", on_delete=models.CASCADE, related_name="+", db_index=False)
     ontology_class = models.ForeignKey("datasets.OntologyClass", on_delete=models.PROTECT, related_name="+")
+    x = models.FloatField()
+    y = models.FloatField()
+    w = models.FloatField()
+    h = models.FloatField()
+
+    class Meta:
+        # The trainer reads a run's boxes by datarow; deleting a datarow finds its boxes by the second index.
+        indexes = [
+            models.Index(fields=["run", "datarow"], name="training_box_run_datarow"),
+            models.Index(fields=["datarow"], name="training_box_datarow"),
+        ]

@@ -43,14 +43,23 @@ def training_examples(*, run: TrainingRun) -> tuple[list[Example], list[Example]
     train, validation = [], []
     # From the writer: the snapshot was committed just before the job was queued.
     with connections[WRITER].cursor() as cursor:
+        # A detection run's boxes come with each image, (class id, x, y, w, h) in label order.
         cursor.execute(
             f"""
-            SELECT e.datarow_id, d.uri, e.ontology_class_id, e.split
+            SELECT e.datarow_id, d.uri, e.ontology_class_id, e.split, b.boxes
             FROM training_trainingexample e JOIN {tables.DATAROW} d ON d.id = e.datarow_id
+            LEFT JOIN LATERAL (
+                SELECT array_agg(ARRAY[b.ontology_class_id, b.x, b.y, b.w, b.h] ORDER BY b.id) AS boxes
+                FROM training_trainingbox b WHERE b.run_id = e.run_id AND b.datarow_id = e.datarow_id) b ON TRUE
             WHERE e.run_id = %s ORDER BY e.datarow_id""",
             [run.pk],
         )
-        for datarow_id, uri, class_id, split in cursor:
-            example = Example(key=datarow_id, uri=uri, target=class_index[class_id])
+        for datarow_id, uri, class_id, split, boxes in cursor:
+            example = Example(
+                key=datarow_id,
+                uri=uri,
+                target=-1 if class_id is None else class_index[class_id],
+                boxes=tuple((class_index[int(box[0])], *box[1:]) for box in boxes or ()),
+            )
             (validation if split in validation_splits else train).append(example)
     return train, validation

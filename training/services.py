@@ -4,6 +4,7 @@ import traceback
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.db import connection, transaction
 from django.db.models import Max
@@ -24,6 +25,7 @@ from projects.models import Project
 from slices.models import Slice, Split
 from tenancy.principal import Principal
 from training.core.interface import ConfigError, EpochMetrics, StepProgress, Trainer
+from training.core.weights import WeightsError, sniff_weights
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
 
@@ -32,6 +34,8 @@ SPLIT_NAMES = {split.label: split.value for split in Split}
 # A run keeps its last log lines (and each line's head): enough to diagnose, bounded however long it trains.
 LOG_LINES_KEPT = 2000
 LOG_LINE_CHARS = 1000
+# Starting weights are read from the tenant's own storage only: a web address could be a model hub.
+WEIGHTS_SCHEMES = ("", "file", "s3")
 
 
 def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyperparameters") -> dict:
@@ -44,6 +48,8 @@ def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyp
     except ConfigError as error:
         for key, messages in error.problems.items():
             problems.setdefault(key, []).extend(messages)
+    if not problems and valid.get("init_weights"):
+        _init_weights_check(valid["init_weights"], field=f"{field}.init_weights")
     if problems:
         raise ApplicationError(
             f"Invalid {field}: "
@@ -53,16 +59,39 @@ def trainer_config_validate(*, trainer: Trainer, config: dict, field: str = "hyp
     return valid
 
 
+def trainer_task(trainer: Trainer) -> str:
+    return getattr(trainer, "task", ModelDefinition.Task.CLASSIFICATION)
+
+
+def _init_weights_check(uri: str, *, field: str) -> None:
+    """What can be checked without torch: the URI is in the tenant's storage, readable, and a safetensors file or a
+    torch zip checkpoint (no bare pickle). Whether the tensors fit the architecture is checked when the run starts."""
+    if urlsplit(uri).scheme not in WEIGHTS_SCHEMES:
+        raise ApplicationError(
+            f"Invalid {field}: use a path or file:// URI in the tenant's folder, or s3://.",
+            {"fields": {field: ["Only the tenant's own storage: a path, file:// or s3://."]}},
+        )
+    try:
+        with open_uri(uri) as stream:
+            sniff_weights(stream)
+    except WeightsError as error:
+        raise ApplicationError(f"Invalid {field}: {uri} is {error}.", {"fields": {field: [str(error)]}}) from error
+    except ApplicationError as error:  # outside the tenant's storage, or not there
+        raise ApplicationError(f"Invalid {field}: {error.message}", {"fields": {field: [error.message]}}) from error
+
+
 def model_definition_create(
-    *,
-    principal: Principal,
-    project: Project,
-    name: str,
-    trainer: str,
-    hyperparameters: dict,
-    task: str = ModelDefinition.Task.CLASSIFICATION,
+    *, principal: Principal, project: Project, name: str, trainer: str, hyperparameters: dict, task: str | None = None
 ) -> ModelDefinition:
-    config = trainer_config_validate(trainer=trainer_resolve(name=trainer), config=hyperparameters)
+    """`task` defaults to the trainer's (a detector's is detection); one that is not the trainer's is a 400."""
+    resolved = trainer_resolve(name=trainer)
+    if task is not None and task != trainer_task(resolved):
+        raise ApplicationError(
+            f"Trainer '{trainer}' is a {trainer_task(resolved)} trainer, not {task}.",
+            {"fields": {"task": [f"Use {trainer_task(resolved)} with this trainer."]}},
+        )
+    task = trainer_task(resolved)
+    config = trainer_config_validate(trainer=resolved, config=hyperparameters)
     if ModelDefinition.objects.filter(project=project, name=name).exists():
         raise Conflict(
             f"A model named '{name}' already exists in project {project.pk}.", {"fields": {"name": ["Taken."]}}
@@ -104,14 +133,35 @@ def _snapshot_examples(*, run: TrainingRun, splits: list[int]) -> None:
         )
 
 
+def _snapshot_boxes(*, run: TrainingRun, splits: list[int]) -> None:
+    """A detection run's images: the members of its splits with at least one box label, and every such box as of
+    now (a box of a class deleted since cannot exist: classes are protected)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH boxes AS (
+                INSERT INTO training_trainingbox (run_id, datarow_id, ontology_class_id, x, y, w, h)
+                SELECT %(run)s, l.datarow_id, l.ontology_class_id, l.x, l.y, l.w, l.h
+                FROM {tables.SLICE_MEMBER} m JOIN {tables.LABEL} l ON l.datarow_id = m.datarow_id
+                WHERE m.slice_id = %(slice)s AND m.split = ANY(%(splits)s) AND l.kind = 'box'
+                  AND l.w > 0 AND l.h > 0
+                RETURNING datarow_id)
+            INSERT INTO training_trainingexample (run_id, datarow_id, split, ontology_class_id)
+            SELECT %(run)s, m.datarow_id, m.split, NULL FROM {tables.SLICE_MEMBER} m
+            WHERE m.slice_id = %(slice)s AND m.datarow_id IN (SELECT datarow_id FROM boxes)""",
+            {"run": run.pk, "slice": run.slice_id, "splits": splits},
+        )
+
+
 def _classes_and_counts(*, run: TrainingRun, validation: list[int]) -> tuple[list, int, int]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT o.id, o.name FROM {tables.ONTOLOGY_CLASS} o
-            WHERE o.id IN (SELECT DISTINCT ontology_class_id FROM training_trainingexample WHERE run_id = %s)
+            WHERE o.id IN (SELECT DISTINCT ontology_class_id FROM training_trainingexample WHERE run_id = %(run)s
+                           UNION SELECT DISTINCT ontology_class_id FROM training_trainingbox WHERE run_id = %(run)s)
             ORDER BY o.name""",
-            [run.pk],
+            {"run": run.pk},
         )
         classes = [list(row) for row in cursor.fetchall()]
         cursor.execute(
@@ -177,11 +227,13 @@ def training_run_start(
             config=config,
             created_by=principal.user_id,
         )
-        _snapshot_examples(run=run, splits=train + validation)
+        detection = model.task == ModelDefinition.Task.DETECTION
+        (_snapshot_boxes if detection else _snapshot_examples)(run=run, splits=train + validation)
         run.classes, run.train_examples, run.validation_examples = _classes_and_counts(run=run, validation=validation)
         if not run.train_examples:
             raise ApplicationError(
-                f"Slice '{slice.name}' has no member with a classification label in {', '.join(train_splits)}.",
+                f"Slice '{slice.name}' has no member with a {'box' if detection else 'classification'} "
+                f"label in {', '.join(train_splits)}.",
                 {"fields": {"slice_id": ["Nothing to train on."]}},
             )
         run.save(update_fields=["classes", "train_examples", "validation_examples"])
@@ -215,6 +267,7 @@ def _progress_counters(progress: StepProgress) -> dict:
         "accuracy": progress.accuracy,
         "images_per_second": progress.images_per_second,
         "eta_seconds": progress.eta_seconds,
+        "loss_parts": progress.loss_parts,
     }
 
 

@@ -306,7 +306,10 @@ def test_a_model_whose_trainer_is_no_longer_registered_fails_the_prediction_run_
     )
     # then
     assert run["status"] == "failed"
-    assert "Unknown trainer 'this:x': use one of image-classifier." in run["job"]["error"]
+    assert (
+        "Unknown trainer 'this:x': use one of detector-faster-rcnn, detector-fcos, image-classifier."
+        in run["job"]["error"]
+    )
     assert "this" not in sys.modules
 
 

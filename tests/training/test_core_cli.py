@@ -94,7 +94,10 @@ def test_the_trainer_is_a_built_in_or_trainer_plugins_name_never_a_path(tmp_path
     )
 
     assert by_path.returncode == 1 and "Beautiful is better than ugly" not in by_path.stdout
-    assert by_path.stderr.strip() == "Unknown trainer 'this:x': use one of exiting, image-classifier."
+    assert (
+        by_path.stderr.strip()
+        == "Unknown trainer 'this:x': use one of detector-faster-rcnn, detector-fcos, exiting, image-classifier."
+    )
     assert exiting.returncode == 1 and exiting.stderr.strip() == (
         "Trainer 'exiting' (tests.training.exiting_plugin:Trainer) could not be loaded: SystemExit: this plugin exits "
         "on import"

@@ -65,6 +65,8 @@ def test_a_registered_plugin_is_found_by_its_name_and_each_call_gives_a_new_inst
     assert get_trainer("constant", plugins) is not trainer
     assert registered_trainers(plugins) == {
         "image-classifier": "training.core.image_classifier:ImageClassifierTrainer",
+        "detector-fcos": "training.core.detector:FCOSDetector",
+        "detector-faster-rcnn": "training.core.detector:FasterRCNNDetector",
         "constant": f"{HERE}:ConstantTrainer",
     }
 
@@ -91,7 +93,10 @@ def test_anything_but_a_registered_name_is_unknown_and_nothing_is_imported(name)
     with pytest.raises(UnknownTrainerError) as raised:
         get_trainer(name, {"constant": f"{HERE}:ConstantTrainer"})
     # then: the error lists the registered names, and no module was imported on the name's behalf
-    assert str(raised.value) == f"Unknown trainer {name!r}: use one of constant, image-classifier."
+    assert (
+        str(raised.value)
+        == f"Unknown trainer {name!r}: use one of constant, detector-faster-rcnn, detector-fcos, image-classifier."
+    )
     assert raised.value.name == name
     assert "this" not in sys.modules
 

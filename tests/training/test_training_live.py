@@ -19,7 +19,7 @@ from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.datasets.conftest import wait_for_reader
 from tests.live_services import live_environment, purge_task_queues, start_celery_worker, wait_until
-from tests.training.conftest import TINY_CONFIG, make_image_data
+from tests.training.conftest import TINY_CONFIG, TINY_DETECTOR_CONFIG, make_box_data, make_image_data
 from tests.websocket_contract import job_message
 from training.models import TrainingRun
 
@@ -138,6 +138,50 @@ def test_a_run_succeeds_on_the_training_worker_and_its_version_then_predicts(cli
         assert set(written.values_list("datarow_id", flat=True)) == set(data.datarow_ids)
 
 
+def test_a_detector_run_succeeds_on_the_training_worker_and_its_version_predicts_boxes(
+    client, training_worker, live_folders
+):
+    # given
+    with tenant_scope(TENANT_A):
+        data = make_box_data(live_folders[0])
+    wait_for_reader()
+    base = f"/api/v1/projects/{data.project.pk}"
+    model = client.post(
+        f"{base}/models",
+        {"name": "shapes", "trainer": "detector-fcos", "hyperparameters": TINY_DETECTOR_CONFIG},
+        format="json",
+    )
+    assert model.status_code == 201, model.content
+    # when
+    started = client.post(f"{base}/models/{model.json()['id']}/runs", {"slice_id": data.slice.pk}, format="json")
+    assert started.status_code == 202, started.content
+    job = _wait_for_end(started.json()["job"]["id"], training_worker)
+    # then
+    run = _run(started.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED, (job.error, run.logs)
+    assert set(job.counters["loss_parts"]) == {"classification", "bbox_regression", "bbox_ctrness"}
+    assert run.device == "cpu" and [epoch["epoch"] for epoch in run.epochs] == [1]
+    with tenant_scope(TENANT_A):
+        version = ModelVersion.objects.using("default").get(training_run=run)
+
+    # when: the version predicts the dataset's boxes on the same worker
+    wait_for_reader()
+    predicted = client.post(
+        f"{base}/prediction-runs",
+        {"model_version_id": version.pk, "dataset_id": data.dataset.pk, "top_k": 2, "score_threshold": 0.0},
+        format="json",
+    )
+    assert predicted.status_code == 202, predicted.content
+    prediction_job = _wait_for_end(predicted.json()["job"]["id"], training_worker)
+    # then
+    assert prediction_job.status == Job.Status.SUCCEEDED, prediction_job.error
+    with tenant_scope(TENANT_A):
+        written = Prediction.objects.using("default").filter(model_version=version)
+        assert set(written.values_list("kind", flat=True)) == {"box"}
+        assert written.count() == prediction_job.counters["predictions"] <= 2 * 8
+    assert prediction_job.counters["datarows"] == 8
+
+
 def test_progress_streams_per_step_and_a_cancel_stops_the_run_within_one_step(
     client, make_token, training_worker, live_asgi_server, live_folders
 ):
@@ -232,7 +276,7 @@ def test_a_trainer_path_sent_to_the_live_server_is_a_400_and_the_server_goes_on(
     )
     # then: a 400 on the trainer field; the server still serves, and never imported `this` (it prints the Zen)
     assert response.status_code == 400, response.text
-    message = f"Unknown trainer {trainer!r}: use one of image-classifier."
+    message = f"Unknown trainer {trainer!r}: use one of detector-faster-rcnn, detector-fcos, image-classifier."
     assert response.json() == {"message": message, "extra": {"fields": {"trainer": [message]}}}
     assert live_asgi_server.process.poll() is None
     assert httpx.get(f"{live_asgi_server.url}/healthz", timeout=10).status_code == 200

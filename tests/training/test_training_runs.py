@@ -120,7 +120,10 @@ def test_a_trainer_is_chosen_by_registered_name_only_and_a_path_is_a_400_that_im
     # then: a 400 on the trainer field that lists the registered names; nothing was imported or run
     assert response.status_code == 400, response.content
     body = response.json()
-    assert body["message"] == f"Unknown trainer {trainer!r}: use one of image-classifier."
+    assert (
+        body["message"]
+        == f"Unknown trainer {trainer!r}: use one of detector-faster-rcnn, detector-fcos, image-classifier."
+    )
     assert body["extra"]["fields"] == {"trainer": [body["message"]]}
     assert "this" not in sys.modules
     with tenant_scope(TENANT_A):

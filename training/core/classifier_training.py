@@ -31,6 +31,7 @@ from training.core.images import (
 )
 from training.core.interface import ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult
 from training.core.networks import build_network
+from training.core.weights import load_into
 
 WARMUP_FRACTION = 0.05
 
@@ -75,6 +76,9 @@ def train_classifier(
     with torch.random.fork_rng(devices=[]):  # the seed decides the initial weights without leaking globally
         torch.manual_seed(config["seed"])
         network = build_network(config["architecture"], len(classes))
+    if config["init_weights"]:
+        load_into(network, config["init_weights"], opener)
+        log(f"Started from the weights at {config['init_weights']}.")
     # Module.to takes memory_format at run time; torch's overloads leave it out.
     network = network.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     loop = _TrainingLoop(network, device, config, train, validation, opener, on_step, on_epoch, log)

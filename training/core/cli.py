@@ -66,9 +66,11 @@ def train(arguments: argparse.Namespace) -> None:
         now = time.monotonic()
         if now - last_print[0] >= 1 or progress.step == progress.steps:
             last_print[0] = now
+            parts = "".join(f" {name} {value:.4f}" for name, value in progress.loss_parts.items())
+            accuracy = "" if progress.accuracy is None else f" accuracy {progress.accuracy:.3f}"
             print(
                 f"epoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
-                f"loss {progress.loss:.4f} accuracy {progress.accuracy:.3f} "
+                f"loss {progress.loss:.4f}{parts}{accuracy} "
                 f"{progress.images_per_second:.1f} images/s eta {progress.eta_seconds:.0f} s",
                 file=sys.stderr,
             )

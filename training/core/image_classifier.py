@@ -18,6 +18,7 @@ from training.core.interface import (
     StepProgress,
     TrainResult,
 )
+from training.core.weights import check_weights_uri
 
 ARCHITECTURES = ("small-cnn", "resnet18")
 
@@ -41,6 +42,9 @@ DEFAULTS = {
     # epochs (and later runs given the same cache_dir) skip JPEG decoding: what keeps a GPU fed.
     "cache": "none",
     "cache_dir": None,  # None: a temporary folder inside output_dir, removed when training ends
+    # Fine-tuning: a URI of a safetensors file or a torch state_dict of this architecture and class count (a
+    # previous run's model.pt fits), read through the caller's opener.
+    "init_weights": None,
 }
 CHOICES = {"architecture": ARCHITECTURES, "device": ("auto", "cpu", "cuda"), "cache": ("none", "decoded")}
 INTEGER_RANGES = {
@@ -82,6 +86,10 @@ def validate_config(config: dict) -> dict:
         problems.add("augment", f"must be true or false, not {valid['augment']!r}")
     if valid["cache_dir"] is not None and not (isinstance(valid["cache_dir"], str) and valid["cache_dir"]):
         problems.add("cache_dir", f"must be a folder path or null, not {valid['cache_dir']!r}")
+    try:
+        check_weights_uri(valid["init_weights"])
+    except ConfigError as error:
+        problems.add(error.key, error.message)
     problems.raise_if_any()
     return valid
 

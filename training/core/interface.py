@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -18,6 +18,9 @@ class ConfigError(ValueError):
         super().__init__("; ".join(f"{name}: {text}" for name, texts in self.problems.items() for text in texts))
         self.key = key
         self.message = message
+
+
+Box = tuple[int, float, float, float, float]  # (class index, x, y, w, h): the top-left corner and size in pixels
 
 
 class ConfigProblems:
@@ -39,28 +42,31 @@ class ConfigProblems:
 class Example:
     key: int  # the datarow id
     uri: str
-    target: int  # the class index; -1 when unknown (prediction)
+    target: int  # the class index; -1 when unknown (prediction) or for a detector
+    boxes: tuple[Box, ...] = ()  # a detector's ground truth
 
 
 @dataclass(frozen=True)
 class StepProgress:
-    """After one optimiser step; loss, accuracy and images_per_second are running values over the epoch so far."""
+    """After one optimiser step; loss, its parts, accuracy and images_per_second are running values over the epoch
+    so far. A detector has no accuracy (None) and reports each loss part (classification, box regression, ...)."""
 
     epoch: int
     epochs: int
     step: int
     steps: int
     loss: float
-    accuracy: float
+    accuracy: float | None
     images_per_second: float
     eta_seconds: float
+    loss_parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int
     train_loss: float
-    train_accuracy: float
+    train_accuracy: float | None  # None for a detector
     validation_loss: float | None  # None without validation examples
     validation_accuracy: float | None
     seconds: float
@@ -75,11 +81,15 @@ class TrainResult:
 
 
 Prediction = tuple[int, list[tuple[int, float]]]  # (example key, [(class index, probability)] best first)
+# A detector's: (example key, [(class index, score, (x, y, w, h) in the image's pixels)] best first).
+BoxPrediction = tuple[int, list[tuple[int, float, tuple[float, float, float, float]]]]
 
 
 @runtime_checkable
 class Trainer(Protocol):
     name: str
+    # "classification" or "detection" (a detector's predict also takes score_threshold and yields BoxPredictions,
+    # top_k being the most boxes per image); a trainer without the attribute is a classifier.
 
     def validate_config(self, config: dict) -> dict:
         """The config with defaults filled in; raises ConfigError naming every bad key."""
