@@ -206,6 +206,8 @@ def test_detail_of_an_s3_row_that_cannot_be_signed_has_no_url_and_says_why(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    # boto3's default session keeps the credentials an earlier test's client resolved
+    monkeypatch.setattr("boto3.DEFAULT_SESSION", None)
     if setup == "no region and a bad endpoint":
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
