@@ -10,7 +10,6 @@ trained one must beat. Tests run the same at a small scale against their live se
 """
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -150,8 +149,8 @@ def _test_map(platform: Platform, project_id: int, version_id: int, shapes: dict
 
 
 def main() -> int:
-    from demo.__main__ import PORT, _wait_until_serving
-    from devstack.__main__ import DATA, DEMO_TENANT, LOCAL_READ_ROOT, platform_prepare, platform_start, up
+    from demo.serving import serving_platform
+    from devstack.__main__ import DEMO_TENANT, LOCAL_READ_ROOT
 
     parser = argparse.ArgumentParser(
         prog="python -m demo.detection", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -165,28 +164,13 @@ def main() -> int:
     # The images go in the demo tenant's folder of the local read root, the only one its imports may read.
     coco = write_detection_files(LOCAL_READ_ROOT / DEMO_TENANT / "demo-shapes", args.images)
     started = time.monotonic()
-    stack = up()
-    try:
-        env = {**os.environ, **stack.env, "MLOPS_DEV_AUTH": "1", "PORT": PORT}
-        token = platform_prepare(env)
-        url = f"http://127.0.0.1:{PORT}"
-        log_path = DATA / "demo-platform.log"
-        print(f"Starting the platform on {url} (its logs: {log_path})...", flush=True)
-        with log_path.open("ab") as log:
-            supervisor = platform_start(env, PORT, output=log)
-            try:
-                _wait_until_serving(url, supervisor)
-                outcome = run_detection(
-                    Platform(url, token),
-                    coco,
-                    DetectionSettings(images=args.images, epochs=args.epochs, trainer=args.trainer),
-                    project_name=f"shapes detection {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                )
-            finally:
-                supervisor.stop()
-    finally:
-        # Like `make demo`: the embedded services this demo started stop with it; those already running keep running.
-        stack.stop_started()
+    with serving_platform() as platform:
+        outcome = run_detection(
+            platform,
+            coco,
+            DetectionSettings(images=args.images, epochs=args.epochs, trainer=args.trainer),
+            project_name=f"shapes detection {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        )
     print(f"\nCOCO mAP on the held-out test split ({time.monotonic() - started:.0f} s in all):")
     print(outcome.table())
     return 0
