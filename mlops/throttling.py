@@ -30,9 +30,11 @@ def parse_rate(rate: str) -> tuple[int, int]:
 class _PrincipalRateThrottle(BaseThrottle):
     setting: str  # the setting that holds this throttle's rate
     who: str
+    per_user: bool  # one count per user, or one for the whole tenant
 
     def key(self, principal) -> str:
-        raise NotImplementedError
+        scope = f"user:{principal.user_id}" if self.per_user else "tenant"
+        return f"{principal.tenant_schema}:{scope}"
 
     def allow_request(self, request, view) -> bool:
         if request.user is None:  # not authenticated: refused before it costs anything
@@ -61,14 +63,10 @@ class _PrincipalRateThrottle(BaseThrottle):
 class UserRateThrottle(_PrincipalRateThrottle):
     setting = "API_RATE_PER_USER"
     who = "from this user"
-
-    def key(self, principal) -> str:
-        return f"{principal.tenant_schema}:user:{principal.user_id}"
+    per_user = True
 
 
 class TenantRateThrottle(_PrincipalRateThrottle):
     setting = "API_RATE_PER_TENANT"
     who = "to this tenant"
-
-    def key(self, principal) -> str:
-        return f"{principal.tenant_schema}:tenant"
+    per_user = False

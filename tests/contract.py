@@ -18,7 +18,7 @@ API_PREFIX = "/api/v1/"
 
 
 class ContractViolation(AssertionError):
-    pass
+    """A response the committed schema does not allow: its status, content type or body."""
 
 
 @functools.cache

@@ -269,7 +269,7 @@ def _execute(*statements: str) -> Stage:
 
 
 class _TooDeep(Exception):
-    pass
+    """The file nests deeper than IMPORT_MAX_JSON_DEPTH: stops reading it before ijson builds the item."""
 
 
 class _TrackedReader:

@@ -7,7 +7,6 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from training.core.image_classifier import CLASSES_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, validate_config
+from training.core.artifacts import CLASSES_FILE, CONFIG_FILE, run_artifacts_write
+from training.core.image_classifier import WEIGHTS_FILE, validate_config
 from training.core.images import (
     Batch,
     DecodedCache,
@@ -89,21 +89,15 @@ def train_classifier(
         epochs = loop.run(Path(config["cache_dir"]) if config["cache"] == "decoded" else None)
 
     torch.save({name: tensor.cpu() for name, tensor in network.state_dict().items()}, output_dir / WEIGHTS_FILE)
-    (output_dir / CLASSES_FILE).write_text(json.dumps(list(classes)))
-    (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    (output_dir / METRICS_FILE).write_text(
-        json.dumps(
-            {
-                "device": str(device),
-                "train_examples": len(train),
-                "validation_examples": len(validation),
-                "epochs": [asdict(epoch) for epoch in epochs],
-            },
-            indent=2,
-        )
-    )
-    return TrainResult(
-        epochs=epochs, device=str(device), artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE]
+    return run_artifacts_write(
+        output_dir=output_dir,
+        weights_file=WEIGHTS_FILE,
+        classes=classes,
+        config=config,
+        device=str(device),
+        train_examples=len(train),
+        validation_examples=len(validation),
+        epochs=epochs,
     )
 
 

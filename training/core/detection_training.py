@@ -4,7 +4,6 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.transforms import v2
 
+from training.core.artifacts import CLASSES_FILE, CONFIG_FILE, run_artifacts_write
 from training.core.classifier_training import make_optimizer, mixed_precision, resolve_device
-from training.core.detector import CLASSES_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, validate_config
+from training.core.detector import WEIGHTS_FILE, validate_config
 from training.core.interface import BoxPrediction, EpochMetrics, Example, Opener, StepProgress, TrainResult
 from training.core.weights import load_into
 
@@ -154,21 +154,15 @@ def train_detector(
         {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()},
         output_dir / WEIGHTS_FILE,
     )
-    (output_dir / CLASSES_FILE).write_text(json.dumps(list(classes)))
-    (output_dir / CONFIG_FILE).write_text(json.dumps({**config, "architecture": architecture}, indent=2))
-    (output_dir / METRICS_FILE).write_text(
-        json.dumps(
-            {
-                "device": str(device),
-                "train_examples": len(train),
-                "validation_examples": len(validation),
-                "epochs": [asdict(epoch) for epoch in epochs],
-            },
-            indent=2,
-        )
-    )
-    return TrainResult(
-        epochs=epochs, device=str(device), artifact_files=[WEIGHTS_FILE, CLASSES_FILE, METRICS_FILE, CONFIG_FILE]
+    return run_artifacts_write(
+        output_dir=output_dir,
+        weights_file=WEIGHTS_FILE,
+        classes=classes,
+        config={**config, "architecture": architecture},
+        device=str(device),
+        train_examples=len(train),
+        validation_examples=len(validation),
+        epochs=epochs,
     )
 
 

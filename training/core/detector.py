@@ -24,9 +24,6 @@ from training.core.interface import (
 from training.core.weights import check_weights_uri
 
 WEIGHTS_FILE = "model.safetensors"
-CLASSES_FILE = "classes.json"
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
 
 DEFAULTS = {
     # The shorter image side the model sees (torchvision resizes each image, keeping its aspect ratio, up to

@@ -23,9 +23,6 @@ from training.core.weights import check_weights_uri
 ARCHITECTURES = ("small-cnn", "resnet18")
 
 WEIGHTS_FILE = "model.pt"
-CLASSES_FILE = "classes.json"
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
 
 DEFAULTS = {
     "architecture": "small-cnn",
