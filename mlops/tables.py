@@ -20,6 +20,8 @@ MODELS = {
     "SLICE": "slices.Slice",
     "SLICE_MEMBER": "slices.SliceMember",
     "TRAINING_EXAMPLE": "training.TrainingExample",
+    "EVALUATION_RUN": "evaluations.EvaluationRun",
+    "OBJECT_MATCH": "evaluations.ObjectMatch",
 }
 
 
