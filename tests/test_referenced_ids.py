@@ -136,6 +136,12 @@ CASES = {
         {"name": "s", "strategy": "least_confidence", "k": 1, "pool_slice_id": other.slice},
         "pool_slice_id",
     ),
+    "box disagreement's other version": lambda own, other: (
+        "post",
+        f"prediction-runs/{own.prediction_run}/selections",
+        {"name": "s", "strategy": "box_disagreement", "k": 1, "other_model_version_id": other.model_version},
+        "other_model_version_id",
+    ),
     "slice from a query in a dataset": lambda own, other: (
         "post",
         "slices/",
