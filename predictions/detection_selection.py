@@ -48,29 +48,26 @@ def box_selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[
             GROUP BY p.datarow_id
             ORDER BY round(avg({_BINARY_ENTROPY})::numeric, {_TIE_DIGITS}) DESC, p.datarow_id LIMIT %s"""
         return sql, [*params, selection.score_floor, selection.k]
+    # Per candidate image (a lateral subquery): each side's boxes by the (run, datarow) and (version, datarow)
+    # indexes, then every same-class pair of them; the work stays per image, whatever the run's size.
     sql = f"""
-        WITH candidates AS (SELECT DISTINCT p.datarow_id FROM {tables.PREDICTION} p WHERE {run_boxes}),
-        boxes AS (
-            SELECT * FROM (
-                SELECT p.side, p.id, p.datarow_id, p.ontology_class_id, p.x, p.y, p.w, p.h,
-                       row_number() OVER (PARTITION BY p.side, p.datarow_id ORDER BY p.score DESC, p.id) AS rank
-                FROM (SELECT 'run' AS side, p.* FROM {tables.PREDICTION} p
-                      WHERE p.run_id = %s AND p.kind = 'box' AND p.score >= %s
-                        AND p.datarow_id IN (SELECT datarow_id FROM candidates)
-                      UNION ALL
-                      SELECT 'other', p.* FROM {tables.PREDICTION} p
-                      WHERE p.model_version_id = %s AND p.kind = 'box' AND p.score >= %s
-                        AND p.datarow_id IN (SELECT datarow_id FROM candidates)) p) ranked
-            WHERE rank <= {MAX_COMPARED_BOXES}),
-        best AS (
-            SELECT one.datarow_id, coalesce(max({_IOU}), 0) AS iou
-            FROM boxes one
-            LEFT JOIN boxes other ON other.datarow_id = one.datarow_id AND other.side <> one.side
-                                 AND other.ontology_class_id = one.ontology_class_id
-            GROUP BY one.id, one.datarow_id)
-        SELECT c.datarow_id FROM candidates c LEFT JOIN best b ON b.datarow_id = c.datarow_id
-        GROUP BY c.datarow_id
-        ORDER BY round((1 - coalesce(avg(b.iou), 1))::numeric, {_TIE_DIGITS}) DESC, c.datarow_id
+        WITH candidates AS (SELECT DISTINCT p.datarow_id FROM {tables.PREDICTION} p WHERE {run_boxes})
+        SELECT c.datarow_id FROM candidates c
+        CROSS JOIN LATERAL (
+            WITH boxes AS (
+                (SELECT 'run' AS side, p.id, p.ontology_class_id, p.x, p.y, p.w, p.h FROM {tables.PREDICTION} p
+                 WHERE p.run_id = %s AND p.datarow_id = c.datarow_id AND p.kind = 'box' AND p.score >= %s
+                 ORDER BY p.score DESC, p.id LIMIT {MAX_COMPARED_BOXES})
+                UNION ALL
+                (SELECT 'other', p.id, p.ontology_class_id, p.x, p.y, p.w, p.h FROM {tables.PREDICTION} p
+                 WHERE p.model_version_id = %s AND p.datarow_id = c.datarow_id AND p.kind = 'box' AND p.score >= %s
+                 ORDER BY p.score DESC, p.id LIMIT {MAX_COMPARED_BOXES}))
+            SELECT 1 - coalesce(avg(best.iou), 1) AS disagreement
+            FROM (SELECT coalesce(max({_IOU}), 0) AS iou
+                  FROM boxes one
+                  LEFT JOIN boxes other ON other.side <> one.side AND other.ontology_class_id = one.ontology_class_id
+                  GROUP BY one.id) best) s
+        ORDER BY round(s.disagreement::numeric, {_TIE_DIGITS}) DESC, c.datarow_id
         LIMIT %s"""
     floor = selection.score_floor
     return sql, [*params, prediction_run_id, floor, selection.other_model_version_id, floor, selection.k]
