@@ -175,7 +175,10 @@ def main() -> None:
                 lines = [row[0] for row in cursor.fetchall()]
                 if args.explain:
                     print(label, *lines, sep="\n", file=sys.stderr)
-                plan = ", ".join(sorted(set(re.findall(r"Index (?:Only )?Scan (?:using|on) (\w+)", "\n".join(lines))))) or "no index"
+                plan = (
+                    ", ".join(sorted(set(re.findall(r"Index (?:Only )?Scan (?:using|on) (\w+)", "\n".join(lines)))))
+                    or "no index"
+                )
                 cursor.execute(sql, params)
                 started = time.perf_counter()
                 cursor.execute(sql, params)
