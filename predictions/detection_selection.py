@@ -25,11 +25,8 @@ _TIE_DIGITS = 9
 _BINARY_ENTROPY = (
     "CASE WHEN p.score > 0 AND p.score < 1 THEN -(p.score * ln(p.score) + (1 - p.score) * ln(1 - p.score)) ELSE 0 END"
 )
-_IOU = """greatest(0, least(one.x + one.w, other.x + other.w) - greatest(one.x, other.x))
-          * greatest(0, least(one.y + one.h, other.y + other.h) - greatest(one.y, other.y))
-          / nullif(one.w * one.h + other.w * other.h
-                   - greatest(0, least(one.x + one.w, other.x + other.w) - greatest(one.x, other.x))
-                   * greatest(0, least(one.y + one.h, other.y + other.h) - greatest(one.y, other.y)), 0)"""
+_INTERSECTION = """greatest(0, least(one.x + one.w, other.x + other.w) - greatest(one.x, other.x))
+                   * greatest(0, least(one.y + one.h, other.y + other.h) - greatest(one.y, other.y))"""
 
 
 def box_selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str, list]:
@@ -48,8 +45,8 @@ def box_selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[
             GROUP BY p.datarow_id
             ORDER BY round(avg({_BINARY_ENTROPY})::numeric, {_TIE_DIGITS}) DESC, p.datarow_id LIMIT %s"""
         return sql, [*params, selection.score_floor, selection.k]
-    # Per candidate image (a lateral subquery): each side's boxes by the (run, datarow) and (version, datarow)
-    # indexes, then every same-class pair of them; the work stays per image, whatever the run's size.
+    # Per candidate image (a lateral subquery): each side's boxes found by datarow through an index, then every
+    # same-class pair of them; the work stays per image, whatever the run's size.
     sql = f"""
         WITH candidates AS (SELECT DISTINCT p.datarow_id FROM {tables.PREDICTION} p WHERE {run_boxes})
         SELECT c.datarow_id FROM candidates c
@@ -63,9 +60,11 @@ def box_selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[
                  WHERE p.model_version_id = %s AND p.datarow_id = c.datarow_id AND p.kind = 'box' AND p.score >= %s
                  ORDER BY p.score DESC, p.id LIMIT {MAX_COMPARED_BOXES}))
             SELECT 1 - coalesce(avg(best.iou), 1) AS disagreement
-            FROM (SELECT coalesce(max({_IOU}), 0) AS iou
+            FROM (SELECT coalesce(max(pair.intersection
+                                      / nullif(one.w * one.h + other.w * other.h - pair.intersection, 0)), 0) AS iou
                   FROM boxes one
                   LEFT JOIN boxes other ON other.side <> one.side AND other.ontology_class_id = one.ontology_class_id
+                  LEFT JOIN LATERAL (SELECT {_INTERSECTION} AS intersection) pair ON true
                   GROUP BY one.id) best) s
         ORDER BY round(s.disagreement::numeric, {_TIE_DIGITS}) DESC, c.datarow_id
         LIMIT %s"""
