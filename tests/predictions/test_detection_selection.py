@@ -232,19 +232,21 @@ def client(make_token, api_client):
     return api_client(make_token(TENANT_A))
 
 
-def test_box_disagreement_over_rest_makes_the_slice_of_the_python_ranking(client, detected):
+@pytest.mark.parametrize("strategy", BOX_STRATEGIES)
+def test_each_box_strategy_over_rest_makes_the_slice_of_the_python_ranking(client, detected, strategy):
     # given
     run, other, _, run_boxes, other_boxes, _ = detected
     url = f"/api/v1/projects/{run.model_version.project_id}/prediction-runs/{run.pk}/selections"
-    body = {"name": "check", "strategy": "box_disagreement", "k": 6, "score_floor": FLOOR}
+    body = {"name": "check", "strategy": strategy, "k": 6, "score_floor": FLOOR}
+    version = {"other_model_version_id": other.pk} if strategy == "box_disagreement" else {}
     # when
-    answer = client.post(url, {**body, "other_model_version_id": other.pk}, format="json")
+    answer = client.post(url, {**body, **version}, format="json")
     # then
     assert answer.status_code == 201, answer.content
     assert answer.json()["member_count"] == 6
     with tenant_scope(TENANT_A):  # the request left the connection in the public schema
         members = set(SliceMember.objects.filter(slice_id=answer.json()["id"]).values_list("datarow_id", flat=True))
-    assert members == set(_python_ranking("box_disagreement", run_boxes, other_boxes)[:6])
+    assert members == set(_python_ranking(strategy, run_boxes, other_boxes)[:6])
 
 
 def test_bad_box_selections_over_rest_are_400s_naming_the_field(client, world, detected):
