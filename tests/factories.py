@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datasets.models import DataRow, Dataset
+from evaluations.models import EvaluationRun
 from jobs.models import Job
 from predictions.models import ModelVersion
 from projects.models import Project
@@ -68,6 +69,16 @@ def model_version_make(*, project: Project, name: str = "model", version: str = 
 
 def job_make(*, kind: str, workspace_id: str = WORKSPACE, owner_id: str = "tester", **fields) -> Job:
     return Job.objects.create(kind=kind, workspace_id=workspace_id, owner_id=owner_id, **fields)
+
+
+def evaluation_run_make(
+    *, project: Project, model_version: ModelVersion, status: str = Job.Status.SUCCEEDED, **fields
+) -> EvaluationRun:
+    """An evaluation run of a model version with its job in `status`; its matches are the test's to write."""
+    job = job_make(kind="evaluation", status=status)
+    return EvaluationRun.objects.create(
+        project=project, model_version=model_version, job=job, created_by="tester", **fields
+    )
 
 
 def principal_make(

@@ -25,7 +25,7 @@ from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, type
 from search.ql.visitor import Visitor
 
 # Names in mlops.tables, read when a query compiles.
-OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
+OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION", "evaluation": "OBJECT_MATCH"}
 _COUNT_OPERATORS = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -157,6 +157,12 @@ class _Compiler(Visitor[[str, str], str]):
         return f"EXISTS (SELECT 1 FROM unnest({alias}.tags) AS tag WHERE tag LIKE {self.bind(node.pattern.value)})"
 
     def _class(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        if spec.nullable:
+            # An evaluation match's predicted_class: null where no prediction overlapped the label.
+            assert spec.column is not None, "a nullable class field names its column"
+            if isinstance(node, ast.Exists):
+                return f"({alias}.{spec.column} IS NOT NULL)"
+            return f"coalesce({self._lookup(node, alias, spec.column, tables.ONTOLOGY_CLASS, 'name')}, false)"
         return self._lookup(node, alias, "ontology_class_id", tables.ONTOLOGY_CLASS, "name")
 
     def _model(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
@@ -338,7 +344,11 @@ class _Compiler(Visitor[[str, str], str]):
 
 # The object fields the object tables' indexes hold (docs/design/search-postgres.md, "Indexes used"): a condition on
 # these alone is answered from the indexes.
-_INDEXED_OBJECT_FIELDS = {"label": {"class"}, "prediction": {"class", "model", "score"}}
+_INDEXED_OBJECT_FIELDS = {
+    "label": {"class"},
+    "prediction": {"class", "model", "score"},
+    "evaluation": {"run", "outcome", "class", "iou", "score", "predicted_class"},
+}
 
 
 class _ReadsObjectRows(Visitor[[str | None], bool]):
