@@ -79,15 +79,18 @@ IOUS = [0.05, 0.1, 0.3, 0.45, 0.5, 0.75, 0.9]
 
 
 def _evaluation_runs(project, dataset_ids: list[int]) -> EvaluationRuns:
-    """Runs over two thirds of the rows (a slice's worth), written as the evaluation job stores matches: each label
-    a TP or an FN (with its best-overlapping prediction's class, IoU and score, or none), each of the model's
-    predictions a TP or an FP. Outcomes are drawn, not computed: the queries only read what is stored."""
+    """Runs over two thirds of the first dataset's rows (a slice's worth), written as the evaluation job stores
+    matches: each label a TP or an FN (with its best-overlapping prediction's class, IoU and score, or none), each of
+    the model's predictions a TP or an FP. Outcomes are drawn, not computed: the queries only read what is stored.
+
+    The first rows and the second dataset are left out: the Elasticsearch engine's tests delete them, and a
+    datarow's matches do not go with it yet (the evaluations app has no database cascade, as slice members do)."""
     from datasets.models import DataRow, Label, ModelVersion, OntologyClass, Prediction
     from evaluations.models import ObjectMatch
 
     rng = random.Random(11)
     classes = list(OntologyClass.objects.filter(project=project).values_list("id", flat=True))
-    datarow_ids = sorted(DataRow.objects.filter(dataset_id__in=dataset_ids).values_list("id", flat=True))
+    datarow_ids = sorted(DataRow.objects.filter(dataset_id=dataset_ids[0]).values_list("id", flat=True))[5:]
     statuses, latest = {}, {}
     for (name, version), status in EVALUATION_RUNS:
         model_version = ModelVersion.objects.get(project=project, name=name, version=version)

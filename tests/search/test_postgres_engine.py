@@ -73,7 +73,7 @@ def test_in_slice_agrees_with_the_reference(search_data, postgres_ids):
 # `{run}` is yolo@1's first run; `model = 'yolo@1'` names its latest (conftest.EVALUATION_RUNS).
 EVALUATION_EXAMPLES = [
     "evaluation(model = 'yolo@1' AND outcome = 'fn' AND class = 'vehicle/car')",
-    "evaluation(run = {run} AND outcome = 'fp' AND class = 'person' AND score > 0.3)",
+    "evaluation(run = {run} AND outcome IN ('fp', 'fn') AND class UNDER 'vehicle' AND score > 0.3)",
     "evaluation(run = {run} AND side = 'label' AND iou BETWEEN 0.1 AND 0.5)",
     "evaluation(run = {run} AND outcome = 'fn' AND class UNDER 'vehicle' AND predicted_class = 'person')",
     "evaluation(run = {run} AND side = 'label' AND NOT predicted_class = 'vehicle')",
