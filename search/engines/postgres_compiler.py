@@ -106,7 +106,10 @@ class _Compiler(Visitor[[str, str], str]):
         A row without matching objects has count 0, so when 0 satisfies the comparison the rows to exclude are
         the ones whose non-zero count does not. The groups keep to the project's datarows, so the set stays
         the size of the project, not of the tenant."""
-        if self.using is None:
+        if node.kind == "evaluation":
+            # Validation let only the project's runs through: their matches are of its datarows already.
+            scope = "WHERE true"
+        elif self.using is None:
             project = self.bind(self.project_id)
             scope = (
                 f"JOIN {tables.DATAROW} AS r ON r.id = o.datarow_id "
