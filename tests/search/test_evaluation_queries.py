@@ -6,8 +6,9 @@ import pytest
 from datasets.models import OntologyClass
 from evaluations.models import ObjectMatch
 from jobs.models import Job
-from search.engines.elasticsearch_documents import alias_name
+from search.engines.elasticsearch_documents import alias_name, evaluation_mapping
 from search.indexing import services
+from search.queries import evaluation_runs
 from tests.conftest import TENANT_A
 from tests.factories import datarows_make, dataset_make, evaluation_run_make, model_version_make, project_make
 
@@ -67,7 +68,7 @@ def evaluated(project):
             _match(running, rows[5], "label", "fn", car),
         ]
     )
-    return project, dataset, [row.pk for row in rows], {"latest": latest.pk, "running": running.pk}
+    return project, dataset, [row.pk for row in rows], {"older": older.pk, "latest": latest.pk, "running": running.pk}
 
 
 def _search(client, project_id: int, text: str):
@@ -142,3 +143,29 @@ def test_a_run_a_query_cannot_name_is_a_400_that_names_it(evaluated, make_token,
         body = response.json()
         assert message in body["message"], text
         assert (body["extra"]["line"], body["extra"]["column"]) == (line, column), text
+
+
+def test_the_boundary_reads_the_projects_runs_and_each_models_latest_succeeded_one(evaluated):
+    project, _, _, runs = evaluated
+    other = project_make()
+    evaluation_run_make(project=other, model_version=model_version_make(project=other, name="det", version="2"))
+    # when
+    found = evaluation_runs(project_id=project.pk, using="default")
+    # then: another project's runs are not among them; det@1's only run is still running
+    assert dict(found.statuses) == {runs["older"]: "succeeded", runs["latest"]: "succeeded", runs["running"]: "running"}
+    assert dict(found.latest) == {"det@2": runs["latest"]}
+    assert found.latest.get("det@1") is None and found.statuses.get(runs["latest"] + 1000) is None
+
+
+def test_an_index_made_before_evaluation_matches_gets_the_field_on_its_next_write(evaluated, on_elasticsearch):
+    project, dataset, row_ids, _ = evaluated
+    services.index_dataset(
+        tenant_schema=TENANT_A, project_id=project.pk, dataset_id=dataset.pk, since=None, using="default"
+    )
+    (index,) = on_elasticsearch.resolve(alias_name(TENANT_A, project.pk))
+    # given: the index's mapping as it was before the field existed
+    del on_elasticsearch.indices[index].mappings["properties"]["evaluation_matches"]
+    # when
+    services.index_datarows(tenant_schema=TENANT_A, project_id=project.pk, datarow_ids=row_ids[:1], using="default")
+    # then
+    assert on_elasticsearch.indices[index].mappings["properties"]["evaluation_matches"] == evaluation_mapping()
