@@ -22,6 +22,9 @@ EXAMPLES = [
     ("evaluation(run = {run} AND outcome = 'fn' AND class = 'truck' AND predicted_class = 'bus')", [4]),
     ("COUNT(evaluation WHERE run = {run} AND side = 'label' AND outcome = 'fn') >= 1", [0, 4, 5]),
     ("NOT evaluation(run = {run} AND predicted_class = 'truck')", [1, 2, 3, 4, 5]),
+    # a missed truck no prediction overlapped has no predicted class, so it is not 'bus'
+    ("evaluation(run = {run} AND outcome = 'fn' AND predicted_class != 'bus')", [0, 5]),
+    ("evaluation(run = {run} AND outcome = 'fn' AND predicted_class IS NULL)", [5]),
 ]
 
 
