@@ -22,6 +22,7 @@ MODELS = {
     "TRAINING_EXAMPLE": "training.TrainingExample",
     "EVALUATION_RUN": "evaluations.EvaluationRun",
     "OBJECT_MATCH": "evaluations.ObjectMatch",
+    "JOB": "jobs.Job",
 }
 
 

@@ -25,7 +25,7 @@ from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, type
 from search.ql.visitor import Visitor
 
 # Names in mlops.tables, read when a query compiles.
-OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
+OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION", "evaluation": "OBJECT_MATCH"}
 _COUNT_OPERATORS = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -106,7 +106,10 @@ class _Compiler(Visitor[[str, str], str]):
         A row without matching objects has count 0, so when 0 satisfies the comparison the rows to exclude are
         the ones whose non-zero count does not. The groups keep to the project's datarows, so the set stays
         the size of the project, not of the tenant."""
-        if self.using is None:
+        if node.kind == "evaluation":
+            # Validation let only the project's runs through: their matches are of its datarows already.
+            scope = "WHERE true"
+        elif self.using is None:
             project = self.bind(self.project_id)
             scope = (
                 f"JOIN {tables.DATAROW} AS r ON r.id = o.datarow_id "
@@ -157,6 +160,12 @@ class _Compiler(Visitor[[str, str], str]):
         return f"EXISTS (SELECT 1 FROM unnest({alias}.tags) AS tag WHERE tag LIKE {self.bind(node.pattern.value)})"
 
     def _class(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        if spec.nullable:
+            # An evaluation match's predicted_class: null where no prediction overlapped the label.
+            assert spec.column is not None, "a nullable class field names its column"
+            if isinstance(node, ast.Exists):
+                return f"({alias}.{spec.column} IS NOT NULL)"
+            return f"coalesce({self._lookup(node, alias, spec.column, tables.ONTOLOGY_CLASS, 'name')}, false)"
         return self._lookup(node, alias, "ontology_class_id", tables.ONTOLOGY_CLASS, "name")
 
     def _model(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
@@ -338,7 +347,11 @@ class _Compiler(Visitor[[str, str], str]):
 
 # The object fields the object tables' indexes hold (docs/design/search-postgres.md, "Indexes used"): a condition on
 # these alone is answered from the indexes.
-_INDEXED_OBJECT_FIELDS = {"label": {"class"}, "prediction": {"class", "model", "score"}}
+_INDEXED_OBJECT_FIELDS = {
+    "label": {"class"},
+    "prediction": {"class", "model", "score"},
+    "evaluation": {"run", "outcome", "class", "iou", "score", "predicted_class"},
+}
 
 
 class _ReadsObjectRows(Visitor[[str | None], bool]):

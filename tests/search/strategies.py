@@ -64,6 +64,15 @@ OBJECT_FIELDS = [
     (("attributes", "truncation"), "number", [0, 0.25, 0.5, 1]),
 ]
 PREDICTION_FIELDS = [(("score",), "number", SCORES), (("model",), "model", MODEL_NAMES)]
+IOUS = [0, 0.05, 0.1, 0.3, 0.45, 0.5, 0.75, 0.9, 1]
+EVALUATION_FIELDS = [
+    (("side",), "string", ["label", "prediction"]),
+    (("outcome",), "string", ["tp", "fp", "fn"]),
+    (("class",), "class", CLASS_NAMES),
+    (("predicted_class",), "class", CLASS_NAMES),
+    (("iou",), "number", IOUS),
+    (("score",), "number", SCORES),
+]
 OPERATORS = list(ast.COMPARISON_OPERATORS)
 
 
@@ -134,11 +143,39 @@ def object_conditions():
     return for_kind("label") | for_kind("prediction")
 
 
-def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = ()):
-    """Whole query trees: row predicates (IN SLICE of the given slices among them) and object conditions under
-    AND / OR / NOT."""
+def _naming_run(run: int | str) -> ast.Compare:
+    name = ("run",) if isinstance(run, int) else ("model",)
+    return ast.Compare(ast.Field(name, AT), "=", ast.Value(run, AT), AT)
+
+
+def evaluation_conditions(runs: tuple[int | str, ...]):
+    """evaluation(...) and COUNT(evaluation WHERE ...) naming one of `runs` (a run id, or a model version's latest
+    run), AND-ed with a random condition on the matches or alone."""
+    predicates_ = st.one_of([predicates(path, kind, pool) for path, kind, pool in EVALUATION_FIELDS])
+    rest = st.none() | st.recursive(predicates_, _combine, max_leaves=3)
+    condition = st.tuples(st.sampled_from(runs).map(_naming_run), rest).map(
+        lambda parts: parts[0] if parts[1] is None else ast.And(parts, AT)
+    )
+    return st.one_of(
+        st.builds(ast.ObjectMatch, st.just("evaluation"), condition, st.just(AT)),
+        st.builds(
+            ast.ObjectCount,
+            st.just("evaluation"),
+            condition,
+            st.sampled_from(OPERATORS),
+            st.integers(0, 4).map(lambda n: ast.Value(n, AT)),
+            st.just(AT),
+        ),
+    )
+
+
+def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = (), runs: tuple[int | str, ...] = ()):
+    """Whole query trees: row predicates (IN SLICE of the given slices among them) and object conditions (evaluation
+    conditions over the given runs among them) under AND / OR / NOT."""
     # A coin picks the kind of leaf: one_of would pick object conditions for about one leaf in ten.
     rows, objects = row_predicates(dataset_ids), object_conditions()
+    if runs:
+        objects = objects | evaluation_conditions(runs)
     if slice_names:
         in_slice = st.sampled_from(slice_names).map(lambda name: ast.InSlice(ast.Value(name, AT), AT))
         row_leaves = rows
