@@ -519,6 +519,11 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "jobs.models.Job.Status",
         "SliceStatusEnum": ["ready", "freezing", "failed"],
         "SplitEnum": ["train", "validation", "test"],
+        # the search's count keeps its name beside the statistics' own count
+        "CountEnum": ["exact", "estimate"],
+        "StatisticCountEnum": ["objects", "images"],
+        "StatisticKindEnum": ["count", "histogram"],
+        "StatisticGroupSplitEnum": ["all", "train", "validation", "test", "unassigned"],
         # the import's JSON body and its multipart form share it
         "DatasetImportStartInputFormatEnum": "datasets.importers.formats.FORMATS",
     },
