@@ -7,6 +7,8 @@ values in the same statement).
 With a slice, the matches are its members, grouped by their split (the member table's `split`).
 """
 
+from dataclasses import dataclass
+
 import orjson
 from django.db import connections
 
@@ -31,96 +33,143 @@ _GROUPS = {-1: ALL, **dict(enumerate(SPLIT_NAMES)), len(SPLIT_NAMES): UNASSIGNED
 _SCALARS = "('string', 'number', 'boolean')"
 
 
-def _matches(statistic: Statistic, condition: CompiledQuery) -> tuple[str, str, list]:
-    """The FROM and WHERE of the matching datarows `d` with their group `g`, and the parameters."""
+def _matches(
+    statistic: Statistic, condition: CompiledQuery, *, values: CompiledQuery | None = None, lateral: str = ""
+) -> CompiledQuery:
+    """The matching datarows `d` as `SELECT d.id, <group> AS g[, <values>] FROM ... [<lateral>] WHERE <condition>`
+    (`values` carries its columns and its WHERE test; its parameters are the lateral join's)."""
+    columns = f", {values.sql}" if values is not None else ""
+    params = values.params if values is not None else []
     if statistic.slice_id is None:
-        return f"{tables.DATAROW} AS d", "-1", []
-    return (
-        f"{tables.DATAROW} AS d JOIN {tables.SLICE_MEMBER} AS sm ON sm.datarow_id = d.id AND sm.slice_id = %s",
-        f"coalesce(sm.split, {len(SPLIT_NAMES)})",
-        [statistic.slice_id],
+        source, group = f"{tables.DATAROW} AS d", "-1"
+    else:
+        source = f"{tables.DATAROW} AS d JOIN {tables.SLICE_MEMBER} AS sm ON sm.datarow_id = d.id AND sm.slice_id = %s"
+        group = f"coalesce(sm.split, {len(SPLIT_NAMES)})"
+        params = [statistic.slice_id, *params]
+    return CompiledQuery(
+        f"SELECT d.id, {group} AS g{columns} FROM {source} {lateral} WHERE {condition.sql}",
+        [*params, *condition.params],
     )
 
 
-def _objects(statistic: Statistic, project_id: int) -> tuple[str, list]:
-    """The objects of the matches `m` (`AS o`), of the statistic's model version when it names one."""
-    sql = f"{getattr(tables, OBJECT_TABLES[statistic.scope])} AS o JOIN m ON m.id = o.datarow_id"
-    if statistic.model is None:
-        return sql, []
-    return (
-        sql + f" AND o.model_version_id IN (SELECT id FROM {tables.MODEL_VERSION} WHERE project_id = %s "
-        "AND name || '@' || version = %s)",
-        [project_id, statistic.model],
+@dataclass(frozen=True)
+class _Objects:
+    """The objects counted: `WITH <ctes>` (may be empty, with `cte_params`), then `FROM <source> WHERE <where>`
+    (with `where_params`), grouped by `group`."""
+
+    ctes: str
+    cte_params: list
+    source: str
+    where: str
+    where_params: list
+    group: str
+
+    def with_clause(self) -> str:
+        return f"WITH {self.ctes} " if self.ctes else ""
+
+
+def _objects(statistic: Statistic, condition: CompiledQuery, project_id: int, *, every_row: bool) -> _Objects:
+    """The objects of the matches (`AS o`), of the statistic's model version when it names one. When every row of the
+    project matches, its class ids scope the objects without a join to the datarows (classes belong to one project):
+    the statement is the plain GROUP BY of the object table."""
+    where, params = "true", []
+    if statistic.model is not None:
+        where = (
+            f"o.model_version_id IN (SELECT id FROM {tables.MODEL_VERSION} WHERE project_id = %s "
+            "AND name || '@' || version = %s)"
+        )
+        params = [project_id, statistic.model]
+    table = getattr(tables, OBJECT_TABLES[statistic.scope])
+    if every_row and statistic.slice_id is None:
+        return _Objects(
+            "",
+            [],
+            f"{table} AS o",
+            f"o.ontology_class_id IN (SELECT id FROM {tables.ONTOLOGY_CLASS} WHERE project_id = %s) AND {where}",
+            [project_id, *params],
+            "-1",
+        )
+    matches = _matches(statistic, condition)
+    return _Objects(
+        f"m AS ({matches.sql})", matches.params, f"{table} AS o JOIN m ON m.id = o.datarow_id", where, params, "m.g"
     )
 
 
-def count_statement(statistic: Statistic, condition: CompiledQuery, project_id: int, cap: int) -> CompiledQuery:
+def count_statement(
+    statistic: Statistic, condition: CompiledQuery, project_id: int, cap: int, *, every_row: bool = False
+) -> CompiledQuery:
     """Rows (group, value: class name or JSON text, count); at most cap + 1 per group are needed to know a group
     has too many values, so the statement reads no more than (cap + 1) x groups."""
-    source, group, params = _matches(statistic, condition)
-    objects, object_params = _objects(statistic, project_id)
+    objects = _objects(statistic, condition, project_id, every_row=every_row)
     counted = "count(*)" if statistic.count == "objects" else "count(DISTINCT o.datarow_id)"
     if statistic.path == ("class",):
         grouped = (
-            f"SELECT x.g, c.name, x.n FROM (SELECT m.g, o.ontology_class_id AS k, {counted} AS n FROM {objects} "
-            f"GROUP BY 1, 2) AS x JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = x.k"
+            f"SELECT x.g, c.name, x.n FROM (SELECT {objects.group} AS g, o.ontology_class_id AS k, {counted} AS n "
+            f"FROM {objects.source} WHERE {objects.where} GROUP BY 1, 2) AS x "
+            f"JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = x.k"
         )
         value_params: list = []
     else:
         # Each value an object holds counts once for it (a list may repeat one).
         grouped = (
-            f"SELECT m.g, a.v::text, {counted} FROM {objects} CROSS JOIN LATERAL (SELECT DISTINCT v FROM "
-            f"jsonb_path_query(o.attributes, %s::jsonpath) AS v WHERE jsonb_typeof(v) IN {_SCALARS}) AS a "
-            f"GROUP BY m.g, a.v"
+            f"SELECT {objects.group}, a.v::text, {counted} FROM {objects.source} CROSS JOIN LATERAL "
+            f"(SELECT DISTINCT v FROM jsonb_path_query(o.attributes, %s::jsonpath) AS v "
+            f"WHERE jsonb_typeof(v) IN {_SCALARS}) AS a WHERE {objects.where} GROUP BY 1, a.v"
         )
         value_params = [jsonpath_values(statistic.path[1:])]
     return CompiledQuery(
-        f"WITH m AS (SELECT d.id, {group} AS g FROM {source} WHERE {condition.sql}) {grouped} LIMIT %s",
-        [*params, *condition.params, *object_params, *value_params, (cap + 1) * len(statistic.groups())],
+        f"{objects.with_clause()}{grouped} LIMIT %s",
+        [*objects.cte_params, *value_params, *objects.where_params, (cap + 1) * len(statistic.groups())],
     )
 
 
-def histogram_statement(statistic: Statistic, condition: CompiledQuery, project_id: int) -> CompiledQuery:
+def histogram_statement(
+    statistic: Statistic, condition: CompiledQuery, project_id: int, *, every_row: bool = False
+) -> CompiledQuery:
     """Rows (group, bin, count, low, high). Objects count once each; a row holding several values of a metadata path
     counts once in each bin (and in below / above) where it has one, as a document does in Elasticsearch."""
-    source, group, params = _matches(statistic, condition)
     distinct = False
     if statistic.scope != "row":
-        objects, object_params = _objects(statistic, project_id)
+        objects = _objects(statistic, condition, project_id, every_row=every_row)
         column = statistic.path[0]
+        ctes = f"{objects.ctes}, " if objects.ctes else ""
         values = (
-            f"m AS (SELECT d.id, {group} AS g FROM {source} WHERE {condition.sql}), "
-            f"v AS (SELECT m.g, o.datarow_id AS r, o.{column}::float8 AS v FROM {objects} "
-            f"WHERE o.{column} IS NOT NULL)"
+            f"{ctes}v AS NOT MATERIALIZED (SELECT {objects.group} AS g, o.datarow_id AS r, o.{column}::float8 AS v "
+            f"FROM {objects.source} WHERE o.{column} IS NOT NULL AND {objects.where})"
         )
-        params = [*params, *condition.params, *object_params]
-    elif statistic.path[0] == "metadata":
-        distinct = True
-        values = (
-            f"v AS (SELECT {group} AS g, d.id AS r, (x.v #>> '{{}}')::float8 AS v FROM {source} CROSS JOIN LATERAL "
-            f"jsonb_path_query(d.metadata, %s::jsonpath) AS x(v) WHERE jsonb_typeof(x.v) = 'number' "
-            f"AND {condition.sql})"
-        )
-        params = [*params, jsonpath_values(statistic.path[1:]), *condition.params]
+        params = [*objects.cte_params, *objects.where_params]
     else:
-        column = statistic.path[0]
-        values = (
-            f"v AS (SELECT {group} AS g, d.id AS r, d.{column}::float8 AS v FROM {source} "
-            f"WHERE d.{column} IS NOT NULL AND {condition.sql})"
-        )
-        params = [*params, *condition.params]
+        # One pass over the matching rows, their values read on the way.
+        if statistic.path[0] == "metadata":
+            distinct = True
+            matches = _matches(
+                statistic,
+                condition,
+                values=CompiledQuery("(x.v #>> '{}')::float8 AS v", [jsonpath_values(statistic.path[1:])]),
+                lateral="CROSS JOIN LATERAL jsonb_path_query(d.metadata, %s::jsonpath) AS x(v)",
+            )
+            matches = CompiledQuery(matches.sql + " AND jsonb_typeof(x.v) = 'number'", matches.params)
+        else:
+            column = statistic.path[0]
+            matches = _matches(statistic, condition, values=CompiledQuery(f"d.{column}::float8 AS v", []))
+            matches = CompiledQuery(matches.sql + f" AND d.{column} IS NOT NULL", matches.params)
+        values = f"v AS NOT MATERIALIZED (SELECT m.g, m.id AS r, m.v FROM ({matches.sql}) AS m)"
+        params = matches.params
     if statistic.range is None:
         bounds, bound_params = "SELECT min(v) AS lo, max(v) AS hi FROM v", []
     else:
         bounds, bound_params = "SELECT %s::float8 AS lo, %s::float8 AS hi", list(statistic.range)
-    # search.engines.statistics.bin_edges and bin_of, in float8: the same edges, the same comparisons.
+    # search.engines.statistics.bin_edges and bin_of, in float8: the same edges, the same comparisons. The edges are
+    # built once (b is materialized): inlined, a range from min and max made them a subplan run for every value. The
+    # values are read twice when the range is computed (min and max, then the bins) rather than materialized: a
+    # second scan costs less than writing every value to a tuplestore that spills past work_mem.
     edges = (
         "ARRAY(SELECT r.lo + i * ((r.hi - r.lo) / %s) FROM generate_series(0, CASE WHEN r.hi = r.lo THEN 0 "
         "ELSE %s - 1 END) AS i)"
     )
     counted = "count(DISTINCT k.r)" if distinct else "count(*)"
     return CompiledQuery(
-        f"WITH {values}, b AS (SELECT r.lo, r.hi, {edges} AS edges FROM ({bounds}) AS r), "
+        f"WITH {values}, b AS MATERIALIZED (SELECT r.lo, r.hi, {edges} AS edges FROM ({bounds}) AS r), "
         f"k AS (SELECT v.g, v.r, CASE WHEN v.v > b.hi THEN {ABOVE} ELSE width_bucket(v.v, b.edges) - 1 END AS bin, "
         f"b.lo, b.hi FROM v, b) "
         f"SELECT k.g, k.bin, {counted}, k.lo, k.hi FROM k GROUP BY k.g, k.bin, k.lo, k.hi",
@@ -132,20 +181,25 @@ def postgres_statistics(
     statistics: tuple[Statistic, ...], *, project_id: int, query, dataset_id: int | None, cap: int, using: str
 ) -> list[dict]:
     condition = compile_filter(query, project_id=project_id, dataset_id=dataset_id, using=using)
+    every_row = query is None and dataset_id is None
     results = []
     for statistic in statistics:
         if statistic.kind == "count":
-            results.append(_count(statistic, condition, project_id, cap, using))
+            statement = count_statement(statistic, condition, project_id, cap, every_row=every_row)
+            results.append(_count(statistic, _rows(statement, using), cap))
         else:
-            results.append(_histogram(statistic, condition, project_id, using))
+            statement = histogram_statement(statistic, condition, project_id, every_row=every_row)
+            results.append(_histogram(statistic, _rows(statement, using)))
     return results
 
 
-def _count(statistic: Statistic, condition: CompiledQuery, project_id: int, cap: int, using: str) -> dict:
-    statement = count_statement(statistic, condition, project_id, cap)
+def _rows(statement: CompiledQuery, using: str) -> list[tuple]:
     with connections[using].cursor() as db:
         db.execute(statement.sql, statement.params)
-        rows = db.fetchall()
+        return db.fetchall()
+
+
+def _count(statistic: Statistic, rows: list[tuple], cap: int) -> dict:
     counts: dict[str, dict] = {name: {} for name in statistic.groups()}
     for group, value, count in rows:
         counts[_GROUPS[group]][value_key(value if statistic.path == ("class",) else orjson.loads(value))] = count
@@ -154,11 +208,7 @@ def _count(statistic: Statistic, condition: CompiledQuery, project_id: int, cap:
     return statistic_result(statistic, [count_group(name, counts[name], statistic.limit) for name in counts])
 
 
-def _histogram(statistic: Statistic, condition: CompiledQuery, project_id: int, using: str) -> dict:
-    statement = histogram_statement(statistic, condition, project_id)
-    with connections[using].cursor() as db:
-        db.execute(statement.sql, statement.params)
-        rows = db.fetchall()
+def _histogram(statistic: Statistic, rows: list[tuple]) -> dict:
     counts: dict[str, dict] = {name: {} for name in statistic.groups()}
     bounds = statistic.range
     for group, index, count, low, high in rows:

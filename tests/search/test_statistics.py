@@ -320,7 +320,7 @@ def test_statistics_that_reach_the_statement_timeout_are_a_422(search_data, clie
     with datarows_locked():
         response = client.post(
             _url(search_data.project_id),
-            {"statistics": [{"kind": "histogram", "field": "label.area"}]},
+            {"query": "width > 0", "statistics": [{"kind": "histogram", "field": "label.area"}]},
             format="json",
         )
     assert response.status_code == 422, response.content
