@@ -72,6 +72,8 @@ def statistic_check(statistic: Statistic, index: int, catalog: dict[str, str]) -
     numeric_object = numeric_object and (path[0] != "score" or scope == "prediction")
     metadata = scope == "row" and len(path) > 1 and path[0] == "metadata" and all(path)
     if statistic.kind == "count":
+        if statistic.range is not None:
+            raise _field_error(index, "range", "range goes with kind=histogram.")
         if not countable:
             raise _field_error(
                 index,
@@ -101,8 +103,10 @@ def statistic_check(statistic: Statistic, index: int, catalog: dict[str, str]) -
             raise _field_error(index, "count", "count=images goes with kind=count; a histogram counts values.")
         if statistic.range is not None:
             low, high = statistic.range
-            if not (math.isfinite(low) and math.isfinite(high) and low < high):
-                raise _field_error(index, "range", "range is [low, high] with finite numbers and low < high.")
+            if not (math.isfinite(high - low) and low < high):
+                raise _field_error(
+                    index, "range", "range is [low, high] with low < high, finite numbers not more than 1e308 apart."
+                )
     if statistic.model is not None and scope != "prediction":
         raise _field_error(index, "model", "model goes with prediction fields only.")
 

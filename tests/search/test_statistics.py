@@ -276,6 +276,8 @@ BAD = [
     ({"kind": "histogram", "field": "width", "bins": 0}, "statistics[0].bins", ""),
     ({"kind": "histogram", "field": "width", "range": [5, 5]}, "statistics[0].range", "low < high"),
     ({"kind": "histogram", "field": "width", "range": [1]}, "statistics[0].range", ""),
+    ({"kind": "histogram", "field": "width", "range": [-1e308, 1e308]}, "statistics[0].range", "apart"),
+    ({"kind": "count", "field": "label.class", "range": [0, 1]}, "statistics[0].range", "kind=histogram"),
     ({"kind": "histogram", "field": "width", "count": "images"}, "statistics[0].count", "kind=count"),
     ({"kind": "count", "field": "label.class", "limit": 10_001}, "statistics[0].limit", "SEARCH_STATISTICS_MAX_VALUES"),
     ({"kind": "count", "field": "label.class", "model": "yolo@1"}, "statistics[0].model", "prediction fields"),
@@ -325,3 +327,21 @@ def test_statistics_that_reach_the_statement_timeout_are_a_422(search_data, clie
         )
     assert response.status_code == 422, response.content
     assert response.json()["extra"]["limit"] == "SEARCH_STATEMENT_TIMEOUT_MS"
+
+
+def test_over_every_row_another_projects_objects_are_left_out(search_data, split_rows):
+    """Every row of the project: its objects are found by its class ids, without the datarows. Another project's
+    class in the tenant (a transaction of this test) makes that a test of the ids, not a table scan without one."""
+    from datasets.models import Label, OntologyClass
+    from tests.factories import datarows_make, dataset_make, project_make
+
+    with tenant_scope(TENANT_A):
+        other = project_make()
+        (row,) = datarows_make(dataset=dataset_make(project=other), count=1)
+        car = OntologyClass.objects.create(project=other, name="vehicle/car")
+        Label.objects.create(datarow=row, ontology_class=car, kind="box", area=1e9, source="test", updated_by="t")
+    wanted = (
+        Statistic("classes", "count", "label.class", count="images"),
+        Statistic("areas", "histogram", "label.area", bins=7),
+    )
+    assert _engine_statistics(search_data, None, wanted) == reference_statistics.statistics(None, split_rows, wanted)
