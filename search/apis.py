@@ -22,7 +22,7 @@ from mlops.serializers import StrictSerializer
 from projects.selectors import project_get
 from search.engines.base import SortSpec
 from search.engines.statistics import Statistic
-from search.selectors import SearchCursor, search_datarows, search_statistics
+from search.selectors import SearchCursor, search_datarows, search_statistics, statistics_count_check
 from search.services import search_reindex_start
 
 DEFAULT_PAGE_SIZE = 50
@@ -262,8 +262,10 @@ class SearchStatisticsField(serializers.ListField):
     child = serializers.JSONField()
 
     def to_internal_value(self, data) -> tuple[Statistic, ...]:
+        items = super().to_internal_value(data)
+        statistics_count_check(len(items))  # before checking each: a long list is no work
         statistics = []
-        for index, item in enumerate(super().to_internal_value(data)):
+        for index, item in enumerate(items):
             one = SearchStatisticInputSerializer(data=item)
             if not one.is_valid():
                 fields = {f"statistics[{index}].{key}": errors for key, errors in one.errors.items()}

@@ -191,11 +191,9 @@ def _limit_error(key: str, message: str, setting: str, maximum: int) -> Applicat
     return ApplicationError(message, {"limit": setting, "max": maximum, "fields": {key: [message]}})
 
 
-def _statistics_check(
-    *, project: Project, statistics: tuple[Statistic, ...], catalog: dict[str, str], using: str
-) -> None:
-    """A 400 naming the statistic's key for anything that cannot run, before any statement over the matches."""
-    if len(statistics) > settings.SEARCH_MAX_STATISTICS:
+def statistics_count_check(count: int) -> None:
+    """At most SEARCH_MAX_STATISTICS statistics in one request (checked before each is, by the API)."""
+    if count > settings.SEARCH_MAX_STATISTICS:
         maximum = settings.SEARCH_MAX_STATISTICS
         raise _limit_error(
             "statistics",
@@ -203,6 +201,13 @@ def _statistics_check(
             "SEARCH_MAX_STATISTICS",
             maximum,
         )
+
+
+def _statistics_check(
+    *, project: Project, statistics: tuple[Statistic, ...], catalog: dict[str, str], using: str
+) -> None:
+    """A 400 naming the statistic's key for anything that cannot run, before any statement over the matches."""
+    statistics_count_check(len(statistics))
     names = [statistic.name for statistic in statistics]
     refs = model_version_refs(project_id=project.pk, using=using)
     for index, statistic in enumerate(statistics):
