@@ -343,7 +343,7 @@ class ProjectSearchStatisticsApi(Api):
             name = serializers.CharField()
             kind = serializers.CharField()
             field = serializers.CharField()
-            count = serializers.CharField()
+            count = serializers.CharField(required=False, help_text="count: objects or images.")
             groups = GroupSerializer(many=True)
 
         statistics = StatisticSerializer(many=True)

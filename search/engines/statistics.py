@@ -168,13 +168,8 @@ def histogram_group(split: str, statistic: Statistic, bounds: tuple[float, float
 
 
 def statistic_result(statistic: Statistic, groups: list[dict]) -> dict:
-    return {
-        "name": statistic.name,
-        "kind": statistic.kind,
-        "field": statistic.field,
-        "count": statistic.count,
-        "groups": groups,
-    }
+    counted = {"count": statistic.count} if statistic.kind == "count" else {}
+    return {"name": statistic.name, "kind": statistic.kind, "field": statistic.field, **counted, "groups": groups}
 
 
 def too_many_values(statistic: Statistic, cap: int) -> ApplicationError:
