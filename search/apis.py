@@ -217,7 +217,8 @@ class SearchStatisticInputSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=("count", "histogram"))
     field = serializers.CharField(
         max_length=MAX_NAME,
-        help_text="count: label.class, prediction.class, label.attributes.<path>, prediction.attributes.<path>; "
+        help_text="count: label.class, prediction.class, prediction.model, label.attributes.<path>, "
+        "prediction.attributes.<path>; "
         "histogram: label.<x|y|w|h|area>, prediction.<x|y|w|h|area|score>, width, height, metadata.<number path>.",
     )
     count = serializers.ChoiceField(

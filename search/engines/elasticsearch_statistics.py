@@ -63,7 +63,7 @@ def _objects_answer(statistic: Statistic, answer: dict) -> dict:
 
 def count_aggregations(statistic: Statistic, cap: int) -> dict:
     """Per value field (the class, or each typed field of an attribute path): a terms aggregation of cap + 1."""
-    if statistic.path == ("class",):
+    if statistic.path in (("class",), ("model",)):
         fields = {"string": _field(statistic)}
     else:
         fields = {kind: attribute_field(statistic.scope, kind, statistic.path[1:]) for kind in ATTRIBUTE_TYPES}

@@ -31,6 +31,11 @@ from search.engines.statistics import (
 # The group column of the matches: -1 without a slice, else the member's split (len(SPLIT_NAMES) when it has none).
 _GROUPS = {-1: ALL, **dict(enumerate(SPLIT_NAMES)), len(SPLIT_NAMES): UNASSIGNED}
 _SCALARS = "('string', 'number', 'boolean')"
+# Object fields counted by id and named after grouping: the id column, the table of names (in mlops.tables), the name.
+_NAMED = {
+    "class": ("ontology_class_id", "ONTOLOGY_CLASS", "c.name"),
+    "model": ("model_version_id", "MODEL_VERSION", "c.name || '@' || c.version"),
+}
 
 
 def _matches(
@@ -112,11 +117,12 @@ def count_statement(
     has too many values, so the statement reads no more than (cap + 1) x groups."""
     objects = _objects(statistic, condition, project_id, scope=scope)
     counted = "count(*)" if statistic.count == "objects" else "count(DISTINCT o.datarow_id)"
-    if statistic.path == ("class",):
+    if statistic.path[0] in _NAMED:
+        column, table, name = _NAMED[statistic.path[0]]
         grouped = (
-            f"SELECT x.g, c.name, x.n FROM (SELECT {objects.group} AS g, o.ontology_class_id AS k, {counted} AS n "
+            f"SELECT x.g, {name}, x.n FROM (SELECT {objects.group} AS g, o.{column} AS k, {counted} AS n "
             f"FROM {objects.source} WHERE {objects.where} GROUP BY 1, 2) AS x "
-            f"JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = x.k"
+            f"JOIN {getattr(tables, table)} AS c ON c.id = x.k"
         )
         value_params: list = []
     else:
@@ -213,7 +219,7 @@ def _rows(statement: CompiledQuery, using: str) -> list[tuple]:
 def _count(statistic: Statistic, rows: list[tuple], cap: int) -> dict:
     counts: dict[str, dict] = {name: {} for name in statistic.groups()}
     for group, value, count in rows:
-        counts[_GROUPS[group]][value_key(value if statistic.path == ("class",) else orjson.loads(value))] = count
+        counts[_GROUPS[group]][value_key(value if statistic.path[0] in _NAMED else orjson.loads(value))] = count
     if any(len(values) > cap for values in counts.values()):
         raise too_many_values(statistic, cap)
     return statistic_result(statistic, [count_group(name, counts[name], statistic.limit) for name in counts])

@@ -67,7 +67,8 @@ def statistic_check(statistic: Statistic, index: int, catalog: dict[str, str]) -
     """A 400 naming statistics[index].<key> for a field that cannot be counted or binned, or options that do not
     go with it. Limits (bins, values) are checked by the caller, which knows the settings."""
     field, scope, path = statistic.field, statistic.scope, statistic.path
-    countable = scope != "row" and (path == ("class",) or (len(path) > 1 and path[0] == "attributes" and all(path)))
+    named = path == ("class",) or (scope == "prediction" and path == ("model",))
+    countable = scope != "row" and (named or (len(path) > 1 and path[0] == "attributes" and all(path)))
     numeric_object = scope != "row" and len(path) == 1 and path[0] in (*OBJECT_NUMBERS, "score")
     numeric_object = numeric_object and (path[0] != "score" or scope == "prediction")
     metadata = scope == "row" and len(path) > 1 and path[0] == "metadata" and all(path)
@@ -78,7 +79,7 @@ def statistic_check(statistic: Statistic, index: int, catalog: dict[str, str]) -
             raise _field_error(
                 index,
                 "field",
-                f"Cannot count the values of {field!r}: use label.class, prediction.class, "
+                f"Cannot count the values of {field!r}: use label.class, prediction.class, prediction.model, "
                 f"label.attributes.<path> or prediction.attributes.<path> (numbers go in a histogram).",
             )
     else:

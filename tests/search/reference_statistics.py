@@ -44,8 +44,8 @@ def _count(statistic: Statistic, rows: list[dict]) -> dict:
     for row in rows:
         in_row = set()
         for item in _objects(statistic, row):
-            if statistic.path == ("class",):
-                keys = {value_key(item["class"])}
+            if statistic.path in (("class",), ("model",)):
+                keys = {value_key(item[statistic.path[0]])}
             else:
                 keys = {value_key(v) for v in json_values(item["attributes"], statistic.path[1:]) if _is_scalar(v)}
             for key in keys:

@@ -152,6 +152,7 @@ def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = ()):
 COUNT_FIELDS = [
     "label.class",
     "prediction.class",
+    "prediction.model",
     "label.attributes.color",
     "label.attributes.parts",
     "label.attributes.occluded",

@@ -23,7 +23,7 @@ from tests.search.test_search_bounds import datarows_locked
 pytestmark = pytest.mark.django_db(databases=["default", "reader"])
 
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=250,
     derandomize=True,
     deadline=None,
     database=None,
@@ -193,6 +193,7 @@ def test_statistics_run_on_elasticsearch_through_the_endpoint(search_data, split
         "statistics": [
             {"kind": "count", "field": "prediction.class", "model": "yolo@1", "count": "images"},
             {"kind": "count", "field": "label.attributes.occluded"},
+            {"kind": "count", "field": "prediction.model", "count": "images"},
             {"kind": "histogram", "field": "metadata.people.age", "bins": 3},
             {"kind": "histogram", "field": "width", "range": [0, 1000], "bins": 2},
         ],
@@ -267,6 +268,7 @@ def test_more_distinct_values_than_the_cap_is_a_400_naming_the_setting_on_both_e
 BAD = [
     ({"kind": "count", "field": "label.nope"}, "statistics[0].field", "Cannot count"),
     ({"kind": "count", "field": "label.area"}, "statistics[0].field", "Cannot count"),
+    ({"kind": "count", "field": "label.model"}, "statistics[0].field", "Cannot count"),
     ({"kind": "histogram", "field": "label.class"}, "statistics[0].field", "Cannot bin"),
     ({"kind": "histogram", "field": "metadata.weather"}, "statistics[0].field", "string values"),
     ({"kind": "histogram", "field": "metadata.nowhere"}, "statistics[0].field", "no such metadata path"),
