@@ -2,6 +2,7 @@
 
 from hypothesis import strategies as st
 
+from search.engines.statistics import Statistic
 from search.ql import ast
 from tests.search.dataset import CLASSES, COLORS, MODELS, ODD_KEY, TAGS, TIMES, WEATHER, WORDS
 
@@ -182,3 +183,66 @@ def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = (), runs: tup
         rows = st.integers(0, 4).flatmap(lambda pick: in_slice if pick == 0 else row_leaves)
     leaves = st.booleans().flatmap(lambda object_leaf: objects if object_leaf else rows)
     return st.recursive(leaves, _combine, max_leaves=5)
+
+
+# Statistics (search.engines.statistics) over the random dataset's fields.
+COUNT_FIELDS = [
+    "label.class",
+    "prediction.class",
+    "prediction.model",
+    "label.attributes.color",
+    "label.attributes.parts",
+    "label.attributes.occluded",
+    "label.attributes.truncation",
+    "prediction.attributes.color",
+    "label.attributes.none_such",
+]
+HISTOGRAM_FIELDS = [
+    "label.area",
+    "label.w",
+    "label.x",
+    "prediction.h",
+    "prediction.score",
+    "width",
+    "height",
+    "metadata.capture.gps.lat",
+    "metadata.people.age",
+]
+
+
+def statistics(slice_ids: list[int] = (), *, by_split: bool = True):
+    """One statistic: a count or a histogram, with or without a model (prediction fields), a range, a slice."""
+    slices = st.none() | st.sampled_from(list(slice_ids)) if by_split and slice_ids else st.none()
+    models = st.none() | st.sampled_from(MODEL_NAMES[:3])
+
+    def model_for(field: str):
+        return models if field.startswith("prediction.") else st.none()
+
+    counts = st.sampled_from(COUNT_FIELDS).flatmap(
+        lambda field: st.builds(
+            Statistic,
+            name=st.just("s"),
+            kind=st.just("count"),
+            field=st.just(field),
+            count=st.sampled_from(["objects", "images"]),
+            model=model_for(field),
+            limit=st.integers(1, 8),
+            slice_id=slices,
+        )
+    )
+    ranges = st.none() | st.lists(st.sampled_from(NUMBERS + SIZES + SCORES), min_size=2, max_size=2, unique=True).map(
+        lambda pair: tuple(sorted(float(n) for n in pair))
+    )
+    histograms = st.sampled_from(HISTOGRAM_FIELDS).flatmap(
+        lambda field: st.builds(
+            Statistic,
+            name=st.just("s"),
+            kind=st.just("histogram"),
+            field=st.just(field),
+            model=model_for(field),
+            bins=st.integers(1, 12),
+            range=ranges,
+            slice_id=slices,
+        )
+    )
+    return counts | histograms
