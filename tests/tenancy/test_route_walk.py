@@ -113,6 +113,7 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
     from datasets.services.imports import ImportOptions, dataset_import_start, error_report_path
     from datasets.services.labels import label_create
     from datasets.services.ontology import ontology_class_create
+    from evaluations.services import evaluation_run_start
     from jobs.services import job_finish, job_start
     from predictions.services import model_version_register, prediction_run_start
     from projects.services import project_create
@@ -125,7 +126,7 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
     with tenant_scope(tenant):
         project = project_create(principal=principal, name=f"walk-{workspace}")
         dataset = dataset_create(principal=principal, project=project, name="main")
-        ontology_class_create(project=project, name="cat")
+        cat = ontology_class_create(project=project, name="cat")
         image = read_root / tenant / f"{workspace}.png"
         image.write_bytes(png_of_colour((200, 40, 40), seed=1))
         # Datarows arrive by import, which stages on a connection of its own: it cannot see this test's transaction.
@@ -147,6 +148,8 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
         prediction_run = prediction_run_start(
             principal=principal, model_version=model_version, dataset=dataset, top_k=1
         )
+        model_version.predictions.create(datarow=datarow, ontology_class=cat, kind="box", score=0.9, x=0, y=0, w=4, h=4)
+        evaluation_run = evaluation_run_start(principal=principal, model_version=model_version, slice=members)
         import_job = dataset_import_start(principal=principal, dataset=dataset, uri=str(image), options=ImportOptions())
         error_report_path(f"import:{import_job.pk}").write_bytes(b'{"line": 1, "message": "bad"}\n')
         export_job = dataset_export_start(principal=principal, dataset=dataset, export_format="jsonl")
@@ -164,6 +167,7 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
             "run_id": run.pk,
             "model_version_id": model_version.pk,
             "prediction_run_id": prediction_run.pk,
+            "evaluation_run_id": evaluation_run.pk,
             "job_id": import_job.pk,
         },
         by_route={"dataset-export-file": {"job_id": export_job.pk}},
