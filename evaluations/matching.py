@@ -171,13 +171,22 @@ class CocoEvaluation:
         # Same-group pairs, by detection rank (then detection): each rank's detections are matched together.
         pair_detection, pair_truth = _pairs(detection_group, truth_group)
         pair_iou = box_iou(detection_box[pair_detection], truth_box[pair_truth], truth_crowd[pair_truth])
+        # A pair under the lowest threshold never matches (most pairs do not even overlap): only the rest are walked.
+        close = pair_iou >= self._thresholds.min()
+        pair_detection, pair_truth, pair_iou = pair_detection[close], pair_truth[close], pair_iou[close]
         by_rank = np.argsort(rank[pair_detection], kind="stable")
         pair_detection, pair_truth, pair_iou = pair_detection[by_rank], pair_truth[by_rank], pair_iou[by_rank]
         rank_bounds = np.searchsorted(rank[pair_detection], np.arange(self._keep + 1), side="left")
 
         taken = np.zeros((t_count, a_count, len(truth_id)), bool)
-        matched = np.full((t_count, a_count, detection_count), -1)
-        matched_iou = np.full(detection_count, np.nan)  # at the run's threshold, area "all"
+        # Per threshold, area range and detection: FP until matched, or ignored when outside the range unmatched.
+        outside = (detection_area[None, :] < self._area_low[:, None]) | (
+            detection_area[None, :] > self._area_high[:, None]
+        )
+        status = np.broadcast_to(np.where(outside, _IGNORED, _FP).astype(np.uint8), (t_count, a_count, detection_count))
+        status = status.copy()
+        match = np.full(detection_count, -1)  # at the run's threshold, area "all"
+        match_iou = np.full(detection_count, np.nan)
         for step in range(self._keep):
             low, high = rank_bounds[step], rank_bounds[step + 1]
             if low == high:
@@ -185,30 +194,24 @@ class CocoEvaluation:
                     break
                 continue
             detection, truth, iou = pair_detection[low:high], pair_truth[low:high], pair_iou[low:high]
-            starts = np.flatnonzero(np.r_[True, detection[1:] != detection[:-1]])
-            segment = np.cumsum(np.r_[True, detection[1:] != detection[:-1]]) - 1
+            new_detection = np.r_[True, detection[1:] != detection[:-1]]
+            starts, segment = np.flatnonzero(new_detection), np.cumsum(new_detection) - 1
             free = ~taken[:, :, truth] | truth_crowd[truth]
             candidate = free & (iou >= self._thresholds[:, None, None])
             regular = ~truth_ignored[:, truth][None]
             any_regular = np.logical_or.reduceat(candidate & regular, starts, axis=2)
+            # A regular ground truth first; an ignored one only when no regular one is close enough.
             eligible = candidate & (regular == any_regular[:, :, segment])
             best = np.maximum.reduceat(np.where(eligible, iou, -1.0), starts, axis=2)
             chosen = eligible & (iou == best[:, :, segment])
             choice = np.maximum.reduceat(np.where(chosen, truth, -1), starts, axis=2)
-            matched[:, :, detection[starts]] = choice
-            t_index, a_index, s_index = np.nonzero(choice >= 0)
+            matched = choice >= 0
+            these = detection[starts]
+            status[:, :, these] = np.where(matched, np.where(any_regular, _TP, _IGNORED), status[:, :, these])
+            t_index, a_index, s_index = np.nonzero(matched)
             taken[t_index, a_index, choice[t_index, a_index, s_index]] = True
-            matched_iou[detection[starts]] = np.where(choice[-1, 0] >= 0, best[-1, 0], np.nan)
-
-        is_match = matched >= 0
-        # A spare last column, so that -1 (no match) indexes it even when the chunk has no ground truth.
-        ignored_or_spare = np.c_[truth_ignored, np.zeros((a_count, 1), bool)]
-        detection_ignored = np.where(
-            is_match,
-            ignored_or_spare[np.arange(a_count)[None, :, None], matched],
-            (detection_area[None, :] < self._area_low[:, None]) | (detection_area[None, :] > self._area_high[:, None]),
-        )
-        status = np.where(detection_ignored, _IGNORED, np.where(is_match, _TP, _FP)).astype(np.uint8)
+            match[these] = choice[-1, 0]
+            match_iou[these] = np.where(matched[-1, 0], best[-1, 0], np.nan)
 
         # What the summary needs: COCO's ten thresholds, detections up to 100 per group.
         in_metrics = rank < MAX_DETECTIONS[-1]
@@ -228,8 +231,7 @@ class CocoEvaluation:
         return self._matches(
             truth_image, truth_id, truth_class, truth_box, truth_ignored[0],
             detection_image, detection_id, detection_class, detection_box, detection_score,
-            stored=(rank < self.max_detections) & ~detection_ignored[-1, 0],
-            match=matched[-1, 0], match_iou=matched_iou,
+            stored=(rank < self.max_detections) & (status[-1, 0] != _IGNORED), match=match, match_iou=match_iou,
         )  # fmt: skip
 
     def _matches(
