@@ -118,7 +118,7 @@ def _best_other(
 
 
 class CocoEvaluation:
-    """Feed it chunks of whole images (`add`), then read `summary()`. Memory: about 70 bytes per detection kept
+    """Feed it chunks of whole images (`add`), then read `summary()`. Memory: about 80 bytes per detection kept
     (at most 100, or max_detections, per image and class), beside one chunk's working set."""
 
     def __init__(self, *, iou_threshold: float = 0.5, max_detections: int = 100):
@@ -300,15 +300,16 @@ class CocoEvaluation:
             regular = self._regular_truths.get(class_key, np.zeros(a_count, int))
             of_class = slice(bounds[k], bounds[k + 1])
             for m, most in enumerate(MAX_DETECTIONS):
-                kept = status[of_class][rank[of_class] < most]  # (detections, threshold, area range)
-                tp = np.cumsum(kept == _TP, axis=0).astype(float)
-                fp = np.cumsum(kept == _FP, axis=0).astype(float)
-                count = len(kept)
+                # (threshold, area range, detection), contiguous along the detections the sums run over.
+                kept = np.ascontiguousarray(status[of_class][rank[of_class] < most].transpose(1, 2, 0))
+                tp = np.cumsum(kept == _TP, axis=2, dtype=np.int32).astype(float)
+                fp = np.cumsum(kept == _FP, axis=2, dtype=np.int32)
+                count = kept.shape[2]
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    rc = tp / regular[None, None, :]
+                    rc = tp / regular[None, :, None]
                 pr = tp / (fp + tp + np.spacing(1))
                 # Precision made non-increasing from the end: the best precision at this recall or more.
-                pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
+                pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
                 for a in range(a_count):
                     if regular[a] == 0:
                         continue
@@ -316,9 +317,9 @@ class CocoEvaluation:
                         recall[:, k, a, m], precision[:, :, k, a, m] = 0.0, 0.0
                         continue
                     for t in range(t_count):
-                        recall[t, k, a, m] = rc[-1, t, a]
-                        at = np.searchsorted(rc[:, t, a], RECALL_POINTS, side="left")
-                        precision[t, :, k, a, m] = np.where(at < count, pr[np.minimum(at, count - 1), t, a], 0.0)
+                        recall[t, k, a, m] = rc[t, a, -1]
+                        at = np.searchsorted(rc[t, a], RECALL_POINTS, side="left")
+                        precision[t, :, k, a, m] = np.where(at < count, pr[t, a, np.minimum(at, count - 1)], 0.0)
         return precision, recall, classes
 
     def summary(self, class_names: dict[int, str]) -> dict:

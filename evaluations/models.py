@@ -6,7 +6,9 @@ class EvaluationRun(models.Model):
     """A detector's box predictions matched against the box labels of a slice (or some of its splits), as a Job.
 
     `metrics` holds the COCO summary once the job succeeds: `map`, `ap50`, `ap75`, `ap_small`, `ap_medium`,
-    `ap_large`, `ar1`, `ar10`, `ar100`, and `per_class` (class name -> `ap`, `ap50`, `precision`/`recall` points).
+    `ap_large`, `ar1`, `ar10`, `ar100`, and `per_class` (class name -> `ap`, `ap50`, `precision`/`recall` points);
+    also `ar_small`/`ar_medium`/`ar_large`, `tp`/`fp`/`fn` (the stored matches), and per class `ap75` and
+    `ground_truth` (docs/evaluation.md).
     """
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="evaluation_runs")
