@@ -29,6 +29,9 @@ from tenancy.principal import Principal
 EVALUATION_RUN_JOB_KIND = "evaluation-run"
 # Images read, matched and written at once: about 4 MB of boxes and 20 MB of matching state at 10 boxes per image.
 EVALUATION_CHUNK_IMAGES = 10_000
+# The precision curves keep ~80 bytes per prediction until the end (evaluations.matching): a run stops past this many
+# (~1.6 GB) rather than exhaust its worker's memory.
+EVALUATION_MAX_PREDICTIONS = 20_000_000
 MATCH_COLUMNS = (
     "run_id, datarow_id, side, outcome, label_id, prediction_id, ontology_class_id, predicted_class_id, iou, score"
 )
@@ -209,16 +212,16 @@ def _match_rows(run_id: int, matches: Matches) -> bytes:
 
 
 def _open_connection() -> psycopg.Connection:
-    """A writer connection of its own on the current tenant's schema, reading one snapshot throughout, without the
-    per-row foreign-key triggers where it may (as imports do): 4 checks per match were 40 % of a run's time. The
-    rows still reference only what exists: each chunk's datarows and the project's classes are locked FOR KEY
-    SHARE (what the triggers would lock, set-based), and the run's row is updated in the same transaction."""
+    """A writer connection of its own on the current tenant's schema, without the per-row foreign-key triggers where
+    it may (as imports do): 4 checks per match were 40 % of a run's time. The rows still reference only what exists:
+    each chunk's datarows and the project's classes are locked FOR KEY SHARE before they are read (what the triggers
+    would lock, set-based), and the run's row is updated in the same transaction. Read committed, not a snapshot:
+    under repeatable read, locking a datarow that was edited meanwhile (a tag) would fail the run."""
     django_connection = connections[WRITER]
     conn = psycopg.connect(**django_connection.get_connection_params())
     # Server-side parameters (Django's settings bind them client-side), so results may come in binary.
     conn.cursor_factory = psycopg.Cursor
     _skip_row_by_row_foreign_key_checks(conn)
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.execute("SELECT set_config('search_path', %s, true)", [f"{django_connection.schema_name},public"])
     return conn
 
@@ -242,6 +245,11 @@ def evaluation_run_execute(*, run: EvaluationRun, job: Job) -> EvaluationRun:
             counts["images"] += len(datarow_ids)
             counts["ground_truth"] += len(truths.id)
             counts["predictions"] += len(detections.id)
+            if counts["predictions"] > EVALUATION_MAX_PREDICTIONS:
+                raise ApplicationError(
+                    f"The slice holds more than {EVALUATION_MAX_PREDICTIONS:,} box predictions of the version: evaluate "
+                    "it split by split (splits), or a smaller slice."
+                )
             counts["tp"] += int((matches.prediction_outcome == "tp").sum())
             counts["fp"] += int((matches.prediction_outcome == "fp").sum())
             counts["fn"] += int((matches.label_outcome == "fn").sum())

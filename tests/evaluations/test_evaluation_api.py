@@ -71,9 +71,12 @@ def _start(client, project, **body):
     return client.post(f"/api/v1/projects/{project.pk}/evaluation-runs", body, format="json")
 
 
-def test_a_run_stores_pycocotools_metrics_and_every_objects_match(client, world):
-    # given
+def test_a_run_stores_pycocotools_metrics_and_every_objects_match(client, world, monkeypatch):
+    # given: images read 7 at a time, so the metrics gather several chunks
     project, version, members, truths, detections, labels, predictions = world
+    from evaluations import services
+
+    monkeypatch.setattr(services, "EVALUATION_CHUNK_IMAGES", 7)
     reference = cocoeval(truths, detections)
     # when
     started = _start(client, project, model_version_id=version.pk, slice_id=members.pk)
@@ -207,3 +210,16 @@ def test_a_failed_run_leaves_no_match(client, world, monkeypatch):
         assert not ObjectMatch.objects.using("default").filter(run_id=run["id"]).exists()
     assert run["metrics"] == {}
     assert np.isfinite(run["job"]["progress"]["done"])
+
+
+def test_a_run_past_its_prediction_bound_fails_saying_so_and_leaves_no_match(client, world, monkeypatch):
+    project, version, members, *_ = world
+    from evaluations import services
+
+    monkeypatch.setattr(services, "EVALUATION_MAX_PREDICTIONS", 10)
+    started = _start(client, project, model_version_id=version.pk, slice_id=members.pk)
+    wait_for_reader()
+    run = client.get(f"/api/v1/projects/{project.pk}/evaluation-runs/{started.json()['id']}").json()
+    assert run["status"] == "failed" and "more than 10 box predictions" in run["job"]["error"]
+    with tenant_scope(TENANT_A):
+        assert not ObjectMatch.objects.using("default").filter(run_id=run["id"]).exists()
