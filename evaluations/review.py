@@ -10,22 +10,10 @@ from typing import Any
 from evaluations.models import EvaluationRun, ObjectMatch
 from jobs.models import Job
 from mlops import tables
-from mlops.exceptions import ApplicationError, Conflict, NotFound
-from projects.models import Project
+from mlops.exceptions import ApplicationError, Conflict
 from slices.models import Slice
 from slices.services import slice_create_from_select
 from tenancy.principal import Principal
-
-
-def evaluation_run_get(*, project: Project, evaluation_run_id: int) -> EvaluationRun:
-    evaluation_run = (
-        EvaluationRun.objects.filter(project=project, pk=evaluation_run_id)
-        .select_related("job", "model_version", "project")
-        .first()
-    )
-    if evaluation_run is None:
-        raise NotFound(f"Evaluation run {evaluation_run_id} does not exist in project {project.pk}.")
-    return evaluation_run
 
 
 def most_errors_sql(*, evaluation_run_id: int, k: int) -> tuple[str, list]:

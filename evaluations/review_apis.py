@@ -3,7 +3,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from datasets.serializers import ClassNamedSerializer
-from evaluations.review import evaluation_run_get, evaluation_runs_compare, review_queue_create
+from evaluations.review import evaluation_runs_compare, review_queue_create
+from evaluations.selectors import evaluation_run_get
 from mlops.apis import Api
 from mlops.exceptions import referenced_by
 from mlops.serializers import MAX_ID, StrictSerializer

@@ -294,6 +294,7 @@ JOB_TIME_LIMITS = {
     "slice-freeze": 3600,
     "training-run": 24 * 3600,
     "prediction-run": 6 * 3600,
+    "evaluation-run": 3600,
     **json.loads(env_str("JOB_TIME_LIMITS", "{}")),
 }
 JOB_TIME_LIMIT_DEFAULT_SECONDS = env_float("JOB_TIME_LIMIT_DEFAULT_SECONDS", 3600.0)

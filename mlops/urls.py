@@ -20,7 +20,7 @@ urlpatterns = [
     path("api/v1/projects/<int:project_id>/slices/", include("slices.urls")),
     path("api/v1/projects/<int:project_id>/", include("training.urls")),
     path("api/v1/projects/<int:project_id>/", include("predictions.urls")),
-    path("api/v1/projects/<int:project_id>/", include("evaluations.review_urls")),
+    path("api/v1/projects/<int:project_id>/", include("evaluations.urls")),
 ]
 
 # Unexpected errors answer {"message", "extra": {"request_id"}}, like every other error, not Django's HTML page.

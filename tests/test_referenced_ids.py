@@ -95,6 +95,18 @@ CASES = {
         {"model_version_id": own.model_version, "dataset_id": other.dataset},
         "dataset_id",
     ),
+    "evaluation run model version": lambda own, other: (
+        "post",
+        "evaluation-runs",
+        {"model_version_id": other.model_version, "slice_id": own.slice},
+        "model_version_id",
+    ),
+    "evaluation run slice": lambda own, other: (
+        "post",
+        "evaluation-runs",
+        {"model_version_id": own.model_version, "slice_id": other.slice},
+        "slice_id",
+    ),
     "compare baseline": lambda own, other: (
         "post",
         "model-versions/compare",
