@@ -156,11 +156,8 @@ def _finish(schema: str, project, dataset, counts: dict, catalog: dict[str, tupl
     """The field catalog and the dataset's counts, then the datetime metadata indexes, the attribute catalog and its
     indexes."""
     from django.core.management import call_command
-    from django.db import connection
 
-    from datasets.importers.staging import MAX_ENUM_VALUES, OBJECT_ATTRIBUTES_LEARN
     from datasets.models import Dataset, FieldCatalogEntry
-    from mlops import tables
     from tenancy.context import tenant_scope
 
     with tenant_scope(schema):
@@ -177,13 +174,9 @@ def _finish(schema: str, project, dataset, counts: dict, catalog: dict[str, tupl
     started = time.monotonic()
     call_command("search_metadata_indexes", schema=[schema], text=["caption"], stdout=io.StringIO())
     log(f"datetime metadata paths and the caption (MATCH) indexed in {time.monotonic() - started:.0f}s")
-    # The attribute catalog an import would have filled (the import's own statement, over every label), and the
-    # typed attribute indexes an operator builds after it.
+    # The attribute catalog of the stored labels (what the imports would have filled), and its typed indexes.
     started = time.monotonic()
-    with tenant_scope(schema), connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP VIEW import_labels AS SELECT attributes FROM {tables.LABEL}")
-        cursor.execute(OBJECT_ATTRIBUTES_LEARN, {"project": project.pk, "most": MAX_ENUM_VALUES})
-        cursor.execute("DROP VIEW import_labels")
+    call_command("datasets_attribute_catalog", schema=[schema], stdout=io.StringIO())
     call_command("search_attribute_indexes", schema=[schema], stdout=io.StringIO())
     log(f"label attributes catalogued and indexed in {time.monotonic() - started:.0f}s")
 

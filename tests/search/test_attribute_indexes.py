@@ -199,3 +199,18 @@ def test_later_imports_extend_an_enum_and_leave_mixed_or_free_attributes_out(pro
     # a later batch brings a new value, and another type for the number (which keeps its entry)
     second = _learn(project.pk, ['{"side": "front", "n": "many", "ok": true}'])
     assert second == {"side": ("enum", ["front", "left", "right"]), "n": ("number", []), "ok": ("boolean", [])}
+
+
+def test_the_catalog_command_fills_the_catalog_from_stored_labels(search_data, django_db_blocker):
+    from tenancy.context import tenant_scope
+
+    # given: labels stored before the catalog existed (removed here; the test's transaction restores it)
+    with tenant_scope(TENANT_A):
+        ObjectAttribute.objects.filter(project_id=search_data.project_id).delete()
+        # when
+        call_command("datasets_attribute_catalog", schema=[TENANT_A])
+        # then
+        catalog = dict(
+            ObjectAttribute.objects.filter(project_id=search_data.project_id).values_list("name", "value_type")
+        )
+    assert catalog == {"occluded": "boolean", "color": "enum", "truncation": "number"}
