@@ -207,9 +207,10 @@ def test_the_catalog_command_fills_the_catalog_from_stored_labels(search_data, d
     # given: labels stored before the catalog existed (removed here; the test's transaction restores it)
     with tenant_scope(TENANT_A):
         ObjectAttribute.objects.filter(project_id=search_data.project_id).delete()
-        # when
-        call_command("datasets_attribute_catalog", schema=[TENANT_A])
-        # then
+    # when
+    call_command("datasets_attribute_catalog", schema=[TENANT_A])
+    # then
+    with tenant_scope(TENANT_A):
         catalog = dict(
             ObjectAttribute.objects.filter(project_id=search_data.project_id).values_list("name", "value_type")
         )
