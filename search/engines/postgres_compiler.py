@@ -240,7 +240,7 @@ class _Compiler(Visitor[[str, str], str]):
     def _label_attribute(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
         """A label attribute in the project's attribute catalog, compared with values of its catalog type, is compared
         as its typed value (search_attribute_<type>, the expression of the indexes `manage.py
-        search_attribute_indexes` builds), two-valued as `value IS NOT NULL AND ...`; labels holding a list there
+        search_attribute_indexes` builds), two-valued (`value IS NOT NULL AND ...`, or IS TRUE); labels holding a list there
         take every value from the JSON, a branch left out when the lists index shows none. Any other attribute
         condition reads the JSON as before: both give the same labels."""
         column = f"{alias}.attributes"
@@ -248,16 +248,20 @@ class _Compiler(Visitor[[str, str], str]):
         if value_type is None or not _fits_attribute_type(node, value_type[0]):
             return self._json(node, spec, column)
         value = attribute_value(value_type[0], column)
-        held = f"{value} IS NOT NULL AND {value}"
         params = [spec.path[0], spec.path[0]]
-        if isinstance(node, ast.Compare):
-            held += f" {node.op} %s"
+        if value_type[0] == "boolean":
+            # IS TRUE / IS FALSE, as written in the predicates of the attribute's partial indexes (two-valued too).
+            wanted = {node.value.value} if isinstance(node, ast.Compare) else {item.value for item in node.values}
+            held = f"{value} IS NOT NULL" if len(wanted) == 2 else f"{value} IS {'TRUE' if True in wanted else 'FALSE'}"
+            params.pop()
+        elif isinstance(node, ast.Compare):
+            held = f"{value} IS NOT NULL AND {value} {node.op} %s"
             params.append(_attribute_param(node.value))
         elif isinstance(node, ast.InList):
-            held += " IN (" + ", ".join("%s" for _ in node.values) + ")"
+            held = f"{value} IS NOT NULL AND {value} IN (" + ", ".join("%s" for _ in node.values) + ")"
             params += [_attribute_param(item) for item in node.values]
         else:
-            held += " BETWEEN %s AND %s"
+            held = f"{value} IS NOT NULL AND {value} BETWEEN %s AND %s"
             params += [_attribute_param(node.low), _attribute_param(node.high)]
         self.params += params
         if not value_type[1]:

@@ -94,24 +94,46 @@ def attribute_lists(column: str = "attributes") -> str:
 
 def _attribute_index_name(value_type: str | None, name: str) -> str:
     suffix = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:12]
-    return f"label_attribute_{value_type or 'lists'}_{suffix}"
+    return f"label_attribute_{value_type or 'lists'}_{suffix}"  # and the value's statistics: `<type>_stats`
 
 
 def attribute_indexes(value_type: str, name: str) -> list[CompiledQuery]:
-    """The indexes that answer same-object conditions on a catalog attribute: its typed value, then the class and the
-    datarow (so a class and a value give datarows in order), with the area alongside (the usual third condition);
-    and the (few) labels holding a list there, whose values are read from the JSON. Named after the attribute,
+    """The indexes that answer same-object conditions on a catalog attribute, and the (few) labels holding a list
+    there, whose values are read from the JSON. A boolean gets one partial index per value on (class, datarow) with
+    the area included: index-only scans, which an index on the typed expression cannot give (the planner wants every
+    column the query reads from the index, and the expression reads `attributes`). A number or an enum gets its typed
+    value, then the class and the datarow (so a value and a class give datarows in order). Named after the attribute,
     created if missing, without blocking writes."""
     value = attribute_value(value_type, "attributes")
+    if value_type == "boolean":
+        typed = [
+            CompiledQuery(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_attribute_index_name(f'boolean_{held.lower()}', name)} "
+                f"ON {tables.LABEL} (ontology_class_id, datarow_id) INCLUDE (area) WHERE {value} IS {held}",
+                [name],
+            )
+            for held in ("TRUE", "FALSE")
+        ]
+    else:
+        typed = [
+            CompiledQuery(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_attribute_index_name(value_type, name)} ON {tables.LABEL} "
+                f"({value}, ontology_class_id, datarow_id) INCLUDE (area) WHERE {value} IS NOT NULL",
+                [name, name],
+            )
+        ]
     return [
-        CompiledQuery(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_attribute_index_name(value_type, name)} ON {tables.LABEL} "
-            f"({value}, ontology_class_id, datarow_id) INCLUDE (area) WHERE {value} IS NOT NULL",
-            [name, name],
-        ),
+        *typed,
         CompiledQuery(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_attribute_index_name(None, name)} ON {tables.LABEL} (id) "
             f"WHERE {attribute_lists()}",
+            [name],
+        ),
+        # Statistics of the typed value (the next ANALYZE gathers them): without them the planner guesses a partial
+        # index's share of the rows and counts through a scan of the label table (bench/HISTORY.md, issue 21).
+        CompiledQuery(
+            f"CREATE STATISTICS IF NOT EXISTS {_attribute_index_name(f'{value_type}_stats', name)} ON ({value}) "
+            f"FROM {tables.LABEL}",
             [name],
         ),
     ]

@@ -57,6 +57,12 @@ def attribute_indexes(search_data, django_db_blocker) -> Iterator[list[str]]:
     with django_db_blocker.unblock(), tenant_scope(TENANT_A), connection.cursor() as cursor:
         for name in names:
             cursor.execute(f'DROP INDEX "{name}"')
+        cursor.execute(
+            "SELECT stxname FROM pg_statistic_ext WHERE stxnamespace = %s::regnamespace AND stxname LIKE %s",
+            [TENANT_A, "label_attribute_%"],
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP STATISTICS "{name}"')
 
 
 def _compiled(search_data, text, django_db_blocker):
@@ -97,9 +103,14 @@ def test_imports_fill_the_attribute_catalog_with_scalar_attributes(search_data, 
     }
 
 
-def test_the_command_indexes_each_attribute_by_its_typed_value_and_its_lists(attribute_indexes):
-    assert len(attribute_indexes) == 6
+def test_the_command_indexes_each_attribute_by_its_typed_value_and_its_lists(attribute_indexes, in_tenant_a):
+    # occluded: one partial index per value; color and truncation: their typed value; and each one's lists
+    assert len(attribute_indexes) == 7
     assert sum("_lists_" in name for name in attribute_indexes) == 3
+    assert sum(name.startswith("label_attribute_boolean_") for name in attribute_indexes) == 2
+    with connection.cursor() as cursor:  # and statistics of each typed value, for the planner's estimates
+        cursor.execute("SELECT count(*) FROM pg_statistic_ext WHERE stxname LIKE 'label_attribute_%%_stats_%%'")
+        assert cursor.fetchone()[0] == 3
 
 
 def test_attribute_conditions_agree_with_the_reference_with_the_indexes(
@@ -108,7 +119,7 @@ def test_attribute_conditions_agree_with_the_reference_with_the_indexes(
     assert _agree(search_data, postgres_ids, search_data.rows, ATTRIBUTE_QUERIES) >= len(ATTRIBUTE_QUERIES) - 3
     # No label holds a list under a catalog attribute: the typed value alone, no JSON path
     typed = _compiled(search_data, ATTRIBUTE_QUERIES[1], django_db_blocker)
-    assert "search_attribute_boolean" in typed.sql and "jsonpath" not in typed.sql
+    assert "search_attribute_boolean" in typed.sql and "jsonpath" not in typed.sql and "IS TRUE" in typed.sql
     for text in ATTRIBUTE_QUERIES[-3:]:
         assert "search_attribute_" not in _compiled(search_data, text, django_db_blocker).sql, text
 
@@ -126,8 +137,8 @@ def test_a_same_object_condition_on_an_attribute_is_answered_from_its_index(
             plan = "\n".join(row[0] for row in cursor.fetchall())
         finally:
             cursor.execute("RESET enable_seqscan")
-    (boolean_index,) = [name for name in attribute_indexes if name.startswith("label_attribute_boolean_")]
-    assert boolean_index in plan, plan
+    (occluded,) = [name for name in attribute_indexes if name.startswith("label_attribute_boolean_true_")]
+    assert occluded in plan, plan
 
 
 def test_labels_holding_lists_under_a_catalog_attribute_are_found_from_the_json(
