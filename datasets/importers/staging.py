@@ -46,9 +46,10 @@ TRUNCATE_STAGING = "TRUNCATE import_rows, import_labels, import_predictions, imp
 # so that imports into one project lock catalog rows in the same order.
 MAX_ENUM_VALUES = ObjectAttribute.MAX_ENUM_VALUES
 OBJECT_ATTRIBUTES_LEARN = """
-INSERT INTO datasets_objectattribute AS a (project_id, name, value_type, enum_values, updated_at)
+INSERT INTO datasets_objectattribute AS a (project_id, name, value_type, enum_values, declared, updated_at)
 SELECT %(project)s, key, CASE min(jsonb_typeof(value)) WHEN 'string' THEN 'enum' ELSE min(jsonb_typeof(value)) END,
-       coalesce(array_agg(DISTINCT value #>> '{}' ORDER BY value #>> '{}') FILTER (WHERE jsonb_typeof(value) = 'string'), '{}'), now()
+       coalesce(array_agg(DISTINCT value #>> '{}' ORDER BY value #>> '{}') FILTER (WHERE jsonb_typeof(value) = 'string'), '{}'),
+       false, now()
 FROM import_labels, jsonb_each(CASE jsonb_typeof(attributes) WHEN 'object' THEN attributes END) AS e(key, value)
 WHERE jsonb_typeof(value) <> 'null' AND length(key) <= 200
 GROUP BY key

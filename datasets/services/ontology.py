@@ -2,7 +2,7 @@ from django.db import connections, transaction
 
 from datasets.importers.records import BadRecord, check_class_path
 from datasets.importers.staging import MAX_ENUM_VALUES, OBJECT_ATTRIBUTES_LEARN
-from datasets.models import OntologyClass
+from datasets.models import ObjectAttribute, OntologyClass
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from projects.models import Project
@@ -43,3 +43,33 @@ def object_attributes_learn(*, project_id: int) -> None:
         )
         cursor.execute(OBJECT_ATTRIBUTES_LEARN, {"project": project_id, "most": MAX_ENUM_VALUES})
         cursor.execute("DROP VIEW import_labels")
+
+
+MAX_ATTRIBUTE_NAME = 200
+
+
+def object_attribute_declare(
+    *, project: Project, name: str, value_type: str, enum_values: list[str] | None = None
+) -> ObjectAttribute:
+    """Declare (or redeclare) the label attribute `name` of the project as a boolean, a number or an enum of
+    `enum_values`, in place of what imports inferred. Search compares values of that type through the attribute's
+    typed indexes (`manage.py search_attribute_indexes`); labels holding other values keep them and still match
+    conditions of their own type."""
+    fields: dict[str, list[str]] = {}
+    if not name or len(name) > MAX_ATTRIBUTE_NAME or "\x00" in name:
+        fields["name"] = [f"must be 1 to {MAX_ATTRIBUTE_NAME} characters, without NUL"]
+    if value_type not in ObjectAttribute.ValueType.values:
+        fields["value_type"] = [f"must be one of {', '.join(ObjectAttribute.ValueType.values)}"]
+    values = sorted(set(enum_values or []))
+    if value_type == ObjectAttribute.ValueType.ENUM and not 0 < len(values) <= ObjectAttribute.MAX_ENUM_VALUES:
+        fields["enum_values"] = [f"an enum needs 1 to {ObjectAttribute.MAX_ENUM_VALUES} values"]
+    elif value_type != ObjectAttribute.ValueType.ENUM and values:
+        fields["enum_values"] = ["only an enum has values"]
+    elif any(not value or len(value) > MAX_ATTRIBUTE_NAME or "\x00" in value for value in values):
+        fields["enum_values"] = [f"each value must be 1 to {MAX_ATTRIBUTE_NAME} characters, without NUL"]
+    if fields:
+        raise ApplicationError("Invalid attribute declaration.", {"fields": fields})
+    attribute, _ = ObjectAttribute.objects.update_or_create(
+        project=project, name=name, defaults={"value_type": value_type, "enum_values": values, "declared": True}
+    )
+    return attribute
