@@ -239,10 +239,10 @@ class _Compiler(Visitor[[str, str], str]):
 
     def _label_attribute(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
         """A label attribute in the project's attribute catalog, compared with values of its catalog type, is compared
-        as its typed value (search_attribute_<type>, the expression of the indexes `manage.py
-        search_attribute_indexes` builds), two-valued (`value IS NOT NULL AND ...`, or IS TRUE); labels holding a list there
-        take every value from the JSON, a branch left out when the lists index shows none. Any other attribute
-        condition reads the JSON as before: both give the same labels."""
+        as its typed value (search_attribute_<type>, as the indexes of `manage.py search_attribute_indexes` write
+        it), two-valued (`IS TRUE`, or `value IS NOT NULL AND ...`); labels holding a list there take every value
+        from the JSON, a branch left out when the lists index shows none. Any other attribute condition reads the
+        JSON as before: both give the same labels."""
         column = f"{alias}.attributes"
         value_type = self._attribute_type(spec.path) if self.using is not None and len(spec.path) == 1 else None
         if value_type is None or not _fits_attribute_type(node, value_type[0]):
