@@ -17,6 +17,7 @@ MODELS = {
     "MODEL_VERSION": "datasets.ModelVersion",
     "PREDICTION": "datasets.Prediction",
     "FIELD_CATALOG_ENTRY": "datasets.FieldCatalogEntry",
+    "OBJECT_ATTRIBUTE": "datasets.ObjectAttribute",
     "SLICE": "slices.Slice",
     "SLICE_MEMBER": "slices.SliceMember",
     "TRAINING_EXAMPLE": "training.TrainingExample",

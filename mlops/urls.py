@@ -1,7 +1,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from datasets.apis.ontology import OntologyClassListCreateApi
+from datasets.apis.ontology import ObjectAttributeListDeclareApi, OntologyClassListCreateApi
 from search.apis import ProjectSearchApi
 
 urlpatterns = [
@@ -14,6 +14,11 @@ urlpatterns = [
     path("api/v1/projects/", include("projects.urls")),
     path("api/v1/projects/<int:project_id>/datasets/", include("datasets.urls")),
     path("api/v1/projects/<int:project_id>/ontology", OntologyClassListCreateApi.as_view(), name="ontology"),
+    path(
+        "api/v1/projects/<int:project_id>/ontology/attributes",
+        ObjectAttributeListDeclareApi.as_view(),
+        name="ontology-attributes",
+    ),
     path("api/v1/jobs/", include("jobs.urls")),
     path("api/v1/projects/<int:project_id>/search", ProjectSearchApi.as_view(), name="project-search"),
     path("api/v1/projects/<int:project_id>/search/", include("search.urls")),
