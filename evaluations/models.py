@@ -50,8 +50,14 @@ class ObjectMatch(models.Model):
         PREDICTION = "prediction"
 
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="matches", db_index=False)
+    # No constraint: a datarow's matches go with it through a statement trigger (migration 0002), since datasets
+    # deletes datarows in SQL batches, where a foreign key would fail or cascade one query per row.
     datarow = models.ForeignKey(
-        "datasets.DataRow", on_delete=models.CASCADE, related_name="object_matches", db_index=False
+        "datasets.DataRow",
+        on_delete=models.CASCADE,
+        related_name="object_matches",
+        db_index=False,
+        db_constraint=False,
     )
     side = models.CharField(max_length=10, choices=Side.choices)
     outcome = models.CharField(max_length=2, choices=Outcome.choices)
