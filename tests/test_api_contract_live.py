@@ -171,8 +171,34 @@ def build_world(rest: Rest, folder, name: str, *, train: bool) -> dict[str, int 
             "run_id": run["id"],
             "model_version_id": version,
             "prediction_run_id": predicted["id"],
+            "evaluation_run_id": _evaluation_run(rest, folder / name, project, rows[0]["uri"], ontology[0]["name"]),
         }
     return world
+
+
+def _evaluation_run(rest: Rest, folder, project: int, uri: str, class_name: str) -> int:
+    """An evaluation run of a detector imported with its one box prediction, on a slice of one labelled box."""
+    dataset = rest.call("POST", f"projects/{project}/datasets/", json={"name": "boxes"})["id"]
+    box = [0, 0, 4, 4]
+    record = {
+        "external_id": "box-0",
+        "uri": uri,
+        "labels": [{"class": class_name, "box": box}],
+        "predictions": [{"model": "boxes", "version": "1", "class": class_name, "score": 0.9, "box": box}],
+    }
+    manifest = folder / "boxes.jsonl"
+    manifest.write_text(json.dumps(record) + "\n")
+    rest.finish(rest.call("POST", f"projects/{project}/datasets/{dataset}/imports", json={"uri": str(manifest)}))
+    scope = rest.call(
+        "POST", f"projects/{project}/slices/", json={"name": "boxes", "kind": "frozen", "query": f"dataset = {dataset}"}
+    )
+    versions = rest.call("GET", f"projects/{project}/model-versions")["results"]
+    version = next(v["id"] for v in versions if v["name"] == "boxes")
+    run = rest.call(
+        "POST", f"projects/{project}/evaluation-runs", json={"model_version_id": version, "slice_id": scope["id"]}
+    )
+    rest.finish(run["job"])
+    return run["id"]
 
 
 # Operations that delete or replace data, and imports (a generated manifest may replace a dataset's rows): they act
@@ -197,7 +223,10 @@ def test_every_operation_answers_as_its_schema_says(live_platform, live_folders,
     rest = Rest(live_platform.url, token)
     world = build_world(rest, live_folders[0], "contract-world", train=True)
     victim = build_world(rest, live_folders[0], "contract-victim", train=False)
-    victim |= {name: world[name] for name in ("model_id", "run_id", "model_version_id", "prediction_run_id")}
+    victim |= {
+        name: world[name]
+        for name in ("model_id", "run_id", "model_version_id", "prediction_run_id", "evaluation_run_id")
+    }
     # the schema the server serves, which tests/test_api_contract.py holds equal to the committed one
     schema = schemathesis.openapi.from_url(f"{live_platform.url}/api/schema/?format=json")
     checks = [

@@ -19,7 +19,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import UUIDConverter
 from django.urls.resolvers import RoutePattern
 
-from search.apis import ProjectSearchApi
+from search.apis import ProjectSearchApi, ProjectSearchStatisticsApi
 from tenancy.permissions import HasWorkspaceRole
 from tests.conftest import TENANT_A, TENANT_B
 from tests.training.conftest import TINY_CONFIG, png_of_colour
@@ -29,7 +29,10 @@ pytestmark = pytest.mark.django_db
 WRITE_METHODS = ("post", "put", "patch", "delete")
 METHODS = ("get", *WRITE_METHODS)
 # Views that let every role POST, and why; any other view without HasWorkspaceRole fails the walk.
-READS_SENT_AS_POST = {ProjectSearchApi: "a search is a read sent as POST (the query may be long)"}
+READS_SENT_AS_POST = {
+    ProjectSearchApi: "a search is a read sent as POST (the query may be long)",
+    ProjectSearchStatisticsApi: "statistics are a read sent as POST, like the search they count over",
+}
 # Tenant B's ids start here, so none of them is also an id in tenant A (ids are per schema).
 TENANT_B_FIRST_ID = 10**9
 # An id no object has: per kwarg, so each can be told apart in a message.
