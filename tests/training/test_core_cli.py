@@ -1,4 +1,4 @@
-"""`python -m training.core.cli`: train and predict from a JSONL manifest in a plain interpreter."""
+"""`python -m trainers.cli`: train and predict from a JSONL manifest in a plain interpreter."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def run_cli(*arguments: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "training.core.cli", *arguments],
+        [sys.executable, "-m", "trainers.cli", *arguments],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

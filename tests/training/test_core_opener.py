@@ -7,7 +7,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.training.core_data import serving
-from training.core.opener import open_uri
+from trainers.opener import open_uri
 
 
 @pytest.fixture
