@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.training.core_data import CLASSES, write_colour_images
+from tests.training.trainer_data import CLASSES, write_colour_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

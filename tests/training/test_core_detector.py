@@ -114,8 +114,8 @@ def test_a_detector_starts_from_given_weights(shapes, tmp_path):
 
 
 def test_the_classifier_starts_from_given_weights_too(tmp_path):
-    from tests.training.core_data import CLASSES as COLOURS
-    from tests.training.core_data import write_colour_images
+    from tests.training.trainer_data import CLASSES as COLOURS
+    from tests.training.trainer_data import write_colour_images
 
     images = write_colour_images(tmp_path / "images", 4)
     trainer = get_trainer("image-classifier")

@@ -6,7 +6,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.training.core_data import serving
+from tests.training.trainer_data import serving
 from trainers.opener import open_uri
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.core_data import CLASSES, serving, write_colour_images
 from tests.training.malicious_checkpoint import write_malicious_checkpoint
+from tests.training.trainer_data import CLASSES, serving, write_colour_images
 from trainers.image_classifier import ImageClassifierTrainer
 from trainers.interface import Example
 from trainers.opener import open_uri
