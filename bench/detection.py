@@ -2,7 +2,7 @@
 
     .venv/bin/python -m devstack run -- .venv/bin/python bench/detection.py [--images 64] [--rows 20000]
 
-Training: the real trainers (training.core, no Django) on demo.shapes images (64 to 128 px, one to three boxes
+Training: the real trainers (trainers, no Django) on demo.shapes images (64 to 128 px, one to three boxes
 each) written to a temporary folder, one process with --threads torch threads, augmentation on; images/s counts
 training steps only, of the last epoch (the first warms up). The same images through the image classifier (each
 image's class being its first box's) are the same-run reference: what this machine gives a classifier now.
@@ -32,9 +32,9 @@ def training_rows(images: int, epochs: int, threads: int) -> list[list]:
     import torch
 
     from demo.shapes import CLASSES, write_shapes
-    from training.core.interface import Example
-    from training.core.opener import open_uri
-    from training.core.registry import get_trainer
+    from trainers.interface import Example
+    from trainers.opener import open_uri
+    from trainers.registry import get_trainer
 
     torch.set_num_threads(threads)
     cases = [

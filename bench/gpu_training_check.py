@@ -10,7 +10,7 @@
                 --detector-size px, one epoch after a warm-up one: images/s beside the classifier's, no target
 
 Target (issue 5): warm epochs of (d) at no less than half of (a), and its cold epoch no slower than (b).
-Standalone apart from training.core (torch, numpy, Pillow), for a lent GPU machine with no network; try it
+Standalone apart from trainers (torch, numpy, Pillow), for a lent GPU machine with no network; try it
 on the CPU first with small sizes:
 
     python bench/gpu_training_check.py                                  # on the GPU: 10,000 JPEGs 640x480
@@ -34,13 +34,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path[0] = str(REPO)  # not bench/: bench/training.py would shadow the training package
 from bench.common import machine, print_table  # noqa: E402
-from training.core.classifier_training import make_optimizer, train_step  # noqa: E402
-from training.core.image_classifier import ImageClassifierTrainer  # noqa: E402
-from training.core.images import DeviceImages  # noqa: E402
-from training.core.interface import Example  # noqa: E402
-from training.core.networks import build_network  # noqa: E402
-from training.core.opener import open_uri  # noqa: E402
-from training.core.registry import get_trainer  # noqa: E402
+from trainers.classifier_training import make_optimizer, train_step  # noqa: E402
+from trainers.image_classifier import ImageClassifierTrainer  # noqa: E402
+from trainers.images import DeviceImages  # noqa: E402
+from trainers.interface import Example  # noqa: E402
+from trainers.networks import build_network  # noqa: E402
+from trainers.opener import open_uri  # noqa: E402
+from trainers.registry import get_trainer  # noqa: E402
 
 CLASSES = [f"class-{number}" for number in range(10)]
 

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[0] = str(REPO)  # not bench/: this file's name would shadow the training package
 from bench.common import machine, print_table  # noqa: E402
 from bench.gpu_training_check import CLASSES, write_synthetic_jpegs  # noqa: E402
-from training.core.image_classifier import ImageClassifierTrainer  # noqa: E402
-from training.core.opener import open_uri  # noqa: E402
+from trainers.image_classifier import ImageClassifierTrainer  # noqa: E402
+from trainers.opener import open_uri  # noqa: E402
 
 
 def main() -> None:

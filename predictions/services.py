@@ -194,7 +194,7 @@ def prediction_run_execute(*, prediction_run: PredictionRun, job: Job) -> Predic
     """Batched inference through the trainer's predict, each batch written (and handed to indexing) as it comes."""
     # Imported here: the trainers load in the training workers only.
     from predictions.trainers import trainer_resolve
-    from training.core.interface import Example
+    from trainers.interface import Example
 
     model_version = prediction_run.model_version
     training_run = model_version.training_run

@@ -1,11 +1,11 @@
-"""The trainers (training.core's registry) as the platform resolves them: by registered name, with the operator's
+"""The trainers (trainers's registry) as the platform resolves them: by registered name, with the operator's
 plugins. Here, not in training, because prediction runs need them too and predictions sit below training."""
 
 from django.conf import settings
 
 from mlops.exceptions import ApplicationError
-from training.core.interface import Trainer
-from training.core.registry import TrainerError, get_trainer
+from trainers.interface import Trainer
+from trainers.registry import TrainerError, get_trainer
 
 
 def trainer_resolve(*, name: str) -> Trainer:

@@ -7,7 +7,7 @@ class TrainingConfig(AppConfig):
     name = "training"
 
     def ready(self):
-        from training.core.registry import registered_trainers
+        from trainers.registry import registered_trainers
 
         # A malformed TRAINER_PLUGINS stops every process at start rather than failing the first request using it.
         try:

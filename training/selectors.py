@@ -6,7 +6,7 @@ from mlops.db_routing import WRITER
 from mlops.exceptions import NotFound
 from projects.models import Project
 from slices.models import Split
-from training.core.interface import Example
+from trainers.interface import Example
 from training.models import ModelDefinition, TrainingRun
 
 

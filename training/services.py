@@ -24,8 +24,8 @@ from predictions.trainers import trainer_resolve
 from projects.models import Project
 from slices.models import Slice, Split
 from tenancy.principal import Principal
-from training.core.interface import ConfigError, EpochMetrics, StepProgress, Trainer
-from training.core.weights import WeightsError, sniff_weights
+from trainers.interface import ConfigError, EpochMetrics, StepProgress, Trainer
+from trainers.weights import WeightsError, sniff_weights
 from training.models import ModelDefinition, TrainingRun
 from training.selectors import training_examples
 

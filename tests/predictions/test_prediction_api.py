@@ -15,8 +15,8 @@ from tests.conftest import TENANT_A
 from tests.factories import model_version_make, slice_make
 from tests.training.conftest import TINY_CONFIG, make_image_data
 from tests.training.malicious_checkpoint import write_malicious_checkpoint
-from training.core.interface import Example
-from training.core.registry import get_trainer
+from trainers.interface import Example
+from trainers.registry import get_trainer
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db

@@ -1,7 +1,7 @@
 """Trainer plugins (loaded by dotted path, like any plugin) whose predict loses track of its batches, as a
 batching bug would: the built-in classifier trains and predicts, these replay or drop a batch of its output."""
 
-from training.core.image_classifier import ImageClassifierTrainer
+from trainers.image_classifier import ImageClassifierTrainer
 
 
 class RepeatingBatchTrainer(ImageClassifierTrainer):

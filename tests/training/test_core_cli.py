@@ -1,18 +1,18 @@
-"""`python -m training.core.cli`: train and predict from a JSONL manifest in a plain interpreter."""
+"""`python -m trainers.cli`: train and predict from a JSONL manifest in a plain interpreter."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.training.core_data import CLASSES, write_colour_images
+from tests.training.trainer_data import CLASSES, write_colour_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*arguments: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "training.core.cli", *arguments],
+        [sys.executable, "-m", "trainers.cli", *arguments],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

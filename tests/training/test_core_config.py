@@ -2,8 +2,8 @@
 
 import pytest
 
-from training.core.image_classifier import DEFAULTS, ImageClassifierTrainer
-from training.core.interface import ConfigError, Example
+from trainers.image_classifier import DEFAULTS, ImageClassifierTrainer
+from trainers.interface import ConfigError, Example
 
 
 def test_defaults_fill_what_is_not_given_and_numbers_become_floats():

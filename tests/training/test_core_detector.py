@@ -1,4 +1,4 @@
-"""The detectors in the training core (no Django): train, report, cancel, predict boxes, start from given weights,
+"""The detectors in the trainers library (no Django): train, report, cancel, predict boxes, start from given weights,
 refuse weights that carry code or do not fit."""
 
 import json
@@ -9,10 +9,10 @@ from safetensors.torch import load_file, save_file
 
 from demo.shapes import CLASSES, write_shapes
 from tests.training.malicious_checkpoint import write_malicious_checkpoint
-from training.core.interface import Example
-from training.core.opener import open_uri
-from training.core.registry import get_trainer
-from training.core.weights import WeightsError
+from trainers.interface import Example
+from trainers.opener import open_uri
+from trainers.registry import get_trainer
+from trainers.weights import WeightsError
 
 TINY = {"min_size": 48, "max_size": 96, "fpn_channels": 32, "epochs": 1, "batch_size": 4, "device": "cpu"}
 LOSS_PARTS = {
@@ -114,8 +114,8 @@ def test_a_detector_starts_from_given_weights(shapes, tmp_path):
 
 
 def test_the_classifier_starts_from_given_weights_too(tmp_path):
-    from tests.training.core_data import CLASSES as COLOURS
-    from tests.training.core_data import write_colour_images
+    from tests.training.trainer_data import CLASSES as COLOURS
+    from tests.training.trainer_data import write_colour_images
 
     images = write_colour_images(tmp_path / "images", 4)
     trainer = get_trainer("image-classifier")
@@ -201,7 +201,7 @@ def test_weights_of_another_architecture_or_class_count_are_a_clear_error(shapes
     ],
 )
 def test_bad_detector_configs_name_the_key(config, key):
-    from training.core.interface import ConfigError
+    from trainers.interface import ConfigError
 
     with pytest.raises(ConfigError) as error:
         get_trainer("detector-fcos").validate_config(config)

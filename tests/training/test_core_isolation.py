@@ -1,5 +1,5 @@
-"""The training core runs as a plain script: importing all of it pulls in neither Django nor Celery; and a
-web process validates a trainer config without importing torch (a training workers' dependency)."""
+"""The trainers library runs as a plain script: importing all of it pulls in neither Django, Celery nor the training
+app; and a web process validates a trainer config without importing torch (a training workers' dependency)."""
 
 import json
 import subprocess
@@ -25,22 +25,22 @@ def imported_top_level_packages(code: str) -> set[str]:
     return set(json.loads(result.stdout.splitlines()[-1]))
 
 
-def test_importing_the_whole_training_core_imports_neither_django_nor_celery():
+def test_importing_the_whole_trainers_library_imports_neither_django_nor_celery():
     modules = imported_top_level_packages(
-        "import training.core.cli, training.core.classifier_training, training.core.image_classifier\n"
-        "import training.core.images, training.core.interface, training.core.networks, training.core.opener\n"
-        "import training.core.registry"
+        "import trainers.cli, trainers.classifier_training, trainers.image_classifier\n"
+        "import trainers.images, trainers.interface, trainers.networks, trainers.opener\n"
+        "import trainers.registry"
     )
 
     assert "torch" in modules  # the check is not vacuous: the heavy modules were imported
-    assert modules.isdisjoint({"django", "celery", "rest_framework", "kombu"})
+    assert modules.isdisjoint({"django", "celery", "rest_framework", "kombu", "training"})
 
 
 def test_validating_an_image_classifier_config_imports_no_torch():
     modules = imported_top_level_packages(
-        "from training.core.registry import get_trainer\n"
+        "from trainers.registry import get_trainer\n"
         "print(get_trainer('image-classifier').validate_config({'architecture': 'resnet18'}))"
     )
 
-    assert "training" in modules
+    assert "trainers" in modules
     assert modules.isdisjoint({"torch", "numpy", "PIL", "django", "celery"})

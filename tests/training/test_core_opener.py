@@ -6,8 +6,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.training.core_data import serving
-from training.core.opener import open_uri
+from tests.training.trainer_data import serving
+from trainers.opener import open_uri
 
 
 @pytest.fixture

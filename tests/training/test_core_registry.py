@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from training.core.image_classifier import ImageClassifierTrainer
-from training.core.interface import EpochMetrics, TrainResult
-from training.core.registry import TrainerLoadError, UnknownTrainerError, get_trainer, registered_trainers
+from trainers.image_classifier import ImageClassifierTrainer
+from trainers.interface import EpochMetrics, TrainResult
+from trainers.registry import TrainerLoadError, UnknownTrainerError, get_trainer, registered_trainers
 
 HERE = "tests.training.test_core_registry"
 
@@ -64,9 +64,9 @@ def test_a_registered_plugin_is_found_by_its_name_and_each_call_gives_a_new_inst
     assert trainer.validate_config({}) == {"answer": 0}
     assert get_trainer("constant", plugins) is not trainer
     assert registered_trainers(plugins) == {
-        "image-classifier": "training.core.image_classifier:ImageClassifierTrainer",
-        "detector-fcos": "training.core.detector:FCOSDetector",
-        "detector-faster-rcnn": "training.core.detector:FasterRCNNDetector",
+        "image-classifier": "trainers.image_classifier:ImageClassifierTrainer",
+        "detector-fcos": "trainers.detector:FCOSDetector",
+        "detector-faster-rcnn": "trainers.detector:FasterRCNNDetector",
         "constant": f"{HERE}:ConstantTrainer",
     }
 
@@ -80,7 +80,7 @@ def test_a_registered_plugin_is_found_by_its_name_and_each_call_gives_a_new_inst
         ".x:Y",
         "os:system",
         f"{HERE}:ConstantTrainer",
-        "training.core.image_classifier:ImageClassifierTrainer",
+        "trainers.image_classifier:ImageClassifierTrainer",
         "",
         None,
         3,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.core_data import CLASSES, serving, write_colour_images
 from tests.training.malicious_checkpoint import write_malicious_checkpoint
-from training.core.image_classifier import ImageClassifierTrainer
-from training.core.interface import Example
-from training.core.opener import open_uri
+from tests.training.trainer_data import CLASSES, serving, write_colour_images
+from trainers.image_classifier import ImageClassifierTrainer
+from trainers.interface import Example
+from trainers.opener import open_uri
 
 FAST = {"image_size": 16, "batch_size": 8, "learning_rate": 0.01, "epochs": 3}
 
@@ -252,7 +252,7 @@ def test_images_are_read_through_the_opener_from_a_real_http_server(colour_image
 
 @pytest.mark.parametrize(("count", "batch_size"), [(16, 5), (11, 5), (10, 5), (1, 5), (6, 5)])
 def test_an_epoch_sees_every_example_once_and_a_last_single_example_joins_the_batch_before(count, batch_size):
-    from training.core.images import epoch_batches
+    from trainers.images import epoch_batches
 
     for seed in (None, 3):
         batches = epoch_batches(count, batch_size, seed)

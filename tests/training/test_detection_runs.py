@@ -15,8 +15,8 @@ from jobs.models import Job
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
 from tests.training.conftest import TINY_DETECTOR_CONFIG, make_box_data
-from training.core.detection_training import build_detector
-from training.core.detector import validate_config
+from trainers.detection_training import build_detector
+from trainers.detector import validate_config
 from training.models import TrainingBox, TrainingExample, TrainingRun
 
 pytestmark = pytest.mark.django_db

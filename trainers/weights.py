@@ -11,7 +11,7 @@ import pickle
 import struct
 from typing import TYPE_CHECKING, BinaryIO
 
-from training.core.interface import ConfigError, Opener
+from trainers.interface import ConfigError, Opener
 
 if TYPE_CHECKING:
     import torch

@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from training.core.image_classifier import ARCHITECTURES
+from trainers.image_classifier import ARCHITECTURES
 
 
 def build_network(architecture: str, num_classes: int) -> nn.Module:

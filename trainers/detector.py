@@ -4,14 +4,14 @@ initialised or from user-supplied weights (`init_weights`): "detector-fcos" (one
 
 No pretrained weights are ever downloaded: every torchvision builder is called with weights=None and
 weights_backbone=None. This module holds the config and imports no torch, so a web process validates configs
-without the training workers' dependencies; training and prediction (training.core.detection_training) load
+without the training workers' dependencies; training and prediction (trainers.detection_training) load
 lazily.
 """
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from training.core.interface import (
+from trainers.interface import (
     BoxPrediction,
     ConfigError,
     ConfigProblems,
@@ -21,7 +21,7 @@ from training.core.interface import (
     StepProgress,
     TrainResult,
 )
-from training.core.weights import check_weights_uri
+from trainers.weights import check_weights_uri
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -113,7 +113,7 @@ class _Detector:
         on_epoch: Callable[[EpochMetrics], None],
         log: Callable[[str], None],
     ) -> TrainResult:
-        from training.core.detection_training import train_detector
+        from trainers.detection_training import train_detector
 
         return train_detector(
             architecture=self.architecture,
@@ -140,7 +140,7 @@ class _Detector:
         score_threshold: float = 0.05,
     ) -> Iterator[list[BoxPrediction]]:
         """top_k: the most boxes kept per image (best first), of those scoring at least score_threshold."""
-        from training.core.detection_training import predict_detector
+        from trainers.detection_training import predict_detector
 
         return predict_detector(
             architecture=self.architecture,

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from training.core.artifacts import CLASSES_FILE, CONFIG_FILE, run_artifacts_write
-from training.core.image_classifier import WEIGHTS_FILE, validate_config
-from training.core.images import (
+from trainers.artifacts import CLASSES_FILE, CONFIG_FILE, run_artifacts_write
+from trainers.image_classifier import WEIGHTS_FILE, validate_config
+from trainers.images import (
     Batch,
     DecodedCache,
     DecodedImages,
@@ -29,9 +29,9 @@ from training.core.images import (
     filling_cache,
     shuffle_seed,
 )
-from training.core.interface import ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult
-from training.core.networks import build_network
-from training.core.weights import load_into
+from trainers.interface import ConfigError, EpochMetrics, Example, Opener, Prediction, StepProgress, TrainResult
+from trainers.networks import build_network
+from trainers.weights import load_into
 
 WARMUP_FRACTION = 0.05
 

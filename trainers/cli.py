@@ -1,7 +1,7 @@
 """Train or predict from a JSONL manifest, without Django:
 
-    python -m training.core.cli train --manifest rows.jsonl --out run/ [--classes cat dog] [--config '{"epochs": 3}']
-    python -m training.core.cli predict --manifest rows.jsonl --artifacts run/ [--top-k 3] > predictions.jsonl
+    python -m trainers.cli train --manifest rows.jsonl --out run/ [--classes cat dog] [--config '{"epochs": 3}']
+    python -m trainers.cli predict --manifest rows.jsonl --artifacts run/ [--top-k 3] > predictions.jsonl
 
 Each manifest line: {"uri": ..., "class": ..., "split": "train" | "validation" (default train), "key": int
 (default the line number)}. A relative path is taken relative to the manifest's folder. Predictions are
@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from training.core.interface import ConfigError, Example, StepProgress, Trainer
-from training.core.opener import open_uri
-from training.core.registry import TrainerError, get_trainer
+from trainers.interface import ConfigError, Example, StepProgress, Trainer
+from trainers.opener import open_uri
+from trainers.registry import TrainerError, get_trainer
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -124,7 +124,7 @@ def predict(arguments: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.core.cli", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainers.cli", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainer", default="image-classifier", help="a built-in or TRAINER_PLUGINS name")
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train")

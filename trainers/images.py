@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from training.core.interface import Example, Opener
+from trainers.interface import Example, Opener
 
 # The ImageNet channel statistics: any fixed pair would do for training from scratch; this one is familiar.
 MEAN = (0.485, 0.456, 0.406)

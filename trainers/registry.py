@@ -7,13 +7,13 @@ import importlib
 import re
 from collections.abc import Mapping
 
-from training.core.interface import Trainer
+from trainers.interface import Trainer
 
 # Names resolve to dotted paths, so a trainer's module (and torch) is imported only when it is used.
 BUILT_IN_TRAINERS: dict[str, str] = {
-    "image-classifier": "training.core.image_classifier:ImageClassifierTrainer",
-    "detector-fcos": "training.core.detector:FCOSDetector",
-    "detector-faster-rcnn": "training.core.detector:FasterRCNNDetector",
+    "image-classifier": "trainers.image_classifier:ImageClassifierTrainer",
+    "detector-fcos": "trainers.detector:FCOSDetector",
+    "detector-faster-rcnn": "trainers.detector:FasterRCNNDetector",
 }
 PLUGIN_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 TRAINER_METHODS = ("validate_config", "train", "predict")

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from training.core.interface import EpochMetrics, TrainResult
+from trainers.interface import EpochMetrics, TrainResult
 
 CLASSES_FILE = "classes.json"
 METRICS_FILE = "metrics.json"

@@ -2,13 +2,13 @@
 GPU when there is one (bf16 autocast), else on the CPU, where a seed makes a run exactly repeatable.
 
 This module holds the config and imports no torch, so a web process validates configs without the
-training workers' dependencies; training and prediction (training.core.classifier_training) load lazily.
+training workers' dependencies; training and prediction (trainers.classifier_training) load lazily.
 """
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from training.core.interface import (
+from trainers.interface import (
     ConfigError,
     ConfigProblems,
     EpochMetrics,
@@ -18,7 +18,7 @@ from training.core.interface import (
     StepProgress,
     TrainResult,
 )
-from training.core.weights import check_weights_uri
+from trainers.weights import check_weights_uri
 
 ARCHITECTURES = ("small-cnn", "resnet18")
 
@@ -110,7 +110,7 @@ class ImageClassifierTrainer:
         on_epoch: Callable[[EpochMetrics], None],
         log: Callable[[str], None],
     ) -> TrainResult:
-        from training.core.classifier_training import train_classifier
+        from trainers.classifier_training import train_classifier
 
         return train_classifier(
             train=train,
@@ -134,7 +134,7 @@ class ImageClassifierTrainer:
         top_k: int,
         device: str = "auto",
     ) -> Iterator[list[Prediction]]:
-        from training.core.classifier_training import predict_classifier
+        from trainers.classifier_training import predict_classifier
 
         return predict_classifier(
             artifact_dir=Path(artifact_dir),

@@ -21,11 +21,11 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.transforms import v2
 
-from training.core.artifacts import CLASSES_FILE, CONFIG_FILE, run_artifacts_write
-from training.core.classifier_training import make_optimizer, mixed_precision, resolve_device
-from training.core.detector import WEIGHTS_FILE, validate_config
-from training.core.interface import BoxPrediction, EpochMetrics, Example, Opener, StepProgress, TrainResult
-from training.core.weights import load_into
+from trainers.artifacts import CLASSES_FILE, CONFIG_FILE, run_artifacts_write
+from trainers.classifier_training import make_optimizer, mixed_precision, resolve_device
+from trainers.detector import WEIGHTS_FILE, validate_config
+from trainers.interface import BoxPrediction, EpochMetrics, Example, Opener, StepProgress, TrainResult
+from trainers.weights import load_into
 
 # Scale jitter: the shorter side is drawn from these fractions of min_size at each training step.
 JITTER = (0.8, 0.9, 1.0, 1.1, 1.2)

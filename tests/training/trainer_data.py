@@ -1,4 +1,4 @@
-"""Tiny image datasets written with PIL for the training-core tests: each class is one dominant colour
+"""Tiny image datasets written with PIL for the trainers library tests: each class is one dominant colour
 under per-pixel noise, so a few optimiser steps separate them."""
 
 import http.server
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from training.core.interface import Example
+from trainers.interface import Example
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 CLASSES = list(COLOURS)
