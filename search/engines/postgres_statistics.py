@@ -1,6 +1,6 @@
 """Statistics on PostgreSQL: each one statement, a GROUP BY over the matching datarows (the search's compiled
-condition) joined to what is counted, so the work is one pass of the object table (or of the matching rows), never
-per-row work in Python. Object values are grouped by class id (named after grouping) or by attribute value; numbers
+condition) joined to what is counted (or their metadata values), so the work is one pass of the object table (or of
+the matching rows), never per-row work in Python. Object values are grouped by class id (named after grouping) or by attribute value; numbers
 by their bin: width_bucket over the bin edges, computed in SQL from the range (given, or the min and max of the
 values in the same statement).
 
@@ -115,6 +115,20 @@ def count_statement(
 ) -> CompiledQuery:
     """Rows (group, value: class name or JSON text, count); at most cap + 1 per group are needed to know a group
     has too many values, so the statement reads no more than (cap + 1) x groups."""
+    limit = (cap + 1) * len(statistic.groups())
+    if statistic.scope == "row":
+        # A metadata path: each value of its catalog type that a matching row holds counts once for it.
+        matches = _matches(
+            statistic,
+            condition,
+            values=CompiledQuery("a.v", [jsonpath_values(statistic.path[1:]), statistic.value_type]),
+            lateral="CROSS JOIN LATERAL (SELECT DISTINCT v FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v "
+            "WHERE jsonb_typeof(v) = %s) AS a",
+        )
+        return CompiledQuery(
+            f"SELECT m.g, m.v::text, count(*) FROM ({matches.sql}) AS m GROUP BY 1, m.v LIMIT %s",
+            [*matches.params, limit],
+        )
     objects = _objects(statistic, condition, project_id, scope=scope)
     counted = "count(*)" if statistic.count == "objects" else "count(DISTINCT o.datarow_id)"
     if statistic.path[0] in _NAMED:
@@ -135,7 +149,7 @@ def count_statement(
         value_params = [jsonpath_values(statistic.path[1:])]
     return CompiledQuery(
         f"{objects.with_clause()}{grouped} LIMIT %s",
-        [*objects.cte_params, *value_params, *objects.where_params, (cap + 1) * len(statistic.groups())],
+        [*objects.cte_params, *value_params, *objects.where_params, limit],
     )
 
 
