@@ -7,6 +7,7 @@ values in the same statement).
 With a slice, the matches are its members, grouped by their split (the member table's `split`).
 """
 
+import json
 from dataclasses import dataclass
 
 import orjson
@@ -117,13 +118,16 @@ def count_statement(
     has too many values, so the statement reads no more than (cap + 1) x groups."""
     limit = (cap + 1) * len(statistic.groups())
     if statistic.scope == "row":
-        # A metadata path: each value of its catalog type that a matching row holds counts once for it.
+        # A metadata path: each value of its catalog type that a matching row holds counts once for it. The values
+        # are deduplicated only in rows holding several: a DISTINCT subquery per row took 1.6x the time at 100k rows.
+        of_type = f"{jsonpath_values(statistic.path[1:])} ? (@.type() == {json.dumps(statistic.value_type)})"
         matches = _matches(
             statistic,
             condition,
-            values=CompiledQuery("a.v", [jsonpath_values(statistic.path[1:]), statistic.value_type]),
-            lateral="CROSS JOIN LATERAL (SELECT DISTINCT v FROM jsonb_path_query(d.metadata, %s::jsonpath) AS v "
-            "WHERE jsonb_typeof(v) = %s) AS a",
+            values=CompiledQuery("a.v", [of_type]),
+            lateral="CROSS JOIN LATERAL jsonb_path_query_array(d.metadata, %s::jsonpath) AS q(found) "
+            "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_array_length(q.found) <= 1 THEN q.found "
+            "ELSE (SELECT jsonb_agg(DISTINCT e) FROM jsonb_array_elements(q.found) AS e) END) AS a(v)",
         )
         return CompiledQuery(
             f"SELECT m.g, m.v::text, count(*) FROM ({matches.sql}) AS m GROUP BY 1, m.v LIMIT %s",
