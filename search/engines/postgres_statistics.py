@@ -1,8 +1,8 @@
 """Statistics on PostgreSQL: each one statement, a GROUP BY over the matching datarows (the search's compiled
 condition) joined to what is counted (or their metadata values), so the work is one pass of the object table (or of
-the matching rows), never per-row work in Python. Object values are grouped by class id (named after grouping) or by attribute value; numbers
-by their bin: width_bucket over the bin edges, computed in SQL from the range (given, or the min and max of the
-values in the same statement).
+the matching rows), never per-row work in Python. Object values are grouped by class id (named after grouping) or by
+attribute value; numbers by their bin: width_bucket over the bin edges, computed in SQL from the range (given, or
+the min and max of the values in the same statement).
 
 With a slice, the matches are its members, grouped by their split (the member table's `split`).
 """

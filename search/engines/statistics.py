@@ -2,13 +2,13 @@
 bad one a 400 naming it, and the assembly every engine (and the tests' reference) shares, so that the engines differ
 only in how they count.
 
-A statistic is a count of values (object classes, object attribute values, image metadata values) or a histogram of a numeric field
-(object boxes, areas and scores, image sizes, numeric metadata). An engine hands back raw counts per group ("all",
-or each split of a slice): for counts, value key -> count; for histograms, the range and bin index -> count, with
-BELOW and ABOVE for values outside the range. Bins are cut at edges computed once, here (`bin_edges`), and a value
-falls in a bin by comparisons with them (low <= v < next edge; the last bin closed), never by arithmetic on the value:
-PostgreSQL's width_bucket over the edges, Elasticsearch's range aggregation and the reference's bisect then agree on
-every value, edges included.
+A statistic is a count of values (object classes, object attribute values, image metadata values) or a histogram of
+a numeric field (object boxes, areas and scores, image sizes, numeric metadata). An engine hands back raw counts per
+group ("all", or each split of a slice): for counts, value key -> count; for histograms, the range and bin index ->
+count, with BELOW and ABOVE for values outside the range. Bins are cut at edges computed once, here (`bin_edges`),
+and a value falls in a bin by comparisons with them (low <= v < next edge; the last bin closed), never by arithmetic
+on the value: PostgreSQL's width_bucket over the edges, Elasticsearch's range aggregation and the reference's bisect
+then agree on every value, edges included.
 """
 
 import bisect
