@@ -4,7 +4,8 @@ The same manifest as the REST tenant (bench/search_data.py), loaded with COPY in
 its own, `bench_ref_<rows>` (kept, so a later run at the same size reuses it): datarows with the metadata the shapes
 read as typed columns, and objects with their class as an integer, the area and `occluded` typed; the indexes that
 suit each shape, built after the load. Each shape is one search-language query, timed through REST, next to the SQL
-a person would write for it: the page of 100 and the exact count, or for the two statistics the GROUP BY.
+a person would write for it: the page of 100 and the exact count, or for the three statistics the GROUP BY (the
+histogram's range from the min and max, as the statistic computes it when none is given).
 """
 
 import sys
@@ -43,6 +44,11 @@ class Shape:
     name: str
     rest: dict
     sql: tuple[str, ...]
+    endpoint: str = "search"  # or "search/statistics": one statistic, whose counts add up to the SQL's
+
+    @property
+    def statistic(self) -> bool:
+        return self.endpoint != "search"
 
 
 def _page_and_count(where: str) -> tuple[str, str]:
@@ -63,6 +69,11 @@ def _rest(query: str, **more) -> dict:
     return {"query": query, "page_size": PAGE, "count": "exact", **more}
 
 
+def _statistic(query: str, statistic: dict) -> dict:
+    return {"query": query, "statistics": [statistic]}
+
+
+HISTOGRAM_BINS = 20
 PERSON_COUNT = (
     f"SELECT datarow_id FROM {{s}}.object WHERE class = {CLASS_IDS['person']} GROUP BY datarow_id HAVING count(*) >= 3"
 )
@@ -90,21 +101,31 @@ SHAPES = [
         _rest("(tags = 'night' OR metadata.weather = 'fog') AND NOT label(class = 'vehicle/car')"),
         _page_and_count(f"(d.tags @> ARRAY['night'] OR d.weather = 'fog') AND NOT {_has('vehicle/car')}"),
     ),
-    # The two statistics. The search endpoint has no statistic yet: what exists now is timed, the class facet
-    # (images per class, top 20) and the weather facet, each with a page of 1. Once the statistics land, their
-    # request bodies replace these two `rest` bodies (objects per class over the matches; weather counts).
+    # The statistics (POST .../search/statistics), next to the GROUP BY a person would write.
     Shape(
         "objects per class (statistic)",
-        {"query": "tags = 'night'", "page_size": 1, "count": "exact", "facets": ["label.class"]},
+        _statistic("tags = 'night'", {"kind": "count", "field": "label.class", "limit": len(CLASSES)}),
         (
             "SELECT o.class, count(*) FROM {s}.object AS o JOIN {s}.datarow AS d ON d.id = o.datarow_id "
             "WHERE d.tags @> ARRAY['night'] GROUP BY o.class",
         ),
+        "search/statistics",
     ),
     Shape(
         "a metadata value's counts over images with a class (statistic)",
-        {"query": "label(class = 'vehicle/car')", "page_size": 1, "count": "exact", "facets": ["metadata.weather"]},
+        _statistic("label(class = 'vehicle/car')", {"kind": "count", "field": "metadata.weather", "count": "images"}),
         (f"SELECT d.weather, count(*) FROM {{s}}.datarow AS d WHERE {_has('vehicle/car')} GROUP BY d.weather",),
+        "search/statistics",
+    ),
+    Shape(
+        "histogram of area over all objects (statistic)",
+        _statistic("", {"kind": "histogram", "field": "label.area", "bins": HISTOGRAM_BINS}),
+        (
+            "WITH r AS (SELECT min(area) AS lo, max(area) AS hi FROM {s}.object) SELECT "
+            f"width_bucket(o.area, r.lo, r.hi + (r.hi - r.lo) * 1e-9, {HISTOGRAM_BINS}), count(*) "
+            "FROM {s}.object AS o, r GROUP BY 1",
+        ),
+        "search/statistics",
     ),
 ]
 

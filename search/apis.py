@@ -218,7 +218,7 @@ class SearchStatisticInputSerializer(StrictSerializer):
     field = serializers.CharField(
         max_length=MAX_NAME,
         help_text="count: label.class, prediction.class, prediction.model, label.attributes.<path>, "
-        "prediction.attributes.<path>; "
+        "prediction.attributes.<path>, metadata.<string|number|boolean path> (count=images); "
         "histogram: label.<x|y|w|h|area>, prediction.<x|y|w|h|area|score>, width, height, metadata.<number path>.",
     )
     count = serializers.ChoiceField(

@@ -23,7 +23,7 @@ from mlops.slots import slot_held
 from mlops.statements import statement_canceled, statement_timeout
 from projects.models import Project
 from search.engines.base import SearchRequest, SearchTotal, SortSpec, StatisticsRequest, cursor_error, get_engine
-from search.engines.statistics import Statistic, statistic_check
+from search.engines.statistics import Statistic, statistic_check, with_value_type
 from search.queries import project_query_validate
 
 # An estimate counts at most this many matches: enough to say "more than 10,000" without scanning them all.
@@ -270,6 +270,7 @@ def search_statistics(
                 dataset_get(project=project, dataset_id=dataset_id)
         catalog = field_catalog_types(project_id=project.pk, using=using)
         _statistics_check(project=project, statistics=statistics, catalog=catalog, using=using)
+        statistics = tuple(with_value_type(statistic, catalog) for statistic in statistics)
         query = project_query_validate(project_id=project.pk, query_text=query_text, using=using, catalog=catalog)
         request = StatisticsRequest(
             tenant_schema=connections[using].schema_name,

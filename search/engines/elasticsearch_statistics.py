@@ -62,7 +62,10 @@ def _objects_answer(statistic: Statistic, answer: dict) -> dict:
 
 
 def count_aggregations(statistic: Statistic, cap: int) -> dict:
-    """Per value field (the class, or each typed field of an attribute path): a terms aggregation of cap + 1."""
+    """Per value field (the class, a metadata path's field of its catalog type, or each typed field of an attribute
+    path): a terms aggregation of cap + 1. A row's document counts once under each value it holds: images."""
+    if statistic.scope == "row":
+        return {f"values_{statistic.value_type}": {"terms": {"field": _field(statistic), "size": cap + 1}}}
     if statistic.path in (("class",), ("model",)):
         fields = {"string": _field(statistic)}
     else:
@@ -120,7 +123,8 @@ def _count(statistic: Statistic, answer: dict | None, cap: int) -> dict:
                 value = bucket["key"]
                 if kind == "boolean":
                     value = bucket.get("key_as_string", "true" if value else "false") == "true"
-                count = bucket["rows"]["doc_count"] if statistic.count == "images" else bucket["doc_count"]
+                images = statistic.count == "images" and statistic.scope != "row"
+                count = bucket["rows"]["doc_count"] if images else bucket["doc_count"]
                 counts[value_key(value)] = count
     if len(counts) > cap:
         raise too_many_values(statistic, cap)

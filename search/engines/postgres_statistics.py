@@ -1,12 +1,13 @@
 """Statistics on PostgreSQL: each one statement, a GROUP BY over the matching datarows (the search's compiled
-condition) joined to what is counted, so the work is one pass of the object table (or of the matching rows), never
-per-row work in Python. Object values are grouped by class id (named after grouping) or by attribute value; numbers
-by their bin: width_bucket over the bin edges, computed in SQL from the range (given, or the min and max of the
-values in the same statement).
+condition) joined to what is counted (or their metadata values), so the work is one pass of the object table (or of
+the matching rows), never per-row work in Python. Object values are grouped by class id (named after grouping) or by
+attribute value; numbers by their bin: width_bucket over the bin edges, computed in SQL from the range (given, or
+the min and max of the values in the same statement).
 
 With a slice, the matches are its members, grouped by their split (the member table's `split`).
 """
 
+import json
 from dataclasses import dataclass
 
 import orjson
@@ -115,6 +116,23 @@ def count_statement(
 ) -> CompiledQuery:
     """Rows (group, value: class name or JSON text, count); at most cap + 1 per group are needed to know a group
     has too many values, so the statement reads no more than (cap + 1) x groups."""
+    limit = (cap + 1) * len(statistic.groups())
+    if statistic.scope == "row":
+        # A metadata path: each value of its catalog type that a matching row holds counts once for it. The values
+        # are deduplicated only in rows holding several: a DISTINCT subquery per row took 1.6x the time at 100k rows.
+        of_type = f"{jsonpath_values(statistic.path[1:])} ? (@.type() == {json.dumps(statistic.value_type)})"
+        matches = _matches(
+            statistic,
+            condition,
+            values=CompiledQuery("a.v", [of_type]),
+            lateral="CROSS JOIN LATERAL jsonb_path_query_array(d.metadata, %s::jsonpath) AS q(found) "
+            "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_array_length(q.found) <= 1 THEN q.found "
+            "ELSE (SELECT jsonb_agg(DISTINCT e) FROM jsonb_array_elements(q.found) AS e) END) AS a(v)",
+        )
+        return CompiledQuery(
+            f"SELECT m.g, m.v::text, count(*) FROM ({matches.sql}) AS m GROUP BY 1, m.v LIMIT %s",
+            [*matches.params, limit],
+        )
     objects = _objects(statistic, condition, project_id, scope=scope)
     counted = "count(*)" if statistic.count == "objects" else "count(DISTINCT o.datarow_id)"
     if statistic.path[0] in _NAMED:
@@ -135,7 +153,7 @@ def count_statement(
         value_params = [jsonpath_values(statistic.path[1:])]
     return CompiledQuery(
         f"{objects.with_clause()}{grouped} LIMIT %s",
-        [*objects.cte_params, *value_params, *objects.where_params, (cap + 1) * len(statistic.groups())],
+        [*objects.cte_params, *value_params, *objects.where_params, limit],
     )
 
 

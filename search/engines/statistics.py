@@ -2,18 +2,18 @@
 bad one a 400 naming it, and the assembly every engine (and the tests' reference) shares, so that the engines differ
 only in how they count.
 
-A statistic is a count of values (object classes, object attribute values) or a histogram of a numeric field
-(object boxes, areas and scores, image sizes, numeric metadata). An engine hands back raw counts per group ("all",
-or each split of a slice): for counts, value key -> count; for histograms, the range and bin index -> count, with
-BELOW and ABOVE for values outside the range. Bins are cut at edges computed once, here (`bin_edges`), and a value
-falls in a bin by comparisons with them (low <= v < next edge; the last bin closed), never by arithmetic on the value:
-PostgreSQL's width_bucket over the edges, Elasticsearch's range aggregation and the reference's bisect then agree on
-every value, edges included.
+A statistic is a count of values (object classes, object attribute values, image metadata values) or a histogram of
+a numeric field (object boxes, areas and scores, image sizes, numeric metadata). An engine hands back raw counts per
+group ("all", or each split of a slice): for counts, value key -> count; for histograms, the range and bin index ->
+count, with BELOW and ABOVE for values outside the range. Bins are cut at edges computed once, here (`bin_edges`),
+and a value falls in a bin by comparisons with them (low <= v < next edge; the last bin closed), never by arithmetic
+on the value: PostgreSQL's width_bucket over the edges, Elasticsearch's range aggregation and the reference's bisect
+then agree on every value, edges included.
 """
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlops.exceptions import ApplicationError
 
@@ -23,6 +23,7 @@ ROW_NUMBERS = ("width", "height")
 # slices.models.Split's labels by value (search sits below slices and reads the member table through SQL).
 SPLIT_NAMES = ("train", "validation", "test")
 UNASSIGNED = "unassigned"
+COUNTED_METADATA_TYPES = ("string", "number", "boolean")
 ALL = "all"
 BELOW, ABOVE = -1, -2
 # How a value's JSON type orders ties between values of one count: booleans, then numbers, then strings.
@@ -42,6 +43,8 @@ class Statistic:
     bins: int = 20  # histogram
     range: tuple[float, float] | None = None  # histogram: [low, high]; absent: the values' min and max
     slice_id: int | None = None  # only this slice's members, grouped by their split
+    # A metadata count: the path's catalog type, the only values counted (as Elasticsearch indexes only those).
+    value_type: str | None = None
 
     @property
     def scope(self) -> str:
@@ -72,20 +75,30 @@ def statistic_check(statistic: Statistic, index: int, catalog: dict[str, str]) -
     numeric_object = scope != "row" and len(path) == 1 and path[0] in (*OBJECT_NUMBERS, "score")
     numeric_object = numeric_object and (path[0] != "score" or scope == "prediction")
     metadata = scope == "row" and len(path) > 1 and path[0] == "metadata" and all(path)
+    metadata_type = catalog.get(".".join(path[1:])) if metadata else None
     if statistic.kind == "count":
         if statistic.range is not None:
             raise _field_error(index, "range", "range goes with kind=histogram.")
-        if not countable:
+        if metadata and metadata_type not in COUNTED_METADATA_TYPES:
+            found = "no such metadata path in the project" if metadata_type is None else f"it holds {metadata_type}s"
+            raise _field_error(
+                index,
+                "field",
+                f"Cannot count the values of {field!r}: {found}; counts take strings, numbers, booleans.",
+            )
+        if metadata and statistic.count != "images":
+            raise _field_error(index, "count", "A metadata value belongs to an image: count=images.")
+        if not (countable or metadata):
             raise _field_error(
                 index,
                 "field",
                 f"Cannot count the values of {field!r}: use label.class, prediction.class, prediction.model, "
-                f"label.attributes.<path> or prediction.attributes.<path> (numbers go in a histogram).",
+                f"label.attributes.<path>, prediction.attributes.<path> or metadata.<path> (numbers go in a "
+                f"histogram).",
             )
     else:
         binnable = numeric_object or (scope == "row" and path[0] in ROW_NUMBERS and len(path) == 1)
         if metadata:
-            metadata_type = catalog.get(".".join(path[1:]))
             if metadata_type is None:
                 raise _field_error(index, "field", f"Cannot bin {field!r}: no such metadata path in the project.")
             if metadata_type != "number":
@@ -110,6 +123,13 @@ def statistic_check(statistic: Statistic, index: int, catalog: dict[str, str]) -
                 )
     if statistic.model is not None and scope != "prediction":
         raise _field_error(index, "model", "model goes with prediction fields only.")
+
+
+def with_value_type(statistic: Statistic, catalog: dict[str, str]) -> Statistic:
+    """A checked metadata count with its path's catalog type; any other statistic as it is."""
+    if statistic.kind != "count" or statistic.scope != "row":
+        return statistic
+    return replace(statistic, value_type=catalog[".".join(statistic.path[1:])])
 
 
 def value_key(value) -> tuple[str, object]:

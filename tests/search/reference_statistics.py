@@ -2,6 +2,7 @@
 datarow dicts, the oracle both engines are compared with. Rows may carry "splits": {slice id: split name or None}
 for the slices holding them."""
 
+from search.engines.elasticsearch_documents import is_of_type
 from search.engines.statistics import (
     ALL,
     SPLIT_NAMES,
@@ -41,6 +42,12 @@ def _objects(statistic: Statistic, row: dict) -> list[dict]:
 
 def _count(statistic: Statistic, rows: list[dict]) -> dict:
     counts: dict = {}
+    if statistic.scope == "row":  # metadata: the values of the path's catalog type, once per row holding them
+        for row in rows:
+            values = json_values(row["metadata"], statistic.path[1:])
+            for key in {value_key(v) for v in values if is_of_type(v, statistic.value_type)}:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
     for row in rows:
         in_row = set()
         for item in _objects(statistic, row):

@@ -197,6 +197,12 @@ COUNT_FIELDS = [
     "prediction.attributes.color",
     "label.attributes.none_such",
 ]
+# Metadata paths counted per image (their catalog type, which the test applies, says which values count).
+METADATA_COUNT_FIELDS = [
+    "metadata." + ".".join(path[1:])
+    for path, kind, _ in ROW_FIELDS
+    if path[0] == "metadata" and kind in ("string", "number", "boolean")
+]
 HISTOGRAM_FIELDS = [
     "label.area",
     "label.w",
@@ -211,7 +217,9 @@ HISTOGRAM_FIELDS = [
 
 
 def statistics(slice_ids: list[int] = (), *, by_split: bool = True):
-    """One statistic: a count or a histogram, with or without a model (prediction fields), a range, a slice."""
+    """One statistic: a count (of object values or of a metadata path's values per image) or a histogram, with or
+    without a model (prediction fields), a range, a slice. A metadata count's value type is the catalog's: apply
+    search.engines.statistics.with_value_type."""
     slices = st.none() | st.sampled_from(list(slice_ids)) if by_split and slice_ids else st.none()
     models = st.none() | st.sampled_from(MODEL_NAMES[:3])
 
@@ -230,6 +238,15 @@ def statistics(slice_ids: list[int] = (), *, by_split: bool = True):
             slice_id=slices,
         )
     )
+    metadata_counts = st.builds(
+        Statistic,
+        name=st.just("s"),
+        kind=st.just("count"),
+        field=st.sampled_from(METADATA_COUNT_FIELDS),
+        count=st.just("images"),
+        limit=st.integers(1, 8),
+        slice_id=slices,
+    )
     ranges = st.none() | st.lists(st.sampled_from(NUMBERS + SIZES + SCORES), min_size=2, max_size=2, unique=True).map(
         lambda pair: tuple(sorted(float(n) for n in pair))
     )
@@ -245,4 +262,4 @@ def statistics(slice_ids: list[int] = (), *, by_split: bool = True):
             slice_id=slices,
         )
     )
-    return counts | histograms
+    return counts | metadata_counts | histograms

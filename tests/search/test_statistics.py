@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from search.engines.base import StatisticsRequest, get_engine
 from search.engines.elasticsearch_statistics import count_aggregations, histogram_aggregations
-from search.engines.statistics import SPLIT_NAMES, Statistic
+from search.engines.statistics import SPLIT_NAMES, Statistic, with_value_type
 from search.ql import parse, validate
 from tenancy.context import tenant_scope
 from tests.conftest import TENANT_A
@@ -84,6 +84,7 @@ def test_random_statistics_on_postgres_agree_with_the_reference(search_data, spl
     @given(st.none() | queries(search_data.dataset_ids, tuple(search_data.slices)), statistics(slice_ids))
     def agree(tree, statistic):
         query = None if tree is None else _validated(search_data, tree)
+        statistic = with_value_type(statistic, search_data.catalog)
         expected = reference_statistics.statistics(query, split_rows, (statistic,))
         assert _engine_statistics(search_data, query, (statistic,)) == expected, (tree and to_text(tree), statistic)
 
@@ -95,6 +96,7 @@ def test_random_statistics_on_elasticsearch_agree_with_the_reference(search_data
     @given(st.none() | queries(search_data.dataset_ids, tuple(search_data.slices)), statistics(by_split=False))
     def agree(tree, statistic):
         query = None if tree is None else _validated(search_data, tree)
+        statistic = with_value_type(statistic, search_data.catalog)
         expected = reference_statistics.statistics(query, split_rows, (statistic,))
         assert _engine_statistics(search_data, query, (statistic,)) == expected, (tree and to_text(tree), statistic)
 
@@ -148,6 +150,27 @@ def test_objects_and_images_per_class_with_a_limit_keep_the_totals_exact(search_
     assert images["groups"][0]["other"] == {"values": 0, "count": 0}
 
 
+def test_a_metadata_path_counts_the_images_holding_each_value_of_its_catalog_type(search_data, client):
+    rows = [row for row in search_data.rows if any(label["class"] == "vehicle/car" for label in row["labels"])]
+    per_value: dict = {}
+    for row in rows:
+        value = row["metadata"].get("weather")
+        for one in {value} if isinstance(value, str) else set(value) if isinstance(value, list) else ():
+            if isinstance(one, str):
+                per_value[one] = per_value.get(one, 0) + 1
+    response = client.post(
+        _url(search_data.project_id),
+        {
+            "query": "label(class = 'vehicle/car')",
+            "statistics": [{"kind": "count", "field": "metadata.weather", "count": "images", "limit": 100}],
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    (group,) = response.json()["statistics"][0]["groups"]
+    assert {v["value"]: v["count"] for v in group["values"]} == per_value and len(per_value) > 1
+
+
 def test_a_histogram_with_a_range_counts_the_values_outside_it(search_data, client):
     areas = [label["area"] for row in search_data.rows for label in row["labels"] if label["area"] is not None]
     response = client.post(
@@ -194,6 +217,7 @@ def test_statistics_run_on_elasticsearch_through_the_endpoint(search_data, split
             {"kind": "count", "field": "prediction.class", "model": "yolo@1", "count": "images"},
             {"kind": "count", "field": "label.attributes.occluded"},
             {"kind": "count", "field": "prediction.model", "count": "images"},
+            {"kind": "count", "field": "metadata.weather", "count": "images"},
             {"kind": "histogram", "field": "metadata.people.age", "bins": 3},
             {"kind": "histogram", "field": "width", "range": [0, 1000], "bins": 2},
         ],
@@ -205,6 +229,7 @@ def test_statistics_run_on_elasticsearch_through_the_endpoint(search_data, split
     assert on_postgres.status_code == on_elasticsearch.status_code == 200, on_elasticsearch.content
     assert on_elasticsearch.json()["statistics"] == on_postgres.json()["statistics"]
     assert any(group["values"] for group in on_postgres.json()["statistics"][1]["groups"])
+    assert any(group["values"] for group in on_postgres.json()["statistics"][3]["groups"])
 
 
 def test_elasticsearch_bodies_count_objects_nested_and_images_reverse_nested_with_sizes_past_the_cap():
@@ -235,6 +260,8 @@ def test_elasticsearch_bodies_count_objects_nested_and_images_reverse_nested_wit
             },
         }
     }
+    weather = Statistic("m", "count", "metadata.weather", count="images", value_type="string")
+    assert count_aggregations(weather, 5) == {"values_string": {"terms": {"field": "metadata.weather", "size": 6}}}
     above_100 = math.nextafter(100.0, math.inf)
     assert histogram_aggregations(Statistic("w", "histogram", "width", bins=4), 0.0, 100.0) == {
         "bins": {
@@ -269,6 +296,10 @@ BAD = [
     ({"kind": "count", "field": "label.nope"}, "statistics[0].field", "Cannot count"),
     ({"kind": "count", "field": "label.area"}, "statistics[0].field", "Cannot count"),
     ({"kind": "count", "field": "label.model"}, "statistics[0].field", "Cannot count"),
+    ({"kind": "count", "field": "width", "count": "images"}, "statistics[0].field", "Cannot count"),
+    ({"kind": "count", "field": "metadata.nowhere", "count": "images"}, "statistics[0].field", "no such metadata"),
+    ({"kind": "count", "field": "metadata.capture.time", "count": "images"}, "statistics[0].field", "datetimes"),
+    ({"kind": "count", "field": "metadata.weather"}, "statistics[0].count", "count=images"),
     ({"kind": "histogram", "field": "label.class"}, "statistics[0].field", "Cannot bin"),
     ({"kind": "histogram", "field": "metadata.weather"}, "statistics[0].field", "string values"),
     ({"kind": "histogram", "field": "metadata.nowhere"}, "statistics[0].field", "no such metadata path"),
