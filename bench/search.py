@@ -16,6 +16,13 @@ Targets (issue 4, 1M rows): page p95 < 100 ms; exact total < 500 ms (tag, metada
 < 1.5 s (object counts, ground truth against predictions); page + total + 3 facets < 1 s. At 10M: page p95 with
 the estimated total < 500 ms (facets may be sampled): --modes estimate measures only that path.
 
+--reference (issue 21): the nine shapes of bench/search_reference.py, each through REST (page of 100, exact total)
+next to hand-written SQL over the same rows loaded with COPY into a minimal layout (typed columns, an index per
+shape); per shape the REST p50, the SQL p50, their ratio and whether REST is within 2 x SQL + 30 ms, then
+`worst ratio: X`:
+
+    .venv/bin/python -m devstack run -- .venv/bin/python bench/search.py --rows 1000000 --reference --repeat 5
+
 10M on this VM (no room for a second copy of the database, nor time to generate and convert 10M rows):
 
     DATABASE_URL=<primary> DATABASE_READER_URL=<primary> .venv/bin/python -m devstack run -- .venv/bin/python \
@@ -46,6 +53,7 @@ from common import (
     start_server,
 )
 from search_data import bench_schema, load, loaded_project, replicate
+from search_reference import SHAPES, load_reference, time_sql
 
 # (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
 QUERIES = [
@@ -155,6 +163,42 @@ def plan_summary(project_id: int, text: str) -> tuple[str, str]:
     return summaries[0], summaries[1]
 
 
+def reference_rows(client: httpx.Client, url: str, schema: str, repeat: int) -> tuple[list[list[str]], float]:
+    """Per shape: REST p50 next to the hand-written SQL's p50 (page + count, or the statistic's GROUP BY), their
+    ratio and the issue's target (REST within 2 x SQL + 30 ms); and the worst ratio. A page shape's REST total must
+    equal the SQL count."""
+    from django.db import connections
+
+    rows, worst = [], 0.0
+    for shape in SHAPES:
+        rest, answer = timed(client, url, shape.rest, repeat)
+        sql = time_sql(schema, shape, repeat)
+        matches = f"{answer['total']['value']:,}"
+        if len(shape.sql) == 2:  # page and count: the same matches both ways
+            with connections["reader"].cursor() as cursor:
+                cursor.execute(shape.sql[1].format(s=schema))
+                expected = cursor.fetchone()[0]
+            if expected != answer["total"]["value"]:
+                raise SystemExit(f"{shape.name}: REST total {answer['total']['value']:,}, SQL count {expected:,}")
+        rest_ms, sql_ms = statistics.median(rest), statistics.median(sql)
+        ratio = rest_ms / sql_ms
+        worst = max(worst, ratio)
+        target = 2 * sql_ms + 30
+        rows.append(
+            [
+                shape.name,
+                matches,
+                f"{rest_ms:,.1f}",
+                f"{sql_ms:,.1f}",
+                f"{ratio:,.1f}",
+                f"{target:,.0f}",
+                "yes" if rest_ms <= target else "NO",
+            ]
+        )
+        print(f"{shape.name}: done", file=sys.stderr)
+    return rows, worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -180,6 +224,12 @@ def main() -> None:
         action="store_true",
         help="the reads go to the primary (DATABASE_READER_URL = DATABASE_URL, replica stopped): "
         "the disk check counts the database once",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="instead of the query table: the issue's nine shapes through REST next to hand-written SQL over the "
+        "same rows in a minimal layout of its own (bench/search_reference.py), and the worst ratio",
     )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -210,9 +260,33 @@ def main() -> None:
                 schema=schema, manifest=manifest, rows=args.rows, log=lambda line: print(line, file=sys.stderr)
             )
         print(f"loaded {args.rows:,} datarows in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    reference = None
+    if args.reference:
+        manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
+        reference = load_reference(rows=args.rows, manifest=manifest, log=lambda line: print(line, file=sys.stderr))
     server, base = start_server(OUT / "bench-search-server.log")
     token = issue_dev_token(tenant=schema, user="bench", role="viewer", workspace="bench")
     url = f"{base}/api/v1/projects/{project.pk}/search"
+    if reference is not None:
+        try:
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+                rows, worst = reference_rows(client, url, reference, args.repeat)
+        finally:
+            server.terminate()
+            server.wait(10)
+        print_table(
+            f"Search through REST next to hand-written SQL, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, "
+            f"{machine()}); ms, p50 of {args.repeat} warm runs",
+            ["shape", "matches", "REST p50", "SQL p50", "ratio", "target 2 x SQL + 30", "met"],
+            rows,
+        )
+        print(
+            "\nREST: page of 100 with the exact total (the two statistics: today's nearest facet, page of 1); SQL: "
+            "page + count on the replica, as REST reads (bench/search_reference.py)"
+        )
+        print(f"PostgreSQL: {postgres_settings()}")
+        print(f"worst ratio: {worst:.1f}")
+        return
     rows, plans = [], []
     page_budget = PAGE_MS if args.rows <= 1_000_000 else PAGE_MS_10M
     try:

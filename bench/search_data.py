@@ -153,7 +153,8 @@ def _bulk_write(schema: str, rows: int, write, log) -> dict:
 
 
 def _finish(schema: str, project, dataset, counts: dict, catalog: dict[str, tuple[str, int]], log) -> None:
-    """The field catalog and the dataset's counts, then the datetime metadata indexes."""
+    """The field catalog and the dataset's counts, then the datetime metadata indexes, the attribute catalog and its
+    indexes."""
     from django.core.management import call_command
 
     from datasets.models import Dataset, FieldCatalogEntry
@@ -173,6 +174,11 @@ def _finish(schema: str, project, dataset, counts: dict, catalog: dict[str, tupl
     started = time.monotonic()
     call_command("search_metadata_indexes", schema=[schema], text=["caption"], stdout=io.StringIO())
     log(f"datetime metadata paths and the caption (MATCH) indexed in {time.monotonic() - started:.0f}s")
+    # The attribute catalog of the stored labels (what the imports would have filled), and its typed indexes.
+    started = time.monotonic()
+    call_command("datasets_attribute_catalog", schema=[schema], stdout=io.StringIO())
+    call_command("search_attribute_indexes", schema=[schema], stdout=io.StringIO())
+    log(f"label attributes catalogued and indexed in {time.monotonic() - started:.0f}s")
 
 
 def load(*, schema: str, manifest: Path, rows: int, log=print):

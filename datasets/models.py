@@ -228,3 +228,30 @@ class FieldCatalogEntry(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "path"], name="field_path_unique_in_project")]
+
+
+class ObjectAttribute(models.Model):
+    """An object attribute of a project's labels (`attributes.<name>`) and the one type its values have: imports
+    infer it from the top-level scalar attributes they bring, or the ontology API declares it. Search compares a value of this type through the typed
+    expression indexes of `manage.py search_attribute_indexes`; other attributes, and values of another type, are
+    read from the JSON as before (docs/query-language.md, "Object attributes")."""
+
+    class ValueType(models.TextChoices):
+        BOOLEAN = "boolean"
+        NUMBER = "number"
+        ENUM = "enum"
+
+    # Past this many distinct strings an attribute is free text, not an enum: it stays out of the catalog.
+    MAX_ENUM_VALUES = 100
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="object_attributes")
+    name = models.CharField(max_length=200)
+    value_type = models.CharField(max_length=20, choices=ValueType.choices)
+    # The values seen or declared, for an enum (sorted); empty otherwise.
+    enum_values = ArrayField(models.TextField(), default=list)
+    # Declared through the ontology API rather than inferred by an import; imports only add values to an enum.
+    declared = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="object_attribute_unique_in_project")]

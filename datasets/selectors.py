@@ -19,6 +19,7 @@ from datasets.models import (
     FieldCatalogEntry,
     Label,
     ModelVersion,
+    ObjectAttribute,
     OntologyClass,
     Prediction,
 )
@@ -207,6 +208,10 @@ def field_catalog_types(*, project_id: int, using: str) -> dict[str, str]:
 
 def ontology_class_list(*, project: Project) -> QuerySet[OntologyClass]:
     return OntologyClass.objects.filter(project=project).select_related("parent").order_by("name")
+
+
+def object_attribute_list(*, project: Project) -> QuerySet[ObjectAttribute]:
+    return ObjectAttribute.objects.filter(project=project).order_by("name")
 
 
 def dataset_export_file(*, principal: Principal, dataset: Dataset, job_id) -> tuple[Path, str]:

@@ -6,7 +6,9 @@ class EvaluationRun(models.Model):
     """A detector's box predictions matched against the box labels of a slice (or some of its splits), as a Job.
 
     `metrics` holds the COCO summary once the job succeeds: `map`, `ap50`, `ap75`, `ap_small`, `ap_medium`,
-    `ap_large`, `ar1`, `ar10`, `ar100`, and `per_class` (class name -> `ap`, `ap50`, `precision`/`recall` points).
+    `ap_large`, `ar1`, `ar10`, `ar100`, and `per_class` (class name -> `ap`, `ap50`, `precision`/`recall` points);
+    also `ar_small`/`ar_medium`/`ar_large`, `tp`/`fp`/`fn` (the stored matches), and per class `ap75` and
+    `ground_truth` (docs/evaluation.md).
     """
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="evaluation_runs")
@@ -29,10 +31,13 @@ class EvaluationRun(models.Model):
 class ObjectMatch(models.Model):
     """One object's outcome in an evaluation run: a ground-truth box (TP or FN) or a predicted box (TP or FP).
 
-    A TP is stored twice, once from each side, so every label and every prediction in scope has one row.
-    `iou` and `prediction` on an FN are those of the best-IoU prediction of any class (what confusion queries
-    need); `predicted_class` is that prediction's class. Label and prediction ids are plain numbers, not
-    foreign keys: the rows are the run's record of what it saw, and bulk writes skip the per-row checks.
+    A TP is stored twice, once from each side, so every regular label and every scored prediction in scope has one
+    row. `iou` and `prediction` on an FN are those of the best-IoU prediction of any class (what confusion queries
+    need); `predicted_class` is that prediction's class. An FP carries the best-IoU regular label of any class as
+    `label_id`/`iou` (null when none overlaps); on the prediction side `predicted_class` is the prediction's own
+    class. Not stored: crowd labels, predictions matched to a crowd (COCO ignores both), and predictions past the
+    run's max_detections in their image and class (docs/evaluation.md). Label and prediction ids are plain
+    numbers, not foreign keys: the rows are the run's record of what it saw, and bulk writes skip the per-row checks.
     """
 
     class Outcome(models.TextChoices):
@@ -45,8 +50,14 @@ class ObjectMatch(models.Model):
         PREDICTION = "prediction"
 
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="matches", db_index=False)
+    # No constraint: a datarow's matches go with it through a statement trigger (migration 0002), since datasets
+    # deletes datarows in SQL batches, where a foreign key would fail or cascade one query per row.
     datarow = models.ForeignKey(
-        "datasets.DataRow", on_delete=models.CASCADE, related_name="object_matches", db_index=False
+        "datasets.DataRow",
+        on_delete=models.CASCADE,
+        related_name="object_matches",
+        db_index=False,
+        db_constraint=False,
     )
     side = models.CharField(max_length=10, choices=Side.choices)
     outcome = models.CharField(max_length=2, choices=Outcome.choices)

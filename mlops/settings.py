@@ -294,6 +294,7 @@ JOB_TIME_LIMITS = {
     "slice-freeze": 3600,
     "training-run": 24 * 3600,
     "prediction-run": 6 * 3600,
+    "evaluation-run": 3600,
     **json.loads(env_str("JOB_TIME_LIMITS", "{}")),
 }
 JOB_TIME_LIMIT_DEFAULT_SECONDS = env_float("JOB_TIME_LIMIT_DEFAULT_SECONDS", 3600.0)
@@ -464,6 +465,10 @@ SEARCH_MAX_IN_VALUES = env_int("SEARCH_MAX_IN_VALUES", 1_000)
 SEARCH_MAX_PATTERN_LENGTH = env_int("SEARCH_MAX_PATTERN_LENGTH", 200)
 SEARCH_MAX_PATTERN_WILDCARDS = env_int("SEARCH_MAX_PATTERN_WILDCARDS", 10)
 SEARCH_MAX_FACETS = env_int("SEARCH_MAX_FACETS", 10)
+# Statistics (search/statistics): per request, distinct values one count may have (an Elasticsearch terms size), bins.
+SEARCH_MAX_STATISTICS = env_int("SEARCH_MAX_STATISTICS", 10)
+SEARCH_STATISTICS_MAX_VALUES = env_int("SEARCH_STATISTICS_MAX_VALUES", 10_000)
+SEARCH_STATISTICS_MAX_BINS = env_int("SEARCH_STATISTICS_MAX_BINS", 1_000)
 # Searches one tenant may run at once (across every web process): a Redis semaphore whose slots are leases, so a
 # process that dies mid-search frees its slot after SEARCH_SLOT_LEASE_SECONDS.
 SEARCH_MAX_CONCURRENT_PER_TENANT = env_int("SEARCH_MAX_CONCURRENT_PER_TENANT", 8)
@@ -515,6 +520,11 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "jobs.models.Job.Status",
         "SliceStatusEnum": ["ready", "freezing", "failed"],
         "SplitEnum": ["train", "validation", "test"],
+        # the search's count keeps its name beside the statistics' own count
+        "CountEnum": ["exact", "estimate"],
+        "StatisticCountEnum": ["objects", "images"],
+        "StatisticKindEnum": ["count", "histogram"],
+        "StatisticGroupSplitEnum": ["all", "train", "validation", "test", "unassigned"],
         # the import's JSON body and its multipart form share it
         "DatasetImportStartInputFormatEnum": "datasets.importers.formats.FORMATS",
     },

@@ -17,11 +17,13 @@ MODELS = {
     "MODEL_VERSION": "datasets.ModelVersion",
     "PREDICTION": "datasets.Prediction",
     "FIELD_CATALOG_ENTRY": "datasets.FieldCatalogEntry",
+    "OBJECT_ATTRIBUTE": "datasets.ObjectAttribute",
     "SLICE": "slices.Slice",
     "SLICE_MEMBER": "slices.SliceMember",
     "TRAINING_EXAMPLE": "training.TrainingExample",
     "EVALUATION_RUN": "evaluations.EvaluationRun",
     "OBJECT_MATCH": "evaluations.ObjectMatch",
+    "JOB": "jobs.Job",
 }
 
 

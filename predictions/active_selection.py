@@ -31,11 +31,15 @@ class Selection:
     seed: int = 0
     pool_slice_id: int | None = None
     unlabeled_only: bool = False
+    # The box strategies' (predictions/detection_selection.py): boxes scoring below the floor are left out of
+    # box_entropy and box_disagreement; box_disagreement compares the run's boxes with this version's.
+    score_floor: float = 0.05
+    other_model_version_id: int | None = None
 
 
-def selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str, list]:
-    """The SELECT (one column of datarow ids) and its positional parameters."""
-    filters, params = ["p.run_id = %s", "p.kind = 'classification'"], [prediction_run_id]
+def candidate_filters(selection: Selection) -> tuple[list[str], list]:
+    """The pool and unlabeled_only conditions on `p.datarow_id`, and their parameters."""
+    filters, params = [], []
     if selection.pool_slice_id is not None:
         filters.append(
             f"EXISTS (SELECT 1 FROM {tables.SLICE_MEMBER} m WHERE m.slice_id = %s AND m.datarow_id = p.datarow_id)"
@@ -43,6 +47,15 @@ def selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str,
         params.append(selection.pool_slice_id)
     if selection.unlabeled_only:
         filters.append(f"NOT EXISTS (SELECT 1 FROM {tables.LABEL} l WHERE l.datarow_id = p.datarow_id)")
+    return filters, params
+
+
+def selection_sql(*, prediction_run_id: int, selection: Selection) -> tuple[str, list]:
+    """The SELECT (one column of datarow ids) and its positional parameters."""
+    pool_filters, pool_params = candidate_filters(selection)
+    # Random draws from any run's datarows, a detector's images too; the others score stored classifications.
+    kind = [] if selection.strategy == "random" else ["p.kind = 'classification'"]
+    filters, params = ["p.run_id = %s", *kind, *pool_filters], [prediction_run_id, *pool_params]
     disagreement = ""
     if selection.strategy == "disagreement":
         truth = classification_truth_sql("l.datarow_id IN (SELECT datarow_id FROM scored)")

@@ -7,6 +7,7 @@ from mlops.apis import Api
 from mlops.exceptions import referenced_by
 from mlops.serializers import MAX_ID, CursorPageQuerySerializer, StrictSerializer, page_of
 from predictions.active_selection import STRATEGIES, Selection
+from predictions.detection_selection import BOX_STRATEGIES
 from predictions.metrics import Scope, classification_metrics, detection_map
 from predictions.selectors import model_version_get, model_version_list, prediction_run_get, prediction_run_list
 from predictions.serializers import (
@@ -178,11 +179,23 @@ class PredictionRunDetailApi(Api):
 class SelectionCreateApi(Api):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
-        strategy = serializers.ChoiceField(choices=STRATEGIES)
+        strategy = serializers.ChoiceField(
+            choices=(*STRATEGIES, *BOX_STRATEGIES),
+            help_text="A classifier's run: least_confidence, margin, entropy, disagreement (with ground truth). "
+            "A detector's: box_least_confidence (1 - the best box's score), box_entropy (the mean binary entropy "
+            "of the boxes scoring at least score_floor), box_disagreement (1 - the mean best same-class IoU between "
+            "the run's boxes and other_model_version_id's). Either: random (by seed).",
+        )
         k = serializers.IntegerField(min_value=1, max_value=MAX_ID)
         seed = serializers.IntegerField(default=0)
         pool_slice_id = serializers.IntegerField(required=False)
         unlabeled_only = serializers.BooleanField(default=False)
+        score_floor = serializers.FloatField(
+            min_value=0, max_value=1, default=0.05, help_text="box_entropy and box_disagreement leave out boxes below."
+        )
+        other_model_version_id = serializers.IntegerField(
+            required=False, min_value=1, max_value=MAX_ID, help_text="box_disagreement's other version (required)."
+        )
 
     @extend_schema(
         request=InputSerializer,
@@ -192,7 +205,12 @@ class SelectionCreateApi(Api):
                 "The 100 least confident",
                 request_only=True,
                 value={"name": "review batch 1", "strategy": "least_confidence", "k": 100, "unlabeled_only": True},
-            )
+            ),
+            OpenApiExample(
+                "Where two detectors disagree most",
+                request_only=True,
+                value={"name": "boxes to check", "strategy": "box_disagreement", "k": 50, "other_model_version_id": 2},
+            ),
         ],
     )
     def post(self, request, project_id: int, prediction_run_id: int):
@@ -204,6 +222,12 @@ class SelectionCreateApi(Api):
         options = data.validated_data
         with referenced_by("pool_slice_id"):
             pool = slice_get(project=project, slice_id=options["pool_slice_id"]) if "pool_slice_id" in options else None
+        with referenced_by("other_model_version_id"):
+            other = (
+                model_version_get(project=project, model_version_id=options["other_model_version_id"])
+                if "other_model_version_id" in options
+                else None
+            )
         selected = selection_create(
             principal=request.user,
             prediction_run=prediction_run,
@@ -215,6 +239,8 @@ class SelectionCreateApi(Api):
                 seed=options["seed"],
                 pool_slice_id=pool.pk if pool else None,
                 unlabeled_only=options["unlabeled_only"],
+                score_floor=options["score_floor"],
+                other_model_version_id=other.pk if other else None,
             ),
         )
         return Response(SliceSummaryOutputSerializer(selected).data, status=status.HTTP_201_CREATED)

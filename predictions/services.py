@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from datasets.models import Dataset, ModelVersion
+from datasets.models import Dataset, ModelVersion, Prediction
 from jobs.models import Job
 from jobs.services import job_create, job_report_progress
 from mlops import tables
@@ -14,6 +14,7 @@ from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError, Conflict
 from mlops.storage import open_uri
 from predictions.active_selection import Selection, selection_sql
+from predictions.detection_selection import BOX_STRATEGIES, box_selection_sql
 from predictions.metrics import Scope, classification_comparison, top1_disagreement_sql
 from predictions.models import PredictionRun
 from search.indexing import datarows_changed
@@ -291,7 +292,21 @@ def selection_create(
         )
     if pool_slice is not None:
         _stored_members_slice(pool_slice, project_id=project_id, field="pool_slice_id")
-    sql, params = selection_sql(prediction_run_id=prediction_run.pk, selection=selection)
+    if selection.other_model_version_id is not None and selection.strategy != "box_disagreement":
+        raise ApplicationError(
+            "Only box_disagreement compares with another model version.",
+            {"fields": {"other_model_version_id": ["Only with the box_disagreement strategy."]}},
+        )
+    if selection.strategy in BOX_STRATEGIES:
+        _check_box_selection(prediction_run, selection)
+        sql, params = box_selection_sql(prediction_run_id=prediction_run.pk, selection=selection)
+    else:
+        if selection.strategy != "random" and _run_kind(prediction_run) == "box":
+            raise ApplicationError(
+                f"Prediction run {prediction_run.pk} predicted boxes; '{selection.strategy}' ranks classifications.",
+                {"fields": {"strategy": [f"A detector's run takes {', '.join(BOX_STRATEGIES)} or random."]}},
+            )
+        sql, params = selection_sql(prediction_run_id=prediction_run.pk, selection=selection)
     return slice_create_from_select(
         project=prediction_run.model_version.project,
         name=name,
@@ -301,6 +316,38 @@ def selection_create(
         description=f"{selection.strategy}: top {selection.k} of prediction run {prediction_run.pk} "
         f"({prediction_run.model_version})",
     )
+
+
+def _run_kind(prediction_run: PredictionRun) -> str | None:
+    """What the run predicted: a run writes one kind, so any one of its rows (by the run's index) tells."""
+    return next(iter(Prediction.objects.filter(run=prediction_run).values_list("kind", flat=True)[:1]), None)
+
+
+def _check_box_selection(prediction_run: PredictionRun, selection: Selection) -> None:
+    if not 0 <= selection.score_floor <= 1:
+        raise ApplicationError(
+            "score_floor must be between 0 and 1.", {"fields": {"score_floor": ["Between 0 and 1."]}}
+        )
+    if _run_kind(prediction_run) != "box":
+        raise ApplicationError(
+            f"Prediction run {prediction_run.pk} has no box predictions for '{selection.strategy}' to rank.",
+            {"fields": {"strategy": ["Needs a detector's run."]}},
+        )
+    if selection.strategy != "box_disagreement":
+        return
+    other = ModelVersion.objects.filter(
+        pk=selection.other_model_version_id, project_id=prediction_run.model_version.project_id
+    ).first()
+    if other is None:
+        raise ApplicationError(
+            "box_disagreement needs another model version of the project to compare with.",
+            {"fields": {"other_model_version_id": ["A model version of this project is required."]}},
+        )
+    if other.pk == prediction_run.model_version_id:
+        raise ApplicationError(
+            f"Model version {other.pk} is the run's own; compare with another one.",
+            {"fields": {"other_model_version_id": ["Must differ from the run's model version."]}},
+        )
 
 
 def model_versions_compare(

@@ -17,11 +17,12 @@ from datasets.serializers import DatarowOutputSerializer
 from jobs.serializers import JobOutputSerializer
 from mlops.apis import Api
 from mlops.exception_handler import ErrorSerializer
-from mlops.exceptions import NotAuthenticated
+from mlops.exceptions import ApplicationError, NotAuthenticated
 from mlops.serializers import StrictSerializer
 from projects.selectors import project_get
 from search.engines.base import SortSpec
-from search.selectors import SearchCursor, search_datarows
+from search.engines.statistics import Statistic
+from search.selectors import SearchCursor, search_datarows, search_statistics, statistics_count_check
 from search.services import search_reindex_start
 
 DEFAULT_PAGE_SIZE = 50
@@ -204,3 +205,200 @@ class ProjectSearchReindexApi(Api):
             principal=request.user, project=project_get(principal=request.user, project_id=project_id)
         )
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_serializer(component_name="SearchStatisticInput")
+class SearchStatisticInputSerializer(StrictSerializer):
+    """One statistic asked for (search.engines.statistics.Statistic)."""
+
+    name = serializers.CharField(
+        required=False, max_length=200, help_text="Names the statistic in the answer; default: its field."
+    )
+    kind = serializers.ChoiceField(choices=("count", "histogram"))
+    field = serializers.CharField(
+        max_length=MAX_NAME,
+        help_text="count: label.class, prediction.class, prediction.model, label.attributes.<path>, "
+        "prediction.attributes.<path>; "
+        "histogram: label.<x|y|w|h|area>, prediction.<x|y|w|h|area|score>, width, height, metadata.<number path>.",
+    )
+    count = serializers.ChoiceField(
+        choices=("objects", "images"),
+        default="objects",
+        help_text="count: the objects holding each value, or the images (datarows) holding one.",
+    )
+    model = serializers.CharField(
+        required=False, max_length=MAX_NAME, help_text="prediction fields: this model version only, 'name@version'."
+    )
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_ID,
+        default=100,
+        help_text="count: values listed, most first (at most SEARCH_STATISTICS_MAX_VALUES); the rest are "
+        "summed in `other`.",
+    )
+    bins = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, default=20, help_text="histogram: at most SEARCH_STATISTICS_MAX_BINS."
+    )
+    range = serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=2,
+        max_length=2,
+        required=False,
+        help_text="histogram: [low, high], the last bin closed; absent: the values' minimum and maximum.",
+    )
+    slice_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Only this ids or frozen slice's matching members, counted per split "
+        "(train, validation, test, unassigned).",
+    )
+
+
+@extend_schema_field(SearchStatisticInputSerializer(many=True))
+class SearchStatisticsField(serializers.ListField):
+    """The statistics, each checked on its own: a bad one is a 400 naming statistics[i].<key>, as the checks of
+    their meaning (search.engines.statistics) name it."""
+
+    child = serializers.JSONField()
+
+    def to_internal_value(self, data) -> tuple[Statistic, ...]:
+        items = super().to_internal_value(data)
+        statistics_count_check(len(items))  # before checking each: a long list is no work
+        statistics = []
+        for index, item in enumerate(items):
+            one = SearchStatisticInputSerializer(data=item)
+            if not one.is_valid():
+                fields = {f"statistics[{index}].{key}": errors for key, errors in one.errors.items()}
+                raise ApplicationError(f"Invalid statistics[{index}]: see extra.fields.", {"fields": fields})
+            given = one.validated_data
+            statistics.append(
+                Statistic(
+                    name=given.get("name", given["field"]),
+                    kind=given["kind"],
+                    field=given["field"],
+                    count=given["count"],
+                    model=given.get("model"),
+                    limit=given["limit"],
+                    bins=given["bins"],
+                    range=tuple(given["range"]) if "range" in given else None,
+                    slice_id=given.get("slice_id"),
+                )
+            )
+        return tuple(statistics)
+
+
+class ProjectSearchStatisticsApi(Api):
+    permission_classes = [CanRead]
+
+    @extend_schema_serializer(component_name="SearchStatisticsInput")
+    class InputSerializer(StrictSerializer):
+        query = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            allow_null=True,
+            default="",
+            trim_whitespace=False,
+            help_text="Empty, null or absent: every datarow.",
+        )
+        dataset = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+        statistics = SearchStatisticsField(
+            min_length=1, help_text="At most SEARCH_MAX_STATISTICS (10 unless configured)."
+        )
+
+    @extend_schema_serializer(component_name="SearchStatisticsOutput")
+    class OutputSerializer(serializers.Serializer):
+        class StatisticSerializer(serializers.Serializer):
+            class GroupSerializer(serializers.Serializer):
+                class ValueSerializer(serializers.Serializer):
+                    value = serializers.JSONField(
+                        help_text="A class name, or an attribute's string, number or boolean."
+                    )
+                    count = serializers.IntegerField()
+
+                class OtherSerializer(serializers.Serializer):
+                    values = serializers.IntegerField(help_text="Values past the limit.")
+                    count = serializers.IntegerField(help_text="The sum of their counts.")
+
+                class BucketSerializer(serializers.Serializer):
+                    low = serializers.FloatField()
+                    high = serializers.FloatField(help_text="Excluded, except in the last bucket.")
+                    count = serializers.IntegerField()
+
+                split = serializers.ChoiceField(
+                    choices=("all", "train", "validation", "test", "unassigned"),
+                    help_text="all without slice_id; else each split of the slice, and its members without one.",
+                )
+                values = ValueSerializer(many=True, required=False, help_text="count: most first.")
+                other = OtherSerializer(required=False, help_text="count")
+                range = serializers.ListField(
+                    child=serializers.FloatField(),
+                    allow_null=True,
+                    required=False,
+                    help_text="histogram: [low, high]; null when no value was found (and no range given).",
+                )
+                buckets = BucketSerializer(many=True, required=False, help_text="histogram")
+                below = serializers.IntegerField(required=False, help_text="histogram: values under low.")
+                above = serializers.IntegerField(required=False, help_text="histogram: values over high.")
+
+            name = serializers.CharField()
+            kind = serializers.CharField()
+            field = serializers.CharField()
+            count = serializers.CharField(required=False, help_text="count: objects or images.")
+            groups = GroupSerializer(many=True)
+
+        statistics = StatisticSerializer(many=True)
+        took_ms = serializers.IntegerField()
+
+    @extend_schema(
+        request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "Objects per class and a histogram of box areas",
+                request_only=True,
+                value={
+                    "query": "metadata.weather = 'rain'",
+                    "statistics": [
+                        {"kind": "count", "field": "label.class", "limit": 50},
+                        {"kind": "count", "field": "prediction.class", "model": "yolo@2", "count": "images"},
+                        {"kind": "histogram", "field": "label.area", "bins": 20, "range": [0, 100000]},
+                        {"name": "score per split", "kind": "histogram", "field": "prediction.score", "slice_id": 7},
+                    ],
+                },
+            )
+        ],
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="A bad query, a field that cannot be counted or binned, options that do not go with "
+                "it, or a limit passed (extra.limit names its setting); extra.fields names the statistic's key, "
+                "e.g. statistics[1].field.",
+            ),
+            404: ErrorSerializer,
+            422: OpenApiResponse(
+                ErrorSerializer,
+                description="A statement ran longer than SEARCH_STATEMENT_TIMEOUT_MS and was stopped: narrow the "
+                "query.",
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="The tenant runs SEARCH_MAX_CONCURRENT_PER_TENANT searches "
+                "already, or a rate limit is reached: see Retry-After.",
+            ),
+        },
+    )
+    def post(self, request, project_id: int):
+        """Statistics over the datarows a query matches: values counted per object class or attribute value, and
+        histograms of numbers (docs/query-language.md, "Statistics")."""
+        project = project_get(principal=request.user, project_id=project_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        result = search_statistics(
+            project=project,
+            query_text=params["query"] or "",
+            statistics=params["statistics"],
+            dataset_id=params.get("dataset"),
+        )
+        return Response(self.OutputSerializer(result).data)

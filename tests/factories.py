@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datasets.models import DataRow, Dataset
+from evaluations.models import EvaluationRun
 from jobs.models import Job
 from predictions.models import ModelVersion
 from projects.models import Project
@@ -68,6 +69,17 @@ def model_version_make(*, project: Project, name: str = "model", version: str = 
 
 def job_make(*, kind: str, workspace_id: str = WORKSPACE, owner_id: str = "tester", **fields) -> Job:
     return Job.objects.create(kind=kind, workspace_id=workspace_id, owner_id=owner_id, **fields)
+
+
+def evaluation_run_make(
+    *, model_version: ModelVersion, status: str = Job.Status.SUCCEEDED, created_by: str = "tester", **fields
+) -> EvaluationRun:
+    """An evaluation run as its job leaves it (succeeded unless given), with its own job; metrics and matches are the
+    test's to write."""
+    job = job_make(kind="evaluation-run", owner_id=created_by, status=status, celery_task_id=str(uuid.uuid4()))
+    return EvaluationRun.objects.create(
+        project_id=model_version.project_id, model_version=model_version, job=job, created_by=created_by, **fields
+    )
 
 
 def principal_make(

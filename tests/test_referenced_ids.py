@@ -95,6 +95,18 @@ CASES = {
         {"model_version_id": own.model_version, "dataset_id": other.dataset},
         "dataset_id",
     ),
+    "evaluation run model version": lambda own, other: (
+        "post",
+        "evaluation-runs",
+        {"model_version_id": other.model_version, "slice_id": own.slice},
+        "model_version_id",
+    ),
+    "evaluation run slice": lambda own, other: (
+        "post",
+        "evaluation-runs",
+        {"model_version_id": own.model_version, "slice_id": other.slice},
+        "slice_id",
+    ),
     "compare baseline": lambda own, other: (
         "post",
         "model-versions/compare",
@@ -135,6 +147,12 @@ CASES = {
         f"prediction-runs/{own.prediction_run}/selections",
         {"name": "s", "strategy": "least_confidence", "k": 1, "pool_slice_id": other.slice},
         "pool_slice_id",
+    ),
+    "box disagreement's other version": lambda own, other: (
+        "post",
+        f"prediction-runs/{own.prediction_run}/selections",
+        {"name": "s", "strategy": "box_disagreement", "k": 1, "other_model_version_id": other.model_version},
+        "other_model_version_id",
     ),
     "slice from a query in a dataset": lambda own, other: (
         "post",

@@ -12,6 +12,7 @@ import psycopg
 from django.db import connections
 
 from datasets.importers.records import BatchBuffers, LineError
+from datasets.models import ObjectAttribute
 from mlops.db_routing import WRITER
 
 ROW_COLUMNS = "line_no, external_id, uri, media_type, width, height, metadata, tags, has_labels, has_predictions"
@@ -37,6 +38,30 @@ DROP_STAGING = (
     "DROP TABLE IF EXISTS import_rows, import_labels, import_predictions, import_seen, import_ids, import_classes"
 )
 TRUNCATE_STAGING = "TRUNCATE import_rows, import_labels, import_predictions, import_ids, import_classes"
+
+# The batch's top-level label attributes whose values (nulls aside) are all booleans, all numbers or all strings
+# (an enum, up to MAX_ENUM_VALUES of them) join the project's attribute catalog (datasets.models.ObjectAttribute);
+# an enum already there gains the new values while it stays within the bound. A name seen with another type keeps
+# its entry: the catalog only picks which conditions the typed indexes answer, never what matches. In name order,
+# so that imports into one project lock catalog rows in the same order.
+MAX_ENUM_VALUES = ObjectAttribute.MAX_ENUM_VALUES
+OBJECT_ATTRIBUTES_LEARN = """
+INSERT INTO datasets_objectattribute AS a (project_id, name, value_type, enum_values, declared, updated_at)
+SELECT %(project)s, key, CASE min(jsonb_typeof(value)) WHEN 'string' THEN 'enum' ELSE min(jsonb_typeof(value)) END,
+       coalesce(array_agg(DISTINCT value #>> '{}' ORDER BY value #>> '{}') FILTER (WHERE jsonb_typeof(value) = 'string'), '{}'),
+       false, now()
+FROM import_labels, jsonb_each(CASE jsonb_typeof(attributes) WHEN 'object' THEN attributes END) AS e(key, value)
+WHERE jsonb_typeof(value) <> 'null' AND length(key) <= 200
+GROUP BY key
+HAVING count(DISTINCT jsonb_typeof(value)) = 1 AND min(jsonb_typeof(value)) IN ('boolean', 'number', 'string')
+   AND count(DISTINCT value) FILTER (WHERE jsonb_typeof(value) = 'string') <= %(most)s
+ORDER BY key
+ON CONFLICT (project_id, name) DO UPDATE
+SET enum_values = ARRAY(SELECT DISTINCT v FROM unnest(a.enum_values || EXCLUDED.enum_values) AS v ORDER BY v),
+    updated_at = now()
+WHERE a.value_type = 'enum' AND EXCLUDED.value_type = 'enum'
+  AND (SELECT count(DISTINCT v) FROM unnest(a.enum_values || EXCLUDED.enum_values) AS v) <= %(most)s
+"""
 
 
 @dataclass
@@ -260,6 +285,8 @@ def merge_batch(conn: psycopg.Connection, options: MergeOptions, result: BatchRe
             [options.source, options.user, options.project_id],
         )
         result.labels_added = cursor.rowcount
+        if result.labels_added:
+            cursor.execute(OBJECT_ATTRIBUTES_LEARN, {"project": options.project_id, "most": MAX_ENUM_VALUES})
 
         cursor.execute(
             """

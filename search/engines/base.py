@@ -114,11 +114,24 @@ class EnginePage:
     facets_sampled: bool = False
 
 
+@dataclass(frozen=True)
+class StatisticsRequest:
+    tenant_schema: str
+    project_id: int
+    query: ValidQuery | None
+    dataset_id: int | None
+    statistics: tuple  # of search.engines.statistics.Statistic, checked
+    max_values: int  # SEARCH_STATISTICS_MAX_VALUES: distinct values one count may have
+
+
 class SearchEngine(Protocol):
     name: str
 
     def search(self, request: SearchRequest, *, using: str) -> EnginePage:
         """One page of matching datarow ids in the request's order after `request.after`, the total and facets."""
+
+    def statistics(self, request: StatisticsRequest, *, using: str) -> list[dict]:
+        """Each statistic over the matches, in order (search.engines.statistics.statistic_result)."""
 
     def iter_matching_ids(
         self,

@@ -9,6 +9,7 @@ where the field is missing, as the reference and PostgreSQL do. Nothing is score
 from elasticsearch import dsl
 
 from search.engines.elasticsearch_documents import (
+    NESTED_PATHS,
     OBJECT_PATHS,
     TEXT_VALUE_GAP,
     attribute_field,
@@ -23,6 +24,8 @@ from search.ql.visitor import Visitor
 
 _RANGE_OPERATORS = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 _ROW_COLUMNS = {"dataset_id": "dataset_id"}
+# Evaluation match columns (search.ql.validation.EVALUATION_FIELDS) under their document names.
+_MATCH_FIELDS = {"run_id": "run", "predicted_class_id": "predicted_class"}
 
 
 def like_wildcard(pattern: str) -> str:
@@ -61,7 +64,7 @@ def _at_least(kind: str, condition: dsl.query.Query, count: int) -> dsl.query.Qu
     if count <= 0:
         return _match_all()
     nested = dsl.query.Nested(
-        path=OBJECT_PATHS[kind], score_mode="sum", query=dsl.query.ConstantScore(filter=condition, boost=1)
+        path=NESTED_PATHS[kind], score_mode="sum", query=dsl.query.ConstantScore(filter=condition, boost=1)
     )
     return dsl.query.FunctionScore(query=nested, min_score=count)
 
@@ -80,7 +83,7 @@ class _Compiler(Visitor[[str], dsl.query.Query]):
         return _not(self.visit(node.item, scope))
 
     def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str) -> dsl.query.Query:
-        return dsl.query.Nested(path=OBJECT_PATHS[node.kind], query=self.visit(node.condition, node.kind))
+        return dsl.query.Nested(path=NESTED_PATHS[node.kind], query=self.visit(node.condition, node.kind))
 
     def visit_SliceMembership(self, node: ast.SliceMembership, scope: str) -> dsl.query.Query:
         return dsl.query.Term(slice_ids=node.slice_id)
@@ -154,7 +157,7 @@ class _Compiler(Visitor[[str], dsl.query.Query]):
             or (node.values[0] if isinstance(node, ast.InList) else None)
         )
         value_type = field_type(spec, value) if value is not None else spec.type
-        prefix = "" if scope == ROW else f"{OBJECT_PATHS[scope]}."
+        prefix = "" if scope == ROW else f"{NESTED_PATHS[scope]}."
         if spec.kind == "metadata":
             return metadata_field(spec.path), value_type
         if spec.kind == "attributes":
@@ -165,15 +168,15 @@ class _Compiler(Visitor[[str], dsl.query.Query]):
         if spec.kind == "tags":
             return "tags", value_type
         if spec.kind in ("class", "model"):
-            return f"{prefix}{spec.kind}", value_type
-        return prefix + _ROW_COLUMNS.get(spec.column, spec.column), value_type
+            return f"{prefix}{_MATCH_FIELDS.get(spec.column or '', spec.kind)}", value_type
+        return prefix + {**_ROW_COLUMNS, **_MATCH_FIELDS}.get(spec.column, spec.column), value_type
 
     def exists(self, spec: FieldSpec, scope: str, field: str) -> dsl.query.Query:
         if spec.kind == "metadata":
             return dsl.query.Term(metadata_present=encode_path(spec.path))
         if spec.kind == "attributes":
             return dsl.query.Term(**{f"{OBJECT_PATHS[scope]}.attributes.present": encode_path(spec.path)})
-        if spec.kind in ("class", "model"):
+        if spec.kind in ("class", "model") and not spec.nullable:
             return _match_all()  # every object has a class, every prediction a model
         return dsl.query.Exists(field=field)
 

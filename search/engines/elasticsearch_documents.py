@@ -20,6 +20,9 @@ TEXT_VALUE_GAP = 10_000
 KEYWORD_IGNORE_ABOVE = 8191
 ATTRIBUTE_TYPES = ("string", "number", "boolean")
 OBJECT_PATHS = {"label": "labels", "prediction": "predictions"}
+# Evaluation runs' matches of the datarow's objects: nested like labels, with no attributes.
+EVALUATION_PATH = "evaluation_matches"
+NESTED_PATHS = {**OBJECT_PATHS, "evaluation": EVALUATION_PATH}
 
 INDEX_SETTINGS = {
     "number_of_shards": 1,
@@ -86,6 +89,19 @@ def _object_mapping(kind: str) -> dict:
     return {"type": "nested", "properties": properties}
 
 
+def evaluation_mapping() -> dict:
+    keywords = ("side", "outcome", "class", "class_ancestors", "predicted_class", "predicted_class_ancestors")
+    return {
+        "type": "nested",
+        "properties": {
+            "run": {"type": "long"},
+            **{name: {"type": "keyword"} for name in keywords},
+            "iou": {"type": "double"},
+            "score": {"type": "double"},
+        },
+    }
+
+
 def metadata_properties(catalog: dict[str, str]) -> dict:
     """The metadata fields of the catalog (path -> type); adding paths later is a mapping update, never a change."""
     return {encode_path(tuple(path.split("."))): _CATALOG_MAPPINGS[kind] for path, kind in sorted(catalog.items())}
@@ -123,6 +139,7 @@ def index_mapping(catalog: dict[str, str]) -> dict:
             "metadata_present": {"type": "keyword"},
             "labels": _object_mapping("label"),
             "predictions": _object_mapping("prediction"),
+            EVALUATION_PATH: evaluation_mapping(),
         },
     }
 
@@ -191,6 +208,23 @@ def _object_document(kind: str, item: dict) -> dict:
     return document
 
 
+def _match_document(match: dict) -> dict:
+    document = {
+        "run": match["run"],
+        "side": match["side"],
+        "outcome": match["outcome"],
+        "class": match["class"],
+        "class_ancestors": class_ancestors(match["class"]),
+    }
+    if match["predicted_class"] is not None:
+        document.update(
+            predicted_class=match["predicted_class"],
+            predicted_class_ancestors=class_ancestors(match["predicted_class"]),
+        )
+    document.update({name: match[name] for name in ("iou", "score") if match[name] is not None})
+    return document
+
+
 def datarow_document(row: dict, catalog: dict[str, str]) -> dict:
     """The document of a datarow (document id = datarow id) for an index mapped from `catalog`."""
     metadata, present = {}, []
@@ -217,4 +251,5 @@ def datarow_document(row: dict, catalog: dict[str, str]) -> dict:
         "metadata_present": present,
         "labels": [_object_document("label", item) for item in row["labels"]],
         "predictions": [_object_document("prediction", item) for item in row["predictions"]],
+        EVALUATION_PATH: [_match_document(match) for match in row.get("evaluation_matches", ())],
     }

@@ -7,6 +7,7 @@ evaluates the DSL subset, and a live suite runs when ELASTICSEARCH_URL is set.
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import lru_cache
 
 from django.conf import settings
@@ -19,11 +20,14 @@ from search.engines.base import (
     SearchRequest,
     SearchTotal,
     SortSpec,
+    StatisticsRequest,
     cursor_error,
     facet_metadata_path,
+    get_engine,
 )
 from search.engines.elasticsearch_compiler import compile_query
 from search.engines.elasticsearch_documents import OBJECT_PATHS, alias_name, encode_path, metadata_field
+from search.engines.elasticsearch_statistics import elasticsearch_statistics
 from search.ql.validation import ValidQuery
 from tenancy.models import Tenant
 
@@ -183,6 +187,35 @@ class ElasticsearchEngine:
         return EnginePage(
             [int(hit["_id"]) for hit in page], next_after, SearchTotal(total["value"], total["relation"]), facets
         )
+
+    def statistics(self, request: StatisticsRequest, *, using: str) -> list[dict]:
+        """Aggregations; a statistic grouped by a slice's splits is counted on PostgreSQL, where splits are
+        (search/engines/elasticsearch_statistics.py)."""
+        by_split = tuple(statistic for statistic in request.statistics if statistic.slice_id is not None)
+        rest = tuple(statistic for statistic in request.statistics if statistic.slice_id is None)
+        answers = dict(
+            zip(
+                rest,
+                elasticsearch_statistics(
+                    rest,
+                    client=client_for_tenant(request.tenant_schema),
+                    index=alias_name(request.tenant_schema, request.project_id),
+                    query=request.query,
+                    dataset_id=request.dataset_id,
+                    cap=request.max_values,
+                ),
+                strict=True,
+            )
+        )
+        if by_split:
+            answers.update(
+                zip(
+                    by_split,
+                    get_engine("postgres").statistics(replace(request, statistics=by_split), using=using),
+                    strict=True,
+                )
+            )
+        return [answers[statistic] for statistic in request.statistics]
 
     def iter_matching_ids(
         self,

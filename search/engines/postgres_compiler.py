@@ -14,18 +14,25 @@ subquery would leave it to guess an average class and pick nested loops for a cl
 
 import json
 import operator
+from decimal import Decimal
 
 from django.db import connections
 
 from mlops import tables
-from search.engines.postgres_indexes import lists_predicate, path_index_state
+from search.engines.postgres_indexes import (
+    attribute_lists,
+    attribute_value,
+    label_attribute_state,
+    lists_predicate,
+    path_index_state,
+)
 from search.engines.postgres_sql import TEXT_SEARCH_CONFIG, CompiledQuery, jsonpath_direct, jsonpath_values
 from search.ql import ast
-from search.ql.validation import ROW, FieldSpec, ValidQuery, resolve_field, typed_value
+from search.ql.validation import ROW, FieldSpec, ValidQuery, literal_type, resolve_field, typed_value
 from search.ql.visitor import Visitor
 
 # Names in mlops.tables, read when a query compiles.
-OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION"}
+OBJECT_TABLES = {"label": "LABEL", "prediction": "PREDICTION", "evaluation": "OBJECT_MATCH"}
 _COUNT_OPERATORS = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -39,6 +46,32 @@ _JSONPATH_OPERATORS = {"=": "==", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 # matches it.
 METADATA_WORDS = f"jsonb_to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, {{column}}, '[\"string\"]'::jsonb)"
 _NOT_NULL = ' ? (@.type() != "null")'
+
+
+# The conditions the typed value of a catalog attribute answers, by its value type (the literal types they compare).
+_ATTRIBUTE_TYPES = {"boolean": "boolean", "number": "number", "enum": "string"}
+
+
+def _fits_attribute_type(node: ast.Predicate, value_type: str) -> bool:
+    """Equality and IN of values of the catalog type, and for numbers the ordered comparisons and BETWEEN."""
+    if isinstance(node, ast.Compare):
+        values, ordered = [node.value], node.op != "="
+    elif isinstance(node, ast.InList):
+        values, ordered = list(node.values), False
+    elif isinstance(node, ast.Between):
+        values, ordered = [node.low, node.high], True
+    else:
+        return False
+    if ordered and value_type != "number":
+        return False
+    return all(literal_type(value) == _ATTRIBUTE_TYPES[value_type] for value in values)
+
+
+def _attribute_param(value: ast.Value):
+    """A number as the exact decimal that the JSON path compares (its JSON text), not a binary float."""
+    if isinstance(value.value, bool) or not isinstance(value.value, (int, float)):
+        return value.value
+    return Decimal(json.dumps(value.value))
 
 
 def escape_like(text: str) -> str:
@@ -59,6 +92,8 @@ class _Compiler(Visitor[[str, str], str]):
         self.params: list = []
         # (kind, path) -> (direct index valid, lists possible): probed once per compile
         self.path_indexes: dict[tuple[str, tuple[str, ...]], tuple[bool, bool]] = {}
+        # label attribute -> (catalog value type, lists possible), or None outside the catalog: read once per compile
+        self.attribute_types: dict[tuple[str, ...], tuple[str, bool] | None] = {}
 
     def bind(self, value) -> str:
         self.params.append(value)
@@ -97,6 +132,8 @@ class _Compiler(Visitor[[str, str], str]):
     def predicate(self, node: ast.Predicate, scope: str, alias: str) -> str:
         """A predicate on a field, compiled by the method of its FieldSpec.kind (below), which knows the storage."""
         spec = resolve_field(node.field, scope, self.query.catalog)
+        if spec.kind == "attributes" and scope == "label":
+            return self._label_attribute(node, spec, alias)
         return getattr(self, f"_{spec.kind}")(node, spec, alias)
 
     visit_InList = visit_Between = visit_Like = visit_Exists = visit_Under = visit_Match = predicate
@@ -106,7 +143,10 @@ class _Compiler(Visitor[[str, str], str]):
         A row without matching objects has count 0, so when 0 satisfies the comparison the rows to exclude are
         the ones whose non-zero count does not. The groups keep to the project's datarows, so the set stays
         the size of the project, not of the tenant."""
-        if self.using is None:
+        if node.kind == "evaluation":
+            # Validation let only the project's runs through: their matches are of its datarows already.
+            scope = "WHERE true"
+        elif self.using is None:
             project = self.bind(self.project_id)
             scope = (
                 f"JOIN {tables.DATAROW} AS r ON r.id = o.datarow_id "
@@ -157,6 +197,12 @@ class _Compiler(Visitor[[str, str], str]):
         return f"EXISTS (SELECT 1 FROM unnest({alias}.tags) AS tag WHERE tag LIKE {self.bind(node.pattern.value)})"
 
     def _class(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        if spec.nullable:
+            # An evaluation match's predicted_class: null where no prediction overlapped the label.
+            assert spec.column is not None, "a nullable class field names its column"
+            if isinstance(node, ast.Exists):
+                return f"({alias}.{spec.column} IS NOT NULL)"
+            return f"coalesce({self._lookup(node, alias, spec.column, tables.ONTOLOGY_CLASS, 'name')}, false)"
         return self._lookup(node, alias, "ontology_class_id", tables.ONTOLOGY_CLASS, "name")
 
     def _model(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
@@ -199,6 +245,44 @@ class _Compiler(Visitor[[str, str], str]):
 
     def _attributes(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
         return self._json(node, spec, f"{alias}.attributes")
+
+    def _label_attribute(self, node: ast.Predicate, spec: FieldSpec, alias: str) -> str:
+        """A label attribute in the project's attribute catalog, compared with values of its catalog type, is compared
+        as its typed value (search_attribute_<type>, as the indexes of `manage.py search_attribute_indexes` write
+        it), two-valued (`IS TRUE`, or `value IS NOT NULL AND ...`); labels holding a list there take every value
+        from the JSON, a branch left out when the lists index shows none. Any other attribute condition reads the
+        JSON as before: both give the same labels."""
+        column = f"{alias}.attributes"
+        value_type = self._attribute_type(spec.path) if self.using is not None and len(spec.path) == 1 else None
+        if value_type is None or not _fits_attribute_type(node, value_type[0]):
+            return self._json(node, spec, column)
+        value = attribute_value(value_type[0], column)
+        params = [spec.path[0], spec.path[0]]
+        if value_type[0] == "boolean":
+            # IS TRUE / IS FALSE, as written in the predicates of the attribute's partial indexes (two-valued too).
+            wanted = {node.value.value} if isinstance(node, ast.Compare) else {item.value for item in node.values}
+            held = f"{value} IS NOT NULL" if len(wanted) == 2 else f"{value} IS {'TRUE' if True in wanted else 'FALSE'}"
+            params.pop()
+        elif isinstance(node, ast.Compare):
+            held = f"{value} IS NOT NULL AND {value} {node.op} %s"
+            params.append(_attribute_param(node.value))
+        elif isinstance(node, ast.InList):
+            held = f"{value} IS NOT NULL AND {value} IN (" + ", ".join("%s" for _ in node.values) + ")"
+            params += [_attribute_param(item) for item in node.values]
+        else:
+            held = f"{value} IS NOT NULL AND {value} BETWEEN %s AND %s"
+            params += [_attribute_param(node.low), _attribute_param(node.high)]
+        self.params += params
+        if not value_type[1]:
+            return f"({held})"
+        lists = f"{attribute_lists(column)} AND "
+        self.params.append(spec.path[0])
+        return f"(({held}) OR ({lists}{self._json(node, spec, column)}))"
+
+    def _attribute_type(self, path: tuple[str, ...]) -> tuple[str, bool] | None:
+        if path not in self.attribute_types:
+            self.attribute_types[path] = label_attribute_state(self.project_id, path[0], self.using)
+        return self.attribute_types[path]
 
     def _json(self, node: ast.Predicate, spec: FieldSpec, column: str) -> str:
         """A condition holds when any value at the path satisfies it. Comparisons of strings, numbers and
@@ -338,7 +422,11 @@ class _Compiler(Visitor[[str, str], str]):
 
 # The object fields the object tables' indexes hold (docs/design/search-postgres.md, "Indexes used"): a condition on
 # these alone is answered from the indexes.
-_INDEXED_OBJECT_FIELDS = {"label": {"class"}, "prediction": {"class", "model", "score"}}
+_INDEXED_OBJECT_FIELDS = {
+    "label": {"class"},
+    "prediction": {"class", "model", "score"},
+    "evaluation": {"run", "outcome", "class", "iou", "score", "predicted_class"},
+}
 
 
 class _ReadsObjectRows(Visitor[[str | None], bool]):

@@ -23,11 +23,13 @@ from search.engines.base import (
     SearchRequest,
     SearchTotal,
     SortSpec,
+    StatisticsRequest,
     cursor_error,
     facet_metadata_path,
 )
 from search.engines.postgres_compiler import compile_filter, reads_object_rows
 from search.engines.postgres_sql import CompiledQuery, jsonpath_direct, jsonpath_values
+from search.engines.postgres_statistics import postgres_statistics
 from search.engines.snapshot_sessions import can_share_snapshot, fetch_all_in_one_snapshot
 from search.ql.validation import ValidQuery, parse_datetime
 
@@ -270,6 +272,16 @@ class PostgresEngine:
         page = keys[: request.limit]
         next_after = (_json_value(page[-1][1]), page[-1][0]) if len(keys) > request.limit else None
         return EnginePage([row_id for row_id, _ in page], next_after, total, facets, sampled)
+
+    def statistics(self, request: StatisticsRequest, *, using: str) -> list[dict]:
+        return postgres_statistics(
+            request.statistics,
+            project_id=request.project_id,
+            query=request.query,
+            dataset_id=request.dataset_id,
+            cap=request.max_values,
+            using=using,
+        )
 
     @staticmethod
     def _total_and_facets(

@@ -1,5 +1,6 @@
-"""Read datarows for indexing, set-based: one statement per batch gives each datarow with its labels, predictions
-and slice memberships, in the reference evaluator's dict shape (tests/search/reference.py, plus "slice_ids")."""
+"""Read datarows for indexing, set-based: one statement per batch gives each datarow with its labels, predictions,
+slice memberships and evaluation matches, in the reference evaluator's dict shape (tests/search/reference.py, plus
+"slice_ids")."""
 
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ _COLUMNS = (
     "labels",
     "predictions",
     "slice_ids",
+    "evaluation_matches",
 )
 
 
@@ -39,7 +41,13 @@ def _datarows_sql(condition: str) -> str:
                       FROM {tables.PREDICTION} AS o JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = o.ontology_class_id
                       JOIN {tables.MODEL_VERSION} AS m ON m.id = o.model_version_id
                       WHERE o.datarow_id = d.id), '[]'),
-            ARRAY(SELECT m.slice_id FROM {tables.SLICE_MEMBER} AS m WHERE m.datarow_id = d.id ORDER BY m.slice_id)
+            ARRAY(SELECT m.slice_id FROM {tables.SLICE_MEMBER} AS m WHERE m.datarow_id = d.id ORDER BY m.slice_id),
+            coalesce((SELECT jsonb_agg(jsonb_build_object('run', e.run_id, 'side', e.side, 'outcome', e.outcome,
+                                                          'class', c.name, 'predicted_class', p.name, 'iou', e.iou,
+                                                          'score', e.score) ORDER BY e.id)
+                      FROM {tables.OBJECT_MATCH} AS e JOIN {tables.ONTOLOGY_CLASS} AS c ON c.id = e.ontology_class_id
+                      LEFT JOIN {tables.ONTOLOGY_CLASS} AS p ON p.id = e.predicted_class_id
+                      WHERE e.datarow_id = d.id), '[]')
         FROM {tables.DATAROW} AS d JOIN {tables.DATASET} AS s ON s.id = d.dataset_id
         WHERE s.project_id = %s AND {condition} ORDER BY d.id"""
 
@@ -47,7 +55,7 @@ def _datarows_sql(condition: str) -> str:
 def _decode(values: tuple) -> dict:
     # Django hands jsonb back as text.
     row = dict(zip(_COLUMNS, values, strict=True))
-    for name in ("metadata", "labels", "predictions"):
+    for name in ("metadata", "labels", "predictions", "evaluation_matches"):
         if isinstance(row[name], str):
             row[name] = orjson.loads(row[name])
     return row

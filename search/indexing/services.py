@@ -19,10 +19,12 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from datasets.selectors import field_catalog_types
 from search.engines.elasticsearch_documents import (
+    EVALUATION_PATH,
     INDEX_SETTINGS,
     alias_name,
     building_alias_name,
     datarow_document,
+    evaluation_mapping,
     index_mapping,
     metadata_properties,
 )
@@ -94,7 +96,8 @@ def index_targets(
     client: Elasticsearch, *, tenant_schema: str, project_id: int, catalog: dict[str, str]
 ) -> IndexTargets:
     """The indices a change goes to, creating the project's first index if there is none, with the catalog's
-    metadata fields added to their mappings (new paths from an import; existing fields never change)."""
+    metadata fields added to their mappings (new paths from an import; existing fields never change), and the
+    evaluation matches' field for an index made before it existed."""
     alias = alias_name(tenant_schema, project_id)
     indices = _aliased_indices(client, alias)
     if not indices:
@@ -103,7 +106,11 @@ def index_targets(
         for index in indices:
             _call(
                 lambda index=index: client.indices.put_mapping(
-                    index=index, properties={"metadata": {"type": "object", "properties": metadata_properties(catalog)}}
+                    index=index,
+                    properties={
+                        "metadata": {"type": "object", "properties": metadata_properties(catalog)},
+                        EVALUATION_PATH: evaluation_mapping(),
+                    },
                 )
             )
     building = [index for index in _aliased_indices(client, building_alias_name(alias)) if index not in indices]

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Union
 
 COMPARISON_OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
-OBJECT_KINDS = ("label", "prediction")
+OBJECT_KINDS = ("label", "prediction", "evaluation")
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,8 @@ def _check_shape(tree: Tree, limits: QueryLimits) -> None:
             objects += 1
             if objects > MAX_OBJECT_CONDITIONS:
                 raise _Limit(
-                    f"a query may hold at most {MAX_OBJECT_CONDITIONS} label/prediction conditions", _pos(node)
+                    f"a query may hold at most {MAX_OBJECT_CONDITIONS} label/prediction/evaluation conditions",
+                    _pos(node),
                 )
         depth += node.data in _NESTING_RULES
         if depth > limits.max_depth:

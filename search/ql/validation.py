@@ -47,6 +47,21 @@ _OBJECT_FIELDS = {
     "kind": FieldSpec("column", "string", "kind"),
     **{name: FieldSpec("column", "number", name, nullable=True) for name in ("x", "y", "w", "h", "area")},
 }
+EVALUATION = "evaluation"
+# An evaluation run's matches (docs/query-language.md, "Evaluations"). `run` names the run, once per condition;
+# `model = 'name@version'` may name it instead, and validation puts `run = <its latest succeeded run>` in its place.
+EVALUATION_FIELDS = {
+    "run": FieldSpec("column", "number", "run_id"),
+    "side": FieldSpec("column", "string", "side"),
+    "outcome": FieldSpec("column", "string", "outcome"),
+    "class": FieldSpec("class", "class"),
+    "predicted_class": FieldSpec("class", "class", "predicted_class_id", nullable=True),
+    "iou": FieldSpec("column", "number", "iou", nullable=True),
+    "score": FieldSpec("column", "number", "score", nullable=True),
+}
+# The values a match's side and outcome take: any other would silently match nothing.
+EVALUATION_CHOICES = {"side": ("label", "prediction"), "outcome": ("tp", "fp", "fn")}
+_RUN_NAMES = (("run",), ("model",))
 OBJECT_FIELDS = {
     "label": _OBJECT_FIELDS,
     "prediction": {
@@ -54,6 +69,7 @@ OBJECT_FIELDS = {
         "score": FieldSpec("column", "number", "score"),
         "model": FieldSpec("model", "model"),
     },
+    EVALUATION: EVALUATION_FIELDS,
 }
 
 
@@ -67,6 +83,18 @@ class SliceDefinition:
     live: bool
     query: str = ""
     dataset_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationRuns:
+    """A project's evaluation runs as the evaluations app describes them: each run's id with its job's status, and
+    each model version ('name@version') with its latest succeeded run's id."""
+
+    statuses: Mapping[int, str]
+    latest: Mapping[str, int]
+
+
+NO_EVALUATION_RUNS = EvaluationRuns({}, {})
 
 
 @dataclass(frozen=True)
@@ -114,10 +142,18 @@ def resolve_field(field: ast.Field, scope: str, catalog: dict[str, str], query: 
                 f"{name!r} is a field of labels and predictions: write label({name} ...) or prediction({name} ...)",
                 field.pos,
             )
+        if not rest and head in EVALUATION_FIELDS:
+            raise _error(
+                query,
+                f"{name!r} is a field of evaluation matches: write evaluation(run = <id> AND {name} ...)",
+                field.pos,
+            )
         raise _unknown_field(
             query, "unknown field", name, [*ROW_FIELDS, *(f"metadata.{p}" for p in catalog)], field.pos
         )
     fields = OBJECT_FIELDS[scope]
+    if scope == EVALUATION and (rest or head not in fields):
+        raise _unknown_field(query, "unknown evaluation field", name, fields, field.pos)
     if head == "attributes":
         if not rest:
             raise _error(query, "name an attribute, e.g. attributes.occluded", field.pos)
@@ -165,12 +201,14 @@ class _Validator(Visitor[[str], ast.Expr]):
         limits: QueryLimits,
         within: tuple[str, ...] = (),
         model_versions: Set[str] | None = None,
+        evaluation_runs: EvaluationRuns = NO_EVALUATION_RUNS,
     ):
         self.query = query
         self.catalog = catalog
         self.slices = slices
         self.limits = limits
         self.model_versions = model_versions
+        self.evaluation_runs = evaluation_runs
         self.within = within  # the live slices being inlined, outermost first
 
     def error(self, message: str, pos: ast.Pos) -> QueryError:
@@ -194,10 +232,14 @@ class _Validator(Visitor[[str], ast.Expr]):
 
     def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str) -> ast.Expr:
         self.check_object_scope(node, scope)
+        if node.kind == EVALUATION:
+            return ast.ObjectMatch(node.kind, self.evaluation_condition(node), node.pos)
         return ast.ObjectMatch(node.kind, self.visit(node.condition, node.kind), node.pos)
 
     def visit_ObjectCount(self, node: ast.ObjectCount, scope: str) -> ast.Expr:
         self.check_object_scope(node, scope)
+        if node.kind == EVALUATION:
+            return ast.ObjectCount(node.kind, self.evaluation_condition(node), node.op, node.count, node.pos)
         if node.condition is None:
             return node
         return ast.ObjectCount(node.kind, self.visit(node.condition, node.kind), node.op, node.count, node.pos)
@@ -205,6 +247,50 @@ class _Validator(Visitor[[str], ast.Expr]):
     def check_object_scope(self, node: ast.ObjectMatch | ast.ObjectCount, scope: str) -> None:
         if scope != ROW:
             raise self.error(f"{node.kind}(...) cannot be nested inside {scope}(...)", node.pos)
+
+    def evaluation_condition(self, node: ast.ObjectMatch | ast.ObjectCount) -> ast.Expr:
+        """An evaluation condition names its run once, `run = <id>` or `model = 'name@version'` AND-ed with the
+        rest, so every match it tests is of one run (and the plan starts from the run's index). It comes back as
+        engines compile it: `run = <id>` first, a model replaced by the id of its latest succeeded run."""
+        conjuncts = _conjuncts(node.condition) if node.condition is not None else []
+        named = next((c for c in conjuncts if isinstance(c, ast.Compare) and _names_run(c)), None)
+        if named is None:
+            raise self.error(
+                "evaluation(...) and COUNT(evaluation WHERE ...) name their run: add run = <id> or "
+                "model = 'name@version', AND-ed with the rest of the condition",
+                node.pos,
+            )
+        run = ast.Compare(
+            ast.Field(("run",), named.field.pos), "=", ast.Value(self.evaluation_run(named), named.value.pos), named.pos
+        )
+        rest = tuple(self.visit(c, EVALUATION) for c in conjuncts if c is not named)
+        return ast.And((run, *rest), run.pos) if rest else run
+
+    def evaluation_run(self, node: ast.Compare) -> int:
+        """The id of the succeeded run that `run = <id>` or `model = 'name@version'` names; QueryError naming it
+        when there is none in the project."""
+        value = node.value
+        if node.field.path == ("run",):
+            if type(value.value) is not int:
+                raise self.error(f"run takes an evaluation run id, a whole number, not {_shown(value)}", value.pos)
+            status = self.evaluation_runs.statuses.get(value.value)
+            if status is None:
+                raise self.error(f"unknown evaluation run {value.value}: the project has no run of that id", value.pos)
+            if status != "succeeded":
+                raise self.error(
+                    f"evaluation run {value.value} has not succeeded (its job is {status}): it has no matches to query",
+                    value.pos,
+                )
+            return value.value
+        spec = FieldSpec("model", "model")
+        self.check_value("model", spec, value)
+        self.check_model_version(spec, value)
+        latest = self.evaluation_runs.latest.get(str(value.value))
+        if latest is None:
+            raise self.error(
+                f"model version {value.value!r} has no succeeded evaluation run in this project", value.pos
+            )
+        return latest
 
     def resolve_slice(self, node: ast.InSlice) -> ast.Expr:
         """An ids or frozen slice becomes a membership test; a live slice's query is checked and put in its place
@@ -225,7 +311,13 @@ class _Validator(Visitor[[str], ast.Expr]):
                 f"live slices nest more than {MAX_SLICE_DEPTH} deep here; freeze one of them", node.name.pos
             )
         inner = _Validator(
-            definition.query, self.catalog, self.slices, self.limits, (*self.within, name), self.model_versions
+            definition.query,
+            self.catalog,
+            self.slices,
+            self.limits,
+            (*self.within, name),
+            self.model_versions,
+            self.evaluation_runs,
         )
         try:
             # An empty query selects every datarow: created_at is never null.
@@ -254,6 +346,12 @@ class _Validator(Visitor[[str], ast.Expr]):
         assert not isinstance(node, (ast.InSlice, ast.SliceMembership, ast.ObjectMatch, ast.ObjectCount))
         if any("\x00" in segment for segment in node.field.path):
             raise self.error("names may not contain the NUL character", node.field.pos)
+        if scope == EVALUATION and node.field.path in _RUN_NAMES:
+            raise self.error(
+                f"{ast.field_name(node.field)} names the run once, as run = <id> or model = 'name@version' AND-ed "
+                "with the rest of the condition",
+                node.field.pos,
+            )
         return resolve_field(node.field, scope, self.catalog, self.query)
 
     def visit_Exists(self, node: ast.Exists, scope: str) -> ast.Expr:
@@ -267,6 +365,7 @@ class _Validator(Visitor[[str], ast.Expr]):
             raise self.error(f"{name} is a {kind} field: it takes = and !=, not {node.op}", node.pos)
         self.check_value(name, spec, node.value)
         self.check_model_version(spec, node.value)
+        self.check_choice(scope, name, node.value)
         return node
 
     def visit_InList(self, node: ast.InList, scope: str) -> ast.Expr:
@@ -274,7 +373,14 @@ class _Validator(Visitor[[str], ast.Expr]):
         for value in node.values:
             self.check_value(name, spec, value)
             self.check_model_version(spec, value)
+            self.check_choice(scope, name, value)
         return node
+
+    def check_choice(self, scope: str, name: str, value: ast.Value) -> None:
+        """An evaluation match's side and outcome take a few values; a typo would silently match nothing."""
+        choices = EVALUATION_CHOICES.get(name, ()) if scope == EVALUATION else ()
+        if choices and value.value not in choices:
+            raise self.error(f"{name} is one of {', '.join(repr(c) for c in choices)}, not {_shown(value)}", value.pos)
 
     def visit_Between(self, node: ast.Between, scope: str) -> ast.Expr:
         spec, name = self.field_spec(node, scope), ast.field_name(node.field)
@@ -352,6 +458,17 @@ class _Validator(Visitor[[str], ast.Expr]):
             raise _unknown_field(self.query, "unknown model version", value.value, self.model_versions, value.pos)
 
 
+def _conjuncts(node: ast.Expr) -> list[ast.Expr]:
+    """The parts of a condition AND-ed at its top level (nested ANDs flattened)."""
+    if isinstance(node, ast.And):
+        return [part for item in node.items for part in _conjuncts(item)]
+    return [node]
+
+
+def _names_run(node: ast.Compare) -> bool:
+    return node.op == "=" and node.field.path in _RUN_NAMES
+
+
 def _shown(value: ast.Value) -> str:
     if isinstance(value.value, bool):
         return "true" if value.value else "false"
@@ -366,10 +483,14 @@ def validate(
     slices: Mapping[str, SliceDefinition] | None = None,
     limits: QueryLimits = DEFAULT_LIMITS,
     model_versions: Set[str] | None = None,
+    evaluation_runs: EvaluationRuns = NO_EVALUATION_RUNS,
 ) -> ValidQuery:
     """Check the tree against the catalog (metadata path -> type) and resolve `IN SLICE` names with `slices` (name
     -> definition; without it every slice name is unknown), parsing live slices' queries within `limits`; with
-    `model_versions` ('name@version' of the project's), a model a query names must be one of them. Raises
+    `model_versions` ('name@version' of the project's), a model a query names must be one of them. The runs that
+    evaluation conditions name resolve with `evaluation_runs` (without it every run is unknown). Raises
     QueryError at the offending spot."""
-    checked = _Validator(text, catalog, slices, limits, model_versions=model_versions).visit(root, ROW)
+    checked = _Validator(
+        text, catalog, slices, limits, model_versions=model_versions, evaluation_runs=evaluation_runs
+    ).visit(root, ROW)
     return ValidQuery(checked, dict(catalog), text)

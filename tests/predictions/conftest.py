@@ -79,13 +79,14 @@ class World:
             for name, score in scores.items()
         )
 
-    def predict_box(self, model_version, datarow_id: int, name: str, box, score: float) -> None:
+    def predict_box(self, model_version, datarow_id: int, name: str, box, score: float, *, run=None) -> None:
         from datasets.models import Prediction
 
         x, y, w, h = box
         Prediction.objects.create(
             datarow_id=datarow_id,
             model_version=model_version,
+            run=run,
             kind="box",
             ontology_class_id=self.class_id(name),
             score=score,

@@ -4,10 +4,11 @@ with the field types of the index mapping: what a real server would answer, for 
 Covered: bool (filter / must / should with minimum_should_match / must_not), match_all, match_none, term, terms,
 range, exists, wildcard, intervals (match, all_of unordered with max_gaps), nested (score_mode sum), constant_score
 and function_score with min_score; sorts with mode, missing and nested filters; terms / nested / reverse_nested
-aggregations as the engine asks for them. Values are indexed as the mapping says: keywords over ignore_above are
+aggregations as the engine asks for them, and those of statistics (filter, range, min, max too). Values are indexed as the mapping says: keywords over ignore_above are
 not indexed, numbers compare as numbers, dates as instants at the field's resolution, text as the analyzer's words.
 """
 
+import math
 import re
 from datetime import datetime
 
@@ -225,7 +226,12 @@ class Evaluator:
             total = {"value": track, "relation": "gte"}
         answer = {"hits": {"total": total, "hits": hits}}
         if body.get("aggs"):
-            answer["aggregations"] = {name: self._aggregation(spec, matching) for name, spec in body["aggs"].items()}
+            answer["aggregations"] = {
+                name: self._aggregation(spec, matching)
+                if name.startswith("facet_")
+                else self.aggregate(spec, [(document, document) for document in matching])
+                for name, spec in body["aggs"].items()
+            }
         return answer
 
     def _sort_values(self, document: dict, sorts: list[dict]) -> list:
@@ -260,6 +266,71 @@ class Evaluator:
                 bucket = {"key": int(key), "key_as_string": "true" if key else "false", "doc_count": count}
             buckets.append(bucket)
         return {"buckets": _top(buckets, terms["size"])}
+
+    def aggregate(self, spec: dict, items: list[tuple[dict, dict]]) -> dict:
+        """A statistics aggregation (search/engines/elasticsearch_statistics.py) over (document as fields see it, its
+        root document) pairs: nested, reverse_nested, filter, terms (with sum_other_doc_count), range (from inclusive, to
+        exclusive; a document counted once per range it has a value in), min and max; each with its sub-aggregations."""
+
+        def under(selected: list[tuple[dict, dict]]) -> dict:
+            return {
+                "doc_count": len(selected),
+                **{name: self.aggregate(inner, selected) for name, inner in spec.get("aggs", {}).items()},
+            }
+
+        if "nested" in spec:
+            path = spec["nested"]["path"]
+            return under([(self._child(path, child), root) for _, root in items for child in root.get(path, [])])
+        if "reverse_nested" in spec:
+            roots = {root["id"]: root for _, root in items}
+            return under([(root, root) for root in roots.values()])
+        if "filter" in spec:
+            return under([(view, root) for view, root in items if self.matches(spec["filter"], view)])
+        if "min" in spec or "max" in spec:
+            ((kind, options),) = spec.items()
+            values = [value for view, _ in items for value in self.values(view, options["field"])]
+            return {"value": (min if kind == "min" else max)(values) if values else None}
+        if "range" in spec:
+            options = spec["range"]
+            return {
+                "buckets": [
+                    {
+                        **bounds,
+                        **under(
+                            [
+                                item
+                                for item in items
+                                if any(
+                                    bounds.get("from", -math.inf) <= value < bounds.get("to", math.inf)
+                                    for value in self.values(item[0], options["field"])
+                                )
+                            ]
+                        ),
+                    }
+                    for bounds in sorted(
+                        options["ranges"], key=lambda r: (r.get("from", -math.inf), r.get("to", math.inf))
+                    )
+                ]
+            }
+        options = spec["terms"]
+        kind = self.mapping.type_of(options["field"])
+        members = {}
+        for item in items:
+            for value in set(self.values(item[0], options["field"])):
+                members.setdefault(value, []).append(item)
+        buckets = []
+        for value, selected in members.items():
+            key = (
+                {"key": int(value), "key_as_string": "true" if value else "false"}
+                if kind == "boolean"
+                else {"key": value}
+            )
+            buckets.append({**key, **under(selected)})
+        top = _top(buckets, options.get("size", 10))
+        return {
+            "buckets": top,
+            "sum_other_doc_count": sum(b["doc_count"] for b in buckets) - sum(b["doc_count"] for b in top),
+        }
 
 
 def _top(buckets: list[dict], size: int) -> list[dict]:

@@ -4,7 +4,8 @@ over datarow dicts.
 A datarow dict: {"id", "external_id", "uri", "width", "height", "created_at", "updated_at", "dataset_id",
 "metadata", "tags", "labels": [object], "predictions": [object]}, and "slice_ids": the ids and frozen slices
 holding it (absent: none); an object: {"class", "kind", "x", "y", "w",
-"h", "area", "attributes"}, and for predictions also "score" and "model" ("name@version").
+"h", "area", "attributes"}, and for predictions also "score" and "model" ("name@version"); "evaluation_matches"
+(absent: none): {"run", "side", "outcome", "class", "predicted_class", "iou", "score"}, the last three may be None.
 Every predicate is true or false; a missing or null value satisfies no comparison.
 """
 
@@ -17,6 +18,10 @@ from search.ql.text import text_words
 from search.ql.validation import ROW, FieldSpec, ValidQuery, field_type, parse_datetime, resolve_field, typed_value
 from search.ql.visitor import Visitor
 
+# The datarow dict's list of each object kind.
+OBJECT_LISTS = {"label": "labels", "prediction": "predictions", "evaluation": "evaluation_matches"}
+# Evaluation match columns under the names the dicts use.
+_MATCH_KEYS = {"run_id": "run", "predicted_class_id": "predicted_class"}
 OPERATORS = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -84,11 +89,13 @@ class _Evaluator(Visitor[[str, dict], bool]):
         return not self.visit(node.item, scope, item)
 
     def visit_ObjectMatch(self, node: ast.ObjectMatch, scope: str, item: dict) -> bool:
-        return any(self.visit(node.condition, node.kind, obj) for obj in item[f"{node.kind}s"])
+        return any(self.visit(node.condition, node.kind, obj) for obj in item.get(OBJECT_LISTS[node.kind], ()))
 
     def visit_ObjectCount(self, node: ast.ObjectCount, scope: str, item: dict) -> bool:
         count = sum(
-            1 for obj in item[f"{node.kind}s"] if node.condition is None or self.visit(node.condition, node.kind, obj)
+            1
+            for obj in item.get(OBJECT_LISTS[node.kind], ())
+            if node.condition is None or self.visit(node.condition, node.kind, obj)
         )
         return OPERATORS[node.op](count, node.count.value)
 
@@ -159,7 +166,7 @@ class _Evaluator(Visitor[[str, dict], bool]):
             return json_values(item["attributes"], spec.path)
         if spec.kind == "tags":
             return list(item["tags"])
-        key = {"class": "class", "model": "model"}.get(spec.kind, spec.column)
+        key = _MATCH_KEYS.get(spec.column or "") or {"class": "class", "model": "model"}.get(spec.kind, spec.column)
         return [] if item[key] is None else [item[key]]
 
 

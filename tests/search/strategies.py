@@ -2,6 +2,7 @@
 
 from hypothesis import strategies as st
 
+from search.engines.statistics import Statistic
 from search.ql import ast
 from tests.search.dataset import CLASSES, COLORS, MODELS, ODD_KEY, TAGS, TIMES, WEATHER, WORDS
 
@@ -64,6 +65,15 @@ OBJECT_FIELDS = [
     (("attributes", "truncation"), "number", [0, 0.25, 0.5, 1]),
 ]
 PREDICTION_FIELDS = [(("score",), "number", SCORES), (("model",), "model", MODEL_NAMES)]
+IOUS = [0, 0.05, 0.1, 0.3, 0.45, 0.5, 0.75, 0.9, 1]
+EVALUATION_FIELDS = [
+    (("side",), "string", ["label", "prediction"]),
+    (("outcome",), "string", ["tp", "fp", "fn"]),
+    (("class",), "class", CLASS_NAMES),
+    (("predicted_class",), "class", CLASS_NAMES),
+    (("iou",), "number", IOUS),
+    (("score",), "number", SCORES),
+]
 OPERATORS = list(ast.COMPARISON_OPERATORS)
 
 
@@ -134,14 +144,105 @@ def object_conditions():
     return for_kind("label") | for_kind("prediction")
 
 
-def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = ()):
-    """Whole query trees: row predicates (IN SLICE of the given slices among them) and object conditions under
-    AND / OR / NOT."""
+def _naming_run(run: int | str) -> ast.Compare:
+    name = ("run",) if isinstance(run, int) else ("model",)
+    return ast.Compare(ast.Field(name, AT), "=", ast.Value(run, AT), AT)
+
+
+def evaluation_conditions(runs: tuple[int | str, ...]):
+    """evaluation(...) and COUNT(evaluation WHERE ...) naming one of `runs` (a run id, or a model version's latest
+    run), AND-ed with a random condition on the matches or alone."""
+    predicates_ = st.one_of([predicates(path, kind, pool) for path, kind, pool in EVALUATION_FIELDS])
+    rest = st.none() | st.recursive(predicates_, _combine, max_leaves=3)
+    condition = st.tuples(st.sampled_from(runs).map(_naming_run), rest).map(
+        lambda parts: parts[0] if parts[1] is None else ast.And(parts, AT)
+    )
+    return st.one_of(
+        st.builds(ast.ObjectMatch, st.just("evaluation"), condition, st.just(AT)),
+        st.builds(
+            ast.ObjectCount,
+            st.just("evaluation"),
+            condition,
+            st.sampled_from(OPERATORS),
+            st.integers(0, 4).map(lambda n: ast.Value(n, AT)),
+            st.just(AT),
+        ),
+    )
+
+
+def queries(dataset_ids: list[int], slice_names: tuple[str, ...] = (), runs: tuple[int | str, ...] = ()):
+    """Whole query trees: row predicates (IN SLICE of the given slices among them) and object conditions (evaluation
+    conditions over the given runs among them) under AND / OR / NOT."""
     # A coin picks the kind of leaf: one_of would pick object conditions for about one leaf in ten.
     rows, objects = row_predicates(dataset_ids), object_conditions()
+    if runs:
+        objects = objects | evaluation_conditions(runs)
     if slice_names:
         in_slice = st.sampled_from(slice_names).map(lambda name: ast.InSlice(ast.Value(name, AT), AT))
         row_leaves = rows
         rows = st.integers(0, 4).flatmap(lambda pick: in_slice if pick == 0 else row_leaves)
     leaves = st.booleans().flatmap(lambda object_leaf: objects if object_leaf else rows)
     return st.recursive(leaves, _combine, max_leaves=5)
+
+
+# Statistics (search.engines.statistics) over the random dataset's fields.
+COUNT_FIELDS = [
+    "label.class",
+    "prediction.class",
+    "prediction.model",
+    "label.attributes.color",
+    "label.attributes.parts",
+    "label.attributes.occluded",
+    "label.attributes.truncation",
+    "prediction.attributes.color",
+    "label.attributes.none_such",
+]
+HISTOGRAM_FIELDS = [
+    "label.area",
+    "label.w",
+    "label.x",
+    "prediction.h",
+    "prediction.score",
+    "width",
+    "height",
+    "metadata.capture.gps.lat",
+    "metadata.people.age",
+]
+
+
+def statistics(slice_ids: list[int] = (), *, by_split: bool = True):
+    """One statistic: a count or a histogram, with or without a model (prediction fields), a range, a slice."""
+    slices = st.none() | st.sampled_from(list(slice_ids)) if by_split and slice_ids else st.none()
+    models = st.none() | st.sampled_from(MODEL_NAMES[:3])
+
+    def model_for(field: str):
+        return models if field.startswith("prediction.") else st.none()
+
+    counts = st.sampled_from(COUNT_FIELDS).flatmap(
+        lambda field: st.builds(
+            Statistic,
+            name=st.just("s"),
+            kind=st.just("count"),
+            field=st.just(field),
+            count=st.sampled_from(["objects", "images"]),
+            model=model_for(field),
+            limit=st.integers(1, 8),
+            slice_id=slices,
+        )
+    )
+    ranges = st.none() | st.lists(st.sampled_from(NUMBERS + SIZES + SCORES), min_size=2, max_size=2, unique=True).map(
+        lambda pair: tuple(sorted(float(n) for n in pair))
+    )
+    histograms = st.sampled_from(HISTOGRAM_FIELDS).flatmap(
+        lambda field: st.builds(
+            Statistic,
+            name=st.just("s"),
+            kind=st.just("histogram"),
+            field=st.just(field),
+            model=model_for(field),
+            bins=st.integers(1, 12),
+            range=ranges,
+            slice_id=slices,
+        )
+    )
+    return counts | histograms

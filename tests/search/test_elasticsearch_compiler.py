@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from search.engines.elasticsearch_compiler import compile_query, like_wildcard
 from search.engines.elasticsearch_documents import class_ancestors, datarow_document, index_mapping, tree_values
 from search.ql import ast, parse, validate
-from search.ql.validation import ValidQuery
+from search.ql.validation import EvaluationRuns, ValidQuery
 from tests.conftest import TENANT_A
 from tests.search import reference
 from tests.search.es_evaluator import Evaluator
 from tests.search.render import to_text
 from tests.search.strategies import queries
 from tests.search.test_fuzz import CATALOG
-from tests.search.test_postgres_engine import ISSUE_EXAMPLES
+from tests.search.test_postgres_engine import ISSUE_EXAMPLES, evaluation_examples
 
 GOLDEN = Path(__file__).parent / "golden"
 # Every construct of the language, once.
@@ -31,6 +31,18 @@ GOLDEN_QUERIES = [
     "COUNT(prediction) < 2 OR COUNT(label WHERE area >= 10) <= 1 OR COUNT(label) != 0 OR COUNT(label) > 4",
     "prediction(model LIKE 'yolo@%' AND class IN ('car', 'bus') AND x BETWEEN 0 AND 10)",
     "NOT MATCH(metadata.caption, '') OR metadata.people.age <= 18",
+]
+
+# The issue's evaluation examples and the other evaluation forms, over runs of their own: 7 is det@2's latest run.
+EVALUATION_RUNS = EvaluationRuns({7: "succeeded"}, {"det@2": 7})
+EVALUATION_QUERIES = [
+    "evaluation(model = 'det@2' AND outcome = 'fn' AND class = 'car')",
+    "evaluation(run = 7 AND outcome = 'fp' AND class = 'person' AND score > 0.8)",
+    "evaluation(run = 7 AND side = 'label' AND iou BETWEEN 0.1 AND 0.5)",
+    "evaluation(run = 7 AND outcome = 'fn' AND class = 'truck' AND predicted_class = 'bus')",
+    "COUNT(evaluation WHERE run = 7 AND outcome = 'fn' AND class UNDER 'vehicle') >= 2 OR COUNT(evaluation WHERE "
+    "run = 7) = 0",
+    "evaluation(run = 7 AND predicted_class IS NULL AND NOT predicted_class UNDER 'vehicle' AND iou IS NOT NULL)",
 ]
 
 
@@ -46,6 +58,14 @@ def test_compiled_queries_match_the_golden_file():
         text: compile_query(validate(parse(text), catalog=CATALOG, text=text), dataset_id=3).to_dict()
         for text in GOLDEN_QUERIES
     }
+    compiled.update(
+        {
+            text: compile_query(
+                validate(parse(text), catalog=CATALOG, text=text, evaluation_runs=EVALUATION_RUNS), dataset_id=3
+            ).to_dict()
+            for text in EVALUATION_QUERIES
+        }
+    )
     _golden("elasticsearch_queries.json", compiled)
 
 
@@ -140,6 +160,10 @@ def test_the_indexer_reads_the_rows_the_reference_sees(search_data, documents):
             assert sorted(_canonical(item, keys) for item in row[kind]) == sorted(
                 _canonical(item, keys) for item in expected[kind]
             )
+        match_keys = ("run", "side", "outcome", "class", "predicted_class", "iou", "score")
+        assert sorted(_canonical(item, match_keys) for item in row["evaluation_matches"]) == sorted(
+            _canonical(item, match_keys) for item in expected.get("evaluation_matches", [])
+        )
 
 
 def _es_ids(evaluator: Evaluator, documents: list[dict], query, dataset_id=None) -> list[int]:
@@ -153,6 +177,8 @@ def test_issue_examples_select_the_reference_rows(search_data, documents):
     evaluator = Evaluator(index_mapping(search_data.catalog))
     for text in [*ISSUE_EXAMPLES, *GOLDEN_QUERIES[14:]]:
         query = validate(parse(text), catalog=search_data.catalog, text=text)
+        assert _es_ids(evaluator, docs, query) == reference.datarow_ids(query, search_data.rows), text
+    for text, query in evaluation_examples(search_data):
         assert _es_ids(evaluator, docs, query) == reference.datarow_ids(query, search_data.rows), text
     first = search_data.dataset_ids[0]
     query = validate(parse("tags IS NULL OR NOT label(class UNDER 'vehicle')"), catalog=search_data.catalog, text="")
@@ -174,10 +200,12 @@ def test_random_queries_select_the_reference_rows(search_data, documents):
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(queries(search_data.dataset_ids))
+    @given(queries(search_data.dataset_ids, runs=search_data.run_names))
     def agree(tree):
         text = to_text(tree)
-        query = validate(parse(text), catalog=search_data.catalog, text=text)
+        query = validate(
+            parse(text), catalog=search_data.catalog, text=text, evaluation_runs=search_data.evaluation_runs
+        )
         expected = reference.datarow_ids(query, search_data.rows)
         assert _es_ids(evaluator, docs, query) == expected, text
         selected.append(len(expected))

@@ -20,7 +20,7 @@ from tests.search import reference
 from tests.search.render import to_text
 from tests.search.strategies import queries
 from tests.search.test_elasticsearch_compiler import GOLDEN_QUERIES
-from tests.search.test_postgres_engine import ISSUE_EXAMPLES
+from tests.search.test_postgres_engine import ISSUE_EXAMPLES, evaluation_examples
 
 ELASTICSEARCH_URL = os.environ.get("ELASTICSEARCH_URL")
 pytestmark = [
@@ -65,6 +65,8 @@ def test_examples_select_the_reference_rows_on_a_live_server(search_data, live):
     for text in [*ISSUE_EXAMPLES, *GOLDEN_QUERIES]:
         query = validate(parse(text), catalog=search_data.catalog, text=text)
         assert _live_ids(live, query) == reference.datarow_ids(query, search_data.rows), text
+    for text, query in evaluation_examples(search_data):
+        assert _live_ids(live, query) == reference.datarow_ids(query, search_data.rows), text
 
 
 def test_random_queries_select_the_reference_rows_on_a_live_server(search_data, live):
@@ -75,10 +77,12 @@ def test_random_queries_select_the_reference_rows_on_a_live_server(search_data, 
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(queries(search_data.dataset_ids))
+    @given(queries(search_data.dataset_ids, runs=search_data.run_names))
     def agree(tree):
         text = to_text(tree)
-        query = validate(parse(text), catalog=search_data.catalog, text=text)
+        query = validate(
+            parse(text), catalog=search_data.catalog, text=text, evaluation_runs=search_data.evaluation_runs
+        )
         assert _live_ids(live, query) == reference.datarow_ids(query, search_data.rows), text
 
     agree()
@@ -115,3 +119,30 @@ def test_rest_search_on_a_live_server_answers_as_on_postgres(search_data, make_t
     finally:
         es.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
         _client.cache_clear()
+
+
+def test_random_statistics_on_a_live_server_agree_with_the_reference(search_data, live):
+    """Aggregations as a real server evaluates them (terms sizes, nested / reverse_nested, range edges)."""
+    from search.engines.elasticsearch_statistics import elasticsearch_statistics
+    from tests.search import reference_statistics
+    from tests.search.strategies import statistics
+
+    client, index = live
+
+    @settings(
+        max_examples=150,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(queries(search_data.dataset_ids), statistics(by_split=False))
+    def agree(tree, statistic):
+        text = to_text(tree)
+        query = validate(parse(text), catalog=search_data.catalog, text=text)
+        answer = elasticsearch_statistics(
+            (statistic,), client=client, index=index, query=query, dataset_id=None, cap=10_000
+        )
+        assert answer == reference_statistics.statistics(query, search_data.rows, (statistic,)), (text, statistic)
+
+    agree()

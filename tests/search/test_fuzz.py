@@ -4,6 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.ql import QueryError, parse, validate
+from search.ql.validation import EvaluationRuns
 from tests.search.postgres_queries import compile_query
 from tests.search.render import to_text
 from tests.search.strategies import queries
@@ -18,6 +19,8 @@ CATALOG = {
     "people.name": "string",
     "people.age": "number",
 }
+# Run 1 succeeded and is yolo@1's latest; run 2 is still running.
+EVALUATION_RUNS = EvaluationRuns({1: "succeeded", 2: "running"}, {"yolo@1": 1})
 TOKENS = [
     "(",
     ")",
@@ -48,6 +51,12 @@ TOKENS = [
     "false",
     "label",
     "prediction",
+    "evaluation",
+    "run",
+    "outcome",
+    "'fn'",
+    "predicted_class",
+    "iou",
     "width",
     "uri",
     "tags",
@@ -94,7 +103,11 @@ FUZZ = settings(
 def _run(text: str) -> None:
     """The text compiles, or fails with a QueryError that points at a line and column."""
     try:
-        compile_query(validate(parse(text), catalog=CATALOG, text=text), project_id=1, dataset_id=2)
+        compile_query(
+            validate(parse(text), catalog=CATALOG, text=text, evaluation_runs=EVALUATION_RUNS),
+            project_id=1,
+            dataset_id=2,
+        )
     except QueryError as error:
         raised = error
     else:
@@ -116,7 +129,7 @@ def test_token_soup(text):
 
 
 @FUZZ
-@given(queries([1, 2]), st.data())
+@given(queries([1, 2], runs=(1, 2, "yolo@1", "detr@1")), st.data())
 def test_mutated_valid_queries(tree, data):
     text = to_text(tree)
     position = data.draw(st.integers(0, len(text)))

@@ -5,7 +5,7 @@ import pytest
 from search.ql import QueryError, ast, parse, validate
 from search.ql.limits import DEFAULT_LIMITS
 from search.ql.parser import MAX_OBJECT_CONDITIONS
-from search.ql.validation import SliceDefinition
+from search.ql.validation import EvaluationRuns, SliceDefinition
 from tests.search.render import to_text
 
 MAX_QUERY_CHARS = DEFAULT_LIMITS.max_query_chars
@@ -272,7 +272,7 @@ def test_in_list_limit():
 def test_object_condition_limit():
     check(" OR ".join(["label(class = 'car')"] * MAX_OBJECT_CONDITIONS))
     error = error_of(" OR ".join(["label(class = 'car')"] * (MAX_OBJECT_CONDITIONS + 1)))
-    assert f"at most {MAX_OBJECT_CONDITIONS} label/prediction conditions" in error.message
+    assert f"at most {MAX_OBJECT_CONDITIONS} label/prediction/evaluation conditions" in error.message
 
 
 def test_strings_and_names_with_nul_are_refused():
@@ -283,3 +283,64 @@ def test_strings_and_names_with_nul_are_refused():
 def test_lone_surrogates_are_refused_at_their_position():
     error = error_of("width = 1 AND\nuri = '\ud800'")
     assert (error.line, error.column) == (2, 8)
+
+
+# --- evaluation conditions: run 7 succeeded (det@2's latest, after run 5), run 8 is still running
+RUNS = EvaluationRuns({5: "succeeded", 7: "succeeded", 8: "running"}, {"det@2": 7})
+
+
+def check_runs(text: str, **options) -> ast.Expr:
+    return validate(parse(text), catalog=CATALOG, text=text, evaluation_runs=RUNS, **options).root
+
+
+def test_an_evaluation_condition_names_its_run_first_and_a_model_becomes_its_latest_run():
+    by_run = check_runs("evaluation(outcome = 'fn' AND run = 7 AND class = 'car')")
+    by_model = check_runs("evaluation(model = 'det@2' AND (outcome = 'fn' AND class = 'car'))")
+    assert to_text(by_run) == to_text(by_model) == "evaluation(run = 7 AND outcome = 'fn' AND class = 'car')"
+    count = check_runs("COUNT(evaluation WHERE model = 'det@2') >= 2")
+    assert to_text(count) == "COUNT(evaluation WHERE run = 7) >= 2"
+    assert isinstance(parse("EVALUATION(run = 7)"), ast.ObjectMatch)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("evaluation(run = 9 AND outcome = 'fn')", "unknown evaluation run 9", 18),
+        ("evaluation(run = 8)", "evaluation run 8 has not succeeded (its job is running)", 18),
+        ("evaluation(model = 'det@1')", "model version 'det@1' has no succeeded evaluation run in this project", 20),
+        ("evaluation(model = 'det')", "model takes 'name@version'", 20),
+        ("evaluation(run = 7.5)", "run takes an evaluation run id, a whole number, not 7.5", 18),
+        ("evaluation(run = '7')", "run takes an evaluation run id, a whole number, not '7'", 18),
+        ("evaluation(outcome = 'fn')", "name their run: add run = <id> or model = 'name@version'", 1),
+        ("COUNT(evaluation) > 1", "name their run", 1),
+        ("evaluation(run = 7 OR class = 'car')", "name their run", 1),
+        ("evaluation(run IN (7))", "name their run", 1),
+        ("evaluation(run = 7 AND NOT run = 5)", "run names the run once", 28),
+        ("evaluation(run = 7 AND model = 'det@2')", "model names the run once", 24),
+        ("evaluation(run = 7 AND outcome = 'miss')", "outcome is one of 'tp', 'fp', 'fn', not 'miss'", 34),
+        ("evaluation(run = 7 AND side IN ('label', 'gt'))", "side is one of 'label', 'prediction', not 'gt'", 42),
+        ("evaluation(run = 7 AND attributes.x = 1)", "unknown evaluation field 'attributes.x'", 24),
+        ("evaluation(run = 7 AND area > 1)", "unknown evaluation field 'area'", 24),
+        ("evaluation(run = 7 AND iou > 'x')", "type mismatch: iou is a number field", 30),
+        ("outcome = 'fn'", "'outcome' is a field of evaluation matches", 1),
+        ("label(evaluation(run = 7))", "evaluation(...) cannot be nested inside label(...)", 7),
+        ("evaluation(run = 7 AND label(class = 'car'))", "label(...) cannot be nested inside evaluation(...)", 24),
+    ],
+)
+def test_evaluation_conditions_that_cannot_run_name_what_is_wrong(text, message, column):
+    with pytest.raises(QueryError) as raised:
+        check_runs(text)
+    assert message in raised.value.message
+    assert raised.value.column == column
+
+
+def test_without_the_projects_runs_every_run_is_unknown():
+    with pytest.raises(QueryError, match="unknown evaluation run 7"):
+        check("evaluation(run = 7)")
+
+
+def test_a_model_the_project_does_not_have_gets_the_closest_names():
+    with pytest.raises(QueryError) as raised:
+        check_runs("evaluation(model = 'det@3')", model_versions={"det@1", "det@2"})
+    assert "unknown model version 'det@3'" in raised.value.message
+    assert set(raised.value.extra["suggestions"]) == {"det@1", "det@2"}

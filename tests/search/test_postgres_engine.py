@@ -70,6 +70,46 @@ def test_in_slice_agrees_with_the_reference(search_data, postgres_ids):
     assert postgres_ids(frozen, search_data.project_id) == postgres_ids(live, search_data.project_id)
 
 
+# `{run}` is yolo@1's first run; `model = 'yolo@1'` names its latest (conftest.EVALUATION_RUNS).
+EVALUATION_EXAMPLES = [
+    "evaluation(model = 'yolo@1' AND outcome = 'fn' AND class = 'vehicle/car')",
+    "evaluation(run = {run} AND outcome IN ('fp', 'fn') AND class UNDER 'vehicle' AND score > 0.3)",
+    "evaluation(run = {run} AND side = 'label' AND iou BETWEEN 0.1 AND 0.5)",
+    "evaluation(run = {run} AND outcome = 'fn' AND class UNDER 'vehicle' AND predicted_class = 'person')",
+    "evaluation(run = {run} AND side = 'label' AND NOT predicted_class = 'vehicle')",
+    "label(class = 'person') AND NOT evaluation(model = 'yolo@1' AND class = 'person' AND outcome = 'tp')",
+    "COUNT(evaluation WHERE model = 'detr@1' AND outcome IN ('tp', 'fn')) >= 2",
+    "COUNT(evaluation WHERE run = {run} AND outcome = 'fn') = 0 AND label(class UNDER 'vehicle')",
+]
+
+
+def _first_run(search_data) -> int:
+    return min(run for run, status in search_data.evaluation_runs.statuses.items() if status == "succeeded")
+
+
+def _validated(search_data, text: str):
+    return validate(parse(text), catalog=search_data.catalog, text=text, evaluation_runs=search_data.evaluation_runs)
+
+
+def evaluation_examples(search_data) -> list:
+    texts = [example.format(run=_first_run(search_data)) for example in EVALUATION_EXAMPLES]
+    return [(text, _validated(search_data, text)) for text in texts]
+
+
+def test_evaluation_examples_agree_with_the_reference(search_data, postgres_ids):
+    for text, query in evaluation_examples(search_data):
+        expected = reference.datarow_ids(query, search_data.rows)
+        assert 0 < len(expected) < len(search_data.rows), text
+        assert postgres_ids(query, search_data.project_id) == expected, text
+    # a model names its latest succeeded run, whose matches are not the first run's
+    by_model = _validated(search_data, EVALUATION_EXAMPLES[0])
+    by_first_run = _validated(
+        search_data, EVALUATION_EXAMPLES[0].replace("model = 'yolo@1'", f"run = {_first_run(search_data)}")
+    )
+    assert by_model.root.condition.items[0].value.value == search_data.evaluation_runs.latest["yolo@1"]
+    assert postgres_ids(by_model, search_data.project_id) != postgres_ids(by_first_run, search_data.project_id)
+
+
 def test_compiled_without_a_connection_the_lookups_are_subqueries_with_the_same_answers(search_data, django_db_blocker):
     """datarow_ids binds the ids it reads first; compile_query alone leaves them to subqueries: same rows."""
     from django.db import connection
@@ -113,11 +153,17 @@ def test_random_queries_agree_with_the_reference(search_data, postgres_ids):
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(queries(search_data.dataset_ids, tuple(search_data.slices)))
+    @given(queries(search_data.dataset_ids, tuple(search_data.slices), search_data.run_names))
     def agree(tree):
         text = to_text(tree)
         assert to_text(parse(text)) == text
-        query = validate(parse(text), catalog=search_data.catalog, text=text, slices=search_data.slices)
+        query = validate(
+            parse(text),
+            catalog=search_data.catalog,
+            text=text,
+            slices=search_data.slices,
+            evaluation_runs=search_data.evaluation_runs,
+        )
         assert postgres_ids(query, search_data.project_id) == reference.datarow_ids(query, search_data.rows), text
 
     agree()
@@ -157,7 +203,11 @@ def test_awkward_keys_and_values_run_and_agree(text, search_data, postgres_ids):
         ("NOT label(attributes.occluded = true)", True),
         ("tags = 'night' OR COUNT(prediction WHERE w > 10) >= 1", True),
         ("prediction(kind = 'box')", True),
+        ("evaluation(model = 'yolo@1' AND outcome = 'fn' AND class = 'person' AND iou < 0.5)", False),
+        ("COUNT(evaluation WHERE model = 'yolo@1' AND predicted_class = 'person') > 1", False),
+        ("evaluation(model = 'yolo@1' AND side = 'label')", True),
     ],
 )
 def test_a_condition_on_an_object_field_no_index_holds_reads_object_rows(text, reads, search_data):
-    assert reads_object_rows(validate(parse(text), catalog=search_data.catalog, text=text)) is reads
+    query = validate(parse(text), catalog=search_data.catalog, text=text, evaluation_runs=search_data.evaluation_runs)
+    assert reads_object_rows(query) is reads

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from search.ql import parse, validate
+from search.ql.validation import EvaluationRuns
 from tests.search.reference import datarow_ids
 
 CATALOG = {"weather": "string", "time": "datetime", "seen": "string", "people.age": "number", "caption": "string"}
@@ -128,3 +129,57 @@ def ids(text: str) -> list[int]:
 )
 def test_semantics(text, expected):
     assert ids(text) == expected
+
+
+def _match(run, side, outcome, name, predicted=None, iou=None, score=None):
+    return {
+        "run": run,
+        "side": side,
+        "outcome": outcome,
+        "class": name,
+        "predicted_class": predicted,
+        "iou": iou,
+        "score": score,
+    }
+
+
+# Run 7 (det@2's latest) over rows 1-3; run 5, an older one, over row 4.
+EVALUATED = [
+    {**_row(1), "evaluation_matches": [_match(7, "label", "fn", "vehicle/car", "vehicle/bus", 0.3, 0.6)]},
+    {
+        **_row(2),
+        "evaluation_matches": [
+            _match(7, "label", "fn", "person"),
+            _match(7, "prediction", "fp", "person", iou=0.2, score=0.9),
+        ],
+    },
+    {**_row(3), "evaluation_matches": [_match(7, "label", "tp", "vehicle/car", "vehicle/car", 0.8, 0.7)] * 2},
+    {**_row(4), "evaluation_matches": [_match(5, "label", "fn", "vehicle/car")]},
+    _row(5),
+]
+RUNS = EvaluationRuns({5: "succeeded", 7: "succeeded"}, {"det@2": 7})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # every condition is on the matches of the run named; a model names its latest succeeded run
+        ("evaluation(model = 'det@2' AND outcome = 'fn' AND class UNDER 'vehicle')", [1]),
+        ("evaluation(run = 5 AND outcome = 'fn')", [4]),
+        # one match satisfies all of the condition: row 2's person FN has no score, its FP is no FN
+        ("evaluation(run = 7 AND outcome = 'fn' AND score > 0.5)", [1]),
+        ("evaluation(run = 7 AND class = 'person' AND score > 0.8)", [2]),
+        # a missing predicted class, IoU or score satisfies no comparison; != and NOT are their complement
+        ("evaluation(run = 7 AND side = 'label' AND predicted_class != 'vehicle/bus')", [2, 3]),
+        ("evaluation(run = 7 AND predicted_class IS NULL)", [2]),
+        ("evaluation(run = 7 AND NOT iou BETWEEN 0.1 AND 0.5)", [2, 3]),
+        ("evaluation(run = 7 AND outcome = 'fn' AND predicted_class UNDER 'vehicle')", [1]),
+        # counts: rows the run did not see count 0
+        ("COUNT(evaluation WHERE run = 7 AND outcome = 'tp') = 2", [3]),
+        ("COUNT(evaluation WHERE run = 7) = 0", [4, 5]),
+        ("NOT evaluation(run = 7 AND outcome IN ('fn', 'fp'))", [3, 4, 5]),
+    ],
+)
+def test_evaluation_semantics(text, expected):
+    query = validate(parse(text), catalog=CATALOG, text=text, evaluation_runs=RUNS)
+    assert datarow_ids(query, EVALUATED) == expected

@@ -33,6 +33,7 @@ QUERIES = [
     "COUNT(label WHERE class = 'person') = 0",
     "prediction(model = 'yolo@1') OR MATCH(metadata.caption, 'red car')",
     "metadata.weather != 'rain'",
+    "evaluation(model = 'yolo@1' AND outcome = 'fn') OR COUNT(evaluation WHERE model = 'detr@1' AND iou < 0.5) >= 2",
 ]
 FACETS = [
     "label.class",
@@ -54,7 +55,11 @@ def _expected_ids(search_data, text: str, dataset_id: int | None = None) -> list
     rows = [row for row in search_data.rows if dataset_id is None or row["dataset_id"] == dataset_id]
     if not text:
         return sorted(row["id"] for row in rows)
-    return reference.datarow_ids(validate(parse(text), catalog=search_data.catalog, text=text), rows)
+    return reference.datarow_ids(_validated(search_data, text), rows)
+
+
+def _validated(search_data, text: str):
+    return validate(parse(text), catalog=search_data.catalog, text=text, evaluation_runs=search_data.evaluation_runs)
 
 
 def _walk(client, project_id: int, body: dict) -> tuple[list[dict], int]:
@@ -83,10 +88,7 @@ def test_results_are_the_engines_ids(text, search_data, postgres_ids, client):
     expected = _expected_ids(search_data, text)
     assert [row["id"] for row in rows] == expected
     if text:
-        assert (
-            postgres_ids(validate(parse(text), catalog=search_data.catalog, text=text), search_data.project_id)
-            == expected
-        )
+        assert postgres_ids(_validated(search_data, text), search_data.project_id) == expected
 
 
 def test_dataset_narrows_the_search_and_rows_have_the_datarow_list_shape(search_data, client):
@@ -313,10 +315,12 @@ def _mutated(mutation) -> str:
 
 def test_junk_requests_are_answered_200_or_400_never_500(search_data, client):
     junk_text = st.one_of(
-        queries(search_data.dataset_ids).map(to_text),
+        queries(search_data.dataset_ids, runs=(*search_data.run_names, 2**70)).map(to_text),
         st.text(max_size=80),
         st.lists(st.sampled_from(TOKENS), max_size=20).map(" ".join),
-        st.tuples(queries(search_data.dataset_ids), st.integers(0, 200), st.sampled_from(TOKENS)).map(_mutated),
+        st.tuples(
+            queries(search_data.dataset_ids, runs=search_data.run_names), st.integers(0, 200), st.sampled_from(TOKENS)
+        ).map(_mutated),
     )
     junk_values = st.one_of(
         st.none(),

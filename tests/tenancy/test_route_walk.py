@@ -119,6 +119,7 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
     from slices.models import SliceMember, Split
     from slices.services import slice_create_from_ids
     from tenancy.context import tenant_scope
+    from tests.factories import evaluation_run_make
     from training.services import model_definition_create, training_run_start
 
     principal = _principal(tenant, workspace)
@@ -147,6 +148,7 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
         prediction_run = prediction_run_start(
             principal=principal, model_version=model_version, dataset=dataset, top_k=1
         )
+        evaluation_run = evaluation_run_make(model_version=model_version, slice=members)
         import_job = dataset_import_start(principal=principal, dataset=dataset, uri=str(image), options=ImportOptions())
         error_report_path(f"import:{import_job.pk}").write_bytes(b'{"line": 1, "message": "bad"}\n')
         export_job = dataset_export_start(principal=principal, dataset=dataset, export_format="jsonl")
@@ -164,6 +166,7 @@ def build_place(*, tenant: str, workspace: str, read_root: Path) -> Place:
             "run_id": run.pk,
             "model_version_id": model_version.pk,
             "prediction_run_id": prediction_run.pk,
+            "evaluation_run_id": evaluation_run.pk,
             "job_id": import_job.pk,
         },
         by_route={"dataset-export-file": {"job_id": export_job.pk}},
