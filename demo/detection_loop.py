@@ -6,7 +6,7 @@ evaluation run: COCO mAP and every object's match stored), queries the test imag
 then predicts the pool, picks the next batch by box uncertainty or at random (the same budget), reveals the
 picked images' boxes through the label API and trains again. The mAP of every round is printed for both.
 
-    python -m demo.detection_loop [--rounds 2] [--batch 30] [--epochs 12]
+    python -m demo.detection_loop [--rounds 2] [--batch 20] [--epochs 12]
 """
 
 import argparse
@@ -24,13 +24,14 @@ ARMS = ("box_least_confidence", "random")
 
 @dataclass(frozen=True)
 class DetectionLoopSettings:
-    seed_images: int = 60
-    pool_images: int = 120
-    test_images: int = 60
+    seed_images: int = 40
+    pool_images: int = 80
+    test_images: int = 40
     rounds: int = 2
-    batch: int = 30  # images whose boxes are revealed per round
-    sides: tuple[int, int] = (64, 128)
-    detector: DetectionSettings = field(default_factory=DetectionSettings)
+    batch: int = 20  # images whose boxes are revealed per round
+    sides: tuple[int, int] = (64, 96)
+    # Smaller images than demo.detection's: the rounds train five detectors on the CPU.
+    detector: DetectionSettings = field(default_factory=lambda: DetectionSettings(min_size=64))
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def _evaluate(platform: Platform, project_id: int, version_id: int, test: dict) 
     )
     platform.follow_job(run["job"]["id"], "evaluate")
     metrics = platform.get_when(
-        f"projects/{project_id}/evaluation-runs/{run['id']}", lambda r: r["job"]["status"] == "succeeded"
+        f"projects/{project_id}/evaluation-runs/{run['id']}", lambda r: r["status"] == "succeeded"
     )["metrics"]
     missed = platform.call(
         "POST",
@@ -201,7 +202,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=DetectionSettings.epochs)
     args = parser.parse_args()
     settings = DetectionLoopSettings(
-        rounds=args.rounds, batch=args.batch, detector=DetectionSettings(epochs=args.epochs)
+        rounds=args.rounds, batch=args.batch, detector=DetectionSettings(min_size=64, epochs=args.epochs)
     )
     # The images go in the demo tenant's folder of the local read root, the only one its imports may read.
     files = write_loop_files(LOCAL_READ_ROOT / DEMO_TENANT / "demo-shapes-loop", settings)
