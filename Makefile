@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv format services-down demo demo-detection clean
+.PHONY: run test venv format services-down demo demo-detection demo-detection-loop clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-training.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -33,6 +33,11 @@ demo: $(STAMP)
 # predict, print the test split's COCO mAP beside an untrained model's.
 demo-detection: $(STAMP)
 	MLOPS_ENV=development $(PY) -m demo.detection
+
+# Detection rounds over the REST API: train on a seed set, evaluate on a test set (stored matches), query the misses,
+# pick from a pool by box uncertainty and at random with the same budget, reveal their boxes, retrain; mAP per round.
+demo-detection-loop: $(STAMP)
+	MLOPS_ENV=development $(PY) -m demo.detection_loop
 
 # ruff's safe fixes and the formatter over the tree (pyproject.toml); lists what is left to fix by hand.
 format: $(STAMP)

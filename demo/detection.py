@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.loop import Platform, _frozen_slice
+from demo.loop import Platform, frozen_slice
 from demo.shapes import write_coco, write_shapes
 
 UNTRAINED_LEARNING_RATE = 1e-9
@@ -79,7 +79,7 @@ def run_detection(
         },
     )
     platform.follow_job(job["id"], "import")
-    shapes = _frozen_slice(platform, p, "shapes", f"dataset = {dataset['id']}")
+    shapes = frozen_slice(platform, p, "shapes", f"dataset = {dataset['id']}")
     platform.call(
         "POST",
         f"projects/{p}/slices/{shapes['id']}/split",
@@ -91,22 +91,25 @@ def run_detection(
         ("untrained", UNTRAINED_LEARNING_RATE, 1),
         ("trained", settings.learning_rate, settings.epochs),
     ):
-        version_id = _train(platform, p, shapes, settings, name=name, learning_rate=learning_rate, epochs=epochs)
+        version_id = train_detector(
+            platform, p, shapes, settings, name=name, learning_rate=learning_rate, epochs=epochs
+        )
         scores[name] = _test_map(platform, p, version_id, shapes)
         say(f"{name}: test mAP {scores[name]['map']:.3f}, mAP50 {scores[name]['map_50']:.3f}")
     return DetectionOutcome(**scores)
 
 
-def _train(
+def train_detector(
     platform: Platform,
     project_id: int,
-    shapes: dict,
+    train: dict,
     settings: DetectionSettings,
     *,
     name: str,
-    learning_rate: float,
-    epochs: int,
+    learning_rate: float | None = None,
+    epochs: int | None = None,
 ) -> int:
+    """Train a detector on the slice's train split (validation on its validation split); its model version's id."""
     model = platform.call(
         "POST",
         f"projects/{project_id}/models",
@@ -116,15 +119,15 @@ def _train(
             "hyperparameters": {
                 "min_size": settings.min_size,
                 "max_size": settings.min_size * 2,
-                "epochs": epochs,
+                "epochs": settings.epochs if epochs is None else epochs,
                 "batch_size": settings.batch_size,
-                "learning_rate": learning_rate,
+                "learning_rate": settings.learning_rate if learning_rate is None else learning_rate,
                 "seed": settings.seed,
                 "device": "cpu",
             },
         },
     )
-    run = platform.call("POST", f"projects/{project_id}/models/{model['id']}/runs", json={"slice_id": shapes["id"]})
+    run = platform.call("POST", f"projects/{project_id}/models/{model['id']}/runs", json={"slice_id": train["id"]})
     platform.follow_job(run["job"]["id"], f"train {name}")
     return platform.get_when(
         f"projects/{project_id}/training-runs/{run['id']}", lambda r: r["model_version_id"] is not None

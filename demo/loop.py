@@ -139,7 +139,7 @@ def run_loop(
         f"Query tags = 'holdout': {found['total']['value']} rows, classes "
         f"{', '.join(f['value'] for f in found['facets']['label.class'])}"
     )
-    holdout = _frozen_slice(platform, p, "holdout", "tags = 'holdout'")
+    holdout = frozen_slice(platform, p, "holdout", "tags = 'holdout'")
 
     outcome = LoopOutcome()
     seed_accuracy = seed_version_id = None
@@ -151,7 +151,7 @@ def run_loop(
                 version_id = seed_version_id
                 outcome.scores.append((arm, 0, files.seed_rows, seed_accuracy))
             else:
-                train = _frozen_slice(platform, p, f"{arm}-train-{round_}", labelled_query)
+                train = frozen_slice(platform, p, f"{arm}-train-{round_}", labelled_query)
                 platform.call(
                     "POST",
                     f"projects/{p}/slices/{train['id']}/split",
@@ -165,7 +165,7 @@ def run_loop(
                     seed_accuracy, seed_version_id = accuracy, version_id
             if round_ == settings.rounds:
                 break
-            pool = _frozen_slice(platform, p, f"{arm}-pool-{round_}", f"tags = 'pool' AND NOT tags = '{picked_tag}'")
+            pool = frozen_slice(platform, p, f"{arm}-pool-{round_}", f"tags = 'pool' AND NOT tags = '{picked_tag}'")
             run = platform.call(
                 "POST",
                 f"projects/{p}/prediction-runs",
@@ -192,7 +192,7 @@ def run_loop(
     return outcome
 
 
-def _frozen_slice(platform: Platform, project_id: int, name: str, query: str) -> dict:
+def frozen_slice(platform: Platform, project_id: int, name: str, query: str) -> dict:
     created = platform.call(
         "POST", f"projects/{project_id}/slices/", json={"name": name, "kind": "frozen", "query": query}
     )
