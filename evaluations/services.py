@@ -12,18 +12,19 @@ import numpy as np
 import psycopg
 from django.db import connections, transaction
 
-from datasets.importers.staging import _skip_row_by_row_foreign_key_checks
 from datasets.models import ModelVersion
 from evaluations.matching import CocoEvaluation, Detections, GroundTruth, Matches
 from evaluations.models import EvaluationRun, ObjectMatch
 from jobs.models import Job
 from jobs.services import job_create, job_report_progress
 from mlops import tables
+from mlops.bulk_writes import skip_row_by_row_foreign_key_checks
 from mlops.db_routing import WRITER
 from mlops.exceptions import ApplicationError
-from predictions.services import MAX_BOXES_PER_IMAGE, _stored_members_slice
+from predictions.services import MAX_BOXES_PER_IMAGE
 from search.indexing import datarows_changed
 from slices.models import Slice, SliceMember, Split
+from slices.selectors import slice_stored_members_require
 from tenancy.principal import Principal
 
 EVALUATION_RUN_JOB_KIND = "evaluation-run"
@@ -47,7 +48,7 @@ def evaluation_run_start(
     max_detections: int = 100,
 ) -> EvaluationRun:
     """Check the request, then queue the run: every bad field is named now rather than failing the job later."""
-    _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
+    slice_stored_members_require(slice, project_id=model_version.project_id, field="slice_id")
     if not 0 < iou_threshold <= 1:
         raise ApplicationError(
             "iou_threshold must be more than 0 and at most 1.", {"fields": {"iou_threshold": ["In (0, 1]."]}}
@@ -221,7 +222,7 @@ def _open_connection() -> psycopg.Connection:
     conn = psycopg.connect(**django_connection.get_connection_params())
     # Server-side parameters (Django's settings bind them client-side), so results may come in binary.
     conn.cursor_factory = psycopg.Cursor
-    _skip_row_by_row_foreign_key_checks(conn)
+    skip_row_by_row_foreign_key_checks(conn)
     conn.execute("SELECT set_config('search_path', %s, true)", [f"{django_connection.schema_name},public"])
     return conn
 

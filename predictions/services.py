@@ -19,6 +19,7 @@ from predictions.metrics import Scope, classification_comparison, top1_disagreem
 from predictions.models import PredictionRun
 from search.indexing import datarows_changed
 from slices.models import Slice, SliceMember, Split
+from slices.selectors import slice_stored_members_require
 from slices.services import slice_create_from_select
 from tenancy.principal import Principal
 
@@ -64,7 +65,7 @@ def prediction_run_start(
             {"fields": {"model_version_id": ["Needs a version registered by a training run."]}},
         )
     if slice is not None:
-        _stored_members_slice(slice, project_id=model_version.project_id, field="slice_id")
+        slice_stored_members_require(slice, project_id=model_version.project_id, field="slice_id")
         # A run over nothing would "succeed" with no predictions: say so now, on the field that emptied it.
         members = SliceMember.objects.filter(slice=slice)
         if not (members.filter(split__in=splits) if splits else members).exists():
@@ -258,18 +259,6 @@ def _check_batch_keys(batch: list, pending: set[int], *, trainer: str) -> None:
     pending.difference_update(keys)
 
 
-def _stored_members_slice(slice: Slice, *, project_id: int, field: str) -> None:
-    if slice.project_id != project_id:
-        raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {field: ["Not found."]}})
-    if slice.kind == Slice.Kind.QUERY:
-        raise ApplicationError(
-            f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) here.",
-            {"fields": {field: ["Needs stored members."]}},
-        )
-    if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
-        raise Conflict(f"Slice '{slice.name}' is still being frozen; use it once its job has finished.")
-
-
 def selection_create(
     *,
     principal: Principal,
@@ -291,7 +280,7 @@ def selection_create(
             {"fields": {"unlabeled_only": ["Not with the disagreement strategy."]}},
         )
     if pool_slice is not None:
-        _stored_members_slice(pool_slice, project_id=project_id, field="pool_slice_id")
+        slice_stored_members_require(pool_slice, project_id=project_id, field="pool_slice_id")
     if selection.other_model_version_id is not None and selection.strategy != "box_disagreement":
         raise ApplicationError(
             "Only box_disagreement compares with another model version.",

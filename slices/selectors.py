@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 
 from datasets.models import DataRow
 from mlops import tables
-from mlops.exceptions import ApplicationError, NotFound
+from mlops.exceptions import ApplicationError, Conflict, NotFound
 from projects.models import Project
 from search.engines.postgres_compiler import compile_filter
 from search.engines.postgres_sql import CompiledQuery
@@ -156,3 +156,16 @@ def slice_split_counts(*, slice: Slice) -> dict[str, int]:
         cursor.execute("SELECT split, count(*) FROM slices_slicemember WHERE slice_id = %s GROUP BY split", [slice.pk])
         counted = dict(cursor.fetchall())
     return {split.label: counted.get(split.value, 0) for split in Split}
+
+
+def slice_stored_members_require(slice: Slice, *, project_id: int, field: str) -> None:
+    """A 400 on `field` unless the slice is the project's and holds stored members (ids, or frozen and filled)."""
+    if slice.project_id != project_id:
+        raise ApplicationError(f"Slice {slice.pk} belongs to another project.", {"fields": {field: ["Not found."]}})
+    if slice.kind == Slice.Kind.QUERY:
+        raise ApplicationError(
+            f"Slice '{slice.name}' is a live query; freeze it (or use an ids slice) here.",
+            {"fields": {field: ["Needs stored members."]}},
+        )
+    if slice.kind == Slice.Kind.FROZEN and slice.frozen_at is None:
+        raise Conflict(f"Slice '{slice.name}' is still being frozen; use it once its job has finished.")

@@ -13,6 +13,7 @@ from django.db import connections
 
 from datasets.importers.records import BatchBuffers, LineError
 from datasets.models import ObjectAttribute
+from mlops.bulk_writes import skip_row_by_row_foreign_key_checks
 from mlops.db_routing import WRITER
 
 ROW_COLUMNS = "line_no, external_id, uri, media_type, width, height, metadata, tags, has_labels, has_predictions"
@@ -93,27 +94,14 @@ def open_import_connection() -> psycopg.Connection:
     """A writer connection on the current tenant's schema, with the staging tables created."""
     django_connection = connections[WRITER]
     conn = psycopg.connect(**django_connection.get_connection_params())
-    _skip_row_by_row_foreign_key_checks(conn)
+    # The merge guarantees references set-based: every label and prediction joins the datarows just upserted and
+    # the classes and model versions locked by _lock_referenced_rows.
+    skip_row_by_row_foreign_key_checks(conn)
     with conn.cursor() as cursor:
         cursor.execute("SELECT set_config('search_path', %s, false)", [f"{django_connection.schema_name},public"])
         cursor.execute(CREATE_STAGING)
     conn.commit()
     return conn
-
-
-def _skip_row_by_row_foreign_key_checks(conn: psycopg.Connection) -> None:
-    """Foreign keys are checked by triggers, one query per inserted row at commit: about 40 % of PostgreSQL's
-    time in an import. The merge guarantees them set-based instead (every label and prediction joins the
-    datarows just upserted and the classes and model versions locked by _lock_referenced_rows), so the import
-    session replaces the triggers (`session_replication_role = replica`, which also skips other triggers: the
-    only one, slices' member cleanup after datarow deletes, never fires here, since imports delete no datarow).
-    It needs a superuser, rds_superuser on Aurora, or `GRANT SET ON PARAMETER session_replication_role`;
-    without it the triggers stay and the import is only slower."""
-    try:
-        conn.execute("SET session_replication_role = replica")
-        conn.commit()
-    except psycopg.errors.InsufficientPrivilege:
-        conn.rollback()
 
 
 def stage_target(conn: psycopg.Connection, *, dataset_id: int, project_id: int) -> None:

@@ -359,16 +359,16 @@ def test_an_import_session_without_the_privilege_keeps_the_foreign_key_triggers(
     import psycopg
     from django.db import connections
 
-    from datasets.importers.staging import _skip_row_by_row_foreign_key_checks
+    from mlops.bulk_writes import skip_row_by_row_foreign_key_checks
 
     with psycopg.connect(**connections["default"].get_connection_params()) as conn:
-        _skip_row_by_row_foreign_key_checks(conn)
+        skip_row_by_row_foreign_key_checks(conn)
         assert conn.execute("SHOW session_replication_role").fetchone()[0] == "replica"  # the test role is a superuser
         conn.execute("RESET session_replication_role")
         conn.execute("DO $$ BEGIN CREATE ROLE import_unprivileged; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         conn.execute("SET ROLE import_unprivileged")
         conn.commit()
-        _skip_row_by_row_foreign_key_checks(conn)
+        skip_row_by_row_foreign_key_checks(conn)
         assert conn.execute("SELECT current_user, current_setting('session_replication_role')").fetchone() == (
             "import_unprivileged",
             "origin",
