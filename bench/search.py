@@ -27,9 +27,13 @@ index per shape); per shape the REST p50, the SQL p50, their ratio and whether R
 
     DATABASE_URL=<primary> DATABASE_READER_URL=<primary> .venv/bin/python -m devstack run -- .venv/bin/python \
       bench/search.py --rows 10000000 --replicate-from 1000000 --no-replica --modes estimate --repeat 5
+
+With --reference too (after a --reference run at 1M, whose reference it copies as the tenant is copied): per page
+shape the first page with the estimated total next to the SQL's first page, their ratio, and `worst ratio: X`.
 """
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -53,7 +57,7 @@ from common import (
     start_server,
 )
 from search_data import bench_schema, load, loaded_project, replicate
-from search_reference import SHAPES, load_reference, time_sql
+from search_reference import SHAPES, load_reference, replicate_reference, time_sql
 
 # (kind, exact-total budget in ms, query): every construct of the language, selective and broad.
 QUERIES = [
@@ -207,6 +211,31 @@ def reference_rows(client: httpx.Client, project_url: str, schema: str, repeat: 
     return rows, worst
 
 
+def reference_first_pages(client: httpx.Client, url: str, schema: str, repeat: int) -> tuple[list[list[str]], float]:
+    """Per page shape: the REST first page with the estimated total next to the SQL page statement alone (issue 21's
+    10M figure), their ratio, and the worst; both must return the same 100 ids."""
+    from django.db import connections
+
+    rows, worst = [], 0.0
+    for shape in SHAPES:
+        if shape.statistic:
+            continue
+        rest, answer = timed(client, url, {**shape.rest, "count": "estimate"}, repeat)
+        page_only = dataclasses.replace(shape, sql=shape.sql[:1])
+        sql = time_sql(schema, page_only, repeat)
+        with connections["reader"].cursor() as cursor:
+            cursor.execute(page_only.sql[0].format(s=schema))
+            expected = [row[0] for row in cursor.fetchall()]
+        if [row["id"] for row in answer["results"]] != expected:
+            raise SystemExit(f"{shape.name}: REST's first page is not the SQL's")
+        rest_ms, sql_ms = statistics.median(rest), statistics.median(sql)
+        worst = max(worst, rest_ms / sql_ms)
+        total = f"{answer['total']['value']:,} {answer['total']['relation']}"
+        rows.append([shape.name, total, f"{rest_ms:,.1f}", f"{sql_ms:,.1f}", f"{rest_ms / sql_ms:,.1f}"])
+        print(f"{shape.name}: done", file=sys.stderr)
+    return rows, worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -269,12 +298,33 @@ def main() -> None:
             )
         print(f"loaded {args.rows:,} datarows in {time.monotonic() - started:.0f}s", file=sys.stderr)
     reference = None
-    if args.reference:
+    if args.reference and args.replicate_from:
+        reference = replicate_reference(
+            rows=args.rows, source_rows=args.replicate_from, log=lambda line: print(line, file=sys.stderr)
+        )
+    elif args.reference:
         manifest = ensure_generated(args.rows, 0) / "manifest.jsonl"
         reference = load_reference(rows=args.rows, manifest=manifest, log=lambda line: print(line, file=sys.stderr))
     server, base = start_server(OUT / "bench-search-server.log")
     token = issue_dev_token(tenant=schema, user="bench", role="viewer", workspace="bench")
     url = f"{base}/api/v1/projects/{project.pk}/search"
+    if reference is not None and args.modes == "estimate":
+        try:
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+                rows, worst = reference_first_pages(client, url, reference, args.repeat)
+        finally:
+            server.terminate()
+            server.wait(10)
+        print_table(
+            f"First page with the estimated total next to the hand-written SQL's first page, {args.rows:,} datarows "
+            f"({time.strftime('%Y-%m-%d')}, {machine()}); ms, p50 of {args.repeat} warm runs",
+            ["shape", "estimated total", "REST p50", "SQL page p50", "ratio"],
+            rows,
+        )
+        print("\nREST: page of 100, count=estimate; SQL: the page statement alone; the same 100 ids on both")
+        print(f"PostgreSQL: {postgres_settings()}")
+        print(f"worst ratio: {worst:.1f}")
+        return
     if reference is not None:
         try:
             with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:

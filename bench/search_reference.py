@@ -169,28 +169,68 @@ def load_reference(*, rows: int, manifest: Path, log=print) -> str:
         if not _loaded(cursor, schema, rows):
             started = time.monotonic()
             datarows, objects = _tsv(manifest, manifest.parent)
-            cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            cursor.execute(f"CREATE SCHEMA {schema}")
-            cursor.execute(LAYOUT.format(schema=schema))
+            _create(cursor, schema)
             for table, path in (("datarow", datarows), ("object", objects)):
                 with open(path, "rb") as data, cursor.copy(f"COPY {schema}.{table} FROM STDIN") as copy:
                     while chunk := data.read(1 << 20):
                         copy.write(chunk)
                 path.unlink()
-            cursor.execute("SET maintenance_work_mem = '1GB'")
-            for statement in INDEXES:
-                cursor.execute(statement.format(schema=schema))
-            for table in ("datarow", "object"):
-                cursor.execute(f"VACUUM ANALYZE {schema}.{table}")
+            _index(cursor, schema)
             log(f"reference layout loaded with COPY and indexed in {time.monotonic() - started:.0f}s")
+    _wait_for_reader(schema, rows)
+    return schema
+
+
+def replicate_reference(*, rows: int, source_rows: int, log=print) -> str:
+    """The reference schema for `rows` datarows as copies of the loaded one of `source_rows`, each copy's ids shifted
+    by `copy * source_rows` as bench/search_data.py's `replicate` shifts the tenant's: both hold the same rows."""
+    from django.db import connections
+
+    schema, source = reference_schema(rows), reference_schema(source_rows)
+    with connections["default"].cursor() as cursor:
+        if not _loaded(cursor, schema, rows):
+            if not _loaded(cursor, source, source_rows):
+                raise SystemExit(f"the reference {source} must be loaded first (--reference at {source_rows:,} rows)")
+            started = time.monotonic()
+            _create(cursor, schema)
+            for copy in range(rows // source_rows):
+                shift = copy * source_rows
+                cursor.execute(
+                    f"INSERT INTO {schema}.datarow SELECT id + {shift}, width, height, tags, city, weather, iso "
+                    f"FROM {source}.datarow ORDER BY id"
+                )
+                cursor.execute(
+                    f"INSERT INTO {schema}.object SELECT datarow_id + {shift}, class, area, occluded FROM {source}.object"
+                )
+            _index(cursor, schema)
+            log(f"reference layout replicated and indexed in {time.monotonic() - started:.0f}s")
+    _wait_for_reader(schema, rows)
+    return schema
+
+
+def _create(cursor, schema: str) -> None:
+    cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    cursor.execute(f"CREATE SCHEMA {schema}")
+    cursor.execute(LAYOUT.format(schema=schema))
+
+
+def _index(cursor, schema: str) -> None:
+    cursor.execute("SET maintenance_work_mem = '1GB'")
+    for statement in INDEXES:
+        cursor.execute(statement.format(schema=schema))
+    for table in ("datarow", "object"):
+        cursor.execute(f"VACUUM ANALYZE {schema}.{table}")
+
+
+def _wait_for_reader(schema: str, rows: int) -> None:
+    from django.db import connections
+
     with connections["reader"].cursor() as cursor:
         for _ in range(600):
             if _loaded(cursor, schema, rows):
-                break
+                return
             time.sleep(1)
-        else:
-            raise SystemExit(f"the replica did not receive {schema} within 10 minutes")
-    return schema
+    raise SystemExit(f"the replica did not receive {schema} within 10 minutes")
 
 
 def time_sql(schema: str, shape: Shape, repeat: int, warm: int = 2) -> list[float]:

@@ -147,21 +147,34 @@ class PostgresNode:
             return
         if port_is_open(self.port):
             raise RuntimeError(f"port {self.port} is taken by another process; pick another one")
-        _run_as_owner(
-            [
-                str(POSTGRES_BIN_PATH / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                str(self.log_file),
-                "-o",
-                f"-p {self.port} -c hot_standby_feedback=on",
-                "start",
-            ]
-        )
+        try:
+            _run_as_owner(
+                [
+                    str(POSTGRES_BIN_PATH / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    str(self.log_file),
+                    "-o",
+                    f"-p {self.port} -c hot_standby_feedback=on",
+                    "start",
+                ]
+            )
+        except subprocess.CalledProcessError as error:
+            # pg_ctl says only that it failed; the reason is in the server's log.
+            raise RuntimeError(
+                f"PostgreSQL under {self.data_dir} did not start on port {self.port}: {error.stdout.strip()}\n"
+                f"last lines of {self.log_file}:\n{self._log_tail()}"
+            ) from error
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as error:
+            return f"(unreadable: {error})"
 
     def stop(self, mode: str = "fast") -> None:
         if not self.running:

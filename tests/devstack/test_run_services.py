@@ -2,7 +2,9 @@
 running those that were running before it (`python -m devstack up`, or a configured DATABASE_URL/REDIS_URL)."""
 
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -11,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devstack.postgres import free_port, port_is_open
+from devstack.postgres import port_is_open
 from tests.fresh_process import REPO_ROOT
 
 # Run by `devstack run`: both services answer while the command runs.
@@ -21,18 +23,35 @@ CHECK_SERVICES = (
 )
 
 
-def _port_pair() -> int:
-    """A free port whose next one is free too: the embedded replica listens on the primary's port + 1."""
-    while port_is_open(port := free_port()) or port_is_open(port + 1):
-        pass
-    return port
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default). A port from bind(0) lies
+# inside it, where an outgoing connection of the running suite may take it before the server binds: the clean-clone
+# CI once saw the embedded replica fail to start on such a port.
+SERVER_PORTS = range(20_000, 32_000)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_ports() -> tuple[int, int]:
+    """A PostgreSQL port whose next one is free too (the embedded replica listens on the primary's port + 1), and a
+    Redis port apart from both."""
+    while True:
+        pg_port, redis_port = random.sample(SERVER_PORTS, 2)
+        if abs(pg_port - redis_port) > 1 and all(map(_bindable, (pg_port, pg_port + 1, redis_port))):
+            return pg_port, redis_port
 
 
 @pytest.fixture
 def embedded_env():
     # Straight under /tmp: when the tests run as root, PostgreSQL runs as a user pytest's root-owned folders shut out.
     data = Path(tempfile.mkdtemp(prefix="mlops-devstack-run-"))
-    pg_port = _port_pair()
+    pg_port, redis_port = _free_ports()
     env = {
         **{
             name: value
@@ -41,7 +60,7 @@ def embedded_env():
         },
         "MLOPS_DATA_DIR": str(data),
         "DEVSTACK_PG_PORT": str(pg_port),
-        "DEVSTACK_REDIS_PORT": str(free_port()),
+        "DEVSTACK_REDIS_PORT": str(redis_port),
     }
     yield env
     devstack(env, "down")
