@@ -130,6 +130,14 @@ SHAPES = [
 ]
 
 
+def capped_count(count_sql: str, cap: int) -> str:
+    """A shape's count statement counting no further than `cap` rows, as count=estimate does."""
+    head = "SELECT count(*) FROM "
+    if not count_sql.startswith(head):
+        raise ValueError(f"not a count statement: {count_sql}")
+    return f"{head}(SELECT 1 FROM {count_sql.removeprefix(head)} LIMIT {cap}) AS capped"
+
+
 def reference_schema(rows: int) -> str:
     return f"bench_ref_{rows}"
 
