@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -54,10 +55,28 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def free_port() -> int:
+# Ports for the servers tests start, below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by
+# default): a port from bind(0) lies inside it, where an outgoing connection of the running suite may take it before
+# the server binds; the clean-clone CI once saw an embedded replica fail to start so.
+SERVER_PORTS = range(20_000, 32_000)
+
+
+def port_is_bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, attempts: int = 1_000) -> int:
+    """A loopback port below the ephemeral range that nothing holds now: for a server to bind, or to be refused."""
+    for _ in range(attempts):
+        port = random.choice(SERVER_PORTS)
+        if port_is_bindable(port):
+            return port
+    raise RuntimeError(f"no free loopback port in {SERVER_PORTS} after {attempts} tries")
 
 
 @dataclass

@@ -8,7 +8,6 @@ process group, logs to a file (shown when a wait times out), and is killed when 
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import pytest
 
+from devstack.postgres import free_port
 from tests.conftest import TENANT_A, TENANT_B
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -182,13 +182,6 @@ def start_celery_worker(
         worker.stop()
         raise
     return worker
-
-
-def free_port() -> int:
-    """A port nothing listens on (it was free a moment ago): for a server to bind, or for a connection to be refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_asgi_server(

@@ -2,9 +2,7 @@
 running those that were running before it (`python -m devstack up`, or a configured DATABASE_URL/REDIS_URL)."""
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devstack.postgres import port_is_open
+from devstack.postgres import free_port, port_is_bindable, port_is_open
 from tests.fresh_process import REPO_ROOT
 
 # Run by `devstack run`: both services answer while the command runs.
@@ -23,28 +21,14 @@ CHECK_SERVICES = (
 )
 
 
-# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default). A port from bind(0) lies
-# inside it, where an outgoing connection of the running suite may take it before the server binds: the clean-clone
-# CI once saw the embedded replica fail to start on such a port.
-SERVER_PORTS = range(20_000, 32_000)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_ports() -> tuple[int, int]:
     """A PostgreSQL port whose next one is free too (the embedded replica listens on the primary's port + 1), and a
     Redis port apart from both."""
-    while True:
-        pg_port, redis_port = random.sample(SERVER_PORTS, 2)
-        if abs(pg_port - redis_port) > 1 and all(map(_bindable, (pg_port, pg_port + 1, redis_port))):
+    for _ in range(1_000):
+        pg_port, redis_port = free_port(), free_port()
+        if abs(pg_port - redis_port) > 1 and port_is_bindable(pg_port + 1):
             return pg_port, redis_port
+    raise RuntimeError("no free pair of loopback ports")
 
 
 @pytest.fixture
