@@ -212,7 +212,9 @@ def reference_rows(client: httpx.Client, project_url: str, schema: str, repeat: 
     return rows, worst
 
 
-def reference_first_pages(client: httpx.Client, url: str, schema: str, repeat: int) -> tuple[list[list[str]], float]:
+def reference_first_pages(
+    client: httpx.Client, project_url: str, schema: str, repeat: int
+) -> tuple[list[list[str]], float]:
     """Per page shape: the REST first page with the estimated total next to the SQL page statement alone (issue 21's
     10M figure) and their ratio, the worst of them; and next to the SQL page with the count capped as count=estimate
     caps it. Both must return the same 100 ids."""
@@ -224,7 +226,7 @@ def reference_first_pages(client: httpx.Client, url: str, schema: str, repeat: i
     for shape in SHAPES:
         if shape.statistic:
             continue
-        rest, answer = timed(client, url, {**shape.rest, "count": "estimate"}, repeat)
+        rest, answer = timed(client, f"{project_url}/search", {**shape.rest, "count": "estimate"}, repeat)
         page_only = dataclasses.replace(shape, sql=shape.sql[:1])
         page_sql = time_sql(schema, page_only, repeat)
         capped = time_sql(
@@ -250,6 +252,25 @@ def reference_first_pages(client: httpx.Client, url: str, schema: str, repeat: i
         )
         print(f"{shape.name}: done", file=sys.stderr)
     return rows, worst
+
+
+# --reference per --modes: how it measures, the table's title and headers, and what the columns are.
+REFERENCE_TABLES = {
+    "all": (
+        reference_rows,
+        "Search through REST next to hand-written SQL",
+        ["shape", "matches", "REST p50", "SQL p50", "ratio", "target 2 x SQL + 30", "met"],
+        "REST: page of 100 with the exact total, or the statistic (matches: the total, or what it counted); "
+        "SQL: page + count, or the GROUP BY, on the replica, as REST reads (bench/search_reference.py)",
+    ),
+    "estimate": (
+        reference_first_pages,
+        "First page with the estimated total next to the hand-written SQL's first page",
+        ["shape", "estimated total", "REST p50", "SQL page p50", "ratio", "SQL page + capped count p50", "ratio"],
+        "REST: page of 100, count=estimate (exact up to 10,000); SQL: the page statement alone (the same 100 ids), "
+        "then with the count capped at 10,001 rows as count=estimate counts",
+    ),
+}
 
 
 def main() -> None:
@@ -324,43 +345,21 @@ def main() -> None:
     server, base = start_server(OUT / "bench-search-server.log")
     token = issue_dev_token(tenant=schema, user="bench", role="viewer", workspace="bench")
     url = f"{base}/api/v1/projects/{project.pk}/search"
-    if reference is not None and args.modes == "estimate":
-        try:
-            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
-                rows, worst = reference_first_pages(client, url, reference, args.repeat)
-        finally:
-            server.terminate()
-            server.wait(10)
-        print_table(
-            f"First page with the estimated total next to the hand-written SQL's first page, {args.rows:,} datarows "
-            f"({time.strftime('%Y-%m-%d')}, {machine()}); ms, p50 of {args.repeat} warm runs",
-            ["shape", "estimated total", "REST p50", "SQL page p50", "ratio", "SQL page + capped count p50", "ratio"],
-            rows,
-        )
-        print(
-            "\nREST: page of 100, count=estimate (exact up to 10,000); SQL: the page statement alone (the same 100 ids),"
-            " then with the count capped at 10,001 rows as count=estimate counts"
-        )
-        print(f"PostgreSQL: {postgres_settings()}")
-        print(f"worst ratio: {worst:.1f}")
-        return
     if reference is not None:
+        measure, title, headers, footnote = REFERENCE_TABLES[args.modes]
         try:
             with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
-                rows, worst = reference_rows(client, url.removesuffix("/search"), reference, args.repeat)
+                rows, worst = measure(client, url.removesuffix("/search"), reference, args.repeat)
         finally:
             server.terminate()
             server.wait(10)
         print_table(
-            f"Search through REST next to hand-written SQL, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, "
-            f"{machine()}); ms, p50 of {args.repeat} warm runs",
-            ["shape", "matches", "REST p50", "SQL p50", "ratio", "target 2 x SQL + 30", "met"],
+            f"{title}, {args.rows:,} datarows ({time.strftime('%Y-%m-%d')}, {machine()}); ms, p50 of {args.repeat} "
+            "warm runs",
+            headers,
             rows,
         )
-        print(
-            "\nREST: page of 100 with the exact total, or the statistic (matches: the total, or what it counted); "
-            "SQL: page + count, or the GROUP BY, on the replica, as REST reads (bench/search_reference.py)"
-        )
+        print(f"\n{footnote}")
         print(f"PostgreSQL: {postgres_settings()}")
         print(f"worst ratio: {worst:.1f}")
         return

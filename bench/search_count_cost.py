@@ -106,7 +106,7 @@ def main() -> None:
                 if shape.statistic:
                     body = ProjectSearchStatisticsApi.InputSerializer(data=shape.rest)
                     body.is_valid(raise_exception=True)
-                    statistics = body.validated_data["statistics"]
+                    requested = body.validated_data["statistics"]
                 with tenant_scope(schema):
                     for attempt in range(2 + args.repeat):
                         per_call.append(defaultdict(float))
@@ -118,7 +118,7 @@ def main() -> None:
                             started = time.perf_counter()
                             if shape.statistic:
                                 result = search_statistics(
-                                    project=project, query_text=shape.rest["query"], statistics=statistics
+                                    project=project, query_text=shape.rest["query"], statistics=requested
                                 )
                                 output = ProjectSearchStatisticsApi.OutputSerializer
                             else:

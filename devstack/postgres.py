@@ -185,7 +185,8 @@ class PostgresNode:
         except subprocess.CalledProcessError as error:
             # pg_ctl says only that it failed; the reason is in the server's log.
             raise RuntimeError(
-                f"PostgreSQL under {self.data_dir} did not start on port {self.port}: {error.stdout.strip()}\n"
+                f"PostgreSQL under {self.data_dir} did not start on port {self.port}: "
+                f"{(error.stdout + error.stderr).strip()}\n"
                 f"last lines of {self.log_file}:\n{self._log_tail()}"
             ) from error
 
